@@ -1,0 +1,123 @@
+"""What every command shares: options, the session (workspace, clock, database), output."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from mailer.clock import Clock
+    from mailer.settings import Environment
+    from mailer.workspace import Workspace
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _check_now(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Reject an unparsable --now as misuse (exit 2); the zone is applied later."""
+    if value is None:
+        return None
+    text = value.strip().replace("z", "Z").replace("Z", "+00:00")
+    try:
+        if len(text) == 10:
+            date.fromisoformat(text)
+        else:
+            datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected an ISO 8601 date-time like 2026-11-27T08:00 or a date, got {value!r}"
+        ) from None
+    return value
+
+
+def workspace_option(f: F) -> F:
+    return click.option("--workspace", "workspace", metavar="DIR", default=None,
+                        help="Workspace folder (default: $MAILER_WORKSPACE, else .).")(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print exactly one JSON document on standard output.")(f)
+
+
+def now_option(f: F) -> F:
+    return click.option("--now", metavar="TIME", callback=_check_now,
+                        help="Act as if it were TIME (ISO 8601; no offset = workspace zone).")(f)
+
+
+@dataclass
+class Session:
+    """The workspace, environment, clock and database of one command run."""
+
+    option_root: str | None
+    now_text: str | None = None
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    @cached_property
+    def env(self) -> Environment:
+        from mailer.settings import Environment
+
+        return Environment.from_mapping(self.environ)
+
+    @cached_property
+    def root(self) -> Path:
+        from mailer.workspace import workspace_root
+
+        return workspace_root(self.option_root, self.env)
+
+    @cached_property
+    def workspace(self) -> Workspace:
+        from mailer.workspace import open_workspace
+
+        return open_workspace(self.root)
+
+    @cached_property
+    def clock(self) -> Clock:
+        from mailer.clock import Clock, parse_local, zone
+
+        if self.now_text is None:
+            return Clock()
+        return Clock(parse_local(self.now_text, zone(self.workspace.settings.timezone)))
+
+    @cached_property
+    def engine(self) -> Engine:
+        from mailer.db import database_url, open_database
+
+        url = database_url(env_url=self.env.database_url,
+                           configured=self.workspace.settings.database, root=self.root)
+        return open_database(url)
+
+
+def session(ctx: click.Context, workspace: str | None, now: str | None = None) -> Session:
+    """The session for a command; --workspace after the subcommand wins over before it."""
+    root = workspace
+    parent: click.Context | None = ctx
+    while root is None and parent is not None:
+        if isinstance(parent.obj, dict):
+            root = parent.obj.get("workspace")
+        parent = parent.parent
+    return Session(option_root=root, now_text=now)
+
+
+def emit_json(document: Any) -> None:
+    click.echo(json.dumps(document, ensure_ascii=False, indent=None))
+
+
+def say(message: str) -> None:
+    """A line for a person, on standard error when stdout carries data."""
+    click.echo(message, err=True)
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()

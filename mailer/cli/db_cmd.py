@@ -1,0 +1,34 @@
+"""`mailer db upgrade`."""
+
+from __future__ import annotations
+
+import click
+
+from mailer.cli.common import emit_json, json_option, session, workspace_option
+
+
+@click.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command()
+@workspace_option
+@json_option
+@click.pass_context
+def upgrade(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
+    """Create or migrate the schema (on PostgreSQL under an advisory lock)."""
+    from mailer.db import create, database_url
+    from mailer.db import upgrade as migrate
+
+    run = session(ctx, workspace)
+    url = database_url(env_url=run.env.database_url,
+                       configured=run.workspace.settings.database, root=run.root)
+    before, after = migrate(create(url))
+    if as_json:
+        emit_json({"database": url.render_as_string(hide_password=True),
+                   "before": before, "after": after})
+    elif before == after:
+        click.echo(f"the schema is up to date ({after})")
+    else:
+        click.echo(f"upgraded the schema from {before or 'nothing'} to {after}")

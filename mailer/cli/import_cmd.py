@@ -1,0 +1,120 @@
+"""`mailer import customers FILE` and `mailer import orders FILE`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+import click
+
+from mailer.cli.common import (
+    emit_json,
+    json_option,
+    now_option,
+    session,
+    stderr_is_terminal,
+    workspace_option,
+)
+
+
+@click.group("import")
+def import_group() -> None:
+    """Import customers or orders (CSV or JSON Lines; upsert by the store's id)."""
+
+
+def _options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.argument("file", metavar="FILE")(f)
+    f = click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "ndjson"]),
+                     help="Override the format the extension implies (needed for - as stdin "
+                          "with JSON Lines).")(f)
+    f = click.option("--strict", is_flag=True,
+                     help="One transaction: nothing is written if any row is bad.")(f)
+    return now_option(json_option(workspace_option(f)))
+
+
+@import_group.command()
+@_options
+@click.pass_context
+def customers(ctx: click.Context, **options: Any) -> None:
+    """Upsert customers by `id` from FILE (- for standard input)."""
+    _import(ctx, "customers", **options)
+
+
+@import_group.command()
+@_options
+@click.pass_context
+def orders(ctx: click.Context, **options: Any) -> None:
+    """Upsert orders, one row per order line, from FILE (- for standard input)."""
+    _import(ctx, "orders", **options)
+
+
+@contextmanager
+def _open(path: str) -> Iterator[tuple[BinaryIO, int | None]]:
+    from mailer.errors import NotFoundError
+
+    if path == "-":
+        yield sys.stdin.buffer, None
+        return
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise NotFoundError(f"{path}: is a directory, not a file") from None
+    except OSError as err:
+        raise NotFoundError(f"{path}: cannot read: {err.strerror}") from None
+    with handle:
+        import os
+
+        yield handle, os.fstat(handle.fileno()).st_size
+
+
+def _import(ctx: click.Context, kind: str, *, file: str, fmt: str | None, strict: bool,
+            workspace: str | None, as_json: bool, now: str | None) -> None:
+    from mailer.clock import zone
+    from mailer.importer import RowError, import_file
+    from mailer.records import Context
+    from mailer.sources import format_for
+
+    run = session(ctx, workspace, now)
+    settings = run.workspace.settings
+    chosen = format_for(file, fmt)
+    moment = run.clock.now()
+    tz = zone(settings.timezone)
+    checks = Context(tz=tz, currency=settings.store.currency,
+                     today=moment.astimezone(tz).date())
+    name = "<stdin>" if file == "-" else file
+
+    def on_error(error: RowError) -> None:
+        click.echo(f"{name}:{error.line}: {error.reason}", err=True)
+
+    with _open(file) as (stream, size), _progress(size, enabled=not as_json) as progress:
+        report = import_file(run.engine, stream, kind=kind, name=name, fmt=chosen, ctx=checks,
+                             now=moment, strict=strict, on_error=on_error, on_progress=progress)
+    for warning in report.warnings:
+        click.echo(str(warning), err=True)
+    if as_json:
+        emit_json(report.as_json())
+    else:
+        rows = "rows" if kind == "customers" else "order lines"
+        note = " (--strict: nothing written)" if strict and report.skipped else ""
+        click.echo(f"{name}: {report.written} {rows} written, {report.skipped} skipped{note}")
+    if report.skipped:
+        ctx.exit(1)
+
+
+@contextmanager
+def _progress(size: int | None, *, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on a terminal, by bytes read; nothing otherwise."""
+    if not enabled or size is None or not stderr_is_terminal():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress("importing", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("import", total=size)
+        yield lambda done: bar.update(task, completed=done)

@@ -1,0 +1,83 @@
+"""Store-wide reads and writes: counts, opt-outs, clearing the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, inspect, select, update
+
+from mailer.addresses import parse_address
+from mailer.errors import InvalidValue
+from mailer.models import DELIVERY_STATES, Base, Customer, Order, Suppression
+
+OPTED_OUT = ("unsubscribed", "bounced", "complained")
+
+
+@dataclass(frozen=True)
+class OptOut:
+    """What `unsubscribe` did with one address."""
+
+    email: str
+    outcome: str  # unsubscribed | already | suppressed | invalid
+    reason: str | None = None
+
+
+def unsubscribe(engine: Engine, emails: list[str], *, now: datetime, source: str = "cli",
+                reason: str = "manual") -> list[OptOut]:
+    """Record opt-outs; an unknown but valid address is suppressed anyway."""
+    results = []
+    with engine.begin() as conn:
+        for raw in emails:
+            try:
+                address = parse_address(raw)
+            except InvalidValue as err:
+                results.append(OptOut(raw, "invalid", err.message))
+                continue
+            row = conn.execute(select(Customer.id, Customer.consent)
+                               .where(Customer.email_key == address.key)).first()
+            if row is None:
+                known = conn.execute(select(Suppression.id)
+                                     .where(Suppression.email_key == address.key)).first()
+                if known is None:
+                    conn.execute(Suppression.__table__.insert().values(
+                        email_key=address.key, reason=reason, source=source, created_at=now))
+                results.append(OptOut(address.email, "suppressed"))
+            elif row.consent in OPTED_OUT:
+                results.append(OptOut(address.email, "already", row.consent))
+            else:
+                conn.execute(update(Customer).where(Customer.id == row.id).values(
+                    consent="unsubscribed", consent_at=now, consent_source=source,
+                    consent_reason=reason, updated_at=now))
+                results.append(OptOut(address.email, "unsubscribed"))
+    return results
+
+
+def customer_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(Customer)).scalar_one())
+
+
+def status_counts(engine: Engine) -> dict[str, Any]:
+    """Customers, subscribed, every stored order, deliveries by state (zeros included)."""
+    with engine.connect() as conn:
+        customers = conn.execute(select(func.count()).select_from(Customer)).scalar_one()
+        subscribed = conn.execute(select(func.count()).select_from(Customer)
+                                  .where(Customer.consent == "subscribed")).scalar_one()
+        orders = conn.execute(select(func.count()).select_from(Order)).scalar_one()
+        deliveries = dict.fromkeys(DELIVERY_STATES, 0)
+        if inspect(conn).has_table("deliveries"):  # the ledger arrives with campaigns
+            table = Base.metadata.tables["deliveries"]
+            for state, count in conn.execute(select(table.c.status, func.count())
+                                             .group_by(table.c.status)).tuples():
+                deliveries[state] = int(count)
+    return {"customers": int(customers), "subscribed": int(subscribed), "orders": int(orders),
+            "deliveries": deliveries}
+
+
+def clear_store(engine: Engine) -> None:
+    """Delete every row of every mailer table, children first."""
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(delete(table))

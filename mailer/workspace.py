@@ -1,0 +1,67 @@
+"""The workspace: a folder with mailer.yaml, campaigns/, segments/ and templates/.
+
+`mailer init` copies the demo workspace the package bundles. A wheel carries it
+as `mailer/_demo`; a source checkout (an editable install) uses the repository
+root, which *is* the demo workspace: one source, never two copies.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailer.errors import Problem, UserError
+from mailer.settings import SETTINGS_FILE, Environment, Settings, load_settings
+
+WORKSPACE_PARTS = (SETTINGS_FILE, "campaigns", "segments", "templates")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    settings: Settings
+    warnings: tuple[Problem, ...] = ()
+
+
+def workspace_root(option: str | None, env: Environment) -> Path:
+    """--workspace, else MAILER_WORKSPACE, else the current directory."""
+    chosen = Path(option or env.workspace or ".").expanduser()
+    if not chosen.is_dir():
+        raise UserError(f"workspace {chosen} is not a directory")
+    return chosen.resolve()
+
+
+def open_workspace(root: Path) -> Workspace:
+    """Load the workspace's settings; every problem raises one ConfigError."""
+    settings, warnings = load_settings(root)
+    return Workspace(root=root, settings=settings, warnings=tuple(warnings))
+
+
+def bundled_workspace() -> Path:
+    """Where the demo workspace this package bundles lives."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "_demo", package.parent):
+        if all((candidate / part).exists() for part in WORKSPACE_PARTS):
+            return candidate
+    raise UserError("this installation of mailer carries no demo workspace")
+
+
+def init_workspace(dest: Path, *, force: bool) -> list[str]:
+    """Copy the demo workspace into DEST; refuses a non-empty DEST unless forced."""
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"{dest} exists and is not a directory")
+    if dest.exists() and any(dest.iterdir()) and not force:
+        raise UserError(f"{dest} is not empty: use --force to copy the demo workspace into it")
+    source = bundled_workspace()
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for part in WORKSPACE_PARTS:
+        origin = source / part
+        if origin.is_dir():
+            shutil.copytree(origin, dest / part, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(origin, dest / part)
+        copied.append(part)
+    return copied

@@ -1,0 +1,127 @@
+"""Load YAML while keeping the line of every key and list item.
+
+The only module that imports the YAML parser. Mappings come back as `YamlMap`
+(a dict) and sequences as `YamlList` (a list), each knowing the 1-based line of
+its own start and of each of its entries, so a schema error can be reported as
+`path:line: field: message` (the habit of dbt's yaml_helper and cloud-init's
+safeyaml).
+
+Resolvers follow YAML 1.2's core schema where YAML 1.1 surprises marketers:
+`NO` (Norway) stays a string, `yes`/`on` are strings, and `21:00` stays a
+string instead of becoming the sexagesimal number 1260.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from mailer.errors import ConfigError, Problem
+
+
+class YamlMap(dict[Any, Any]):
+    """A mapping with the line of the mapping and of each key."""
+
+    line: int = 1
+    key_lines: dict[Any, int]
+
+
+class YamlList(list[Any]):
+    """A sequence with the line of the sequence and of each item."""
+
+    line: int = 1
+    item_lines: list[int]
+
+
+class _Loader(yaml.SafeLoader):
+    yaml_implicit_resolvers: dict[Any, Any] = {
+        first: [r for r in resolvers if r[0] not in (
+            "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?[0-9][0-9_]*|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def _construct_map(loader: _Loader, node: yaml.MappingNode) -> YamlMap:
+    result = YamlMap()
+    result.line = node.start_mark.line + 1
+    result.key_lines = {}
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool)) or key is None:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a key must be a plain value", key_node.start_mark)
+        if key in result:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> YamlList:
+    result = YamlList(loader.construct_object(child, deep=True) for child in node.value)
+    result.line = node.start_mark.line + 1
+    result.item_lines = [child.start_mark.line + 1 for child in node.value]
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
+
+
+def load_yaml(text: str, path: str) -> Any:
+    """Parse one YAML document; a syntax error raises ConfigError naming path and line."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark is not None else None
+        message = " ".join(str(part) for part in (err.context, err.problem) if part)
+        raise ConfigError([Problem(path, line, None, f"YAML syntax: {message}")]) from None
+    except yaml.YAMLError as err:
+        raise ConfigError([Problem(path, None, None, f"YAML syntax: {err}")]) from None
+
+
+def line_of(data: Any, loc: tuple[str | int, ...]) -> int | None:
+    """The line of the deepest entry of `loc` that exists in `data`."""
+    line: int | None = getattr(data, "line", None)
+    node = data
+    for part in loc:
+        if isinstance(node, YamlMap) and part in node:
+            line = node.key_lines.get(part, line)
+            node = node[part]
+        elif isinstance(node, YamlList) and isinstance(part, int) and 0 <= part < len(node):
+            line = node.item_lines[part]
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def iter_keys(data: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], int]]:
+    """Every (key path, line) in the document, depth first."""
+    found: list[tuple[tuple[str | int, ...], int]] = []
+    if isinstance(data, YamlMap):
+        for key, value in data.items():
+            path = (*prefix, str(key))
+            found.append((path, data.key_lines[key]))
+            found.extend(iter_keys(value, path))
+    elif isinstance(data, YamlList):
+        for index, value in enumerate(data):
+            found.extend(iter_keys(value, (*prefix, index)))
+    return found
