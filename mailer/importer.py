@@ -327,7 +327,7 @@ class _OrderWriter:
 
 def _pairs(result: Result[Any]) -> dict[Any, Any]:
     """The rows of a two-column result as a dict (dict(result) would call result.keys())."""
-    return {first: second for first, second in result.tuples()}
+    return {row[0]: row[1] for row in result}
 
 
 @contextmanager
