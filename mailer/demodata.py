@@ -15,9 +15,9 @@ import random
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from mailer.clock import UTC, iso_z
+from mailer.clock import iso_z
 from mailer.money import format_minor
 
 CUSTOMER_HEADER = ["id", "email", "first_name", "last_name", "birth_date", "timezone", "locale",
@@ -172,7 +172,7 @@ def _order_count(rng: random.Random) -> int:
     return min(int(rng.paretovariate(1.2)), 60)
 
 
-def _write_order(sales: csv.writer, rng: random.Random, order_id: str,  # type: ignore[valid-type]
+def _write_order(sales: Any, rng: random.Random, order_id: str,
                  customer: str, signed_up: datetime, now: datetime, currency: str) -> int:
     span = max(int((now - signed_up).total_seconds()), 1)
     # Recent orders are more common than old ones.
@@ -190,7 +190,7 @@ def _write_order(sales: csv.writer, rng: random.Random, order_id: str,  # type: 
     total = sum(quantity * price for *_, quantity, price in items)
     coupon = f"WELCOME{rng.randrange(1000, 9999)}" if rng.random() < 0.04 else ""
     for sku, product, category, quantity, price in items:
-        sales.writerow([order_id, customer, iso_z(placed.astimezone(UTC)), status, order_currency,
+        sales.writerow([order_id, customer, iso_z(placed), status, order_currency,
                         format_minor(total, order_currency), sku, product, category, quantity,
                         format_minor(price, order_currency), coupon])
     return len(items)

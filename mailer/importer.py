@@ -14,16 +14,16 @@ moves only `not_subscribed` to `subscribed`; `unsubscribed`, `bounced` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from sqlalchemy import (
     Connection,
     Engine,
-    Result,
+    Table,
     bindparam,
     delete,
     insert,
@@ -88,9 +88,9 @@ class _Tally:
 
 # --- customers -------------------------------------------------------------------------
 
-_CUSTOMERS = Customer.__table__
-_ORDERS = Order.__table__
-_LINES = OrderLine.__table__
+_CUSTOMERS = cast(Table, Customer.__table__)
+_ORDERS = cast(Table, Order.__table__)
+_LINES = cast(Table, OrderLine.__table__)
 
 
 class _CustomerWriter:
@@ -172,8 +172,10 @@ class _CustomerWriter:
                 else:
                     merged[key] = value
             values["attributes"] = merged or None
-        moved = {(True, "not_subscribed"): "subscribed",
-                 (False, "subscribed"): "not_subscribed"}.get((row.subscribed, consent))
+        transitions: dict[tuple[bool | None, str], str] = {
+            (True, "not_subscribed"): "subscribed",
+            (False, "subscribed"): "not_subscribed"}
+        moved = transitions.get((row.subscribed, consent))
         if moved is not None:
             values.update(consent=moved, consent_at=self._now, consent_source="import",
                           consent_reason=None)
@@ -325,7 +327,7 @@ class _OrderWriter:
             self._conn.execute(text("DROP TABLE IF EXISTS import_seen_orders"))
 
 
-def _pairs(result: Result[Any]) -> dict[Any, Any]:
+def _pairs(result: Iterable[Any]) -> dict[Any, Any]:
     """The rows of a two-column result as a dict (dict(result) would call result.keys())."""
     return {row[0]: row[1] for row in result}
 

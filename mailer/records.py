@@ -240,7 +240,8 @@ def parse_customer(line: int, record: Mapping[str, Any], ctx: Context,
             if key not in CUSTOMER_COLUMNS:
                 if isinstance(value, str) and has_control_character(value):
                     raise BadRow(f"{key}: contains a control character")
-                attributes[key] = value.strip() if isinstance(value, str) and value.strip() else None
+                cleaned = value.strip() if isinstance(value, str) else value
+                attributes[key] = cleaned or None  # an empty cell clears the attribute
     if store_id == values.get("referred_by"):
         raise BadRow("referred_by: a customer cannot refer themselves")
     return CustomerRow(line, store_id, address.email, address.key, values, subscribed, attributes)

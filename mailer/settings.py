@@ -203,7 +203,8 @@ def load_settings(root: Path) -> tuple[Settings, list[Problem]]:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([Problem(SETTINGS_FILE, None, None,
-                                   f"not found in {root} (create one with `mailer init DIR`)")])
+                                   f"not found in {root} (create one with `mailer init DIR`)")]
+                          ) from None
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
         raise ConfigError([Problem(SETTINGS_FILE, None, None, f"cannot read: {reason}")]) from None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, inspect, select, update
+from sqlalchemy import Engine, delete, func, insert, inspect, select, update
 
 from mailer.addresses import parse_address
 from mailer.errors import InvalidValue
@@ -41,7 +41,7 @@ def unsubscribe(engine: Engine, emails: list[str], *, now: datetime, source: str
                 known = conn.execute(select(Suppression.id)
                                      .where(Suppression.email_key == address.key)).first()
                 if known is None:
-                    conn.execute(Suppression.__table__.insert().values(
+                    conn.execute(insert(Suppression).values(
                         email_key=address.key, reason=reason, source=source, created_at=now))
                 results.append(OptOut(address.email, "suppressed"))
             elif row.consent in OPTED_OUT:

@@ -36,7 +36,7 @@ class YamlList(list[Any]):
 
 
 class _Loader(yaml.SafeLoader):
-    yaml_implicit_resolvers: dict[Any, Any] = {
+    yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML reads this class attribute
         first: [r for r in resolvers if r[0] not in (
             "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
@@ -87,7 +87,7 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 def load_yaml(text: str, path: str) -> Any:
     """Parse one YAML document; a syntax error raises ConfigError naming path and line."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+        return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -113,9 +113,12 @@ def line_of(data: Any, loc: tuple[str | int, ...]) -> int | None:
     return line
 
 
-def iter_keys(data: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], int]]:
+Loc = tuple[str | int, ...]
+
+
+def iter_keys(data: Any, prefix: Loc = ()) -> list[tuple[Loc, int]]:
     """Every (key path, line) in the document, depth first."""
-    found: list[tuple[tuple[str | int, ...], int]] = []
+    found: list[tuple[Loc, int]] = []
     if isinstance(data, YamlMap):
         for key, value in data.items():
             path = (*prefix, str(key))

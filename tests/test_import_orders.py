@@ -7,7 +7,8 @@ import json
 from tests.conftest import Workspace
 
 NOW = ["--now", "2026-11-23T10:00"]
-HEADER = "order_id,customer_id,placed_at,status,currency,total,sku,product,category,quantity,price\n"
+HEADER = ("order_id,customer_id,placed_at,status,currency,total,sku,product,category,quantity,"
+          "price\n")
 
 
 def with_customers(db: Workspace) -> None:

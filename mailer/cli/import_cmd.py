@@ -37,7 +37,7 @@ def _options(f: Callable[..., Any]) -> Callable[..., Any]:
 @import_group.command()
 @_options
 @click.pass_context
-def customers(ctx: click.Context, **options: Any) -> None:
+def customers(ctx: click.Context, /, **options: Any) -> None:
     """Upsert customers by `id` from FILE (- for standard input)."""
     _import(ctx, "customers", **options)
 
@@ -45,7 +45,7 @@ def customers(ctx: click.Context, **options: Any) -> None:
 @import_group.command()
 @_options
 @click.pass_context
-def orders(ctx: click.Context, **options: Any) -> None:
+def orders(ctx: click.Context, /, **options: Any) -> None:
     """Upsert orders, one row per order line, from FILE (- for standard input)."""
     _import(ctx, "orders", **options)
 
