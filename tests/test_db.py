@@ -1,0 +1,90 @@
+"""The database layer: SQLite pragmas and self-migration, PostgreSQL refusal and upgrade."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+import time
+from pathlib import Path
+
+import pytest
+
+from sqlalchemy import text
+
+from mailer.db import current_revision, database_url, head_revision, open_database
+from tests.conftest import SETTINGS, Workspace
+
+
+def test_sqlite_workspace_creates_its_schema_in_wal_mode(ws: Workspace) -> None:
+    result = ws.run("status", "--json")
+    assert result.code == 0, result.stderr
+    assert (ws.root / "mailer.db").exists()
+    engine = ws.engine()
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_db_upgrade_is_idempotent(db: Workspace) -> None:
+    result = db.run("db", "upgrade", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["after"] == head_revision()
+    again = db.run("db", "upgrade")
+    assert again.stdout.strip() == f"the schema is up to date ({head_revision()})"
+
+
+def test_postgres_without_schema_is_refused_until_db_upgrade(
+        tmp_path: Path, fresh_postgres: tuple[str, str]) -> None:
+    _, url = fresh_postgres
+    ws = Workspace(tmp_path, url)
+    ws.write("mailer.yaml", SETTINGS)
+    refused = ws.run("status", "--json")
+    assert refused.code == 3
+    assert refused.json()["error"]["message"].endswith(
+        "has no mailer schema: run `mailer db upgrade`")
+    upgraded = ws.run("db", "upgrade")
+    assert upgraded.code == 0
+    assert upgraded.stdout.strip() == f"upgraded the schema from nothing to {head_revision()}"
+    assert ws.run("status").code == 0
+
+
+def test_unreachable_database_exits_3_without_the_password(ws: Workspace) -> None:
+    ws.env = {"MAILER_DATABASE_URL": "postgresql://mailer:hunter2@127.0.0.1:1/mail"}
+    result = ws.run("status", "--json")
+    assert result.code == 3
+    message = result.json()["error"]["message"]
+    assert message.startswith("cannot open the database postgresql+psycopg://mailer:***@")
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_times_are_stored_in_utc_whatever_the_host_zone(
+        db: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    time.tzset()
+    db.write("c.csv", "id,email,signed_up_at\nC1,c1@example.com,2026-07-01T12:00+02:00\n")
+    assert db.run("import", "customers", "c.csv").code == 0
+    engine = open_database(database_url(env_url=db.database, configured=None, root=db.root))
+    from sqlalchemy import select
+
+    from mailer.models import Customer
+
+    with engine.connect() as conn:
+        stored = conn.execute(select(Customer.signed_up_at)).scalar_one()
+    assert stored == datetime(2026, 7, 1, 10, 0, tzinfo=UTC)
+    engine.dispose()
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_deleting_a_customer_deletes_their_orders(db: Workspace) -> None:
+    db.write("c.csv", "id,email\nC1,c1@example.com\n")
+    db.write("o.csv", "order_id,customer_id,placed_at,total,sku\nO1,C1,2026-11-01,5,A\n")
+    db.run("import", "customers", "c.csv")
+    db.run("import", "orders", "o.csv")
+    engine = db.engine()
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM customers"))
+    engine.dispose()
+    assert db.query("SELECT count(*) AS n FROM order_lines")[0].n == 0
