@@ -6,6 +6,7 @@ so `John@x.com` and `john@x.com` are one person.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -20,9 +21,13 @@ class Address:
     key: str
 
 
+# Unicode category Cc (C0 and C1 controls) plus the line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def has_control_character(text: str) -> bool:
     """True when the text holds a C0/C1 control character or a line/paragraph separator."""
-    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
+    return _CONTROL.search(text) is not None
 
 
 def parse_address(raw: str) -> Address:

@@ -302,10 +302,12 @@ class _OrderWriter:
                  for r in replaced])
         fresh = [r for r in good if r.store_id not in existing]
         if fresh:
-            created = self._conn.execute(
-                insert(_ORDERS).returning(o.store_id, o.id, sort_by_parameter_order=True),
-                [{"store_id": r.store_id, **values(r)} for r in fresh])
-            existing.update(_pairs(created))
+            # A plain executemany and one look-up: RETURNING in parameter order makes
+            # SQLite insert row by row.
+            self._conn.execute(insert(_ORDERS), [{"store_id": r.store_id, **values(r)}
+                                                 for r in fresh])
+            existing.update(_pairs(self._conn.execute(
+                select(o.store_id, o.id).where(o.store_id.in_([r.store_id for r in fresh])))))
         lines = [{"order_id": existing[r.store_id], "position": position, "sku": item.sku,
                   "product": item.product, "category": item.category,
                   "quantity": item.quantity, "price_minor": item.price_minor}
