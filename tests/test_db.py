@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
 from sqlalchemy import text
 
 from mailer.db import current_revision, database_url, head_revision, open_database
