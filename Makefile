@@ -8,6 +8,7 @@ DEMO := .demo
 CLEAN_ENV := env -u MAILER_DATABASE_URL -u MAILER_SMTP_URL -u MAILER_SECRET_KEY \
 	-u MAILER_SECRET_KEY_OLD -u MAILER_DKIM_KEY -u MAILER_LOG_FORMAT -u MAILER_WORKSPACE
 MAILER := $(CLEAN_ENV) $(abspath $(BIN))/mailer --workspace $(abspath $(DEMO))
+COPY := $(CLEAN_ENV) $(abspath $(BIN))/mailer --workspace $(abspath $(DEMO))/copy
 DEMO_NOW := 2026-11-23T10:00
 
 .PHONY: demo test lint bench soak clean
@@ -27,18 +28,25 @@ test: lint
 	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
 
 demo: $(STAMP)
-	rm -rf $(DEMO)
-	$(CLEAN_ENV) $(BIN)/mailer init $(DEMO)
-	$(MAILER) validate
-	$(MAILER) demo-data --customers 500 --seed 7 --now $(DEMO_NOW)
-	@echo "--- export the same store as CSV and import it into a second workspace"
-	$(MAILER) demo-data --customers 500 --seed 7 --now $(DEMO_NOW) --out $(DEMO)/export
-	$(CLEAN_ENV) $(BIN)/mailer init $(DEMO)/copy
-	$(CLEAN_ENV) $(BIN)/mailer --workspace $(DEMO)/copy import customers $(DEMO)/export/customers.csv --now $(DEMO_NOW)
-	$(CLEAN_ENV) $(BIN)/mailer --workspace $(DEMO)/copy import orders $(DEMO)/export/orders.csv --now $(DEMO_NOW)
-	$(MAILER) unsubscribe someone@example.com
-	$(MAILER) status
-	$(CLEAN_ENV) $(BIN)/mailer --workspace $(DEMO)/copy status --json
+	@rm -rf $(DEMO)
+	@echo "== a fresh workspace in $(DEMO)/"
+	@$(CLEAN_ENV) $(BIN)/mailer init $(DEMO)
+	@$(MAILER) validate
+	@echo "== a synthetic store of 500 customers"
+	@$(MAILER) demo-data --customers 500 --seed 7 --now $(DEMO_NOW)
+	@echo "== the same store exported as CSV and imported into a second workspace"
+	@$(MAILER) demo-data --customers 500 --seed 7 --now $(DEMO_NOW) --out $(DEMO)/export
+	@$(CLEAN_ENV) $(BIN)/mailer init $(DEMO)/copy >/dev/null
+	@$(COPY) import customers $(DEMO)/export/customers.csv --now $(DEMO_NOW)
+	@$(COPY) import orders $(DEMO)/export/orders.csv --now $(DEMO_NOW)
+	@$(MAILER) status --json > $(DEMO)/status-original.json
+	@$(COPY) status --json > $(DEMO)/status-copy.json
+	@cmp -s $(DEMO)/status-original.json $(DEMO)/status-copy.json \
+		&& echo "round trip: both workspaces hold the same counts" \
+		|| { echo "round trip: the counts differ"; exit 1; }
+	@echo "== an opt-out, then the store's status"
+	@$(MAILER) unsubscribe someone@example.com
+	@$(MAILER) status
 
 bench: $(STAMP)
 	$(BIN)/python bench/import.py
