@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import csv
 import random
+import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from sqlalchemy import Engine
+
 from mailer.clock import iso_z
+from mailer.errors import MailerError, UserError
 from mailer.money import format_minor
+from mailer.settings import Settings
 
 CUSTOMER_HEADER = ["id", "email", "first_name", "last_name", "birth_date", "timezone", "locale",
                    "country", "city", "signed_up_at", "subscribed", "tags", "referred_by",
@@ -206,3 +211,33 @@ def write_files(folder: Path, *, customers: int, seed: int, now: datetime,
         _, lines = generate(c_out, o_out, customers=customers, seed=seed, now=now,
                             currency=currency)
     return people, sales, lines
+
+
+def fill_store(engine: Engine, *, settings: Settings, customers: int, seed: int, now: datetime,
+               replace: bool) -> tuple[int, int]:
+    """Generate the store and import it; returns (customers, order lines) written.
+
+    Refuses a store that has customers unless `replace`, which empties it first.
+    """
+    from mailer.importer import RowError, import_file
+    from mailer.records import Context
+    from mailer.store import clear_store, customer_count
+
+    if customer_count(engine) and not replace:
+        raise UserError("the store is not empty: use --replace to delete its data first")
+    if replace:
+        clear_store(engine)
+    checks = Context.of(settings, now)
+    errors: list[RowError] = []
+    written = []
+    with tempfile.TemporaryDirectory(prefix="mailer-demo-") as scratch:
+        people, sales, _ = write_files(Path(scratch), customers=customers, seed=seed, now=now,
+                                       currency=settings.store.currency)
+        for kind, path in (("customers", people), ("orders", sales)):
+            with path.open("rb") as stream:
+                report = import_file(engine, stream, kind=kind, name=path.name, fmt="csv",
+                                     ctx=checks, now=now, strict=True, on_error=errors.append)
+            written.append(report.written)
+    if errors:  # the generator and the importer disagree: a bug, not the user's fault
+        raise MailerError(f"demo data did not import: {errors[0].line}: {errors[0].reason}")
+    return written[0], written[1]

@@ -18,6 +18,7 @@ from mailer.clock import iso_z, parse_local, zone
 from mailer.errors import InvalidValue, Problem
 from mailer.models import ORDER_STATUSES
 from mailer.money import format_minor, to_minor
+from mailer.settings import Settings
 
 CUSTOMER_COLUMNS = ("id", "email", "first_name", "last_name", "birth_date", "timezone", "locale",
                     "country", "city", "signed_up_at", "subscribed", "tags", "referred_by")
@@ -43,6 +44,12 @@ class Context:
     tz: ZoneInfo
     currency: str
     today: date
+
+    @classmethod
+    def of(cls, settings: Settings, now: datetime) -> Context:
+        """The checks' context for a workspace at `now`."""
+        tz = zone(settings.timezone)
+        return cls(tz=tz, currency=settings.store.currency, today=now.astimezone(tz).date())
 
 
 # --- column names --------------------------------------------------------------------

@@ -16,6 +16,7 @@ import click
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+    from sqlalchemy.engine import URL
 
     from mailer.clock import Clock
     from mailer.settings import Environment
@@ -91,12 +92,18 @@ class Session:
         return Clock(parse_local(self.now_text, zone(self.workspace.settings.timezone)))
 
     @cached_property
-    def engine(self) -> Engine:
-        from mailer.db import database_url, open_database
+    def database_url(self) -> URL:
+        from mailer.db import database_url
 
-        url = database_url(env_url=self.env.database_url,
-                           configured=self.workspace.settings.database, root=self.root)
-        return open_database(url)
+        return database_url(env_url=self.env.database_url,
+                            configured=self.workspace.settings.database, root=self.root)
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The database on a current schema (see mailer.db.open_database)."""
+        from mailer.db import open_database
+
+        return open_database(self.database_url)
 
 
 def session(ctx: click.Context, workspace: str | None, now: str | None = None) -> Session:

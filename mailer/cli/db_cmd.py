@@ -18,12 +18,10 @@ def db() -> None:
 @click.pass_context
 def upgrade(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
     """Create or migrate the schema (on PostgreSQL under an advisory lock)."""
-    from mailer.db import create, database_url
+    from mailer.db import create
     from mailer.db import upgrade as migrate
 
-    run = session(ctx, workspace)
-    url = database_url(env_url=run.env.database_url,
-                       configured=run.workspace.settings.database, root=run.root)
+    url = session(ctx, workspace).database_url
     before, after = migrate(create(url))
     if as_json:
         emit_json({"database": url.render_as_string(hide_password=True),

@@ -73,18 +73,14 @@ def _open(path: str) -> Iterator[tuple[BinaryIO, int | None]]:
 
 def _import(ctx: click.Context, kind: str, *, file: str, fmt: str | None, strict: bool,
             workspace: str | None, as_json: bool, now: str | None) -> None:
-    from mailer.clock import zone
     from mailer.importer import RowError, import_file
     from mailer.records import Context
     from mailer.sources import format_for
 
     run = session(ctx, workspace, now)
-    settings = run.workspace.settings
     chosen = format_for(file, fmt)
     moment = run.clock.now()
-    tz = zone(settings.timezone)
-    checks = Context(tz=tz, currency=settings.store.currency,
-                     today=moment.astimezone(tz).date())
+    checks = Context.of(run.workspace.settings, moment)
     name = "<stdin>" if file == "-" else file
 
     def on_error(error: RowError) -> None:
