@@ -13,6 +13,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,55 +57,40 @@ def _postgres_admin_url() -> str | None:
         return None
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A migrated `mailer_test_*` database for this test session, dropped afterwards."""
+@contextmanager
+def _scratch_database() -> Iterator[str]:
+    """A new, empty `mailer_test_*` database on the test server, dropped afterwards."""
     admin = _postgres_admin_url()
     if admin is None:
         pytest.skip("PostgreSQL not reachable (set MAILER_TEST_POSTGRES_URL)")
     name = f"mailer_test_{uuid.uuid4().hex[:10]}"
-    with _admin(admin) as conn:
+    admin_engine = create_engine(database_url(env_url=admin, configured=None, root=Path(".")),
+                                 isolation_level="AUTOCOMMIT")
+    with admin_engine.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
-    engine = create(database_url(env_url=url, configured=None, root=Path(".")))
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    drop_database(admin, name)
+    try:
+        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin_engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin_engine.dispose()
 
 
-class _admin:
-    """An autocommit connection to the admin database (CREATE/DROP DATABASE)."""
-
-    def __init__(self, url: str) -> None:
-        self.engine = create_engine(database_url(env_url=url, configured=None, root=Path(".")),
-                                    isolation_level="AUTOCOMMIT")
-
-    def __enter__(self) -> Any:
-        self.conn = self.engine.connect()
-        return self.conn
-
-    def __exit__(self, *exc: object) -> None:
-        self.conn.close()
-        self.engine.dispose()
-
-
-def drop_database(admin: str, name: str) -> None:
-    with _admin(admin) as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A migrated database shared by this test session's PostgreSQL tests."""
+    with _scratch_database() as url:
+        engine = create(database_url(env_url=url, configured=None, root=Path(".")))
+        upgrade(engine)
+        engine.dispose()
+        yield url
 
 
 @pytest.fixture
-def fresh_postgres() -> Iterator[tuple[str, str]]:
-    """An empty PostgreSQL database (no schema): (admin url, database url)."""
-    admin = _postgres_admin_url()
-    if admin is None:
-        pytest.skip("PostgreSQL not reachable (set MAILER_TEST_POSTGRES_URL)")
-    name = f"mailer_test_{uuid.uuid4().hex[:10]}"
-    with _admin(admin) as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield admin, make_url(admin).set(database=name).render_as_string(hide_password=False)
-    drop_database(admin, name)
+def fresh_postgres() -> Iterator[str]:
+    """An empty PostgreSQL database (no schema) for one test."""
+    with _scratch_database() as url:
+        yield url
 
 
 @dataclass

@@ -35,9 +35,8 @@ def test_db_upgrade_is_idempotent(db: Workspace) -> None:
 
 
 def test_postgres_without_schema_is_refused_until_db_upgrade(
-        tmp_path: Path, fresh_postgres: tuple[str, str]) -> None:
-    _, url = fresh_postgres
-    ws = Workspace(tmp_path, url)
+        tmp_path: Path, fresh_postgres: str) -> None:
+    ws = Workspace(tmp_path, fresh_postgres)
     ws.write("mailer.yaml", SETTINGS)
     refused = ws.run("status", "--json")
     assert refused.code == 3
