@@ -215,3 +215,11 @@ def test_many_rows_stream_in_batches(db: Workspace) -> None:
     assert result.json()["written"] == 2501
     assert len(customers(db)) == 2500
     assert customers(db)["C00007"]["email"] == "dup@example.com"  # the later row wins
+
+
+def test_strict_and_a_file_that_stops_write_nothing(db: Workspace) -> None:
+    db.write("a.csv", b"id,email\nS1,s1@example.com\nS2,s2@exam\xffple.com\n")
+    result = db.run("import", "customers", "a.csv", "--strict", *NOW)
+    assert result.code == 1
+    assert result.stdout.strip() == "a.csv: 0 rows written, 1 skipped (--strict: nothing written)"
+    assert customers(db) == {}

@@ -1,0 +1,5 @@
+"""`python -m mailer.cli`."""
+
+from mailer.cli import run
+
+run()
