@@ -57,7 +57,24 @@ def _redact(raw: str) -> str:
         return "<unparsable URL>"
 
 
+def _fold(value: object) -> object:
+    """Unicode-aware lower(): SQLite's own folds ASCII only."""
+    return value.lower() if isinstance(value, str) else value
+
+
+def _number(value: object) -> float | None:
+    """A number, or NULL for text that is not one (CAST would give 0.0)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return float(value) if isinstance(value, str) and value.strip() else None
+    except ValueError:
+        return None
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.create_function("mailer_lower", 1, _fold, deterministic=True)
+    dbapi_connection.create_function("mailer_number", 1, _number, deterministic=True)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")

@@ -30,7 +30,8 @@ ORDER_STATUSES = ("paid", "refunded", "cancelled")
 DELIVERY_STATES = ("queued", "sending", "sent", "deferred", "failed", "unknown", "skipped",
                    "expired")
 
-Json = JSON().with_variant(JSONB(), "postgresql")
+# None is stored as SQL NULL, not the JSON null, so "IS NULL" means missing on both databases.
+Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -45,6 +46,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
         return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_literal_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        """For `mailer segments sql`, which prints queries with their values inlined."""
+        return self.process_bind_param(value, dialect)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)

@@ -6,12 +6,14 @@ from pathlib import Path
 
 from mailer.errors import ConfigError, Problem
 from mailer.settings import load_settings
+from mailer.workspace import load_segments
 
 
 def validate_workspace(root: Path) -> list[Problem]:
-    """Problems and warnings of the workspace at ROOT (segments and campaigns join later)."""
+    """Problems and warnings of the workspace at ROOT: settings, then segments."""
     try:
-        _, warnings = load_settings(root)
+        _, problems = load_settings(root)
     except ConfigError as err:
-        return list(err.problems)
-    return warnings
+        problems = list(err.problems)
+    _, segment_problems = load_segments(root)
+    return problems + segment_problems

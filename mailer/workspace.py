@@ -11,8 +11,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailer.errors import Problem, UserError
+from mailer.conditions import Parsed, SegmentSpec, parse_segment
+from mailer.errors import ConfigError, Problem, UserError
 from mailer.settings import SETTINGS_FILE, Environment, Settings, load_settings
+from mailer.yamlsrc import load_yaml
 
 WORKSPACE_PARTS = (SETTINGS_FILE, "campaigns", "segments", "templates")
 
@@ -65,3 +67,41 @@ def init_workspace(dest: Path, *, force: bool) -> list[str]:
             shutil.copy2(origin, dest / part)
         copied.append(part)
     return copied
+
+
+YamlFile = tuple[str, str, object | None, list[Problem]]
+
+
+def _yaml_files(root: Path, folder: str) -> list[YamlFile]:
+    """(stem, relative path, loaded YAML or None, problems) for FOLDER/*.yaml, by name."""
+    found: list[YamlFile] = []
+    for file in sorted((root / folder).glob("*.y*ml")):
+        if file.suffix not in (".yaml", ".yml"):
+            continue
+        relative = f"{folder}/{file.name}"
+        try:
+            data = load_yaml(file.read_text(encoding="utf-8"), relative)
+            found.append((file.stem, relative, data, []))
+        except ConfigError as err:
+            found.append((file.stem, relative, None, list(err.problems)))
+        except (OSError, UnicodeDecodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+            found.append((file.stem, relative, None,
+                          [Problem(relative, None, None, f"cannot read: {reason}")]))
+    return found
+
+
+def load_segments(root: Path) -> tuple[dict[str, SegmentSpec], list[Problem]]:
+    """Every segment of the workspace by name, and every problem in them."""
+    from mailer.segments import check_references
+
+    parsed: list[Parsed] = []
+    problems: list[Problem] = []
+    for name, relative, data, found in _yaml_files(root, "segments"):
+        problems.extend(found)
+        segment = (parse_segment(name, relative, data) if data is not None
+                   else Parsed(name, relative, None, [], []))
+        problems.extend(segment.problems)
+        parsed.append(segment)
+    problems.extend(check_references(parsed))
+    return {p.name: p.spec for p in parsed if p.spec is not None}, problems

@@ -25,6 +25,7 @@ COMMANDS = {
     "unsubscribe": ("mailer.cli.unsubscribe_cmd:unsubscribe", "Record opt-outs for addresses."),
     "demo-data": ("mailer.cli.demo_data_cmd:demo_data", "Fill the store with synthetic data."),
     "validate": ("mailer.cli.validate_cmd:validate", "Check every workspace file."),
+    "segments": ("mailer.cli.segments_cmd:segments", "Segments: sizes, members, SQL, funnel."),
     "status": ("mailer.cli.status_cmd:status", "Counts of customers, orders and deliveries."),
 }
 

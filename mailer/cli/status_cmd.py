@@ -31,4 +31,4 @@ def status(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
     for state, count in counts["deliveries"].items():
         table.add_row(f"deliveries {state}", str(count))
     table.add_row("daemon", "not running")
-    Console().print(table)
+    Console(markup=False, highlight=False).print(table)

@@ -1,0 +1,139 @@
+"""`mailer segments list | count | show | sql | funnel`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from mailer.cli.common import Session, emit_json, json_option, now_option, session, workspace_option
+
+if TYPE_CHECKING:
+    from mailer.conditions import SegmentSpec
+    from mailer.segments import Scope
+
+
+@click.group()
+def segments() -> None:
+    """Segments: who they pick, as of --now."""
+
+
+def _load(ctx: click.Context, workspace: str | None,
+          now: str | None) -> tuple[Session, dict[str, SegmentSpec], Scope]:
+    from mailer.audience import scope_for
+    from mailer.errors import ConfigError
+    from mailer.workspace import load_segments
+
+    run = session(ctx, workspace, now)
+    specs, problems = load_segments(run.root)
+    if problems:
+        raise ConfigError(problems)
+    return run, specs, scope_for(run.workspace.settings, run.clock.now(), run.engine)
+
+
+def _common(f: Any) -> Any:
+    return click.pass_context(now_option(json_option(workspace_option(f))))
+
+
+@segments.command("list")
+@_common
+def list_segments(ctx: click.Context, workspace: str | None, as_json: bool,
+                  now: str | None) -> None:
+    """Every segment with its description and size."""
+    from mailer.audience import count
+
+    run, specs, scope = _load(ctx, workspace, now)
+    rows = [{"segment": name, "description": spec.description,
+             "count": count(run.engine, specs, name, scope)} for name, spec in specs.items()]
+    if as_json:
+        emit_json({"segments": rows})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("segment", "customers", "description")
+    for row in rows:
+        table.add_row(str(row["segment"]), str(row["count"]), str(row["description"]))
+    Console(markup=False, highlight=False).print(table)
+
+
+@segments.command("count")
+@click.argument("name")
+@_common
+def count_segment(ctx: click.Context, name: str, workspace: str | None, as_json: bool,
+                  now: str | None) -> None:
+    """How many customers the segment picks."""
+    from mailer.audience import count
+
+    run, specs, scope = _load(ctx, workspace, now)
+    size = count(run.engine, specs, name, scope)
+    if as_json:
+        emit_json({"segment": name, "count": size})
+    else:
+        click.echo(f"{name}: {size}")
+
+
+@segments.command("show")
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(0), default=20, show_default=True,
+              help="How many members to list.")
+@_common
+def show_segment(ctx: click.Context, name: str, limit: int, workspace: str | None,
+                 as_json: bool, now: str | None) -> None:
+    """The segment's members, ordered by store id."""
+    from mailer.audience import members
+
+    run, specs, scope = _load(ctx, workspace, now)
+    size, found = members(run.engine, specs, name, scope, limit)
+    if as_json:
+        emit_json({"segment": name, "count": size, "members": found})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*(found[0].keys() if found else ("id", "email")),
+                  title=f"{name}: {size} customers" + (f", first {len(found)}"
+                                                       if len(found) < size else ""))
+    for member in found:
+        table.add_row(*("" if v is None else str(v) for v in member.values()))
+    Console(markup=False, highlight=False).print(table)
+
+
+@segments.command("sql")
+@click.argument("name")
+@_common
+def sql_segment(ctx: click.Context, name: str, workspace: str | None, as_json: bool,
+                now: str | None) -> None:
+    """The SQL the database runs for the segment."""
+    from mailer.audience import sql
+
+    run, specs, scope = _load(ctx, workspace, now)
+    text = sql(run.engine, specs, name, scope)
+    if as_json:
+        emit_json({"segment": name, "dialect": run.engine.dialect.name, "sql": text})
+    else:
+        click.echo(text)
+
+
+@segments.command("funnel")
+@click.argument("name")
+@_common
+def funnel_segment(ctx: click.Context, name: str, workspace: str | None, as_json: bool,
+                   now: str | None) -> None:
+    """How many customers remain after each condition of the segment."""
+    from mailer.audience import funnel
+
+    run, specs, scope = _load(ctx, workspace, now)
+    steps = funnel(run.engine, specs, name, scope)
+    if as_json:
+        emit_json({"segment": name, "steps": [
+            {"condition": s.condition, "line": s.line, "remaining": s.remaining}
+            for s in steps]})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("line", "condition", "remaining", title=f"funnel of {name}")
+    for step in steps:
+        table.add_row(str(step.line), step.condition, str(step.remaining))
+    Console(markup=False, highlight=False).print(table)

@@ -1,0 +1,507 @@
+"""Segments compiled to one SQL query each (DESIGN §4.1), run in the database.
+
+The compiler turns a condition tree into SQLAlchemy Core: one conditional
+aggregation over orders grouped by customer and, only when `bought` is used,
+one over order lines; lines are never joined into order totals (a fan-out would
+multiply `spent`). Every leaf is two-valued (a missing value is false, never
+NULL), so `not:` is the complement over all customers. `in_segment` is inlined;
+a cycle is an error. Pure: `now`, the zone and the currency are passed in.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    Table,
+    and_,
+    case,
+    distinct,
+    exists,
+    false,
+    func,
+    literal_column,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.sql.expression import Subquery
+
+from mailer.clock import localize
+from mailer.conditions import (
+    All,
+    AnyOf,
+    Compare,
+    Condition,
+    Node,
+    Not,
+    Parsed,
+    SegmentSpec,
+    Window,
+)
+from mailer.errors import Problem
+from mailer.models import Customer, Order, OrderLine
+from mailer.money import exponent
+
+CUSTOMERS = cast(Table, Customer.__table__)
+ORDERS = cast(Table, Order.__table__)
+LINES = cast(Table, OrderLine.__table__)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a segment is evaluated against: now (UTC), the workspace zone and currency."""
+
+    now: datetime
+    tz: ZoneInfo
+    currency: str
+    dialect: str  # "sqlite" or "postgresql": tags and non-ASCII case folding differ
+
+    @property
+    def today(self) -> date:
+        return self.now.astimezone(self.tz).date()
+
+    def midnight(self, day: date) -> datetime:
+        """00:00 of DAY in the workspace zone, as UTC."""
+        return localize(datetime.combine(day, datetime.min.time()), self.tz)
+
+
+def check_references(parsed: list[Parsed]) -> list[Problem]:
+    """Unknown segments in in_segment, and cycles, as problems."""
+    from difflib import get_close_matches
+
+    names = {p.name for p in parsed}
+    graph = {p.name: [name for name, _ in p.references] for p in parsed}
+    problems = []
+    for segment in parsed:
+        for name, line in segment.references:
+            if name not in names:
+                close = get_close_matches(name, sorted(names), n=1)
+                problems.append(Problem(segment.path, line, "in_segment",
+                                        f"unknown segment {name!r}"
+                                        + (f" (did you mean {close[0]}?)" if close else "")))
+        cycle = _cycle(segment.name, graph, [])
+        if cycle is not None and cycle[0] == segment.name:
+            line = next(ln for name, ln in segment.references if name == cycle[1])
+            problems.append(Problem(segment.path, line, "in_segment",
+                                    "segments refer to each other in a cycle: "
+                                    + " -> ".join(cycle)))
+    return problems
+
+
+def _cycle(name: str, graph: dict[str, list[str]], path: list[str]) -> list[str] | None:
+    if name in path:
+        return [*path[path.index(name):], name]
+    for child in graph.get(name, ()):
+        found = _cycle(child, graph, [*path, name])
+        if found is not None:
+            return found
+    return None
+
+
+Build = Callable[["_Refs"], ColumnElement[bool]]
+
+
+@dataclass
+class _Refs:
+    orders: Subquery | None = None
+    lines: Subquery | None = None
+    referrals: Subquery | None = None
+
+
+@dataclass
+class _Compiler:
+    specs: dict[str, SegmentSpec]
+    scope: Scope
+    order_aggs: dict[str, ColumnElement[Any]] = field(default_factory=dict)
+    line_aggs: dict[str, ColumnElement[Any]] = field(default_factory=dict)
+    line_labels: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    referrals: bool = False
+
+    # --- the tree ------------------------------------------------------------------
+
+    def node(self, node: Node, stack: tuple[str, ...]) -> Build:
+        if isinstance(node, All):
+            parts = [self.node(item, stack) for item in node.items]
+            return lambda refs: and_(*(part(refs) for part in parts))
+        if isinstance(node, AnyOf):
+            parts = [self.node(item, stack) for item in node.items]
+            return lambda refs: or_(*(part(refs) for part in parts))
+        if isinstance(node, Not):
+            inner = self.node(node.item, stack)
+            return lambda refs: not_(inner(refs))
+        return self.condition(node, stack)
+
+    def condition(self, c: Condition, stack: tuple[str, ...]) -> Build:
+        kind = c.kind
+        if kind == "in_segment":
+            assert c.name is not None
+            if c.name in stack:
+                raise ValueError("segment cycle: " + " -> ".join((*stack, c.name)))
+            return self.node(self.specs[c.name].root, (*stack, c.name))
+        if kind == "orders":
+            label = self.order_agg("n", c.window)
+            return lambda refs: _compare(_agg(refs.orders, label), c.compares)
+        if kind == "spent":
+            label = self.order_agg("s", c.window)
+            places = exponent(self.scope.currency)
+            return lambda refs: _compare_money(_agg(refs.orders, label), c.compares, places)
+        if kind == "average_order":
+            total, count = self.order_agg("s", c.window), self.order_agg("nc", c.window)
+            places = exponent(self.scope.currency)
+            return lambda refs: _compare_average(_agg(refs.orders, total),
+                                                 _agg(refs.orders, count), c.compares, places)
+        if kind in ("first_order", "last_order"):
+            label = self.order_agg("first" if kind == "first_order" else "last", None)
+            return lambda refs: self.dates(_column(refs.orders, label), c)
+        if kind == "signed_up":
+            return lambda refs: self.dates(CUSTOMERS.c.signed_up_at, c)
+        if kind == "bought":
+            label = self.line_agg(c)
+            compares = c.compares or (Compare("at_least", 1),)
+            return lambda refs: _compare(_agg(refs.lines, label), compares)
+        if kind in ("country", "locale", "city"):
+            column = CUSTOMERS.c[kind]
+            return lambda refs: self.text(column, c.compares)
+        if kind == "email_domain":
+            domains = [str(v).casefold() for v in _values(c.compares)]
+            return lambda refs: or_(*(CUSTOMERS.c.email_key.endswith("@" + d, autoescape=True)
+                                      for d in domains))
+        if kind == "tags":
+            return lambda refs: self.tags(_values(c.compares))
+        if kind == "age":
+            return lambda refs: self.age(c.compares)
+        if kind == "subscribed":
+            is_subscribed = CUSTOMERS.c.consent == "subscribed"
+            return lambda refs: is_subscribed if c.flag else not_(is_subscribed)
+        if kind == "birthday":
+            assert c.span is not None
+            days = birthday_days(self.scope.today, c.span.days)
+            return lambda refs: _known(CUSTOMERS.c.birth_md, CUSTOMERS.c.birth_md.in_(days))
+        if kind == "referrals":
+            self.referrals = True
+            return lambda refs: _compare(_agg(refs.referrals, "referrals"), c.compares)
+        if kind == "attribute":
+            assert c.name is not None
+            return lambda refs: self.attribute(c.name or "", c.compares)
+        raise AssertionError(f"no compiler for {kind}")
+
+    # --- aggregations --------------------------------------------------------------------
+
+    def window(self, window: Window | None) -> tuple[str, ColumnElement[bool]]:
+        """A key naming the window, and its condition on orders.placed_at."""
+        placed = ORDERS.c.placed_at
+        if window is None:
+            return "all", true()
+        if window.kind == "within":
+            span = cast(timedelta, window.value)
+            return f"w{int(span.total_seconds())}", placed >= self.scope.now - span
+        if window.kind == "since":
+            return f"s{window.value:%Y%m%d}", placed >= self.scope.midnight(window.value)
+        start, end = calendar_window(window.value, self.scope.today)
+        lower = placed >= self.scope.midnight(start)
+        if end is None:
+            return str(window.value), lower
+        return str(window.value), and_(lower, placed < self.scope.midnight(end))
+
+    def order_agg(self, metric: str, window: Window | None) -> str:
+        key, inside = self.window(window)
+        label = f"{metric}_{key}"
+        if label in self.order_aggs:
+            return label
+        in_currency = and_(ORDERS.c.currency == self.scope.currency, inside)
+        aggregate: ColumnElement[Any]
+        if metric == "n":  # orders count in any currency
+            aggregate = func.sum(case((inside, 1), else_=0))
+        elif metric == "nc":  # orders in the store currency (the average's divisor)
+            aggregate = func.sum(case((in_currency, 1), else_=0))
+        elif metric == "s":  # money in the store currency only, in minor units
+            aggregate = func.sum(case((in_currency, ORDERS.c.total_minor), else_=0))
+        elif metric == "first":
+            aggregate = func.min(ORDERS.c.placed_at)
+        else:
+            aggregate = func.max(ORDERS.c.placed_at)
+        self.order_aggs[label] = aggregate.label(label)
+        return label
+
+    def line_agg(self, c: Condition) -> str:
+        assert c.what is not None
+        what, value = c.what
+        key, inside = self.window(c.window)
+        wanted = (what, self.fold_value(value), key)
+        if wanted in self.line_labels:
+            return self.line_labels[wanted]
+        label = self.line_labels[wanted] = f"b{len(self.line_aggs)}_{key}"
+        match = self.fold(LINES.c[what], value) == self.fold_value(value)
+        self.line_aggs[label] = func.count(distinct(case((and_(match, inside),
+                                                          LINES.c.order_id)))).label(label)
+        return label
+
+    # --- leaves -------------------------------------------------------------------------------
+
+    def fold(self, column: ColumnElement[Any], value: str) -> ColumnElement[Any]:
+        """Lower-case a column for a case-insensitive match. SQLite's lower() folds ASCII
+        only: for a non-ASCII value, mailer registers a Unicode-aware mailer_lower()."""
+        if self.scope.dialect == "sqlite" and not value.isascii():
+            return func.mailer_lower(column)
+        return func.lower(column)
+
+    @staticmethod
+    def fold_value(value: str) -> str:
+        return value.lower()
+
+    def text(self, column: ColumnElement[Any], compares: tuple[Compare, ...]) -> \
+            ColumnElement[bool]:
+        values = [str(v) for v in _values(compares)]
+        folded = [self.fold_value(v) for v in values]
+        ascii_only = all(v.isascii() for v in values)
+        lowered = self.fold(column, "" if ascii_only else "é")
+        test = lowered == folded[0] if len(folded) == 1 else lowered.in_(folded)
+        return _known(column, test)
+
+    def tags(self, values: list[Any]) -> ColumnElement[bool]:
+        folded = [self.fold_value(str(v)) for v in values]
+        if self.scope.dialect == "postgresql":
+            element = func.jsonb_array_elements_text(CUSTOMERS.c.tags).table_valued("value")
+        else:
+            element = func.json_each(CUSTOMERS.c.tags).table_valued("value")
+        ascii_only = all(v.isascii() for v in folded)
+        lowered = self.fold(element.c.value, "" if ascii_only else "é")
+        return _known(CUSTOMERS.c.tags, exists(select(literal_column("1"))
+                                               .select_from(element)
+                                               .where(lowered.in_(folded))))
+
+    def age(self, compares: tuple[Compare, ...]) -> ColumnElement[bool]:
+        born = CUSTOMERS.c.birth_date
+        tests: list[ColumnElement[bool]] = []
+        for compare in compares:
+            ages = compare.value if compare.op == "in" else (compare.value,)
+            if compare.op == "at_least":
+                tests.append(born <= age_cutoff(self.scope.today, int(compare.value)))
+            elif compare.op == "at_most":
+                tests.append(born > age_cutoff(self.scope.today, int(compare.value) + 1))
+            else:
+                tests.append(or_(*(and_(born <= age_cutoff(self.scope.today, int(a)),
+                                        born > age_cutoff(self.scope.today, int(a) + 1))
+                                   for a in ages)))
+        return _known(born, and_(*tests))
+
+    def dates(self, moment: ColumnElement[Any], c: Condition) -> ColumnElement[bool]:
+        tests: list[ColumnElement[bool]] = []
+        for test in c.dates:
+            if test.op == "more_than_ago":
+                tests.append(moment < self.scope.now - test.value)
+            elif test.op == "less_than_ago":
+                tests.append(moment >= self.scope.now - test.value)
+            elif test.op == "before":
+                tests.append(moment < self.scope.midnight(test.value))
+            else:
+                tests.append(moment >= self.scope.midnight(test.value + timedelta(days=1)))
+        return _known(moment, and_(*tests))
+
+    def attribute(self, name: str, compares: tuple[Compare, ...]) -> ColumnElement[bool]:
+        raw = CUSTOMERS.c.attributes[name].as_string()
+        tests: list[ColumnElement[bool]] = []
+        for compare in compares:
+            if compare.op in ("at_least", "at_most"):
+                number = self._number(raw)
+                limit = float(compare.value)
+                tests.append(_known(number, number >= limit if compare.op == "at_least"
+                                    else number <= limit))
+                continue
+            texts = [_attribute_text(v) for v in _values((compare,))]
+            lowered = self.fold(raw, "" if all(t.isascii() for t in texts) else "é")
+            tests.append(_known(raw, lowered.in_([t.lower() for t in texts])))
+        return and_(*tests)
+
+    def _number(self, raw: ColumnElement[Any]) -> ColumnElement[Any]:
+        """The attribute as a number, NULL when it is not one (never a cast error):
+        PostgreSQL checks the text first; SQLite calls mailer_number() (see mailer.db)."""
+        if self.scope.dialect == "postgresql":
+            return case((raw.regexp_match(r"^\s*-?[0-9]+(\.[0-9]+)?\s*$"), raw.cast(Float)),
+                        else_=None)
+        return func.mailer_number(raw)
+
+
+def _attribute_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value == value.to_integral_value() else str(value)
+    return str(value)
+
+
+def _values(compares: tuple[Compare, ...]) -> list[Any]:
+    values: list[Any] = []
+    for compare in compares:
+        values.extend(compare.value if compare.op == "in" else (compare.value,))
+    return values
+
+
+def _known(value: ColumnElement[Any], test: ColumnElement[bool]) -> ColumnElement[bool]:
+    """A test that is false, never NULL, when the value is missing."""
+    return and_(value.is_not(None), test)
+
+
+def _column(sub: Subquery | None, label: str) -> ColumnElement[Any]:
+    assert sub is not None
+    return sub.c[label]
+
+
+def _agg(sub: Subquery | None, label: str) -> ColumnElement[Any]:
+    """A count or sum: zero for customers without rows (a customer without orders has 0)."""
+    return func.coalesce(_column(sub, label), 0)
+
+
+def _compare(value: ColumnElement[Any], compares: tuple[Compare, ...]) -> ColumnElement[bool]:
+    tests: list[ColumnElement[bool]] = []
+    for compare in compares:
+        if compare.op == "eq":
+            tests.append(value == compare.value)
+        elif compare.op == "in":
+            tests.append(value.in_(list(compare.value)))
+        elif compare.op == "at_least":
+            tests.append(value >= compare.value)
+        else:
+            tests.append(value <= compare.value)
+    return and_(*tests)
+
+
+def _compare_money(total: ColumnElement[Any], compares: tuple[Compare, ...],
+                   places: int) -> ColumnElement[bool]:
+    """Compare a sum of minor units with amounts in major units, exactly."""
+    tests: list[ColumnElement[bool]] = []
+    for compare in compares:
+        amounts = compare.value if compare.op == "in" else (compare.value,)
+        minor = [Decimal(a).scaleb(places) for a in amounts]
+        if compare.op == "at_least":
+            tests.append(total >= int(minor[0].to_integral_value(ROUND_CEILING)))
+        elif compare.op == "at_most":
+            tests.append(total <= int(minor[0].to_integral_value(ROUND_FLOOR)))
+        else:
+            exact = [int(m) for m in minor if m == m.to_integral_value()]
+            tests.append(total.in_(exact) if exact else false())
+    return and_(*tests)
+
+
+def _compare_average(total: ColumnElement[Any], count: ColumnElement[Any],
+                     compares: tuple[Compare, ...], places: int) -> ColumnElement[bool]:
+    """average = total / count, compared without division: total * q OP amount * q * count."""
+    tests: list[ColumnElement[bool]] = [count > 0]
+    for compare in compares:
+        amounts = compare.value if compare.op == "in" else (compare.value,)
+        options = []
+        for amount in amounts:
+            minor = Decimal(amount).scaleb(places)
+            exponent_ = cast(int, minor.normalize().as_tuple().exponent)
+            scale = 10 ** max(0, -exponent_)
+            numerator = int(minor * scale)
+            left, right = total * scale, count * numerator
+            options.append({"at_least": left >= right, "at_most": left <= right}.get(
+                compare.op, left == right))
+        tests.append(or_(*options))
+    return and_(*tests)
+
+
+def calendar_window(period: str, today: date) -> tuple[date, date | None]:
+    """[start, end) of this_month, last_month, this_year, last_year (end None = now)."""
+    first = today.replace(day=1)
+    if period == "this_month":
+        return first, None
+    if period == "last_month":
+        previous = (first - timedelta(days=1)).replace(day=1)
+        return previous, first
+    if period == "this_year":
+        return date(today.year, 1, 1), None
+    return date(today.year - 1, 1, 1), date(today.year, 1, 1)
+
+
+def age_cutoff(today: date, years: int) -> date:
+    """The latest birth date of someone at least YEARS old today (29 February
+    counts as 28 February in other years)."""
+    year = today.year - years
+    if (today.month, today.day) == (2, 29) and not calendar.isleap(year):
+        return date(year, 2, 28)
+    if (today.month, today.day) == (2, 28) and not calendar.isleap(today.year) \
+            and calendar.isleap(year):
+        return date(year, 2, 29)
+    return date(year, today.month, today.day)
+
+
+def birthday_days(today: date, days: int) -> list[str]:
+    """The "MM-DD" birthdays whose next occurrence falls in [today, today + days);
+    29 February counts as 28 February in other years."""
+    found: list[str] = []
+    for offset in range(days):
+        day = today + timedelta(days=offset)
+        found.append(f"{day:%m-%d}")
+        if (day.month, day.day) == (2, 28) and not calendar.isleap(day.year):
+            found.append("02-29")
+    return sorted(set(found))
+
+
+# --- queries ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A segment's membership test and the FROM clause that feeds it."""
+
+    where: ColumnElement[bool]
+    source: Any  # customers joined with the aggregations it needs
+    steps: tuple[ColumnElement[bool], ...]  # cumulative tests of a top-level all:
+
+
+def compile_segment(spec: SegmentSpec, specs: dict[str, SegmentSpec], scope: Scope) -> Compiled:
+    """Compile a segment; every aggregation it needs is built once and joined once."""
+    compiler = _Compiler(specs, scope)
+    items = spec.root.items if isinstance(spec.root, All) else (spec.root,)
+    step_builds = [compiler.node(item, (spec.name,)) for item in items]
+    refs = _Refs()
+    source: Any = CUSTOMERS
+    paid = and_(ORDERS.c.status == "paid", ORDERS.c.placed_at <= scope.now)
+    if compiler.order_aggs:
+        refs.orders = (select(ORDERS.c.customer_id, *compiler.order_aggs.values())
+                       .where(paid).group_by(ORDERS.c.customer_id).subquery("agg_orders"))
+        source = source.outerjoin(refs.orders, refs.orders.c.customer_id == CUSTOMERS.c.id)
+    if compiler.line_aggs:
+        refs.lines = (select(ORDERS.c.customer_id, *compiler.line_aggs.values())
+                      .select_from(LINES.join(ORDERS, ORDERS.c.id == LINES.c.order_id))
+                      .where(paid).group_by(ORDERS.c.customer_id).subquery("agg_lines"))
+        source = source.outerjoin(refs.lines, refs.lines.c.customer_id == CUSTOMERS.c.id)
+    if compiler.referrals:
+        referrer = CUSTOMERS.alias("referred")
+        refs.referrals = (select(referrer.c.referred_by,
+                                 func.count().label("referrals"))
+                          .where(referrer.c.referred_by.is_not(None))
+                          .group_by(referrer.c.referred_by).subquery("agg_referrals"))
+        source = source.outerjoin(refs.referrals,
+                                  refs.referrals.c.referred_by == CUSTOMERS.c.store_id)
+    parts = [step(refs) for step in step_builds]
+    steps = tuple(and_(*parts[:count]) for count in range(1, len(parts) + 1))
+    return Compiled(where=steps[-1], source=source, steps=steps)
+
+
+def members_query(compiled: Compiled, *columns: Any) -> Select[Any]:
+    return select(*columns).select_from(compiled.source).where(compiled.where)
+
+
+def count_query(compiled: Compiled) -> Select[Any]:
+    return select(func.count()).select_from(compiled.source).where(compiled.where)
+
+
+def funnel_query(compiled: Compiled) -> Select[Any]:
+    """One pass: how many customers remain after each step."""
+    return select(*(func.sum(case((step, 1), else_=0)) for step in compiled.steps)) \
+        .select_from(compiled.source)
+

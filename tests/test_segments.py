@@ -1,0 +1,215 @@
+"""Segments (DESIGN §4.1) against answers worked out by hand on a small store, on both
+databases. The store's clock: now = 2026-11-23 10:00 in Berlin (09:00Z)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Workspace
+
+NOW = "2026-11-23T10:00"
+
+CUSTOMERS = """\
+id,email,first_name,country,city,birth_date,timezone,tags,signed_up_at,subscribed,referred_by,tier,shoe_size
+A,anna@example.com,Anna,DE,Berlin,1990-11-25,Europe/Berlin,VIP;app,2024-01-10,true,,gold,42
+B,bob@shop.example,Bob,AT,Wien,2000-02-29,,,2025-06-01,true,A,silver,n/a
+C,chloe@example.org,Chloé,FR,Lyon,,,,2025-06-01,false,A,,
+D,dmitry@example.com,Дмитрий,,München,1966-11-23,,,2025-06-01,true,B,,
+E,emi@example.net,恵美,JP,東京,2008-12-01,Asia/Tokyo,,2025-06-01,true,,,
+"""
+
+# O2 sits exactly 365 days before now, O6 one second earlier; O11 exactly 60 days before.
+# O9 is 31 October in UTC but 1 November in Berlin; O10 is 1 October in Berlin.
+ORDERS = """\
+order_id,customer_id,placed_at,status,currency,total,sku,product,category,quantity,price
+O1,A,2026-11-23T08:00:00Z,paid,EUR,200.10,CO-1,Espresso,coffee,2,100.05
+O2,A,2025-11-23T09:00:00Z,paid,EUR,199.90,BO-1,Field guide,books,1,199.90
+O3,A,2026-06-01T10:00:00Z,refunded,EUR,1000,SH-1,Trail runner,shoes,1,1000
+O4,A,2026-10-01T10:00:00Z,paid,USD,500,SH-1,Trail runner,shoes,1,500
+O5,A,2026-11-24T10:00:00Z,paid,EUR,50,CO-1,Espresso,coffee,1,50
+O6,B,2025-11-23T08:59:59Z,paid,EUR,0.10,SH-2,Wool slipper,shoes,1,0.10
+O7,B,2026-10-15T12:00:00Z,paid,EUR,0.20,BO-2,Sourdough,books,1,0.20
+O8,B,2026-11-20T12:00:00Z,cancelled,EUR,99,CO-1,Espresso,coffee,1,99
+O9,C,2026-10-31T23:30:00Z,paid,EUR,30,CO-1,Espresso,coffee,1,20
+O9,C,2026-10-31T23:30:00Z,paid,EUR,30,BO-2,Sourdough,books,1,10
+O10,C,2026-09-30T22:30:00Z,paid,EUR,10,CO-2,Filter papers,Coffee,1,10
+O11,D,2026-09-24T09:00:00Z,paid,EUR,5,SH-1,Trail runner,Shoes,1,5
+"""
+
+
+@pytest.fixture
+def store(db: Workspace) -> Workspace:
+    db.write("customers.csv", CUSTOMERS)
+    db.write("orders.csv", ORDERS)
+    assert db.run("import", "customers", "customers.csv", "--now", NOW).code == 0
+    result = db.run("import", "orders", "orders.csv", "--now", NOW)
+    assert result.code == 0, result.stderr
+    return db
+
+
+def members(store: Workspace, condition: str, now: str = NOW) -> list[str]:
+    store.write("segments/probe.yaml", f"description: probe\n{condition}\n")
+    result = store.run("segments", "show", "probe", "--now", now, "--json")
+    assert result.code == 0, result.stderr
+    document = result.json()
+    assert document["count"] == len(document["members"])
+    return [member["id"] for member in document["members"]]
+
+
+CASES = [
+    # purchase counts: paid only, orders after now do not exist, windows inclusive
+    ("all: [{orders: {at_least: 3, within: 365d}}]", ["A"]),
+    ("all: [{orders: {eq: 1, within: 365d}}]", ["B", "D"]),
+    ("all: [{orders: {eq: 0}}]", ["E"]),
+    ("all: [{orders: 2}]", ["B", "C"]),
+    ("all: [{orders: {in: [1, 3]}}]", ["A", "D"]),
+    ("all: [{orders: {at_least: 1, since: 2026-11-01}}]", ["A", "C"]),
+    # money in the store currency, exact in minor units
+    ("all: [{spent: {at_least: 400, within: 365d}}]", ["A"]),
+    ("all: [{spent: {at_least: 400.01, within: 365d}}]", []),
+    ("all: [{spent: {eq: 0.3}}]", ["B"]),
+    ("all: [{spent: {at_most: 0}}]", ["E"]),
+    ("all: [{spent: {at_least: 30, during: this_month}}]", ["A", "C"]),
+    ("all: [{average_order: {at_least: 200}}]", ["A"]),
+    ("all: [{average_order: {at_most: 0.15}}]", ["B"]),
+    ("all: [{average_order: {eq: 20}}]", ["C"]),
+    # dates: more_than_ago is strictly before now - D; customers without orders never match
+    ("all: [{first_order: {before: 2025-11-24}}]", ["A", "B"]),
+    ("all: [{last_order: {more_than_ago: 60d}}]", []),
+    ("all: [{last_order: {more_than_ago: 59d}}]", ["D"]),
+    ("all: [{last_order: {less_than_ago: 60d}}]", ["A", "B", "C", "D"]),
+    ("all: [{last_order: {after: 2026-11-22}}]", ["A"]),
+    ("all: [{signed_up: {before: 2024-02-01}}]", ["A"]),
+    # bought: case-insensitive, counted in orders, calendar windows in Berlin
+    ("all: [{bought: {category: coffee}}]", ["A", "C"]),
+    ("all: [{bought: {category: COFFEE, at_least: 2}}]", ["C"]),
+    ("all: [{bought: {category: coffee, during: last_month}}]", ["C"]),
+    ("all: [{bought: {category: coffee, during: this_month}}]", ["A", "C"]),
+    ("all: [{bought: {sku: sh-1}}]", ["A", "D"]),  # O4 is paid (in USD); O3 refunded
+    ("all: [{bought: {product: trail runner, within: 55d}}]", ["A"]),
+    # profile
+    ("all: [{country: de}]", ["A"]),
+    ("all: [{country: {in: [AT, fr]}}]", ["B", "C"]),
+    ("all: [{not: {country: DE}}]", ["B", "C", "D", "E"]),
+    ("all: [{city: MÜNCHEN}]", ["D"]),
+    ("all: [{city: 東京}]", ["E"]),
+    ("all: [{email_domain: SHOP.example}]", ["B"]),
+    ("all: [{tags: {contains: vip}}]", ["A"]),
+    ("all: [{tags: {contains: [nothing, APP]}}]", ["A"]),
+    ("all: [{not: {tags: {contains: vip}}}]", ["B", "C", "D", "E"]),
+    ("all: [{age: {at_least: 60}}]", ["D"]),
+    ("all: [{age: {at_most: 17}}]", ["E"]),
+    ("all: [{age: 26}]", ["B"]),
+    ("all: [{not: {age: {at_least: 18}}}]", ["C", "E"]),
+    ("all: [{subscribed: false}]", ["C"]),
+    ("all: [{birthday: {within_next: 3d}}]", ["A", "D"]),
+    ("all: [{birthday: {within_next: 2d}}]", ["D"]),
+    ("all: [{referrals: {at_least: 2}}]", ["A"]),
+    ("all: [{referrals: 1}]", ["B"]),
+    ("all: [{referrals: 0}]", ["C", "D", "E"]),
+    ("all: [{attribute: {name: tier, eq: GOLD}}]", ["A"]),
+    ("all: [{attribute: {name: shoe_size, at_least: 40}}]", ["A"]),
+    ("all: [{not: {attribute: {name: tier, in: [gold, silver]}}}]", ["C", "D", "E"]),
+    # combinators
+    ("any: [{country: DE}, {country: AT}]", ["A", "B"]),
+    ("all: [{any: [{country: DE}, {city: münchen}]}, {orders: {at_least: 1}}]", ["A", "D"]),
+    ("not: {orders: {at_least: 1}}", ["E"]),
+    ("not: [{orders: {at_least: 1}}, {country: DE}]", ["B", "C", "D", "E"]),
+]
+
+
+@pytest.mark.parametrize(("condition", "expected"), CASES, ids=[c for c, _ in CASES])
+def test_condition(store: Workspace, condition: str, expected: list[str]) -> None:
+    assert members(store, condition) == expected
+
+
+def test_calendar_windows_and_age_use_the_workspace_zone(store: Workspace) -> None:
+    # 2026-11-22 23:30Z is already 23 November in Berlin: D turns 60 that day there.
+    assert members(store, "all: [{age: {at_least: 60}}]", "2026-11-22T23:30:00Z") == ["D"]
+    assert members(store, "all: [{age: {at_least: 60}}]", "2026-11-22T22:30:00Z") == []
+
+
+def test_leap_day_birthday_on_28_february(store: Workspace) -> None:
+    # B was born on 29 February; in 2027 the birthday counts on 28 February.
+    assert members(store, "all: [{birthday: {within_next: 1d}}]", "2027-02-28T12:00") == ["B"]
+    assert members(store, "all: [{age: 27}]", "2027-02-28T12:00") == ["B"]
+    assert members(store, "all: [{age: 27}]", "2027-02-27T12:00") == []
+
+
+def test_in_segment_is_inlined(store: Workspace) -> None:
+    store.write("segments/germans.yaml", "description: DE\nall: [{country: DE}]\n")
+    assert members(store, "any: [{in_segment: germans}, {city: Lyon}]") == ["A", "C"]
+    assert members(store, "all: [{not: {in_segment: germans}}, {orders: {at_least: 1}}]") == [
+        "B", "C", "D"]
+
+
+def test_count_list_and_sql(store: Workspace) -> None:
+    store.write("segments/big.yaml", "description: Big spenders\nall:\n"
+                                     "  - spent: {at_least: 100}\n")
+    assert store.run("segments", "count", "big", "--now", NOW, "--json").json() == {
+        "segment": "big", "count": 1}
+    assert store.run("segments", "list", "--now", NOW, "--json").json() == {
+        "segments": [{"segment": "big", "description": "Big spenders", "count": 1}]}
+    result = store.run("segments", "sql", "big", "--now", NOW, "--json").json()
+    assert result["segment"] == "big"
+    assert result["dialect"] in ("sqlite", "postgresql")
+    assert "GROUP BY orders.customer_id" in result["sql"]
+    assert "order_lines" not in result["sql"]  # no fan-out into order lines
+
+
+def test_show_limits_members_but_counts_all(store: Workspace) -> None:
+    store.write("segments/all.yaml", "description: everyone\nall: [{orders: {at_least: 0}}]\n")
+    result = store.run("segments", "show", "all", "--limit", "2", "--now", NOW, "--json").json()
+    assert result["count"] == 5
+    assert [m["id"] for m in result["members"]] == ["A", "B"]
+    assert result["members"][0]["email"] == "anna@example.com"
+
+
+def test_funnel_counts_what_remains_after_each_condition(store: Workspace) -> None:
+    store.write("segments/loyal.yaml", "description: loyal\nall:\n"
+                                       "  - orders: {at_least: 1}\n"
+                                       "  - spent: {at_least: 1}\n"
+                                       "  - country: DE\n")
+    result = store.run("segments", "funnel", "loyal", "--now", NOW, "--json")
+    assert result.json() == {"segment": "loyal", "steps": [
+        {"condition": "orders: {at_least: 1}", "line": 3, "remaining": 4},
+        {"condition": "spent: {at_least: 1}", "line": 4, "remaining": 3},
+        {"condition": "country: DE", "line": 5, "remaining": 1},
+    ]}
+
+
+def test_unknown_segment_suggests_a_name(store: Workspace) -> None:
+    store.write("segments/germans.yaml", "description: DE\nall: [{country: DE}]\n")
+    result = store.run("segments", "count", "german", "--json")
+    assert result.code == 1
+    assert result.json()["error"]["message"] == "unknown segment 'german' (did you mean germans?)"
+
+
+def test_validation_lists_every_problem_with_its_line(ws: Workspace) -> None:
+    ws.write("segments/broken.yaml", "description: broken\nall:\n"
+                                     "  - order: {at_least: 3}\n"
+                                     "  - orders: {at_leest: 3}\n"
+                                     "  - orders: {at_least: 3, within: a year}\n"
+                                     "  - spent: {at_least: lots}\n"
+                                     "  - in_segment: test-acounts\n"
+                                     "  - in_segment: loop-a\n")
+    ws.write("segments/test-accounts.yaml", "description: t\nall: [{email_domain: shop.example}]\n")
+    ws.write("segments/loop-a.yaml", "description: a\nall: [{in_segment: loop-b}]\n")
+    ws.write("segments/loop-b.yaml", "description: b\nall: [{in_segment: loop-a}]\n")
+    result = ws.run("validate")
+    assert result.code == 1
+    assert result.stderr.splitlines() == [
+        "segments/broken.yaml:3: all.0.order: unknown condition 'order' (did you mean orders?)",
+        "segments/broken.yaml:4: all.1.orders.at_leest: unknown key (did you mean at_least?)",
+        "segments/broken.yaml:4: all.1.orders: give a comparison: eq, in, at_least or at_most",
+        "segments/broken.yaml:5: all.2.orders.within: expected a duration like 7d, 12h or 90s, "
+        "got 'a year'",
+        "segments/broken.yaml:6: all.3.spent.at_least: expected a number, got 'lots'",
+        "segments/broken.yaml:7: in_segment: unknown segment 'test-acounts' "
+        "(did you mean test-accounts?)",
+        "segments/loop-a.yaml:2: in_segment: segments refer to each other in a cycle: "
+        "loop-a -> loop-b -> loop-a",
+        "segments/loop-b.yaml:2: in_segment: segments refer to each other in a cycle: "
+        "loop-b -> loop-a -> loop-b",
+        "8 problems in 3 files",
+    ]
