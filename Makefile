@@ -44,6 +44,9 @@ demo: $(STAMP)
 	@cmp -s $(DEMO)/status-original.json $(DEMO)/status-copy.json \
 		&& echo "round trip: both workspaces hold the same counts" \
 		|| { echo "round trip: the counts differ"; exit 1; }
+	@echo "== the example segments as of $(DEMO_NOW), and where the win-back audience goes"
+	@$(MAILER) segments list --now $(DEMO_NOW)
+	@$(MAILER) segments funnel loyal-drifting --now $(DEMO_NOW)
 	@echo "== an opt-out, then the store's status"
 	@$(MAILER) unsubscribe someone@example.com
 	@$(MAILER) status

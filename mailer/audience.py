@@ -109,6 +109,6 @@ def _label(item: Any) -> str:
     if isinstance(item, Condition):
         return item.text
     if isinstance(item, Not):
-        return "not: " + _label(item.item)
+        return "not: {" + _label(item.item) + "}"
     word = "all" if isinstance(item, All) else "any" if isinstance(item, AnyOf) else "?"
     return f"{word}: [" + ", ".join(_label(i) for i in item.items) + "]"

@@ -111,7 +111,7 @@ _CATALOG = {
 }
 _CATEGORIES = sorted(_CATALOG)
 _DOMAINS = ["example.com", "example.org", "example.net", "shop.example", "mail.example.com"]
-_TAGS = ["newsletter-2025", "wholesale", "vip", "gift-buyer", "app-user"]
+_TAGS = ["newsletter-2025", "wholesale", "vip", "gift-buyer", "app-user", "test-account"]
 
 
 def generate(customers_out: TextIO, orders_out: TextIO, *, customers: int, seed: int,
@@ -144,7 +144,8 @@ def generate(customers_out: TextIO, orders_out: TextIO, *, customers: int, seed:
             place.city,
             iso_z(signed_up),
             "false" if rng.random() < 0.12 else "true",
-            ";".join(sorted(rng.sample(_TAGS, k=rng.choice((0, 0, 0, 1, 1, 2))))),
+            ";".join(sorted(rng.sample(_TAGS[:-1], k=rng.choice((0, 0, 0, 1, 1, 2))))
+                     + (["test-account"] if rng.random() < 0.01 else [])),
             f"C{rng.randrange(1, index):06d}" if index > 1 and rng.random() < 0.08 else "",
             rng.choice(("bronze", "bronze", "silver", "gold")),
         ])
