@@ -35,6 +35,7 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.sql.elements import True_
 from sqlalchemy.sql.expression import Subquery
 
 from mailer.clock import localize
@@ -126,13 +127,21 @@ class _Compiler:
     order_aggs: dict[str, ColumnElement[Any]] = field(default_factory=dict)
     line_aggs: dict[str, ColumnElement[Any]] = field(default_factory=dict)
     line_labels: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    # The rows each aggregate reads: a row no aggregate reads is filtered out before
+    # grouping (a customer left with no rows gets NULL, read as 0, the same answer).
+    order_rows: list[ColumnElement[bool]] = field(default_factory=list)
+    line_rows: list[ColumnElement[bool]] = field(default_factory=list)
     referrals: bool = False
+    # Aggregations every member must have rows in (a top-level condition that 0 fails):
+    # the member query joins those with an inner join.
+    required: set[str] = field(default_factory=set)
 
     # --- the tree ------------------------------------------------------------------
 
-    def node(self, node: Node, stack: tuple[str, ...]) -> Build:
+    def node(self, node: Node, stack: tuple[str, ...], top: bool = False) -> Build:
+        """Compile a node; `top` while every enclosing node is an all: (a conjunction)."""
         if isinstance(node, All):
-            parts = [self.node(item, stack) for item in node.items]
+            parts = [self.node(item, stack, top) for item in node.items]
             return lambda refs: and_(*(part(refs) for part in parts))
         if isinstance(node, AnyOf):
             parts = [self.node(item, stack) for item in node.items]
@@ -140,15 +149,22 @@ class _Compiler:
         if isinstance(node, Not):
             inner = self.node(node.item, stack)
             return lambda refs: not_(inner(refs))
-        return self.condition(node, stack)
+        return self.condition(node, stack, top)
 
-    def condition(self, c: Condition, stack: tuple[str, ...]) -> Build:
+    def condition(self, c: Condition, stack: tuple[str, ...], top: bool) -> Build:
         kind = c.kind
         if kind == "in_segment":
             assert c.name is not None
             if c.name in stack:
                 raise ValueError("segment cycle: " + " -> ".join((*stack, c.name)))
-            return self.node(self.specs[c.name].root, (*stack, c.name))
+            return self.node(self.specs[c.name].root, (*stack, c.name), top)
+        if top and _needs_rows(c):
+            self.required.add("lines" if kind == "bought" else "orders")
+        presence = _presence(c.compares or (Compare("at_least", 1),))
+        if kind in ("orders", "bought", "referrals") and presence is not None:
+            # "none" or "any" is a semi-join on an index, not an aggregation of every row.
+            found = self.exists(c)
+            return lambda refs: found if presence else not_(found)
         if kind == "orders":
             label = self.order_agg("n", c.window)
             return lambda refs: _compare(_agg(refs.orders, label), c.compares)
@@ -198,6 +214,22 @@ class _Compiler:
 
     # --- aggregations --------------------------------------------------------------------
 
+    def exists(self, c: Condition) -> ColumnElement[bool]:
+        """Whether the customer has any paid order (with a matching line) or any referral."""
+        if c.kind == "referrals":
+            referred = CUSTOMERS.alias("referred")
+            return exists().where(referred.c.referred_by == CUSTOMERS.c.store_id)
+        _, inside = self.window(c.window)
+        found = (exists().where(ORDERS.c.customer_id == CUSTOMERS.c.id,
+                                ORDERS.c.status == "paid", ORDERS.c.placed_at <= self.scope.now,
+                                inside))
+        if c.kind == "bought":
+            assert c.what is not None
+            what, value = c.what
+            found = found.where(LINES.c.order_id == ORDERS.c.id,
+                                self.fold(LINES.c[what], value) == self.fold_value(value))
+        return found
+
     def window(self, window: Window | None) -> tuple[str, ColumnElement[bool]]:
         """A key naming the window, and its condition on orders.placed_at."""
         placed = ORDERS.c.placed_at
@@ -232,6 +264,8 @@ class _Compiler:
         else:
             aggregate = func.max(ORDERS.c.placed_at)
         self.order_aggs[label] = aggregate.label(label)
+        self.order_rows.append({"n": inside, "nc": in_currency, "s": in_currency}.get(
+            metric, true()))
         return label
 
     def line_agg(self, c: Condition) -> str:
@@ -245,6 +279,7 @@ class _Compiler:
         match = self.fold(LINES.c[what], value) == self.fold_value(value)
         self.line_aggs[label] = func.count(distinct(case((and_(match, inside),
                                                           LINES.c.order_id)))).label(label)
+        self.line_rows.append(and_(match, inside))
         return label
 
     # --- leaves -------------------------------------------------------------------------------
@@ -339,6 +374,39 @@ def _attribute_text(value: Any) -> str:
     if isinstance(value, Decimal):
         return format(value.normalize(), "f") if value == value.to_integral_value() else str(value)
     return str(value)
+
+
+def _needs_rows(c: Condition) -> bool:
+    """Whether a customer without orders (or matching lines) can never meet C."""
+    if c.kind in ("average_order", "first_order", "last_order"):
+        return True
+    if c.kind not in ("orders", "spent", "bought"):
+        return False
+    compares = c.compares or (Compare("at_least", 1),)
+    return any(
+        (compare.op == "eq" and compare.value != 0)
+        or (compare.op == "in" and 0 not in compare.value)
+        or (compare.op == "at_least" and compare.value > 0)
+        for compare in compares)
+
+
+def _presence(compares: tuple[Compare, ...]) -> bool | None:
+    """True for "at least one", False for "none", None for any other count test."""
+    if len(compares) != 1:
+        return None
+    op, value = compares[0].op, compares[0].value
+    if (op, value) in (("eq", 0), ("at_most", 0)):
+        return False
+    if (op, value) == ("at_least", 1):
+        return True
+    return None
+
+
+def _any_row(conditions: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """Rows that at least one aggregate reads (true when one of them reads every row)."""
+    if not conditions or any(isinstance(c, True_) for c in conditions):
+        return true()
+    return or_(*conditions)
 
 
 def _values(compares: tuple[Compare, ...]) -> list[Any]:
@@ -455,10 +523,11 @@ def birthday_days(today: date, days: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Compiled:
-    """A segment's membership test and the FROM clause that feeds it."""
+    """A segment's membership test, and the FROM clauses that feed it."""
 
     where: ColumnElement[bool]
-    source: Any  # customers joined with the aggregations it needs
+    source: Any  # customers outer-joined with every aggregation it needs (for the funnel)
+    members_source: Any  # the same, inner-joined where every member must have rows
     steps: tuple[ColumnElement[bool], ...]  # cumulative tests of a top-level all:
 
 
@@ -466,38 +535,46 @@ def compile_segment(spec: SegmentSpec, specs: dict[str, SegmentSpec], scope: Sco
     """Compile a segment; every aggregation it needs is built once and joined once."""
     compiler = _Compiler(specs, scope)
     items = spec.root.items if isinstance(spec.root, All) else (spec.root,)
-    step_builds = [compiler.node(item, (spec.name,)) for item in items]
+    step_builds = [compiler.node(item, (spec.name,), top=True) for item in items]
     refs = _Refs()
-    source: Any = CUSTOMERS
     paid = and_(ORDERS.c.status == "paid", ORDERS.c.placed_at <= scope.now)
+    joins: list[tuple[str, Subquery, ColumnElement[bool]]] = []
     if compiler.order_aggs:
         refs.orders = (select(ORDERS.c.customer_id, *compiler.order_aggs.values())
-                       .where(paid).group_by(ORDERS.c.customer_id).subquery("agg_orders"))
-        source = source.outerjoin(refs.orders, refs.orders.c.customer_id == CUSTOMERS.c.id)
+                       .where(paid, _any_row(compiler.order_rows))
+                       .group_by(ORDERS.c.customer_id).subquery("agg_orders"))
+        joins.append(("orders", refs.orders, refs.orders.c.customer_id == CUSTOMERS.c.id))
     if compiler.line_aggs:
         refs.lines = (select(ORDERS.c.customer_id, *compiler.line_aggs.values())
                       .select_from(LINES.join(ORDERS, ORDERS.c.id == LINES.c.order_id))
-                      .where(paid).group_by(ORDERS.c.customer_id).subquery("agg_lines"))
-        source = source.outerjoin(refs.lines, refs.lines.c.customer_id == CUSTOMERS.c.id)
+                      .where(paid, _any_row(compiler.line_rows))
+                      .group_by(ORDERS.c.customer_id).subquery("agg_lines"))
+        joins.append(("lines", refs.lines, refs.lines.c.customer_id == CUSTOMERS.c.id))
     if compiler.referrals:
         referrer = CUSTOMERS.alias("referred")
         refs.referrals = (select(referrer.c.referred_by,
                                  func.count().label("referrals"))
                           .where(referrer.c.referred_by.is_not(None))
                           .group_by(referrer.c.referred_by).subquery("agg_referrals"))
-        source = source.outerjoin(refs.referrals,
-                                  refs.referrals.c.referred_by == CUSTOMERS.c.store_id)
+        joins.append(("referrals", refs.referrals,
+                      refs.referrals.c.referred_by == CUSTOMERS.c.store_id))
+    source: Any = CUSTOMERS
+    members_source: Any = CUSTOMERS
+    for name, sub, on in joins:
+        source = source.outerjoin(sub, on)
+        members_source = (members_source.join(sub, on) if name in compiler.required
+                          else members_source.outerjoin(sub, on))
     parts = [step(refs) for step in step_builds]
     steps = tuple(and_(*parts[:count]) for count in range(1, len(parts) + 1))
-    return Compiled(where=steps[-1], source=source, steps=steps)
+    return Compiled(where=steps[-1], source=source, members_source=members_source, steps=steps)
 
 
 def members_query(compiled: Compiled, *columns: Any) -> Select[Any]:
-    return select(*columns).select_from(compiled.source).where(compiled.where)
+    return select(*columns).select_from(compiled.members_source).where(compiled.where)
 
 
 def count_query(compiled: Compiled) -> Select[Any]:
-    return select(func.count()).select_from(compiled.source).where(compiled.where)
+    return select(func.count()).select_from(compiled.members_source).where(compiled.where)
 
 
 def funnel_query(compiled: Compiled) -> Select[Any]:
