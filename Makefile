@@ -51,11 +51,16 @@ demo: $(STAMP)
 	@$(MAILER) unsubscribe someone@example.com
 	@$(MAILER) status
 
+# PostgreSQL figures need BENCH_POSTGRES_URL (an empty database; it is emptied again).
 bench: $(STAMP)
 	$(BIN)/python bench/import.py
+	$(BIN)/python bench/segments.py
+	@if [ -n "$$BENCH_POSTGRES_URL" ]; then $(BIN)/python bench/segments.py --database-url "$$BENCH_POSTGRES_URL"; fi
 
 soak: $(STAMP)
 	$(BIN)/python bench/import.py --customers 1000000
+	$(BIN)/python bench/segments.py --customers 1000000 --orders 10000000
+	@if [ -n "$$BENCH_POSTGRES_URL" ]; then $(BIN)/python bench/segments.py --customers 1000000 --orders 10000000 --database-url "$$BENCH_POSTGRES_URL"; fi
 
 clean:
 	rm -rf $(DEMO) bench/.data
