@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
@@ -121,9 +121,16 @@ def emit_json(document: Any) -> None:
     click.echo(json.dumps(document, ensure_ascii=False, indent=None))
 
 
-def say(message: str) -> None:
-    """A line for a person, on standard error when stdout carries data."""
-    click.echo(message, err=True)
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[object]], *,
+                title: str | None = None, show_header: bool = True) -> None:
+    """A table for a person on a terminal; values are shown as text, never as markup."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns, title=title, show_header=show_header)
+    for row in rows:
+        table.add_row(*("" if value is None else str(value) for value in row))
+    Console(markup=False, highlight=False).print(table)
 
 
 def stderr_is_terminal() -> bool:

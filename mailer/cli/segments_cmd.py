@@ -6,7 +6,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailer.cli.common import Session, emit_json, json_option, now_option, session, workspace_option
+from mailer.cli.common import (
+    Session,
+    emit_json,
+    json_option,
+    now_option,
+    print_table,
+    session,
+    workspace_option,
+)
 
 if TYPE_CHECKING:
     from mailer.conditions import SegmentSpec
@@ -48,13 +56,8 @@ def list_segments(ctx: click.Context, workspace: str | None, as_json: bool,
     if as_json:
         emit_json({"segments": rows})
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("segment", "customers", "description")
-    for row in rows:
-        table.add_row(str(row["segment"]), str(row["count"]), str(row["description"]))
-    Console(markup=False, highlight=False).print(table)
+    print_table(("segment", "customers", "description"),
+                ((r["segment"], r["count"], r["description"]) for r in rows))
 
 
 @segments.command("count")
@@ -88,15 +91,10 @@ def show_segment(ctx: click.Context, name: str, limit: int, workspace: str | Non
     if as_json:
         emit_json({"segment": name, "count": size, "members": found})
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*(found[0].keys() if found else ("id", "email")),
-                  title=f"{name}: {size} customers" + (f", first {len(found)}"
-                                                       if len(found) < size else ""))
-    for member in found:
-        table.add_row(*("" if v is None else str(v) for v in member.values()))
-    Console(markup=False, highlight=False).print(table)
+    shown = f", first {len(found)}" if len(found) < size else ""
+    print_table(tuple(found[0]) if found else ("id", "email"),
+                (tuple(member.values()) for member in found),
+                title=f"{name}: {size} customers{shown}")
 
 
 @segments.command("sql")
@@ -130,10 +128,5 @@ def funnel_segment(ctx: click.Context, name: str, workspace: str | None, as_json
             {"condition": s.condition, "line": s.line, "remaining": s.remaining}
             for s in steps]})
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("line", "condition", "remaining", title=f"funnel of {name}")
-    for step in steps:
-        table.add_row(str(step.line), step.condition, str(step.remaining))
-    Console(markup=False, highlight=False).print(table)
+    print_table(("line", "condition", "remaining"),
+                ((s.line, s.condition, s.remaining) for s in steps), title=f"funnel of {name}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mailer.cli.common import emit_json, json_option, session, workspace_option
+from mailer.cli.common import emit_json, json_option, print_table, session, workspace_option
 
 
 @click.command()
@@ -21,14 +21,8 @@ def status(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(counts)
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="mailer status", show_header=False)
-    table.add_row("customers", str(counts["customers"]))
-    table.add_row("subscribed", str(counts["subscribed"]))
-    table.add_row("orders", str(counts["orders"]))
-    for state, count in counts["deliveries"].items():
-        table.add_row(f"deliveries {state}", str(count))
-    table.add_row("daemon", "not running")
-    Console(markup=False, highlight=False).print(table)
+    rows = [("customers", counts["customers"]), ("subscribed", counts["subscribed"]),
+            ("orders", counts["orders"])]
+    rows += [(f"deliveries {state}", n) for state, n in counts["deliveries"].items()]
+    rows.append(("daemon", "not running"))
+    print_table(("", ""), rows, title="mailer status", show_header=False)
