@@ -227,7 +227,7 @@ class _Compiler:
             assert c.what is not None
             what, value = c.what
             found = found.where(LINES.c.order_id == ORDERS.c.id,
-                                self.fold(LINES.c[what], value) == self.fold_value(value))
+                                self.fold(LINES.c[what], [value]) == self.fold_value(value))
         return found
 
     def window(self, window: Window | None) -> tuple[str, ColumnElement[bool]]:
@@ -276,7 +276,7 @@ class _Compiler:
         if wanted in self.line_labels:
             return self.line_labels[wanted]
         label = self.line_labels[wanted] = f"b{len(self.line_aggs)}_{key}"
-        match = self.fold(LINES.c[what], value) == self.fold_value(value)
+        match = self.fold(LINES.c[what], [value]) == self.fold_value(value)
         self.line_aggs[label] = func.count(distinct(case((and_(match, inside),
                                                           LINES.c.order_id)))).label(label)
         self.line_rows.append(and_(match, inside))
@@ -284,10 +284,11 @@ class _Compiler:
 
     # --- leaves -------------------------------------------------------------------------------
 
-    def fold(self, column: ColumnElement[Any], value: str) -> ColumnElement[Any]:
-        """Lower-case a column for a case-insensitive match. SQLite's lower() folds ASCII
-        only: for a non-ASCII value, mailer registers a Unicode-aware mailer_lower()."""
-        if self.scope.dialect == "sqlite" and not value.isascii():
+    def fold(self, column: ColumnElement[Any], values: list[str]) -> ColumnElement[Any]:
+        """Lower-case a column to match VALUES case-insensitively. SQLite's lower() folds
+        ASCII only; for non-ASCII values mailer registers a Unicode-aware mailer_lower()
+        (a Python call per row, so only when needed)."""
+        if self.scope.dialect == "sqlite" and not all(v.isascii() for v in values):
             return func.mailer_lower(column)
         return func.lower(column)
 
@@ -297,10 +298,8 @@ class _Compiler:
 
     def text(self, column: ColumnElement[Any], compares: tuple[Compare, ...]) -> \
             ColumnElement[bool]:
-        values = [str(v) for v in _values(compares)]
-        folded = [self.fold_value(v) for v in values]
-        ascii_only = all(v.isascii() for v in values)
-        lowered = self.fold(column, "" if ascii_only else "é")
+        folded = [self.fold_value(str(v)) for v in _values(compares)]
+        lowered = self.fold(column, folded)
         test = lowered == folded[0] if len(folded) == 1 else lowered.in_(folded)
         return _known(column, test)
 
@@ -310,8 +309,7 @@ class _Compiler:
             element = func.jsonb_array_elements_text(CUSTOMERS.c.tags).table_valued("value")
         else:
             element = func.json_each(CUSTOMERS.c.tags).table_valued("value")
-        ascii_only = all(v.isascii() for v in folded)
-        lowered = self.fold(element.c.value, "" if ascii_only else "é")
+        lowered = self.fold(element.c.value, folded)
         return _known(CUSTOMERS.c.tags, exists(select(literal_column("1"))
                                                .select_from(element)
                                                .where(lowered.in_(folded))))
@@ -354,9 +352,8 @@ class _Compiler:
                 tests.append(_known(number, number >= limit if compare.op == "at_least"
                                     else number <= limit))
                 continue
-            texts = [_attribute_text(v) for v in _values((compare,))]
-            lowered = self.fold(raw, "" if all(t.isascii() for t in texts) else "é")
-            tests.append(_known(raw, lowered.in_([t.lower() for t in texts])))
+            texts = [text.lower() for v in _values((compare,)) for text in _attribute_texts(v)]
+            tests.append(_known(raw, self.fold(raw, texts).in_(texts)))
         return and_(*tests)
 
     def _number(self, raw: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -368,12 +365,15 @@ class _Compiler:
         return func.mailer_number(raw)
 
 
-def _attribute_text(value: Any) -> str:
+def _attribute_texts(value: Any) -> list[str]:
+    """The texts an attribute value may read as: a JSON true reads 'true' on PostgreSQL
+    and '1' on SQLite."""
     if isinstance(value, bool):
-        return "true" if value else "false"
+        return ["true", "1"] if value else ["false", "0"]
     if isinstance(value, Decimal):
-        return format(value.normalize(), "f") if value == value.to_integral_value() else str(value)
-    return str(value)
+        whole = value == value.to_integral_value()
+        return [format(value.normalize(), "f") if whole else str(value)]
+    return [str(value)]
 
 
 def _needs_rows(c: Condition) -> bool:

@@ -213,3 +213,12 @@ def test_validation_lists_every_problem_with_its_line(ws: Workspace) -> None:
         "loop-b -> loop-a -> loop-b",
         "8 problems in 3 files",
     ]
+
+
+def test_typed_attributes_from_json_lines(store: Workspace) -> None:
+    store.write("more.jsonl", '{"id": "F", "email": "f@example.com", '
+                              '"attributes": {"member": true, "points": 120}}\n')
+    assert store.run("import", "customers", "more.jsonl", "--now", NOW).code == 0
+    assert members(store, "all: [{attribute: {name: member, eq: true}}]") == ["F"]
+    assert members(store, "all: [{attribute: {name: points, at_least: 100}}]") == ["F"]
+    assert members(store, "all: [{attribute: {name: points, eq: 120}}]") == ["F"]
