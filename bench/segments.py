@@ -48,7 +48,8 @@ TEST = {
 }
 VIP_TAG = {
     "sqlite": "EXISTS (SELECT 1 FROM json_each(c.tags) WHERE lower(value) = 'vip')",
-    "postgresql": "EXISTS (SELECT 1 FROM jsonb_array_elements_text(c.tags) t WHERE lower(t) = 'vip')",
+    "postgresql": ("EXISTS (SELECT 1 FROM jsonb_array_elements_text(c.tags) t "
+                   "WHERE lower(t) = 'vip')"),
 }
 PAID = "status = 'paid' AND placed_at <= :now"
 HAND = {

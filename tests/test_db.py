@@ -95,6 +95,6 @@ def test_two_commands_starting_at_once_migrate_sqlite_once(ws: Workspace) -> Non
     command = [sys.executable, "-m", "mailer.cli", "--workspace", str(ws.root), "status", "--json"]
     runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(3)]
-    results = [run.communicate(timeout=60) + (run.returncode,) for run in runs]
+    results = [(*run.communicate(timeout=60), run.returncode) for run in runs]
     assert [code for _, _, code in results] == [0, 0, 0], [err for _, err, _ in results]
     assert ws.query("SELECT version_num FROM alembic_version")[0][0] == head_revision()

@@ -1,0 +1,92 @@
+"""Signed per-recipient links (DESIGN §4.4, §6): unsubscribe, preferences, browser view.
+
+A token is `PAYLOAD.SIGNATURE`, both base64url without padding. The payload is
+the JSON list [purpose, customer store id, campaign, message, extra]; the
+signature is HMAC-SHA256 over "mailer-link:" + payload, cut to 128 bits. A token
+names its purpose, so a click token can never unsubscribe. Verification tries
+MAILER_SECRET_KEY, then each of MAILER_SECRET_KEY_OLD, comparing in constant
+time. Pure: keys are passed in.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mailer.errors import MailerError
+
+# `preview` and `validate` sign with this fixed key (DESIGN §4.0): their links are
+# examples, and must never be accepted by a server that has a real key.
+PREVIEW_KEY = "mailer-preview-only"
+
+PURPOSES = {"unsubscribe": "u", "preferences": "p", "browser": "b", "click": "c", "open": "o",
+            "rating": "r"}
+
+
+class InvalidLink(MailerError):
+    """A token that is malformed, tampered with, signed with an unknown key, or for
+    another purpose."""
+
+
+@dataclass(frozen=True)
+class Claims:
+    purpose: str  # a key of PURPOSES
+    customer: str  # the customer's store id
+    campaign: str  # the campaign's file stem
+    message: str  # the ledger row's id, or "preview"
+    extra: str = ""  # the target URL of a click, the score of a rating
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _signature(payload: str, key: str) -> str:
+    digest = hmac.new(key.encode("utf-8"), b"mailer-link:" + payload.encode("ascii"),
+                      hashlib.sha256).digest()
+    return _b64(digest[:16])
+
+
+def sign(claims: Claims, key: str) -> str:
+    """The token for these claims."""
+    fields = [PURPOSES[claims.purpose], claims.customer, claims.campaign, claims.message]
+    if claims.extra:
+        fields.append(claims.extra)
+    payload = _b64(json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode())
+    return f"{payload}.{_signature(payload, key)}"
+
+
+def verify(token: str, purpose: str, keys: Sequence[str]) -> Claims:
+    """The claims of a token signed with one of KEYS for PURPOSE; InvalidLink otherwise."""
+    payload, _, signature = token.partition(".")
+    if not payload or not signature or not payload.isascii() or not signature.isascii():
+        raise InvalidLink("malformed link")
+    if not any(hmac.compare_digest(_signature(payload, key), signature) for key in keys):
+        raise InvalidLink("link signature does not match")
+    try:
+        fields = json.loads(_unb64(payload))
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidLink("malformed link") from None
+    if not isinstance(fields, list) or len(fields) not in (4, 5) or \
+            not all(isinstance(f, str) for f in fields):
+        raise InvalidLink("malformed link")
+    if fields[0] != PURPOSES.get(purpose):
+        raise InvalidLink(f"this link is not a {purpose} link")
+    return Claims(purpose, fields[1], fields[2], fields[3], fields[4] if len(fields) == 5 else "")
+
+
+def recipient_links(base_url: str, *, customer: str, campaign: str, message: str,
+                    key: str) -> dict[str, str]:
+    """`links.unsubscribe`, `links.preferences` and `links.browser` for one mail."""
+    root = base_url.rstrip("/")
+    paths = {"unsubscribe": "u", "preferences": "p", "browser": "b"}
+    return {purpose: f"{root}/{path}/{sign(Claims(purpose, customer, campaign, message), key)}"
+            for purpose, path in paths.items()}
