@@ -1,0 +1,362 @@
+"""Rendering mails: sandboxed Jinja, CSS inlined once, text parts (DESIGN §4.4).
+
+The only module that imports jinja2 and premailer. A campaign's template is
+compiled once: includes and extends are flattened into one source, Jinja tags
+are swapped for inert tokens while premailer inlines the CSS (network off),
+then restored, and every source line keeps a marker of the file and line it
+came from, so an error names `templates/NAME:LINE` even after premailer has
+reflowed the HTML. Per recipient only the values are filled in, under limits:
+1 MB of output, 2 s of CPU, `range()` up to 10,000.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2 import nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from mailer.errors import Problem, UserError
+
+MAX_OUTPUT = 1_000_000
+MAX_CPU_SECONDS = 2.0
+MAX_RANGE = 10_000
+
+
+class RenderError(UserError):
+    """A template that cannot be compiled or rendered; `str()` is `templates/X:LINE: ...`."""
+
+    def problem(self) -> Problem:
+        return Problem(self.path or "templates", self.line, None, self.message)
+
+
+class RenderLimit(RenderError):
+    """A render stopped by one of the per-mail limits."""
+
+
+# --- the sandbox -------------------------------------------------------------------------
+
+
+class _Budget:
+    """Output and CPU spent by one render."""
+
+    def __init__(self) -> None:
+        self.started = time.process_time()
+        self.output = 0
+
+    def spend(self, size: int) -> None:
+        self.output += size
+        if self.output > MAX_OUTPUT:
+            raise _Stopped("more than 1 MB of output")
+        self.check()
+
+    def check(self) -> None:
+        if time.process_time() - self.started > MAX_CPU_SECONDS:
+            raise _Stopped(f"more than {MAX_CPU_SECONDS:g} s of CPU")
+
+
+class _Stopped(Exception):
+    """Raised inside a render when a limit is hit; turned into RenderLimit with a line."""
+
+
+_BUDGET: list[_Budget] = []
+
+
+def _bounded_range(*args: int) -> Iterator[int]:
+    numbers = range(*args)
+    if len(numbers) > MAX_RANGE:
+        raise _Stopped(f"range() of {len(numbers):,} items (at most {MAX_RANGE:,})")
+    for index, number in enumerate(numbers):
+        if index % 256 == 0 and _BUDGET:
+            _BUDGET[-1].check()
+        yield number
+
+
+def _finalize(value: Any) -> Any:
+    """Count every printed value against the budget; runs inside the template's code,
+    so a limit hit here is reported with the template line that printed it."""
+    if _BUDGET:
+        _BUDGET[-1].spend(len(str(value)))
+    return value
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox with bounded repetition and exponents, and an error
+    (never a silent empty string) for anything it refuses."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
+        raise SecurityError(f"access to {attribute!r} of a {type(obj).__name__} is not allowed")
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 100:
+            raise _Stopped("an exponent over 100")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) \
+                        and len(seq) * times > MAX_OUTPUT:
+                    raise _Stopped("a repetition over 1 MB")
+        return super().call_binop(context, operator, left, right)
+
+
+class Lenient(jinja2.ChainableUndefined):
+    """Missing data renders empty and works with `| default(...)`: for sending."""
+
+
+class Checking(jinja2.ChainableUndefined):
+    """For validate: a top-level name that is not in the context is an error (a typo);
+    missing data of a known object (an empty first name) renders empty, as when sending."""
+
+    def __init__(self, hint: str | None = None, obj: Any = jinja2.utils.missing,
+                 name: str | None = None,
+                 exc: type[jinja2.TemplateRuntimeError] = jinja2.UndefinedError) -> None:
+        if obj is jinja2.utils.missing and hint is None:
+            raise exc(f"{name!r} is undefined")
+        super().__init__(hint, obj, name, exc)
+
+
+def environment(*, checking: bool = False) -> jinja2.Environment:
+    """A sandboxed environment; HTML autoescapes, subjects, intros and text do not."""
+    env = _Sandbox(
+        autoescape=lambda name: bool(name) and str(name).endswith((".html", ".htm")),
+        undefined=Checking if checking else Lenient,
+        keep_trailing_newline=True,
+        finalize=_finalize,
+    )
+    env.globals["range"] = _bounded_range
+    return env
+
+
+# --- flattening and inlining ---------------------------------------------------------------
+
+_INCLUDE = re.compile(r"{%-?\s*include\s+['\"]([^'\"]+)['\"]\s*-?%}")
+_EXTENDS = re.compile(r"^\s*{%-?\s*extends\s+['\"]([^'\"]+)['\"]\s*-?%}")
+_BLOCK = re.compile(r"{%-?\s*block\s+(\w+)\s*-?%}(.*?){%-?\s*endblock(?:\s+\w+)?\s*-?%}", re.S)
+_MARK = "{#@%s:%d#}"
+_MARKER = re.compile(r"{#@([^:#]+):(\d+)#}")
+_TAG = re.compile(r"{%.*?%}|{{.*?}}|{#.*?#}", re.S)
+
+
+def _marked(source: str, name: str) -> str:
+    """Prefix every line with a Jinja comment naming its file and line."""
+    return "".join(_MARK % (name, number) + line
+                   for number, line in enumerate(source.splitlines(keepends=True), 1))
+
+
+def flatten(name: str, load: Callable[[str], str]) -> str:
+    """One source for NAME with extends, blocks and includes resolved, lines marked
+    (except inside <style>, where a marker would break the CSS)."""
+    source = _BLOCK.sub(lambda m: m.group(2), _resolve(name, load, ()))
+    body = re.search(r"<body[^>]*>", source, re.I)
+    if body is not None:  # text before <html> would push the head into the body
+        source = _MARKER.sub("", source[:body.end()]) + source[body.end():]
+    return re.sub(r"(<style[^>]*>)(.*?)(</style>)",
+                  lambda m: m.group(1) + _MARKER.sub("", m.group(2)) + m.group(3),
+                  source, flags=re.S | re.I)
+
+
+def _resolve(name: str, load: Callable[[str], str], seen: tuple[str, ...]) -> str:
+    """NAME with its layout and includes pulled in; block tags are kept for a child."""
+    if name in seen:
+        raise RenderError(f"templates include each other: {' -> '.join((*seen, name))}",
+                          path=f"templates/{name}")
+    source = _marked(load(name), f"templates/{name}")
+    chain = (*seen, name)
+    parent = _EXTENDS.search(_MARKER.sub("", source.split("\n", 1)[0]))
+    if parent is not None:
+        blocks = {m.group(1): m.group(2) for m in _BLOCK.finditer(source)}
+        layout = _resolve(parent.group(1), load, chain)
+
+        def fill(match: re.Match[str]) -> str:
+            inner = blocks.get(match.group(1), match.group(2))
+            return match.group(0).replace(match.group(2), inner, 1)
+
+        source = _BLOCK.sub(fill, layout)
+    return _INCLUDE.sub(lambda m: _resolve(m.group(1), load, chain), source)
+
+
+def inline_css(source: str) -> str:
+    """Inline the CSS of a flattened HTML template once, keeping its Jinja intact."""
+    import logging
+
+    import premailer
+
+    saved: list[str] = []
+
+    def park(match: re.Match[str]) -> str:
+        saved.append(match.group(0))
+        return f"MAILERJINJA{len(saved) - 1}X"
+
+    parked = _TAG.sub(park, source)
+    doctype = re.match(r"\s*(?:MAILERJINJA\d+X\s*)*(<!doctype[^>]*>)", parked, re.I)
+    inlined = premailer.Premailer(
+        parked, allow_network=False, allow_loading_external_files=False,
+        strip_important=False, keep_style_tags=False, disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+    ).transform()
+    restored = re.sub(r"MAILERJINJA(\d+)X", lambda m: saved[int(m.group(1))], inlined)
+    return (doctype.group(1) + "\n" + restored) if doctype else restored
+
+
+def origin(source: str, line: int) -> tuple[str, int]:
+    """The file and line that line LINE of a flattened source came from."""
+    lines = source.splitlines()
+    for index in range(min(line, len(lines)) - 1, -1, -1):
+        found = list(_MARKER.finditer(lines[index]))
+        if found:
+            mark = found[-1]
+            return mark.group(1), int(mark.group(2)) + (line - 1 - index)
+    return "templates", line
+
+
+# --- compiled templates and rendering ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A template ready to render: its (flattened, inlined) source and Jinja's code."""
+
+    name: str
+    source: str
+    template: jinja2.Template
+
+    def render(self, context: Mapping[str, Any]) -> str:
+        """Render under the per-mail limits; errors name the template file and line."""
+        budget = _Budget()
+        _BUDGET.append(budget)
+        size = 0
+        parts: list[str] = []
+        try:
+            for part in self.template.generate(context):
+                size += len(part)
+                if size > MAX_OUTPUT:
+                    raise _Stopped("more than 1 MB of output")
+                budget.check()
+                parts.append(part)
+        except _Stopped as stop:
+            path, line = self._where()
+            raise RenderLimit(f"render stopped: {stop}", path=path, line=line) from None
+        except SecurityError as err:
+            path, line = self._where()
+            raise RenderError(f"refused by the sandbox: {err}", path=path, line=line) from None
+        except jinja2.UndefinedError as err:
+            path, line = self._where()
+            raise RenderError(str(err), path=path, line=line) from None
+        except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError,
+                AttributeError, RecursionError) as err:
+            path, line = self._where()
+            raise RenderError(f"{type(err).__name__}: {err}" if not isinstance(
+                err, jinja2.TemplateError) else str(err), path=path, line=line) from None
+        finally:
+            _BUDGET.pop()
+        return "".join(parts)
+
+    def _where(self) -> tuple[str, int | None]:
+        """The template file and line of the frame that failed (from the traceback)."""
+        import sys
+        import traceback
+
+        # Jinja rewrites the traceback: frames of template code carry the template's
+        # file name and its source line.
+        line = None
+        for frame, lineno in traceback.walk_tb(sys.exc_info()[2]):
+            if frame.f_code.co_filename == self.template.filename:
+                line = lineno
+        if line is None:
+            return self.name, None
+        return origin(self.source, line) if "{#@" in self.source else (self.name, line)
+
+
+def compile_source(env: jinja2.Environment, source: str, name: str) -> Compiled:
+    """Compile one source; a syntax error names its file and line."""
+    try:
+        # compile() with the name, so autoescaping follows the file's extension
+        code = env.compile(source, name=name, filename=name)
+    except jinja2.TemplateSyntaxError as err:
+        path, line = origin(source, err.lineno) if "{#@" in source else (name, err.lineno)
+        raise RenderError(f"syntax: {err.message}", path=path, line=line) from None
+    template = env.template_class.from_code(env, code, env.make_globals(None))
+    return Compiled(name=name, source=source, template=template)
+
+
+def compile_html(env: jinja2.Environment, name: str, templates: Path) -> Compiled:
+    """Flatten, inline and compile an HTML template of the workspace."""
+    def load(part: str) -> str:
+        try:
+            return (templates / part).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise RenderError(f"template {part!r} not found",
+                              path=f"templates/{name}") from None
+
+    flat = flatten(name, load)
+    compile_source(env, flat, f"templates/{name}")  # syntax errors with the original lines
+    return compile_source(env, inline_css(flat), f"templates/{name}")
+
+
+# --- the text part --------------------------------------------------------------------------------
+
+
+def html_to_text(markup: str) -> str:
+    """A plain-text version of an HTML mail: paragraphs kept, links as "text (url)"."""
+    from html.parser import HTMLParser
+
+    class _Text(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.out: list[str] = []
+            self.href: list[str | None] = []
+            self.skip = 0
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag in ("style", "script", "head", "title"):
+                self.skip += 1
+            elif tag == "a":
+                self.href.append(dict(attrs).get("href"))
+                self.out.append("\x00")
+            elif tag in ("br",):
+                self.out.append("\n")
+            elif tag in ("p", "div", "tr", "h1", "h2", "h3", "li", "table"):
+                self.out.append("\n\n" if tag in ("p", "h1", "h2", "h3") else "\n")
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag in ("style", "script", "head", "title"):
+                self.skip = max(0, self.skip - 1)
+            elif tag == "a" and self.href:
+                href = self.href.pop()
+                start = len(self.out) - 1 - self.out[::-1].index("\x00")
+                label = "".join(self.out[start + 1:]).strip()
+                self.out[start:] = [label if not href or href == label or href.startswith("#")
+                                    else f"{label} ({href})" if label else href]
+            elif tag in ("p", "h1", "h2", "h3", "tr", "li"):
+                self.out.append("\n")
+
+        def handle_data(self, data: str) -> None:
+            if not self.skip:
+                self.out.append(re.sub(r"\s+", " ", data))
+
+    parser = _Text()
+    parser.feed(markup)
+    text = "".join(parser.out).replace("\x00", "")
+    lines = [line.strip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def escape(text: str) -> str:
+    return html.escape(text)
+
+
+def variables(env: jinja2.Environment, source: str) -> set[str]:
+    """The top-level names a template reads (for validate)."""
+    from jinja2 import meta
+
+    parsed: nodes.Template = env.parse(source)
+    return set(meta.find_undeclared_variables(parsed))

@@ -1,0 +1,147 @@
+"""Rendering: flattening, CSS inlined once with Jinja intact, escaping, the sandbox,
+limits, errors with the template's file and line (DESIGN §4.4)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from mailer.render import (
+    RenderError,
+    RenderLimit,
+    compile_html,
+    compile_source,
+    environment,
+    html_to_text,
+)
+
+LAYOUT = """\
+<!doctype html>
+<html><head><style>
+.btn { color: #ffffff; background: #2a7744; }
+p { font-family: Arial, sans-serif; }
+@media (max-width: 600px) { .card { width: 100% !important; } }
+</style></head>
+<body>
+{% block content %}{% endblock %}
+{% include "footer.html" %}
+</body></html>
+"""
+FOOTER = ('<p class="foot">{{ store.address }} · '
+          '<a href="{{ links.unsubscribe }}">Unsubscribe</a></p>\n')
+PROMO = """\
+{% extends "layout.html" %}
+{% block content %}
+<p>Hello {{ customer.first_name | default("there") }},</p>
+<p class="card">{{ intro }}</p>
+<a class="btn" href="{{ store.url }}/sale?code={{ coupon.code }}&amp;x=1">Shop now</a>
+{{ 100 // customer.zero if customer.zero is defined else "" }}
+{% endblock %}
+"""
+CONTEXT = {"customer": {"first_name": "Zoë <b>"}, "intro": "Hi & welcome",
+           "store": {"url": "https://shop.example", "address": "1 Market St, Springfield"},
+           "coupon": {"code": "BF-7Q2"}, "links": {"unsubscribe": "https://mail.shop.example/u/t"}}
+
+
+@pytest.fixture
+def templates(tmp_path: Path) -> Path:
+    (tmp_path / "layout.html").write_text(LAYOUT)
+    (tmp_path / "footer.html").write_text(FOOTER)
+    (tmp_path / "promo.html").write_text(PROMO)
+    return tmp_path
+
+
+def test_css_is_inlined_once_and_jinja_survives_in_attributes(templates: Path) -> None:
+    compiled = compile_html(environment(), "promo.html", templates)
+    assert 'href="{{ store.url }}/sale?code={{ coupon.code }}&amp;x=1"' in compiled.source
+    assert "color:#fff" in compiled.source  # inlined at compile time, not per mail
+    assert "@media (max-width: 600px)" in compiled.source  # media queries stay in <style>
+    assert "!important" in compiled.source
+    mail = compiled.render(CONTEXT)
+    assert mail.startswith("<!doctype html>")
+    assert 'href="https://shop.example/sale?code=BF-7Q2&amp;x=1"' in mail
+    assert 'style="color:#fff; background:#2a7744"' in mail
+    assert "Hello Zoë &lt;b&gt;," in mail  # HTML autoescapes
+    assert "Hi &amp; welcome" in mail
+    assert "1 Market St, Springfield" in mail
+
+
+def test_missing_data_renders_empty_and_defaults_apply(templates: Path) -> None:
+    mail = compile_html(environment(), "promo.html", templates).render(
+        {**CONTEXT, "customer": {}})
+    assert "Hello there," in mail
+
+
+def test_subjects_and_text_do_not_escape() -> None:
+    subject = compile_source(environment(), "{{ name }}, 30% off <today>", "subject")
+    assert subject.render({"name": "Zoë & Co"}) == "Zoë & Co, 30% off <today>"
+
+
+def test_runtime_error_names_the_original_file_and_line(templates: Path) -> None:
+    compiled = compile_html(environment(), "promo.html", templates)
+    with pytest.raises(RenderError) as caught:
+        compiled.render({**CONTEXT, "customer": {"zero": 0}})
+    assert str(caught.value) == "templates/promo.html:6: ZeroDivisionError: integer division " \
+                                "or modulo by zero"
+
+
+def test_syntax_error_names_the_original_file_and_line(templates: Path) -> None:
+    (templates / "footer.html").write_text("<p>\n{{ store.address }\n</p>\n")
+    with pytest.raises(RenderError) as caught:
+        compile_html(environment(), "promo.html", templates)
+    assert str(caught.value) == "templates/footer.html:2: syntax: unexpected '}'"
+
+
+def test_include_cycle_and_missing_template(templates: Path) -> None:
+    (templates / "footer.html").write_text('{% include "promo.html" %}')
+    with pytest.raises(RenderError, match=re.escape(
+            "templates include each other: promo.html -> layout.html -> footer.html -> "
+            "promo.html")):
+        compile_html(environment(), "promo.html", templates)
+    with pytest.raises(RenderError, match=re.escape("template 'nope.html' not found")):
+        compile_html(environment(), "nope.html", templates)
+
+
+@pytest.mark.parametrize("source", [
+    "{{ ''.__class__.__mro__ }}",
+    "{{ cycler.__init__.__globals__ }}",
+    "{{ '{0.__class__}'.format(1) }}",
+    "{{ 'a' | attr('__class__') }}",
+    "{{ lipsum.__globals__['os'] }}",
+])
+def test_the_sandbox_refuses_python_internals(source: str) -> None:
+    with pytest.raises(RenderError, match=re.escape("templates/t.html:1: refused by the sandbox")):
+        compile_source(environment(), source, "templates/t.html").render({})
+
+
+@pytest.mark.parametrize(("source", "limit"), [
+    ("{% for i in range(100000) %}{% endfor %}", "range() of 100,000 items"),
+    ("{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+     "more than 2 s of CPU"),
+    ("{{ 'x' * 2000000 }}", "a repetition over 1 MB"),
+    ("{% for i in range(9000) %}{{ 'y' * 200 }}{% endfor %}", "more than 1 MB of output"),
+])
+def test_limits_stop_a_render(source: str, limit: str) -> None:
+    expected = re.escape(f"templates/t.html:1: render stopped: {limit}")
+    with pytest.raises(RenderLimit, match=expected):
+        compile_source(environment(), source, "templates/t.html").render({})
+
+
+def test_validate_mode_finds_unknown_variables_but_not_missing_data() -> None:
+    checking = environment(checking=True)
+    with pytest.raises(RenderError, match=r"templates/t.html:2: 'custmer' is undefined"):
+        compile_source(checking, "Hi\n{{ custmer.first_name }}", "templates/t.html").render(
+            {"customer": {}})
+    assert compile_source(checking, "[{{ customer.first_name }}]", "t").render(
+        {"customer": {}}) == "[]"
+
+
+def test_html_to_text_keeps_links() -> None:
+    text = html_to_text('<html><head><style>p{}</style></head><body><h1>Sale</h1>'
+                        '<p>Up to <b>30%</b> off.</p><p><a href="https://shop.example/s">'
+                        'Shop now</a> or <a href="https://mail.shop.example/u/x">'
+                        'unsubscribe</a></p></body></html>')
+    assert text == ("Sale\n\nUp to 30% off.\n\nShop now (https://shop.example/s) or "
+                    "unsubscribe (https://mail.shop.example/u/x)\n")
