@@ -84,6 +84,21 @@ def members(engine: Engine, specs: dict[str, SegmentSpec], name: str, scope: Sco
     return size, found
 
 
+def member_ids(engine: Engine, specs: dict[str, SegmentSpec], name: str, scope: Scope, *,
+               limit: int, within: str | None = None,
+               among: list[int] | None = None) -> list[int]:
+    """Ids of NAME's members (also in segment WITHIN, among AMONG), by store id."""
+    query = members_query(compiled(specs, name, scope), CUSTOMERS.c.id)
+    if within is not None:
+        query = query.where(CUSTOMERS.c.id.in_(
+            members_query(compiled(specs, within, scope), CUSTOMERS.c.id)))
+    if among is not None:
+        query = query.where(CUSTOMERS.c.id.in_(among))
+    with _reading(engine) as conn:
+        return [row[0] for row in conn.execute(query.order_by(CUSTOMERS.c.store_id)
+                                               .limit(limit))]
+
+
 def sql(engine: Engine, specs: dict[str, SegmentSpec], name: str, scope: Scope) -> str:
     """The member query as the database receives it, values inlined."""
     query = members_query(compiled(specs, name, scope), CUSTOMERS.c.id)

@@ -112,14 +112,19 @@ class Lenient(jinja2.ChainableUndefined):
     """Missing data renders empty and works with `| default(...)`: for sending."""
 
 
+# The names of the context (DESIGN §4.4); any may be missing for a given mail.
+CONTEXT_NAMES = frozenset({"customer", "stats", "campaign", "intro", "coupon", "referral",
+                           "links", "store", "now"})
+
+
 class Checking(jinja2.ChainableUndefined):
-    """For validate: a top-level name that is not in the context is an error (a typo);
-    missing data of a known object (an empty first name) renders empty, as when sending."""
+    """For validate: a top-level name outside the context is an error (a typo); missing
+    data (no intro, an empty first name) renders empty, as when sending."""
 
     def __init__(self, hint: str | None = None, obj: Any = jinja2.utils.missing,
                  name: str | None = None,
                  exc: type[jinja2.TemplateRuntimeError] = jinja2.UndefinedError) -> None:
-        if obj is jinja2.utils.missing and hint is None:
+        if obj is jinja2.utils.missing and hint is None and name not in CONTEXT_NAMES:
             raise exc(f"{name!r} is undefined")
         super().__init__(hint, obj, name, exc)
 

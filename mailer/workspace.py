@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailer.campaign import Campaign
 from mailer.conditions import Parsed, SegmentSpec, parse_segment
 from mailer.errors import ConfigError, Problem, UserError
 from mailer.settings import SETTINGS_FILE, Environment, Settings, load_settings
@@ -89,6 +90,28 @@ def _yaml_files(root: Path, folder: str) -> list[YamlFile]:
             found.append((file.stem, relative, None,
                           [Problem(relative, None, None, f"cannot read: {reason}")]))
     return found
+
+
+def load_campaigns(root: Path, segments: set[str]) -> tuple[dict[str, Campaign], list[Problem]]:
+    """Every campaign of the workspace by file stem, and every problem in them."""
+    from mailer.campaign import cross_check, parse_campaign
+
+    campaigns: dict[str, Campaign] = {}
+    problems: list[Problem] = []
+    for slug, relative, data, found in _yaml_files(root, "campaigns"):
+        problems.extend(found)
+        if data is None:
+            continue
+        spec, found = parse_campaign(data, relative)
+        problems.extend(found)
+        if spec is None:
+            continue
+        found = cross_check(slug, spec, data, relative, segments=segments,
+                            templates=root / "templates")
+        problems.extend(found)
+        if not found:
+            campaigns[slug] = spec
+    return campaigns, problems
 
 
 def load_segments(root: Path) -> tuple[dict[str, SegmentSpec], list[Problem]]:

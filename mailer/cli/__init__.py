@@ -26,6 +26,7 @@ COMMANDS = {
     "demo-data": ("mailer.cli.demo_data_cmd:demo_data", "Fill the store with synthetic data."),
     "validate": ("mailer.cli.validate_cmd:validate", "Check every workspace file."),
     "segments": ("mailer.cli.segments_cmd:segments", "Segments: sizes, members, SQL, funnel."),
+    "preview": ("mailer.cli.preview_cmd:preview", "Render real sample mails without sending."),
     "status": ("mailer.cli.status_cmd:status", "Counts of customers, orders and deliveries."),
 }
 

@@ -1,0 +1,73 @@
+"""`mailer preview CAMPAIGN [--customer EMAIL] [--sample 5] [--out DIR]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mailer.cli.common import (
+    emit_json,
+    json_option,
+    now_option,
+    print_table,
+    session,
+    workspace_option,
+)
+
+
+@click.command()
+@click.argument("campaign")
+@click.option("--customer", "email", metavar="EMAIL", help="Preview the mail of this customer.")
+@click.option("--sample", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="How many customers, spread over intro segments and subject variants.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write one .eml, .html and .txt per sample and an index.html into DIR.")
+@workspace_option
+@json_option
+@now_option
+@click.pass_context
+def preview(ctx: click.Context, campaign: str, email: str | None, sample: int,
+            out_dir: Path | None, workspace: str | None, as_json: bool, now: str | None) -> None:
+    """Render real mails of CAMPAIGN for real customers, without sending anything."""
+    from mailer.audience import scope_for
+    from mailer.clock import iso_z
+    from mailer.compose import compile_version
+    from mailer.errors import ConfigError, NotFoundError
+    from mailer.preview import choose, render_samples, write_samples
+    from mailer.workspace import load_campaigns, load_segments
+
+    run = session(ctx, workspace, now)
+    settings = run.workspace.settings
+    specs, problems = load_segments(run.root)
+    campaigns, campaign_problems = load_campaigns(run.root, set(specs))
+    if problems or campaign_problems:
+        raise ConfigError(problems + campaign_problems)
+    if campaign not in campaigns:
+        from difflib import get_close_matches
+
+        close = get_close_matches(campaign, list(campaigns), n=1)
+        raise NotFoundError(f"unknown campaign {campaign!r}"
+                            + (f" (did you mean {close[0]}?)" if close else ""))
+    moment = run.clock.now().replace(microsecond=0)
+    scope = scope_for(settings, moment, run.engine)
+    version = compile_version(campaign, campaigns[campaign], run.root / "templates")
+    ids = choose(run.engine, specs, version.spec, scope, count=sample, email=email)
+    samples = render_samples(run.engine, version, specs, settings=settings, scope=scope,
+                             now=moment, ids=ids)
+    index = write_samples(samples, out_dir, campaign) if out_dir is not None else None
+    if as_json:
+        emit_json({"campaign": campaign, "now": iso_z(moment),
+                   "out": str(index) if index else None,
+                   "samples": [{"id": s.customer, "email": s.email, "intro": s.intro,
+                                "variant": s.variant + 1, "subject": s.subject}
+                               for s in samples]})
+        return
+    print_table(("id", "email", "intro", "variant", "subject"),
+                ((s.customer, s.email, s.intro or "", s.variant + 1, s.subject)
+                 for s in samples), title=f"preview of {campaign}")
+    if index is not None:
+        click.echo(f"wrote {len(samples)} samples: {index}")
+    elif samples:
+        click.echo("")
+        click.echo(samples[0].text)

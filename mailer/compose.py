@@ -1,0 +1,78 @@
+"""A campaign version compiled once, and the mails rendered from it (DESIGN §3, §4.4).
+
+`compile_version` flattens and inlines the HTML template, compiles the optional
+`.txt` twin, the subjects and the intros: once per campaign version. `compose`
+then fills one recipient's context in and returns the finished parts; only
+values change per mail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from mailer.campaign import Campaign
+from mailer.render import Compiled, compile_html, compile_source, environment, html_to_text
+
+
+@dataclass(frozen=True)
+class Version:
+    slug: str
+    spec: Campaign
+    html: Compiled
+    text: Compiled | None
+    subjects: tuple[Compiled, ...]
+    intros: tuple[tuple[str, Compiled], ...]  # (segment or "default", intro) in file order
+
+
+@dataclass(frozen=True)
+class Composed:
+    subject: str
+    html: str
+    text: str
+    intro: str | None  # the intro segment that matched, if any
+    variant: int
+
+
+def compile_version(slug: str, spec: Campaign, templates: Path, *,
+                    checking: bool = False) -> Version:
+    """Compile everything a campaign's mails share; RenderError names file and line."""
+    env: jinja2.Environment = environment(checking=checking)
+    html = compile_html(env, spec.template, templates)
+    text_name = Path(spec.template).with_suffix(".txt").name
+    text = None
+    if (templates / text_name).is_file():
+        text = compile_source(env, (templates / text_name).read_text(encoding="utf-8"),
+                              f"templates/{text_name}")
+    where = f"campaigns/{slug}.yaml"
+    subjects = tuple(compile_source(env, subject, f"{where} subject")
+                     for subject in spec.subject)
+    intros = tuple((segment, compile_source(env, intro, f"{where} intros.{segment}"))
+                   for segment, intro in spec.intros.items())
+    return Version(slug=slug, spec=spec, html=html, text=text, subjects=subjects, intros=intros)
+
+
+def pick_intro(version: Version, member_of: set[str]) -> str | None:
+    """The first intro whose segment the customer is in, else `default`, else none."""
+    for segment, _ in version.intros:
+        if segment == "default" or segment in member_of:
+            return segment
+    return None
+
+
+def compose(version: Version, context: dict[str, Any], *, variant: int,
+            member_of: set[str]) -> Composed:
+    """Render one mail: the intro first (templates print it as `intro`), then the rest."""
+    chosen = pick_intro(version, member_of)
+    intros = dict(version.intros)
+    values = dict(context)
+    if chosen is not None:
+        values["intro"] = intros[chosen].render(values).strip()
+    subject = version.subjects[variant % len(version.subjects)].render(values).strip()
+    html = version.html.render(values)
+    text = version.text.render(values) if version.text is not None else html_to_text(html)
+    return Composed(subject=subject, html=html, text=text, intro=chosen,
+                    variant=variant % len(version.subjects))
