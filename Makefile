@@ -47,6 +47,12 @@ demo: $(STAMP)
 	@echo "== the example segments as of $(DEMO_NOW), and where the win-back audience goes"
 	@$(MAILER) segments list --now $(DEMO_NOW)
 	@$(MAILER) segments funnel loyal-drifting --now $(DEMO_NOW)
+	@echo "== previews of every example campaign (nothing is sent)"
+	@for campaign in $$(ls campaigns | sed -n 's/\.yaml$$//p'); do \
+		$(MAILER) preview $$campaign --sample 3 --now $(DEMO_NOW) --out $(abspath $(DEMO))/previews/$$campaign > /dev/null || exit 1; \
+		echo "  $(DEMO)/previews/$$campaign/index.html"; \
+	done
+	@$(MAILER) preview black-friday --sample 4 --now $(DEMO_NOW)
 	@echo "== an opt-out, then the store's status"
 	@$(MAILER) unsubscribe someone@example.com
 	@$(MAILER) status
