@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 
 from mailer.campaign import Campaign
-from mailer.render import Compiled, compile_html, compile_source, environment, html_to_text
+from mailer.render import Compiled, compile_html, compile_source, environment, text_template
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Version:
     slug: str
     spec: Campaign
     html: Compiled
-    text: Compiled | None
+    text: Compiled
     subjects: tuple[Compiled, ...]
     intros: tuple[tuple[str, Compiled], ...]  # (segment or "default", intro) in file order
 
@@ -43,10 +43,12 @@ def compile_version(slug: str, spec: Campaign, templates: Path, *,
     env: jinja2.Environment = environment(checking=checking)
     html = compile_html(env, spec.template, templates)
     text_name = Path(spec.template).with_suffix(".txt").name
-    text = None
     if (templates / text_name).is_file():
-        text = compile_source(env, (templates / text_name).read_text(encoding="utf-8"),
-                              f"templates/{text_name}")
+        text_source = (templates / text_name).read_text(encoding="utf-8")
+    else:  # made from the HTML once; `.txt` in the name keeps autoescaping off
+        text_name = f"{spec.template} (text).txt"
+        text_source = text_template(html.source)
+    text = compile_source(env, text_source, f"templates/{text_name}")
     where = f"campaigns/{slug}.yaml"
     subjects = tuple(compile_source(env, subject, f"{where} subject")
                      for subject in spec.subject)
@@ -73,6 +75,6 @@ def compose(version: Version, context: dict[str, Any], *, variant: int,
         values["intro"] = intros[chosen].render(values).strip()
     subject = version.subjects[variant % len(version.subjects)].render(values).strip()
     html = version.html.render(values)
-    text = version.text.render(values) if version.text is not None else html_to_text(html)
+    text = version.text.render(values)
     return Composed(subject=subject, html=html, text=text, intro=chosen,
                     variant=variant % len(version.subjects))
