@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/import.py
 	$(BIN)/python bench/segments.py
 	@if [ -n "$$BENCH_POSTGRES_URL" ]; then $(BIN)/python bench/segments.py --database-url "$$BENCH_POSTGRES_URL"; fi
+	$(BIN)/python bench/render.py
 
 soak: $(STAMP)
 	$(BIN)/python bench/import.py --customers 1000000

@@ -8,6 +8,7 @@ values change per mail.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,12 @@ def compile_version(slug: str, spec: Campaign, templates: Path, *,
     return Version(slug=slug, spec=spec, html=html, text=text, subjects=subjects, intros=intros)
 
 
+def _tidy(text: str) -> str:
+    """Blank lines left by template tags folded, as a person would write the text."""
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
 def pick_intro(version: Version, member_of: set[str]) -> str | None:
     """The first intro whose segment the customer is in, else `default`, else none."""
     for segment, _ in version.intros:
@@ -75,6 +82,6 @@ def compose(version: Version, context: dict[str, Any], *, variant: int,
         values["intro"] = intros[chosen].render(values).strip()
     subject = version.subjects[variant % len(version.subjects)].render(values).strip()
     html = version.html.render(values)
-    text = version.text.render(values)
+    text = _tidy(version.text.render(values))
     return Composed(subject=subject, html=html, text=text, intro=chosen,
                     variant=variant % len(version.subjects))

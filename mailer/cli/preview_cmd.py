@@ -23,18 +23,24 @@ from mailer.cli.common import (
               help="How many customers, spread over intro segments and subject variants.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write one .eml, .html and .txt per sample and an index.html into DIR.")
+@click.option("--serve", is_flag=True,
+              help="Serve a local page with every campaign's samples (until Ctrl-C).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="With --serve.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8025, show_default=True,
+              help="With --serve; 0 picks a free port.")
 @workspace_option
 @json_option
 @now_option
 @click.pass_context
 def preview(ctx: click.Context, campaign: str, email: str | None, sample: int,
-            out_dir: Path | None, workspace: str | None, as_json: bool, now: str | None) -> None:
+            out_dir: Path | None, serve: bool, host: str, port: int, workspace: str | None,
+            as_json: bool, now: str | None) -> None:
     """Render real mails of CAMPAIGN for real customers, without sending anything."""
     from mailer.audience import scope_for
     from mailer.clock import iso_z
     from mailer.compose import compile_version
     from mailer.errors import ConfigError, NotFoundError
-    from mailer.preview import choose, render_samples, write_samples
+    from mailer.preview import Sample, choose, render_samples, write_samples
     from mailer.workspace import load_campaigns, load_segments
 
     run = session(ctx, workspace, now)
@@ -51,10 +57,21 @@ def preview(ctx: click.Context, campaign: str, email: str | None, sample: int,
                             + (f" (did you mean {close[0]}?)" if close else ""))
     moment = run.clock.now().replace(microsecond=0)
     scope = scope_for(settings, moment, run.engine)
-    version = compile_version(campaign, campaigns[campaign], run.root / "templates")
-    ids = choose(run.engine, specs, version.spec, scope, count=sample, email=email)
-    samples = render_samples(run.engine, version, specs, settings=settings, scope=scope,
-                             now=moment, ids=ids)
+
+    def samples_of(slug: str) -> list[Sample]:
+        version = compile_version(slug, campaigns[slug], run.root / "templates")
+        ids = choose(run.engine, specs, version.spec, scope, count=sample, email=email)
+        return render_samples(run.engine, version, specs, settings=settings, scope=scope,
+                              now=moment, ids=ids)
+
+    if serve:
+        from mailer.preview_server import serve as serve_samples
+
+        rendered = {slug: samples_of(slug) for slug in sorted(campaigns)}
+        serve_samples(rendered, campaign, host=host, port=port,
+                      ready=lambda h, p: click.echo(f"listening on {h}:{p}"))
+        return
+    samples = samples_of(campaign)
     index = write_samples(samples, out_dir, campaign) if out_dir is not None else None
     if as_json:
         emit_json({"campaign": campaign, "now": iso_z(moment),
