@@ -28,7 +28,7 @@ from sqlalchemy import Engine, bindparam, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailer.audience import _reading, count, scope_for  # noqa: E402
+from mailer.audience import count, reading, scope_for  # noqa: E402
 from mailer.db import create, database_url, upgrade  # noqa: E402
 from mailer.models import UTCDateTime  # noqa: E402
 from mailer.settings import parse_settings  # noqa: E402
@@ -213,7 +213,7 @@ def main() -> None:
             query = text(sql).bindparams(*(bindparam(k, type_=UTCDateTime()) for k in used))
 
             def hand(query: Any = query, used: list[str] = used) -> int:
-                with _reading(engine) as conn:
+                with reading(engine) as conn:
                     return int(conn.execute(query, {k: params[k] for k in used}).scalar_one())
 
             ours_s, ours = best_of(3, lambda name=name: count(engine, specs, name, scope))

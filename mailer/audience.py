@@ -52,7 +52,7 @@ def pick(specs: dict[str, SegmentSpec], name: str) -> SegmentSpec:
 
 
 @contextmanager
-def _reading(engine: Engine) -> Iterator[Connection]:
+def reading(engine: Engine) -> Iterator[Connection]:
     """A read transaction. On PostgreSQL, parallel plans are off: on 2 cores the parallel
     plan redid the aggregation per worker and ran several times slower than a serial one."""
     with engine.connect() as conn, conn.begin():
@@ -66,7 +66,7 @@ def compiled(specs: dict[str, SegmentSpec], name: str, scope: Scope) -> Compiled
 
 
 def count(engine: Engine, specs: dict[str, SegmentSpec], name: str, scope: Scope) -> int:
-    with _reading(engine) as conn:
+    with reading(engine) as conn:
         return int(conn.execute(count_query(compiled(specs, name, scope))).scalar_one())
 
 
@@ -75,7 +75,7 @@ def members(engine: Engine, specs: dict[str, SegmentSpec], name: str, scope: Sco
     """The segment's size and its first LIMIT members by store id."""
     segment = compiled(specs, name, scope)
     columns = [CUSTOMERS.c[c] for c in MEMBER_COLUMNS]
-    with _reading(engine) as conn:
+    with reading(engine) as conn:
         size = int(conn.execute(count_query(segment)).scalar_one())
         rows = conn.execute(members_query(segment, *columns)
                             .order_by(CUSTOMERS.c.store_id).limit(limit))
@@ -94,7 +94,7 @@ def member_ids(engine: Engine, specs: dict[str, SegmentSpec], name: str, scope: 
             members_query(compiled(specs, within, scope), CUSTOMERS.c.id)))
     if among is not None:
         query = query.where(CUSTOMERS.c.id.in_(among))
-    with _reading(engine) as conn:
+    with reading(engine) as conn:
         return [row[0] for row in conn.execute(query.order_by(CUSTOMERS.c.store_id)
                                                .limit(limit))]
 
@@ -112,7 +112,7 @@ def funnel(engine: Engine, specs: dict[str, SegmentSpec], name: str,
     spec = pick(specs, name)
     segment = compile_segment(spec, specs, scope)
     items = spec.root.items if isinstance(spec.root, All) else (spec.root,)
-    with _reading(engine) as conn:
+    with reading(engine) as conn:
         counts = conn.execute(funnel_query(segment)).one()
     return [FunnelStep(_label(item), getattr(item, "line", 0), int(n or 0))
             for item, n in zip(items, counts, strict=True)]

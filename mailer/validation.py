@@ -10,19 +10,28 @@ link and the store's postal address.
 from __future__ import annotations
 
 import html
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
+from sqlalchemy import Engine
+
 from mailer.campaign import Campaign
+from mailer.conditions import SegmentSpec
 from mailer.errors import ConfigError, Problem
 from mailer.render import RenderError
+from mailer.segments import Scope
 from mailer.settings import Settings, load_settings
 from mailer.workspace import load_campaigns, load_segments
 
 
-def validate_workspace(root: Path, *, now: datetime | None = None) -> list[Problem]:
-    """Problems and warnings of the workspace at ROOT."""
+def validate_workspace(root: Path, *, now: datetime | None = None,
+                       store: Callable[[], Engine | None] = lambda: None) -> list[Problem]:
+    """Problems and warnings of the workspace at ROOT. STORE gives the database when
+    there is one: campaigns are then also rendered for real customers of each intro
+    segment, and fallbacks to default values are reported."""
     settings: Settings | None
     try:
         settings, problems = load_settings(root)
@@ -31,10 +40,18 @@ def validate_workspace(root: Path, *, now: datetime | None = None) -> list[Probl
     specs, segment_problems = load_segments(root)
     campaigns, campaign_problems = load_campaigns(root, set(specs))
     problems += segment_problems + campaign_problems
-    if settings is not None:
+    if settings is None:
+        return problems
+    moment = (now or datetime.now(UTC)).replace(microsecond=0)
+    checked = {slug: check_rendering(root, settings, slug, campaign, moment)
+               for slug, campaign in campaigns.items()}
+    problems += [p for found in checked.values() for p in found]
+    engine = store() if not segment_problems else None
+    if engine is not None:
         for slug, campaign in campaigns.items():
-            problems += check_rendering(root, settings, slug, campaign,
-                                        now or datetime.now(UTC))
+            if not checked[slug]:
+                problems += check_real_customers(engine, root, settings, specs, slug, campaign,
+                                                 moment)
     return problems
 
 
@@ -74,3 +91,56 @@ def check_rendering(root: Path, settings: Settings, slug: str, campaign: Campaig
                                 f"the rendered mail of {campaign.template} lacks the store's "
                                 "postal address ({{ store.address }})"))
     return problems
+
+
+SAMPLES_PER_INTRO = 3
+_DEFAULTED = re.compile(r"customer\.(\w+)\s*\|\s*default\b")
+
+
+def check_real_customers(engine: Engine, root: Path, settings: Settings,
+                         specs: dict[str, SegmentSpec], slug: str, campaign: Campaign,
+                         now: datetime) -> list[Problem]:
+    """Render for real customers of each intro segment; report how often the subject
+    falls back to a default value."""
+    from mailer.audience import scope_for
+    from mailer.compose import compile_version
+    from mailer.preview import choose, render_samples
+
+    scope = scope_for(settings, now, engine)
+    try:
+        version = compile_version(slug, campaign, root / "templates", checking=True)
+        ids = choose(engine, specs, campaign, scope,
+                     count=SAMPLES_PER_INTRO * (len(campaign.intros) + 1), email=None)
+        render_samples(engine, version, specs, settings=settings, scope=scope, now=now,
+                       ids=ids)
+    except RenderError as err:
+        return [err.problem()]
+    return fallbacks(engine, specs, slug, campaign, scope)
+
+
+def fallbacks(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Campaign,
+              scope: Scope) -> list[Problem]:
+    """'subject of birthday uses the default first_name for 12% of its segment'."""
+    from sqlalchemy import case, func, select
+
+    from mailer.audience import compiled, reading
+    from mailer.segments import CUSTOMERS, members_query
+
+    notes = []
+    fields = sorted({m.group(1) for subject in campaign.subject
+                     for m in _DEFAULTED.finditer(subject) if m.group(1) in CUSTOMERS.c})
+    if not fields:
+        return []
+    members = members_query(compiled(specs, campaign.segment, scope), CUSTOMERS.c.id).subquery()
+    with reading(engine) as conn:
+        for field in fields:
+            column = CUSTOMERS.c[field]
+            total, missing = conn.execute(
+                select(func.count(), func.sum(case((column.is_(None), 1), else_=0)))
+                .select_from(CUSTOMERS.join(members, members.c.id == CUSTOMERS.c.id))).one()
+            if total and missing:
+                notes.append(Problem(
+                    f"campaigns/{slug}.yaml", None, "subject",
+                    f"uses the default {field} for {round(100 * missing / total)}% of its "
+                    f"segment ({missing} of {total} customers)", warning=True))
+    return notes

@@ -127,3 +127,12 @@ def test_validate_reports_template_and_campaign_problems(shop: Workspace) -> Non
             "the unsubscribe link ({{ links.unsubscribe }})") in lines
     assert ("campaigns/referral.yaml:1: template: the rendered mail of referral.html lacks "
             "the store's postal address ({{ store.address }})") in lines
+
+
+def test_validate_reports_fallbacks_for_real_customers(shop: Workspace) -> None:
+    result = shop.run("validate", "--json")
+    assert result.code == 0, result.stderr
+    warnings = {w["path"]: w for w in result.json()["warnings"]}
+    assert warnings["campaigns/black-friday.yaml"] == {
+        "path": "campaigns/black-friday.yaml", "line": None, "field": "subject",
+        "message": "uses the default first_name for 33% of its segment (1 of 3 customers)"}
