@@ -41,13 +41,13 @@ def _moment(value: object) -> datetime:
 
 
 def _cron(value: object) -> str:
+    """A cron line checked field by field (mailer.schedule.parse_cron)."""
+    from mailer.schedule import parse_cron
+
     if not isinstance(value, str):
         raise InvalidValue(f"expected a cron line like \"0 9 1 * *\", got {value!r}")
-    fields = value.split()
-    if len(fields) != 5:
-        raise InvalidValue(f"a cron line has five fields (minute hour day month weekday), "
-                           f"got {len(fields)}: {value!r}")
-    return " ".join(fields)
+    parse_cron(value)
+    return " ".join(value.split())
 
 
 def _share(value: object) -> float:
