@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -130,3 +131,76 @@ class Suppression(Base):
     reason: Mapped[str] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CampaignVersion(Base):
+    """The compiled definition a ledger row was planned with, keyed by content hash:
+    workers render from it, never from their own workspace files."""
+
+    __tablename__ = "campaign_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(255))
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Delivery(Base):
+    """The ledger: one row per campaign, occurrence and customer, written before the wire."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("campaign", "occurrence", "customer_id", name="uq_deliveries_mail"),
+        # Frequency caps and cooldowns count a customer's rows by planned time.
+        Index("ix_deliveries_customer_planned", "customer_id", "planned_at", "status"),
+        # Senders pick rows that are due.
+        Index("ix_deliveries_status_send_after", "status", "send_after"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(255))
+    campaign_version_id: Mapped[int] = mapped_column(ForeignKey("campaign_versions.id"))
+    occurrence: Mapped[str] = mapped_column(String(255))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
+    subject_variant: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_reply: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    planned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    send_after: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Coupon(Base):
+    __tablename__ = "coupons"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    campaign: Mapped[str] = mapped_column(String(255))
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL"))
+    value: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PlanRun(Base):
+    """Counts of one planning run per exclusion reason (report sums them)."""
+
+    __tablename__ = "plan_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(255), index=True)
+    occurrence: Mapped[str] = mapped_column(String(255))
+    now: Mapped[datetime] = mapped_column(UTCDateTime)
+    planned: Mapped[int] = mapped_column(Integer)
+    excluded: Mapped[dict[str, int]] = mapped_column(Json)

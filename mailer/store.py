@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, inspect, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from mailer.addresses import parse_address
 from mailer.errors import InvalidValue
-from mailer.models import DELIVERY_STATES, Base, Customer, Order, Suppression
+from mailer.models import DELIVERY_STATES, Base, Customer, Delivery, Order, Suppression
 
 OPTED_OUT = ("unsubscribed", "bounced", "complained")
 
@@ -67,11 +67,9 @@ def status_counts(engine: Engine) -> dict[str, Any]:
                                   .where(Customer.consent == "subscribed")).scalar_one()
         orders = conn.execute(select(func.count()).select_from(Order)).scalar_one()
         deliveries = dict.fromkeys(DELIVERY_STATES, 0)
-        if inspect(conn).has_table("deliveries"):  # the ledger arrives with campaigns
-            table = Base.metadata.tables["deliveries"]
-            for state, count in conn.execute(select(table.c.status, func.count())
-                                             .group_by(table.c.status)).tuples():
-                deliveries[state] = int(count)
+        for state, count in conn.execute(select(Delivery.status, func.count())
+                                         .group_by(Delivery.status)):
+            deliveries[state] = int(count)
     return {"customers": int(customers), "subscribed": int(subscribed), "orders": int(orders),
             "deliveries": deliveries}
 
