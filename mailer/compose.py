@@ -85,3 +85,8 @@ def compose(version: Version, context: dict[str, Any], *, variant: int,
     text = _tidy(version.text.render(values))
     return Composed(subject=subject, html=html, text=text, intro=chosen,
                     variant=variant % len(version.subjects))
+
+
+def compile_subject_only(version: Version, context: dict[str, Any], variant: int) -> str:
+    """The subject of one variant for one context (intros are not needed for it)."""
+    return version.subjects[variant % len(version.subjects)].render(context).strip()

@@ -130,3 +130,23 @@ def write_samples(samples: list[Sample], out: Path, slug: str) -> Path:
         "<th>intro</th><th>variant</th><th>subject</th><th>files</th></tr>"
         + "".join(rows) + "</table>\n", encoding="utf-8")
     return index
+
+
+def subjects(engine: Engine, version: Version, *, settings: Settings, now: datetime,
+             recipients: list[tuple[int, int]]) -> dict[int, str]:
+    """The subject each (customer id, variant) would get, rendered in batches."""
+    from mailer.compose import compile_subject_only
+
+    found: dict[int, str] = {}
+    for start in range(0, len(recipients), 1000):
+        batch = recipients[start:start + 1000]
+        ids = [customer_id for customer_id, _ in batch]
+        with engine.connect() as conn:
+            people = load_customers(conn, ids)
+            stats = load_stats(conn, ids, now=now, currency=settings.store.currency)
+        for customer_id, variant in batch:
+            context = build_context(people[customer_id], stats.get(customer_id),
+                                    settings=settings, slug=version.slug, campaign=version.spec,
+                                    now=now, key=PREVIEW_KEY, message="plan")
+            found[customer_id] = compile_subject_only(version, context, variant)
+    return found

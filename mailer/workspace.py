@@ -114,6 +114,25 @@ def load_campaigns(root: Path, segments: set[str]) -> tuple[dict[str, Campaign],
     return campaigns, problems
 
 
+def load_valid_workspace(root: Path, campaign: str | None = None
+                         ) -> tuple[dict[str, SegmentSpec], dict[str, Campaign]]:
+    """Segments and campaigns; every problem raises one ConfigError, an unknown CAMPAIGN
+    a NotFoundError with "did you mean"."""
+    from difflib import get_close_matches
+
+    from mailer.errors import NotFoundError
+
+    specs, problems = load_segments(root)
+    campaigns, campaign_problems = load_campaigns(root, set(specs))
+    if problems or campaign_problems:
+        raise ConfigError(problems + campaign_problems)
+    if campaign is not None and campaign not in campaigns:
+        close = get_close_matches(campaign, list(campaigns), n=1)
+        raise NotFoundError(f"unknown campaign {campaign!r}"
+                            + (f" (did you mean {close[0]}?)" if close else ""))
+    return specs, campaigns
+
+
 def load_segments(root: Path) -> tuple[dict[str, SegmentSpec], list[Problem]]:
     """Every segment of the workspace by name, and every problem in them."""
     from mailer.segments import check_references

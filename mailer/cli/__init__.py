@@ -27,6 +27,7 @@ COMMANDS = {
     "validate": ("mailer.cli.validate_cmd:validate", "Check every workspace file."),
     "segments": ("mailer.cli.segments_cmd:segments", "Segments: sizes, members, SQL, funnel."),
     "preview": ("mailer.cli.preview_cmd:preview", "Render real sample mails without sending."),
+    "plan": ("mailer.cli.plan_cmd:plan", "Who a campaign would mail now (a dry run)."),
     "status": ("mailer.cli.status_cmd:status", "Counts of customers, orders and deliveries."),
 }
 

@@ -39,22 +39,12 @@ def preview(ctx: click.Context, campaign: str, email: str | None, sample: int,
     from mailer.audience import scope_for
     from mailer.clock import iso_z
     from mailer.compose import compile_version
-    from mailer.errors import ConfigError, NotFoundError
     from mailer.preview import Sample, choose, render_samples, write_samples
-    from mailer.workspace import load_campaigns, load_segments
+    from mailer.workspace import load_valid_workspace
 
     run = session(ctx, workspace, now)
     settings = run.workspace.settings
-    specs, problems = load_segments(run.root)
-    campaigns, campaign_problems = load_campaigns(run.root, set(specs))
-    if problems or campaign_problems:
-        raise ConfigError(problems + campaign_problems)
-    if campaign not in campaigns:
-        from difflib import get_close_matches
-
-        close = get_close_matches(campaign, list(campaigns), n=1)
-        raise NotFoundError(f"unknown campaign {campaign!r}"
-                            + (f" (did you mean {close[0]}?)" if close else ""))
+    specs, campaigns = load_valid_workspace(run.root, campaign)
     moment = run.clock.now().replace(microsecond=0)
     scope = scope_for(settings, moment, run.engine)
 

@@ -1,0 +1,88 @@
+"""Who may be mailed now (DESIGN §4.3): pure decisions over facts gathered in batches.
+
+A member is planned only when its consent is `subscribed`, it is not suppressed,
+the address is valid, it has no row for this occurrence, it is not in a
+cooldown, and every frequency cap has room. A cap {max: M, per: D} has room
+when fewer than M of the customer's live rows (queued, sending, deferred, sent,
+unknown) have a planned time in (now - D, now]; mails planned earlier in the
+same planning run count too. Quiet hours delay a mail to their end in the
+customer's zone; a mail that could only leave after its expiry is not planned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from mailer.clock import localize
+from mailer.settings import Cap, QuietHours
+
+LIVE = ("queued", "sending", "deferred", "sent", "unknown")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the ledger and the store say about one candidate mail."""
+
+    consent: str
+    suppressed: bool
+    valid_address: bool
+    already_planned: bool  # a row exists for this occurrence, whatever its status
+    in_cooldown: bool
+    recent: tuple[datetime, ...]  # planned times of the customer's live rows
+    ordered_since_start: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    reason: str | None  # None: planned
+    send_after: datetime | None = None
+
+
+def quiet_release(now: datetime, tz: ZoneInfo, quiet: QuietHours | None) -> datetime:
+    """NOW, or the end of the quiet hours in TZ when NOW falls inside them."""
+    if quiet is None:
+        return now
+    local = now.astimezone(tz)
+    clock = local.time().replace(tzinfo=None)
+    start, end = quiet.start, quiet.end
+    inside = start <= clock < end if start < end else (clock >= start or clock < end)
+    if not inside:
+        return now
+    day = local.date() if (start < end or clock < end) else local.date() + timedelta(days=1)
+    return max(now, localize(datetime.combine(day, end), tz))
+
+
+def caps_have_room(recent: tuple[datetime, ...], caps: tuple[Cap, ...], now: datetime) -> bool:
+    """Every cap counts the live rows planned in (now - per, now]."""
+    for cap in caps:
+        start = now - cap.per
+        if sum(1 for planned in recent if start < planned <= now) >= cap.max:
+            return False
+    return True
+
+
+def decide(facts: Facts, *, now: datetime, caps: tuple[Cap, ...], tz: ZoneInfo,
+           quiet: QuietHours | None, expires: datetime, reminder: bool = False) -> Decision:
+    """Plan the mail, or the first reason (in the order of DESIGN §4.3) not to."""
+    if facts.consent != "subscribed":
+        return Decision(facts.consent)
+    if facts.suppressed:
+        return Decision("suppressed")
+    if not facts.valid_address:
+        return Decision("invalid_address")
+    if facts.already_planned:
+        return Decision("already_sent")
+    if reminder and facts.ordered_since_start:
+        return Decision("ordered_since_start")
+    if facts.in_cooldown:
+        return Decision("cooldown")
+    if not caps_have_room(facts.recent, caps, now):
+        return Decision("frequency_cap")
+    release = quiet_release(now, tz, quiet)
+    if release >= expires:
+        return Decision("quiet_hours")
+    return Decision(None, release)
+
+
