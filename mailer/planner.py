@@ -324,3 +324,16 @@ def _insert_rows(conn: Connection, rows: list[dict[str, Any]], result: PlanResul
         result.excluded.append(Excluded(planned.customer_id, planned.id, planned.email,
                                         planned.occurrence, "already_sent"))
 
+
+
+def plan_due(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str, Campaign], *,
+             scope: Scope, settings: Settings,
+             versions: dict[str, dict[str, Any]] | None = None) -> list[PlanResult]:
+    """One planning run: every campaign, higher priority first, sharing the caps' view
+    of what this run has planned. With VERSIONS (definitions by campaign), rows are
+    written; a queued mail is never withdrawn for a later one."""
+    run: dict[int, list[datetime]] = {}
+    order = sorted(campaigns, key=lambda slug: (-campaigns[slug].priority, slug))
+    return [plan(engine, specs, slug, campaigns[slug], scope=scope, settings=settings,
+                 version=versions[slug] if versions is not None else None, run=run)
+            for slug in order]

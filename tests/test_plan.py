@@ -1,0 +1,205 @@
+"""Planning and policy (DESIGN §4.2, §4.3) against the real ledger, on both databases."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from mailer.audience import scope_for
+from mailer.clock import parse_local, zone
+from mailer.planner import PlanResult, plan_due
+from mailer.settings import parse_settings
+from mailer.workspace import load_valid_workspace
+from tests.conftest import SETTINGS, Workspace
+
+CUSTOMERS = """\
+id,email,first_name,timezone,subscribed,birth_date
+A,anna@example.com,Anna,Europe/Berlin,true,1990-11-23
+B,bob@example.org,Bob,America/New_York,false,
+C,chloe@example.net,Chloé,Asia/Tokyo,true,
+D,dmitry@example.com,Dmitry,,true,2000-02-29
+E,emi@example.com,Emi,Pacific/Kiritimati,true,1985-11-24
+"""
+ONCE = """\
+name: {name}
+trigger: once
+at: {at}
+grace: {grace}
+segment: everyone
+template: mail.html
+subject: ["One {{{{ customer.first_name }}}}", "Two"]
+priority: {priority}
+"""
+
+
+@pytest.fixture
+def shop(db: Workspace) -> Workspace:
+    db.write("segments/everyone.yaml", "description: all\nall: [{orders: {at_least: 0}}]\n")
+    db.write("templates/mail.html", "<p>{{ store.address }} <a href='{{ links.unsubscribe }}'>"
+                                    "unsubscribe</a></p>\n")
+    db.write("customers.csv", CUSTOMERS)
+    assert db.run("import", "customers", "customers.csv", "--now", "2026-01-01").code == 0
+    assert db.run("unsubscribe", "chloe@example.net").code == 0
+    return db
+
+
+def once(shop: Workspace, slug: str, at: str, *, grace: str = "6h", priority: int = 0) -> None:
+    shop.write(f"campaigns/{slug}.yaml", ONCE.format(name=slug, at=at, grace=grace,
+                                                     priority=priority))
+
+
+def run_plan(shop: Workspace, slug: str | None, now: str, *, write: bool = True,
+             settings_text: str = SETTINGS) -> list[PlanResult]:
+    settings, _ = parse_settings(settings_text)
+    specs, campaigns = load_valid_workspace(shop.root)
+    engine = shop.engine()
+    try:
+        from mailer.db import upgrade
+
+        upgrade(engine)
+        scope = scope_for(settings, parse_local(now, zone(settings.timezone)), engine)
+        chosen = {slug: campaigns[slug]} if slug else campaigns
+        versions = {s: {"campaign": s} for s in chosen} if write else None
+        return plan_due(engine, specs, chosen, scope=scope, settings=settings,
+                        versions=versions)
+    finally:
+        engine.dispose()
+
+
+def ledger(shop: Workspace) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in shop.query(
+        "SELECT d.campaign, c.store_id, d.occurrence, d.subject_variant, d.status "
+        "FROM deliveries d JOIN customers c ON c.id = d.customer_id ORDER BY d.id")]
+
+
+def test_plan_is_a_dry_run_with_reasons(shop: Workspace) -> None:
+    once(shop, "hello", "2026-12-01T10:00")
+    result = shop.run("plan", "hello", "--now", "2026-12-01T10:30", "--json")
+    assert result.code == 0, result.stderr
+    document = result.json()
+    assert document["now"] == "2026-12-01T09:30:00Z"
+    assert [(r["id"], r["occurrence"], r["variant"], r["subject"])
+            for r in document["recipients"]] == [
+        ("A", "once", 1, "One Anna"), ("D", "once", 2, "Two"), ("E", "once", 1, "One Emi")]
+    assert [(e["id"], e["reason"]) for e in document["excluded"]] == [
+        ("B", "not_subscribed"), ("C", "unsubscribed")]
+    assert shop.run("plan", "hello", "--now", "2026-12-01T10:30", "--json").json() == document
+    assert ledger(shop) == []
+    assert shop.query("SELECT count(*) FROM plan_runs")[0][0] == 0
+
+
+def test_writing_a_plan_then_planning_again(shop: Workspace) -> None:
+    once(shop, "hello", "2026-12-01T10:00")
+    first = run_plan(shop, "hello", "2026-12-01T10:30")[0]
+    assert [p.id for p in first.planned] == ["A", "D", "E"]
+    assert ledger(shop) == [("hello", "A", "once", 0, "queued"),
+                            ("hello", "D", "once", 1, "queued"),
+                            ("hello", "E", "once", 0, "queued")]
+    again = run_plan(shop, "hello", "2026-12-01T11:00")[0]
+    assert again.planned == []
+    assert again.counts() == {"not_subscribed": 1, "unsubscribed": 1, "already_sent": 3}
+    runs = shop.query("SELECT planned FROM plan_runs ORDER BY id")
+    assert [r[0] for r in runs] == [3, 0]
+
+
+def test_not_due_outside_at_plus_grace(shop: Workspace) -> None:
+    once(shop, "hello", "2026-12-01T10:00")
+    assert run_plan(shop, "hello", "2026-12-01T09:59")[0].planned == []
+    assert run_plan(shop, "hello", "2026-12-01T16:00")[0].planned == []
+
+
+def test_caps_count_planned_time_in_the_half_open_window(shop: Workspace) -> None:
+    once(shop, "first", "2026-12-01T10:00")
+    once(shop, "second", "2026-12-02T09:59", grace="2h")
+    run_plan(shop, "first", "2026-12-01T10:00")
+    # 23:59:59 later the daily cap is full; exactly 24 h later the first mail no longer counts
+    held = run_plan(shop, "second", "2026-12-02T09:59:59")[0]
+    assert held.counts()["frequency_cap"] == 3
+    freed = run_plan(shop, "second", "2026-12-02T10:00:00")[0]
+    assert [p.id for p in freed.planned] == ["A", "D", "E"]
+
+
+def test_priority_decides_who_gets_the_one_mail_a_day(shop: Workspace) -> None:
+    once(shop, "low", "2026-12-01T10:00", priority=10)
+    once(shop, "high", "2026-12-01T10:00", priority=90)
+    results = run_plan(shop, None, "2026-12-01T10:30")
+    by_campaign = {r.campaign: r for r in results}
+    assert [p.id for p in by_campaign["high"].planned] == ["A", "D", "E"]
+    assert by_campaign["low"].planned == []
+    assert by_campaign["low"].counts()["frequency_cap"] == 3
+    # the dry run sees the same: caps count what this run planned before
+    dry = run_plan(shop, None, "2026-12-03T10:30", write=False)
+    assert all(r.planned == [] for r in dry)
+
+
+def test_cooldown(shop: Workspace) -> None:
+    shop.write("campaigns/weekly.yaml", "name: w\ntrigger: schedule\nschedule: '0 10 * * 1'\n"
+                                        "segment: everyone\ntemplate: mail.html\nsubject: Hi\n"
+                                        "cooldown: 30d\n")
+    assert [p.occurrence for p in run_plan(shop, "weekly", "2026-11-30T10:05")[0].planned] == [
+        "cron:2026-11-30T09:00:00Z"] * 3
+    later = run_plan(shop, "weekly", "2026-12-07T10:05")[0]
+    assert later.counts()["cooldown"] == 3
+    assert [p.id for p in run_plan(shop, "weekly", "2027-01-04T10:05")[0].planned] == [
+        "A", "D", "E"]
+
+
+def test_quiet_hours_delay_or_exclude_near_the_expiry(shop: Workspace) -> None:
+    quiet = SETTINGS + "policy: {quiet_hours: '21:00-08:00'}\n"
+    once(shop, "late", "2026-12-01T22:00", grace="6h")
+    result = run_plan(shop, "late", "2026-12-01T22:30", write=False, settings_text=quiet)[0]
+    # Berlin releases at 08:00 > expiry 04:00 Berlin; Kiritimati (UTC+14) is at 11:30 already
+    reasons = {e.id: e.reason for e in result.excluded}
+    assert reasons["A"] == "quiet_hours" and reasons["D"] == "quiet_hours"
+    assert [p.id for p in result.planned] == ["E"]
+    once(shop, "late", "2026-12-01T22:00", grace="12h")
+    result = run_plan(shop, "late", "2026-12-01T22:30", write=False, settings_text=quiet)[0]
+    release = {p.id: p.send_after for p in result.planned}
+    assert release["A"] == datetime(2026, 12, 2, 7, 0, tzinfo=UTC)  # 08:00 Berlin
+    assert release["E"] == datetime(2026, 12, 1, 21, 30, tzinfo=UTC)  # now
+
+
+def test_birthdays_in_each_customers_zone(shop: Workspace) -> None:
+    shop.write("campaigns/bday.yaml", "name: b\ntrigger: birthday\nsend_at: '09:00'\n"
+                                      "segment: everyone\ntemplate: mail.html\nsubject: Hi\n")
+    # 2026-11-23 20:30Z: 21:30 on the 23rd in Berlin (A's day), 10:30 on the 24th in
+    # Kiritimati (E's day)
+    result = run_plan(shop, "bday", "2026-11-23T21:30", write=False)[0]
+    assert sorted((p.id, p.occurrence, p.expires) for p in result.planned) == [
+        ("A", "birthday:2026", datetime(2026, 11, 23, 23, 0, tzinfo=UTC)),
+        ("E", "birthday:2026", datetime(2026, 11, 24, 10, 0, tzinfo=UTC))]
+    # D (no zone: the workspace's, Berlin) was born on 29 February: 28 February in 2027
+    leap = run_plan(shop, "bday", "2027-02-28T09:00", write=False)[0]
+    assert [p.id for p in leap.planned] == ["D"]
+
+
+def test_two_planners_at_once_write_each_mail_once(shop: Workspace) -> None:
+    once(shop, "race", "2026-12-01T10:00")
+    results: list[PlanResult] = []
+    errors: list[BaseException] = []
+
+    def planner() -> None:
+        try:
+            results.extend(run_plan(shop, "race", "2026-12-01T10:30"))
+        except BaseException as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=planner) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert sorted(row[1] for row in ledger(shop)) == ["A", "D", "E"]
+    assert sum(len(r.planned) for r in results) == 3
+
+
+def test_unknown_campaign(shop: Workspace) -> None:
+    once(shop, "hello", "2026-12-01T10:00")
+    result = shop.run("plan", "helo", "--json")
+    assert result.code == 1
+    assert result.json()["error"]["message"] == "unknown campaign 'helo' (did you mean hello?)"
+
