@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, func, insert, literal, select
+from sqlalchemy import Connection, Engine, Table, func, insert, literal, select, update
 
 from mailer.addresses import parse_address
 from mailer.audience import compiled, reading
@@ -29,7 +30,15 @@ from mailer.campaign import Campaign
 from mailer.clock import as_local, zone
 from mailer.conditions import SegmentSpec
 from mailer.errors import InvalidValue
-from mailer.models import CampaignVersion, Customer, Delivery, Order, PlanRun, Suppression
+from mailer.models import (
+    CampaignVersion,
+    Coupon,
+    Customer,
+    Delivery,
+    Order,
+    PlanRun,
+    Suppression,
+)
 from mailer.policy import LIVE, Facts, decide
 from mailer.schedule import (
     after_order_window,
@@ -290,8 +299,9 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                              "expires_at": candidate.expires})
             if version is not None and rows:
                 version_id = store_version(conn, slug, version, now)
-                _insert_rows(conn, [{**row, "campaign_version_id": version_id}
-                                    for row in rows], result)
+                written = _insert_rows(conn, [{**row, "campaign_version_id": version_id}
+                                              for row in rows], result)
+                _give_codes(conn, slug, campaign, written, now)
     if version is not None:
         with engine.begin() as conn:
             for occurrence in sorted({p.occurrence for p in result.planned}
@@ -305,24 +315,53 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
     return result
 
 
-def _insert_rows(conn: Connection, rows: list[dict[str, Any]], result: PlanResult) -> None:
-    """Insert ledger rows; one another planner wrote first is skipped as already_sent."""
+def _give_codes(conn: Connection, slug: str, campaign: Campaign,
+               written: dict[tuple[int, str], int], now: datetime) -> None:
+    """A unique coupon per planned mail, and a stable referral code per customer."""
+    if campaign.coupon is not None and written:
+        coupon = campaign.coupon
+        conn.execute(insert(Coupon), [
+            {"code": f"{coupon.prefix.upper()}-{_code()}", "customer_id": customer_id,
+             "campaign": slug, "delivery_id": delivery_id, "value": coupon.value,
+             "expires_at": now + coupon.valid_for}
+            for (customer_id, _), delivery_id in sorted(written.items())])
+    if campaign.referral is not None and written:
+        ids = sorted({customer_id for customer_id, _ in written})
+        missing = [row[0] for row in conn.execute(
+            select(Customer.id).where(Customer.id.in_(ids), Customer.referral_code.is_(None)))]
+        for customer_id in missing:
+            conn.execute(update(Customer).where(Customer.id == customer_id,
+                                                Customer.referral_code.is_(None))
+                         .values(referral_code=_code()))
+
+
+def _code() -> str:
+    """8 characters from 32 unambiguous ones: 40 bits, unguessable for a coupon."""
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def _insert_rows(conn: Connection, rows: list[dict[str, Any]],
+                 result: PlanResult) -> dict[tuple[int, str], int]:
+    """Insert ledger rows; one another planner wrote first is skipped as already_sent.
+    Returns the ids of the rows written, by (customer id, occurrence)."""
     table = cast(Table, Delivery.__table__)
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as upsert
     else:
         from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
-    written = {(row[0], row[1]) for row in conn.execute(
+    written = {(row[0], row[1]): row[2] for row in conn.execute(
         upsert(table).on_conflict_do_nothing(
             index_elements=["campaign", "occurrence", "customer_id"])
-        .returning(table.c.customer_id, table.c.occurrence), rows)}
+        .returning(table.c.customer_id, table.c.occurrence, table.c.id), rows)}
     tried = {(row["customer_id"], row["occurrence"]) for row in rows}
     lost = [p for p in result.planned
-            if (p.customer_id, p.occurrence) in tried - written]
+            if (p.customer_id, p.occurrence) in tried - set(written)]
     for planned in lost:
         result.planned.remove(planned)
         result.excluded.append(Excluded(planned.customer_id, planned.id, planned.email,
                                         planned.occurrence, "already_sent"))
+    return written
 
 
 

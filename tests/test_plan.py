@@ -203,3 +203,22 @@ def test_unknown_campaign(shop: Workspace) -> None:
     assert result.code == 1
     assert result.json()["error"]["message"] == "unknown campaign 'helo' (did you mean hello?)"
 
+
+
+def test_coupons_and_referral_codes_are_written_with_the_plan(shop: Workspace) -> None:
+    shop.write("campaigns/gift.yaml", ONCE.format(name="gift", at="2026-12-01T10:00", grace="6h",
+                                                  priority=0)
+               + "coupon: {prefix: bf, value: 30%, valid_for: 3d}\n"
+               + "referral: {deadline: 2026-12-31, reward: '20% for both'}\n")
+    run_plan(shop, "gift", "2026-12-01T10:30")
+    coupons = shop.query("SELECT c.code, c.value, c.expires_at, d.id = c.delivery_id "
+                         "FROM coupons c JOIN deliveries d ON d.customer_id = c.customer_id")
+    assert len(coupons) == 3 and len({row[0] for row in coupons}) == 3
+    assert all(row[0].startswith("BF-") and len(row[0]) == 11 for row in coupons)
+    assert all(row[1] == "30%" and row[3] for row in coupons)
+    assert str(coupons[0][2]).startswith("2026-12-04 09:30")
+    codes = dict(shop.query("SELECT store_id, referral_code FROM customers"))
+    assert codes["B"] is None and codes["C"] is None  # not planned, no code
+    assert len({codes["A"], codes["D"], codes["E"]}) == 3
+    run_plan(shop, "gift", "2026-12-01T11:00")  # stable: a second plan changes nothing
+    assert dict(shop.query("SELECT store_id, referral_code FROM customers")) == codes
