@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import shutil
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,14 @@ VIP_TAG = {
 PAID = "status = 'paid' AND placed_at <= :now"
 HAND = {
     "test-accounts": "SELECT count(*) FROM customers c WHERE {TEST}",
+    "subscribers": "SELECT count(*) FROM customers c WHERE c.consent = 'subscribed' AND NOT {TEST}",
+    "birthday-club": """
+        SELECT count(*) FROM customers c
+        WHERE c.birth_date IS NOT NULL AND c.birth_date <= :age16 AND NOT {TEST}""",
+    "active-buyers": f"""
+        SELECT count(*) FROM customers c
+        WHERE EXISTS (SELECT 1 FROM orders WHERE orders.customer_id = c.id AND {PAID}
+                      AND placed_at >= :years2) AND NOT {{TEST}}""",
     "big-spenders-this-month": f"""
         SELECT count(*) FROM customers c JOIN (
           SELECT customer_id, sum(total_minor) AS spent FROM orders
@@ -180,37 +189,49 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=1_000_000)
     parser.add_argument("--database-url", help="a PostgreSQL database to use (emptied first)")
     parser.add_argument("--keep", action="store_true", help="keep bench/.data/")
+    parser.add_argument("--reuse", action="store_true",
+                        help="query the store a previous --keep (or PostgreSQL) run left")
     options = parser.parse_args()
     settings, _ = parse_settings(SETTINGS)
     specs, problems = load_segments(ROOT)
     if problems:
         sys.exit("\n".join(map(str, problems)))
-    shutil.rmtree(DATA / "segments", ignore_errors=True)
-    (DATA / "segments").mkdir(parents=True)
+    if not options.reuse:
+        shutil.rmtree(DATA / "segments", ignore_errors=True)
+    (DATA / "segments").mkdir(parents=True, exist_ok=True)
     url = database_url(env_url=options.database_url, configured=None, root=DATA / "segments")
     engine = create(url)
-    if engine.dialect.name == "postgresql":
+    if engine.dialect.name == "postgresql" and not options.reuse:
         with engine.begin() as conn:
             conn.execute(text("DROP SCHEMA public CASCADE"))
             conn.execute(text("CREATE SCHEMA public"))
     upgrade(engine)
     try:
         started = time.perf_counter()
-        generate(engine, options.customers, options.orders)
-        print(f"{engine.dialect.name}: {options.customers:,} customers, {options.orders:,} orders "
-              f"and lines, generated in {time.perf_counter() - started:.0f} s")
+        if not options.reuse:
+            generate(engine, options.customers, options.orders)
+        with engine.connect() as conn:
+            sizes = [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()
+                     for t in ("customers", "orders")]
+        print(f"{engine.dialect.name}: {sizes[0]:,} customers, {sizes[1]:,} orders and lines, "
+              f"ready in {time.perf_counter() - started:.0f} s")
         scope = scope_for(settings, NOW, engine)
         month = datetime(2026, 10, 31, 23, 0, tzinfo=UTC)  # 1 November, Berlin
-        params = {"now": NOW, "month": month, "year": NOW - timedelta(days=365),
-                  "days60": NOW - timedelta(days=60), "days30": NOW - timedelta(days=30),
-                  "days14": NOW - timedelta(days=14), "days10": NOW - timedelta(days=10)}
+        # age16: born on or before this day 16 years ago (the Berlin date of NOW)
+        params: dict[str, Any] = {
+            "age16": date(2010, 11, 23), "now": NOW, "month": month,
+            "years2": NOW - timedelta(days=730), "year": NOW - timedelta(days=365),
+            "days60": NOW - timedelta(days=60), "days30": NOW - timedelta(days=30),
+            "days14": NOW - timedelta(days=14), "days10": NOW - timedelta(days=10)}
         print(f"{'segment':<26}{'count':>10}{'mailer s':>10}{'hand s':>10}{'ratio':>8}")
         worst = 0.0
         for name in sorted(specs):
             sql = HAND[name].replace("{TEST}", TEST[engine.dialect.name]).replace(
                 "{VIP_TAG}", VIP_TAG[engine.dialect.name])
-            used = [k for k in params if f":{k}" in sql]
-            query = text(sql).bindparams(*(bindparam(k, type_=UTCDateTime()) for k in used))
+            used = [k for k in params if re.search(rf":{k}\b", sql)]
+            query = text(sql).bindparams(*(
+                bindparam(k, type_=UTCDateTime() if isinstance(params[k], datetime) else None)
+                for k in used))
 
             def hand(query: Any = query, used: list[str] = used) -> int:
                 with reading(engine) as conn:

@@ -24,12 +24,11 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, func, insert, literal, select, update
 
-from mailer.addresses import parse_address
+from mailer.addresses import has_control_character
 from mailer.audience import compiled, reading
 from mailer.campaign import Campaign
 from mailer.clock import as_local, zone
 from mailer.conditions import SegmentSpec
-from mailer.errors import InvalidValue
 from mailer.models import (
     CampaignVersion,
     Coupon,
@@ -85,13 +84,50 @@ class Excluded:
 
 @dataclass
 class PlanResult:
+    """What a planning run decided. The per-customer lists are kept only when asked
+    (`keep`): a million-recipient plan needs its counts, not a million objects."""
+
     campaign: str
     now: datetime
+    keep: bool = True
     planned: list[Planned] = field(default_factory=list)
     excluded: list[Excluded] = field(default_factory=list)
+    tally: Counter[tuple[str, str]] = field(default_factory=Counter)  # (occurrence, reason)
 
     def counts(self) -> dict[str, int]:
-        return dict(Counter(e.reason for e in self.excluded))
+        """Exclusions per reason."""
+        found: Counter[str] = Counter()
+        for (_, reason), count in self.tally.items():
+            if reason != PLANNED:
+                found[reason] += count
+        return dict(found)
+
+    @property
+    def planned_count(self) -> int:
+        return sum(n for (_, reason), n in self.tally.items() if reason == PLANNED)
+
+    def add(self, item: Planned | Excluded) -> None:
+        reason = item.reason if isinstance(item, Excluded) else PLANNED
+        self.tally[(item.occurrence, reason)] += 1
+        if self.keep:
+            if isinstance(item, Excluded):
+                self.excluded.append(item)
+            else:
+                self.planned.append(item)
+
+    def lose(self, lost: set[tuple[int, str]]) -> None:
+        """Planned mails another planner wrote first: they count as already_sent."""
+        for _, occurrence in lost:
+            self.tally[(occurrence, PLANNED)] -= 1
+            self.tally[(occurrence, "already_sent")] += 1
+        if self.keep:
+            gone = [p for p in self.planned if (p.customer_id, p.occurrence) in lost]
+            self.planned = [p for p in self.planned if (p.customer_id, p.occurrence) not in lost]
+            self.excluded += [Excluded(p.customer_id, p.id, p.email, p.occurrence,
+                                       "already_sent") for p in gone]
+
+
+PLANNED = ""  # the tally's reason for a planned mail
 
 
 # --- what is due --------------------------------------------------------------------------
@@ -172,7 +208,7 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
 
 
 def _facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Candidate],
-           now: datetime, caps_span: timedelta, run: dict[int, list[datetime]],
+           now: datetime, caps_span: timedelta, run: Counter[int],
            starts: datetime | None) -> dict[tuple[int, str], Facts]:
     ids = sorted({c.customer_id for c in batch})
     people = {row.id: row for row in conn.execute(
@@ -208,23 +244,27 @@ def _facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Candidat
     facts = {}
     for candidate in batch:
         person = people[candidate.customer_id]
-        try:
-            parse_address(person.email)
-            valid = True
-        except InvalidValue:
-            valid = False
         facts[(candidate.customer_id, candidate.occurrence)] = Facts(
             consent=person.consent, suppressed=person.email_key in suppressed,
-            valid_address=valid,
+            valid_address=plausible_address(person.email),
             already_planned=(candidate.customer_id, candidate.occurrence) in existing,
             in_cooldown=candidate.customer_id in cooling,
-            recent=tuple(recent.get(candidate.customer_id, []) + run.get(candidate.customer_id,
-                                                                         [])),
+            # mails planned earlier in this run count as planned now
+            recent=(*recent.get(candidate.customer_id, ()),
+                    *((now,) * run[candidate.customer_id])),
             ordered_since_start=candidate.customer_id in ordered)
     return facts
 
 
 # --- planning ---------------------------------------------------------------------------------
+
+
+def plausible_address(email: str) -> bool:
+    """A cheap check at plan time: addresses were fully validated at import, so this
+    only catches rows changed around the importer (a missing @, spaces, controls)."""
+    local, at, domain = email.rpartition("@")
+    return bool(at and local and "." in domain and " " not in email
+                and not has_control_character(email))
 
 
 def version_definition(slug: str, campaign: Campaign, html: str, text: str) -> dict[str, Any]:
@@ -237,24 +277,35 @@ def store_version(conn: Connection, slug: str, definition: dict[str, Any],
                   now: datetime) -> int:
     """The id of the campaign version with this content, created if new."""
     digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
-    found = conn.execute(select(CampaignVersion.id)
-                         .where(CampaignVersion.content_hash == digest)).scalar()
-    if found is not None:
-        return int(found)
-    return int(conn.execute(insert(CampaignVersion).values(
-        campaign=slug, content_hash=digest, definition=definition, created_at=now)
-        .returning(CampaignVersion.id)).scalar_one())
+    # Two planners may store the same version at once: insert-or-ignore, then read.
+    conn.execute(_upsert(conn, cast(Table, CampaignVersion.__table__))
+                 .values(campaign=slug, content_hash=digest, definition=definition,
+                         created_at=now)
+                 .on_conflict_do_nothing(index_elements=["content_hash"]))
+    return int(conn.execute(select(CampaignVersion.id)
+                            .where(CampaignVersion.content_hash == digest)).scalar_one())
+
+
+def _upsert(conn: Connection, table: Table) -> Any:
+    """The dialect's INSERT with ON CONFLICT support."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgres_insert
+
+        return postgres_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
 
 
 def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Campaign, *,
          scope: Scope, settings: Settings, version: dict[str, Any] | None = None,
-         run: dict[int, list[datetime]] | None = None) -> PlanResult:
+         run: Counter[int] | None = None, keep: bool = True) -> PlanResult:
     """Plan what is due at scope.now. With VERSION (the definition to store), rows are
     written; without, nothing is (the dry run). RUN carries the planned times of
     mails planned earlier in the same planning run, so caps see them."""
     now, tz_default = scope.now, zone(settings.timezone)
-    result = PlanResult(slug, now)
-    planned_in_run = run if run is not None else {}
+    result = PlanResult(slug, now, keep=keep)
+    planned_in_run: Counter[int] = run if run is not None else Counter()
     caps = settings.policy.frequency
     caps_span = max((cap.per for cap in caps), default=timedelta(0))
     reminder_starts = (as_local(campaign.starts, tz_default)
@@ -282,16 +333,15 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                                   quiet=settings.policy.quiet_hours, expires=candidate.expires,
                                   reminder=candidate.occurrence == "reminder")
                 if decision.reason is not None:
-                    result.excluded.append(Excluded(candidate.customer_id, person.store_id,
-                                                    person.email, candidate.occurrence,
-                                                    decision.reason))
+                    result.add(Excluded(candidate.customer_id, person.store_id, person.email,
+                                        candidate.occurrence, decision.reason))
                     continue
                 assert decision.send_after is not None
-                variant = (base + len(result.planned)) % variants
-                result.planned.append(Planned(candidate.customer_id, person.store_id,
-                                              person.email, candidate.occurrence, variant,
-                                              decision.send_after, candidate.expires))
-                planned_in_run.setdefault(candidate.customer_id, []).append(now)
+                variant = (base + result.planned_count) % variants
+                result.add(Planned(candidate.customer_id, person.store_id, person.email,
+                                   candidate.occurrence, variant, decision.send_after,
+                                   candidate.expires))
+                planned_in_run[candidate.customer_id] += 1
                 rows.append({"campaign": slug, "occurrence": candidate.occurrence,
                              "customer_id": candidate.customer_id, "email": person.email,
                              "subject_variant": variant, "status": "queued", "attempts": 0,
@@ -304,14 +354,12 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                 _give_codes(conn, slug, campaign, written, now)
     if version is not None:
         with engine.begin() as conn:
-            for occurrence in sorted({p.occurrence for p in result.planned}
-                                     | {e.occurrence for e in result.excluded}) or ["-"]:
-                counts = Counter(e.reason for e in result.excluded
-                                 if e.occurrence == occurrence)
+            for occurrence in sorted({o for o, _ in result.tally}) or ["-"]:
                 conn.execute(insert(PlanRun).values(
                     campaign=slug, occurrence=occurrence, now=now,
-                    planned=sum(1 for p in result.planned if p.occurrence == occurrence),
-                    excluded=dict(counts)))
+                    planned=result.tally[(occurrence, PLANNED)],
+                    excluded={reason: n for (o, reason), n in sorted(result.tally.items())
+                              if o == occurrence and reason != PLANNED and n}))
     return result
 
 
@@ -346,33 +394,27 @@ def _insert_rows(conn: Connection, rows: list[dict[str, Any]],
     """Insert ledger rows; one another planner wrote first is skipped as already_sent.
     Returns the ids of the rows written, by (customer id, occurrence)."""
     table = cast(Table, Delivery.__table__)
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
     written = {(row[0], row[1]): row[2] for row in conn.execute(
-        upsert(table).on_conflict_do_nothing(
+        _upsert(conn, table).on_conflict_do_nothing(
             index_elements=["campaign", "occurrence", "customer_id"])
         .returning(table.c.customer_id, table.c.occurrence, table.c.id), rows)}
-    tried = {(row["customer_id"], row["occurrence"]) for row in rows}
-    lost = [p for p in result.planned
-            if (p.customer_id, p.occurrence) in tried - set(written)]
-    for planned in lost:
-        result.planned.remove(planned)
-        result.excluded.append(Excluded(planned.customer_id, planned.id, planned.email,
-                                        planned.occurrence, "already_sent"))
+    lost = {(row["customer_id"], row["occurrence"]) for row in rows} - set(written)
+    if lost:
+        result.lose(lost)
     return written
 
 
 
 def plan_due(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str, Campaign], *,
              scope: Scope, settings: Settings,
-             versions: dict[str, dict[str, Any]] | None = None) -> list[PlanResult]:
+             versions: dict[str, dict[str, Any]] | None = None,
+             keep: bool = True) -> list[PlanResult]:
     """One planning run: every campaign, higher priority first, sharing the caps' view
     of what this run has planned. With VERSIONS (definitions by campaign), rows are
     written; a queued mail is never withdrawn for a later one."""
-    run: dict[int, list[datetime]] = {}
+    run: Counter[int] = Counter()
     order = sorted(campaigns, key=lambda slug: (-campaigns[slug].priority, slug))
     return [plan(engine, specs, slug, campaigns[slug], scope=scope, settings=settings,
-                 version=versions[slug] if versions is not None else None, run=run)
+                 version=versions[slug] if versions is not None else None, run=run,
+                 keep=keep)
             for slug in order]
