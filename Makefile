@@ -53,6 +53,8 @@ demo: $(STAMP)
 		echo "  $(DEMO)/previews/$$campaign/index.html"; \
 	done
 	@$(MAILER) preview black-friday --sample 4 --now $(DEMO_NOW)
+	@echo "== the next 30 days, simulated hour by hour on a scratch ledger"
+	@$(MAILER) forecast --days 30 --from $(DEMO_NOW) --chart $(abspath $(DEMO))/forecast.html
 	@echo "== an opt-out, then the store's status"
 	@$(MAILER) unsubscribe someone@example.com
 	@$(MAILER) status

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine, Table, func, insert, literal, select,
 from mailer.addresses import has_control_character
 from mailer.audience import compiled, reading
 from mailer.campaign import Campaign
-from mailer.clock import as_local, zone
+from mailer.clock import as_local, format_duration, zone
 from mailer.conditions import SegmentSpec
 from mailer.models import (
     CampaignVersion,
@@ -50,7 +50,7 @@ from mailer.schedule import (
     schedule_due,
 )
 from mailer.segments import CUSTOMERS, Scope, members_query
-from mailer.settings import Settings
+from mailer.settings import Cap, Settings
 
 BATCH = 1000
 
@@ -80,6 +80,7 @@ class Excluded:
     email: str
     occurrence: str
     reason: str
+    cap: str = ""  # "1 per 24h" when the reason is frequency_cap
 
 
 @dataclass
@@ -259,6 +260,10 @@ def _facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Candidat
 # --- planning ---------------------------------------------------------------------------------
 
 
+def cap_label(cap: Cap) -> str:
+    return f"{cap.max} per {format_duration(cap.per)}"
+
+
 def plausible_address(email: str) -> bool:
     """A cheap check at plan time: addresses were fully validated at import, so this
     only catches rows changed around the importer (a missing @, spaces, controls)."""
@@ -334,7 +339,8 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                                   reminder=candidate.occurrence == "reminder")
                 if decision.reason is not None:
                     result.add(Excluded(candidate.customer_id, person.store_id, person.email,
-                                        candidate.occurrence, decision.reason))
+                                        candidate.occurrence, decision.reason,
+                                        cap_label(decision.cap) if decision.cap else ""))
                     continue
                 assert decision.send_after is not None
                 variant = (base + result.planned_count) % variants

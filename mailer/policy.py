@@ -38,6 +38,7 @@ class Facts:
 class Decision:
     reason: str | None  # None: planned
     send_after: datetime | None = None
+    cap: Cap | None = None  # the cap that was full, for frequency_cap
 
 
 def quiet_release(now: datetime, tz: ZoneInfo, quiet: QuietHours | None) -> datetime:
@@ -54,13 +55,13 @@ def quiet_release(now: datetime, tz: ZoneInfo, quiet: QuietHours | None) -> date
     return max(now, localize(datetime.combine(day, end), tz))
 
 
-def caps_have_room(recent: tuple[datetime, ...], caps: tuple[Cap, ...], now: datetime) -> bool:
-    """Every cap counts the live rows planned in (now - per, now]."""
+def full_cap(recent: tuple[datetime, ...], caps: tuple[Cap, ...], now: datetime) -> Cap | None:
+    """The first cap without room; each counts the live rows planned in (now - per, now]."""
     for cap in caps:
         start = now - cap.per
         if sum(1 for planned in recent if start < planned <= now) >= cap.max:
-            return False
-    return True
+            return cap
+    return None
 
 
 def decide(facts: Facts, *, now: datetime, caps: tuple[Cap, ...], tz: ZoneInfo,
@@ -78,8 +79,9 @@ def decide(facts: Facts, *, now: datetime, caps: tuple[Cap, ...], tz: ZoneInfo,
         return Decision("ordered_since_start")
     if facts.in_cooldown:
         return Decision("cooldown")
-    if not caps_have_room(facts.recent, caps, now):
-        return Decision("frequency_cap")
+    cap = full_cap(facts.recent, caps, now)
+    if cap is not None:
+        return Decision("frequency_cap", cap=cap)
     release = quiet_release(now, tz, quiet)
     if release >= expires:
         return Decision("quiet_hours")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -222,3 +223,29 @@ def test_coupons_and_referral_codes_are_written_with_the_plan(shop: Workspace) -
     assert len({codes["A"], codes["D"], codes["E"]}) == 3
     run_plan(shop, "gift", "2026-12-01T11:00")  # stable: a second plan changes nothing
     assert dict(shop.query("SELECT store_id, referral_code FROM customers")) == codes
+
+
+def test_forecast_simulates_hourly_sweeps_and_writes_nothing(shop: Workspace,
+                                                            tmp_path: Path) -> None:
+    once(shop, "first", "2026-12-01T10:00", priority=90)
+    once(shop, "second", "2026-12-01T11:00", grace="48h")
+    chart = tmp_path / "forecast.html"
+    result = shop.run("forecast", "--days", "3", "--from", "2026-12-01", "--chart", str(chart),
+                      "--json")
+    assert result.code == 0, result.stderr
+    document = result.json()
+    assert document["from"] == "2026-11-30T23:00:00Z"
+    # day 1: "first" to A, D, E; "second" is capped (1 per day) until 24 h after the first
+    assert [d["campaigns"] for d in document["days"]] == [
+        {"first": 3, "second": 0}, {"first": 0, "second": 3}, {"first": 0, "second": 0}]
+    assert document["caps_hit"] == {"1 per 1d": 3}
+    assert document["max_per_customer_7d"] == 2
+    assert "<svg" in chart.read_text()
+    assert ledger(shop) == []
+    assert shop.query("SELECT count(*) FROM plan_runs")[0][0] == 0
+
+
+def test_forecast_chart_format(shop: Workspace) -> None:
+    result = shop.run("forecast", "--days", "1", "--chart", "out.png", "--json")
+    assert result.code == 1
+    assert result.json()["error"]["message"] == "out.png: charts are written as .html or .svg"

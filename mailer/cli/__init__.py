@@ -28,6 +28,7 @@ COMMANDS = {
     "segments": ("mailer.cli.segments_cmd:segments", "Segments: sizes, members, SQL, funnel."),
     "preview": ("mailer.cli.preview_cmd:preview", "Render real sample mails without sending."),
     "plan": ("mailer.cli.plan_cmd:plan", "Who a campaign would mail now (a dry run)."),
+    "forecast": ("mailer.cli.forecast_cmd:forecast", "Simulate the next days on a scratch ledger."),
     "status": ("mailer.cli.status_cmd:status", "Counts of customers, orders and deliveries."),
 }
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _check_now(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+def check_time(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Reject an unparsable --now as misuse (exit 2); the zone is applied later."""
     if value is None:
         return None
@@ -53,7 +53,7 @@ def json_option(f: F) -> F:
 
 
 def now_option(f: F) -> F:
-    return click.option("--now", metavar="TIME", callback=_check_now,
+    return click.option("--now", metavar="TIME", callback=check_time,
                         help="Act as if it were TIME (ISO 8601; no offset = workspace zone).")(f)
 
 

@@ -1,0 +1,71 @@
+"""`mailer forecast --days N [--from T] [--chart FILE]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mailer.cli.common import (
+    check_time,
+    emit_json,
+    json_option,
+    print_table,
+    session,
+    workspace_option,
+)
+
+
+@click.command()
+@click.option("--days", type=click.IntRange(1, 366), default=30, show_default=True,
+              help="How many days to simulate.")
+@click.option("--from", "start_text", metavar="TIME", default=None, callback=check_time,
+              help="Start of the simulation (ISO 8601; no offset = workspace zone; "
+                   "default: now).")
+@click.option("--chart", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a chart: FILE.html or FILE.svg.")
+@workspace_option
+@json_option
+@click.pass_context
+def forecast(ctx: click.Context, days: int, start_text: str | None, chart: Path | None,
+             workspace: str | None, as_json: bool) -> None:
+    """Simulate the daemon hour by hour on a scratch ledger: mails per day and campaign."""
+    from mailer.clock import iso_z
+    from mailer.compose import compile_version
+    from mailer.errors import UserError
+    from mailer.forecast import chart_html, run_forecast
+    from mailer.planner import version_definition
+    from mailer.workspace import load_valid_workspace
+
+    if chart is not None and chart.suffix.lower() not in (".html", ".svg"):
+        raise UserError(f"{chart}: charts are written as .html or .svg")
+    run = session(ctx, workspace, start_text)
+    settings = run.workspace.settings
+    specs, campaigns = load_valid_workspace(run.root)
+    start = run.clock.now().replace(minute=0, second=0, microsecond=0)
+    versions = {}
+    for slug, spec in campaigns.items():
+        compiled = compile_version(slug, spec, run.root / "templates")
+        versions[slug] = version_definition(slug, spec, compiled.html.source,
+                                            compiled.text.source)
+    result = run_forecast(run.engine, specs, campaigns, settings=settings, start=start,
+                          days=days, versions=versions)
+    order = sorted(campaigns)
+    if chart is not None:
+        page = chart_html(result, order)
+        if chart.suffix.lower() == ".svg":
+            page = page[page.index("<svg"):page.index("</svg>") + 6] + "\n"
+        chart.write_text(page, encoding="utf-8")
+    if as_json:
+        emit_json({"from": iso_z(start), **result.as_json(order)})
+        return
+    print_table(("date", "mails", "by campaign"),
+                ((f"{day:%a %d %b}", sum(result.mails[day].values()),
+                  ", ".join(f"{slug} {n}" for slug, n in sorted(result.mails[day].items()) if n))
+                 for day in result.days),
+                title=f"forecast from {iso_z(start)}, {days} days")
+    caps = ", ".join(f"{label}: {len(ids)}" for label, ids in sorted(result.caps_hit.items()))
+    click.echo(f"customers held back by a cap: {caps or 'none'}")
+    click.echo(f"the most mails one customer gets in 7 days: {result.max_per_customer_7d}")
+    if chart is not None:
+        click.echo(f"chart: {chart}")
