@@ -11,7 +11,6 @@ reflowed the HTML. Per recipient only the values are filled in, under limits:
 
 from __future__ import annotations
 
-import html
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -364,15 +362,3 @@ def text_template(source: str) -> str:
 
     text = html_to_text(_TAG.sub(park, source))
     return re.sub(r"MAILERJINJA(\d+)X", lambda m: saved[int(m.group(1))], text)
-
-
-def escape(text: str) -> str:
-    return html.escape(text)
-
-
-def variables(env: jinja2.Environment, source: str) -> set[str]:
-    """The top-level names a template reads (for validate)."""
-    from jinja2 import meta
-
-    parsed: nodes.Template = env.parse(source)
-    return set(meta.find_undeclared_variables(parsed))
