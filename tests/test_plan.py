@@ -249,3 +249,44 @@ def test_forecast_chart_format(shop: Workspace) -> None:
     result = shop.run("forecast", "--days", "1", "--chart", "out.png", "--json")
     assert result.code == 1
     assert result.json()["error"]["message"] == "out.png: charts are written as .html or .svg"
+
+
+def test_promotion_then_reminder_to_those_who_got_the_main_mail(shop: Workspace) -> None:
+    shop.write("orders.csv", "order_id,customer_id,placed_at,total\nO1,D,2026-11-27T12:00,20\n")
+    assert shop.run("import", "orders", "orders.csv", "--now", "2026-11-28").code == 0
+    shop.write("campaigns/sale.yaml", "name: s\ntrigger: promotion\nstarts: 2026-11-27T08:00\n"
+                                      "ends: 2026-11-29T08:00\nsegment: everyone\n"
+                                      "template: mail.html\nsubject: Sale\n"
+                                      "reminder: {before_end: 12h, subject: Last hours, "
+                                      "unless: ordered_since_start}\n")
+    main = run_plan(shop, "sale", "2026-11-27T09:00")[0]
+    assert [(p.id, p.occurrence) for p in main.planned] == [("A", "main"), ("D", "main"),
+                                                             ("E", "main")]
+    engine = shop.engine()  # delivery (a later issue) marks rows sent; here SQL does
+    with engine.begin() as conn:
+        from sqlalchemy import text
+
+        conn.execute(text("UPDATE deliveries SET status = 'sent' WHERE customer_id IN "
+                          "(SELECT id FROM customers WHERE store_id IN ('A', 'D'))"))
+    engine.dispose()
+    assert run_plan(shop, "sale", "2026-11-28T19:59")[0].planned == []  # before ends - 12h
+    reminder = run_plan(shop, "sale", "2026-11-28T20:00", write=False)[0]
+    # E's main mail is still queued: no reminder; D ordered since the start
+    assert [(p.id, p.occurrence) for p in reminder.planned] == [("A", "reminder")]
+    assert [(e.id, e.reason) for e in reminder.excluded if e.occurrence == "reminder"] == [
+        ("D", "ordered_since_start")]
+
+
+def test_after_order_on_the_customers_local_day(shop: Workspace) -> None:
+    shop.write("orders.csv", "order_id,customer_id,placed_at,total,status\n"
+                             "O1,A,2026-11-13T10:00,20,paid\nO2,E,2026-11-13T10:00,20,paid\n"
+                             "O3,D,2026-11-13T10:00,20,refunded\n")
+    assert shop.run("import", "orders", "orders.csv", "--now", "2026-11-20").code == 0
+    shop.write("campaigns/ask.yaml", "name: a\ntrigger: after_order\nafter: 10d\n"
+                                     "send_at: '18:00'\nsegment: everyone\n"
+                                     "template: mail.html\nsubject: How was it?\n")
+    result = run_plan(shop, "ask", "2026-11-23T18:30", write=False)[0]
+    # A's order (13 Nov, Berlin) + 10 days is 23 Nov in Berlin, after 18:00 there.
+    # E lives in Kiritimati (UTC+14): it is already 24 Nov there, the wrong day.
+    assert [(p.id, p.occurrence) for p in result.planned] == [("A", "order:O1")]
+    assert run_plan(shop, "ask", "2026-11-23T17:30", write=False)[0].planned == []
