@@ -58,10 +58,13 @@ def compile_version(slug: str, spec: Campaign, templates: Path, *,
     return Version(slug=slug, spec=spec, html=html, text=text, subjects=subjects, intros=intros)
 
 
+_TRAILING = re.compile(r"[ \t]+(?=\n)")
+_BLANKS = re.compile(r"\n{3,}")
+
+
 def _tidy(text: str) -> str:
     """Blank lines left by template tags folded, as a person would write the text."""
-    lines = [line.rstrip() for line in text.strip().splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+    return _BLANKS.sub("\n\n", _TRAILING.sub("", text.strip())) + "\n"
 
 
 def pick_intro(version: Version, member_of: set[str]) -> str | None:
