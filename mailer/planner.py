@@ -163,6 +163,7 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
             if reminder is not None:
                 # To those whose main mail went out (or probably did), not to the segment.
                 main = (select(Delivery.customer_id, literal(reminder.occurrence))
+                        .join(Customer, Customer.id == Delivery.customer_id)
                         .where(Delivery.campaign == slug,
                                Delivery.occurrence == "main",
                                Delivery.status.in_(("sent", "unknown"))))
@@ -187,6 +188,7 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
                 assert campaign.after is not None
                 start, end = after_order_window(day, campaign.after)
                 query = (select(Order.customer_id, literal("order:") + Order.store_id)
+                         .join(Customer, Customer.id == Order.customer_id)
                          .where(Order.status == "paid", Order.placed_at >= start,
                                 Order.placed_at < end, Order.customer_id.in_(members),
                                 Order.customer_id.in_(select(Customer.id)
@@ -194,7 +196,8 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
                 queries.append((query, day.end))
     for query, expires in queries:
         with reading(engine) as conn:
-            rows = conn.execute(query.order_by(query.selected_columns[0]))
+            # plan order is store-id order: variants go round-robin in it
+            rows = conn.execute(query.order_by(Customer.store_id, query.selected_columns[1]))
             batch: list[Candidate] = []
             for customer_id, occurrence in rows:
                 batch.append(Candidate(customer_id, occurrence, expires))

@@ -290,3 +290,16 @@ def test_after_order_on_the_customers_local_day(shop: Workspace) -> None:
     # E lives in Kiritimati (UTC+14): it is already 24 Nov there, the wrong day.
     assert [(p.id, p.occurrence) for p in result.planned] == [("A", "order:O1")]
     assert run_plan(shop, "ask", "2026-11-23T17:30", write=False)[0].planned == []
+
+
+def test_variants_go_round_robin_in_store_id_order_across_runs(shop: Workspace) -> None:
+    shop.write("late.csv", "id,email\n0-first,first@example.com\n")  # imported last, sorts first
+    assert shop.run("import", "customers", "late.csv").code == 0
+    once(shop, "hello", "2026-12-01T10:00")
+    planned = run_plan(shop, "hello", "2026-12-01T10:30")[0].planned
+    assert [(p.id, p.variant) for p in planned] == [("0-first", 0), ("A", 1), ("D", 0), ("E", 1)]
+    shop.write("later.csv", "id,email\nF,f@example.com\n")
+    assert shop.run("import", "customers", "later.csv").code == 0
+    # the count continues from the four earlier rows: F gets the first subject
+    assert [(p.id, p.variant) for p in run_plan(shop, "hello", "2026-12-01T11:00")[0].planned] == [
+        ("F", 0)]
