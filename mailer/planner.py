@@ -22,10 +22,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, func, insert, literal, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    column,
+    func,
+    insert,
+    literal,
+    select,
+    table,
+    text,
+    update,
+)
 
 from mailer.addresses import has_control_character
-from mailer.audience import compiled, reading
+from mailer.audience import compiled
 from mailer.campaign import Campaign
 from mailer.clock import as_local, format_duration, zone
 from mailer.conditions import SegmentSpec
@@ -195,17 +207,46 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
                                                       .where(effective_zone == name))))
                 queries.append((query, day.end))
     for query, expires in queries:
-        with reading(engine) as conn:
-            # plan order is store-id order: variants go round-robin in it
-            rows = conn.execute(query.order_by(Customer.store_id, query.selected_columns[1]))
-            batch: list[Candidate] = []
-            for customer_id, occurrence in rows:
-                batch.append(Candidate(customer_id, occurrence, expires))
-                if len(batch) >= BATCH:
-                    yield batch
-                    batch = []
-            if batch:
-                yield batch
+        # plan order is store-id order: variants go round-robin in it
+        ordered = query.order_by(Customer.store_id, query.selected_columns[1])
+        for page in _pages(engine, ordered):
+            yield [Candidate(customer_id, occurrence, expires) for customer_id, occurrence in page]
+
+
+_CANDIDATES = table("plan_candidates", column("seq"), column("customer_id"),
+                    column("occurrence"))
+
+
+def _pages(engine: Engine, query: Any) -> Iterator[list[tuple[int, str]]]:
+    """The query's rows, BATCH at a time, in its order, in flat memory. The rows go to a
+    temporary table first and are read back page by page, each page a short read: a
+    reader held open while the planner writes keeps SQLite's WAL from being
+    checkpointed, and planning 1M customers slowed from linear to 200 s."""
+    serial = ("INTEGER PRIMARY KEY" if engine.dialect.name == "sqlite"
+              else "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+    with engine.connect() as conn:
+        with conn.begin():
+            if conn.dialect.name == "postgresql":  # see mailer.audience.reading
+                conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+            conn.execute(text(f"CREATE TEMPORARY TABLE IF NOT EXISTS plan_candidates "
+                              f"(seq {serial}, customer_id INTEGER NOT NULL, "
+                              f"occurrence TEXT NOT NULL)"))
+            conn.execute(text("DELETE FROM plan_candidates"))
+            conn.execute(insert(_CANDIDATES).from_select(["customer_id", "occurrence"], query))
+        last = 0
+        while True:
+            with conn.begin():
+                rows = conn.execute(
+                    select(_CANDIDATES.c.seq, _CANDIDATES.c.customer_id,
+                           _CANDIDATES.c.occurrence)
+                    .where(_CANDIDATES.c.seq > last).order_by(_CANDIDATES.c.seq)
+                    .limit(BATCH)).all()
+            if not rows:
+                break
+            last = rows[-1][0]
+            yield [(row[1], row[2]) for row in rows]
+        with conn.begin():
+            conn.execute(text("DROP TABLE IF EXISTS plan_candidates"))
 
 
 # --- the facts about a batch -----------------------------------------------------------------
