@@ -151,7 +151,10 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
-        UniqueConstraint("campaign", "occurrence", "customer_id", name="uq_deliveries_mail"),
+        # One row per mail. Customer first: the planner looks rows up for a batch of
+        # customers. (With an index led by campaign, PostgreSQL's stale statistics on a
+        # fast-growing ledger made it filter every row of the campaign per batch.)
+        UniqueConstraint("customer_id", "campaign", "occurrence", name="uq_deliveries_mail"),
         # Frequency caps and cooldowns count a customer's rows by planned time.
         Index("ix_deliveries_customer_planned", "customer_id", "planned_at", "status"),
         # Senders pick rows that are due.

@@ -48,7 +48,7 @@ def upgrade() -> None:
         sa.Column("sent_at", sa.DateTime),
         sa.Column("lease_owner", sa.String(64)),
         sa.Column("lease_until", sa.DateTime),
-        sa.UniqueConstraint("campaign", "occurrence", "customer_id", name="uq_deliveries_mail"),
+        sa.UniqueConstraint("customer_id", "campaign", "occurrence", name="uq_deliveries_mail"),
     )
     op.create_index("ix_deliveries_customer_planned", "deliveries",
                     ["customer_id", "planned_at", "status"])
