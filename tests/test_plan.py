@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import struct
 import threading
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -245,10 +247,23 @@ def test_forecast_simulates_hourly_sweeps_and_writes_nothing(shop: Workspace,
     assert shop.query("SELECT count(*) FROM plan_runs")[0][0] == 0
 
 
-def test_forecast_chart_format(shop: Workspace) -> None:
-    result = shop.run("forecast", "--days", "1", "--chart", "out.png", "--json")
+def test_forecast_chart_formats(shop: Workspace, tmp_path: Path) -> None:
+    once(shop, "first", "2026-12-01T10:00")
+    png = tmp_path / "forecast.png"
+    assert shop.run("forecast", "--days", "2", "--from", "2026-12-01", "--chart", str(png)
+                    ).code == 0
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    idat = data.index(b"IDAT")
+    size = struct.unpack(">I", data[idat - 4:idat])[0]
+    pixels = zlib.decompress(data[idat + 4:idat + 4 + size])
+    assert len(pixels) == height * (1 + 3 * width)
+    assert bytes((0x24, 0x55, 0x3D)) in pixels  # the first campaign's bars are drawn
+    result = shop.run("forecast", "--days", "1", "--chart", "out.gif", "--json")
     assert result.code == 1
-    assert result.json()["error"]["message"] == "out.png: charts are written as .html or .svg"
+    assert result.json()["error"]["message"] == (
+        "out.gif: charts are written as .png, .html or .svg")
 
 
 def test_promotion_then_reminder_to_those_who_got_the_main_mail(shop: Workspace) -> None:

@@ -23,7 +23,7 @@ from mailer.cli.common import (
               help="Start of the simulation (ISO 8601; no offset = workspace zone; "
                    "default: now).")
 @click.option("--chart", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a chart: FILE.html or FILE.svg.")
+              help="Write a chart: FILE.png, FILE.html (with labels) or FILE.svg.")
 @workspace_option
 @json_option
 @click.pass_context
@@ -33,12 +33,12 @@ def forecast(ctx: click.Context, days: int, start_text: str | None, chart: Path 
     from mailer.clock import iso_z
     from mailer.compose import compile_version
     from mailer.errors import UserError
-    from mailer.forecast import chart_html, run_forecast
+    from mailer.forecast import chart_html, chart_png, run_forecast
     from mailer.planner import version_definition
     from mailer.workspace import load_valid_workspace
 
-    if chart is not None and chart.suffix.lower() not in (".html", ".svg"):
-        raise UserError(f"{chart}: charts are written as .html or .svg")
+    if chart is not None and chart.suffix.lower() not in (".png", ".html", ".svg"):
+        raise UserError(f"{chart}: charts are written as .png, .html or .svg")
     run = session(ctx, workspace, start_text)
     settings = run.workspace.settings
     specs, campaigns = load_valid_workspace(run.root)
@@ -51,7 +51,9 @@ def forecast(ctx: click.Context, days: int, start_text: str | None, chart: Path 
     result = run_forecast(run.engine, specs, campaigns, settings=settings, start=start,
                           days=days, versions=versions)
     order = sorted(campaigns)
-    if chart is not None:
+    if chart is not None and chart.suffix.lower() == ".png":
+        chart.write_bytes(chart_png(result, order))
+    elif chart is not None:
         page = chart_html(result, order)
         if chart.suffix.lower() == ".svg":
             page = page[page.index("<svg"):page.index("</svg>") + 6] + "\n"
