@@ -70,6 +70,31 @@ def mail_page(slug: str, number: int, sample: Sample) -> bytes:
         f"<h2>Text</h2><pre id=\"text\">{html.escape(sample.text)}</pre>"))
 
 
+def resolve(campaigns: dict[str, list[Sample]], current: str,
+            parts: list[str]) -> tuple[str, bytes] | None:
+    """The content type and body for a path, or None for "not found"."""
+    page = "text/html; charset=utf-8"
+    if not parts:
+        return page, index_page(campaigns, current)
+    if parts[0] != "c" or len(parts) < 2 or parts[1] not in campaigns:
+        return None
+    slug, samples = parts[1], campaigns[parts[1]]
+    if len(parts) == 2:
+        return page, campaign_page(slug, samples)
+    if not parts[2].isdigit() or not 1 <= int(parts[2]) <= len(samples):
+        return None
+    number = int(parts[2])
+    sample = samples[number - 1]
+    kind = parts[3] if len(parts) > 3 else "page"
+    if kind == "page":
+        return page, mail_page(slug, number, sample)
+    if kind == "html":
+        return page, sample.html.encode()
+    if kind == "eml":
+        return "message/rfc822", sample.eml
+    return None
+
+
 def make_handler(campaigns: dict[str, list[Sample]],
                  current: str) -> type[BaseHTTPRequestHandler]:
     """A request handler serving the rendered samples."""
@@ -77,27 +102,11 @@ def make_handler(campaigns: dict[str, list[Sample]],
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             parts = [unquote(p) for p in self.path.split("?", 1)[0].strip("/").split("/") if p]
-            route: Callable[[], tuple[str, bytes]] | None = None
-            if not parts:
-                route = lambda: ("text/html; charset=utf-8", index_page(campaigns, current))  # noqa: E731
-            elif parts[0] == "c" and len(parts) >= 2 and parts[1] in campaigns:
-                samples = campaigns[parts[1]]
-                if len(parts) == 2:
-                    route = lambda: ("text/html; charset=utf-8",  # noqa: E731
-                                     campaign_page(parts[1], samples))
-                elif parts[2].isdigit() and 1 <= int(parts[2]) <= len(samples):
-                    sample = samples[int(parts[2]) - 1]
-                    kind = parts[3] if len(parts) > 3 else "page"
-                    route = {
-                        "page": lambda: ("text/html; charset=utf-8",
-                                         mail_page(parts[1], int(parts[2]), sample)),
-                        "html": lambda: ("text/html; charset=utf-8", sample.html.encode()),
-                        "eml": lambda: ("message/rfc822", sample.eml),
-                    }.get(kind)
-            if route is None:
+            found = resolve(campaigns, current, parts)
+            if found is None:
                 self.send_error(HTTPStatus.NOT_FOUND)
                 return
-            content_type, body = route()
+            content_type, body = found
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
