@@ -62,7 +62,9 @@ def cli(ctx: click.Context, workspace: str | None) -> None:
 
 
 def _wants_json(argv: Sequence[str]) -> bool:
-    return "--json" in (list(argv).copy()[: list(argv).index("--")] if "--" in argv else argv)
+    """Whether --json was given (before a `--`, after which words are arguments)."""
+    args = list(argv)
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
 
 
 def _fail(message: str, *, path: str | None, line: int | None, code: int, as_json: bool,
