@@ -22,12 +22,12 @@ class Address:
 
 
 # Unicode category Cc (C0 and C1 controls) plus the line and paragraph separators.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def has_control_character(text: str) -> bool:
     """True when the text holds a C0/C1 control character or a line/paragraph separator."""
-    return _CONTROL.search(text) is not None
+    return CONTROL.search(text) is not None
 
 
 def parse_address(raw: str) -> Address:

@@ -20,12 +20,12 @@ from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+from mailer.addresses import CONTROL
 
 
 def clean_header(value: str) -> str:
     """A header value with every control character (CR and LF included) made a space."""
-    return re.sub(r"\s{2,}", " ", _CONTROL.sub(" ", value)).strip()
+    return re.sub(r"\s{2,}", " ", CONTROL.sub(" ", value)).strip()
 
 
 def message_id(*, campaign: str, occurrence: str, customer: str, domain: str) -> str:

@@ -190,27 +190,39 @@ def _resolve(name: str, load: Callable[[str], str], seen: tuple[str, ...]) -> st
     return _INCLUDE.sub(lambda m: _resolve(m.group(1), load, chain), source)
 
 
-def inline_css(source: str) -> str:
-    """Inline the CSS of a flattened HTML template once, keeping its Jinja intact."""
-    import logging
+_TOKEN = re.compile(r"MAILERJINJA(\d+)X")
 
-    import premailer
 
+def _parked(source: str, change: Callable[[str], str]) -> str:
+    """Apply CHANGE to SOURCE with every Jinja tag swapped for an inert token (letters
+    and digits survive HTML parsers and attribute values), then swap the tags back."""
     saved: list[str] = []
 
     def park(match: re.Match[str]) -> str:
         saved.append(match.group(0))
         return f"MAILERJINJA{len(saved) - 1}X"
 
-    parked = _TAG.sub(park, source)
+    return _TOKEN.sub(lambda m: saved[int(m.group(1))], change(_TAG.sub(park, source)))
+
+
+def inline_css(source: str) -> str:
+    """Inline the CSS of a flattened HTML template once, keeping its Jinja intact."""
+    return _parked(source, _premailer)
+
+
+def _premailer(parked: str) -> str:
+    """premailer over a parked source (network off); it drops the doctype, so keep it."""
+    import logging
+
+    import premailer
+
     doctype = re.match(r"\s*(?:MAILERJINJA\d+X\s*)*(<!doctype[^>]*>)", parked, re.I)
-    inlined = premailer.Premailer(
+    inlined: str = premailer.Premailer(
         parked, allow_network=False, allow_loading_external_files=False,
         strip_important=False, keep_style_tags=False, disable_validation=True,
         cssutils_logging_level=logging.CRITICAL,
     ).transform()
-    restored = re.sub(r"MAILERJINJA(\d+)X", lambda m: saved[int(m.group(1))], inlined)
-    return (doctype.group(1) + "\n" + restored) if doctype else restored
+    return (doctype.group(1) + "\n" + inlined) if doctype else inlined
 
 
 def origin(source: str, line: int) -> tuple[str, int]:
@@ -354,11 +366,4 @@ def text_template(source: str) -> str:
     """The text twin of an HTML template source, made once at compile time: the HTML is
     turned into text with the Jinja tags parked, so per mail only values are filled in
     (converting each rendered mail would cost more than rendering it)."""
-    saved: list[str] = []
-
-    def park(match: re.Match[str]) -> str:
-        saved.append(match.group(0))
-        return f"MAILERJINJA{len(saved) - 1}X"
-
-    text = html_to_text(_TAG.sub(park, source))
-    return re.sub(r"MAILERJINJA(\d+)X", lambda m: saved[int(m.group(1))], text)
+    return _parked(source, html_to_text)
