@@ -318,3 +318,14 @@ def test_variants_go_round_robin_in_store_id_order_across_runs(shop: Workspace) 
     # the count continues from the four earlier rows: F gets the first subject
     assert [(p.id, p.variant) for p in run_plan(shop, "hello", "2026-12-01T11:00")[0].planned] == [
         ("F", 0)]
+
+
+def test_large_audiences_are_paged_through_a_temporary_table(shop: Workspace,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    monkeypatch.setattr("mailer.planner.BATCH", 2)  # five candidates: three pages
+    once(shop, "hello", "2026-12-01T10:00")
+    result = run_plan(shop, "hello", "2026-12-01T10:30")[0]
+    assert [(p.id, p.variant) for p in result.planned] == [("A", 0), ("D", 1), ("E", 0)]
+    assert result.counts() == {"not_subscribed": 1, "unsubscribed": 1}
+    assert sorted(row[1] for row in ledger(shop)) == ["A", "D", "E"]
