@@ -19,7 +19,7 @@ import secrets
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -461,15 +461,39 @@ def _code() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
+_LEDGER_COLUMNS = {
+    "campaign": "text", "campaign_version_id": "integer", "occurrence": "text",
+    "customer_id": "integer", "email": "text", "subject_variant": "integer", "status": "text",
+    "attempts": "integer", "planned_at": "timestamp", "send_after": "timestamp",
+    "expires_at": "timestamp"}
+# On PostgreSQL a batch is inserted from one array per column: a thousand-row VALUES
+# list of 11,000 parameters cost ~110 ms a batch to parse and plan.
+_ARRAYS = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _LEDGER_COLUMNS.items())
+_UNNEST_INSERT = text(
+    f"INSERT INTO deliveries ({', '.join(_LEDGER_COLUMNS)}) SELECT * FROM unnest({_ARRAYS}) "
+    "ON CONFLICT (customer_id, campaign, occurrence) DO NOTHING "
+    "RETURNING customer_id, occurrence, id")
+
+
+def _naive(value: Any) -> Any:
+    """UTC datetimes as the naive values the ledger's columns store."""
+    return value.astimezone(UTC).replace(tzinfo=None) if isinstance(value, datetime) else value
+
+
 def _insert_rows(conn: Connection, rows: list[dict[str, Any]],
                  result: PlanResult) -> dict[tuple[int, str], int]:
     """Insert ledger rows; one another planner wrote first is skipped as already_sent.
     Returns the ids of the rows written, by (customer id, occurrence)."""
     table = cast(Table, Delivery.__table__)
-    written = {(row[0], row[1]): row[2] for row in conn.execute(
-        _upsert(conn, table).on_conflict_do_nothing(
-            index_elements=["customer_id", "campaign", "occurrence"])
-        .returning(table.c.customer_id, table.c.occurrence, table.c.id), rows)}
+    if conn.dialect.name == "postgresql":
+        result_rows = conn.execute(_UNNEST_INSERT, {
+            name: [_naive(row[name]) for row in rows] for name in _LEDGER_COLUMNS})
+    else:
+        result_rows = conn.execute(
+            _upsert(conn, table).on_conflict_do_nothing(
+                index_elements=["customer_id", "campaign", "occurrence"])
+            .returning(table.c.customer_id, table.c.occurrence, table.c.id), rows)
+    written = {(row[0], row[1]): row[2] for row in result_rows}
     lost = {(row["customer_id"], row["occurrence"]) for row in rows} - set(written)
     if lost:
         result.lose(lost)
