@@ -273,10 +273,12 @@ def _among(conn: Connection, column: Any, values: list[Any]) -> Any:
 
 def _facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Candidate],
            now: datetime, caps_span: timedelta, run: Counter[int],
-           starts: datetime | None) -> dict[tuple[int, str], Facts]:
+           starts: datetime | None) -> tuple[dict[int, Any], dict[tuple[int, str], Facts]]:
+    """The batch's customers by id, and the facts of each candidate mail."""
     ids = sorted({c.customer_id for c in batch})
     people = {row.id: row for row in conn.execute(
-        select(Customer.id, Customer.email, Customer.email_key, Customer.consent)
+        select(Customer.id, Customer.store_id, Customer.email, Customer.email_key,
+               Customer.consent, Customer.timezone)
         .where(_among(conn, Customer.id, ids)))}
     keys = [p.email_key for p in people.values()]
     suppressed = {row[0] for row in conn.execute(
@@ -322,7 +324,7 @@ def _facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Candidat
             recent=(*recent.get(candidate.customer_id, ()),
                     *((now,) * run[candidate.customer_id])),
             ordered_since_start=candidate.customer_id in ordered)
-    return facts
+    return people, facts
 
 
 # --- planning ---------------------------------------------------------------------------------
@@ -385,16 +387,14 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                        if campaign.reminder is not None and campaign.starts else None)
     variants = len(campaign.subject)
     base: int | None = None  # the campaign's earlier rows: variants continue their count
+    version_id: int | None = None
     for batch in candidates(engine, specs, slug, campaign, scope, settings):
         with engine.begin() as conn:
             if base is None:
                 base = int(conn.execute(select(func.count()).select_from(Delivery)
                                         .where(Delivery.campaign == slug)).scalar_one())
-            facts = _facts(conn, slug, campaign, batch, now, caps_span, planned_in_run,
-                           reminder_starts)
-            people = {row.id: row for row in conn.execute(
-                select(Customer.id, Customer.store_id, Customer.email, Customer.timezone)
-                .where(_among(conn, Customer.id, [c.customer_id for c in batch])))}
+            people, facts = _facts(conn, slug, campaign, batch, now, caps_span,
+                                   planned_in_run, reminder_starts)
             rows = []
             for candidate in batch:
                 person = people[candidate.customer_id]
@@ -420,7 +420,8 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                              "planned_at": now, "send_after": decision.send_after,
                              "expires_at": candidate.expires})
             if version is not None and rows:
-                version_id = store_version(conn, slug, version, now)
+                if version_id is None:
+                    version_id = store_version(conn, slug, version, now)
                 written = _insert_rows(conn, [{**row, "campaign_version_id": version_id}
                                               for row in rows], result)
                 _give_codes(conn, slug, campaign, written, now)
