@@ -99,6 +99,17 @@ def member_ids(engine: Engine, specs: dict[str, SegmentSpec], name: str, scope: 
                                                .limit(limit))]
 
 
+def memberships(engine: Engine, specs: dict[str, SegmentSpec], segments: list[str],
+                scope: Scope, ids: list[int]) -> dict[int, set[str]]:
+    """Which of SEGMENTS (`default` aside) each customer is in: one query per segment."""
+    found: dict[int, set[str]] = {i: set() for i in ids}
+    for name in segments:
+        if name != "default" and ids:
+            for member in member_ids(engine, specs, name, scope, limit=len(ids), among=ids):
+                found[member].add(name)
+    return found
+
+
 def sql(engine: Engine, specs: dict[str, SegmentSpec], name: str, scope: Scope) -> str:
     """The member query as the database receives it, values inlined."""
     query = members_query(compiled(specs, name, scope), CUSTOMERS.c.id)

@@ -9,6 +9,7 @@ values change per mail.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import jinja2
 
 from mailer.campaign import Campaign
 from mailer.render import Compiled, compile_html, compile_source, environment, text_template
+from mailer.settings import SETTINGS_FILE, Settings, parse_settings
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,47 @@ def compile_version(slug: str, spec: Campaign, templates: Path, *,
         text_name = f"{spec.template} (text).txt"
         text_source = text_template(html.source)
     text = compile_source(env, text_source, f"templates/{text_name}")
+    return _assemble(env, slug, spec, html, text)
+
+
+def _assemble(env: jinja2.Environment, slug: str, spec: Campaign, html: Compiled,
+              text: Compiled) -> Version:
     where = f"campaigns/{slug}.yaml"
     subjects = tuple(compile_source(env, subject, f"{where} subject")
                      for subject in spec.subject)
     intros = tuple((segment, compile_source(env, intro, f"{where} intros.{segment}"))
                    for segment, intro in spec.intros.items())
     return Version(slug=slug, spec=spec, html=html, text=text, subjects=subjects, intros=intros)
+
+
+def definition(version: Version, root: Path) -> dict[str, Any]:
+    """What a worker needs to render the version's mails, whatever its own files say:
+    the campaign file and mailer.yaml as written, and the flattened, inlined templates.
+    Stored in campaign_versions, keyed by its content hash."""
+    return {"campaign": version.slug,
+            "campaign_source": (root / "campaigns" / f"{version.slug}.yaml").read_text(
+                encoding="utf-8"),
+            "settings_source": (root / SETTINGS_FILE).read_text(encoding="utf-8"),
+            "html": version.html.source, "text": version.text.source,
+            "text_name": version.text.name}
+
+
+def from_definition(stored: dict[str, Any]) -> tuple[Version, Settings]:
+    """The version and the settings a stored definition was planned with."""
+    from mailer.campaign import parse_campaign
+    from mailer.errors import ConfigError
+    from mailer.yamlsrc import load_yaml
+
+    slug = str(stored["campaign"])
+    path = f"campaigns/{slug}.yaml"
+    spec, problems = parse_campaign(load_yaml(stored["campaign_source"], path), path)
+    if spec is None:
+        raise ConfigError(problems)
+    settings, _ = parse_settings(stored["settings_source"])
+    env = environment()
+    html = compile_source(env, stored["html"], f"templates/{spec.template}")
+    text = compile_source(env, stored["text"], stored["text_name"])
+    return _assemble(env, slug, spec, html, text), settings
 
 
 _TRAILING = re.compile(r"[ \t]+(?=\n)")
@@ -69,7 +106,12 @@ def _tidy(text: str) -> str:
 
 def pick_intro(version: Version, member_of: set[str]) -> str | None:
     """The first intro whose segment the customer is in, else `default`, else none."""
-    for segment, _ in version.intros:
+    return first_intro([segment for segment, _ in version.intros], member_of)
+
+
+def first_intro(segments: Iterable[str], member_of: set[str]) -> str | None:
+    """Of intro SEGMENTS in file order, the first the customer is in, else `default`."""
+    for segment in segments:
         if segment == "default" or segment in member_of:
             return segment
     return None

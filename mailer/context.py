@@ -87,7 +87,8 @@ def age(born: date, today: date) -> int:
 
 def build_context(customer: Any, stats: dict[str, Any] | None, *, settings: Settings,
                   slug: str, campaign: Campaign, now: datetime, key: str,
-                  message: str, coupon_code: str | None = None) -> dict[str, Any]:
+                  message: str, coupon_code: str | None = None,
+                  coupon_expires_at: datetime | None = None) -> dict[str, Any]:
     """The context of §4.4 for one recipient (pure)."""
     tz = zone(customer.timezone or settings.timezone)
     person: dict[str, Any] = {"id": customer.store_id, "email": customer.email,
@@ -116,7 +117,7 @@ def build_context(customer: Any, stats: dict[str, Any] | None, *, settings: Sett
     if campaign.coupon is not None:
         context["coupon"] = {"code": coupon_code or f"{campaign.coupon.prefix}-PREVIEW",
                              "value": campaign.coupon.value,
-                             "expires_at": now + campaign.coupon.valid_for}
+                             "expires_at": coupon_expires_at or now + campaign.coupon.valid_for}
     if campaign.referral is not None:
         code = customer.referral_code or "PREVIEW"
         referral: dict[str, Any] = {"code": code, "deadline": campaign.referral.deadline,

@@ -124,7 +124,7 @@ def run_forecast(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[
             scope = scope_for(settings, now, ledger)
             day = now.astimezone(tz).date()
             for plan in plan_due(ledger, specs, campaigns, scope=scope, settings=settings,
-                                 versions=versions):
+                                 versions=versions, choose_intros=False):
                 result.mails[day][plan.campaign] += plan.planned_count
                 for excluded in plan.excluded:
                     if excluded.reason == "frequency_cap":

@@ -159,6 +159,7 @@ class Delivery(Base):
         Index("ix_deliveries_customer_planned", "customer_id", "planned_at", "status"),
         # Senders pick rows that are due.
         Index("ix_deliveries_status_send_after", "status", "send_after"),
+        Index("ix_deliveries_lease_owner", "lease_owner"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -168,6 +169,9 @@ class Delivery(Base):
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(String(320))
     subject_variant: Mapped[int] = mapped_column(Integer, default=0)
+    # The intro segment the customer was in when planned (None: the default intro);
+    # workers render it without evaluating segments of their own.
+    intro: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -194,6 +198,16 @@ class Coupon(Base):
     value: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RateSlot(Base):
+    """One of `rate_per_second` send permits shared by every sender of the database: a
+    permit is used at most once in any one-second window (mailer.ledger.RateSlots)."""
+
+    __tablename__ = "rate_slots"
+
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class PlanRun(Base):

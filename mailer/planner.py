@@ -40,9 +40,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from mailer.addresses import has_control_character
-from mailer.audience import compiled
+from mailer.audience import compiled, memberships
 from mailer.campaign import Campaign
 from mailer.clock import as_local, format_duration, zone
+from mailer.compose import first_intro
 from mailer.conditions import SegmentSpec
 from mailer.models import (
     CampaignVersion,
@@ -342,12 +343,6 @@ def plausible_address(email: str) -> bool:
                 and not has_control_character(email))
 
 
-def version_definition(slug: str, campaign: Campaign, html: str, text: str) -> dict[str, Any]:
-    """What a worker needs to render the campaign's mails, whatever its own files say."""
-    return {"campaign": slug, "spec": json.loads(campaign.model_dump_json(by_alias=True)),
-            "html": html, "text": text}
-
-
 def store_version(conn: Connection, slug: str, definition: dict[str, Any],
                   now: datetime) -> int:
     """The id of the campaign version with this content, created if new."""
@@ -374,10 +369,12 @@ def _upsert(conn: Connection, table: Table) -> Any:
 
 def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Campaign, *,
          scope: Scope, settings: Settings, version: dict[str, Any] | None = None,
-         run: Counter[int] | None = None, keep: bool = True) -> PlanResult:
+         run: Counter[int] | None = None, keep: bool = True,
+         choose_intros: bool = True) -> PlanResult:
     """Plan what is due at scope.now. With VERSION (the definition to store), rows are
     written; without, nothing is (the dry run). RUN carries the planned times of
-    mails planned earlier in the same planning run, so caps see them."""
+    mails planned earlier in the same planning run, so caps see them. Written rows
+    carry the intro segment each customer is in (CHOOSE_INTROS; the forecast skips it)."""
     now, tz_default = scope.now, zone(settings.timezone)
     result = PlanResult(slug, now, keep=keep)
     planned_in_run: Counter[int] = run if run is not None else Counter()
@@ -388,6 +385,17 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
     variants = len(campaign.subject)
     base: int | None = None  # the campaign's earlier rows: variants continue their count
     version_id: int | None = None
+    intro_segments = list(campaign.intros)
+    segmented = choose_intros and version is not None and \
+        any(name != "default" for name in intro_segments)
+
+    def intro_groups(batch: list[Candidate]) -> dict[int, set[str]]:
+        """Intro segments of the batch's customers, looked up only when rows are written."""
+        if not segmented:
+            return {}
+        return memberships(engine, specs, intro_segments,
+                           scope, sorted({c.customer_id for c in batch}))
+
     for batch in candidates(engine, specs, slug, campaign, scope, settings):
         with engine.begin() as conn:
             if base is None:
@@ -395,6 +403,7 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                                         .where(Delivery.campaign == slug)).scalar_one())
             people, facts = _facts(conn, slug, campaign, batch, now, caps_span,
                                    planned_in_run, reminder_starts)
+            groups = intro_groups(batch)
             rows = []
             for candidate in batch:
                 person = people[candidate.customer_id]
@@ -417,6 +426,8 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                 rows.append({"campaign": slug, "occurrence": candidate.occurrence,
                              "customer_id": candidate.customer_id, "email": person.email,
                              "subject_variant": variant, "status": "queued", "attempts": 0,
+                             "intro": first_intro(intro_segments,
+                                                  groups.get(candidate.customer_id, set())),
                              "planned_at": now, "send_after": decision.send_after,
                              "expires_at": candidate.expires})
             if version is not None and rows:
@@ -464,7 +475,8 @@ def _code() -> str:
 
 _LEDGER_COLUMNS = {
     "campaign": "text", "campaign_version_id": "integer", "occurrence": "text",
-    "customer_id": "integer", "email": "text", "subject_variant": "integer", "status": "text",
+    "customer_id": "integer", "email": "text", "subject_variant": "integer", "intro": "text",
+    "status": "text",
     "attempts": "integer", "planned_at": "timestamp", "send_after": "timestamp",
     "expires_at": "timestamp"}
 # On PostgreSQL a batch is inserted from one array per column: a thousand-row VALUES
@@ -505,7 +517,7 @@ def _insert_rows(conn: Connection, rows: list[dict[str, Any]],
 def plan_due(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str, Campaign], *,
              scope: Scope, settings: Settings,
              versions: dict[str, dict[str, Any]] | None = None,
-             keep: bool = True) -> list[PlanResult]:
+             keep: bool = True, choose_intros: bool = True) -> list[PlanResult]:
     """One planning run: every campaign, higher priority first, sharing the caps' view
     of what this run has planned. With VERSIONS (definitions by campaign), rows are
     written; a queued mail is never withdrawn for a later one."""
@@ -513,5 +525,5 @@ def plan_due(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str,
     order = sorted(campaigns, key=lambda slug: (-campaigns[slug].priority, slug))
     return [plan(engine, specs, slug, campaigns[slug], scope=scope, settings=settings,
                  version=versions[slug] if versions is not None else None, run=run,
-                 keep=keep)
+                 keep=keep, choose_intros=choose_intros)
             for slug in order]

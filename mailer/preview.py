@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select
 
-from mailer.audience import member_ids
+from mailer.audience import member_ids, memberships
 from mailer.campaign import Campaign
 from mailer.compose import Version, compose, pick_intro
 from mailer.conditions import SegmentSpec
@@ -65,21 +65,10 @@ def choose(engine: Engine, specs: dict[str, SegmentSpec], campaign: Campaign, sc
     return chosen
 
 
-def memberships(engine: Engine, specs: dict[str, SegmentSpec], campaign: Campaign,
-                scope: Scope, ids: list[int]) -> dict[int, set[str]]:
-    """Which intro segments each customer is in (one query per intro segment)."""
-    found: dict[int, set[str]] = {i: set() for i in ids}
-    for name in campaign.intros:
-        if name != "default":
-            for member in member_ids(engine, specs, name, scope, limit=len(ids), among=ids):
-                found[member].add(name)
-    return found
-
-
 def render_samples(engine: Engine, version: Version, specs: dict[str, SegmentSpec], *,
                    settings: Settings, scope: Scope, now: datetime, ids: list[int]) -> list[Sample]:
     """Render the mails these customers would get, as complete messages."""
-    groups = memberships(engine, specs, version.spec, scope, ids)
+    groups = memberships(engine, specs, list(version.spec.intros), scope, ids)
     with engine.connect() as conn:
         people = load_customers(conn, ids)
         stats = load_stats(conn, ids, now=now, currency=settings.store.currency)

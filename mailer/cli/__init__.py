@@ -30,6 +30,10 @@ COMMANDS = {
     "plan": ("mailer.cli.plan_cmd:plan", "Who a campaign would mail now (a dry run)."),
     "forecast": ("mailer.cli.forecast_cmd:forecast", "Simulate the next days on a scratch ledger."),
     "status": ("mailer.cli.status_cmd:status", "Counts of customers, orders and deliveries."),
+    "send": ("mailer.cli.send_cmd:send", "Plan campaigns now and deliver what is due."),
+    "worker": ("mailer.cli.worker_cmd:worker", "Deliver due mails until stopped."),
+    "report": ("mailer.cli.report_cmd:report", "Where every mail of a campaign stands."),
+    "sink": ("mailer.cli.sink_cmd:sink", "A local SMTP server catching mail into a Maildir."),
 }
 
 

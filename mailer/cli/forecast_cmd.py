@@ -31,10 +31,9 @@ def forecast(ctx: click.Context, days: int, start_text: str | None, chart: Path 
              workspace: str | None, as_json: bool) -> None:
     """Simulate the daemon hour by hour on a scratch ledger: mails per day and campaign."""
     from mailer.clock import iso_z
-    from mailer.compose import compile_version
+    from mailer.compose import compile_version, definition
     from mailer.errors import UserError
     from mailer.forecast import chart_html, chart_png, run_forecast
-    from mailer.planner import version_definition
     from mailer.workspace import load_valid_workspace
 
     if chart is not None and chart.suffix.lower() not in (".png", ".html", ".svg"):
@@ -46,8 +45,7 @@ def forecast(ctx: click.Context, days: int, start_text: str | None, chart: Path 
     versions = {}
     for slug, spec in campaigns.items():
         compiled = compile_version(slug, spec, run.root / "templates")
-        versions[slug] = version_definition(slug, spec, compiled.html.source,
-                                            compiled.text.source)
+        versions[slug] = definition(compiled, run.root)
     result = run_forecast(run.engine, specs, campaigns, settings=settings, start=start,
                           days=days, versions=versions)
     order = sorted(campaigns)

@@ -1,0 +1,30 @@
+"""What the sending commands (send, worker, run) share: the key, the transport, DKIM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mailer.errors import MissingSecret
+from mailer.sender import Sign
+from mailer.settings import Environment, Settings
+from mailer.transport import SmtpTransport, parse_smtp_url
+
+
+def secret_key(env: Environment) -> str:
+    if not env.secret_key:
+        raise MissingSecret("MAILER_SECRET_KEY is not set: sending needs it to sign the "
+                            "unsubscribe and preference links (any long random string)")
+    return env.secret_key
+
+
+def smtp_transport(env: Environment, settings: Settings) -> SmtpTransport:
+    return SmtpTransport(parse_smtp_url(env.smtp_url), settings.delivery.concurrency)
+
+
+def signer(settings: Settings, env: Environment, root: Path) -> Sign | None:
+    """DKIM signing when mailer.yaml configures it (DESIGN §4.0)."""
+    if settings.dkim is None:
+        return None
+    from mailer.dkim import load_signer
+
+    return load_signer(settings.dkim, env.dkim_key, root)

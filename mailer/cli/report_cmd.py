@@ -1,0 +1,30 @@
+"""`mailer report CAMPAIGN`: where every mail of a campaign stands."""
+
+from __future__ import annotations
+
+import click
+
+from mailer.cli.common import emit_json, json_option, print_table, session, workspace_option
+
+
+@click.command()
+@click.argument("campaign")
+@workspace_option
+@json_option
+@click.pass_context
+def report(ctx: click.Context, campaign: str, workspace: str | None, as_json: bool) -> None:
+    """Planned mails by state, exclusions by reason, and subject variants."""
+    from mailer.report import campaign_report
+
+    run = session(ctx, workspace)
+    document = campaign_report(run.engine, campaign)
+    if as_json:
+        emit_json(document)
+        return
+    rows = [(state, document[state]) for state in ("planned", "queued", "sending", "sent",
+                                                    "deferred", "failed", "unknown",
+                                                    "skipped", "expired")]
+    rows += [(f"excluded: {reason}", n) for reason, n in document["excluded"].items()]
+    rows += [(f"variant {v['variant']}: sent", f"{v['sent']} of {v['planned']}")
+             for v in document["variants"]]
+    print_table(("", campaign), rows, title=f"report of {campaign}")

@@ -1,0 +1,274 @@
+"""The ledger's writes around delivery (DESIGN §6): claims, leases, outcomes, recovery.
+
+A sender leases due rows without changing their status (`claim`), turns a few
+of them `sending` right before they go on the wire (`start`, at most the
+concurrency's worth at any time) and records each outcome (`finish`). On
+SQLite exactly one process sends (a file lock beside the database); on
+PostgreSQL any number of senders claim with FOR UPDATE SKIP LOCKED, each
+holding an advisory lock named after itself for as long as it lives, so a
+survivor can tell at once that a lease owner is dead and resolve its rows:
+leased rows go back to the queue, `sending` rows become `unknown`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import socket
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
+
+from mailer.errors import LockHeld
+from mailer.models import DELIVERY_STATES, Customer, Delivery, Suppression
+
+LEASE = timedelta(minutes=5)  # how long claimed rows stay with a sender before others may take them
+IN_FLIGHT = timedelta(minutes=10)  # a `sending` row older than this is certainly abandoned
+DUE_STATES = ("queued", "deferred")
+DELIVERIES = cast(Table, Delivery.__table__)
+
+
+def new_owner() -> str:
+    """A sender's name in the ledger: host, pid and a random part."""
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def _owner_key(owner: str) -> int:
+    """The PostgreSQL advisory lock key of a sender (signed 64 bits)."""
+    return int.from_bytes(hashlib.sha256(owner.encode()).digest()[:8], "big", signed=True)
+
+
+@dataclass(frozen=True)
+class Row:
+    """A claimed ledger row: what rendering and sending need."""
+
+    id: int
+    campaign: str
+    campaign_version_id: int
+    occurrence: str
+    customer_id: int
+    email: str
+    subject_variant: int
+    intro: str | None
+    attempts: int
+    send_after: datetime
+    expires_at: datetime
+
+
+_ROW_COLUMNS = [DELIVERIES.c[name] for name in Row.__dataclass_fields__]
+
+
+def due(now: datetime, campaigns: Sequence[str] | None) -> Any:
+    condition = and_(
+        DELIVERIES.c.status.in_(DUE_STATES),
+        DELIVERIES.c.send_after <= now,
+        or_(DELIVERIES.c.next_attempt_at.is_(None), DELIVERIES.c.next_attempt_at <= now),
+        DELIVERIES.c.expires_at > now,
+        or_(DELIVERIES.c.lease_until.is_(None), DELIVERIES.c.lease_until <= now))
+    if campaigns is None:
+        return condition
+    return and_(condition, DELIVERIES.c.campaign.in_(list(campaigns)))
+
+
+def claim(engine: Engine, owner: str, now: datetime, limit: int,
+          campaigns: Sequence[str] | None = None) -> list[Row]:
+    """Lease up to LIMIT due rows, oldest due first, in one UPDATE … RETURNING. Their
+    status stays as it is: only `start` makes a row `sending`."""
+    picked = select(DELIVERIES.c.id).where(due(now, campaigns)) \
+        .order_by(DELIVERIES.c.send_after, DELIVERIES.c.id).limit(limit)
+    if engine.dialect.name == "postgresql":
+        picked = picked.with_for_update(skip_locked=True)
+    statement = (update(DELIVERIES)
+                 .where(DELIVERIES.c.id.in_(picked.scalar_subquery()))
+                 .values(lease_owner=owner, lease_until=now + LEASE)
+                 .returning(*_ROW_COLUMNS))
+    with engine.begin() as conn:
+        rows = [Row(**row._mapping) for row in conn.execute(statement)]
+    return sorted(rows, key=lambda r: (r.send_after, r.id))
+
+
+def start(engine: Engine, owner: str, ids: Sequence[int], now: datetime) -> set[int]:
+    """Turn leased rows `sending` right before they go on the wire, in the statement that
+    checks consent and suppressions once more; returns the ids started. A row whose
+    lease another sender took, or whose customer opted out, is left as it is."""
+    if not ids:
+        return set()
+    may_mail = exists().where(
+        Customer.id == DELIVERIES.c.customer_id, Customer.consent == "subscribed",
+        ~exists().where(Suppression.email_key == Customer.email_key))
+    with engine.begin() as conn:
+        return {row[0] for row in conn.execute(
+            update(DELIVERIES)
+            .where(DELIVERIES.c.id.in_(list(ids)), DELIVERIES.c.lease_owner == owner,
+                   DELIVERIES.c.status.in_(DUE_STATES), may_mail)
+            .values(status="sending", attempts=DELIVERIES.c.attempts + 1,
+                    lease_until=now + IN_FLIGHT)
+            .returning(DELIVERIES.c.id))}
+
+
+def finish(engine: Engine, owner: str, changes: Sequence[tuple[int, dict[str, Any]]],
+           *, from_states: Sequence[str] = ("sending",)) -> None:
+    """Write the new values of rows this sender holds, in one transaction."""
+    if not changes:
+        return
+    with engine.begin() as conn:
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row_id, values in changes:
+            by_columns.setdefault(tuple(sorted(values)), []).append(
+                {**{f"v_{k}": v for k, v in values.items()}, "b_id": row_id})
+        # executemany cannot expand an IN list: the states (our constants) are inlined
+        states: list[Any] = [literal_column(f"'{state}'") for state in from_states
+                  if state in DELIVERY_STATES]
+        for columns, params in by_columns.items():
+            conn.execute(update(DELIVERIES)
+                         .where(DELIVERIES.c.id == bindparam("b_id"),
+                                DELIVERIES.c.lease_owner == owner,
+                                DELIVERIES.c.status.in_(states))
+                         .values({name: bindparam(f"v_{name}") for name in columns}),
+                         params)
+
+
+def suppress(engine: Engine, emails: Sequence[str], now: datetime) -> None:
+    """Suppress addresses whose mailbox the server says does not exist (5.1.x)."""
+    from mailer.addresses import email_key
+
+    keys = sorted({email_key(address) for address in emails})
+    if not keys:
+        return
+    with engine.begin() as conn:
+        known = set(conn.execute(select(Suppression.email_key)
+                                 .where(Suppression.email_key.in_(keys))).scalars())
+        fresh = [{"email_key": key, "reason": "bounced", "source": "smtp", "created_at": now}
+                 for key in keys if key not in known]
+        if fresh:
+            conn.execute(insert(Suppression), fresh)
+        conn.execute(update(Customer)
+                     .where(Customer.email_key.in_(keys), Customer.consent == "subscribed")
+                     .values(consent="bounced", consent_at=now, consent_source="smtp",
+                             consent_reason="mailbox does not exist", updated_at=now))
+
+
+def expire(engine: Engine, now: datetime, campaigns: Sequence[str] | None = None) -> int:
+    """Rows still queued or deferred at their expiry become `expired`."""
+    condition = and_(DELIVERIES.c.status.in_(DUE_STATES), DELIVERIES.c.expires_at <= now)
+    if campaigns is not None:
+        condition = and_(condition, DELIVERIES.c.campaign.in_(list(campaigns)))
+    with engine.begin() as conn:
+        return conn.execute(update(DELIVERIES).where(condition).values(
+            status="expired", reason="not sent by its expiry", lease_owner=None,
+            lease_until=None, next_attempt_at=None)).rowcount
+
+
+def _abandon(conn: Connection, owners: Sequence[str] | None, now: datetime) -> int:
+    """Resolve what dead senders left: their `sending` rows become `unknown`, their
+    leases are dropped. OWNERS None means every sender but the caller is dead (SQLite)."""
+    mine = DELIVERIES.c.lease_owner.is_not(None) if owners is None \
+        else DELIVERIES.c.lease_owner.in_(list(owners))
+    lost = conn.execute(update(DELIVERIES).where(mine, DELIVERIES.c.status == "sending").values(
+        status="unknown", lease_owner=None, lease_until=None,
+        reason="its sender died while it was in flight: probably delivered, not resent"
+    )).rowcount
+    conn.execute(update(DELIVERIES).where(mine).values(lease_owner=None, lease_until=None))
+    return int(lost)
+
+
+def recover(engine: Engine, owner: str, now: datetime) -> int:
+    """Resolve the rows of senders that are gone; returns how many became `unknown`.
+
+    SQLite: called under the sending lock, so every other owner is dead. PostgreSQL:
+    an owner whose advisory lock can be taken is dead; a `sending` row far past its
+    in-flight time is abandoned whatever its owner."""
+    with engine.begin() as conn:
+        if conn.dialect.name != "postgresql":
+            return _abandon(conn, None, now)
+        owners = [o for o in conn.execute(
+            select(DELIVERIES.c.lease_owner).where(DELIVERIES.c.lease_owner.is_not(None),
+                                                   DELIVERIES.c.lease_owner != owner)
+            .distinct()).scalars()]
+        dead = []
+        for other in owners:
+            key = _owner_key(other)
+            if conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar():
+                dead.append(other)
+        lost = _abandon(conn, dead, now) if dead else 0
+        lost += conn.execute(update(DELIVERIES).where(
+            DELIVERIES.c.status == "sending", DELIVERIES.c.lease_until < now - IN_FLIGHT
+        ).values(status="unknown", lease_owner=None, lease_until=None,
+                 reason="in flight for too long: probably delivered, not resent")).rowcount
+        return int(lost)
+
+
+@contextmanager
+def sending_lock(engine: Engine, owner: str) -> Iterator[None]:
+    """Hold the right to send for OWNER. SQLite: one sending process per database file,
+    a second raises LockHeld at once (exit 3). PostgreSQL: an advisory lock named
+    after OWNER, held on its own connection while the sender lives."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _owner_key(owner)})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _owner_key(owner)})
+                conn.commit()
+        return
+    database = engine.url.database or "mailer.db"
+    with open(f"{database}.send-lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            name = os.path.basename(database)
+            raise LockHeld(f"another mailer process (pid {pid}) is sending from {name}") \
+                from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def counts(engine: Engine, campaign: str) -> dict[str, int]:
+    """The campaign's rows by state (every state, zeros included)."""
+    found = dict.fromkeys(DELIVERY_STATES, 0)
+    with engine.connect() as conn:
+        for state, n in conn.execute(select(DELIVERIES.c.status, func.count())
+                                     .where(DELIVERIES.c.campaign == campaign)
+                                     .group_by(DELIVERIES.c.status)):
+            found[state] = int(n)
+    return found
+
+
+def waiting(engine: Engine, campaign: str) -> int:
+    """The campaign's rows that will still go: queued or deferred."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(DELIVERIES).where(
+            DELIVERIES.c.campaign == campaign,
+            DELIVERIES.c.status.in_(DUE_STATES))).scalar_one())

@@ -1,0 +1,134 @@
+"""`mailer send`: plan what is due at now, then deliver what is due now (DESIGN §5).
+
+The plan is written first (ledger rows with their campaign version), then the
+sender delivers the campaigns' due rows until none is left due; rows held by
+quiet hours or waiting for a retry are reported as `waiting`, never waited for.
+`--dry-run` plans without writing and renders every planned mail into .eml
+files through the folder transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from mailer.audience import memberships, scope_for
+from mailer.campaign import Campaign
+from mailer.clock import Clock
+from mailer.compose import compile_version, definition, first_intro
+from mailer.conditions import SegmentSpec
+from mailer.errors import EnvironmentFailure
+from mailer.ledger import Row, expire, new_owner, recover, sending_lock, waiting
+from mailer.planner import PlanResult, plan_due
+from mailer.sender import Delivery, RateLimit, Renderer, Sign
+from mailer.settings import Settings
+from mailer.transport import FolderTransport, Transport
+
+STATES = ("sent", "deferred", "failed", "unknown", "skipped", "expired")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What `send` did for one campaign (the §5 JSON shape, plus `expired`)."""
+
+    campaign: str
+    planned: int
+    outcomes: dict[str, int]
+    waiting: int
+    excluded: dict[str, int]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"planned": self.planned, **{s: self.outcomes.get(s, 0) for s in STATES},
+                "waiting": self.waiting, "excluded": dict(sorted(self.excluded.items()))}
+
+
+def send(engine: Engine, root: Path, specs: dict[str, SegmentSpec],
+         campaigns: dict[str, Campaign], *, settings: Settings, clock: Clock,
+         transport: Transport, key: str, sign: Sign | None = None,
+         probe: Callable[[], Any] | None = None,
+         on_outcome: Callable[[str, str], None] | None = None,
+         on_planned: Callable[[int], None] | None = None) -> list[Summary]:
+    """Plan CAMPAIGNS at the clock's now (priority order, one planning run), then deliver
+    their due rows. PROBE opens the first connection: a server that refuses it stops
+    the send before any row is touched (exit 3)."""
+    versions = {slug: definition(compile_version(slug, spec, root / "templates"), root)
+                for slug, spec in campaigns.items()}
+    owner = new_owner()
+    slugs = sorted(campaigns)
+    with sending_lock(engine, owner):
+        now = clock.now()
+        recover(engine, owner, now)
+        plans = plan_due(engine, specs, campaigns, scope=scope_for(settings, now, engine),
+                         settings=settings, versions=versions, keep=False)
+        if on_planned is not None:
+            on_planned(sum(waiting(engine, slug) for slug in slugs))
+        expire(engine, clock.now(), slugs)
+        delivery = Delivery(engine, transport, Renderer(engine, key, sign), owner, clock,
+                            concurrency=settings.delivery.concurrency,
+                            limit=RateLimit(settings.delivery.rate_per_second),
+                            campaigns=slugs, on_outcome=on_outcome)
+        tally = asyncio.run(_deliver(delivery, transport, probe))
+        expire(engine, clock.now(), slugs)
+    return [_summary(engine, plan, tally) for plan in sorted(plans, key=lambda p: p.campaign)]
+
+
+async def _deliver(delivery: Delivery, transport: Transport,
+                   probe: Callable[[], Any] | None) -> Counter[tuple[str, str]]:
+    try:
+        if probe is not None and delivery.has_due():
+            try:
+                await probe()
+            except Exception as err:
+                raise EnvironmentFailure(
+                    f"the SMTP server refused at start: {' '.join(str(err).split())}"
+                ) from None
+        return await delivery.run(asyncio.Event(), until_idle=True)
+    finally:
+        await transport.close()
+
+
+def _summary(engine: Engine, plan: PlanResult, tally: Counter[tuple[str, str]]) -> Summary:
+    outcomes = {state: tally[(plan.campaign, state)] for state in STATES}
+    return Summary(plan.campaign, plan.planned_count, outcomes, waiting(engine, plan.campaign),
+                   plan.counts())
+
+
+def dry_run(engine: Engine, root: Path, specs: dict[str, SegmentSpec],
+            campaigns: dict[str, Campaign], *, settings: Settings, now: datetime, key: str,
+            out: Path, sign: Sign | None = None) -> list[Summary]:
+    """Plan without writing and render each planned mail into OUT as an .eml file."""
+    scope = scope_for(settings, now, engine)
+    plans = plan_due(engine, specs, campaigns, scope=scope, settings=settings)
+    summaries = []
+    for plan in sorted(plans, key=lambda p: p.campaign):
+        spec = campaigns[plan.campaign]
+        version = compile_version(plan.campaign, spec, root / "templates")
+        renderer = Renderer(engine, key, sign)
+        renderer.preload(-1, version, settings)
+        transport = FolderTransport(out / plan.campaign)
+        tally: Counter[str] = Counter()
+        for start in range(0, len(plan.planned), 500):
+            batch = plan.planned[start:start + 500]
+            groups = memberships(engine, specs, list(spec.intros), scope,
+                                 [p.customer_id for p in batch])
+            rows = [Row(id=0, campaign=plan.campaign, campaign_version_id=-1,
+                        occurrence=p.occurrence, customer_id=p.customer_id, email=p.email,
+                        subject_variant=p.variant,
+                        intro=first_intro(spec.intros, groups.get(p.customer_id, set())),
+                        attempts=0, send_after=p.send_after, expires_at=p.expires)
+                    for p in batch]
+            ready, failed = renderer.render(rows, now)
+            tally["failed"] += len(failed)
+            for mail in ready:
+                transport.write(mail.message)
+                tally["sent"] += 1
+        summaries.append(Summary(plan.campaign, plan.planned_count, dict(tally), 0,
+                                 plan.counts()))
+    return summaries

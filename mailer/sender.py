@@ -1,0 +1,311 @@
+"""Delivering due ledger rows (DESIGN §6): render at send time, send, record.
+
+One asyncio loop per sending process. It leases a small batch of due rows,
+renders each from its row's campaign version (never from workspace files),
+turns at most `concurrency` rows `sending` at a time — in the same statement
+that checks consent and suppressions once more — sends them over the
+transport under the rate limit, and writes each outcome before the slot is
+used again. So after a crash at most `concurrency` rows are `unknown`, and a
+row is `sending` only while it is on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, exists, select
+
+from mailer.clock import Clock
+from mailer.compose import Version, compose, from_definition
+from mailer.context import build_context, load_customers, load_stats
+from mailer.delivery import Outcome, settle
+from mailer.errors import MailerError
+from mailer.ledger import (
+    DELIVERIES,
+    DUE_STATES,
+    Row,
+    claim,
+    due,
+    finish,
+    recover,
+    start,
+    suppress,
+)
+from mailer.message import Mail, build, message_id
+from mailer.models import CampaignVersion, Coupon, Customer, Suppression
+from mailer.settings import Settings
+from mailer.transport import Transport
+
+log = logging.getLogger("mailer.send")
+
+Sign = Callable[[bytes], bytes]  # DKIM, when configured
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A rendered mail waiting for a free connection."""
+
+    row: Row
+    sender: str  # the envelope sender
+    message: bytes
+    retry_for: Any  # timedelta, from the version's settings
+
+
+class RateLimit:
+    """At most RATE sends start in any one-second window (a sliding log of start times).
+    Below one per second, one send per 1/RATE seconds."""
+
+    def __init__(self, rate: float) -> None:
+        self.capacity = max(1, int(rate))
+        self.window = 1.0 if rate >= 1 else 1.0 / rate
+        self._starts: deque[float] = deque()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while len(self._starts) >= self.capacity:
+                wait = self._starts[0] + self.window - time.monotonic()
+                if wait <= 0:
+                    self._starts.popleft()
+                else:
+                    await asyncio.sleep(wait)
+            self._starts.append(time.monotonic())
+
+
+class Renderer:
+    """Renders ledger rows from their campaign versions, a batch at a time."""
+
+    def __init__(self, engine: Engine, key: str, sign: Sign | None = None) -> None:
+        self.engine = engine
+        self.key = key
+        self.sign = sign
+        self._versions: dict[int, tuple[Version, Settings]] = {}
+
+    def preload(self, version_id: int, version: Version, settings: Settings) -> None:
+        """A version compiled here rather than read from the ledger (dry runs)."""
+        self._versions[version_id] = (version, settings)
+
+    def version(self, version_id: int) -> tuple[Version, Settings]:
+        if version_id not in self._versions:
+            with self.engine.connect() as conn:
+                stored = conn.execute(select(CampaignVersion.definition)
+                                      .where(CampaignVersion.id == version_id)).scalar_one()
+            self._versions[version_id] = from_definition(stored)
+        return self._versions[version_id]
+
+    def render(self, rows: Sequence[Row], now: datetime
+               ) -> tuple[list[Ready], list[tuple[int, dict[str, Any]]]]:
+        """The rendered mails, and the rows that failed to render (with their values)."""
+        ids = sorted({row.customer_id for row in rows})
+        with self.engine.connect() as conn:
+            people = load_customers(conn, ids)
+            currencies = {self.version(row.campaign_version_id)[1].store.currency
+                          for row in rows}
+            stats = {currency: load_stats(conn, ids, now=now, currency=currency)
+                     for currency in currencies}
+            coupons = {int(row[0] or 0): (row[1], row[2]) for row in conn.execute(
+                select(Coupon.delivery_id, Coupon.code, Coupon.expires_at)
+                .where(Coupon.delivery_id.in_([row.id for row in rows])))}
+        ready: list[Ready] = []
+        failed: list[tuple[int, dict[str, Any]]] = []
+        for row in rows:
+            try:
+                ready.append(self._one(row, people[row.customer_id], stats, coupons, now))
+            except MailerError as err:  # a template error fails its row, never the rest
+                failed.append((row.id, {"status": "failed", "reason": f"render: {err}",
+                                        "lease_owner": None, "lease_until": None}))
+        return ready, failed
+
+    def _one(self, row: Row, person: Any, stats: dict[str, dict[int, Any]],
+             coupons: dict[int, tuple[str, datetime]], now: datetime) -> Ready:
+        version, settings = self.version(row.campaign_version_id)
+        coupon = coupons.get(row.id)
+        context = build_context(
+            person, stats[settings.store.currency].get(row.customer_id), settings=settings,
+            slug=row.campaign, campaign=version.spec, now=now, key=self.key,
+            message=str(row.id), coupon_code=coupon[0] if coupon else None,
+            coupon_expires_at=coupon[1] if coupon else None)
+        mail = compose(version, context, variant=row.subject_variant,
+                       member_of={row.intro} if row.intro else set())
+        sender = settings.sender.from_address
+        name = " ".join(p for p in (person.first_name, person.last_name) if p)
+        message = build(Mail(
+            sender=settings.sender.from_, recipient_name=name, recipient_email=row.email,
+            subject=mail.subject, html=mail.html, text=mail.text, date=now,
+            message_id=message_id(campaign=row.campaign, occurrence=row.occurrence,
+                                  customer=person.store_id, domain=sender.rsplit("@", 1)[1]),
+            unsubscribe_url=context["links"]["unsubscribe"],
+            unsubscribe_mailto=settings.sender.unsubscribe_address,
+            reply_to=settings.sender.reply_to))
+        if self.sign is not None:
+            message = self.sign(message)
+        return Ready(row, sender, message, settings.delivery.retry_for)
+
+
+def _opted_out(engine: Engine, ids: Sequence[int]) -> list[tuple[int, dict[str, Any]]]:
+    """Why each of these rows may no longer be sent: its customer's consent or a
+    suppression (checked again right before sending)."""
+    if not ids:
+        return []
+    changes = []
+    with engine.connect() as conn:
+        for row_id, consent, suppressed in conn.execute(
+                select(DELIVERIES.c.id, Customer.consent,
+                       exists().where(Suppression.email_key == Customer.email_key))
+                .join(Customer, Customer.id == DELIVERIES.c.customer_id)
+                .where(DELIVERIES.c.id.in_(list(ids)))):
+            reason = consent if consent != "subscribed" else "suppressed" if suppressed else None
+            if reason is not None:
+                changes.append((row_id, {"status": "skipped", "reason": reason,
+                                         "lease_owner": None, "lease_until": None}))
+    return changes
+
+
+@dataclass
+class Delivery:
+    """One sending process's loop over due rows."""
+
+    engine: Engine
+    transport: Transport
+    renderer: Renderer
+    owner: str
+    clock: Clock
+    concurrency: int
+    limit: RateLimit
+    campaigns: Sequence[str] | None = None  # only these campaigns' rows
+    batch: int = 0  # rows leased at once (0: twice the concurrency, at least 20)
+    on_outcome: Callable[[str, str], None] | None = None  # (campaign, new status)
+    rng: random.Random = random.Random()  # noqa: RUF009 - jitter needs no secrecy
+
+    def __post_init__(self) -> None:
+        self.tally: Counter[tuple[str, str]] = Counter()  # (campaign, status)
+        self._pending: deque[Ready] = deque()
+        self._results: list[tuple[Ready, Outcome]] = []
+        self._in_flight = 0
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def has_due(self) -> bool:
+        """Whether any row is due now (nothing is leased by asking)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(DELIVERIES.c.id).where(
+                due(self.clock.now(), self.campaigns)).limit(1)).first() is not None
+
+    async def run(self, stop: asyncio.Event, *, until_idle: bool,
+                  poll: float = 1.0) -> Counter[tuple[str, str]]:
+        """Deliver until nothing is due (UNTIL_IDLE) or until STOP is set; what is in
+        flight always finishes and is recorded."""
+        batch = self.batch or max(20, self.concurrency * 2)
+        exhausted = False
+        last_recovery = time.monotonic()
+        while True:
+            self._record()
+            if not stop.is_set() and not exhausted and len(self._pending) < self.concurrency:
+                now = self.clock.now()
+                rows = claim(self.engine, self.owner, now, batch, self.campaigns)
+                exhausted = len(rows) < batch
+                if rows:
+                    ready, failed = self.renderer.render(rows, now)
+                    self._write(failed, DUE_STATES, rows)
+                    self._pending.extend(ready)
+            self._dispatch(stop)
+            if self._in_flight == 0 and (stop.is_set() or not self._pending):
+                if stop.is_set() or (until_idle and exhausted):
+                    break
+                if exhausted:  # a worker with nothing due: look again in a while
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=poll)
+                    exhausted = False
+                    if time.monotonic() - last_recovery > 10:
+                        recover(self.engine, self.owner, self.clock.now())
+                        last_recovery = time.monotonic()
+                continue
+            if not self._results:
+                await self._wake.wait()
+            self._wake.clear()
+        self._release()
+        return self.tally
+
+    def _dispatch(self, stop: asyncio.Event) -> None:
+        """Start as many pending mails as there are free slots."""
+        free = self.concurrency - self._in_flight
+        if stop.is_set() or free <= 0 or not self._pending:
+            return
+        chosen = [self._pending.popleft() for _ in range(min(free, len(self._pending)))]
+        started = start(self.engine, self.owner, [r.row.id for r in chosen], self.clock.now())
+        self._write(_opted_out(self.engine, [r.row.id for r in chosen
+                                             if r.row.id not in started]), DUE_STATES,
+                    [r.row for r in chosen])
+        for ready in chosen:
+            if ready.row.id in started:
+                self._in_flight += 1
+                task = asyncio.create_task(self._send(ready))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, ready: Ready) -> None:
+        try:
+            await self.limit.acquire()
+            outcome = await self.transport.send(ready.sender, ready.row.email, ready.message)
+        except Exception as err:  # an unforeseen failure must not lose the row
+            log.exception("unexpected failure while sending row %s", ready.row.id)
+            outcome = Outcome("unknown", f"unexpected failure: {type(err).__name__}")
+        self._results.append((ready, outcome))
+        self._wake.set()
+
+    def _record(self) -> None:
+        """Write the outcomes that arrived; their slots are free only after that."""
+        if not self._results:
+            return
+        results, self._results = self._results, []
+        now = self.clock.now()
+        changes = []
+        for ready, outcome in results:
+            row = ready.row
+            changes.append((row.id, settle(outcome, attempts=row.attempts + 1, now=now,
+                                           send_after=row.send_after,
+                                           expires_at=row.expires_at,
+                                           retry_for=ready.retry_for, rng=self.rng)))
+        finish(self.engine, self.owner, changes)
+        suppress(self.engine, [ready.row.email for ready, outcome in results if outcome.suppress],
+                 now)
+        for (ready, outcome), (_, values) in zip(results, changes, strict=True):
+            self._count(ready.row.campaign, values["status"])
+            log.debug("row %s of %s: %s (%s)", ready.row.id, ready.row.campaign,
+                      values["status"], outcome.reply)
+        self._in_flight -= len(results)
+
+    def _write(self, changes: list[tuple[int, dict[str, Any]]], states: Sequence[str],
+               rows: Sequence[Row]) -> None:
+        finish(self.engine, self.owner, changes, from_states=states)
+        campaigns = {row.id: row.campaign for row in rows}
+        for row_id, values in changes:
+            self._count(campaigns[row_id], values["status"])
+            log.debug("row %s: %s (%s)", row_id, values["status"], values.get("reason"))
+
+    def _count(self, campaign: str, status: str) -> None:
+        self.tally[(campaign, status)] += 1
+        if self.on_outcome is not None:
+            self.on_outcome(campaign, status)
+
+    def _release(self) -> None:
+        """Leased rows not started go back to the queue at once."""
+        pending, self._pending = list(self._pending), deque()
+        if not pending:
+            return
+        from sqlalchemy import update
+
+        with self.engine.begin() as conn:
+            conn.execute(update(DELIVERIES).where(
+                and_(DELIVERIES.c.id.in_([r.row.id for r in pending]),
+                     DELIVERIES.c.lease_owner == self.owner)).values(
+                lease_owner=None, lease_until=None))

@@ -1,0 +1,239 @@
+"""Where finished messages go: SMTP (aiosmtplib), a folder of .eml files, or memory.
+
+Every transport answers `send` with an Outcome (mailer.delivery). The SMTP one
+keeps a pool of connections, each reused for many messages; each SMTP step has
+a timeout; a refused message is followed by RSET so it never spoils the next
+one on the same connection; and the DATA step is driven by hand so the client
+knows whether the final `.` CRLF was handed to the socket before a failure
+(temporary) or only the reply to it is missing (`unknown`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+
+from mailer.addresses import has_control_character
+from mailer.delivery import THROTTLE_PAUSE, Outcome, from_reply
+from mailer.errors import InvalidValue
+
+STEP_TIMEOUT = 30.0  # seconds for each SMTP step: connect, greeting, each command, the data
+_DOT = re.compile(rb"(?m)^\.")
+
+
+class Transport(Protocol):
+    async def send(self, sender: str, recipient: str, message: bytes) -> Outcome: ...
+
+    async def close(self) -> None: ...
+
+
+def envelope_problem(address: str) -> str | None:
+    """Why ADDRESS may not go on an SMTP command line, if it may not."""
+    if has_control_character(address) or any(c in address for c in "<> \t"):
+        return "address has characters that cannot go on an SMTP command line"
+    local, at, domain = address.rpartition("@")
+    if not (at and local and domain):
+        return "address is not user@domain"
+    return None
+
+
+@dataclass(frozen=True)
+class SmtpUrl:
+    host: str
+    port: int
+    implicit_tls: bool
+    starttls: bool
+    username: str | None
+    password: str | None
+
+    def __str__(self) -> str:  # never the password
+        scheme = "smtps" if self.implicit_tls else "smtp"
+        return f"{scheme}://{self.host}:{self.port}"
+
+
+def parse_smtp_url(raw: str) -> SmtpUrl:
+    """MAILER_SMTP_URL (DESIGN §4.0): smtp:// plain unless ?starttls=true, smtps:// TLS."""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise InvalidValue("MAILER_SMTP_URL: expected smtp://host:port or smtps://host:port")
+    query = parse_qs(parts.query)
+    starttls = query.get("starttls", ["false"])[0].lower() in ("true", "1", "yes")
+    implicit = parts.scheme == "smtps"
+    try:
+        port = parts.port or (465 if implicit else 587 if starttls else 25)
+    except ValueError:
+        raise InvalidValue("MAILER_SMTP_URL: the port is not a number") from None
+    return SmtpUrl(parts.hostname, port, implicit, starttls and not implicit,
+                   unquote(parts.username) if parts.username else None,
+                   unquote(parts.password) if parts.password else None)
+
+
+class SmtpTransport:
+    """A pool of up to SIZE connections to one SMTP server."""
+
+    def __init__(self, url: SmtpUrl, size: int, *, timeout: float = STEP_TIMEOUT) -> None:
+        self.url = url
+        self.size = size
+        self.timeout = timeout
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._open = 0
+        self._paused_until = 0.0  # monotonic time; no new connection before it
+
+    async def probe(self) -> None:
+        """Open one connection now (it joins the pool); raises on failure, for exit 3."""
+        client = await self._connect()
+        self._open += 1
+        self._idle.append(client)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        client = aiosmtplib.SMTP(
+            hostname=self.url.host, port=self.url.port, timeout=self.timeout,
+            use_tls=self.url.implicit_tls, start_tls=self.url.starttls,
+            username=self.url.username, password=self.url.password)
+        await client.connect()
+        return client
+
+    async def _take(self) -> aiosmtplib.SMTP | Outcome:
+        """An idle connection, a new one, or the outcome that says why there is none."""
+        while self._idle:
+            client = self._idle.pop()
+            if client.is_connected:
+                return client
+            self._open -= 1
+        if time.monotonic() < self._paused_until:
+            return Outcome("temporary", "not connecting: the server asked us to slow down")
+        self._open += 1
+        try:
+            return await self._connect()
+        except aiosmtplib.SMTPResponseException as err:
+            self._open -= 1
+            outcome = from_reply(err.code, err.message)
+            self._note(outcome)
+            return Outcome("temporary", outcome.reply, throttle=outcome.throttle)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
+            self._open -= 1
+            return Outcome("temporary", f"cannot connect to {self.url}: {_describe(err)}")
+
+    def _give_back(self, client: aiosmtplib.SMTP) -> None:
+        if client.is_connected:
+            self._idle.append(client)
+        else:
+            self._open -= 1
+
+    def _note(self, outcome: Outcome) -> None:
+        if outcome.throttle:
+            self._paused_until = time.monotonic() + THROTTLE_PAUSE.total_seconds()
+
+    async def send(self, sender: str, recipient: str, message: bytes) -> Outcome:
+        problem = envelope_problem(recipient)
+        if problem is not None:  # checked before a byte is sent
+            return Outcome("permanent", problem)
+        taken = await self._take()
+        if isinstance(taken, Outcome):
+            return taken
+        client = taken
+        try:
+            outcome = await self._transaction(client, sender, recipient, message)
+        finally:
+            self._give_back(client)
+        self._note(outcome)
+        return outcome
+
+    async def _transaction(self, client: aiosmtplib.SMTP, sender: str, recipient: str,
+                           message: bytes) -> Outcome:
+        handed = False
+        try:
+            for command, address in ((client.mail, sender), (client.rcpt, recipient)):
+                try:
+                    await command(address)
+                except aiosmtplib.SMTPResponseException as err:
+                    await _reset(client)
+                    return from_reply(err.code, err.message)
+            reply = await client.execute_command(b"DATA")
+            if reply.code != 354:
+                await _reset(client)
+                return from_reply(reply.code, reply.message)
+            protocol = client.protocol
+            if protocol is None:
+                raise aiosmtplib.SMTPServerDisconnected("connection lost")
+            protocol.write(_DOT.sub(b"..", message) + b".\r\n")
+            handed = True
+            reply = await protocol.read_response(timeout=self.timeout)
+            return from_reply(reply.code, reply.message)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as err:
+            client.close()
+            if handed:
+                return Outcome("unknown", f"no reply to the end of the message: "
+                                          f"{_describe(err)}")
+            return Outcome("temporary", _describe(err))
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for client in idle:
+            try:
+                await asyncio.wait_for(client.quit(), timeout=2)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                client.close()
+        self._open = 0
+
+
+async def _reset(client: aiosmtplib.SMTP) -> None:
+    """RSET after a refused step, so the next message starts clean; close if that fails."""
+    if not client.is_connected:
+        return
+    try:
+        reply = await client.rset()
+        if reply.code != 250:
+            client.close()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        client.close()
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return " ".join(text.split())[:300]
+
+
+@dataclass
+class FolderTransport:
+    """Writes each message as an .eml file (`send --dry-run`); nothing leaves the machine."""
+
+    folder: Path
+    written: list[Path] = field(default_factory=list)
+
+    async def send(self, sender: str, recipient: str, message: bytes) -> Outcome:
+        return Outcome("sent", f"written to {self.write(message)}")
+
+    def write(self, message: bytes) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{len(self.written) + 1:06d}.eml"
+        path.write_bytes(message)
+        self.written.append(path)
+        return path
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class MemoryTransport:
+    """Keeps messages in a list and answers from a script; for unit tests of pure logic."""
+
+    answers: dict[str, Outcome] = field(default_factory=dict)  # by recipient
+    sent: list[tuple[str, str, bytes]] = field(default_factory=list)
+
+    async def send(self, sender: str, recipient: str, message: bytes) -> Outcome:
+        outcome = self.answers.get(recipient, Outcome("sent", "250 kept in memory"))
+        if outcome.kind == "sent":
+            self.sent.append((sender, recipient, message))
+        return outcome
+
+    async def close(self) -> None:
+        return None
