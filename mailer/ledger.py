@@ -208,7 +208,8 @@ def recover(engine: Engine, owner: str, now: datetime) -> int:
         dead = []
         for other in owners:
             key = _owner_key(other)
-            if conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar():
+            if _gone_from_this_host(other) or conn.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar():
                 dead.append(other)
         lost = _abandon(conn, dead, now) if dead else 0
         lost += conn.execute(update(DELIVERIES).where(
@@ -216,6 +217,22 @@ def recover(engine: Engine, owner: str, now: datetime) -> int:
         ).values(status="unknown", lease_owner=None, lease_until=None,
                  reason="in flight for too long: probably delivered, not resent")).rowcount
         return int(lost)
+
+
+def _gone_from_this_host(owner: str) -> bool:
+    """A sender of this host whose process no longer exists (its database session may
+    not have noticed yet)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname()[:30] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 @contextmanager

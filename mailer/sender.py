@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import random
 import time
@@ -35,6 +36,7 @@ from mailer.ledger import (
     Row,
     claim,
     due,
+    expire,
     finish,
     recover,
     start,
@@ -56,29 +58,40 @@ class Ready:
 
     row: Row
     sender: str  # the envelope sender
+    message_id: str
     message: bytes
     retry_for: Any  # timedelta, from the version's settings
 
 
 class RateLimit:
-    """At most RATE sends start in any one-second window (a sliding log of start times).
-    Below one per second, one send per 1/RATE seconds."""
+    """At most RATE mails in any one-second window, counted where the server counts them.
+
+    RATE permits; a send holds one from its start until its reply and the permit is
+    free again one second after that reply. Any RATE + 1 mails therefore include two
+    on the same permit, more than a second apart at the server whatever the network
+    delay (a limit on start times alone is broken by one slow reply). Below one per
+    second, one permit that rests 1/RATE seconds."""
 
     def __init__(self, rate: float) -> None:
         self.capacity = max(1, int(rate))
         self.window = 1.0 if rate >= 1 else 1.0 / rate
-        self._starts: deque[float] = deque()
+        self._free_at = [0.0] * self.capacity  # a heap of monotonic times
         self._lock = asyncio.Lock()
+        self._released = asyncio.Event()
 
     async def acquire(self) -> None:
         async with self._lock:
-            while len(self._starts) >= self.capacity:
-                wait = self._starts[0] + self.window - time.monotonic()
-                if wait <= 0:
-                    self._starts.popleft()
-                else:
-                    await asyncio.sleep(wait)
-            self._starts.append(time.monotonic())
+            while not self._free_at:  # every permit is on the wire
+                self._released.clear()
+                await self._released.wait()
+            wait = self._free_at[0] - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            heapq.heappop(self._free_at)
+
+    def release(self) -> None:
+        heapq.heappush(self._free_at, time.monotonic() + self.window)
+        self._released.set()
 
 
 class Renderer:
@@ -138,17 +151,17 @@ class Renderer:
                        member_of={row.intro} if row.intro else set())
         sender = settings.sender.from_address
         name = " ".join(p for p in (person.first_name, person.last_name) if p)
+        mid = message_id(campaign=row.campaign, occurrence=row.occurrence,
+                         customer=person.store_id, domain=sender.rsplit("@", 1)[1])
         message = build(Mail(
             sender=settings.sender.from_, recipient_name=name, recipient_email=row.email,
-            subject=mail.subject, html=mail.html, text=mail.text, date=now,
-            message_id=message_id(campaign=row.campaign, occurrence=row.occurrence,
-                                  customer=person.store_id, domain=sender.rsplit("@", 1)[1]),
+            subject=mail.subject, html=mail.html, text=mail.text, date=now, message_id=mid,
             unsubscribe_url=context["links"]["unsubscribe"],
             unsubscribe_mailto=settings.sender.unsubscribe_address,
             reply_to=settings.sender.reply_to))
         if self.sign is not None:
             message = self.sign(message)
-        return Ready(row, sender, message, settings.delivery.retry_for)
+        return Ready(row, sender, mid, message, settings.delivery.retry_for)
 
 
 def _opted_out(engine: Engine, ids: Sequence[int]) -> list[tuple[int, dict[str, Any]]]:
@@ -183,6 +196,7 @@ class Delivery:
     limit: RateLimit
     campaigns: Sequence[str] | None = None  # only these campaigns' rows
     batch: int = 0  # rows leased at once (0: twice the concurrency, at least 20)
+    recover_every: float = 10.0  # seconds between looks for dead senders' rows
     on_outcome: Callable[[str, str], None] | None = None  # (campaign, new status)
     rng: random.Random = random.Random()  # noqa: RUF009 - jitter needs no secrecy
 
@@ -209,6 +223,9 @@ class Delivery:
         last_recovery = time.monotonic()
         while True:
             self._record()
+            if time.monotonic() - last_recovery > self.recover_every:
+                recover(self.engine, self.owner, self.clock.now())
+                last_recovery = time.monotonic()
             if not stop.is_set() and not exhausted and len(self._pending) < self.concurrency:
                 now = self.clock.now()
                 rows = claim(self.engine, self.owner, now, batch, self.campaigns)
@@ -225,9 +242,7 @@ class Delivery:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=poll)
                     exhausted = False
-                    if time.monotonic() - last_recovery > 10:
-                        recover(self.engine, self.owner, self.clock.now())
-                        last_recovery = time.monotonic()
+                    expire(self.engine, self.clock.now(), self.campaigns)
                 continue
             if not self._results:
                 await self._wake.wait()
@@ -253,12 +268,14 @@ class Delivery:
                 task.add_done_callback(self._tasks.discard)
 
     async def _send(self, ready: Ready) -> None:
+        await self.limit.acquire()
         try:
-            await self.limit.acquire()
             outcome = await self.transport.send(ready.sender, ready.row.email, ready.message)
         except Exception as err:  # an unforeseen failure must not lose the row
             log.exception("unexpected failure while sending row %s", ready.row.id)
             outcome = Outcome("unknown", f"unexpected failure: {type(err).__name__}")
+        finally:
+            self.limit.release()
         self._results.append((ready, outcome))
         self._wake.set()
 
@@ -271,10 +288,10 @@ class Delivery:
         changes = []
         for ready, outcome in results:
             row = ready.row
-            changes.append((row.id, settle(outcome, attempts=row.attempts + 1, now=now,
-                                           send_after=row.send_after,
-                                           expires_at=row.expires_at,
-                                           retry_for=ready.retry_for, rng=self.rng)))
+            values = settle(outcome, attempts=row.attempts + 1, now=now,
+                            send_after=row.send_after, expires_at=row.expires_at,
+                            retry_for=ready.retry_for, rng=self.rng)
+            changes.append((row.id, {**values, "message_id": ready.message_id}))
         finish(self.engine, self.owner, changes)
         suppress(self.engine, [ready.row.email for ready, outcome in results if outcome.suppress],
                  now)

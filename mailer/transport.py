@@ -11,7 +11,9 @@ knows whether the final `.` CRLF was handed to the socket before a failure
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,7 @@ class SmtpUrl:
     starttls: bool
     username: str | None
     password: str | None
+    timeout: float = STEP_TIMEOUT  # seconds for each SMTP step (`?timeout=10`)
 
     def __str__(self) -> str:  # never the password
         scheme = "smtps" if self.implicit_tls else "smtp"
@@ -59,7 +62,8 @@ class SmtpUrl:
 
 
 def parse_smtp_url(raw: str) -> SmtpUrl:
-    """MAILER_SMTP_URL (DESIGN §4.0): smtp:// plain unless ?starttls=true, smtps:// TLS."""
+    """MAILER_SMTP_URL (DESIGN §4.0): smtp:// plain unless ?starttls=true, smtps:// TLS;
+    `?timeout=SECONDS` changes the timeout of each SMTP step (default 30)."""
     parts = urlsplit(raw)
     if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
         raise InvalidValue("MAILER_SMTP_URL: expected smtp://host:port or smtps://host:port")
@@ -68,20 +72,23 @@ def parse_smtp_url(raw: str) -> SmtpUrl:
     implicit = parts.scheme == "smtps"
     try:
         port = parts.port or (465 if implicit else 587 if starttls else 25)
+        timeout = float(query.get("timeout", [STEP_TIMEOUT])[0])
     except ValueError:
-        raise InvalidValue("MAILER_SMTP_URL: the port is not a number") from None
+        raise InvalidValue("MAILER_SMTP_URL: the port or the timeout is not a number") from None
+    if not 0 < timeout <= 600:
+        raise InvalidValue("MAILER_SMTP_URL: timeout must be between 0 and 600 seconds")
     return SmtpUrl(parts.hostname, port, implicit, starttls and not implicit,
                    unquote(parts.username) if parts.username else None,
-                   unquote(parts.password) if parts.password else None)
+                   unquote(parts.password) if parts.password else None, timeout)
 
 
 class SmtpTransport:
     """A pool of up to SIZE connections to one SMTP server."""
 
-    def __init__(self, url: SmtpUrl, size: int, *, timeout: float = STEP_TIMEOUT) -> None:
+    def __init__(self, url: SmtpUrl, size: int) -> None:
         self.url = url
         self.size = size
-        self.timeout = timeout
+        self.timeout = url.timeout
         self._idle: list[aiosmtplib.SMTP] = []
         self._open = 0
         self._paused_until = 0.0  # monotonic time; no new connection before it
@@ -160,10 +167,14 @@ class SmtpTransport:
             if reply.code != 354:
                 await _reset(client)
                 return from_reply(reply.code, reply.message)
+            # A server that closed right after its 354 gets nothing handed over: the
+            # row is retried rather than left `unknown`.
+            await asyncio.sleep(0)
             protocol = client.protocol
-            if protocol is None:
-                raise aiosmtplib.SMTPServerDisconnected("connection lost")
+            if protocol is None or not client.is_connected or _closed_by_peer(client):
+                raise aiosmtplib.SMTPServerDisconnected("connection lost after 354")
             protocol.write(_DOT.sub(b"..", message) + b".\r\n")
+            await self._flushed(client)
             handed = True
             reply = await protocol.read_response(timeout=self.timeout)
             return from_reply(reply.code, reply.message)
@@ -173,6 +184,19 @@ class SmtpTransport:
                 return Outcome("unknown", f"no reply to the end of the message: "
                                           f"{_describe(err)}")
             return Outcome("temporary", _describe(err))
+
+    async def _flushed(self, client: aiosmtplib.SMTP) -> None:
+        """Wait until the whole message, final dot included, is in the socket: a drop
+        before that is a failure in the middle of DATA, retried."""
+        transport = client.transport
+        deadline = time.monotonic() + self.timeout
+        while isinstance(transport, asyncio.WriteTransport) and \
+                transport.get_write_buffer_size() > 0:
+            if transport.is_closing() or not client.is_connected:
+                raise aiosmtplib.SMTPServerDisconnected("connection lost during DATA")
+            if time.monotonic() > deadline:
+                raise aiosmtplib.SMTPTimeoutError("timed out writing the message")
+            await asyncio.sleep(0.001)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
@@ -194,6 +218,22 @@ async def _reset(client: aiosmtplib.SMTP) -> None:
             client.close()
     except (aiosmtplib.SMTPException, OSError, TimeoutError):
         client.close()
+
+
+def _closed_by_peer(client: aiosmtplib.SMTP) -> bool:
+    """Whether the server's end-of-stream is already waiting in the socket (a peek, on a
+    duplicate of the descriptor: asyncio's own socket object allows no recv)."""
+    transport = client.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    try:
+        with socket.socket(fileno=os.dup(sock.fileno())) as raw:
+            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _describe(err: BaseException) -> str:
