@@ -196,7 +196,7 @@ class Delivery:
     limit: RateLimit
     campaigns: Sequence[str] | None = None  # only these campaigns' rows
     batch: int = 0  # rows leased at once (0: twice the concurrency, at least 20)
-    recover_every: float = 10.0  # seconds between looks for dead senders' rows
+    recover_every: float = 2.0  # seconds between looks for dead senders' rows
     on_outcome: Callable[[str, str], None] | None = None  # (campaign, new status)
     rng: random.Random = random.Random()  # noqa: RUF009 - jitter needs no secrecy
 

@@ -169,6 +169,16 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Workspace:
 
 
 @pytest.fixture
+def pg(postgres_url: str, tmp_path: Path) -> Workspace:
+    """A workspace on the shared PostgreSQL only (for what SQLite does not offer)."""
+    _truncate(postgres_url)
+    workspace = Workspace(tmp_path / "ws", postgres_url)
+    workspace.root.mkdir()
+    workspace.write("mailer.yaml", SETTINGS)
+    return workspace
+
+
+@pytest.fixture
 def ws(tmp_path: Path) -> Workspace:
     """A workspace with settings on SQLite only (for tests that are not about the database)."""
     workspace = Workspace(tmp_path / "ws", None)

@@ -1,0 +1,197 @@
+"""Crashes and concurrency (RELIABILITY.md): SIGKILL of a real sending process at seeded
+points and a restart, several workers on PostgreSQL, a sender and opt-outs on SQLite."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SETTINGS, Workspace
+from tests.smtp_server import Behaviour, FaultServer
+from tests.test_delivery import KEY, NOW, shop
+
+CONCURRENCY = 4
+FAST = SETTINGS + f"delivery: {{concurrency: {CONCURRENCY}, rate_per_second: 1000}}\n"
+
+
+def _environment(db: Workspace, server: FaultServer) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update(db.env)
+    env.update({"MAILER_SMTP_URL": server.url + "?timeout=5", "MAILER_SECRET_KEY": KEY})
+    return env
+
+
+def _mailer(db: Workspace, server: FaultServer, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "mailer.cli", "--workspace", str(db.root),
+                             *args], env=_environment(db, server), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def _wait_for(condition: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _check_ledger(db: Workspace, server: FaultServer, recipients: int) -> Counter[str]:
+    """Every row terminal, nobody twice, `unknown` only for what was in flight."""
+    rows = db.query("SELECT email, status FROM deliveries")
+    status = {email: state for email, state in rows}
+    assert len(status) == recipients
+    found = Counter(status.values())
+    assert set(found) <= {"sent", "unknown"}, found
+    assert found["unknown"] <= CONCURRENCY
+    caught = Counter(c.recipient for c in server.caught)
+    assert max(caught.values()) == 1, "a recipient got two copies"
+    sent = {email for email, state in status.items() if state == "sent"}
+    assert sent <= set(caught)  # every `sent` row arrived
+    assert set(caught) - sent <= {e for e, s in status.items() if s == "unknown"}
+    return found
+
+
+POINTS = 10
+
+
+@pytest.mark.parametrize("point", range(POINTS))
+def test_sigkill_at_any_point_then_a_restart_leaves_every_recipient_terminal(
+        db: Workspace, point: int) -> None:
+    addresses = [f"k{n:03d}@example.com" for n in range(120)]
+    shop(db, addresses, settings=FAST)
+    rng = random.Random(1000 + point)
+    with FaultServer(Behaviour(delay=0.004)) as server:
+        process = _mailer(db, server, "send", "note", "--now", NOW)
+        if point < 2:  # while it starts, plans or opens its first connection
+            time.sleep(rng.uniform(0.3, 1.2))
+        else:  # after a seeded number of mails went out
+            mark = rng.randrange(1, len(addresses) - 10)
+            assert _wait_for(lambda: len(server.caught) >= mark, 30), process.stderr
+        process.kill()
+        process.wait()
+        restart = _mailer(db, server, "send", "note", "--now", NOW, "--json")
+        _out, err = restart.communicate(timeout=60)
+        assert restart.returncode == 0, err.decode()
+        _check_ledger(db, server, len(addresses))
+
+
+def _plan_only(db: Workspace) -> int:
+    """Write the plan (queued rows) without sending, as the daemon's planner would."""
+    from mailer.audience import scope_for
+    from mailer.clock import parse_local, zone
+    from mailer.compose import compile_version, definition
+    from mailer.planner import plan_due
+    from mailer.settings import parse_settings
+    from mailer.workspace import load_valid_workspace
+
+    settings, _ = parse_settings((db.root / "mailer.yaml").read_text())
+    specs, campaigns = load_valid_workspace(db.root)
+    engine = db.engine()
+    try:
+        version = definition(compile_version("note", campaigns["note"], db.root / "templates"),
+                             db.root)
+        scope = scope_for(settings, parse_local(NOW, zone(settings.timezone)), engine)
+        [result] = plan_due(engine, specs, campaigns, scope=scope, settings=settings,
+                            versions={"note": version})
+        return result.planned_count
+    finally:
+        engine.dispose()
+
+
+def test_four_workers_on_postgresql_send_each_row_once_and_take_over_a_killed_one(
+        pg: Workspace) -> None:
+    db = pg
+    addresses = [f"w{n:03d}@example.com" for n in range(400)]
+    shop(db, addresses, settings=FAST)
+    assert _plan_only(db) == 400
+    with FaultServer(Behaviour(delay=0.005)) as server:
+        workers = [_mailer(db, server, "worker", "--now", NOW) for _ in range(4)]
+        assert _wait_for(lambda: len(server.caught) >= 60, 60)
+        workers[0].kill()
+        workers[0].wait()
+        remaining = "SELECT count(*) FROM deliveries WHERE status IN ('queued', 'deferred', " \
+                    "'sending')"
+        assert _wait_for(lambda: db.query(remaining)[0][0] == 0, 90)
+        started = time.monotonic()
+        for worker in workers[1:]:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers[1:]:
+            worker.wait(timeout=30)
+            assert worker.returncode == 0, worker.stderr.read().decode() \
+                if worker.stderr else ""
+        assert time.monotonic() - started < 30
+    found = _check_ledger(db, server, len(addresses))
+    assert found["sent"] >= 400 - CONCURRENCY
+    owners = db.query("SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL")
+    assert owners[0][0] == 0
+
+
+def test_sqlite_sender_and_opt_outs_at_once_never_lock(ws: Workspace) -> None:
+    addresses = [f"u{n:03d}@example.com" for n in range(150)]
+    shop(ws, addresses, settings=FAST)
+    results: list[Any] = []
+    with FaultServer(Behaviour(delay=0.003)) as server:
+        sender = _mailer(ws, server, "send", "note", "--now", NOW, "--json")
+        assert _wait_for(lambda: len(server.caught) >= 5, 30)
+        for address in addresses[::-3]:  # opt-outs while the campaign is going out
+            results.append(ws.run("unsubscribe", address))
+        _out, err = sender.communicate(timeout=60)
+    assert sender.returncode == 0, err.decode()
+    assert all(r.code == 0 for r in results)
+    assert not any("locked" in r.stderr for r in results) and b"locked" not in err
+    status = dict(ws.query("SELECT email, status FROM deliveries"))
+    consent = dict(ws.query("SELECT email, consent FROM customers"))
+    caught = {c.recipient for c in server.caught}
+    for address in addresses:
+        assert status[address] in ("sent", "skipped")
+        if status[address] == "skipped":
+            assert consent[address] == "unsubscribed" and address not in caught
+
+
+def test_a_worker_stops_on_sigterm_in_the_middle_of_a_send_within_30_seconds(
+        ws: Workspace) -> None:
+    addresses = [f"t{n:03d}@example.com" for n in range(200)]
+    shop(ws, addresses, settings=FAST)
+    _plan_only(ws)
+    with FaultServer(Behaviour(delay=0.01)) as server:
+        worker = _mailer(ws, server, "worker", "--now", NOW)
+        assert _wait_for(lambda: len(server.caught) >= 20, 30)
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+        assert time.monotonic() - started < 30 and worker.returncode == 0
+        # what was in flight was recorded; the rest went back to the queue, unleased
+        rows = Counter(s for (s,) in ws.query("SELECT status FROM deliveries"))
+        assert rows["sending"] == 0 and rows["unknown"] == 0
+        assert rows["sent"] == len(server.caught) and rows["queued"] > 0
+        assert ws.query("SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL")[0][0] \
+            == 0
+        # a new worker finishes the job
+        worker = _mailer(ws, server, "worker", "--now", NOW)
+        assert _wait_for(lambda: len(server.caught) == len(addresses), 60)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert Counter(c.recipient for c in server.caught) == Counter(addresses)
+
+
+def test_worker_log_lines_carry_no_addresses(ws: Workspace, tmp_path: Path) -> None:
+    shop(ws, ["secret.person@example.com"], settings=FAST)
+    _plan_only(ws)
+    with FaultServer() as server:
+        env_worker = _mailer(ws, server, "worker", "--now", NOW)
+        assert _wait_for(lambda: len(server.caught) == 1, 30)
+        env_worker.send_signal(signal.SIGTERM)
+        _, err = env_worker.communicate(timeout=30)
+    text = err.decode()
+    assert "worker started" in text and "worker stopped" in text
+    assert "secret.person" not in text and KEY not in text
