@@ -179,11 +179,11 @@ def expire(engine: Engine, now: datetime, campaigns: Sequence[str] | None = None
             lease_until=None, next_attempt_at=None)).rowcount
 
 
-def _abandon(conn: Connection, owners: Sequence[str] | None, now: datetime) -> int:
+def _abandon(conn: Connection, owners: Sequence[str] | None, caller: str) -> int:
     """Resolve what dead senders left: their `sending` rows become `unknown`, their
-    leases are dropped. OWNERS None means every sender but the caller is dead (SQLite)."""
-    mine = DELIVERIES.c.lease_owner.is_not(None) if owners is None \
-        else DELIVERIES.c.lease_owner.in_(list(owners))
+    leases are dropped. OWNERS None means every sender but the CALLER is dead (SQLite)."""
+    mine = and_(DELIVERIES.c.lease_owner.is_not(None), DELIVERIES.c.lease_owner != caller) \
+        if owners is None else DELIVERIES.c.lease_owner.in_(list(owners))
     lost = conn.execute(update(DELIVERIES).where(mine, DELIVERIES.c.status == "sending").values(
         status="unknown", lease_owner=None, lease_until=None,
         reason="its sender died while it was in flight: probably delivered, not resent"
@@ -200,7 +200,7 @@ def recover(engine: Engine, owner: str, now: datetime) -> int:
     in-flight time is abandoned whatever its owner."""
     with engine.begin() as conn:
         if conn.dialect.name != "postgresql":
-            return _abandon(conn, None, now)
+            return _abandon(conn, None, owner)
         owners = [o for o in conn.execute(
             select(DELIVERIES.c.lease_owner).where(DELIVERIES.c.lease_owner.is_not(None),
                                                    DELIVERIES.c.lease_owner != owner)
@@ -211,7 +211,7 @@ def recover(engine: Engine, owner: str, now: datetime) -> int:
             if _gone_from_this_host(other) or conn.execute(
                     text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar():
                 dead.append(other)
-        lost = _abandon(conn, dead, now) if dead else 0
+        lost = _abandon(conn, dead, owner) if dead else 0
         lost += conn.execute(update(DELIVERIES).where(
             DELIVERIES.c.status == "sending", DELIVERIES.c.lease_until < now - IN_FLIGHT
         ).values(status="unknown", lease_owner=None, lease_until=None,

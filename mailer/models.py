@@ -201,13 +201,14 @@ class Coupon(Base):
 
 
 class RateSlot(Base):
-    """One of `rate_per_second` send permits shared by every sender of the database: a
-    permit is used at most once in any one-second window (mailer.ledger.RateSlots)."""
+    """One of `rate_per_second` send permits shared by the senders of a PostgreSQL
+    database (mailer.ratelimit.SharedRateLimit): held while a mail is on the wire and
+    free again one second after its reply."""
 
     __tablename__ = "rate_slots"
 
     slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    used_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    free_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class PlanRun(Base):

@@ -27,7 +27,8 @@ from mailer.conditions import SegmentSpec
 from mailer.errors import EnvironmentFailure
 from mailer.ledger import Row, expire, new_owner, recover, sending_lock, waiting
 from mailer.planner import PlanResult, plan_due
-from mailer.sender import Delivery, RateLimit, Renderer, Sign
+from mailer.ratelimit import rate_limit
+from mailer.sender import Delivery, Renderer, Sign
 from mailer.settings import Settings
 from mailer.transport import FolderTransport, Transport
 
@@ -72,7 +73,7 @@ def send(engine: Engine, root: Path, specs: dict[str, SegmentSpec],
         expire(engine, clock.now(), slugs)
         delivery = Delivery(engine, transport, Renderer(engine, key, sign), owner, clock,
                             concurrency=settings.delivery.concurrency,
-                            limit=RateLimit(settings.delivery.rate_per_second),
+                            limit=rate_limit(engine, settings.delivery.rate_per_second),
                             campaigns=slugs, on_outcome=on_outcome)
         tally = asyncio.run(_deliver(delivery, transport, probe))
         expire(engine, clock.now(), slugs)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import random
 import time
@@ -44,6 +43,7 @@ from mailer.ledger import (
 )
 from mailer.message import Mail, build, message_id
 from mailer.models import CampaignVersion, Coupon, Customer, Suppression
+from mailer.ratelimit import RateLimit
 from mailer.settings import Settings
 from mailer.transport import Transport
 
@@ -61,37 +61,6 @@ class Ready:
     message_id: str
     message: bytes
     retry_for: Any  # timedelta, from the version's settings
-
-
-class RateLimit:
-    """At most RATE mails in any one-second window, counted where the server counts them.
-
-    RATE permits; a send holds one from its start until its reply and the permit is
-    free again one second after that reply. Any RATE + 1 mails therefore include two
-    on the same permit, more than a second apart at the server whatever the network
-    delay (a limit on start times alone is broken by one slow reply). Below one per
-    second, one permit that rests 1/RATE seconds."""
-
-    def __init__(self, rate: float) -> None:
-        self.capacity = max(1, int(rate))
-        self.window = 1.0 if rate >= 1 else 1.0 / rate
-        self._free_at = [0.0] * self.capacity  # a heap of monotonic times
-        self._lock = asyncio.Lock()
-        self._released = asyncio.Event()
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while not self._free_at:  # every permit is on the wire
-                self._released.clear()
-                await self._released.wait()
-            wait = self._free_at[0] - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            heapq.heappop(self._free_at)
-
-    def release(self) -> None:
-        heapq.heappush(self._free_at, time.monotonic() + self.window)
-        self._released.set()
 
 
 class Renderer:
@@ -203,10 +172,11 @@ class Delivery:
     def __post_init__(self) -> None:
         self.tally: Counter[tuple[str, str]] = Counter()  # (campaign, status)
         self._pending: deque[Ready] = deque()
-        self._results: list[tuple[Ready, Outcome]] = []
+        self._results: list[tuple[Ready, Outcome, int]] = []  # with the rate permit used
         self._in_flight = 0
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._starved_for: float | None = None  # seconds until a rate permit may be free
 
     def has_due(self) -> bool:
         """Whether any row is due now (nothing is leased by asking)."""
@@ -245,38 +215,45 @@ class Delivery:
                     expire(self.engine, self.clock.now(), self.campaigns)
                 continue
             if not self._results:
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._starved_for)
             self._wake.clear()
         self._release()
         return self.tally
 
     def _dispatch(self, stop: asyncio.Event) -> None:
         """Start as many pending mails as there are free slots."""
+        self._starved_for = None
         free = self.concurrency - self._in_flight
         if stop.is_set() or free <= 0 or not self._pending:
             return
-        chosen = [self._pending.popleft() for _ in range(min(free, len(self._pending)))]
+        permits = self.limit.take(min(free, len(self._pending)))
+        if not permits:
+            self._starved_for = self.limit.retry_in()
+            return
+        chosen = [self._pending.popleft() for _ in permits]
         started = start(self.engine, self.owner, [r.row.id for r in chosen], self.clock.now())
         self._write(_opted_out(self.engine, [r.row.id for r in chosen
                                              if r.row.id not in started]), DUE_STATES,
                     [r.row for r in chosen])
-        for ready in chosen:
-            if ready.row.id in started:
-                self._in_flight += 1
-                task = asyncio.create_task(self._send(ready))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        unused = []
+        for ready, permit in zip(chosen, permits, strict=True):
+            if ready.row.id not in started:
+                unused.append(permit)
+                continue
+            self._in_flight += 1
+            task = asyncio.create_task(self._send(ready, permit))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self.limit.give_back(unused)
 
-    async def _send(self, ready: Ready) -> None:
-        await self.limit.acquire()
+    async def _send(self, ready: Ready, permit: int) -> None:
         try:
             outcome = await self.transport.send(ready.sender, ready.row.email, ready.message)
         except Exception as err:  # an unforeseen failure must not lose the row
             log.exception("unexpected failure while sending row %s", ready.row.id)
             outcome = Outcome("unknown", f"unexpected failure: {type(err).__name__}")
-        finally:
-            self.limit.release()
-        self._results.append((ready, outcome))
+        self._results.append((ready, outcome, permit))
         self._wake.set()
 
     def _record(self) -> None:
@@ -286,16 +263,18 @@ class Delivery:
         results, self._results = self._results, []
         now = self.clock.now()
         changes = []
-        for ready, outcome in results:
+        for ready, outcome, _ in results:
             row = ready.row
             values = settle(outcome, attempts=row.attempts + 1, now=now,
                             send_after=row.send_after, expires_at=row.expires_at,
                             retry_for=ready.retry_for, rng=self.rng)
             changes.append((row.id, {**values, "message_id": ready.message_id}))
         finish(self.engine, self.owner, changes)
-        suppress(self.engine, [ready.row.email for ready, outcome in results if outcome.suppress],
+        # permits rest from now, after the replies: never less than a second after them
+        self.limit.give_back([permit for _, _, permit in results])
+        suppress(self.engine, [r.row.email for r, outcome, _ in results if outcome.suppress],
                  now)
-        for (ready, outcome), (_, values) in zip(results, changes, strict=True):
+        for (ready, outcome, _), (_, values) in zip(results, changes, strict=True):
             self._count(ready.row.campaign, values["status"])
             log.debug("row %s of %s: %s (%s)", ready.row.id, ready.row.campaign,
                       values["status"], outcome.reply)

@@ -195,3 +195,19 @@ def test_worker_log_lines_carry_no_addresses(ws: Workspace, tmp_path: Path) -> N
     text = err.decode()
     assert "worker started" in text and "worker stopped" in text
     assert "secret.person" not in text and KEY not in text
+
+
+def test_the_rate_limit_is_shared_by_two_workers_on_postgresql(pg: Workspace) -> None:
+    addresses = [f"s{n:03d}@example.com" for n in range(50)]
+    shop(pg, addresses, settings=SETTINGS + "delivery: {concurrency: 6, rate_per_second: 12}\n")
+    _plan_only(pg)
+    with FaultServer() as server:
+        workers = [_mailer(pg, server, "worker", "--now", NOW) for _ in range(2)]
+        assert _wait_for(lambda: len(server.caught) == len(addresses), 60)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(timeout=30)
+    times = sorted(c.at for c in server.caught)
+    # no 13 mails within one second at the server, from both workers together
+    assert all(times[i + 12] - times[i] > 1.0 for i in range(len(times) - 12))

@@ -21,7 +21,8 @@ def worker(ctx: click.Context, workspace: str | None, now: str | None) -> None:
     from mailer.cli.deliver import secret_key, signer, smtp_transport
     from mailer.ledger import new_owner, recover, sending_lock
     from mailer.logs import configure
-    from mailer.sender import Delivery, RateLimit, Renderer
+    from mailer.ratelimit import rate_limit
+    from mailer.sender import Delivery, Renderer
 
     run = session(ctx, workspace, now)
     configure(run.env.log_format)
@@ -39,7 +40,7 @@ def worker(ctx: click.Context, workspace: str | None, now: str | None) -> None:
         delivery = Delivery(engine, transport, Renderer(engine, key, signer(
             settings, run.env, run.root)), owner, run.clock,
             concurrency=settings.delivery.concurrency,
-            limit=RateLimit(settings.delivery.rate_per_second))
+            limit=rate_limit(engine, settings.delivery.rate_per_second))
 
         async def main() -> None:
             stop = asyncio.Event()

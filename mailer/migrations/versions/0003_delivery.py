@@ -21,7 +21,7 @@ def upgrade() -> None:
     op.create_table(
         "rate_slots",
         sa.Column("slot", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("used_at", sa.DateTime, nullable=False),
+        sa.Column("free_at", sa.DateTime, nullable=False),
     )
 
 
