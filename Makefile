@@ -10,6 +10,8 @@ CLEAN_ENV := env -u MAILER_DATABASE_URL -u MAILER_SMTP_URL -u MAILER_SECRET_KEY 
 MAILER := $(CLEAN_ENV) $(abspath $(BIN))/mailer --workspace $(abspath $(DEMO))
 COPY := $(CLEAN_ENV) $(abspath $(BIN))/mailer --workspace $(abspath $(DEMO))/copy
 DEMO_NOW := 2026-11-23T10:00
+# A Monday (birthdays, the big-spender thanks), Black Friday, the first of December.
+DEMO_SENDS := 2026-11-23T11:00 2026-11-27T10:00 2026-12-01T10:00
 
 .PHONY: demo test lint bench soak clean
 
@@ -55,6 +57,21 @@ demo: $(STAMP)
 	@$(MAILER) preview black-friday --sample 4 --now $(DEMO_NOW)
 	@echo "== the next 30 days, simulated hour by hour on a scratch ledger"
 	@$(MAILER) forecast --days 30 --from $(DEMO_NOW) --chart $(abspath $(DEMO))/forecast.html
+	@echo "== delivering for real into a local SMTP sink (mailer sink on a free port)"
+	@$(CLEAN_ENV) $(abspath $(BIN))/mailer sink --port 0 --maildir $(abspath $(DEMO))/outbox \
+		> $(DEMO)/sink.log 2>&1 & echo $$! > $(DEMO)/sink.pid
+	@for i in $$(seq 1 100); do grep -q "^listening on" $(DEMO)/sink.log && break; sleep 0.1; done
+	@port=$$(sed -n 's/^listening on .*://p' $(DEMO)/sink.log); \
+	for when in $(DEMO_SENDS); do \
+		echo "-- every campaign, as due at $$when"; \
+		$(CLEAN_ENV) MAILER_SECRET_KEY=demo-only-secret MAILER_SMTP_URL=smtp://127.0.0.1:$$port \
+			$(abspath $(BIN))/mailer --workspace $(abspath $(DEMO)) send \
+			$$(ls campaigns | sed -n 's/\.yaml$$//p') --now $$when \
+			|| { kill $$(cat $(DEMO)/sink.pid); exit 1; }; \
+	done
+	@kill $$(cat $(DEMO)/sink.pid)
+	@echo "the sink caught $$(ls $(DEMO)/outbox/new | wc -l) mails: $(DEMO)/outbox/new/ (one line each in $(DEMO)/sink.log)"
+	@$(MAILER) report black-friday
 	@echo "== an opt-out, then the store's status"
 	@$(MAILER) unsubscribe someone@example.com
 	@$(MAILER) status

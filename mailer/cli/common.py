@@ -130,7 +130,9 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[object]], *,
     table = Table(*columns, title=title, show_header=show_header)
     for row in rows:
         table.add_row(*("" if value is None else str(value) for value in row))
-    Console(markup=False, highlight=False).print(table)
+    # Piped output (make, CI logs) gets room for every column rather than 80 characters.
+    width = None if sys.stdout.isatty() else 160
+    Console(markup=False, highlight=False, width=width).print(table)
 
 
 def stderr_is_terminal() -> bool:
