@@ -82,6 +82,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/segments.py
 	@if [ -n "$$BENCH_POSTGRES_URL" ]; then $(BIN)/python bench/segments.py --database-url "$$BENCH_POSTGRES_URL"; fi
 	$(BIN)/python bench/render.py
+	$(BIN)/python -m pip install --quiet mailmerge
+	$(BIN)/python bench/deliver.py
+	@if [ -n "$$BENCH_POSTGRES_URL" ]; then $(BIN)/python bench/deliver.py --database-url "$$BENCH_POSTGRES_URL"; fi
 
 soak: $(STAMP)
 	$(BIN)/python bench/import.py --customers 1000000

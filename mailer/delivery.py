@@ -61,11 +61,16 @@ def retry_delay(attempts: int, rng: random.Random) -> timedelta:
     return base * (1 + rng.uniform(-JITTER, JITTER))
 
 
+OUTCOME_COLUMNS = ("status", "reason", "next_attempt_at", "last_reply", "sent_at",
+                   "lease_owner", "lease_until")
+
+
 def settle(outcome: Outcome, *, attempts: int, now: datetime, send_after: datetime,
            expires_at: datetime, retry_for: timedelta, rng: random.Random) -> dict[str, Any]:
-    """The row's new column values after an attempt (ATTEMPTS counts this one)."""
+    """The row's new column values after an attempt (ATTEMPTS counts this one); always
+    the same columns: OUTCOME_COLUMNS."""
     common: dict[str, Any] = {"last_reply": outcome.reply, "lease_owner": None,
-                              "lease_until": None}
+                              "lease_until": None, "sent_at": None}
     if outcome.kind == "sent":
         return {**common, "status": "sent", "sent_at": now, "reason": None,
                 "next_attempt_at": None}

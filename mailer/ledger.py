@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    event,
     exists,
     func,
     insert,
@@ -46,6 +47,30 @@ LEASE = timedelta(minutes=5)  # how long claimed rows stay with a sender before 
 IN_FLIGHT = timedelta(minutes=10)  # a `sending` row older than this is certainly abandoned
 DUE_STATES = ("queued", "deferred")
 DELIVERIES = cast(Table, Delivery.__table__)
+
+
+def relax_commits(engine: Engine) -> None:
+    """A sender's sessions (PostgreSQL) plan each statement for its values, and commit
+    without waiting for the disk, except when
+    rows turn `sending` (`start`, before the wire), which always waits. A write lost in a
+    database crash can then never cause a second copy: a lost lease frees a row for
+    others, a lost outcome leaves the row `sending`, which recovery makes `unknown`, a
+    lost rate permit comes back after a minute. Waiting for the disk on every commit
+    made PostgreSQL the bottleneck of delivery (13.3 s for 3,000 mails, 7.6 s without)."""
+    if engine.dialect.name != "postgresql":
+        return
+
+    def relax(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit = off")
+            # psycopg prepares repeated statements; PostgreSQL's generic plan for them
+            # cannot see how few rows an id array holds and scanned the whole ledger
+            # (2.6 ms per outcome batch at 20,000 rows, 0.2 ms with a custom plan).
+            cursor.execute("SET plan_cache_mode = force_custom_plan")
+        dbapi_connection.commit()
+
+    event.listen(engine, "connect", relax)
+    engine.dispose()  # pooled connections opened before would keep the default
 
 
 def new_owner() -> str:
@@ -92,80 +117,125 @@ def due(now: datetime, campaigns: Sequence[str] | None) -> Any:
 
 def claim(engine: Engine, owner: str, now: datetime, limit: int,
           campaigns: Sequence[str] | None = None) -> list[Row]:
-    """Lease up to LIMIT due rows, oldest due first, in one UPDATE … RETURNING. Their
-    status stays as it is: only `start` makes a row `sending`."""
-    picked = select(DELIVERIES.c.id).where(due(now, campaigns)) \
-        .order_by(DELIVERIES.c.send_after, DELIVERIES.c.id).limit(limit)
-    if engine.dialect.name == "postgresql":
-        picked = picked.with_for_update(skip_locked=True)
-    statement = (update(DELIVERIES)
-                 .where(DELIVERIES.c.id.in_(picked.scalar_subquery()))
-                 .values(lease_owner=owner, lease_until=now + LEASE)
-                 .returning(*_ROW_COLUMNS))
+    """Lease up to LIMIT due rows, queued ones first, oldest due first, without changing
+    their status (only `start` makes a row `sending`): one UPDATE … RETURNING per state.
+    One state at a time, so the (status, send_after) index yields the oldest rows
+    directly; with `status IN (...)` the database sorted every due row per claim and
+    a 20,000-mail campaign slowed down as it went."""
+    rows: list[Row] = []
     with engine.begin() as conn:
-        rows = [Row(**row._mapping) for row in conn.execute(statement)]
+        for state in DUE_STATES:
+            if len(rows) >= limit:
+                break
+            picked = select(DELIVERIES.c.id).where(
+                DELIVERIES.c.status == state, due(now, campaigns)) \
+                .order_by(DELIVERIES.c.send_after).limit(limit - len(rows))
+            if conn.dialect.name == "postgresql":
+                picked = picked.with_for_update(skip_locked=True)
+            rows += [Row(**row._mapping) for row in conn.execute(
+                update(DELIVERIES).where(DELIVERIES.c.id.in_(picked.scalar_subquery()))
+                .values(lease_owner=owner, lease_until=now + LEASE)
+                .returning(*_ROW_COLUMNS))]
     return sorted(rows, key=lambda r: (r.send_after, r.id))
 
 
-def start(engine: Engine, owner: str, ids: Sequence[int], now: datetime) -> set[int]:
+def start(conn: Connection, owner: str, ids: Sequence[int], now: datetime) -> set[int]:
     """Turn leased rows `sending` right before they go on the wire, in the statement that
     checks consent and suppressions once more; returns the ids started. A row whose
-    lease another sender took, or whose customer opted out, is left as it is."""
+    lease another sender took, or whose customer opted out, is left as it is. The
+    caller's transaction must wait for the disk (`durable`): this is before the wire."""
     if not ids:
         return set()
-    may_mail = exists().where(
-        Customer.id == DELIVERIES.c.customer_id, Customer.consent == "subscribed",
-        ~exists().where(Suppression.email_key == Customer.email_key))
-    with engine.begin() as conn:
-        return {row[0] for row in conn.execute(
-            update(DELIVERIES)
-            .where(DELIVERIES.c.id.in_(list(ids)), DELIVERIES.c.lease_owner == owner,
-                   DELIVERIES.c.status.in_(DUE_STATES), may_mail)
-            .values(status="sending", attempts=DELIVERIES.c.attempts + 1,
-                    lease_until=now + IN_FLIGHT)
-            .returning(DELIVERIES.c.id))}
+    return {row[0] for row in conn.execute(_START, {
+        "ids": list(ids), "owner": owner, "until": now + IN_FLIGHT})}
 
 
-def finish(engine: Engine, owner: str, changes: Sequence[tuple[int, dict[str, Any]]],
+_MAY_MAIL = exists().where(
+    Customer.id == DELIVERIES.c.customer_id, Customer.consent == "subscribed",
+    ~exists().where(Suppression.email_key == Customer.email_key))
+_START = (update(DELIVERIES)
+          .where(DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+                 DELIVERIES.c.lease_owner == bindparam("owner"),
+                 DELIVERIES.c.status.in_(DUE_STATES), _MAY_MAIL)
+          .values(status="sending", attempts=DELIVERIES.c.attempts + 1,
+                  lease_until=bindparam("until"))
+          .returning(DELIVERIES.c.id))
+
+
+def durable(conn: Connection) -> None:
+    """This transaction's commit waits for the disk, whatever relax_commits set."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SET LOCAL synchronous_commit = on"))
+
+
+def finish(conn: Connection, owner: str, changes: Sequence[tuple[int, dict[str, Any]]],
            *, from_states: Sequence[str] = ("sending",)) -> None:
-    """Write the new values of rows this sender holds, in one transaction."""
+    """Write the new values of rows this sender holds."""
     if not changes:
         return
-    with engine.begin() as conn:
-        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for row_id, values in changes:
-            by_columns.setdefault(tuple(sorted(values)), []).append(
-                {**{f"v_{k}": v for k, v in values.items()}, "b_id": row_id})
-        # executemany cannot expand an IN list: the states (our constants) are inlined
-        states: list[Any] = [literal_column(f"'{state}'") for state in from_states
-                  if state in DELIVERY_STATES]
-        for columns, params in by_columns.items():
-            conn.execute(update(DELIVERIES)
-                         .where(DELIVERIES.c.id == bindparam("b_id"),
-                                DELIVERIES.c.lease_owner == owner,
-                                DELIVERIES.c.status.in_(states))
-                         .values({name: bindparam(f"v_{name}") for name in columns}),
-                         params)
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row_id, values in changes:
+        by_columns.setdefault(tuple(sorted(values)), []).append(
+            {**{f"v_{k}": v for k, v in values.items()}, "b_id": row_id})
+    # executemany cannot expand an IN list: the states (our constants) are inlined
+    states: list[Any] = [literal_column(f"'{state}'") for state in from_states
+                         if state in DELIVERY_STATES]
+    for columns, params in by_columns.items():
+        conn.execute(update(DELIVERIES)
+                     .where(DELIVERIES.c.id == bindparam("b_id"),
+                            DELIVERIES.c.lease_owner == owner,
+                            DELIVERIES.c.status.in_(states))
+                     .values({name: bindparam(f"v_{name}") for name in columns}),
+                     params)
 
 
-def suppress(engine: Engine, emails: Sequence[str], now: datetime) -> None:
+_OUTCOME_TYPES = {"id": "integer", "status": "text", "reason": "text",
+                  "next_attempt_at": "timestamp", "last_reply": "text", "sent_at": "timestamp",
+                  "message_id": "text"}
+_FINISH_SENT = text(
+    "UPDATE deliveries AS d SET status = v.status, reason = v.reason, "
+    "next_attempt_at = v.next_attempt_at, last_reply = v.last_reply, sent_at = v.sent_at, "
+    "message_id = v.message_id, lease_owner = NULL, lease_until = NULL "
+    f"FROM unnest({', '.join(f'CAST(:{n} AS {t}[])' for n, t in _OUTCOME_TYPES.items())}) "
+    f"AS v({', '.join(_OUTCOME_TYPES)}) "
+    # d.id = ANY(:id): an index condition, else the planner may scan the whole ledger
+    "WHERE d.id = ANY(CAST(:id AS integer[])) AND d.id = v.id AND d.lease_owner = :owner "
+    "AND d.status = 'sending'")
+
+
+def finish_sent(conn: Connection, owner: str,
+                changes: Sequence[tuple[int, dict[str, Any]]]) -> None:
+    """Record attempts' outcomes (values from mailer.delivery.settle plus message_id). On
+    PostgreSQL one statement from one array per column, else one UPDATE per row."""
+    if not changes or conn.dialect.name != "postgresql":
+        finish(conn, owner, changes)
+        return
+    naive = {name: [_naive(values[name]) if name != "id" else row_id
+                    for row_id, values in changes] for name in _OUTCOME_TYPES}
+    conn.execute(_FINISH_SENT, {**naive, "owner": owner})
+
+
+def _naive(value: Any) -> Any:
+    return value.astimezone(UTC).replace(tzinfo=None) if isinstance(value, datetime) else value
+
+
+def suppress(conn: Connection, emails: Sequence[str], now: datetime) -> None:
     """Suppress addresses whose mailbox the server says does not exist (5.1.x)."""
     from mailer.addresses import email_key
 
     keys = sorted({email_key(address) for address in emails})
     if not keys:
         return
-    with engine.begin() as conn:
-        known = set(conn.execute(select(Suppression.email_key)
-                                 .where(Suppression.email_key.in_(keys))).scalars())
-        fresh = [{"email_key": key, "reason": "bounced", "source": "smtp", "created_at": now}
-                 for key in keys if key not in known]
-        if fresh:
-            conn.execute(insert(Suppression), fresh)
-        conn.execute(update(Customer)
-                     .where(Customer.email_key.in_(keys), Customer.consent == "subscribed")
-                     .values(consent="bounced", consent_at=now, consent_source="smtp",
-                             consent_reason="mailbox does not exist", updated_at=now))
+    known = set(conn.execute(select(Suppression.email_key)
+                             .where(Suppression.email_key.in_(keys))).scalars())
+    fresh = [{"email_key": key, "reason": "bounced", "source": "smtp", "created_at": now}
+             for key in keys if key not in known]
+    if fresh:
+        conn.execute(insert(Suppression), fresh)
+    conn.execute(update(Customer)
+                 .where(Customer.email_key.in_(keys), Customer.consent == "subscribed")
+                 .values(consent="bounced", consent_at=now, consent_source="smtp",
+                         consent_reason="mailbox does not exist", updated_at=now))
 
 
 def expire(engine: Engine, now: datetime, campaigns: Sequence[str] | None = None) -> int:

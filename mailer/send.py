@@ -25,7 +25,7 @@ from mailer.clock import Clock
 from mailer.compose import compile_version, definition, first_intro
 from mailer.conditions import SegmentSpec
 from mailer.errors import EnvironmentFailure
-from mailer.ledger import Row, expire, new_owner, recover, sending_lock, waiting
+from mailer.ledger import Row, expire, new_owner, recover, relax_commits, sending_lock, waiting
 from mailer.planner import PlanResult, plan_due
 from mailer.ratelimit import rate_limit
 from mailer.sender import Delivery, Renderer, Sign
@@ -64,6 +64,7 @@ def send(engine: Engine, root: Path, specs: dict[str, SegmentSpec],
     owner = new_owner()
     slugs = sorted(campaigns)
     with sending_lock(engine, owner):
+        relax_commits(engine)
         now = clock.now()
         recover(engine, owner, now)
         plans = plan_due(engine, specs, campaigns, scope=scope_for(settings, now, engine),

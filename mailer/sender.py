@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, exists, select
+from sqlalchemy import Connection, Engine, and_, exists, select
 
 from mailer.clock import Clock
 from mailer.compose import Version, compose, from_definition
@@ -35,8 +35,10 @@ from mailer.ledger import (
     Row,
     claim,
     due,
+    durable,
     expire,
     finish,
+    finish_sent,
     recover,
     start,
     suppress,
@@ -133,22 +135,21 @@ class Renderer:
         return Ready(row, sender, mid, message, settings.delivery.retry_for)
 
 
-def _opted_out(engine: Engine, ids: Sequence[int]) -> list[tuple[int, dict[str, Any]]]:
+def _opted_out(conn: Connection, ids: Sequence[int]) -> list[tuple[int, dict[str, Any]]]:
     """Why each of these rows may no longer be sent: its customer's consent or a
     suppression (checked again right before sending)."""
     if not ids:
         return []
     changes = []
-    with engine.connect() as conn:
-        for row_id, consent, suppressed in conn.execute(
-                select(DELIVERIES.c.id, Customer.consent,
-                       exists().where(Suppression.email_key == Customer.email_key))
-                .join(Customer, Customer.id == DELIVERIES.c.customer_id)
-                .where(DELIVERIES.c.id.in_(list(ids)))):
-            reason = consent if consent != "subscribed" else "suppressed" if suppressed else None
-            if reason is not None:
-                changes.append((row_id, {"status": "skipped", "reason": reason,
-                                         "lease_owner": None, "lease_until": None}))
+    for row_id, consent, suppressed in conn.execute(
+            select(DELIVERIES.c.id, Customer.consent,
+                   exists().where(Suppression.email_key == Customer.email_key))
+            .join(Customer, Customer.id == DELIVERIES.c.customer_id)
+            .where(DELIVERIES.c.id.in_(list(ids)))):
+        reason = consent if consent != "subscribed" else "suppressed" if suppressed else None
+        if reason is not None:
+            changes.append((row_id, {"status": "skipped", "reason": reason,
+                                     "lease_owner": None, "lease_until": None}))
     return changes
 
 
@@ -192,7 +193,7 @@ class Delivery:
         exhausted = False
         last_recovery = time.monotonic()
         while True:
-            self._record()
+            self._turn(stop, record_only=True)
             if time.monotonic() - last_recovery > self.recover_every:
                 recover(self.engine, self.owner, self.clock.now())
                 last_recovery = time.monotonic()
@@ -202,9 +203,10 @@ class Delivery:
                 exhausted = len(rows) < batch
                 if rows:
                     ready, failed = self.renderer.render(rows, now)
-                    self._write(failed, DUE_STATES, rows)
+                    with self.engine.begin() as conn:
+                        self._write(conn, failed, DUE_STATES, rows)
                     self._pending.extend(ready)
-            self._dispatch(stop)
+            self._turn(stop)
             if self._in_flight == 0 and (stop.is_set() or not self._pending):
                 if stop.is_set() or (until_idle and exhausted):
                     break
@@ -221,20 +223,38 @@ class Delivery:
         self._release()
         return self.tally
 
-    def _dispatch(self, stop: asyncio.Event) -> None:
-        """Start as many pending mails as there are free slots."""
+    def _turn(self, stop: asyncio.Event, *, record_only: bool = False) -> None:
+        """One transaction: record the outcomes that arrived, then start the next group.
+        It waits for the disk when it starts rows (before the wire), not otherwise."""
         self._starved_for = None
-        free = self.concurrency - self._in_flight
-        if stop.is_set() or free <= 0 or not self._pending:
+        group = self._group(stop)
+        if not self._results and (record_only or group == 0):
             return
-        permits = self.limit.take(min(free, len(self._pending)))
+        with self.engine.begin() as conn:
+            if group and not record_only:
+                durable(conn)
+            self._record(conn)
+            if group and not record_only:
+                self._dispatch(conn, group)
+
+    def _group(self, stop: asyncio.Event) -> int:
+        """How many pending mails may start now: groups of half the slots at least (unless
+        few are left), so each group and its outcomes cost one transaction."""
+        free = self.concurrency - (self._in_flight - len(self._results))
+        group = min(max(1, self.concurrency // 2), len(self._pending))
+        if stop.is_set() or not self._pending or free < group:
+            return 0
+        return min(free, len(self._pending))
+
+    def _dispatch(self, conn: Connection, wanted: int) -> None:
+        permits = self.limit.take(conn, wanted)
         if not permits:
             self._starved_for = self.limit.retry_in()
             return
         chosen = [self._pending.popleft() for _ in permits]
-        started = start(self.engine, self.owner, [r.row.id for r in chosen], self.clock.now())
-        self._write(_opted_out(self.engine, [r.row.id for r in chosen
-                                             if r.row.id not in started]), DUE_STATES,
+        started = start(conn, self.owner, [r.row.id for r in chosen], self.clock.now())
+        self._write(conn, _opted_out(conn, [r.row.id for r in chosen
+                                            if r.row.id not in started]), DUE_STATES,
                     [r.row for r in chosen])
         unused = []
         for ready, permit in zip(chosen, permits, strict=True):
@@ -245,7 +265,7 @@ class Delivery:
             task = asyncio.create_task(self._send(ready, permit))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        self.limit.give_back(unused)
+        self.limit.give_back(conn, unused)
 
     async def _send(self, ready: Ready, permit: int) -> None:
         try:
@@ -256,7 +276,7 @@ class Delivery:
         self._results.append((ready, outcome, permit))
         self._wake.set()
 
-    def _record(self) -> None:
+    def _record(self, conn: Connection) -> None:
         """Write the outcomes that arrived; their slots are free only after that."""
         if not self._results:
             return
@@ -269,20 +289,19 @@ class Delivery:
                             send_after=row.send_after, expires_at=row.expires_at,
                             retry_for=ready.retry_for, rng=self.rng)
             changes.append((row.id, {**values, "message_id": ready.message_id}))
-        finish(self.engine, self.owner, changes)
+        finish_sent(conn, self.owner, changes)
         # permits rest from now, after the replies: never less than a second after them
-        self.limit.give_back([permit for _, _, permit in results])
-        suppress(self.engine, [r.row.email for r, outcome, _ in results if outcome.suppress],
-                 now)
+        self.limit.give_back(conn, [permit for _, _, permit in results])
+        suppress(conn, [r.row.email for r, outcome, _ in results if outcome.suppress], now)
         for (ready, outcome, _), (_, values) in zip(results, changes, strict=True):
             self._count(ready.row.campaign, values["status"])
             log.debug("row %s of %s: %s (%s)", ready.row.id, ready.row.campaign,
                       values["status"], outcome.reply)
         self._in_flight -= len(results)
 
-    def _write(self, changes: list[tuple[int, dict[str, Any]]], states: Sequence[str],
-               rows: Sequence[Row]) -> None:
-        finish(self.engine, self.owner, changes, from_states=states)
+    def _write(self, conn: Connection, changes: list[tuple[int, dict[str, Any]]],
+               states: Sequence[str], rows: Sequence[Row]) -> None:
+        finish(conn, self.owner, changes, from_states=states)
         campaigns = {row.id: row.campaign for row in rows}
         for row_id, values in changes:
             self._count(campaigns[row_id], values["status"])

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import time, timedelta
 from email.utils import parseaddr
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -94,6 +95,12 @@ class Store(Spec):
         return value
 
 
+@lru_cache(maxsize=64)
+def _address_of(text: str) -> str:
+    """The address of `Name <addr>` (parsed once: senders ask for it per mail)."""
+    return parseaddr(text)[1]
+
+
 class Sender(Spec):
     from_: str = Field(alias="from")
     reply_to: str | None = None
@@ -108,7 +115,7 @@ class Sender(Spec):
 
     @property
     def from_address(self) -> str:
-        return parseaddr(self.from_)[1]
+        return _address_of(self.from_)
 
     @property
     def unsubscribe_address(self) -> str:

@@ -139,7 +139,7 @@ class SmtpTransport:
             self._paused_until = time.monotonic() + THROTTLE_PAUSE.total_seconds()
 
     async def send(self, sender: str, recipient: str, message: bytes) -> Outcome:
-        problem = envelope_problem(recipient)
+        problem = envelope_problem(recipient) or envelope_problem(sender)
         if problem is not None:  # checked before a byte is sent
             return Outcome("permanent", problem)
         taken = await self._take()
@@ -157,16 +157,17 @@ class SmtpTransport:
                            message: bytes) -> Outcome:
         handed = False
         try:
-            for command, address in ((client.mail, sender), (client.rcpt, recipient)):
-                try:
-                    await command(address)
-                except aiosmtplib.SMTPResponseException as err:
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+            # Commands written directly: both addresses were checked by envelope_problem,
+            # and aiosmtplib's own parsing of them cost a third of the time on the wire.
+            for command in (b"MAIL FROM:<" + sender.encode() + b">",
+                            b"RCPT TO:<" + recipient.encode() + b">", b"DATA"):
+                reply = await client.execute_command(command)
+                if reply.code not in (250, 251, 354) or (command == b"DATA") != \
+                        (reply.code == 354):
                     await _reset(client)
-                    return from_reply(err.code, err.message)
-            reply = await client.execute_command(b"DATA")
-            if reply.code != 354:
-                await _reset(client)
-                return from_reply(reply.code, reply.message)
+                    return from_reply(reply.code, reply.message)
             # A server that closed right after its 354 gets nothing handed over: the
             # row is retried rather than left `unknown`.
             await asyncio.sleep(0)

@@ -336,3 +336,19 @@ def test_back_off_doubles_to_an_hour_with_jitter_until_expiry_or_retry_for() -> 
         "expired"
     common["send_after"] = now - timedelta(days=2)
     assert settle(temporary, expires_at=now + timedelta(days=3), **common)["status"] == "failed"
+
+
+def test_report_counts_every_state_and_exclusion_and_knows_its_campaigns(db: Workspace) -> None:
+    shop(db, ["ok@example.com", "bad550@example.com", "temp451@example.com"])
+    assert db.run("unsubscribe", "temp451@example.com").code == 0
+    fresh = db.run("report", "note", "--json").json()
+    assert fresh["planned"] == 0 and fresh["sent"] == 0 and fresh["excluded"] == {}
+    with FaultServer() as server:
+        send(db, server, "note")
+    report = db.run("report", "note", "--json").json()
+    assert report == {"campaign": "note", "planned": 2, "queued": 0, "sending": 0, "sent": 1,
+                      "deferred": 0, "failed": 1, "unknown": 0, "skipped": 0, "expired": 0,
+                      "excluded": {"unsubscribed": 1},
+                      "variants": [{"variant": 1, "planned": 2, "sent": 1}]}
+    unknown = db.run("report", "nte", "--json")
+    assert unknown.code == 1 and "did you mean note?" in unknown.json()["error"]["message"]

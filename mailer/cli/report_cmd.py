@@ -17,7 +17,8 @@ def report(ctx: click.Context, campaign: str, workspace: str | None, as_json: bo
     from mailer.report import campaign_report
 
     run = session(ctx, workspace)
-    document = campaign_report(run.engine, campaign)
+    known = sorted(path.stem for path in (run.root / "campaigns").glob("*.yaml"))
+    document = campaign_report(run.engine, campaign, known)
     if as_json:
         emit_json(document)
         return

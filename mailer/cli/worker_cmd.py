@@ -19,7 +19,7 @@ def worker(ctx: click.Context, workspace: str | None, now: str | None) -> None:
     import signal
 
     from mailer.cli.deliver import secret_key, signer, smtp_transport
-    from mailer.ledger import new_owner, recover, sending_lock
+    from mailer.ledger import new_owner, recover, relax_commits, sending_lock
     from mailer.logs import configure
     from mailer.ratelimit import rate_limit
     from mailer.sender import Delivery, Renderer
@@ -33,6 +33,7 @@ def worker(ctx: click.Context, workspace: str | None, now: str | None) -> None:
     owner = new_owner()
     engine = run.engine
     with sending_lock(engine, owner):
+        relax_commits(engine)
         lost = recover(engine, owner, run.clock.now())
         log.info("worker started owner=%s concurrency=%d rate_per_second=%s "
                  "recovered_unknown=%d", owner, settings.delivery.concurrency,
