@@ -111,7 +111,6 @@ class SharedRateLimit:
 
 def rate_limit(engine: Engine, rate: float) -> RateLimit:
     """The shared limit on PostgreSQL, the in-memory one where a single process sends."""
-    import os
-    if engine.dialect.name == "postgresql" and not os.environ.get("XLOCAL"):
+    if engine.dialect.name == "postgresql":
         return SharedRateLimit(engine, rate)
     return LocalRateLimit(rate)

@@ -18,7 +18,7 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -154,6 +154,16 @@ def _opted_out(conn: Connection, ids: Sequence[int]) -> list[tuple[int, dict[str
 
 
 @dataclass
+class _Turn:
+    """What one turn's transaction did, for the event loop to act on."""
+
+    started: list[tuple[Ready, int]] = field(default_factory=list)  # with their permits
+    waiting: list[Ready] = field(default_factory=list)  # no rate permit yet
+    counted: list[tuple[str, str]] = field(default_factory=list)  # (campaign, new status)
+    starved_for: float | None = None
+
+
+@dataclass
 class Delivery:
     """One sending process's loop over due rows."""
 
@@ -193,20 +203,20 @@ class Delivery:
         exhausted = False
         last_recovery = time.monotonic()
         while True:
-            self._turn(stop, record_only=True)
             if time.monotonic() - last_recovery > self.recover_every:
                 recover(self.engine, self.owner, self.clock.now())
                 last_recovery = time.monotonic()
             if not stop.is_set() and not exhausted and len(self._pending) < self.concurrency:
                 now = self.clock.now()
-                rows = claim(self.engine, self.owner, now, batch, self.campaigns)
+                rows = await asyncio.to_thread(claim, self.engine, self.owner, now, batch,
+                                               self.campaigns)
                 exhausted = len(rows) < batch
                 if rows:
                     ready, failed = self.renderer.render(rows, now)
                     with self.engine.begin() as conn:
-                        self._write(conn, failed, DUE_STATES, rows)
+                        self._count_all(self._write(conn, failed, DUE_STATES, rows))
                     self._pending.extend(ready)
-            self._turn(stop)
+            await self._turn(stop)
             if self._in_flight == 0 and (stop.is_set() or not self._pending):
                 if stop.is_set() or (until_idle and exhausted):
                     break
@@ -216,26 +226,37 @@ class Delivery:
                     exhausted = False
                     expire(self.engine, self.clock.now(), self.campaigns)
                 continue
-            if not self._results:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._starved_for)
+            # Until the next outcome (or a rate permit): outcomes already here wait for
+            # a group to start with them (see _turn).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._starved_for)
             self._wake.clear()
         self._release()
         return self.tally
 
-    def _turn(self, stop: asyncio.Event, *, record_only: bool = False) -> None:
+    async def _turn(self, stop: asyncio.Event) -> None:
         """One transaction: record the outcomes that arrived, then start the next group.
-        It waits for the disk when it starts rows (before the wire), not otherwise."""
+        Outcomes wait for the next group (or for the last mail in flight), so a group
+        and its outcomes cost one transaction, not one each. The transaction runs in a
+        thread: mails already on the wire go on while the database answers."""
         self._starved_for = None
         group = self._group(stop)
-        if not self._results and (record_only or group == 0):
+        settled = bool(self._results) and (len(self._results) == self._in_flight
+                                           or stop.is_set())
+        if group == 0 and not settled:
             return
-        with self.engine.begin() as conn:
-            if group and not record_only:
-                durable(conn)
-            self._record(conn)
-            if group and not record_only:
-                self._dispatch(conn, group)
+        results, self._results = self._results, []
+        chosen = [self._pending.popleft() for _ in range(group)]
+        turn = await asyncio.to_thread(self._turn_in_database, results, chosen)
+        self._in_flight -= len(results)
+        self._count_all(turn.counted)
+        self._pending.extendleft(reversed(turn.waiting))
+        self._starved_for = turn.starved_for
+        for ready, permit in turn.started:
+            self._in_flight += 1
+            task = asyncio.create_task(self._send(ready, permit))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _group(self, stop: asyncio.Event) -> int:
         """How many pending mails may start now: groups of half the slots at least (unless
@@ -246,26 +267,33 @@ class Delivery:
             return 0
         return min(free, len(self._pending))
 
-    def _dispatch(self, conn: Connection, wanted: int) -> None:
-        permits = self.limit.take(conn, wanted)
-        if not permits:
-            self._starved_for = self.limit.retry_in()
-            return
-        chosen = [self._pending.popleft() for _ in permits]
-        started = start(conn, self.owner, [r.row.id for r in chosen], self.clock.now())
-        self._write(conn, _opted_out(conn, [r.row.id for r in chosen
-                                            if r.row.id not in started]), DUE_STATES,
-                    [r.row for r in chosen])
-        unused = []
-        for ready, permit in zip(chosen, permits, strict=True):
-            if ready.row.id not in started:
-                unused.append(permit)
-                continue
-            self._in_flight += 1
-            task = asyncio.create_task(self._send(ready, permit))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        self.limit.give_back(conn, unused)
+    def _turn_in_database(self, results: list[tuple[Ready, Outcome, int]],
+                          chosen: list[Ready]) -> _Turn:
+        """Record RESULTS and start what of CHOSEN gets a rate permit (in a thread)."""
+        turn = _Turn()
+        with self.engine.begin() as conn:
+            if chosen:
+                durable(conn)  # rows turn `sending` here: before the wire
+            turn.counted += self._record(conn, results)
+            if not chosen:
+                return turn
+            permits = self.limit.take(conn, len(chosen))
+            if not permits:
+                turn.starved_for = self.limit.retry_in()
+            turn.waiting = chosen[len(permits):]
+            chosen = chosen[:len(permits)]
+            started = start(conn, self.owner, [r.row.id for r in chosen], self.clock.now())
+            turn.counted += self._write(conn, _opted_out(conn, [
+                r.row.id for r in chosen if r.row.id not in started]), DUE_STATES,
+                [r.row for r in chosen])
+            unused = []
+            for ready, permit in zip(chosen, permits, strict=True):
+                if ready.row.id in started:
+                    turn.started.append((ready, permit))
+                else:
+                    unused.append(permit)
+            self.limit.give_back(conn, unused)
+        return turn
 
     async def _send(self, ready: Ready, permit: int) -> None:
         try:
@@ -276,11 +304,11 @@ class Delivery:
         self._results.append((ready, outcome, permit))
         self._wake.set()
 
-    def _record(self, conn: Connection) -> None:
-        """Write the outcomes that arrived; their slots are free only after that."""
-        if not self._results:
-            return
-        results, self._results = self._results, []
+    def _record(self, conn: Connection, results: list[tuple[Ready, Outcome, int]]
+                ) -> list[tuple[str, str]]:
+        """Write outcomes; their slots are free only after that. Returns what to count."""
+        if not results:
+            return []
         now = self.clock.now()
         changes = []
         for ready, outcome, _ in results:
@@ -294,23 +322,25 @@ class Delivery:
         self.limit.give_back(conn, [permit for _, _, permit in results])
         suppress(conn, [r.row.email for r, outcome, _ in results if outcome.suppress], now)
         for (ready, outcome, _), (_, values) in zip(results, changes, strict=True):
-            self._count(ready.row.campaign, values["status"])
             log.debug("row %s of %s: %s (%s)", ready.row.id, ready.row.campaign,
                       values["status"], outcome.reply)
-        self._in_flight -= len(results)
+        return [(ready.row.campaign, values["status"])
+                for (ready, _, _), (_, values) in zip(results, changes, strict=True)]
 
     def _write(self, conn: Connection, changes: list[tuple[int, dict[str, Any]]],
-               states: Sequence[str], rows: Sequence[Row]) -> None:
+               states: Sequence[str], rows: Sequence[Row]) -> list[tuple[str, str]]:
+        """Write other changes of rows (skipped, render failures); returns what to count."""
         finish(conn, self.owner, changes, from_states=states)
         campaigns = {row.id: row.campaign for row in rows}
         for row_id, values in changes:
-            self._count(campaigns[row_id], values["status"])
             log.debug("row %s: %s (%s)", row_id, values["status"], values.get("reason"))
+        return [(campaigns[row_id], values["status"]) for row_id, values in changes]
 
-    def _count(self, campaign: str, status: str) -> None:
-        self.tally[(campaign, status)] += 1
-        if self.on_outcome is not None:
-            self.on_outcome(campaign, status)
+    def _count_all(self, counted: list[tuple[str, str]]) -> None:
+        for campaign, status in counted:
+            self.tally[(campaign, status)] += 1
+            if self.on_outcome is not None:
+                self.on_outcome(campaign, status)
 
     def _release(self) -> None:
         """Leased rows not started go back to the queue at once."""
