@@ -454,28 +454,60 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
 
 def _give_codes(conn: Connection, slug: str, campaign: Campaign,
                written: dict[tuple[int, str], int], now: datetime) -> None:
-    """A unique coupon per planned mail, and a stable referral code per customer."""
+    """A unique coupon per planned mail, and a stable referral code per customer. Codes
+    are random, so two can meet (at a million coupons of 40 bits, one pair did): a code
+    already taken is drawn again."""
     if campaign.coupon is not None and written:
         coupon = campaign.coupon
-        conn.execute(insert(Coupon), [
-            {"code": f"{coupon.prefix.upper()}-{_code()}", "customer_id": customer_id,
-             "campaign": slug, "delivery_id": delivery_id, "value": coupon.value,
-             "expires_at": now + coupon.valid_for}
-            for (customer_id, _), delivery_id in sorted(written.items())])
+        table = cast(Table, Coupon.__table__)
+        owed = {delivery_id: customer_id for (customer_id, _), delivery_id in written.items()}
+        for _ in range(DRAWS):
+            if not owed:
+                break
+            given = conn.execute(
+                _upsert(conn, table).on_conflict_do_nothing(index_elements=["code"])
+                .returning(table.c.delivery_id),
+                [{"code": f"{coupon.prefix.upper()}-{_code()}", "customer_id": customer_id,
+                  "campaign": slug, "delivery_id": delivery_id, "value": coupon.value,
+                  "expires_at": now + coupon.valid_for}
+                 for delivery_id, customer_id in sorted(owed.items())])
+            for (delivery_id,) in given:
+                owed.pop(delivery_id, None)
+        if owed:
+            raise RuntimeError(f"no free coupon code after {DRAWS} draws")
     if campaign.referral is not None and written:
         ids = sorted({customer_id for customer_id, _ in written})
         missing = [row[0] for row in conn.execute(
             select(Customer.id).where(Customer.id.in_(ids), Customer.referral_code.is_(None)))]
-        for customer_id in missing:
+        codes = _fresh_codes(conn, len(missing))
+        for customer_id, code in zip(missing, codes, strict=True):
             conn.execute(update(Customer).where(Customer.id == customer_id,
                                                 Customer.referral_code.is_(None))
-                         .values(referral_code=_code()))
+                         .values(referral_code=code))
+
+
+DRAWS = 5
+
+
+def _fresh_codes(conn: Connection, count: int) -> list[str]:
+    """COUNT referral codes that no customer has yet."""
+    codes: set[str] = set()
+    for _ in range(DRAWS):
+        wanted = {_code() for _ in range(count - len(codes))}
+        taken = set(conn.execute(select(Customer.referral_code)
+                                 .where(Customer.referral_code.in_(sorted(wanted)))).scalars())
+        codes |= wanted - taken
+        if len(codes) >= count:
+            break
+    return sorted(codes)[:count]
 
 
 def _code() -> str:
-    """8 characters from 32 unambiguous ones: 40 bits, unguessable for a coupon."""
-    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-    return "".join(secrets.choice(alphabet) for _ in range(8))
+    """10 characters from 32 unambiguous ones: 50 bits, unguessable for a coupon."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(10))
+
+
+_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
 _LEDGER_COLUMNS = {

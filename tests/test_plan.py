@@ -217,7 +217,7 @@ def test_coupons_and_referral_codes_are_written_with_the_plan(shop: Workspace) -
     coupons = shop.query("SELECT c.code, c.value, c.expires_at, d.id = c.delivery_id "
                          "FROM coupons c JOIN deliveries d ON d.customer_id = c.customer_id")
     assert len(coupons) == 3 and len({row[0] for row in coupons}) == 3
-    assert all(row[0].startswith("BF-") and len(row[0]) == 11 for row in coupons)
+    assert all(row[0].startswith("BF-") and len(row[0]) == 13 for row in coupons)
     assert all(row[1] == "30%" and row[3] for row in coupons)
     assert str(coupons[0][2]).startswith("2026-12-04 09:30")
     codes = dict(shop.query("SELECT store_id, referral_code FROM customers"))
@@ -225,6 +225,27 @@ def test_coupons_and_referral_codes_are_written_with_the_plan(shop: Workspace) -
     assert len({codes["A"], codes["D"], codes["E"]}) == 3
     run_plan(shop, "gift", "2026-12-01T11:00")  # stable: a second plan changes nothing
     assert dict(shop.query("SELECT store_id, referral_code FROM customers")) == codes
+
+
+def test_a_coupon_or_referral_code_drawn_twice_is_drawn_again(
+        shop: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import itertools
+
+    from mailer import planner
+
+    # every customer first draws the same code, then a distinct one
+    draws = itertools.chain(["SAMECODE22"] * 6, (f"FRESH{n:05d}" for n in itertools.count()))
+    monkeypatch.setattr(planner, "_code", lambda: next(draws))
+    shop.write("campaigns/gift.yaml", ONCE.format(name="gift", at="2026-12-01T10:00", grace="6h",
+                                                  priority=0)
+               + "coupon: {prefix: bf, value: 30%, valid_for: 3d}\n"
+               + "referral: {deadline: 2026-12-31, reward: '20% for both'}\n")
+    [result] = run_plan(shop, "gift", "2026-12-01T10:30")
+    assert result.planned_count == 3
+    coupons = [row[0] for row in shop.query("SELECT code FROM coupons")]
+    assert len(coupons) == 3 and len(set(coupons)) == 3 and "BF-SAMECODE22" in coupons
+    referrals = [c for (c,) in shop.query("SELECT referral_code FROM customers") if c]
+    assert len(referrals) == 3 and len(set(referrals)) == 3
 
 
 def test_forecast_simulates_hourly_sweeps_and_writes_nothing(shop: Workspace,
