@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 
 from mailer.errors import LockHeld
-from mailer.models import DELIVERY_STATES, Customer, Delivery, Suppression
+from mailer.models import DELIVERY_STATES, Customer, Delivery, Suppression, naive_utc
 
 LEASE = timedelta(minutes=5)  # how long claimed rows stay with a sender before others may take them
 IN_FLIGHT = timedelta(minutes=10)  # a `sending` row older than this is certainly abandoned
@@ -210,13 +210,9 @@ def finish_sent(conn: Connection, owner: str,
     if not changes or conn.dialect.name != "postgresql":
         finish(conn, owner, changes)
         return
-    naive = {name: [_naive(values[name]) if name != "id" else row_id
+    naive = {name: [naive_utc(values[name]) if name != "id" else row_id
                     for row_id, values in changes] for name in _OUTCOME_TYPES}
     conn.execute(_FINISH_SENT, {**naive, "owner": owner})
-
-
-def _naive(value: Any) -> Any:
-    return value.astimezone(UTC).replace(tzinfo=None) if isinstance(value, datetime) else value
 
 
 def suppress(conn: Connection, emails: Sequence[str], now: datetime) -> None:

@@ -35,6 +35,12 @@ DELIVERY_STATES = ("queued", "sending", "sent", "deferred", "failed", "unknown",
 Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
+def naive_utc(value: Any) -> Any:
+    """An aware datetime as the naive UTC value the columns store; other values as they
+    are (for statements written as text, which bypass UTCDateTime)."""
+    return value.astimezone(UTC).replace(tzinfo=None) if isinstance(value, datetime) else value
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """An aware datetime stored as naive UTC; read back as aware UTC on both databases."""
 
@@ -46,7 +52,8 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC).replace(tzinfo=None)
+        stored: datetime = naive_utc(value)
+        return stored
 
     def process_literal_param(self, value: datetime | None, dialect: Dialect) -> Any:
         """For `mailer segments sql`, which prints queries with their values inlined."""

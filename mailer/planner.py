@@ -19,7 +19,7 @@ import secrets
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -53,6 +53,7 @@ from mailer.models import (
     Order,
     PlanRun,
     Suppression,
+    naive_utc,
 )
 from mailer.policy import LIVE, Facts, decide
 from mailer.schedule import (
@@ -525,11 +526,6 @@ _UNNEST_INSERT = text(
     "RETURNING customer_id, occurrence, id")
 
 
-def _naive(value: Any) -> Any:
-    """UTC datetimes as the naive values the ledger's columns store."""
-    return value.astimezone(UTC).replace(tzinfo=None) if isinstance(value, datetime) else value
-
-
 def _insert_rows(conn: Connection, rows: list[dict[str, Any]],
                  result: PlanResult) -> dict[tuple[int, str], int]:
     """Insert ledger rows; one another planner wrote first is skipped as already_sent.
@@ -537,7 +533,7 @@ def _insert_rows(conn: Connection, rows: list[dict[str, Any]],
     table = cast(Table, Delivery.__table__)
     if conn.dialect.name == "postgresql":
         result_rows = conn.execute(_UNNEST_INSERT, {
-            name: [_naive(row[name]) for row in rows] for name in _LEDGER_COLUMNS})
+            name: [naive_utc(row[name]) for row in rows] for name in _LEDGER_COLUMNS})
     else:
         result_rows = conn.execute(
             _upsert(conn, table).on_conflict_do_nothing(
