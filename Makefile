@@ -10,8 +10,12 @@ CLEAN_ENV := env -u MAILER_DATABASE_URL -u MAILER_SMTP_URL -u MAILER_SECRET_KEY 
 MAILER := $(CLEAN_ENV) $(abspath $(BIN))/mailer --workspace $(abspath $(DEMO))
 COPY := $(CLEAN_ENV) $(abspath $(BIN))/mailer --workspace $(abspath $(DEMO))/copy
 DEMO_NOW := 2026-11-23T10:00
-# A Monday (birthdays, the big-spender thanks), Black Friday, the first of December.
-DEMO_SENDS := 2026-11-23T11:00 2026-11-27T10:00 2026-12-01T10:00
+# A week of the daemon, one sweep at a time: Monday (birthdays, the big-spender thanks),
+# Tuesday evening (feedback ten days after an order), Wednesday (win-back), Black Friday,
+# its last-hours reminder on Saturday evening and, next morning, the reminders that quiet
+# hours held overnight; the first of December (newsletter, referral).
+DEMO_SWEEPS := 2026-11-23T11:00 2026-11-24T18:05 2026-11-25T10:00 2026-11-27T10:00 \
+	2026-11-28T20:05 2026-11-29T07:30 2026-12-01T10:00
 
 .PHONY: demo test lint bench soak clean
 
@@ -57,16 +61,14 @@ demo: $(STAMP)
 	@$(MAILER) preview black-friday --sample 4 --now $(DEMO_NOW)
 	@echo "== the next 30 days, simulated hour by hour on a scratch ledger"
 	@$(MAILER) forecast --days 30 --from $(DEMO_NOW) --chart $(abspath $(DEMO))/forecast.html
-	@echo "== delivering for real into a local SMTP sink (mailer sink on a free port)"
+	@echo "== a week of the daemon (mailer run --once at each moment) into a local SMTP sink"
 	@$(CLEAN_ENV) $(abspath $(BIN))/mailer sink --port 0 --maildir $(abspath $(DEMO))/outbox \
 		> $(DEMO)/sink.log 2>&1 & echo $$! > $(DEMO)/sink.pid
 	@for i in $$(seq 1 100); do grep -q "^listening on" $(DEMO)/sink.log && break; sleep 0.1; done
 	@port=$$(sed -n 's/^listening on .*://p' $(DEMO)/sink.log); \
-	for when in $(DEMO_SENDS); do \
-		echo "-- every campaign, as due at $$when"; \
+	for when in $(DEMO_SWEEPS); do \
 		$(CLEAN_ENV) MAILER_SECRET_KEY=demo-only-secret MAILER_SMTP_URL=smtp://127.0.0.1:$$port \
-			$(abspath $(BIN))/mailer --workspace $(abspath $(DEMO)) send \
-			$$(ls campaigns | sed -n 's/\.yaml$$//p') --now $$when \
+			$(abspath $(BIN))/mailer --workspace $(abspath $(DEMO)) run --once --now $$when \
 			|| { kill $$(cat $(DEMO)/sink.pid); exit 1; }; \
 	done
 	@kill $$(cat $(DEMO)/sink.pid)

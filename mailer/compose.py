@@ -29,6 +29,13 @@ class Version:
     text: Compiled
     subjects: tuple[Compiled, ...]
     intros: tuple[tuple[str, Compiled], ...]  # (segment or "default", intro) in file order
+    reminder_subjects: tuple[Compiled, ...] = ()  # a promotion's reminder has its own
+
+    def subject_for(self, variant: int, occurrence: str) -> Compiled:
+        """The subject template of a variant; a promotion's reminder uses its own."""
+        if occurrence == "reminder" and self.reminder_subjects:
+            return self.reminder_subjects[variant % len(self.reminder_subjects)]
+        return self.subjects[variant % len(self.subjects)]
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,10 @@ def _assemble(env: jinja2.Environment, slug: str, spec: Campaign, html: Compiled
                      for subject in spec.subject)
     intros = tuple((segment, compile_source(env, intro, f"{where} intros.{segment}"))
                    for segment, intro in spec.intros.items())
-    return Version(slug=slug, spec=spec, html=html, text=text, subjects=subjects, intros=intros)
+    reminder = tuple(compile_source(env, subject, f"{where} reminder.subject")
+                     for subject in (spec.reminder.subject if spec.reminder else ()))
+    return Version(slug=slug, spec=spec, html=html, text=text, subjects=subjects, intros=intros,
+                   reminder_subjects=reminder)
 
 
 def definition(version: Version, root: Path) -> dict[str, Any]:
@@ -118,20 +128,21 @@ def first_intro(segments: Iterable[str], member_of: set[str]) -> str | None:
 
 
 def compose(version: Version, context: dict[str, Any], *, variant: int,
-            member_of: set[str]) -> Composed:
+            member_of: set[str], occurrence: str = "") -> Composed:
     """Render one mail: the intro first (templates print it as `intro`), then the rest."""
     chosen = pick_intro(version, member_of)
     intros = dict(version.intros)
     values = dict(context)
     if chosen is not None:
         values["intro"] = intros[chosen].render(values).strip()
-    subject = version.subjects[variant % len(version.subjects)].render(values).strip()
+    subject = version.subject_for(variant, occurrence).render(values).strip()
     html = version.html.render(values)
     text = _tidy(version.text.render(values))
     return Composed(subject=subject, html=html, text=text, intro=chosen,
                     variant=variant % len(version.subjects))
 
 
-def compile_subject_only(version: Version, context: dict[str, Any], variant: int) -> str:
+def compile_subject_only(version: Version, context: dict[str, Any], variant: int,
+                         occurrence: str = "") -> str:
     """The subject of one variant for one context (intros are not needed for it)."""
-    return version.subjects[variant % len(version.subjects)].render(context).strip()
+    return version.subject_for(variant, occurrence).render(context).strip()

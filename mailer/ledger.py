@@ -12,7 +12,6 @@ leased rows go back to the queue, `sending` rows become `unknown`.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import socket
@@ -40,7 +39,7 @@ from sqlalchemy import (
     update,
 )
 
-from mailer.errors import LockHeld
+from mailer.locks import file_lock, lock_path
 from mailer.models import DELIVERY_STATES, Customer, Delivery, Suppression, naive_utc
 
 LEASE = timedelta(minutes=5)  # how long claimed rows stay with a sender before others may take them
@@ -316,27 +315,9 @@ def sending_lock(engine: Engine, owner: str) -> Iterator[None]:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _owner_key(owner)})
                 conn.commit()
         return
-    database = engine.url.database or "mailer.db"
-    with open(f"{database}.send-lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            pid = handle.read().strip() or "?"
-            name = os.path.basename(database)
-            raise LockHeld(f"another mailer process (pid {pid}) is sending from {name}") \
-                from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
+    name = os.path.basename(engine.url.database or "mailer.db")
+    with file_lock(lock_path(engine, "send-lock"), wait=False, doing=f"sending from {name}"):
+        yield
 
 def counts(engine: Engine, campaign: str) -> dict[str, int]:
     """The campaign's rows by state (every state, zeros included)."""

@@ -230,3 +230,22 @@ class PlanRun(Base):
     now: Mapped[datetime] = mapped_column(UTCDateTime)
     planned: Mapped[int] = mapped_column(Integer)
     excluded: Mapped[dict[str, int]] = mapped_column(Json)
+
+
+class DaemonState(Base):
+    """What the planning daemon (`mailer run`) last said of itself, for `mailer status`.
+
+    One row per role; the leader rewrites it at every sweep. `heartbeat_at` is wall
+    time; `last_sweep_at` and `next_due_at` are the daemon's logical time (`--now`)."""
+
+    __tablename__ = "daemon_state"
+
+    role: Mapped[str] = mapped_column(String(20), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_sweep_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_planned: Mapped[int] = mapped_column(Integer, default=0)
+    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    workspace_problems: Mapped[int] = mapped_column(Integer, default=0)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

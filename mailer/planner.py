@@ -17,7 +17,7 @@ import hashlib
 import json
 import secrets
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -372,11 +372,13 @@ def _upsert(conn: Connection, table: Table) -> Any:
 def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Campaign, *,
          scope: Scope, settings: Settings, version: dict[str, Any] | None = None,
          run: Counter[int] | None = None, keep: bool = True,
-         choose_intros: bool = True) -> PlanResult:
+         choose_intros: bool = True, stop: Callable[[], bool] | None = None) -> PlanResult:
     """Plan what is due at scope.now. With VERSION (the definition to store), rows are
     written; without, nothing is (the dry run). RUN carries the planned times of
     mails planned earlier in the same planning run, so caps see them. Written rows
-    carry the intro segment each customer is in (CHOOSE_INTROS; the forecast skips it)."""
+    carry the intro segment each customer is in (CHOOSE_INTROS; the forecast skips it).
+    STOP, asked between batches, ends the plan early (a stopping daemon): what was
+    written stays, and the next planning run goes on from there."""
     now, tz_default = scope.now, zone(settings.timezone)
     result = PlanResult(slug, now, keep=keep)
     planned_in_run: Counter[int] = run if run is not None else Counter()
@@ -399,6 +401,8 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                            scope, sorted({c.customer_id for c in batch}))
 
     for batch in candidates(engine, specs, slug, campaign, scope, settings):
+        if stop is not None and stop():
+            break
         with engine.begin() as conn:
             if base is None:
                 base = int(conn.execute(select(func.count()).select_from(Delivery)
@@ -550,7 +554,8 @@ def _insert_rows(conn: Connection, rows: list[dict[str, Any]],
 def plan_due(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str, Campaign], *,
              scope: Scope, settings: Settings,
              versions: dict[str, dict[str, Any]] | None = None,
-             keep: bool = True, choose_intros: bool = True) -> list[PlanResult]:
+             keep: bool = True, choose_intros: bool = True,
+             stop: Callable[[], bool] | None = None) -> list[PlanResult]:
     """One planning run: every campaign, higher priority first, sharing the caps' view
     of what this run has planned. With VERSIONS (definitions by campaign), rows are
     written; a queued mail is never withdrawn for a later one."""
@@ -558,5 +563,5 @@ def plan_due(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str,
     order = sorted(campaigns, key=lambda slug: (-campaigns[slug].priority, slug))
     return [plan(engine, specs, slug, campaigns[slug], scope=scope, settings=settings,
                  version=versions[slug] if versions is not None else None, run=run,
-                 keep=keep, choose_intros=choose_intros)
-            for slug in order]
+                 keep=keep, choose_intros=choose_intros, stop=stop)
+            for slug in order if stop is None or not stop()]

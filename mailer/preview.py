@@ -122,20 +122,22 @@ def write_samples(samples: list[Sample], out: Path, slug: str) -> Path:
 
 
 def subjects(engine: Engine, version: Version, *, settings: Settings, now: datetime,
-             recipients: list[tuple[int, int]]) -> dict[int, str]:
-    """The subject each (customer id, variant) would get, rendered in batches."""
+             recipients: list[tuple[int, int, str]]) -> dict[tuple[int, str], str]:
+    """The subject each (customer id, variant, occurrence) would get, rendered in batches;
+    keyed by (customer id, occurrence)."""
     from mailer.compose import compile_subject_only
 
-    found: dict[int, str] = {}
+    found: dict[tuple[int, str], str] = {}
     for start in range(0, len(recipients), 1000):
         batch = recipients[start:start + 1000]
-        ids = [customer_id for customer_id, _ in batch]
+        ids = [customer_id for customer_id, _, _ in batch]
         with engine.connect() as conn:
             people = load_customers(conn, ids)
             stats = load_stats(conn, ids, now=now, currency=settings.store.currency)
-        for customer_id, variant in batch:
+        for customer_id, variant, occurrence in batch:
             context = build_context(people[customer_id], stats.get(customer_id),
                                     settings=settings, slug=version.slug, campaign=version.spec,
                                     now=now, key=PREVIEW_KEY, message="plan")
-            found[customer_id] = compile_subject_only(version, context, variant)
+            found[(customer_id, occurrence)] = compile_subject_only(version, context, variant,
+                                                                    occurrence)
     return found

@@ -113,6 +113,32 @@ def latest_fire(cron: Cron, now: datetime, tz: ZoneInfo) -> datetime | None:
     return None
 
 
+
+def next_fire(cron: Cron, after: datetime, tz: ZoneInfo) -> datetime | None:
+    """The first fire time strictly after AFTER (UTC), or None within the search horizon."""
+    today = after.astimezone(tz).date()
+    for ahead in range(_SEARCH_DAYS):
+        day = today + timedelta(days=ahead)
+        if not cron.day_matches(day):
+            continue
+        fires = sorted({localize(datetime.combine(day, time(h, m)), tz)
+                        for h in cron.hours for m in cron.minutes})
+        for fire in fires:
+            if fire > after:
+                return fire
+    return None
+
+
+def next_local_time(zone_name: str, at: time, after: datetime) -> datetime:
+    """The first instant strictly after AFTER at which the wall clock of ZONE reads AT."""
+    tz = ZoneInfo(zone_name)
+    day = after.astimezone(tz).date()
+    while True:
+        moment = localize(datetime.combine(day, at), tz)
+        if moment > after:
+            return moment
+        day += timedelta(days=1)
+
 # --- the trigger table --------------------------------------------------------------------
 
 

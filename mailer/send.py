@@ -26,6 +26,7 @@ from mailer.compose import compile_version, definition, first_intro
 from mailer.conditions import SegmentSpec
 from mailer.errors import EnvironmentFailure
 from mailer.ledger import Row, expire, new_owner, recover, relax_commits, sending_lock, waiting
+from mailer.locks import planning
 from mailer.planner import PlanResult, plan_due
 from mailer.ratelimit import rate_limit
 from mailer.sender import Delivery, Renderer, Sign
@@ -50,35 +51,59 @@ class Summary:
                 "waiting": self.waiting, "excluded": dict(sorted(self.excluded.items()))}
 
 
+def compile_versions(root: Path, campaigns: dict[str, Campaign]) -> dict[str, dict[str, Any]]:
+    """Each campaign's definition as the ledger stores it (templates compiled once)."""
+    return {slug: definition(compile_version(slug, spec, root / "templates"), root)
+            for slug, spec in campaigns.items()}
+
+
+def plan_now(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str, Campaign],
+             *, settings: Settings, versions: dict[str, dict[str, Any]], now: datetime,
+             stop: Callable[[], bool] | None = None) -> list[PlanResult]:
+    """One planning run at NOW under the planning lock (rows written), then the rows
+    whose expiry has passed become `expired`. `send`, `run --once` and every daemon
+    sweep plan through here."""
+    with planning(engine):
+        plans = plan_due(engine, specs, campaigns, scope=scope_for(settings, now, engine),
+                         settings=settings, versions=versions, keep=False, stop=stop)
+    expire(engine, now, None)
+    return plans
+
+
 def send(engine: Engine, root: Path, specs: dict[str, SegmentSpec],
          campaigns: dict[str, Campaign], *, settings: Settings, clock: Clock,
          transport: Transport, key: str, sign: Sign | None = None,
-         probe: Callable[[], Any] | None = None,
+         probe: Callable[[], Any] | None = None, every_campaign: bool = False,
          on_outcome: Callable[[str, str], None] | None = None,
          on_planned: Callable[[int], None] | None = None) -> list[Summary]:
     """Plan CAMPAIGNS at the clock's now (priority order, one planning run), then deliver
-    their due rows. PROBE opens the first connection: a server that refuses it stops
-    the send before any row is touched (exit 3)."""
-    versions = {slug: definition(compile_version(slug, spec, root / "templates"), root)
-                for slug, spec in campaigns.items()}
+    their due rows — or, with EVERY_CAMPAIGN (`run --once`), every due row of the
+    ledger, retries of campaigns no longer in the workspace included. PROBE opens the
+    first connection: a server that refuses it stops the send before any row is
+    touched (exit 3)."""
+    versions = compile_versions(root, campaigns)
     owner = new_owner()
     slugs = sorted(campaigns)
+    chosen = None if every_campaign else slugs
     with sending_lock(engine, owner):
         relax_commits(engine)
-        now = clock.now()
-        recover(engine, owner, now)
-        plans = plan_due(engine, specs, campaigns, scope=scope_for(settings, now, engine),
-                         settings=settings, versions=versions, keep=False)
+        recover(engine, owner, clock.now())
+        plans = plan_now(engine, specs, campaigns, settings=settings, versions=versions,
+                         now=clock.now())
         if on_planned is not None:
             on_planned(sum(waiting(engine, slug) for slug in slugs))
-        expire(engine, clock.now(), slugs)
         delivery = Delivery(engine, transport, Renderer(engine, key, sign), owner, clock,
                             concurrency=settings.delivery.concurrency,
                             limit=rate_limit(engine, settings.delivery.rate_per_second),
-                            campaigns=slugs, on_outcome=on_outcome)
+                            campaigns=chosen, on_outcome=on_outcome)
         tally = asyncio.run(_deliver(delivery, transport, probe))
-        expire(engine, clock.now(), slugs)
-    return [_summary(engine, plan, tally) for plan in sorted(plans, key=lambda p: p.campaign)]
+        expire(engine, clock.now(), chosen)
+    summaries = [_summary(engine, plan, tally)
+                 for plan in sorted(plans, key=lambda p: p.campaign)]
+    # Rows of campaigns gone from the workspace still finish (from their version).
+    for gone in sorted({campaign for campaign, _ in tally} - set(slugs)):
+        summaries.append(_summary(engine, PlanResult(gone, clock.now()), tally))
+    return summaries
 
 
 async def _deliver(delivery: Delivery, transport: Transport,

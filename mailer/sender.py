@@ -118,7 +118,7 @@ class Renderer:
             slug=row.campaign, campaign=version.spec, now=now, key=self.key,
             message=str(row.id), coupon_code=coupon[0] if coupon else None,
             coupon_expires_at=coupon[1] if coupon else None)
-        mail = compose(version, context, variant=row.subject_variant,
+        mail = compose(version, context, variant=row.subject_variant, occurrence=row.occurrence,
                        member_of={row.intro} if row.intro else set())
         sender = settings.sender.from_address
         name = " ".join(p for p in (person.first_name, person.last_name) if p)

@@ -78,6 +78,8 @@ def check_rendering(root: Path, settings: Settings, slug: str, campaign: Campaig
         problems = []
         for variant in range(len(version.subjects)):
             mail = compose(version, context, variant=variant, member_of=set())
+        for variant in range(len(version.reminder_subjects)):
+            compose(version, context, variant=variant, member_of=set(), occurrence="reminder")
     except RenderError as err:
         return [err.problem()]
     unsubscribe = context["links"]["unsubscribe"]

@@ -32,6 +32,7 @@ COMMANDS = {
     "status": ("mailer.cli.status_cmd:status", "Counts of customers, orders and deliveries."),
     "send": ("mailer.cli.send_cmd:send", "Plan campaigns now and deliver what is due."),
     "worker": ("mailer.cli.worker_cmd:worker", "Deliver due mails until stopped."),
+    "run": ("mailer.cli.run_cmd:run", "The scheduler daemon (--once: one sweep, then exit)."),
     "report": ("mailer.cli.report_cmd:report", "Where every mail of a campaign stands."),
     "sink": ("mailer.cli.sink_cmd:sink", "A local SMTP server catching mail into a Maildir."),
 }

@@ -41,12 +41,14 @@ def plan(ctx: click.Context, campaign: str, workspace: str | None, as_json: bool
                      settings=settings)
     version = compile_version(campaign, campaigns[campaign], run.root / "templates")
     rendered = subjects(run.engine, version, settings=settings, now=moment,
-                        recipients=[(p.customer_id, p.variant) for p in result.planned])
+                        recipients=[(p.customer_id, p.variant, p.occurrence)
+                                    for p in result.planned])
     if as_json:
         emit_json({
             "campaign": campaign, "now": iso_z(moment),
             "recipients": [{"id": p.id, "email": p.email, "occurrence": p.occurrence,
-                            "subject": rendered[p.customer_id], "variant": p.variant + 1,
+                            "subject": rendered[(p.customer_id, p.occurrence)],
+                            "variant": p.variant + 1,
                             "send_after": iso_z(p.send_after)} for p in result.planned],
             "excluded": [{"id": e.id, "email": e.email, "occurrence": e.occurrence,
                           "reason": e.reason} for e in result.excluded]})

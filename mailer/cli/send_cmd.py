@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,9 @@ from mailer.cli.common import (
     stderr_is_terminal,
     workspace_option,
 )
+
+if TYPE_CHECKING:
+    from mailer.send import Summary
 
 
 @click.command()
@@ -68,6 +72,20 @@ def send(ctx: click.Context, campaigns: tuple[str, ...], dry_run: bool, out: Pat
         documents = {s.campaign: s.as_json() for s in summaries}
         emit_json(documents[campaigns[0]] if len(campaigns) == 1 else {"campaigns": documents})
         return
+    print_summaries(summaries, title="dry run: nothing sent" if dry_run else "send")
+    if dry_run:
+        click.echo(f"mails written to {out or run.root / 'outbox' / 'dry-run'}")
+
+
+def print_summaries(summaries: list[Summary], *, title: str, skip_idle: bool = False) -> None:
+    """One row per campaign: what was planned, what became of it, who was held back.
+    SKIP_IDLE leaves out campaigns with nothing to report (a sweep over every campaign)."""
+    if skip_idle:
+        idle = [s for s in summaries if not (s.planned or s.waiting or any(s.outcomes.values())
+                                             or s.excluded)]
+        summaries = [s for s in summaries if s not in idle]
+        if idle:
+            title += f" ({len(idle)} campaigns had nothing due)"
     columns = ("campaign", "planned", "sent", "deferred", "failed", "unknown", "skipped",
                "expired", "waiting", "capped", "suppressed", "other exclusions")
     rows = []
@@ -77,9 +95,7 @@ def send(ctx: click.Context, campaigns: tuple[str, ...], dry_run: bool, out: Pat
                                                          "bounced", "complained"))
         rows.append((s.campaign, s.planned, *(s.as_json()[k] for k in columns[2:9]),
                      capped, suppressed, sum(s.excluded.values()) - capped - suppressed))
-    print_table(columns, rows, title="dry run: nothing sent" if dry_run else "send")
-    if dry_run:
-        click.echo(f"mails written to {out or run.root / 'outbox' / 'dry-run'}")
+    print_table(columns, rows, title=title)
 
 
 class _Progress:

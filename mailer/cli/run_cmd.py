@@ -1,0 +1,142 @@
+"""`mailer run`: the scheduler daemon; `mailer run --once`: one sweep, then exit."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from mailer.cli.common import emit_json, json_option, now_option, session, workspace_option
+
+if TYPE_CHECKING:
+    from mailer.cli.common import Session
+    from mailer.daemon import Loaded
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Plan and deliver everything due at --now "
+              "(retries included), then exit: one sweep of the daemon.")
+@click.option("--no-deliver", is_flag=True, help="Plan only; `mailer worker`s deliver.")
+@click.option("--interval", type=click.FloatRange(0.1, 60.0), default=60.0, show_default=True,
+              help="Seconds between sweeps (at most a minute).")
+@workspace_option
+@json_option
+@now_option
+@click.pass_context
+def run(ctx: click.Context, once: bool, no_deliver: bool, interval: float,
+        workspace: str | None, as_json: bool, now: str | None) -> None:
+    """Plan every campaign on its trigger and deliver what is due, until SIGTERM.
+
+    The workspace is re-read when its files change (or on SIGHUP): a valid one is
+    swapped in, a broken one is logged and ignored. On PostgreSQL a second `run`
+    stands by and takes over when the first dies."""
+    from mailer.daemon import load
+
+    run_ = session(ctx, workspace, now)
+    loaded = load(run_.root)  # an invalid workspace: every problem, exit 1, nothing sent
+    if once:
+        _once(run_, loaded, deliver=not no_deliver, as_json=as_json)
+    else:
+        _daemon(run_, loaded, deliver=not no_deliver, interval=interval)
+
+
+def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> None:
+    from datetime import UTC, datetime
+
+    from mailer.cli.deliver import secret_key, signer, smtp_transport
+    from mailer.cli.send_cmd import print_summaries
+    from mailer.clock import iso_z
+    from mailer.daemon import next_due, write_state
+    from mailer.ledger import new_owner, waiting
+    from mailer.locks import Leadership
+    from mailer.send import Summary, plan_now, send
+
+    engine, settings = run_.engine, loaded.settings
+    moment = run_.clock.now()
+    leadership = Leadership(engine)
+    leadership.take(timeout=30.0)  # a daemon leading planning: wait, then exit 3
+    started = datetime.now(UTC)
+    try:
+        if deliver:
+            transport = smtp_transport(run_.env, settings)
+            summaries = send(engine, run_.root, loaded.specs, loaded.campaigns,
+                             settings=settings, clock=run_.clock, transport=transport,
+                             key=secret_key(run_.env), sign=signer(settings, run_.env, run_.root),
+                             probe=transport.probe, every_campaign=True)
+        else:
+            plans = plan_now(engine, loaded.specs, loaded.campaigns, settings=settings,
+                             versions=loaded.versions, now=run_.clock.now())
+            summaries = [Summary(p.campaign, p.planned_count, {}, waiting(engine, p.campaign),
+                                 p.counts()) for p in sorted(plans, key=lambda p: p.campaign)]
+        finished = datetime.now(UTC)
+        write_state(engine, {"owner": new_owner(), "heartbeat_at": finished,
+                             "last_sweep_at": moment, "stopped_at": finished,
+                             "last_planned": sum(s.planned for s in summaries),
+                             "next_due_at": next_due(engine, loaded, moment)},
+                    started=started)
+    finally:
+        leadership.release()
+    if as_json:
+        emit_json({"campaigns": {s.campaign: s.as_json() for s in summaries}})
+        return
+    title = f"run --once at {iso_z(moment)}" + ("" if deliver else " --no-deliver")
+    print_summaries(summaries, title=title, skip_idle=True)
+
+
+def _daemon(run_: Session, loaded: Loaded, *, deliver: bool, interval: float) -> None:
+    import asyncio
+    import logging
+    import signal
+
+    from mailer.cli.deliver import secret_key, signer, smtp_transport
+    from mailer.daemon import Daemon
+    from mailer.ledger import new_owner, recover, relax_commits, sending_lock
+    from mailer.locks import Leadership
+    from mailer.logs import configure
+    from mailer.ratelimit import rate_limit
+    from mailer.sender import Delivery, Renderer
+
+    configure(run_.env.log_format)
+    log = logging.getLogger("mailer.run")
+    engine, settings = run_.engine, loaded.settings
+    owner = new_owner()
+    key = secret_key(run_.env) if deliver else ""
+    transport = smtp_transport(run_.env, settings) if deliver else None
+    leadership = Leadership(engine)
+    if engine.dialect.name != "postgresql":
+        leadership.try_take()  # SQLite: a second daemon exits 3 at once, never stands by
+
+    async def main() -> Daemon:
+        stop, reload = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
+        delivery = None
+        if transport is not None:
+            delivery = Delivery(engine, transport, Renderer(engine, key, signer(
+                settings, run_.env, run_.root)), owner, run_.clock,
+                concurrency=settings.delivery.concurrency,
+                limit=rate_limit(engine, settings.delivery.rate_per_second))
+        daemon = Daemon(engine, run_.root, run_.clock, loaded, owner=owner,
+                        delivery=delivery, interval=interval, leadership=leadership)
+        try:
+            await daemon.run(stop, reload)
+        finally:
+            if transport is not None:
+                await transport.close()
+        return daemon
+
+    log.info("mailer run started owner=%s deliver=%s campaigns=%d", owner,
+             "yes" if deliver else "no", len(loaded.campaigns))
+    if deliver:
+        with sending_lock(engine, owner):  # SQLite: a second sender exits 3 at once
+            relax_commits(engine)
+            recover(engine, owner, run_.clock.now())
+            daemon = asyncio.run(main())
+    else:
+        daemon = asyncio.run(main())
+    tally = daemon.delivery.tally if daemon.delivery else {}
+    done = " ".join(f"{campaign}.{state}={n}" for (campaign, state), n in sorted(tally.items()))
+    log.info("mailer run stopped owner=%s sweeps=%d planned=%d %s", owner, daemon.sweeps,
+             sum(daemon.planned.values()), done or "nothing sent")
