@@ -89,6 +89,7 @@ bench: $(STAMP)
 	@if [ -n "$$BENCH_POSTGRES_URL" ]; then $(BIN)/python bench/deliver.py --database-url "$$BENCH_POSTGRES_URL"; fi
 
 soak: $(STAMP)
+	$(BIN)/python bench/daemon_soak.py
 	$(BIN)/python bench/import.py --customers 1000000
 	$(BIN)/python bench/segments.py --customers 1000000 --orders 10000000
 	@if [ -n "$$BENCH_POSTGRES_URL" ]; then $(BIN)/python bench/segments.py --customers 1000000 --orders 10000000 --database-url "$$BENCH_POSTGRES_URL"; fi

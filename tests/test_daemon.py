@@ -94,6 +94,25 @@ def test_birthdays_across_the_date_line_are_caught_up_after_the_daemon_was_down(
                                        ("PAG", "birthday", "birthday:2026"): 1})
 
 
+def test_birthdays_on_daylight_saving_days_go_out_once_at_the_right_instant(
+        db: Workspace) -> None:
+    early = BIRTHDAY.replace('send_at: "09:00"', 'send_at: "02:30"')
+    store(db, [("NYC", "nyc@example.com", "1990-03-08", "America/New_York"),
+               ("BER", "ber@example.com", "1990-10-25", "Europe/Berlin")],
+          campaigns={"birthday": early})
+    with FaultServer() as server:
+        # 02:30 does not exist in New York on 8 March 2026: due at 03:00 EDT (07:00 UTC)
+        assert once(db, server, "2026-03-08T06:59Z")["birthday"]["planned"] == 0
+        assert once(db, server, "2026-03-08T07:00Z")["birthday"]["sent"] == 1
+        # 02:30 happens twice in Berlin on 25 October 2026: the first one (00:30 UTC)
+        assert once(db, server, "2026-10-25T00:29Z")["birthday"]["planned"] == 0
+        assert once(db, server, "2026-10-25T00:30Z")["birthday"]["sent"] == 1
+        again = once(db, server, "2026-10-25T01:30Z")  # the second 02:30
+        assert again["birthday"]["planned"] == 0
+        assert again["birthday"]["excluded"] == {"already_sent": 1}
+    assert sorted(c.recipient for c in server.caught) == ["ber@example.com", "nyc@example.com"]
+
+
 def test_three_days_down_plans_only_what_has_not_expired(db: Workspace) -> None:
     daily = ("name: Daily\ntrigger: schedule\nschedule: \"0 10 * * *\"\ngrace: 6h\n"
              "segment: everyone\ntemplate: note.html\nsubject: Daily news\n")
