@@ -140,17 +140,18 @@ def claim(engine: Engine, owner: str, now: datetime, limit: int,
 
 def start(conn: Connection, owner: str, ids: Sequence[int], now: datetime) -> set[int]:
     """Turn leased rows `sending` right before they go on the wire, in the statement that
-    checks consent and suppressions once more; returns the ids started. A row whose
+    checks consent, a pause and suppressions once more; returns the ids started. A row whose
     lease another sender took, or whose customer opted out, is left as it is. The
     caller's transaction must wait for the disk (`durable`): this is before the wire."""
     if not ids:
         return set()
     return {row[0] for row in conn.execute(_START, {
-        "ids": list(ids), "owner": owner, "until": now + IN_FLIGHT})}
+        "ids": list(ids), "owner": owner, "until": now + IN_FLIGHT, "now": now})}
 
 
 _MAY_MAIL = exists().where(
     Customer.id == DELIVERIES.c.customer_id, Customer.consent == "subscribed",
+    or_(Customer.paused_until.is_(None), Customer.paused_until <= bindparam("now")),
     ~exists().where(Suppression.email_key == Customer.email_key))
 _START = (update(DELIVERIES)
           .where(DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),

@@ -16,6 +16,7 @@ import hmac
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mailer.errors import MailerError
 
@@ -83,10 +84,23 @@ def verify(token: str, purpose: str, keys: Sequence[str]) -> Claims:
     return Claims(purpose, fields[1], fields[2], fields[3], fields[4] if len(fields) == 5 else "")
 
 
+PATHS = {"unsubscribe": "u", "preferences": "p", "browser": "b", "click": "c", "open": "o",
+         "rating": "r"}  # the URL path of each purpose under tracking.base_url
+SCORES = range(1, 6)
+
+
+def link(base_url: str, claims: Claims, key: str) -> str:
+    """The URL of a signed link under BASE_URL."""
+    return f"{base_url.rstrip('/')}/{PATHS[claims.purpose]}/{sign(claims, key)}"
+
+
 def recipient_links(base_url: str, *, customer: str, campaign: str, message: str,
-                    key: str) -> dict[str, str]:
-    """`links.unsubscribe`, `links.preferences` and `links.browser` for one mail."""
-    root = base_url.rstrip("/")
-    paths = {"unsubscribe": "u", "preferences": "p", "browser": "b"}
-    return {purpose: f"{root}/{path}/{sign(Claims(purpose, customer, campaign, message), key)}"
-            for purpose, path in paths.items()}
+                    key: str) -> dict[str, Any]:
+    """`links.unsubscribe`, `links.preferences`, `links.browser` for one mail, and
+    `links.rating[1]` … `links.rating[5]` (one link per score of a feedback request)."""
+    found: dict[str, Any] = {
+        purpose: link(base_url, Claims(purpose, customer, campaign, message), key)
+        for purpose in ("unsubscribe", "preferences", "browser")}
+    found["rating"] = {score: link(base_url, Claims("rating", customer, campaign, message,
+                                                    str(score)), key) for score in SCORES}
+    return found

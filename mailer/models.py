@@ -94,6 +94,11 @@ class Customer(Base):
     consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     consent_source: Mapped[str | None] = mapped_column(String(64))
     consent_reason: Mapped[str | None] = mapped_column(Text)
+    # The preference centre: no mail before paused_until; at most weekly_cap mails in
+    # any 7 days (besides the store's caps); only these topics (None: every topic).
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    weekly_cap: Mapped[int | None] = mapped_column(Integer)
+    topics: Mapped[list[str] | None] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -249,3 +254,26 @@ class DaemonState(Base):
     next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     workspace_problems: Mapped[int] = mapped_column(Integer, default=0)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+EVENT_KINDS = ("open", "click", "unsubscribe", "preferences", "rating", "bounce", "complaint")
+
+
+class Event(Base):
+    """Something a recipient (or a mail server, later) did about a mail: an open, a
+    click (with its URL), an unsubscribe, a rating (score, comment), a bounce or a
+    complaint. `delivery_id` is the ledger row the mail came from, when known."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_campaign_kind", "campaign", "kind"),
+                      Index("ix_events_delivery_id", "delivery_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
+    campaign: Mapped[str | None] = mapped_column(String(255))
+    delivery_id: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    url: Mapped[str | None] = mapped_column(Text)
+    score: Mapped[int | None] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)

@@ -71,6 +71,7 @@ from mailer.settings import Cap, Settings
 
 BATCH = 1000
 ANALYZE_AFTER = 5000  # planned rows after which PostgreSQL's statistics are refreshed
+PERSONAL_CAP_SPAN = timedelta(days=7)  # "at most N mails a week" from the preference centre
 
 
 @dataclass(frozen=True)
@@ -281,8 +282,11 @@ def _facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Candidat
     ids = sorted({c.customer_id for c in batch})
     people = {row.id: row for row in conn.execute(
         select(Customer.id, Customer.store_id, Customer.email, Customer.email_key,
-               Customer.consent, Customer.timezone)
+               Customer.consent, Customer.timezone, Customer.paused_until,
+               Customer.weekly_cap, Customer.topics)
         .where(_among(conn, Customer.id, ids)))}
+    if any(p.weekly_cap for p in people.values()):  # personal caps look back a week
+        caps_span = max(caps_span, PERSONAL_CAP_SPAN)
     keys = [p.email_key for p in people.values()]
     suppressed = {row[0] for row in conn.execute(
         select(Suppression.email_key).where(_among(conn, Suppression.email_key, keys)))}
@@ -326,7 +330,11 @@ def _facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Candidat
             # mails planned earlier in this run count as planned now
             recent=(*recent.get(candidate.customer_id, ()),
                     *((now,) * run[candidate.customer_id])),
-            ordered_since_start=candidate.customer_id in ordered)
+            ordered_since_start=candidate.customer_id in ordered,
+            paused=person.paused_until is not None and person.paused_until > now,
+            topic_unwanted=person.topics is not None and campaign.topic not in person.topics,
+            personal_caps=(Cap(max=person.weekly_cap, per=PERSONAL_CAP_SPAN),)
+            if person.weekly_cap else ())
     return people, facts
 
 

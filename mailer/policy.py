@@ -2,7 +2,9 @@
 
 A member is planned only when its consent is `subscribed`, it is not suppressed,
 the address is valid, it has no row for this occurrence, it is not in a
-cooldown, and every frequency cap has room. A cap {max: M, per: D} has room
+cooldown, and every frequency cap has room (the store's and the customer's own
+"fewer mails" cap); a customer who paused mail or chose other topics is not
+planned either (reasons `paused`, `topic`). A cap {max: M, per: D} has room
 when fewer than M of the customer's live rows (queued, sending, deferred, sent,
 unknown) have a planned time in (now - D, now]; mails planned earlier in the
 same planning run count too. Quiet hours delay a mail to their end in the
@@ -32,6 +34,9 @@ class Facts:
     in_cooldown: bool
     recent: tuple[datetime, ...]  # planned times of the customer's live rows
     ordered_since_start: bool = False
+    paused: bool = False  # the preference centre's 30-day pause is on
+    topic_unwanted: bool = False  # the customer chose topics, and not this campaign's
+    personal_caps: tuple[Cap, ...] = ()  # "fewer mails" from the preference centre
 
 
 @dataclass(frozen=True)
@@ -75,11 +80,15 @@ def decide(facts: Facts, *, now: datetime, caps: tuple[Cap, ...], tz: ZoneInfo,
         return Decision("invalid_address")
     if facts.already_planned:
         return Decision("already_sent")
+    if facts.paused:
+        return Decision("paused")
+    if facts.topic_unwanted:
+        return Decision("topic")
     if reminder and facts.ordered_since_start:
         return Decision("ordered_since_start")
     if facts.in_cooldown:
         return Decision("cooldown")
-    cap = full_cap(facts.recent, caps, now)
+    cap = full_cap(facts.recent, caps + facts.personal_caps, now)
     if cap is not None:
         return Decision("frequency_cap", cap=cap)
     release = quiet_release(now, tz, quiet)

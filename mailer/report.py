@@ -1,16 +1,18 @@
-"""The numbers of one campaign (DESIGN §5 `report`): ledger states, exclusions, variants."""
+"""The numbers of one campaign (DESIGN §5 `report`): ledger states, exclusions, variants,
+and what recipients did: opens, clicks, unsubscribes and ratings."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from difflib import get_close_matches
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from mailer.errors import NotFoundError
 from mailer.ledger import counts
-from mailer.models import Delivery, PlanRun
+from mailer.models import Delivery, Event, PlanRun
 
 
 def campaign_report(engine: Engine, campaign: str, known: list[str]) -> dict[str, Any]:
@@ -33,10 +35,74 @@ def campaign_report(engine: Engine, campaign: str, known: list[str]) -> dict[str
             entry["planned"] += int(n)
             if status == "sent":
                 entry["sent"] += int(n)
+        engaged = _engagement(conn, campaign)
+        by_variant = _by_variant(conn, campaign)
     if runs == 0 and not any(states.values()) and campaign not in known:
         close = get_close_matches(campaign, known, n=1)
         raise NotFoundError(f"unknown campaign {campaign!r}"
                             + (f" (did you mean {close[0]}?)" if close else ""))
+    listed = [{"variant": v + 1, **numbers, **by_variant.get(v, {"opened": 0, "clicked": 0})}
+              for v, numbers in sorted(variants.items())]
     return {"campaign": campaign, "planned": sum(states.values()), **states,
-            "excluded": dict(sorted(excluded.items())),
-            "variants": [{"variant": v + 1, **numbers} for v, numbers in sorted(variants.items())]}
+            "excluded": dict(sorted(excluded.items())), **engaged,
+            "variants": listed, "winner": winner(listed)}
+
+
+def _engagement(conn: Connection, campaign: str) -> dict[str, Any]:
+    """Opens and clicks (mails that had one, and all of them), unsubscribes, ratings."""
+    found: dict[str, Any] = {}
+    for kind, key in (("open", "opens"), ("click", "clicks")):
+        total, unique = conn.execute(
+            select(func.count(), func.count(func.distinct(Event.delivery_id)))
+            .where(Event.campaign == campaign, Event.kind == kind)).one()
+        found[key] = {"mails": int(unique), "total": int(total)}
+    found["unsubscribes"] = int(conn.execute(select(func.count()).where(
+        Event.campaign == campaign, Event.kind == "unsubscribe")).scalar_one())
+    scores = Counter({int(score or 0): int(n) for score, n in conn.execute(
+        select(Event.score, func.count()).where(Event.campaign == campaign,
+                                                Event.kind == "rating")
+        .group_by(Event.score))})
+    found["ratings"] = ratings(scores)
+    return found
+
+
+def ratings(scores: Counter[int]) -> dict[str, Any]:
+    """Ratings 1-5: how many, the mean, and the satisfaction index (CSAT: the share of
+    4s and 5s, in per cent, as stores report it)."""
+    count = sum(scores.values())
+    mean = sum(score * n for score, n in scores.items()) / count if count else None
+    satisfied = scores[4] + scores[5]
+    return {"count": count, "mean": round(mean, 2) if mean is not None else None,
+            "csat": round(100 * satisfied / count, 1) if count else None,
+            "scores": {str(score): scores[score] for score in range(1, 6)}}
+
+
+def _by_variant(conn: Connection, campaign: str) -> dict[int, dict[str, int]]:
+    """Per subject variant, the mails opened and the mails clicked."""
+    found: dict[int, dict[str, int]] = {}
+    for kind, key in (("open", "opened"), ("click", "clicked")):
+        for variant, n in conn.execute(
+                select(Delivery.subject_variant, func.count(func.distinct(Event.delivery_id)))
+                .join(Delivery, Delivery.id == Event.delivery_id)
+                .where(Event.campaign == campaign, Event.kind == kind)
+                .group_by(Delivery.subject_variant)):
+            found.setdefault(int(variant), {"opened": 0, "clicked": 0})[key] = int(n)
+    return found
+
+
+def winner(variants: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The variant with the best click rate (clicked mails / sent mails) and how sure we
+    are that it beats the runner-up: one minus the p-value of a one-sided
+    two-proportion z-test. None with fewer than two variants or nothing sent."""
+    rated = [v for v in variants if v["sent"]]
+    if len(rated) < 2:
+        return None
+    ranked = sorted(rated, key=lambda v: v["clicked"] / v["sent"], reverse=True)
+    best, second = ranked[0], ranked[1]
+    p1, p2 = best["clicked"] / best["sent"], second["clicked"] / second["sent"]
+    pooled = (best["clicked"] + second["clicked"]) / (best["sent"] + second["sent"])
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / best["sent"] + 1 / second["sent"]))
+    z = (p1 - p2) / spread if spread else 0.0
+    confidence = 0.5 * (1 + math.erf(z / math.sqrt(2)))
+    return {"variant": best["variant"], "metric": "clicks", "click_rate": round(p1, 4),
+            "runner_up": second["variant"], "confidence": round(confidence, 3)}

@@ -47,6 +47,7 @@ from mailer.message import Mail, build, message_id
 from mailer.models import CampaignVersion, Coupon, Customer, Suppression
 from mailer.ratelimit import RateLimit
 from mailer.settings import Settings
+from mailer.tracking import tracked
 from mailer.transport import Transport
 
 log = logging.getLogger("mailer.send")
@@ -124,9 +125,13 @@ class Renderer:
         name = " ".join(p for p in (person.first_name, person.last_name) if p)
         mid = message_id(campaign=row.campaign, occurrence=row.occurrence,
                          customer=person.store_id, domain=sender.rsplit("@", 1)[1])
+        tracking = settings.tracking
+        body = tracked(mail.html, base_url=tracking.base_url, customer=person.store_id,
+                       campaign=row.campaign, message=str(row.id), key=self.key,
+                       clicks=tracking.clicks, opens=tracking.opens)
         message = build(Mail(
             sender=settings.sender.from_, recipient_name=name, recipient_email=row.email,
-            subject=mail.subject, html=mail.html, text=mail.text, date=now, message_id=mid,
+            subject=mail.subject, html=body, text=mail.text, date=now, message_id=mid,
             unsubscribe_url=context["links"]["unsubscribe"],
             unsubscribe_mailto=settings.sender.unsubscribe_address,
             reply_to=settings.sender.reply_to))
@@ -135,18 +140,21 @@ class Renderer:
         return Ready(row, sender, mid, message, settings.delivery.retry_for)
 
 
-def _opted_out(conn: Connection, ids: Sequence[int]) -> list[tuple[int, dict[str, Any]]]:
-    """Why each of these rows may no longer be sent: its customer's consent or a
-    suppression (checked again right before sending)."""
+def _opted_out(conn: Connection, ids: Sequence[int], now: datetime
+               ) -> list[tuple[int, dict[str, Any]]]:
+    """Why each of these rows may no longer be sent: its customer's consent, a pause
+    from the preference centre, or a suppression (checked again right before sending)."""
     if not ids:
         return []
     changes = []
-    for row_id, consent, suppressed in conn.execute(
-            select(DELIVERIES.c.id, Customer.consent,
+    for row_id, consent, paused_until, suppressed in conn.execute(
+            select(DELIVERIES.c.id, Customer.consent, Customer.paused_until,
                    exists().where(Suppression.email_key == Customer.email_key))
             .join(Customer, Customer.id == DELIVERIES.c.customer_id)
             .where(DELIVERIES.c.id.in_(list(ids)))):
-        reason = consent if consent != "subscribed" else "suppressed" if suppressed else None
+        paused = paused_until is not None and paused_until > now
+        reason = (consent if consent != "subscribed" else "suppressed" if suppressed
+                  else "paused" if paused else None)
         if reason is not None:
             changes.append((row_id, {"status": "skipped", "reason": reason,
                                      "lease_owner": None, "lease_until": None}))
@@ -284,7 +292,8 @@ class Delivery:
             chosen = chosen[:len(permits)]
             started = start(conn, self.owner, [r.row.id for r in chosen], self.clock.now())
             turn.counted += self._write(conn, _opted_out(conn, [
-                r.row.id for r in chosen if r.row.id not in started]), DUE_STATES,
+                r.row.id for r in chosen if r.row.id not in started], self.clock.now()),
+                DUE_STATES,
                 [r.row for r in chosen])
             unused = []
             for ready, permit in zip(chosen, permits, strict=True):

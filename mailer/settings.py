@@ -144,6 +144,8 @@ class Delivery(Spec):
 
 class Tracking(Spec):
     base_url: Annotated[str, BeforeValidator(_http_url)] = DEFAULT_TRACKING_URL
+    opens: bool = True  # an open pixel in each sent mail
+    clicks: bool = True  # links of the HTML part go through signed click redirects
 
 
 class Dkim(Spec):

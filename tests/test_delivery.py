@@ -349,6 +349,12 @@ def test_report_counts_every_state_and_exclusion_and_knows_its_campaigns(db: Wor
     assert report == {"campaign": "note", "planned": 2, "queued": 0, "sending": 0, "sent": 1,
                       "deferred": 0, "failed": 1, "unknown": 0, "skipped": 0, "expired": 0,
                       "excluded": {"unsubscribed": 1},
-                      "variants": [{"variant": 1, "planned": 2, "sent": 1}]}
+                      "opens": {"mails": 0, "total": 0}, "clicks": {"mails": 0, "total": 0},
+                      "unsubscribes": 0,
+                      "ratings": {"count": 0, "mean": None, "csat": None,
+                                  "scores": {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0}},
+                      "variants": [{"variant": 1, "planned": 2, "sent": 1, "opened": 0,
+                                    "clicked": 0}],
+                      "winner": None}
     unknown = db.run("report", "nte", "--json")
     assert unknown.code == 1 and "did you mean note?" in unknown.json()["error"]["message"]

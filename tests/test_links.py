@@ -39,7 +39,12 @@ def test_a_click_token_cannot_unsubscribe() -> None:
 def test_recipient_links_live_under_the_tracking_url() -> None:
     links = recipient_links("https://mail.shop.example/", customer="C1", campaign="bf",
                             message="7", key=KEY)
-    assert set(links) == {"unsubscribe", "preferences", "browser"}
+    assert set(links) == {"unsubscribe", "preferences", "browser", "rating"}
     assert links["unsubscribe"].startswith("https://mail.shop.example/u/")
+    assert sorted(links["rating"]) == [1, 2, 3, 4, 5]
+    four = links["rating"][4]
+    assert four.startswith("https://mail.shop.example/r/")
+    assert verify(four.rsplit("/", 1)[1], "rating", [KEY]) == Claims("rating", "C1", "bf", "7",
+                                                                     "4")
     token = links["unsubscribe"].rsplit("/", 1)[1]
     assert verify(token, "unsubscribe", [KEY]) == Claims("unsubscribe", "C1", "bf", "7")

@@ -26,6 +26,19 @@ def report(ctx: click.Context, campaign: str, workspace: str | None, as_json: bo
                                                     "deferred", "failed", "unknown",
                                                     "skipped", "expired")]
     rows += [(f"excluded: {reason}", n) for reason, n in document["excluded"].items()]
-    rows += [(f"variant {v['variant']}: sent", f"{v['sent']} of {v['planned']}")
-             for v in document["variants"]]
+    rows += [(f"variant {v['variant']}: sent", f"{v['sent']} of {v['planned']} "
+              f"({v['opened']} opened, {v['clicked']} clicked)") for v in document["variants"]]
+    if document["winner"] is not None:
+        best = document["winner"]
+        rows.append(("winner by click rate", f"variant {best['variant']} "
+                     f"({100 * best['click_rate']:.1f} %, confidence "
+                     f"{100 * best['confidence']:.0f} % over variant {best['runner_up']})"))
+    rows += [("opened mails", f"{document['opens']['mails']} ({document['opens']['total']} opens)"),
+             ("clicked mails",
+              f"{document['clicks']['mails']} ({document['clicks']['total']} clicks)"),
+             ("unsubscribes", document["unsubscribes"])]
+    rated = document["ratings"]
+    if rated["count"]:
+        rows.append(("ratings", f"{rated['count']}, mean {rated['mean']}, "
+                                f"CSAT {rated['csat']} %"))
     print_table(("", campaign), rows, title=f"report of {campaign}")

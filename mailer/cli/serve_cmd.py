@@ -1,0 +1,54 @@
+"""`mailer serve`: the HTTP side (unsubscribe, preferences, tracking, ratings)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mailer.cli.common import session, workspace_option
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="0 picks a free port (printed as `listening on HOST:PORT`).")
+@workspace_option
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, workspace: str | None) -> None:
+    """Serve the signed links of sent mails: one-click unsubscribe, the preference
+    centre, open and click tracking, feedback ratings. Stops on SIGTERM or SIGINT."""
+    import asyncio
+    import signal
+
+    from mailer.cli.deliver import secret_key
+    from mailer.errors import EnvironmentFailure
+    from mailer.web import Service, make_app
+    from mailer.web import serve as run_server
+    from mailer.workspace import load_campaigns, load_segments
+
+    run = session(ctx, workspace)
+    settings = run.workspace.settings
+    specs, _ = load_segments(run.root)
+    campaigns, _ = load_campaigns(run.root, set(specs))
+    service = Service(engine=run.engine, keys=(secret_key(run.env), *run.env.old_secret_keys),
+                      store=settings.store.name, base_url=settings.tracking.base_url,
+                      topics=sorted({spec.topic for spec in campaigns.values()}),
+                      clock=run.clock)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_server(make_app(service), host, port, _say, stop)
+
+    try:
+        asyncio.run(main())
+    except OSError as err:
+        raise EnvironmentFailure(f"cannot listen on {host}:{port}: {err.strerror}") from None
+
+
+def _say(line: str) -> None:
+    click.echo(line)
+    sys.stdout.flush()

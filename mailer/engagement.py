@@ -1,0 +1,129 @@
+"""What recipients do with their mails, written to the store (DESIGN §6): one-click
+unsubscribes, the preference centre, opens, clicks and ratings.
+
+Every function takes the verified claims of a signed link: the customer's store
+id, the campaign and the ledger row the mail came from. Writes are idempotent
+where a replay must change nothing (an unsubscribe, a rating clicked twice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from mailer.links import Claims
+from mailer.models import Customer, Event
+
+OPTED_OUT = ("unsubscribed", "bounced", "complained")
+PAUSE = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Person:
+    """The customer a link was signed for, as the pages show them."""
+
+    id: int
+    email: str
+    consent: str
+    paused_until: datetime | None
+    weekly_cap: int | None
+    topics: list[str] | None
+
+
+def _person(conn: Connection, claims: Claims) -> Person | None:
+    row = conn.execute(select(Customer.id, Customer.email, Customer.consent,
+                              Customer.paused_until, Customer.weekly_cap, Customer.topics)
+                       .where(Customer.store_id == claims.customer)).first()
+    return None if row is None else Person(*row)
+
+
+def person(engine: Engine, claims: Claims) -> Person | None:
+    with engine.connect() as conn:
+        return _person(conn, claims)
+
+
+def _delivery_id(claims: Claims) -> int | None:
+    return int(claims.message) if claims.message.isdigit() else None
+
+
+def _event(conn: Connection, kind: str, claims: Claims, customer_id: int | None,
+           now: datetime, **values: Any) -> None:
+    conn.execute(insert(Event).values(kind=kind, customer_id=customer_id,
+                                      campaign=claims.campaign,
+                                      delivery_id=_delivery_id(claims), at=now, **values))
+
+
+def unsubscribe(engine: Engine, claims: Claims, now: datetime, *,
+                reason: str = "one-click") -> bool:
+    """Opt the customer out (source `link`); False when they already were (a replay)."""
+    with engine.begin() as conn:
+        found = _person(conn, claims)
+        if found is None or found.consent in OPTED_OUT:
+            return False
+        changed = conn.execute(update(Customer).where(
+            Customer.id == found.id, Customer.consent.not_in(OPTED_OUT)).values(
+            consent="unsubscribed", consent_at=now, consent_source="link",
+            consent_reason=f"{reason} ({claims.campaign})", updated_at=now)).rowcount
+        if changed:
+            _event(conn, "unsubscribe", claims, found.id, now)
+        return bool(changed)
+
+
+def set_preferences(engine: Engine, claims: Claims, now: datetime, *, pause: bool,
+                    weekly_cap: int | None, topics: list[str] | None) -> None:
+    """The preference centre's choices: pause for 30 days (or resume), a personal cap
+    per week, the topics wanted (None: every topic)."""
+    with engine.begin() as conn:
+        found = _person(conn, claims)
+        if found is None:
+            return
+        conn.execute(update(Customer).where(Customer.id == found.id).values(
+            paused_until=now + PAUSE if pause else None, weekly_cap=weekly_cap,
+            topics=topics, updated_at=now))
+        _event(conn, "preferences", claims, found.id, now)
+
+
+def record(engine: Engine, kind: str, claims: Claims, now: datetime,
+           url: str | None = None) -> None:
+    """An open or a click (with its URL)."""
+    with engine.begin() as conn:
+        found = _person(conn, claims)
+        _event(conn, kind, claims, found.id if found else None, now, url=url)
+
+
+def rate(engine: Engine, claims: Claims, score: int, now: datetime) -> None:
+    """A rating of a mail's order or visit; a later click on another score replaces it."""
+    with engine.begin() as conn:
+        found = _person(conn, claims)
+        if found is None:
+            return
+        existing = _rating(conn, claims, found.id)
+        if existing is None:
+            _event(conn, "rating", claims, found.id, now, score=score)
+        else:
+            conn.execute(update(Event).where(Event.id == existing)
+                         .values(score=score, at=now))
+
+
+def comment(engine: Engine, claims: Claims, text: str, now: datetime) -> bool:
+    """The optional comment that goes with a rating; False without a rating."""
+    with engine.begin() as conn:
+        found = _person(conn, claims)
+        existing = _rating(conn, claims, found.id) if found else None
+        if existing is None:
+            return False
+        conn.execute(update(Event).where(Event.id == existing).values(comment=text[:2000]))
+        return True
+
+
+def _rating(conn: Connection, claims: Claims, customer_id: int) -> int | None:
+    query = select(Event.id).where(Event.kind == "rating", Event.customer_id == customer_id,
+                                   Event.campaign == claims.campaign)
+    delivery = _delivery_id(claims)
+    query = query.where(Event.delivery_id == delivery) if delivery is not None \
+        else query.where(Event.delivery_id.is_(None))
+    found = conn.execute(query.limit(1)).scalar()
+    return None if found is None else int(found)

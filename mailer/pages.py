@@ -1,0 +1,95 @@
+"""The pages `mailer serve` shows a recipient: small, plain, readable on a phone.
+
+Rendered with Jinja's autoescaping (these are our templates, not the marketer's),
+no scripts, no cookies, no third-party resources.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jinja2
+
+_LAYOUT = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>{{ title }} · {{ store }}</title>
+<style>
+body{font-family:Georgia,'Times New Roman',serif;background:#f6f3ee;color:#222;margin:0}
+main{max-width:34rem;margin:3rem auto;background:#fff;padding:2rem 2.2rem;border-radius:8px;
+box-shadow:0 1px 4px rgba(0,0,0,.08)}
+h1{font-size:1.5rem;margin-top:0}
+button,.button{font:inherit;background:#24553d;color:#fff;border:0;border-radius:4px;
+padding:.6rem 1.2rem;cursor:pointer;text-decoration:none;display:inline-block}
+button.quiet{background:#fff;color:#24553d;border:1px solid #24553d}
+label{display:block;margin:.5rem 0}
+textarea{width:100%;min-height:6rem;font:inherit}
+.note{color:#666;font-size:.9rem}
+.scores{display:flex;gap:.5rem;font-size:1.4rem}
+.score{padding:.3rem .8rem;border-radius:4px;border:1px solid #ccc}
+.score.chosen{background:#24553d;color:#fff}
+</style></head>
+<body><main>{% block body %}{% endblock %}
+<p class="note">{{ store }}</p></main></body></html>
+"""
+
+PAGES = {
+    "layout.html": _LAYOUT,
+    "unsubscribe.html": """{% extends "layout.html" %}{% block body %}
+<h1>Unsubscribe?</h1>
+<p>Stop all marketing mail from {{ store }} to <strong>{{ email }}</strong>.</p>
+<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">
+<button type="submit" id="unsubscribe">Unsubscribe</button></form>
+<p class="note">Rather hear from us less often, or only about some things?
+<a href="{{ preferences }}">Choose here</a>.</p>
+{% endblock %}""",
+    "unsubscribed.html": """{% extends "layout.html" %}{% block body %}
+<h1>You are unsubscribed</h1>
+<p><strong>{{ email }}</strong> gets no more marketing mail from {{ store }}.</p>
+<p class="note">Orders and receipts still reach you.</p>
+{% endblock %}""",
+    "preferences.html": """{% extends "layout.html" %}{% block body %}
+<h1>Your mail from {{ store }}</h1>
+<p>For <strong>{{ email }}</strong>{% if opted_out %} (unsubscribed){% endif %}.</p>
+<form method="post">
+<label><input type="checkbox" name="pause" value="30d" {% if paused %}checked{% endif %}>
+Pause all mails for 30 days{% if paused %} (paused until {{ paused }}){% endif %}</label>
+<label>At most <select name="weekly_cap" id="weekly_cap">
+<option value="">as many as the store sends</option>
+{% for n in (1, 2, 3) %}<option value="{{ n }}" {% if cap == n %}selected{% endif %}>
+{{ n }}</option>{% endfor %}</select> mails a week</label>
+<fieldset><legend>What would you like to hear about?</legend>
+{% for topic in all_topics %}<label><input type="checkbox" name="topic" value="{{ topic }}"
+{% if topics is none or topic in topics %}checked{% endif %}> {{ topic }}</label>
+{% endfor %}</fieldset>
+<p><button type="submit" id="save">Save</button></p></form>
+<form method="post" action="{{ unsubscribe }}">
+<input type="hidden" name="List-Unsubscribe" value="One-Click">
+<button class="quiet" type="submit" id="unsubscribe-all">Unsubscribe from everything</button>
+</form>{% if saved %}<p id="saved">Saved.</p>{% endif %}
+{% endblock %}""",
+    "rated.html": """{% extends "layout.html" %}{% block body %}
+<h1>Thank you!</h1>
+<p>You gave us <strong>{{ score }} of 5</strong>.</p>
+<div class="scores">{% for n in range(1, 6) %}
+<span class="score{% if n == score %} chosen{% endif %}">{{ n }}</span>{% endfor %}</div>
+{% if commented %}<p id="commented">Thank you for your words: we read every one.</p>
+{% else %}<form method="post"><label for="comment">Anything you want to tell us? (optional)</label>
+<textarea id="comment" name="comment" maxlength="2000"></textarea>
+<p><button type="submit" id="send">Send</button></p></form>{% endif %}
+{% endblock %}""",
+    "invalid.html": """{% extends "layout.html" %}{% block body %}
+<h1>This link does not work</h1>
+<p>It may have been cut off by your mail program. Open the link from the mail again,
+or reply to the mail and we will help.</p>
+{% endblock %}""",
+}
+
+_ENV = jinja2.Environment(loader=jinja2.DictLoader(PAGES), autoescape=True,
+                          undefined=jinja2.StrictUndefined)
+
+
+def page(name: str, **values: Any) -> str:
+    """A page, its values escaped."""
+    return _ENV.get_template(name).render(values)

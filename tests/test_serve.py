@@ -1,0 +1,283 @@
+"""The HTTP side (`mailer serve`, DESIGN §6): one-click unsubscribe, the preference centre,
+clicks, opens and ratings, against the real service in a subprocess and mails that
+really went through SMTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.parse
+from collections.abc import Iterator
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from mailer.links import Claims, sign, verify
+from tests.conftest import SETTINGS, Workspace
+from tests.smtp_server import FaultServer
+from tests.test_delivery import KEY, send
+
+BASE = "https://mail.shop.example"
+TEMPLATE = """<html><body><p>Hello {{ customer.first_name }},</p>
+<p><a href="https://shop.example/boots?size=42&amp;colour=red">Our new boots</a></p>
+<p>{% for score in range(1, 6) %}<a href="{{ links.rating[score] }}">{{ score }}</a>{% endfor %}</p>
+<p>{{ store.address }} · <a href="{{ links.unsubscribe }}">unsubscribe</a>
+· <a href="{{ links.preferences }}">preferences</a> · <a href="mailto:help@shop.example">help</a>
+</p></body></html>
+"""
+ROOMY = SETTINGS + "policy: {frequency: [{max: 10, per: 1d}]}\n"
+
+
+def campaign(name: str, topic: str = "general") -> str:
+    return (f"name: {name}\ntrigger: once\nat: 2026-11-23T09:00\ngrace: 2d\n"
+            f"segment: everyone\ntemplate: note.html\nsubject: {name}\ntopic: {topic}\n")
+
+
+ADDRESSES = ["anna@example.com", "bob@example.com", "chloe@example.com"]
+
+
+def shop(db: Workspace, addresses: list[str]) -> None:
+    """A store of ADDRESSES with `note` (topic general) and `sale` (topic promotions)."""
+    db.write("mailer.yaml", ROOMY)
+    db.write("segments/everyone.yaml", "description: all\nall: [{orders: {at_least: 0}}]\n")
+    db.write("templates/note.html", TEMPLATE)
+    db.write("campaigns/note.yaml", campaign("Note"))
+    db.write("campaigns/sale.yaml", campaign("Sale", topic="promotions"))
+    rows = ["id,email,first_name"] + [f"C{n},{a},Name{n}" for n, a in enumerate(addresses)]
+    db.write("customers.csv", "\n".join(rows) + "\n")
+    assert db.run("import", "customers", "customers.csv", "--now", "2026-01-01").code == 0
+
+
+class Service:
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+        self.process, self.port = process, port
+
+    def request(self, method: str, url: str, body: str | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """One request to the service for a link of the mail (its path is what counts)."""
+        path = urllib.parse.urlsplit(url).path
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+        conn.close()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+
+
+@pytest.fixture
+def service(db: Workspace) -> Iterator[Service]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update(db.env)
+    env.update({"MAILER_SECRET_KEY": KEY, "MAILER_SECRET_KEY_OLD": "an-older-key"})
+    shop(db, ADDRESSES)
+    process = subprocess.Popen([sys.executable, "-m", "mailer.cli", "--workspace",
+                                str(db.root), "serve", "--port", "0"], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    assert first.startswith("listening on 127.0.0.1:"), process.stderr.read() if \
+        process.stderr else first
+    yield Service(process, int(first.rsplit(":", 1)[1]))
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def sent_mail(db: Workspace) -> dict[str, EmailMessage]:
+    """`note`, sent to every customer of the store (made by the service fixture, or here)."""
+    if not (db.root / "campaigns" / "note.yaml").exists():
+        shop(db, ADDRESSES)
+    with FaultServer() as server:
+        assert send(db, server, "note")["sent"] == len(ADDRESSES)
+    return {c.recipient: c.message() for c in server.caught}
+
+
+def html_of(mail: EmailMessage) -> str:
+    part = mail.get_body(("html",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def hrefs(mail: EmailMessage) -> list[str]:
+    return re.findall(r'href="([^"]+)"', html_of(mail))
+
+
+def consent(db: Workspace, email: str) -> tuple[Any, ...]:
+    return tuple(db.query("SELECT consent, consent_source, paused_until, weekly_cap, topics "
+                          "FROM customers WHERE email = :e", e=email)[0])
+
+
+def events(db: Workspace, kind: str) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in db.query(
+        "SELECT c.email, e.campaign, e.delivery_id, e.url, e.score, e.comment FROM events e "
+        "JOIN customers c ON c.id = e.customer_id WHERE e.kind = :k ORDER BY e.id", k=kind)]
+
+
+# --- the mail carries tracked links ------------------------------------------------------
+
+
+def test_sent_mails_carry_signed_click_links_an_open_pixel_and_untouched_own_links(
+        db: Workspace) -> None:
+    mail = sent_mail(db)["anna@example.com"]
+    links = hrefs(mail)
+    clicks = [h for h in links if h.startswith(f"{BASE}/c/")]
+    assert len(clicks) == 1  # the product link; unsubscribe, preferences, ratings, mailto stay
+    claims = verify(clicks[0].rsplit("/", 1)[1], "click", [KEY])
+    row_id = str(db.query("SELECT d.id FROM deliveries d JOIN customers c ON c.id = "
+                          "d.customer_id WHERE c.email = 'anna@example.com'")[0][0])
+    assert claims == Claims("click", "C0", "note", row_id,
+                            "https://shop.example/boots?size=42&colour=red")
+    assert sum(h.startswith(f"{BASE}/r/") for h in links) == 5
+    assert "mailto:help@shop.example" in links
+    assert re.search(rf'<img src="{BASE}/o/[^"]+" width="1" height="1"', html_of(mail))
+    # the text part keeps the real URL for plain-text readers
+    text = mail.get_body(("plain",))
+    assert text is not None and "https://shop.example/boots?size=42&colour=red" in \
+        str(text.get_content())
+    unsubscribe = mail["List-Unsubscribe"]
+    assert f"<{BASE}/u/" in unsubscribe
+
+
+# --- unsubscribe -------------------------------------------------------------------------
+
+
+def test_get_shows_a_confirmation_and_changes_nothing_post_unsubscribes_once(
+        db: Workspace, service: Service) -> None:
+    mail = sent_mail(db)["anna@example.com"]
+    url = mail["List-Unsubscribe"].split("<", 1)[1].split(">", 1)[0]
+    status, headers, body = service.request("GET", url)
+    assert status == 200 and b"Unsubscribe?" in body and b'method="post"' in body
+    assert "an\u2022\u2022@example.com".encode() in body  # masked, never whole
+    assert "set-cookie" not in headers and headers["cache-control"] == "no-store"
+    assert consent(db, "anna@example.com")[0] == "subscribed"  # a scanner's GET did nothing
+    for _ in range(2):  # RFC 8058 one-click POST, replayed
+        status, headers, body = service.request(
+            "POST", url, body="List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert status == 200 and b"You are unsubscribed" in body
+        assert "set-cookie" not in headers
+    assert consent(db, "anna@example.com")[:2] == ("unsubscribed", "link")
+    assert consent(db, "bob@example.com")[0] == "subscribed"
+    assert len(events(db, "unsubscribe")) == 1
+    # effective for the very next send
+    db.write("campaigns/next.yaml", campaign("Next"))
+    with FaultServer() as server:
+        summary = send(db, server, "next")
+    assert summary["sent"] == 2 and summary["excluded"] == {"unsubscribed": 1}
+    assert sorted(c.recipient for c in server.caught) == ["bob@example.com",
+                                                          "chloe@example.com"]
+    assert db.run("report", "note", "--json").json()["unsubscribes"] == 1
+
+
+def test_tampered_swapped_and_wrong_purpose_tokens_are_refused(
+        db: Workspace, service: Service) -> None:
+    mail = sent_mail(db)["anna@example.com"]
+    url = mail["List-Unsubscribe"].split("<", 1)[1].split(">", 1)[0]
+    token = url.rsplit("/", 1)[1]
+    payload, signature = token.split(".")
+    tampered = f"{payload[:-2]}AA.{signature}"
+    swapped = sign(Claims("unsubscribe", "C0", "note", "1"), "someone-elses-key")
+    click = next(h for h in hrefs(mail) if "/c/" in h).rsplit("/", 1)[1]
+    for bad in (tampered, swapped, click, "nonsense", f"{payload}."):
+        status, _, body = service.request("POST", f"/u/{bad}", body="List-Unsubscribe=One-Click")
+        assert status == 400 and b"This link does not work" in body
+    assert consent(db, "anna@example.com")[0] == "subscribed"
+    # a link signed with the previous key still works (MAILER_SECRET_KEY_OLD)
+    old = sign(Claims("unsubscribe", "C0", "note", "1"), "an-older-key")
+    assert service.request("POST", f"/u/{old}", body="")[0] == 200
+    assert consent(db, "anna@example.com")[0] == "unsubscribed"
+
+
+# --- clicks and opens -----------------------------------------------------------------------
+
+
+def test_a_click_redirects_only_to_the_url_signed_into_the_mail(
+        db: Workspace, service: Service) -> None:
+    mail = sent_mail(db)["anna@example.com"]
+    click = next(h for h in hrefs(mail) if "/c/" in h)
+    for _ in range(2):
+        status, headers, _ = service.request("GET", click)
+        assert status == 302
+        assert headers["location"] == "https://shop.example/boots?size=42&colour=red"
+    # the same token with another target: the signature no longer matches
+    claims = verify(click.rsplit("/", 1)[1], "click", [KEY])
+    forged = sign(Claims("click", claims.customer, claims.campaign, claims.message,
+                         "https://evil.example/"), "guessed-key")
+    status, headers, _ = service.request("GET", f"/c/{forged}")
+    assert status == 400 and "location" not in headers
+    assert [e[3] for e in events(db, "click")] == [
+        "https://shop.example/boots?size=42&colour=red"] * 2
+    pixel = re.search(rf'<img src="({BASE}/o/[^"]+)"', html_of(mail))
+    assert pixel is not None
+    status, headers, body = service.request("GET", pixel.group(1))
+    assert status == 200 and headers["content-type"] == "image/gif" and body[:6] == b"GIF89a"
+    assert service.request("GET", "/o/garbage")[0] == 200  # a pixel never fails
+    assert len(events(db, "open")) == 1
+    report = db.run("report", "note", "--json").json()
+    assert report["clicks"] == {"mails": 1, "total": 2} and report["opens"] == {
+        "mails": 1, "total": 1}
+    assert report["variants"][0]["clicked"] == 1
+
+
+# --- ratings --------------------------------------------------------------------------------
+
+
+def test_a_rating_click_records_the_score_a_second_click_replaces_it_and_a_comment_sticks(
+        db: Workspace, service: Service) -> None:
+    mails = sent_mail(db)
+    anna = [h for h in hrefs(mails["anna@example.com"]) if "/r/" in h]
+    bob = [h for h in hrefs(mails["bob@example.com"]) if "/r/" in h]
+    status, _, body = service.request("GET", anna[3])
+    assert status == 200 and b"4 of 5" in body and b"<textarea" in body
+    service.request("GET", anna[1])  # changed her mind: 2
+    service.request("GET", bob[4])
+    status, _, body = service.request(
+        "POST", anna[1], body="comment=Too+slow+%3Cscript%3E",
+        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200 and b"we read every one" in body
+    assert events(db, "rating") == [
+        ("anna@example.com", "note", db.query("SELECT d.id FROM deliveries d JOIN customers c "
+                                              "ON c.id = d.customer_id WHERE c.email = "
+                                              "'anna@example.com'")[0][0], None, 2,
+         "Too slow <script>"),
+        ("bob@example.com", "note", db.query("SELECT d.id FROM deliveries d JOIN customers c "
+                                             "ON c.id = d.customer_id WHERE c.email = "
+                                             "'bob@example.com'")[0][0], None, 5, None)]
+    ratings = db.run("report", "note", "--json").json()["ratings"]
+    assert ratings == {"count": 2, "mean": 3.5, "csat": 50.0,
+                       "scores": {"1": 0, "2": 1, "3": 0, "4": 0, "5": 1}}
+
+
+# --- the preference centre -------------------------------------------------------------------
+
+
+def test_preferences_pause_fewer_mails_and_topics_are_honoured_by_the_next_plan(
+        db: Workspace, service: Service) -> None:
+    mails = sent_mail(db)
+
+    def preferences(email: str) -> str:
+        return next(h for h in hrefs(mails[email]) if "/p/" in h)
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, _, body = service.request("GET", preferences("anna@example.com"))
+    assert status == 200 and b"Pause all mails for 30 days" in body
+    assert service.request("POST", preferences("anna@example.com"), body="pause=30d",
+                           headers=form)[0] == 200
+    assert service.request("POST", preferences("bob@example.com"),
+                           body="weekly_cap=1&topic=general&topic=promotions",
+                           headers=form)[0] == 200
+    status, _, body = service.request("POST", preferences("chloe@example.com"),
+                                      body="topic=general", headers=form)
+    assert status == 200 and b'id="saved"' in body
+    assert consent(db, "anna@example.com")[2] is not None
+    assert consent(db, "bob@example.com")[3:] == (1, None)
+    topics = consent(db, "chloe@example.com")[4]  # JSON: text on SQLite, a list on PostgreSQL
+    assert (json.loads(topics) if isinstance(topics, str) else topics) == ["general"]
+    plan = db.run("plan", "sale", "--now", "2026-11-23T12:00", "--json").json()
+    reasons = {e["email"]: e["reason"] for e in plan["excluded"]}
+    assert reasons == {"anna@example.com": "paused", "bob@example.com": "frequency_cap",
+                       "chloe@example.com": "topic"}
