@@ -35,6 +35,7 @@ COMMANDS = {
     "run": ("mailer.cli.run_cmd:run", "The scheduler daemon (--once: one sweep, then exit)."),
     "report": ("mailer.cli.report_cmd:report", "Where every mail of a campaign stands."),
     "sink": ("mailer.cli.sink_cmd:sink", "A local SMTP server catching mail into a Maildir."),
+    "bounces": ("mailer.cli.bounces_cmd:bounces", "Suppress addresses from bounce reports."),
     "serve": ("mailer.cli.serve_cmd:serve", "Unsubscribe, preferences, tracking and ratings."),
 }
 

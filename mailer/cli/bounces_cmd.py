@@ -1,0 +1,76 @@
+"""`mailer bounces PATH`: read bounce reports and complaints, suppress those addresses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mailer.cli.common import emit_json, json_option, now_option, session, workspace_option
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@workspace_option
+@json_option
+@now_option
+@click.pass_context
+def bounces(ctx: click.Context, path: Path, workspace: str | None, as_json: bool,
+            now: str | None) -> None:
+    """Read RFC 3464 bounce reports and ARF complaints from a Maildir, a folder of .eml
+    files or one file, and suppress the addresses they name.
+
+    A Maildir's read reports move from new/ to cur/; a folder's to PATH/done/. A file
+    that is no such report is moved to PATH/set-aside/ and named on stderr (exit 1);
+    the others are still read."""
+    from mailer.bounces import Malformed, apply, parse
+
+    run = session(ctx, workspace, now)
+    maildir = path.is_dir() and (path / "new").is_dir()
+    if path.is_file():
+        files, done = [path], None
+    elif maildir:
+        files, done = sorted((path / "new").iterdir()), path / "cur"
+    else:
+        files, done = sorted(path.glob("*.eml")), path / "done"
+    aside_dir = (path.parent if path.is_file() else path) / "set-aside"
+    totals = {"files": 0, "bounces": 0, "complaints": 0, "suppressed": 0}
+    aside: list[dict[str, str]] = []
+    for file in files:
+        if not file.is_file():
+            continue
+        totals["files"] += 1
+        try:
+            findings = parse(file.read_bytes())
+        except (Malformed, OSError) as err:
+            reason = err.message if isinstance(err, Malformed) else str(err)
+            aside.append({"file": str(file), "reason": reason})
+            click.echo(f"{file}: set aside: {reason}", err=True)
+            if not path.is_file():
+                aside_dir.mkdir(exist_ok=True)
+                file.rename(aside_dir / file.name)
+            continue
+        applied = apply(run.engine, findings, run.clock.now(), source="bounces")
+        for finding in findings:
+            totals["bounces" if finding.kind == "bounce" else "complaints"] += 1
+            if not as_json:
+                what = "suppressed" if finding.address in applied.suppressed else \
+                    "already suppressed" if finding.permanent else "temporary, nothing done"
+                click.echo(f"{file.name}: {finding.kind} {finding.status} "
+                           f"{finding.address}: {what}")
+        totals["suppressed"] += len(applied.suppressed)
+        if done is not None:
+            done.mkdir(exist_ok=True)
+            file.rename(done / (f"{file.name}:2,S" if maildir and ":2," not in file.name
+                                else file.name))
+    if as_json:
+        emit_json({**totals, "set_aside": aside})
+    else:
+        click.echo(f"{totals['files']} files: {totals['bounces']} bounces, "
+                   f"{totals['complaints']} complaints, {totals['suppressed']} addresses "
+                   f"suppressed, {len(aside)} set aside")
+    if aside:  # the others were read; like bad import rows, this is exit 1
+        if not as_json and not path.is_file():
+            click.echo(f"{len(aside)} files are not bounce reports or complaints: moved to "
+                       f"{aside_dir}", err=True)
+        ctx.exit(1)
