@@ -73,7 +73,15 @@ demo: $(STAMP)
 	done
 	@kill $$(cat $(DEMO)/sink.pid)
 	@echo "the sink caught $$(ls $(DEMO)/outbox/new | wc -l) mails: $(DEMO)/outbox/new/ (one line each in $(DEMO)/sink.log)"
-	@$(MAILER) report black-friday
+	@echo "== readers at work: mailer serve on a free port, an open, a click, a rating, a one-click unsubscribe"
+	@$(CLEAN_ENV) MAILER_SECRET_KEY=demo-only-secret $(abspath $(BIN))/mailer --workspace $(abspath $(DEMO)) \
+		serve --port 0 > $(DEMO)/serve.log 2>&1 & echo $$! > $(DEMO)/serve.pid
+	@for i in $$(seq 1 100); do grep -q "^listening on" $(DEMO)/serve.log && break; sleep 0.1; done
+	@port=$$(sed -n 's/^listening on .*://p' $(DEMO)/serve.log); \
+	$(BIN)/python -m mailer.demo_recipient $(DEMO)/outbox $$port || { kill $$(cat $(DEMO)/serve.pid); exit 1; }
+	@kill $$(cat $(DEMO)/serve.pid)
+	@$(MAILER) report black-friday --chart $(abspath $(DEMO))/black-friday.html
+	@$(MAILER) report feedback --chart $(abspath $(DEMO))/feedback.html > /dev/null && echo "chart: $(DEMO)/feedback.html"
 	@echo "== an opt-out, then the store's status"
 	@$(MAILER) unsubscribe someone@example.com
 	@$(MAILER) status

@@ -9,7 +9,6 @@ plans reaches the real ledger.
 
 from __future__ import annotations
 
-import html
 import sqlite3
 import tempfile
 from collections import Counter, defaultdict
@@ -24,6 +23,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from mailer.audience import scope_for
 from mailer.campaign import Campaign
+from mailer.charts import Column, Segment, page, png, svg
 from mailer.clock import zone
 from mailer.conditions import SegmentSpec
 from mailer.db import create
@@ -154,71 +154,27 @@ def _busiest_week(rows: Any) -> int:
     return best
 
 
+def _columns(forecast: Forecast, campaigns: list[str]) -> list[Column]:
+    every = max(1, len(forecast.days) // 10)  # about ten date labels
+    return [Column(f"{day:%d %b}" if index % every == 0 else "",
+                   tuple(Segment(number, forecast.mails[day][slug], f"{slug} {day}: "
+                                 f"{forecast.mails[day][slug]}")
+                         for number, slug in enumerate(campaigns)))
+            for index, day in enumerate(forecast.days)]
+
+
 def chart_html(forecast: Forecast, campaigns: list[str]) -> str:
     """A self-contained HTML page with a stacked bar chart (inline SVG) per day."""
-    palette = ["#24553d", "#d9822b", "#3b7dd8", "#b04a7a", "#7a9a2b", "#8a5a2b", "#2ba3a3",
-               "#a33b3b", "#6b5bb0", "#888888"]
     days = forecast.days
     peak = max((sum(forecast.mails[d].values()) for d in days), default=0) or 1
-    width, height, bar = max(600, 24 * len(days) + 80), 320, 18
-    y: float
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 60}" '
-             'font-family="sans-serif" font-size="11">',
-             f'<text x="8" y="16">mails per day (peak {peak})</text>']
-    for index, day in enumerate(days):
-        x, y = 60 + index * 24, height
-        for number, slug in enumerate(campaigns):
-            count = forecast.mails[day][slug]
-            if not count:
-                continue
-            size = count / peak * (height - 40)
-            y -= size
-            parts.append(f'<rect x="{x}" y="{y:.1f}" width="{bar}" height="{size:.1f}" '
-                         f'fill="{palette[number % len(palette)]}">'
-                         f"<title>{html.escape(slug)} {day}: {count}</title></rect>")
-        if index % max(1, len(days) // 10) == 0:
-            parts.append(f'<text x="{x}" y="{height + 14}">{day:%d %b}</text>')
-    parts.append("</svg>")
-    legend = "".join(f'<span style="color:{palette[n % len(palette)]}">■</span> '
-                     f"{html.escape(slug)} &nbsp; " for n, slug in enumerate(campaigns))
     caps = ", ".join(f"{label}: {len(ids)} customers" for label, ids in
                      sorted(forecast.caps_hit.items())) or "none"
-    return ("<!doctype html><meta charset=\"utf-8\"><title>mailer forecast</title>"
-            "<body style=\"font-family:sans-serif\"><h1>Forecast from "
-            f"{days[0]} to {days[-1]}</h1>{''.join(parts)}<p>{legend}</p>"
-            f"<p>Caps hit: {caps}. The most mails one customer gets in 7 days: "
-            f"{forecast.max_per_customer_7d}.</p></body>\n")
+    return page(f"Forecast from {days[0]} to {days[-1]}",
+                svg(_columns(forecast, campaigns), caption=f"mails per day (peak {peak})"),
+                campaigns, [f"Caps hit: {caps}. The most mails one customer gets in 7 days: "
+                            f"{forecast.max_per_customer_7d}."])
 
 
 def chart_png(forecast: Forecast, campaigns: list[str]) -> bytes:
-    """The same stacked bars as a PNG, drawn and encoded here (no plotting library is a
-    dependency); the HTML chart carries the labels and the legend."""
-    import struct
-    import zlib
-
-    colours = [(0x24, 0x55, 0x3D), (0xD9, 0x82, 0x2B), (0x3B, 0x7D, 0xD8), (0xB0, 0x4A, 0x7A),
-               (0x7A, 0x9A, 0x2B), (0x8A, 0x5A, 0x2B), (0x2B, 0xA3, 0xA3), (0xA3, 0x3B, 0x3B),
-               (0x6B, 0x5B, 0xB0), (0x88, 0x88, 0x88)]
-    days = forecast.days
-    width, height, bar, gap, margin = max(200, len(days) * 20 + 40), 240, 14, 6, 20
-    pixels = [bytearray(b"\xff\xff\xff" * width) for _ in range(height)]
-    peak = max((sum(forecast.mails[d].values()) for d in days), default=0) or 1
-    for x in range(margin - 2, width - margin + 2):  # the base line
-        pixels[height - margin][x * 3:x * 3 + 3] = b"\x44\x44\x44"
-    for index, day in enumerate(days):
-        left, top = margin + index * (bar + gap), height - margin
-        for number, slug in enumerate(campaigns):
-            size = round(forecast.mails[day][slug] / peak * (height - 2 * margin))
-            colour = bytes(colours[number % len(colours)])
-            for y in range(max(top - size, 0), top):
-                pixels[y][left * 3:(left + bar) * 3] = colour * bar
-            top -= size
-    raw = b"".join(b"\x00" + bytes(row) for row in pixels)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    return (b"\x89PNG\r\n\x1a\n"
-            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    """The same stacked bars as a PNG; the HTML chart carries the labels and the legend."""
+    return png(_columns(forecast, campaigns))

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
+from mailer.charts import Column, Segment
 from mailer.errors import NotFoundError
 from mailer.ledger import counts
 from mailer.models import Delivery, Event, PlanRun
@@ -93,12 +94,14 @@ def _by_variant(conn: Connection, campaign: str) -> dict[int, dict[str, int]]:
 def winner(variants: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The variant with the best click rate (clicked mails / sent mails) and how sure we
     are that it beats the runner-up: one minus the p-value of a one-sided
-    two-proportion z-test. None with fewer than two variants or nothing sent."""
+    two-proportion z-test. None with fewer than two variants or no click yet."""
     rated = [v for v in variants if v["sent"]]
     if len(rated) < 2:
         return None
     ranked = sorted(rated, key=lambda v: v["clicked"] / v["sent"], reverse=True)
     best, second = ranked[0], ranked[1]
+    if not best["clicked"]:
+        return None
     p1, p2 = best["clicked"] / best["sent"], second["clicked"] / second["sent"]
     pooled = (best["clicked"] + second["clicked"]) / (best["sent"] + second["sent"])
     spread = math.sqrt(pooled * (1 - pooled) * (1 / best["sent"] + 1 / second["sent"]))
@@ -106,3 +109,36 @@ def winner(variants: list[dict[str, Any]]) -> dict[str, Any] | None:
     confidence = 0.5 * (1 + math.erf(z / math.sqrt(2)))
     return {"variant": best["variant"], "metric": "clicks", "click_rate": round(p1, 4),
             "runner_up": second["variant"], "confidence": round(confidence, 3)}
+
+
+def chart_columns(document: dict[str, Any]) -> tuple[list[Column], list[str]]:
+    """The report as bars: per variant its sent, opened and clicked mails, then the
+    ratings 1 to 5; and the legend (one series per variant, one for ratings)."""
+    columns: list[Column] = []
+    legend = []
+    for number, variant in enumerate(document["variants"]):
+        legend.append(f"variant {variant['variant']}")
+        for metric in ("sent", "opened", "clicked"):
+            columns.append(Column(f"{metric[0]}{variant['variant']}", (Segment(
+                number, variant[metric], f"variant {variant['variant']} {metric}: "
+                                         f"{variant[metric]}"),)))
+    legend.append("ratings")
+    for score, n in document["ratings"]["scores"].items():
+        columns.append(Column(f"★{score}", (Segment(len(legend) - 1, n,
+                                                    f"rated {score}: {n}"),)))
+    return columns, legend
+
+
+def chart_notes(document: dict[str, Any]) -> list[str]:
+    notes = [f"{document['sent']} sent, {document['opens']['mails']} opened, "
+             f"{document['clicks']['mails']} clicked, {document['unsubscribes']} unsubscribed."]
+    ratings = document["ratings"]
+    if ratings["count"]:
+        notes.append(f"{ratings['count']} ratings, mean {ratings['mean']}, "
+                     f"CSAT {ratings['csat']} %.")
+    if document["winner"] is not None:
+        best = document["winner"]
+        notes.append(f"Winner by click rate: variant {best['variant']} "
+                     f"({100 * best['confidence']:.0f} % confidence).")
+    notes.append("Bars: s = sent, o = opened, c = clicked per variant; ★ = ratings.")
+    return notes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from mailer.cli.common import emit_json, json_option, print_table, session, workspace_option
@@ -9,16 +11,25 @@ from mailer.cli.common import emit_json, json_option, print_table, session, work
 
 @click.command()
 @click.argument("campaign")
+@click.option("--chart", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a chart: FILE.png, FILE.html (with labels) or FILE.svg.")
 @workspace_option
 @json_option
 @click.pass_context
-def report(ctx: click.Context, campaign: str, workspace: str | None, as_json: bool) -> None:
-    """Planned mails by state, exclusions by reason, and subject variants."""
+def report(ctx: click.Context, campaign: str, chart: Path | None, workspace: str | None,
+           as_json: bool) -> None:
+    """Planned mails by state, exclusions by reason, subject variants and the winner,
+    opens, clicks, unsubscribes and ratings."""
+    from mailer.errors import UserError
     from mailer.report import campaign_report
 
+    if chart is not None and chart.suffix.lower() not in (".png", ".html", ".svg"):
+        raise UserError(f"{chart}: charts are written as .png, .html or .svg")
     run = session(ctx, workspace)
     known = sorted(path.stem for path in (run.root / "campaigns").glob("*.yaml"))
     document = campaign_report(run.engine, campaign, known)
+    if chart is not None:
+        _write_chart(chart, campaign, document)
     if as_json:
         emit_json(document)
         return
@@ -42,3 +53,18 @@ def report(ctx: click.Context, campaign: str, workspace: str | None, as_json: bo
         rows.append(("ratings", f"{rated['count']}, mean {rated['mean']}, "
                                 f"CSAT {rated['csat']} %"))
     print_table(("", campaign), rows, title=f"report of {campaign}")
+    if chart is not None:
+        click.echo(f"chart: {chart}")
+
+
+def _write_chart(path: Path, campaign: str, document: dict[str, object]) -> None:
+    from mailer.charts import page, png, svg
+    from mailer.report import chart_columns, chart_notes
+
+    columns, legend = chart_columns(document)
+    if path.suffix.lower() == ".png":
+        path.write_bytes(png(columns))
+        return
+    drawn = svg(columns, caption=f"{campaign}: mails and ratings")
+    path.write_text(drawn if path.suffix.lower() == ".svg" else page(
+        f"Report of {campaign}", drawn, legend, chart_notes(document)), encoding="utf-8")

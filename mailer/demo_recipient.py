@@ -1,0 +1,76 @@
+"""The demo's recipients at work: `make demo` runs this against `mailer serve` and the
+mails the sink caught. Forty readers open a Black Friday mail and a
+few click its first link, one rates an order 4 of 5 with a comment, one
+unsubscribes with one click (the
+RFC 8058 POST a mailbox provider sends). Only the links' paths are used, so the
+service may listen on any port.
+
+    python -m mailer.demo_recipient OUTBOX PORT
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import http.client
+import re
+import sys
+import urllib.parse
+from email.message import EmailMessage
+from pathlib import Path
+
+
+def _mails(outbox: Path) -> list[EmailMessage]:
+    found = []
+    for file in sorted((outbox / "new").iterdir()):
+        message = email.message_from_bytes(file.read_bytes(), policy=email.policy.default)
+        if isinstance(message, EmailMessage):
+            found.append(message)
+    return found
+
+
+def _html(message: EmailMessage) -> str:
+    part = message.get_body(("html",))
+    return str(part.get_content()) if part is not None else ""
+
+
+def _request(port: int, method: str, url: str, body: str = "") -> int:
+    path = urllib.parse.urlsplit(url).path
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+    conn.request(method, path, body=body or None, headers=headers)
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def main(outbox: Path, port: int) -> None:
+    mails = _mails(outbox)
+    by_subject = {str(m["Subject"]): m for m in mails}
+    promotion = [m for m in mails if "30%" in str(m["Subject"]) and "/c/" in _html(m)]
+    opened = clicked = 0
+    for number, reader in enumerate(promotion[:40]):  # forty readers open, a few click
+        html = _html(reader)
+        pixel = re.search(r'<img src="([^"]+/o/[^"]+)"', html)
+        if pixel and _request(port, "GET", pixel.group(1)) == 200:
+            opened += 1
+        link = re.search(r'href="([^"]+/c/[^"]+)"', html)
+        if link and number % 3 == 0 and _request(port, "GET", link.group(1)) == 302:
+            clicked += 1
+    print(f"{opened} readers opened a Black Friday mail, {clicked} clicked through")
+    feedback = next((m for s, m in by_subject.items() if "order" in s.lower()
+                     and "/r/" in _html(m)), None)
+    if feedback is not None:
+        ratings = re.findall(r'href="([^"]+/r/[^"]+)"', _html(feedback))
+        _request(port, "GET", ratings[3])
+        status = _request(port, "POST", ratings[3], "comment=Quick+delivery%2C+lovely+box.")
+        print(f"rated an order 4 of 5 with a comment: HTTP {status}")
+    leaver = promotion[-1] if promotion else (mails[0] if mails else None)
+    if leaver is not None:
+        url = str(leaver["List-Unsubscribe"]).split("<", 1)[1].split(">", 1)[0]
+        status = _request(port, "POST", url, "List-Unsubscribe=One-Click")
+        print(f"unsubscribed with one click from {leaver['Subject']!r}: HTTP {status}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), int(sys.argv[2]))
