@@ -95,6 +95,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet mailmerge
 	$(BIN)/python bench/deliver.py
 	@if [ -n "$$BENCH_POSTGRES_URL" ]; then $(BIN)/python bench/deliver.py --database-url "$$BENCH_POSTGRES_URL"; fi
+	$(BIN)/python bench/serve.py
+	@if [ -n "$$BENCH_POSTGRES_URL" ]; then $(BIN)/python bench/serve.py --database-url "$$BENCH_POSTGRES_URL"; fi
 
 soak: $(STAMP)
 	$(BIN)/python bench/daemon_soak.py

@@ -234,6 +234,8 @@ class Delivery:
                     exhausted = False
                     expire(self.engine, self.clock.now(), self.campaigns)
                 continue
+            if self._in_flight == 0 and self._starved_for is None:
+                continue  # the whole group was skipped (opted out): no outcome will wake us
             # Until the next outcome (or a rate permit): outcomes already here wait for
             # a group to start with them (see _turn).
             with contextlib.suppress(TimeoutError):

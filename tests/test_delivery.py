@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -358,3 +359,29 @@ def test_report_counts_every_state_and_exclusion_and_knows_its_campaigns(db: Wor
                       "winner": None}
     unknown = db.run("report", "nte", "--json")
     assert unknown.code == 1 and "did you mean note?" in unknown.json()["error"]["message"]
+
+
+def test_a_group_of_rows_all_opted_out_since_planning_does_not_stall_the_sender(
+        ws: Workspace) -> None:
+    """Regression: when every row of a group was skipped at start and nothing was in
+    flight, the sender waited for an outcome that could never come."""
+    import os
+    import subprocess
+    import sys
+
+    addresses = [f"p{n}@example.com" for n in range(7)]
+    shop(ws, addresses, settings=SETTINGS + "delivery: {concurrency: 2}\n")
+    ws.env.update({"MAILER_SECRET_KEY": KEY})
+    assert ws.run("run", "--once", "--no-deliver", "--now", NOW).code == 0
+    assert ws.run("unsubscribe", *addresses[:6]).code == 0
+    with FaultServer() as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+        env.update(ws.env)
+        env["MAILER_SMTP_URL"] = server.url
+        done = subprocess.run([sys.executable, "-m", "mailer.cli", "--workspace", str(ws.root),
+                               "send", "note", "--now", NOW, "--json"], env=env, timeout=60,
+                              capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["sent"] == 1 and summary["skipped"] == 6
+    assert [c.recipient for c in server.caught] == ["p6@example.com"]

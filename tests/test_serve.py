@@ -281,3 +281,68 @@ def test_preferences_pause_fewer_mails_and_topics_are_honoured_by_the_next_plan(
     reasons = {e["email"]: e["reason"] for e in plan["excluded"]}
     assert reasons == {"anna@example.com": "paused", "bob@example.com": "frequency_cap",
                        "chloe@example.com": "topic"}
+
+
+def test_sqlite_daemon_and_service_write_at_once_without_locking(ws: Workspace) -> None:
+    """The daemon sends 150 mails while readers unsubscribe and click: no request fails,
+    nobody is locked out, and each opt-out is honoured from the next mail on."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.smtp_server import Behaviour
+    from tests.test_daemon import _daemon, _stop, _wait_for
+
+    addresses = [f"r{n:03d}@example.com" for n in range(150)]
+    ws.write("mailer.yaml", ROOMY + "delivery: {concurrency: 4, rate_per_second: 1000}\n")
+    ws.write("segments/everyone.yaml", "description: all\nall: [{orders: {at_least: 0}}]\n")
+    ws.write("templates/note.html", TEMPLATE)
+    rows = ["id,email,first_name"] + [f"C{n},{a},N{n}" for n, a in enumerate(addresses)]
+    ws.write("customers.csv", "\n".join(rows) + "\n")
+    assert ws.run("import", "customers", "customers.csv", "--now", "2026-01-01").code == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update(ws.env)
+    env["MAILER_SECRET_KEY"] = KEY
+    served = subprocess.Popen([sys.executable, "-m", "mailer.cli", "--workspace",
+                               str(ws.root), "serve", "--port", "0"], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert served.stdout is not None
+    service = Service(served, int(served.stdout.readline().rsplit(":", 1)[1]))
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    ws.write("campaigns/note.yaml", f"name: Note\ntrigger: once\nat: {now:%Y-%m-%dT%H:%M:%S}Z\n"
+                                    "grace: 1h\nsegment: everyone\ntemplate: note.html\n"
+                                    "subject: Note\n")
+    leavers = [f"C{n}" for n in range(100, 150)]
+    with FaultServer(Behaviour(delay=0.03)) as server:
+        daemon = _daemon(ws, server)
+        try:
+            assert _wait_for(lambda: len(server.caught) >= 10, 30)
+
+            def leave(store_id: str) -> int:
+                token = sign(Claims("unsubscribe", store_id, "note", "0"), KEY)
+                click = sign(Claims("click", store_id, "note", "0", "https://shop.example/"),
+                             KEY)
+                assert service.request("GET", f"/c/{click}")[0] == 302
+                return service.request("POST", f"/u/{token}", body="")[0]
+
+            with ThreadPoolExecutor(8) as pool:
+                statuses = list(pool.map(leave, leavers))
+            assert statuses == [200] * len(leavers)
+            assert _wait_for(lambda: ws.query(
+                "SELECT count(*) FROM deliveries WHERE status IN ('queued', 'sending')")[0][0]
+                == 0, 60)
+        finally:
+            took, log = _stop(daemon)
+            served.terminate()
+            _, served_err = served.communicate(timeout=10)
+    assert took < 30 and "database is locked" not in log + served_err
+    states = dict(ws.query("SELECT c.store_id, d.status FROM deliveries d JOIN customers c "
+                           "ON c.id = d.customer_id"))
+    caught = {c.recipient for c in server.caught}
+    for n, address in enumerate(addresses):
+        if f"C{n}" in leavers and states[f"C{n}"] == "skipped":
+            assert address not in caught
+        else:
+            assert states[f"C{n}"] == "sent" and address in caught
+    assert sum(1 for s in states.values() if s == "skipped") > 0
+    assert len(events(ws, "click")) == len(leavers)
