@@ -126,6 +126,12 @@ class Campaign(Spec):
             raise InvalidValue("ends must be after starts")
         if self.reminder is not None and self.trigger != "promotion":
             raise InvalidValue("reminder works with promotion campaigns only")
+        if self.winner is not None and len(self.subject) < 2:
+            raise InvalidValue("winner needs at least two subjects to choose from")
+        if self.winner is not None and self.trigger in ("once", "schedule") and \
+                self.winner.after >= self.grace:
+            raise InvalidValue("winner.after must be shorter than grace, or the rest of "
+                               "the audience would never get the winning subject")
         return self
 
     @property

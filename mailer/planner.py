@@ -55,7 +55,7 @@ from mailer.models import (
     Suppression,
     naive_utc,
 )
-from mailer.policy import LIVE, Facts, decide
+from mailer.policy import LIVE, Facts, decide, in_test_group, winning_variant
 from mailer.schedule import (
     after_order_window,
     birthday_keys,
@@ -401,6 +401,14 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
     segmented = choose_intros and version is not None and \
         any(name != "default" for name in intro_segments)
 
+    winner = campaign.winner if variants > 1 else None
+    ab: dict[str, int | None] = {}  # occurrence -> the winning variant, None while testing
+
+    def ab_variant(occurrence: str) -> int | None:
+        if occurrence not in ab:
+            ab[occurrence] = _ab_winner(engine, slug, occurrence, campaign, now)
+        return ab[occurrence]
+
     def intro_groups(batch: list[Candidate]) -> dict[int, set[str]]:
         """Intro segments of the batch's customers, looked up only when rows are written."""
         if not segmented:
@@ -433,6 +441,15 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                     continue
                 assert decision.send_after is not None
                 variant = (base + result.planned_count) % variants
+                if winner is not None and candidate.occurrence != "reminder":
+                    chosen = ab_variant(candidate.occurrence)
+                    if chosen is not None:
+                        variant = chosen
+                    elif not in_test_group(slug, candidate.customer_id, winner.test_share):
+                        result.add(Excluded(candidate.customer_id, person.store_id,
+                                            person.email, candidate.occurrence,
+                                            "waiting_for_winner"))
+                        continue
                 result.add(Planned(candidate.customer_id, person.store_id, person.email,
                                    candidate.occurrence, variant, decision.send_after,
                                    candidate.expires))
@@ -463,6 +480,33 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                 # big plan, PostgreSQL scanned every row to record each batch of outcomes.
                 conn.execute(text("ANALYZE deliveries, coupons"))
     return result
+
+
+def _ab_winner(engine: Engine, slug: str, occurrence: str, campaign: Campaign,
+               now: datetime) -> int | None:
+    """`winner:` (DESIGN §4.2): None while the test share is being sent (until `after`
+    from the occurrence's first planned mail), then the variant with the best rate of
+    the chosen metric among its sent mails."""
+    from mailer.models import Event
+
+    assert campaign.winner is not None
+    with engine.connect() as conn:
+        first = conn.execute(select(func.min(Delivery.planned_at)).where(
+            Delivery.campaign == slug, Delivery.occurrence == occurrence)).scalar()
+        if first is None or now < first + campaign.winner.after:
+            return None
+        sent = {int(v): int(n) for v, n in conn.execute(
+            select(Delivery.subject_variant, func.count()).where(
+                Delivery.campaign == slug, Delivery.occurrence == occurrence,
+                Delivery.status == "sent").group_by(Delivery.subject_variant))}
+        kind = "click" if campaign.winner.metric == "clicks" else "open"
+        engaged = {int(v): int(n) for v, n in conn.execute(
+            select(Delivery.subject_variant, func.count(func.distinct(Event.delivery_id)))
+            .join(Delivery, Delivery.id == Event.delivery_id)
+            .where(Event.kind == kind, Delivery.campaign == slug,
+                   Delivery.occurrence == occurrence)
+            .group_by(Delivery.subject_variant))}
+    return winning_variant(sent, engaged)
 
 
 def _give_codes(conn: Connection, slug: str, campaign: Campaign,

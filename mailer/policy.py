@@ -13,6 +13,7 @@ customer's zone; a mail that could only leave after its expiry is not planned.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -97,3 +98,17 @@ def decide(facts: Facts, *, now: datetime, caps: tuple[Cap, ...], tz: ZoneInfo,
     return Decision(None, release)
 
 
+
+
+def in_test_group(campaign: str, customer_id: int, share: float) -> bool:
+    """Whether a customer is in the A/B test share of a campaign (`winner:`): a stable
+    draw from a hash, so a customer held back today is held back tomorrow too."""
+    digest = hashlib.sha256(f"{campaign}:{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def winning_variant(sent: dict[int, int], engaged: dict[int, int]) -> int:
+    """The variant with the best rate (engaged / sent mails); ties and no data: the
+    lowest variant."""
+    rates = {v: engaged.get(v, 0) / n for v, n in sent.items() if n}
+    return min(rates, key=lambda v: (-rates[v], v)) if rates else 0

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import urllib.parse
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
@@ -306,8 +307,6 @@ def test_sqlite_daemon_and_service_write_at_once_without_locking(ws: Workspace) 
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert served.stdout is not None
     service = Service(served, int(served.stdout.readline().rsplit(":", 1)[1]))
-    from datetime import UTC, datetime
-
     now = datetime.now(UTC).replace(microsecond=0)
     ws.write("campaigns/note.yaml", f"name: Note\ntrigger: once\nat: {now:%Y-%m-%dT%H:%M:%S}Z\n"
                                     "grace: 1h\nsegment: everyone\ntemplate: note.html\n"
@@ -346,3 +345,56 @@ def test_sqlite_daemon_and_service_write_at_once_without_locking(ws: Workspace) 
             assert states[f"C{n}"] == "sent" and address in caught
     assert sum(1 for s in states.values() if s == "skipped") > 0
     assert len(events(ws, "click")) == len(leavers)
+
+
+def test_winner_sends_the_test_share_first_then_the_best_subject_to_the_rest(
+        db: Workspace) -> None:
+    from mailer.engagement import record
+
+    addresses = [f"ab{n:02d}@example.com" for n in range(40)]
+    shop(db, addresses)
+    (db.root / "campaigns" / "sale.yaml").unlink()
+    db.write("campaigns/note.yaml", "name: Note\ntrigger: once\nat: 2026-11-23T09:00\n"
+                                    "grace: 12h\nsegment: everyone\ntemplate: note.html\n"
+                                    "subject: [Plain subject, Bold subject]\n"
+                                    "winner: {metric: clicks, test_share: 50%, after: 4h}\n")
+    with FaultServer() as server:
+        first = send(db, server, "note", now="2026-11-23T10:00")
+        tested = {c.recipient: str(c.message()["Subject"]) for c in server.caught}
+    held = first["excluded"]["waiting_for_winner"]
+    assert first["sent"] == len(tested) and first["sent"] + held == 40
+    assert 10 <= len(tested) <= 30  # about half, by a stable hash
+    assert set(tested.values()) == {"Plain subject", "Bold subject"}
+    # Readers click only the bold subject.
+    engine = db.engine()
+    for row_id, store_id in db.query(
+            "SELECT d.id, c.store_id FROM deliveries d JOIN customers c ON c.id = "
+            "d.customer_id WHERE d.subject_variant = 1"):
+        record(engine, "click", Claims("click", store_id, "note", str(row_id),
+                                       "https://shop.example/"), datetime.now(UTC), "x")
+    engine.dispose()
+    with FaultServer() as server:
+        early = send(db, server, "note", now="2026-11-23T13:00")
+        assert early["sent"] == 0 and early["excluded"]["waiting_for_winner"] == held
+        later = send(db, server, "note", now="2026-11-23T14:30")
+    assert later["sent"] == held
+    assert {str(c.message()["Subject"]) for c in server.caught} == {"Bold subject"}
+    report = db.run("report", "note", "--json").json()
+    assert report["winner"]["variant"] == 2 and report["winner"]["confidence"] > 0.99
+
+
+def test_a_winner_without_two_subjects_or_with_too_long_a_test_is_a_validation_error(
+        ws: Workspace) -> None:
+    shop(ws, ["a@example.com"])
+    ws.write("campaigns/sale.yaml", "name: Sale\ntrigger: once\nat: 2026-11-23T09:00\n"
+                                    "grace: 2h\nsegment: everyone\ntemplate: note.html\n"
+                                    "subject: [One, Two]\n"
+                                    "winner: {metric: clicks, test_share: 20%, after: 4h}\n")
+    ws.write("campaigns/note.yaml", campaign("Note") + "winner: {metric: opens, test_share: "
+                                                       "10%, after: 1h}\n")
+    result = ws.run("validate")
+    assert result.code == 1
+    assert ("campaigns/sale.yaml:1: winner.after must be shorter than grace, or the rest of "
+            "the audience would never get the winning subject") in result.stderr.splitlines()
+    assert "campaigns/note.yaml:1: winner needs at least two subjects to choose from" in \
+        result.stderr.splitlines()
