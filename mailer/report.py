@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from difflib import get_close_matches
 from typing import Any
 
@@ -15,8 +16,11 @@ from mailer.errors import NotFoundError
 from mailer.ledger import counts
 from mailer.models import Delivery, Event, PlanRun
 
+Segments = Callable[[list[int]], dict[int, set[str]]]  # customer ids -> their segments
 
-def campaign_report(engine: Engine, campaign: str, known: list[str]) -> dict[str, Any]:
+
+def campaign_report(engine: Engine, campaign: str, known: list[str],
+                    segments_of: Segments | None = None) -> dict[str, Any]:
     """Rows by state (every key, zeros included), exclusions summed over plan runs,
     and per subject variant the rows planned and sent. A campaign of the workspace
     (KNOWN) that was never planned has zeros; one never heard of is an error."""
@@ -36,7 +40,7 @@ def campaign_report(engine: Engine, campaign: str, known: list[str]) -> dict[str
             entry["planned"] += int(n)
             if status == "sent":
                 entry["sent"] += int(n)
-        engaged = _engagement(conn, campaign)
+        engaged = _engagement(conn, campaign, segments_of)
         by_variant = _by_variant(conn, campaign)
     if runs == 0 and not any(states.values()) and campaign not in known:
         close = get_close_matches(campaign, known, n=1)
@@ -49,7 +53,8 @@ def campaign_report(engine: Engine, campaign: str, known: list[str]) -> dict[str
             "variants": listed, "winner": winner(listed)}
 
 
-def _engagement(conn: Connection, campaign: str) -> dict[str, Any]:
+def _engagement(conn: Connection, campaign: str,
+                segments_of: Segments | None) -> dict[str, Any]:
     """Opens and clicks (mails that had one, and all of them), unsubscribes, ratings."""
     found: dict[str, Any] = {}
     for kind, key in (("open", "opens"), ("click", "clicks")):
@@ -59,12 +64,30 @@ def _engagement(conn: Connection, campaign: str) -> dict[str, Any]:
         found[key] = {"mails": int(unique), "total": int(total)}
     found["unsubscribes"] = int(conn.execute(select(func.count()).where(
         Event.campaign == campaign, Event.kind == "unsubscribe")).scalar_one())
-    scores = Counter({int(score or 0): int(n) for score, n in conn.execute(
-        select(Event.score, func.count()).where(Event.campaign == campaign,
-                                                Event.kind == "rating")
-        .group_by(Event.score))})
-    found["ratings"] = ratings(scores)
+    rated = [(int(customer or 0), int(score or 0), at) for customer, score, at in conn.execute(
+        select(Event.customer_id, Event.score, Event.at).where(
+            Event.campaign == campaign, Event.kind == "rating").order_by(Event.at))]
+    found["ratings"] = ratings(Counter(score for _, score, _ in rated))
+    weeks: dict[str, Counter[int]] = {}
+    for _, score, at in rated:
+        year, week, _ = at.isocalendar()
+        weeks.setdefault(f"{year}-W{week:02d}", Counter())[score] += 1
+    found["ratings"]["by_week"] = [{"week": week, **_brief(scores)}
+                                   for week, scores in sorted(weeks.items())]
+    by_segment: dict[str, Counter[int]] = {}
+    if segments_of is not None and rated:
+        member_of = segments_of(sorted({customer for customer, _, _ in rated}))
+        for customer, score, _ in rated:
+            for segment in member_of.get(customer, ()):
+                by_segment.setdefault(segment, Counter())[score] += 1
+    found["ratings"]["by_segment"] = {segment: _brief(scores)
+                                      for segment, scores in sorted(by_segment.items())}
     return found
+
+
+def _brief(scores: Counter[int]) -> dict[str, Any]:
+    full = ratings(scores)
+    return {"count": full["count"], "mean": full["mean"], "csat": full["csat"]}
 
 
 def ratings(scores: Counter[int]) -> dict[str, Any]:

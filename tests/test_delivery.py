@@ -353,7 +353,8 @@ def test_report_counts_every_state_and_exclusion_and_knows_its_campaigns(db: Wor
                       "opens": {"mails": 0, "total": 0}, "clicks": {"mails": 0, "total": 0},
                       "unsubscribes": 0,
                       "ratings": {"count": 0, "mean": None, "csat": None,
-                                  "scores": {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0}},
+                                  "scores": {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0},
+                                  "by_week": [], "by_segment": {}},
                       "variants": [{"variant": 1, "planned": 2, "sent": 1, "opened": 0,
                                     "clicked": 0}],
                       "winner": None}

@@ -249,8 +249,12 @@ def test_a_rating_click_records_the_score_a_second_click_replaces_it_and_a_comme
                                              "ON c.id = d.customer_id WHERE c.email = "
                                              "'bob@example.com'")[0][0], None, 5, None)]
     ratings = db.run("report", "note", "--json").json()["ratings"]
+    year, week, _ = datetime.now(UTC).isocalendar()
     assert ratings == {"count": 2, "mean": 3.5, "csat": 50.0,
-                       "scores": {"1": 0, "2": 1, "3": 0, "4": 0, "5": 1}}
+                       "scores": {"1": 0, "2": 1, "3": 0, "4": 0, "5": 1},
+                       "by_week": [{"week": f"{year}-W{week:02d}", "count": 2, "mean": 3.5,
+                                    "csat": 50.0}],
+                       "by_segment": {"everyone": {"count": 2, "mean": 3.5, "csat": 50.0}}}
 
 
 # --- the preference centre -------------------------------------------------------------------

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mailer.cli.common import emit_json, json_option, print_table, session, workspace_option
+
+if TYPE_CHECKING:
+    from mailer.cli.common import Session
 
 
 @click.command()
@@ -27,7 +32,7 @@ def report(ctx: click.Context, campaign: str, chart: Path | None, workspace: str
         raise UserError(f"{chart}: charts are written as .png, .html or .svg")
     run = session(ctx, workspace)
     known = sorted(path.stem for path in (run.root / "campaigns").glob("*.yaml"))
-    document = campaign_report(run.engine, campaign, known)
+    document = campaign_report(run.engine, campaign, known, _segments_of(run))
     if chart is not None:
         _write_chart(chart, campaign, document)
     if as_json:
@@ -55,6 +60,18 @@ def report(ctx: click.Context, campaign: str, chart: Path | None, workspace: str
     print_table(("", campaign), rows, title=f"report of {campaign}")
     if chart is not None:
         click.echo(f"chart: {chart}")
+
+
+def _segments_of(run: Session) -> Callable[[list[int]], dict[int, set[str]]]:
+    """Which of the workspace's segments customers are in now (ratings by segment)."""
+    from mailer.audience import memberships, scope_for
+    from mailer.workspace import load_segments
+
+    def segments_of(ids: list[int]) -> dict[int, set[str]]:
+        specs, _ = load_segments(run.root)
+        scope = scope_for(run.workspace.settings, run.clock.now(), run.engine)
+        return memberships(run.engine, specs, sorted(specs), scope, ids)
+    return segments_of
 
 
 def _write_chart(path: Path, campaign: str, document: dict[str, object]) -> None:
