@@ -140,6 +140,7 @@ def main() -> None:
                                                                       len(ids)))]
     hello = [("GET", "/hello", "")] * options.requests
 
+    counted: dict[str, int] = {}
     service, port = _start([*mailer, "serve", "--port", "0"], env)
     baseline, hello_port = _start([sys.executable, "-c", HELLO], env)
     try:
@@ -153,11 +154,21 @@ def main() -> None:
             done, elapsed, latencies = asyncio.run(
                 _load(target, batch, options.seconds, options.concurrency))
             print(_row(name, done, elapsed, latencies))
+            counted[name] = done
     finally:
         for process in (service, baseline):
             process.terminate()
             process.wait(timeout=10)
-        shutil.rmtree(DATA, ignore_errors=True)
+    # Clicks are written in batches after the redirect: all of them, once stopped cleanly.
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT count(*) FROM events WHERE kind = 'click'")).scalar()
+        left = conn.execute(text("SELECT count(*) FROM customers WHERE consent = "
+                                 "'unsubscribed'")).scalar()
+    engine.dispose()
+    print(f"written: {stored} click events for {counted.get('click redirect (event + 302)')} "
+          f"redirects; {left} customers unsubscribed")
+    shutil.rmtree(DATA, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -89,9 +89,24 @@ def set_preferences(engine: Engine, claims: Claims, now: datetime, *, pause: boo
 def record(engine: Engine, kind: str, claims: Claims, now: datetime,
            url: str | None = None) -> None:
     """An open or a click (with its URL)."""
+    record_many(engine, [(kind, claims, now, url)])
+
+
+Hit = tuple[str, Claims, datetime, str | None]  # (kind, claims, when, url)
+
+
+def record_many(engine: Engine, hits: list[Hit]) -> None:
+    """Opens and clicks in one transaction: one lookup of their customers, one insert."""
+    if not hits:
+        return
     with engine.begin() as conn:
-        found = _person(conn, claims)
-        _event(conn, kind, claims, found.id if found else None, now, url=url)
+        ids = dict(conn.execute(select(Customer.store_id, Customer.id).where(
+            Customer.store_id.in_(sorted({claims.customer for _, claims, _, _ in hits})))).all())
+        conn.execute(insert(Event), [
+            {"kind": kind, "customer_id": ids.get(claims.customer), "campaign": claims.campaign,
+             "delivery_id": _delivery_id(claims), "at": at, "url": url,
+             "score": None, "comment": None}
+            for kind, claims, at, url in hits])
 
 
 def rate(engine: Engine, claims: Claims, score: int, now: datetime) -> None:

@@ -13,13 +13,16 @@ Paths under `tracking.base_url`, each ending in a signed token (mailer.links):
 
 A token for one purpose never works for another, a tampered one gets a plain
 "this link does not work" page (400), and the redirect goes nowhere but to the
-URL the mail carried. The database work runs in threads; pages carry no-store
-and no-referrer headers.
+URL the mail carried. The database work runs in threads; unsubscribes, preferences
+and ratings are committed before the answer, opens and clicks are written in
+batches (`Hits`). Pages carry no-store and no-referrer headers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +34,8 @@ from mailer import engagement
 from mailer.clock import Clock
 from mailer.links import Claims, InvalidLink, link, verify
 
+log = logging.getLogger("mailer.serve")
+
 PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00"
          b"\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
 HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
@@ -38,6 +43,42 @@ HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                       "form-action 'self'; frame-ancestors 'none'"}
 MAX_BODY = 16 * 1024  # a comment and a few fields; more is not a person
+
+
+class Hits:
+    """Opens and clicks waiting to be written: the answer (a redirect, a pixel) does not
+    wait for the database; a writer task stores them every FLUSH_EVERY seconds in one
+    transaction. What is pending when the process is killed is lost (at most that
+    long's worth of opens and clicks); a clean stop writes it."""
+
+    FLUSH_EVERY = 0.2
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._pending: list[engagement.Hit] = []
+        self._ready = asyncio.Event()
+
+    def add(self, hit: engagement.Hit) -> None:
+        self._pending.append(hit)
+        if len(self._pending) >= 1000:
+            self._ready.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), self.FLUSH_EVERY)
+            self._ready.clear()
+            await self.flush()
+        await self.flush()
+
+    async def flush(self) -> None:
+        hits, self._pending = self._pending, []
+        if hits:
+            try:
+                await asyncio.to_thread(engagement.record_many, self.engine, hits)
+            except Exception:  # the database away: keep them for the next try
+                log.exception("could not record %d opens and clicks; retrying", len(hits))
+                self._pending[:0] = hits
 
 
 @dataclass(frozen=True)
@@ -48,6 +89,7 @@ class Service:
     base_url: str
     topics: Sequence[str]  # of the workspace's campaigns, for the preference centre
     clock: Clock
+    hits: Hits
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -179,8 +221,7 @@ async def _click(service: Service, request: web.Request, claims: Claims) -> web.
     target = claims.extra
     if not target.startswith(("https://", "http://")):
         return _page(service, "invalid.html", 400, title="Link not valid")
-    await asyncio.to_thread(engagement.record, service.engine, "click", claims,
-                            service.clock.now(), target)
+    service.hits.add(("click", claims, service.clock.now(), target))
     raise web.HTTPFound(target, headers={"Cache-Control": "no-store",
                                          "Referrer-Policy": "no-referrer"})
 
@@ -193,8 +234,7 @@ def _open(service: Service) -> Handler:
         except InvalidLink:
             claims = None  # a pixel never shows an error page
         if claims is not None:
-            await asyncio.to_thread(engagement.record, service.engine, "open", claims,
-                                    service.clock.now())
+            service.hits.add(("open", claims, service.clock.now(), None))
         return web.Response(body=PIXEL, content_type="image/gif",
                             headers={"Cache-Control": "no-store"})
     return pixel
@@ -204,16 +244,18 @@ async def _health(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok")
 
 
-async def serve(app: web.Application, host: str, port: int,
+async def serve(service: Service, host: str, port: int,
                 say: Callable[[str], None], stop: asyncio.Event) -> None:
-    """Run APP until STOP; the first line said is `listening on HOST:PORT`."""
-    runner = web.AppRunner(app, access_log=None)
+    """Run the service until STOP; the first line said is `listening on HOST:PORT`."""
+    runner = web.AppRunner(make_app(service), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = runner.addresses[0]
     say(f"listening on {bound[0]}:{bound[1]}")
+    writer = asyncio.create_task(service.hits.run(stop))
     try:
         await stop.wait()
     finally:
         await runner.cleanup()
+        await writer  # what is pending is written before the process ends

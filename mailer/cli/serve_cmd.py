@@ -23,7 +23,8 @@ def serve(ctx: click.Context, host: str, port: int, workspace: str | None) -> No
 
     from mailer.cli.deliver import secret_key
     from mailer.errors import EnvironmentFailure
-    from mailer.web import Service, make_app
+    from mailer.logs import configure
+    from mailer.web import Hits, Service
     from mailer.web import serve as run_server
     from mailer.workspace import load_campaigns, load_segments
 
@@ -34,14 +35,15 @@ def serve(ctx: click.Context, host: str, port: int, workspace: str | None) -> No
     service = Service(engine=run.engine, keys=(secret_key(run.env), *run.env.old_secret_keys),
                       store=settings.store.name, base_url=settings.tracking.base_url,
                       topics=sorted({spec.topic for spec in campaigns.values()}),
-                      clock=run.clock)
+                      clock=run.clock, hits=Hits(run.engine))
+    configure(run.env.log_format)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await run_server(make_app(service), host, port, _say, stop)
+        await run_server(service, host, port, _say, stop)
 
     try:
         asyncio.run(main())
