@@ -79,7 +79,7 @@ demo: $(STAMP)
 	@for i in $$(seq 1 100); do grep -q "^listening on" $(DEMO)/serve.log && break; sleep 0.1; done
 	@port=$$(sed -n 's/^listening on .*://p' $(DEMO)/serve.log); \
 	$(BIN)/python -m mailer.demo_recipient $(DEMO)/outbox $$port || { kill $$(cat $(DEMO)/serve.pid); exit 1; }
-	@kill $$(cat $(DEMO)/serve.pid)
+	@pid=$$(cat $(DEMO)/serve.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done
 	@$(MAILER) report black-friday --chart $(abspath $(DEMO))/black-friday.html
 	@$(MAILER) report feedback --chart $(abspath $(DEMO))/feedback.html > /dev/null && echo "chart: $(DEMO)/feedback.html"
 	@echo "== an opt-out, then the store's status"
