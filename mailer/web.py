@@ -136,6 +136,15 @@ def _signed(service: Service, purpose: str,
     return checked
 
 
+def _here(service: Service, purpose: str, claims: Claims) -> str:
+    """The path of another of the mail's links on this service (relative, so forms and
+    links work on whatever host and port the service answers)."""
+    from urllib.parse import urlsplit
+
+    other = Claims(purpose, claims.customer, claims.campaign, claims.message)
+    return urlsplit(link(service.base_url, other, service.keys[0])).path
+
+
 def _masked(email: str) -> str:
     """Enough of the address for its owner to recognise it: a forwarded mail's reader
     does not learn it whole."""
@@ -148,8 +157,7 @@ async def _unsubscribe_page(service: Service, request: web.Request,
     found = await asyncio.to_thread(engagement.person, service.engine, claims)
     if found is None:
         return _page(service, "invalid.html", 404, title="Link not valid")
-    preferences = link(service.base_url, Claims("preferences", claims.customer, claims.campaign,
-                                                 claims.message), service.keys[0])
+    preferences = _here(service, "preferences", claims)
     if found.consent in engagement.OPTED_OUT:
         return _page(service, "unsubscribed.html", title="Unsubscribed",
                      email=_masked(found.email))
@@ -175,8 +183,7 @@ async def _preferences_page(service: Service, request: web.Request, claims: Clai
     now = service.clock.now()
     paused = found.paused_until.strftime("%d %B %Y") \
         if found.paused_until and found.paused_until > now else None
-    unsubscribe = link(service.base_url, Claims("unsubscribe", claims.customer, claims.campaign,
-                                                claims.message), service.keys[0])
+    unsubscribe = _here(service, "unsubscribe", claims)
     return _page(service, "preferences.html", title="Your preferences",
                  email=_masked(found.email), opted_out=found.consent in engagement.OPTED_OUT,
                  paused=paused, cap=found.weekly_cap, topics=found.topics,

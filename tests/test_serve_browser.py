@@ -74,6 +74,12 @@ def _read_the_mails(db: Workspace, service: Service, browser: Any, mails: Any) -
     stored = consent(db, "bob@example.com")
     assert stored[2] is not None and stored[3] == 2
     assert "promotions" not in str(stored[4]) and "general" in str(stored[4])
+    # "unsubscribe from everything" in the preference centre (a form to this service)
+    chloe = hrefs(mails["chloe@example.com"])
+    page.goto(local(next(h for h in chloe if "/p/" in h)))
+    page.locator("#unsubscribe-all").click()
+    page.wait_for_selector("text=You are unsubscribed")
+    assert consent(db, "chloe@example.com")[0] == "unsubscribed"
     # a rating and its comment
     page.goto(local([h for h in bob if "/r/" in h][4]))
     assert "5 of 5" in page.locator("main").inner_text()
