@@ -521,13 +521,17 @@ def _give_codes(conn: Connection, slug: str, campaign: Campaign,
         for _ in range(DRAWS):
             if not owed:
                 break
-            given = conn.execute(
-                _upsert(conn, table).on_conflict_do_nothing(index_elements=["code"])
-                .returning(table.c.delivery_id),
-                [{"code": f"{coupon.prefix.upper()}-{_code()}", "customer_id": customer_id,
-                  "campaign": slug, "delivery_id": delivery_id, "value": coupon.value,
-                  "expires_at": now + coupon.valid_for}
-                 for delivery_id, customer_id in sorted(owed.items())])
+            rows = [{"code": f"{coupon.prefix.upper()}-{_code()}", "customer_id": customer_id,
+                     "campaign": slug, "delivery_id": delivery_id, "value": coupon.value,
+                     "expires_at": now + coupon.valid_for}
+                    for delivery_id, customer_id in sorted(owed.items())]
+            if conn.dialect.name == "postgresql":  # one array per column, as for the ledger
+                given = conn.execute(_UNNEST_COUPONS, {
+                    name: [naive_utc(row[name]) for row in rows] for name in _COUPON_COLUMNS})
+            else:
+                given = conn.execute(
+                    _upsert(conn, table).on_conflict_do_nothing(index_elements=["code"])
+                    .returning(table.c.delivery_id), rows)
             for (delivery_id,) in given:
                 owed.pop(delivery_id, None)
         if owed:
@@ -560,8 +564,10 @@ def _fresh_codes(conn: Connection, count: int) -> list[str]:
 
 
 def _code() -> str:
-    """10 characters from 32 unambiguous ones: 50 bits, unguessable for a coupon."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(10))
+    """10 characters from 32 unambiguous ones: 50 bits, unguessable for a coupon (five
+    random bits per character, drawn at once: secrets.choice per character cost 30 µs)."""
+    bits = int.from_bytes(secrets.token_bytes(7), "big") >> 6
+    return "".join(_ALPHABET[(bits >> shift) & 31] for shift in range(0, 50, 5))
 
 
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -580,6 +586,14 @@ _UNNEST_INSERT = text(
     f"INSERT INTO deliveries ({', '.join(_LEDGER_COLUMNS)}) SELECT * FROM unnest({_ARRAYS}) "
     "ON CONFLICT (customer_id, campaign, occurrence) DO NOTHING "
     "RETURNING customer_id, occurrence, id")
+
+
+_COUPON_COLUMNS = {"code": "text", "customer_id": "integer", "campaign": "text",
+                   "delivery_id": "integer", "value": "text", "expires_at": "timestamp"}
+_UNNEST_COUPONS = text(
+    f"INSERT INTO coupons ({', '.join(_COUPON_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _COUPON_COLUMNS.items())
+    + ") ON CONFLICT (code) DO NOTHING RETURNING delivery_id")
 
 
 def _insert_rows(conn: Connection, rows: list[dict[str, Any]],
