@@ -346,9 +346,11 @@ def test_sqlite_daemon_and_service_write_at_once_without_locking(ws: Workspace) 
                 "SELECT count(*) FROM deliveries WHERE status IN ('queued', 'sending')")[0][0]
                 == 0, 60)
         finally:
-            took, log = _stop(daemon)
-            served.terminate()
-            _, served_err = served.communicate(timeout=10)
+            try:
+                took, log = _stop(daemon)
+            finally:  # never leave the service running, whatever the daemon did
+                served.terminate()
+                _, served_err = served.communicate(timeout=10)
     assert took < 30 and "database is locked" not in log + served_err
     states = dict(ws.query("SELECT c.store_id, d.status FROM deliveries d JOIN customers c "
                            "ON c.id = d.customer_id"))
