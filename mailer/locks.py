@@ -37,21 +37,32 @@ def file_lock(path: str, *, wait: bool, doing: str) -> Iterator[None]:
     """An exclusive flock on PATH holding our pid. Without WAIT, a lock held elsewhere
     raises LockHeld at once: "another mailer process (pid N) is DOING"."""
     with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise LockHeld(f"another mailer process (pid {_pid_in(handle)}) is {doing}") \
-                from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        if not _flock(handle, wait=wait):
+            raise LockHeld(f"another mailer process (pid {_pid_in(handle)}) is {doing}")
         try:
             yield
         finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            _unflock(handle)
+
+
+def _flock(handle: IO[str], *, wait: bool) -> bool:
+    """Take the flock of an open lock file and write our pid in it; False when another
+    process holds it (and WAIT is off)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return True
+
+
+def _unflock(handle: IO[str]) -> None:
+    handle.seek(0)
+    handle.truncate()
+    fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _pid_in(handle: IO[str]) -> str:
@@ -94,18 +105,11 @@ class Leadership:
             return True
         if self.engine.dialect.name != "postgresql":
             handle = open(lock_path(self.engine, "run-lock"), "a+")  # noqa: SIM115 - kept open
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _flock(handle, wait=False):
                 pid = _pid_in(handle)
                 handle.close()
                 name = os.path.basename(self.engine.url.database or "mailer.db")
-                raise LockHeld(f"another mailer run (pid {pid}) is planning from {name}") \
-                    from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
+                raise LockHeld(f"another mailer run (pid {pid}) is planning from {name}")
             self._file = handle
             return True
         conn = self.engine.connect()
@@ -151,7 +155,5 @@ class Leadership:
                 conn.close()
         if self._file is not None:
             handle, self._file = self._file, None
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            _unflock(handle)
             handle.close()

@@ -50,6 +50,7 @@ from mailer.models import (
     Coupon,
     Customer,
     Delivery,
+    Event,
     Order,
     PlanRun,
     Suppression,
@@ -487,8 +488,6 @@ def _ab_winner(engine: Engine, slug: str, occurrence: str, campaign: Campaign,
     """`winner:` (DESIGN §4.2): None while the test share is being sent (until `after`
     from the occurrence's first planned mail), then the variant with the best rate of
     the chosen metric among its sent mails."""
-    from mailer.models import Event
-
     assert campaign.winner is not None
     with engine.connect() as conn:
         first = conn.execute(select(func.min(Delivery.planned_at)).where(

@@ -74,14 +74,15 @@ def send(engine: Engine, root: Path, specs: dict[str, SegmentSpec],
          campaigns: dict[str, Campaign], *, settings: Settings, clock: Clock,
          transport: Transport, key: str, sign: Sign | None = None,
          probe: Callable[[], Any] | None = None, every_campaign: bool = False,
+         versions: dict[str, dict[str, Any]] | None = None,
          on_outcome: Callable[[str, str], None] | None = None,
          on_planned: Callable[[int], None] | None = None) -> list[Summary]:
     """Plan CAMPAIGNS at the clock's now (priority order, one planning run), then deliver
     their due rows — or, with EVERY_CAMPAIGN (`run --once`), every due row of the
     ledger, retries of campaigns no longer in the workspace included. PROBE opens the
     first connection: a server that refuses it stops the send before any row is
-    touched (exit 3)."""
-    versions = compile_versions(root, campaigns)
+    touched (exit 3). VERSIONS: the campaigns already compiled (else compiled here)."""
+    versions = versions if versions is not None else compile_versions(root, campaigns)
     owner = new_owner()
     slugs = sorted(campaigns)
     chosen = None if every_campaign else slugs

@@ -3,7 +3,6 @@ it was down, hot reload, signals, leadership; `run --once` as one sweep."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from mailer.locks import Leadership
 from mailer.wakeups import next_wakeup
 from tests.conftest import SETTINGS, Workspace
 from tests.smtp_server import Behaviour, FaultServer
+from tests.test_crash import _environment as _env
+from tests.test_crash import _wait_for
 from tests.test_delivery import KEY, TEMPLATE
 
 ROOMY = SETTINGS + "policy: {frequency: [{max: 10, per: 1d}]}\n" \
@@ -182,26 +183,10 @@ def test_run_once_on_an_invalid_workspace_prints_every_problem_and_plans_nothing
 # --- the daemon in a subprocess, on the real clock ---------------------------------------
 
 
-def _env(db: Workspace, server: FaultServer) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    env.update(db.env)
-    env.update({"MAILER_SMTP_URL": server.url + "?timeout=5", "MAILER_SECRET_KEY": KEY})
-    return env
-
-
 def _daemon(db: Workspace, server: FaultServer, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "mailer.cli", "--workspace", str(db.root),
                              "run", "--interval", "1", *args], env=_env(db, server), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _wait_for(condition: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _stop(process: subprocess.Popen[str]) -> tuple[float, str]:

@@ -137,3 +137,30 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[object]], *,
 
 def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
+
+
+def run_server(serve: Callable[[Callable[[str], None], Any], Any], host: str,
+               port: int) -> None:
+    """Run an asyncio server until SIGTERM or SIGINT. SERVE(say, stop) is a coroutine
+    function; `say` prints a line at once (servers' output is read live); a port that
+    cannot be bound is the environment's failure (exit 3)."""
+    import asyncio
+    import signal
+
+    from mailer.errors import EnvironmentFailure
+
+    def say(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(say, stop)
+
+    try:
+        asyncio.run(main())
+    except OSError as err:
+        raise EnvironmentFailure(f"cannot listen on {host}:{port}: {err.strerror}") from None

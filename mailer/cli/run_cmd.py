@@ -62,7 +62,8 @@ def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> Non
             summaries = send(engine, run_.root, loaded.specs, loaded.campaigns,
                              settings=settings, clock=run_.clock, transport=transport,
                              key=secret_key(run_.env), sign=signer(settings, run_.env, run_.root),
-                             probe=transport.probe, every_campaign=True)
+                             probe=transport.probe, every_campaign=True,
+                             versions=loaded.versions)
         else:
             plans = plan_now(engine, loaded.specs, loaded.campaigns, settings=settings,
                              versions=loaded.versions, now=run_.clock.now())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from mailer.cli.common import session, workspace_option
@@ -18,14 +16,11 @@ from mailer.cli.common import session, workspace_option
 def serve(ctx: click.Context, host: str, port: int, workspace: str | None) -> None:
     """Serve the signed links of sent mails: one-click unsubscribe, the preference
     centre, open and click tracking, feedback ratings. Stops on SIGTERM or SIGINT."""
-    import asyncio
-    import signal
-
+    from mailer.cli.common import run_server
     from mailer.cli.deliver import secret_key
-    from mailer.errors import EnvironmentFailure
     from mailer.logs import configure
     from mailer.web import Hits, Service
-    from mailer.web import serve as run_server
+    from mailer.web import serve as serve_http
     from mailer.workspace import load_campaigns, load_segments
 
     run = session(ctx, workspace)
@@ -38,19 +33,4 @@ def serve(ctx: click.Context, host: str, port: int, workspace: str | None) -> No
                       clock=run.clock, hits=Hits(run.engine))
     configure(run.env.log_format)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await run_server(service, host, port, _say, stop)
-
-    try:
-        asyncio.run(main())
-    except OSError as err:
-        raise EnvironmentFailure(f"cannot listen on {host}:{port}: {err.strerror}") from None
-
-
-def _say(line: str) -> None:
-    click.echo(line)
-    sys.stdout.flush()
+    run_server(lambda say, stop: serve_http(service, host, port, say, stop), host, port)
