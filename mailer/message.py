@@ -7,6 +7,14 @@ List-Unsubscribe-Post for one-click (RFC 8058). Header values are stripped of
 CR, LF and every other control character first, so data can never add a header;
 non-ASCII is RFC 2047-encoded and long lines are folded under 998 octets by the
 email package's default policy.
+
+A part goes as 7bit when it can: ASCII, no control character, no line over 998
+octets (RFC 2045 §2.7). The HTML part gets there by writing non-ASCII characters
+as numeric references (`&#8212;`), which every client shows as the character;
+a compiled template's own text already is (mailer.render.ascii_markup), so only
+a customer's data can still need it. CSS does not read references, so a
+non-ASCII `<style>` keeps quoted-printable. Quoted-printable is the fallback
+for the rest (RFC 2045 §6.7): it costs about 8 ns a byte here, 7bit about 1.
 """
 
 from __future__ import annotations
@@ -70,10 +78,55 @@ def _encoded(name: str, value: str) -> str:
     return Header(value, charset, maxlinelen=76, header_name=name).encode(linesep="\r\n")
 
 
+# Bytes a 7bit line may hold besides printable ASCII: tab (the line feed is the end).
+_PRINTABLE = bytes([9, 10, *range(32, 127)])
+MAX_LINE = 998
+
+
+def _styles_ascii(markup: str) -> bool:
+    """Whether every <style> block of MARKUP is ASCII (tags come out of lxml lower-case)."""
+    start = markup.find("<style")
+    while start >= 0:
+        end = markup.find("</style", start)
+        if end < 0 or not markup[start:end].isascii():
+            return False
+        start = markup.find("<style", end)
+    return True
+
+
+def _seven_bit(body: str, *, html: bool) -> bytes | None:
+    """BODY as 7bit bytes (an HTML body's non-ASCII as numeric references), or None when
+    it cannot be: non-ASCII text, a control character, a line over 998 octets."""
+    if body.isascii():
+        data = body.encode("ascii")
+    elif html and _styles_ascii(body):
+        data = body.encode("ascii", "xmlcharrefreplace")
+    else:
+        return None
+    if data.translate(None, _PRINTABLE):
+        return None
+    if len(data) > MAX_LINE and max(map(len, data.split(b"\n"))) > MAX_LINE:
+        return None
+    return data
+
+
 def _part(subtype: str, body: str) -> bytes:
-    payload = b2a_qp(body.replace("\r\n", "\n").encode("utf-8")).replace(b"\n", b"\r\n")
+    if "\r" in body:
+        body = body.replace("\r\n", "\n")
+    data = _seven_bit(body, html=subtype == "html")
+    if data is not None:
+        encoding, payload = "7bit", data.replace(b"\n", b"\r\n")
+    else:
+        encoding = "quoted-printable"
+        payload = b2a_qp(body.encode("utf-8")).replace(b"\n", b"\r\n")
     return (f"Content-Type: text/{subtype}; charset=\"utf-8\"\r\n"
-            "Content-Transfer-Encoding: quoted-printable\r\n\r\n").encode() + payload
+            f"Content-Transfer-Encoding: {encoding}\r\n\r\n").encode() + payload
+
+
+@lru_cache(maxsize=16)
+def _date(moment: datetime) -> str:
+    """The Date header: the same for a whole send batch, so cached."""
+    return format_datetime(moment)
 
 
 def build(mail: Mail) -> bytes:
@@ -88,7 +141,7 @@ def build(mail: Mail) -> bytes:
         ("To", _address(mail.recipient_name, mail.recipient_email)),
         *([("Reply-To", _sender(mail.reply_to))] if mail.reply_to else []),
         ("Subject", _encoded("Subject", clean_header(mail.subject))),
-        ("Date", format_datetime(mail.date)),
+        ("Date", _date(mail.date)),
         ("Message-ID", clean_header(mail.message_id)),
         ("List-Unsubscribe", f"<{clean_header(mail.unsubscribe_url)}>,\r\n "
                              f"<mailto:{clean_header(mail.unsubscribe_mailto)}"

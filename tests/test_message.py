@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import html
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
+
+import pytest
 
 from mailer.message import Mail, build, message_id
 
@@ -75,3 +78,39 @@ def test_long_subjects_fold_under_998_octets() -> None:
     data = build(Mail(**{**MAIL.__dict__, "subject": "Sale " * 400}))
     assert all(len(line) <= 998 for line in data.split(b"\r\n"))
     assert parse(data)["Subject"] == ("Sale " * 400).strip()
+
+
+def parts(data: bytes) -> dict[str, tuple[str, str]]:
+    """Each part's subtype: (its Content-Transfer-Encoding, its decoded content)."""
+    mail = parse(data)
+    return {part.get_content_subtype(): (str(part["Content-Transfer-Encoding"]),
+                                         str(part.get_content()))
+            for part in mail.iter_parts()}
+
+
+def test_ascii_parts_go_7bit_and_the_html_writes_non_ascii_as_references() -> None:
+    data = build(Mail(**{**MAIL.__dict__, "html": "<p>Hello Zoë — 20% off</p>\n",
+                         "text": "Hello there\n"}))
+    got = parts(data)
+    assert got["plain"] == ("7bit", "Hello there\r\n")
+    assert got["html"] == ("7bit", "<p>Hello Zo&#235; &#8212; 20% off</p>\r\n")
+    assert html.unescape(got["html"][1]) == "<p>Hello Zoë — 20% off</p>\r\n"
+    assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+    assert not any(byte > 127 for byte in data)
+
+
+@pytest.mark.parametrize(("html_part", "why"), [
+    ('<style>q:before { content: "»" }</style><p>Zoë</p>\n', "CSS does not read references"),
+    ("<p>" + "x" * 1200 + "</p>\n", "a line over 998 octets"),
+    ("<p>a\x00b\x0bc\rd</p>\n", "control characters"),
+])
+def test_what_7bit_cannot_carry_goes_quoted_printable_and_parses_back(html_part: str,
+                                                                      why: str) -> None:
+    data = build(Mail(**{**MAIL.__dict__, "html": html_part}))
+    encoding, content = parts(data)["html"]
+    assert encoding == "quoted-printable", why
+    assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+    if "\r" not in html_part:
+        assert content.replace("\r\n", "\n") == html_part
+    # the text part has non-ASCII ("Zoë"): quoted-printable too
+    assert parts(data)["plain"] == ("quoted-printable", "Hello Zoë\r\n")

@@ -4,9 +4,12 @@ limits, errors with the template's file and line (DESIGN §4.4)."""
 from __future__ import annotations
 
 import re
+import tracemalloc
 from pathlib import Path
 
+import jinja2
 import pytest
+from markupsafe import Markup
 
 from mailer.render import (
     RenderError,
@@ -68,6 +71,19 @@ def test_css_is_inlined_once_and_jinja_survives_in_attributes(templates: Path) -
     assert "1 Market St, Springfield" in mail
 
 
+def test_the_templates_own_non_ascii_becomes_references_but_not_in_style(
+        templates: Path) -> None:
+    style = '@media print { .card:before { content: "»"; } }\n</style><title>Grüße</title>'
+    (templates / "layout.html").write_text(LAYOUT.replace("</style>", style))
+    compiled = compile_html(environment(), "promo.html", templates)
+    assert 'content: "»"' in compiled.source  # CSS does not read references
+    assert "<title>Gr&#252;&#223;e</title>" in compiled.source
+    assert "{{ store.address }} &#183; " in compiled.source  # the footer's "·"
+    mail = compiled.render(CONTEXT)
+    assert "1 Market St, Springfield &#183; " in mail
+    assert "Hello Zoë &lt;b&gt;," in mail  # data is printed as it is
+
+
 def test_missing_data_renders_empty_and_defaults_apply(templates: Path) -> None:
     mail = compile_html(environment(), "promo.html", templates).render(
         {**CONTEXT, "customer": {}})
@@ -77,6 +93,39 @@ def test_missing_data_renders_empty_and_defaults_apply(templates: Path) -> None:
 def test_subjects_and_text_do_not_escape() -> None:
     subject = compile_source(environment(), "{{ name }}, 30% off <today>", "subject")
     assert subject.render({"name": "Zoë & Co"}) == "Zoë & Co, 30% off <today>"
+
+
+def test_printed_values_are_escaped_exactly_as_jinja_escapes_them() -> None:
+    # The sandbox prints escaped text as plain str (no Markup per value): blocks, macros,
+    # filters and safe values must come out as Jinja's own autoescaping makes them.
+    source = ("{% set x %}<i>{{ v }}</i>{% endset %}{{ x }}|"
+              "{% macro m(a) %}<b>{{ a }}</b>{% endmacro %}{{ m(v) }}|"
+              "{% filter upper %}{{ v }}{% endfilter %}|{{ v | safe }}|{{ v | e }}|{{ n }}|"
+              "{{ items }}|{{ missing }}|{{ v ~ n }}|{{ markup }}|"
+              "{% macro w() %}[{{ caller() }}]{% endmacro %}{% call w() %}{{ v }}{% endcall %}|"
+              "{{ d.k }}|{{ v | replace('<', '[') }}|{{ [v, v] | join(', ') }}|{{ x | length }}")
+    context = {"v": "<a href='x'>&\"", "n": 3.5, "items": ["<", 1],
+               "markup": Markup("<br>"), "d": {"k": "k<"}}
+    jinja = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
+    expected = jinja.from_string(source).render(context)
+    assert "&lt;a href=&#39;x&#39;&gt;&amp;&#34;" in expected and "<br>" in expected
+    assert compile_source(environment(), source, "templates/t.html").render(
+        context) == expected
+
+
+def test_a_value_printed_in_a_loop_counts_its_real_size() -> None:
+    # A list is not text: it used to count as 16 bytes a print, so a loop could pile up
+    # hundreds of megabytes of its text before the output limit saw them.
+    source = "{% for i in range(2000) %}{{ big }}{% endfor %}"
+    tracemalloc.start()
+    try:
+        with pytest.raises(RenderLimit, match="more than 1 MB of output"):
+            compile_source(environment(), source, "templates/t.html").render(
+                {"big": ["x" * 100_000]})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000
 
 
 def test_runtime_error_names_the_original_file_and_line(templates: Path) -> None:
