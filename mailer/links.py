@@ -11,12 +11,14 @@ time. Pure: keys are passed in.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from json.encoder import encode_basestring
 from typing import Any
 
 from mailer.errors import MailerError
@@ -43,8 +45,13 @@ class Claims:
     extra: str = ""  # the target URL of a click, the score of a rating
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    """base64url without padding (urlsafe_b64encode, minus two Python calls a token)."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(
+        b"=").decode("ascii")
 
 
 def _unb64(text: str) -> bytes:
@@ -65,15 +72,24 @@ def _signature(payload: str, key: str) -> str:
     return _b64(mac.digest()[:16])
 
 
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once, not per link
+def _json(fields: list[str]) -> str:
+    """`json.dumps(fields, separators=(",", ":"), ensure_ascii=False)` for a list of
+    strings, written out: the encoder's set-up took half of a token's time."""
+    return "[" + ",".join(map(encode_basestring, fields)) + "]"
 
 
 def sign(claims: Claims, key: str) -> str:
     """The token for these claims."""
-    fields = [PURPOSES[claims.purpose], claims.customer, claims.campaign, claims.message]
-    if claims.extra:
-        fields.append(claims.extra)
-    payload = _b64(_JSON.encode(fields).encode())
+    return _token(claims.purpose, claims.customer, claims.campaign, claims.message,
+                  claims.extra, key)
+
+
+def _token(purpose: str, customer: str, campaign: str, message: str, extra: str,
+           key: str) -> str:
+    fields = [PURPOSES[purpose], customer, campaign, message]
+    if extra:
+        fields.append(extra)
+    payload = _b64(_json(fields).encode())
     return f"{payload}.{_signature(payload, key)}"
 
 
@@ -103,7 +119,15 @@ SCORES = range(1, 6)
 
 def link(base_url: str, claims: Claims, key: str) -> str:
     """The URL of a signed link under BASE_URL."""
-    return f"{base_url.rstrip('/')}/{PATHS[claims.purpose]}/{sign(claims, key)}"
+    return signed_url(base_url, claims.purpose, claims.customer, claims.campaign,
+                      claims.message, key, claims.extra)
+
+
+def signed_url(base_url: str, purpose: str, customer: str, campaign: str, message: str,
+               key: str, extra: str = "") -> str:
+    """link() without a Claims object: a mail makes twenty or more of these."""
+    token = _token(purpose, customer, campaign, message, extra, key)
+    return f"{base_url.rstrip('/')}/{PATHS[purpose]}/{token}"
 
 
 def recipient_links(base_url: str, *, customer: str, campaign: str, message: str,
@@ -111,8 +135,8 @@ def recipient_links(base_url: str, *, customer: str, campaign: str, message: str
     """`links.unsubscribe`, `links.preferences`, `links.browser` for one mail, and
     `links.rating[1]` … `links.rating[5]` (one link per score of a feedback request)."""
     found: dict[str, Any] = {
-        purpose: link(base_url, Claims(purpose, customer, campaign, message), key)
+        purpose: signed_url(base_url, purpose, customer, campaign, message, key)
         for purpose in ("unsubscribe", "preferences", "browser")}
-    found["rating"] = {score: link(base_url, Claims("rating", customer, campaign, message,
-                                                    str(score)), key) for score in SCORES}
+    found["rating"] = {score: signed_url(base_url, "rating", customer, campaign, message, key,
+                                         str(score)) for score in SCORES}
     return found

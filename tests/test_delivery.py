@@ -231,6 +231,25 @@ def test_hostile_addresses_never_reach_the_smtp_command_line() -> None:
     assert server.behaviour.attempts == Counter() and server.behaviour.connections == 0
 
 
+def test_lines_starting_with_a_dot_arrive_as_they_were_written() -> None:
+    import asyncio
+
+    from mailer.transport import SmtpTransport, parse_smtp_url
+
+    # A lone "." line would end the DATA early without dot-stuffing (RFC 5321 §4.5.2).
+    message = b"Subject: dots\r\n\r\n.first\r\n.\r\n..two\r\nmid.dle\r\n.last"
+    with FaultServer() as server:
+        async def attempt() -> Any:
+            transport = SmtpTransport(parse_smtp_url(server.url), 1)
+            try:
+                return await transport.send("hello@shop.example", "ok@example.com", message)
+            finally:
+                await transport.close()
+
+        assert asyncio.run(attempt()).kind == "sent"
+    assert [caught.data for caught in server.caught] == [message + b"\r\n"]
+
+
 def test_a_second_sender_on_sqlite_exits_3_at_once(ws: Workspace) -> None:
     from mailer.ledger import sending_lock
 
