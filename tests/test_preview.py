@@ -129,6 +129,21 @@ def test_validate_reports_template_and_campaign_problems(shop: Workspace) -> Non
             "the store's postal address ({{ store.address }})") in lines
 
 
+def test_an_address_typed_into_the_template_in_any_script_passes_validate(
+        shop: Workspace) -> None:
+    address = "Königstraße 5 & Söhne, 10117 Berlin"
+    shop.write("mailer.yaml", (ROOT / "mailer.yaml").read_text().replace(
+        '"1 Market St, Springfield"', f'"{address}"'))
+    (shop.root / "templates" / "footer.html").write_text(
+        f"<p>{address.replace('&', '&amp;')} · "
+        '<a href="{{ links.unsubscribe }}">Unsubscribe</a></p>\n')
+    result = shop.run("validate")
+    assert result.code == 0, result.stderr
+    (shop.root / "templates" / "footer.html").write_text(
+        '<p>Königstraße 5 · <a href="{{ links.unsubscribe }}">Unsubscribe</a></p>\n')
+    assert "lacks the store's postal address" in shop.run("validate").stderr
+
+
 def test_validate_reports_fallbacks_for_real_customers(shop: Workspace) -> None:
     result = shop.run("validate", "--json")
     assert result.code == 0, result.stderr
