@@ -37,15 +37,16 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, select
 
 from mailer.campaign import Campaign
 from mailer.clock import Clock, iso_z, zone
 from mailer.conditions import SegmentSpec
+from mailer.daemon_state import write_state
 from mailer.errors import ConfigError, MailerError
 from mailer.ledger import DELIVERIES, DUE_STATES
 from mailer.locks import Leadership
-from mailer.models import Customer, DaemonState
+from mailer.models import Customer
 from mailer.send import compile_versions, plan_now
 from mailer.sender import Delivery
 from mailer.settings import SETTINGS_FILE, Settings
@@ -54,7 +55,6 @@ from mailer.workspace import load_valid_workspace, open_workspace
 
 log = logging.getLogger("mailer.run")
 
-ROLE = "planner"
 WATCHED = ("campaigns", "segments", "templates")
 Fingerprint = tuple[tuple[str, int, int], ...]
 
@@ -340,33 +340,6 @@ def store_zones(engine: Engine, settings: Settings) -> list[str]:
         found = {z for z in conn.execute(select(Customer.timezone).distinct()).scalars() if z}
     found.add(settings.timezone)
     return sorted(found)
-
-
-def write_state(engine: Engine, values: dict[str, Any], *, started: datetime) -> None:
-    """Update the planner's row of daemon_state, creating it the first time."""
-    with engine.begin() as conn:
-        if conn.execute(update(DaemonState).where(DaemonState.role == ROLE)
-                        .values(**values)).rowcount == 0:
-            conn.execute(insert(DaemonState).values(
-                {"role": ROLE, "started_at": started, "last_planned": 0,
-                 "workspace_problems": 0, **values}))
-
-
-def read_state(engine: Engine, now: datetime, stale_after: timedelta = timedelta(minutes=3)
-               ) -> dict[str, Any]:
-    """The daemon as `mailer status` shows it: running when its leader wrote within
-    STALE_AFTER and has not stopped."""
-    with engine.connect() as conn:
-        row = conn.execute(select(DaemonState.__table__)
-                           .where(DaemonState.role == ROLE)).first()
-    if row is None:
-        return {"running": False, "leader": None, "last_sweep": None, "next_due": None}
-    running = row.stopped_at is None and row.heartbeat_at > now - stale_after
-    return {"running": running, "leader": row.owner,
-            "last_sweep": iso_z(row.last_sweep_at) if row.last_sweep_at else None,
-            "next_due": iso_z(row.next_due_at) if row.next_due_at else None,
-            "started": iso_z(row.started_at), "heartbeat": iso_z(row.heartbeat_at),
-            "last_planned": row.last_planned, "workspace_problems": row.workspace_problems}
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

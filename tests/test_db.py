@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from mailer.db import current_revision, database_url, head_revision, open_database
+from mailer.db import (
+    alembic_head,
+    current_revision,
+    database_url,
+    head_revision,
+    open_database,
+)
 from tests.conftest import SETTINGS, Workspace
 
 
@@ -24,6 +30,11 @@ def test_sqlite_workspace_creates_its_schema_in_wal_mode(ws: Workspace) -> None:
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
     assert current_revision(engine) == head_revision()
     engine.dispose()
+
+
+def test_the_head_written_in_db_py_is_alembics_head() -> None:
+    # A new migration must move mailer.db.HEAD too, or no database would be upgraded.
+    assert head_revision() == alembic_head() is not None
 
 
 def test_db_upgrade_is_idempotent(db: Workspace) -> None:

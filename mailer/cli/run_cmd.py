@@ -46,7 +46,8 @@ def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> Non
     from mailer.cli.deliver import secret_key, signer, smtp_transport
     from mailer.cli.send_cmd import print_summaries
     from mailer.clock import iso_z
-    from mailer.daemon import next_due, write_state
+    from mailer.daemon import next_due
+    from mailer.daemon_state import write_state
     from mailer.ledger import new_owner, waiting
     from mailer.locks import Leadership
     from mailer.send import Summary, plan_now, send

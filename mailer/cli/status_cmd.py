@@ -15,7 +15,7 @@ def status(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
     """Counts of customers, subscribers, orders and deliveries by state."""
     from datetime import UTC, datetime
 
-    from mailer.daemon import read_state
+    from mailer.daemon_state import read_state
     from mailer.store import status_counts
 
     engine = session(ctx, workspace).engine
