@@ -21,6 +21,9 @@ from typing import Any
 
 import jinja2
 import markupsafe
+from jinja2 import filters as jinja_filters
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
@@ -122,11 +125,128 @@ def _escape(value: Any) -> Any:
     return markupsafe.escape(value)
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox with bounded repetition and exponents, and an error
-    (never a silent empty string) for anything it refuses."""
+def _guarded(iterable: Any) -> Iterator[Any]:
+    """What every `{% for %}` iterates: the CPU budget is read every 256 items, so
+    nested loops over long strings or lists, which neither print nor call range(),
+    are stopped too."""
+    for index, item in enumerate(iterable):
+        if not index & 255 and _BUDGET:
+            _BUDGET[-1].check()
+        yield item
 
-    intercepted_binops = frozenset(["*", "**"])
+
+class _GuardedLoops(CodeGenerator):
+    """Jinja's code generator, with each loop's iterable passed through `_guarded`."""
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        if not (isinstance(node.iter, nodes.Call) and isinstance(
+                node.iter.node, nodes.EnvironmentAttribute)):  # once, recursive loops too
+            node.iter = nodes.Call(nodes.EnvironmentAttribute("guarded"), [node.iter], [],
+                                   None, None, lineno=node.iter.lineno)
+        super().visit_For(node, frame)
+
+
+# Strings that grow: checked before Python builds them, since a template could ask
+# for gigabytes in one call ('x' | center(10**10)), long before the output limit.
+_WIDE_FORMAT = re.compile(r"\{[^{}]*:[^{}]*(?:\d{7}|\{)"
+                          r"|%(?:\([^)]*\))?[#0 +-]*(?:\d{7}|\*|\d*\.(?:\d{7}|\*))")
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_OUTPUT:
+        raise _Stopped("a string over 1 MB")
+
+
+def _check_format(text: Any) -> None:
+    """A format string (str.format, %, | format) with a field width of a million or
+    more, or one taken from the values, is refused."""
+    if isinstance(text, str) and _WIDE_FORMAT.search(text):
+        raise _Stopped("a format width of a million or more, or one taken from the values")
+
+
+def _replaced_size(text: str, old: str, new: str, count: Any) -> int:
+    found = text.count(old) if old else len(text) + 1
+    if isinstance(count, int) and count >= 0:
+        found = min(found, count)
+    return len(text) + found * (len(new) - len(old))
+
+
+def _joined_size(separator: str, items: list[Any]) -> int:
+    return len(separator) * max(len(items) - 1, 0) + sum(
+        len(item) for item in items if isinstance(item, str))
+
+
+def _checked_str_call(text: str, name: str, args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """ARGS for TEXT.NAME(...), refused when the result would pass 1 MB (a join's items
+    are read into a list first, to be measured)."""
+    first = args[0] if args else next(iter(kwargs.values()), None)
+    if name in ("center", "ljust", "rjust", "zfill") and isinstance(first, int):
+        _check_size(first)
+    elif name == "expandtabs" and isinstance(first, int):
+        _check_size(len(text) + text.count("\t") * first)
+    elif name == "replace" and len(args) >= 2 and isinstance(args[0], str) \
+            and isinstance(args[1], str):
+        _check_size(_replaced_size(text, args[0], args[1], args[2] if len(args) > 2 else -1))
+    elif name == "join" and args:
+        items = list(args[0])
+        _check_size(_joined_size(text, items))
+        args = (items, *args[1:])
+    return args
+
+
+def _center(value: Any, width: int = 80) -> str:
+    if isinstance(width, int):
+        _check_size(width)
+    return jinja_filters.do_center(value, width)
+
+
+def _indent(text: Any, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+    lines = str(text).count("\n") + 1
+    _check_size(len(str(text)) + lines * (width if isinstance(width, int) else len(str(width))))
+    return jinja_filters.do_indent(text, width, first, blank)
+
+
+@jinja2.pass_environment
+def _wordwrap(environment: jinja2.Environment, text: str, width: int = 79,
+              break_long_words: bool = True, wrapstring: str | None = None,
+              break_on_hyphens: bool = True) -> str:
+    if isinstance(width, int) and isinstance(text, str):
+        wrap = len(environment.newline_sequence if wrapstring is None else str(wrapstring))
+        _check_size(len(text) + (len(text) // max(width, 1) + text.count("\n") + 1) * wrap)
+    return jinja_filters.do_wordwrap(environment, text, width, break_long_words, wrapstring,
+                                     break_on_hyphens)
+
+
+@jinja2.pass_eval_context
+def _replace(eval_ctx: Any, text: Any, old: Any, new: Any, count: int | None = None) -> str:
+    _check_size(_replaced_size(str(text), str(old), str(new), count))
+    return jinja_filters.do_replace(eval_ctx, text, old, new, count)
+
+
+@jinja2.pass_eval_context
+def _join(eval_ctx: Any, value: Any, separator: str = "", attribute: Any = None) -> str:
+    items = list(value)
+    _check_size(_joined_size(str(separator), items))
+    return jinja_filters.sync_do_join(eval_ctx, items, separator, attribute)
+
+
+def _format(value: str, *args: Any, **kwargs: Any) -> str:
+    _check_format(value)
+    return jinja_filters.do_format(value, *args, **kwargs)
+
+
+_GROWING_FILTERS = {"center": _center, "indent": _indent, "wordwrap": _wordwrap,
+                    "replace": _replace, "join": _join, "format": _format}
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox with bounded repetition and exponents, loops under the
+    CPU budget, and an error (never a silent empty string) for anything it refuses."""
+
+    intercepted_binops = frozenset(["*", "**", "%"])
+    code_generator_class = _GuardedLoops
+    guarded = staticmethod(_guarded)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """`customer.first_name` on the context's dicts: the key, at once. Jinja tries the
@@ -134,7 +254,18 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         per printed value; anything that is not a plain dict key takes the sandbox's path."""
         if type(obj) is dict and attribute in obj:
             return obj[attribute]
+        if attribute in ("format", "format_map"):
+            _check_format(obj)
         return super().getattr(obj, attribute)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any,
+             **kwargs: Any) -> Any:
+        """A call from a template; a method of a string that could grow it past 1 MB is
+        refused first."""
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            args = _checked_str_call(owner, getattr(__obj, "__name__", ""), args, kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
         raise SecurityError(f"access to {attribute!r} of a {type(obj).__name__} is not allowed")
@@ -142,6 +273,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > 100:
             raise _Stopped("an exponent over 100")
+        if operator == "%":
+            _check_format(left)
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(times, int) \
@@ -180,6 +313,7 @@ def environment(*, checking: bool = False) -> jinja2.Environment:
         finalize=_finalize,
     )
     env.globals["range"] = _bounded_range
+    env.filters.update(_GROWING_FILTERS)
     return env
 
 

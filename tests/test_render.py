@@ -113,6 +113,66 @@ def test_printed_values_are_escaped_exactly_as_jinja_escapes_them() -> None:
         context) == expected
 
 
+@pytest.mark.parametrize("source", [
+    "{{ 'x' | center(10000000000) }}",
+    "{{ 'x'.ljust(10 ** 10) }}",
+    "{{ ('x' * 999999).replace('x', 'yy') }}",
+    "{{ ('x' * 999999) | replace('x', 'yy') }}",
+    "{{ ('y' * 10000).replace('', 'z' * 1000) }}",
+    "{{ ('x' * 100000) | list | join('y' * 100) }}",
+    "{{ ('y' * 100).join(('x' * 100000) | list) }}",
+    "{{ (('x' + '\\n') * 400000) | indent(100) }}",
+    "{{ ('x' * 999999) | wordwrap(1, wrapstring='yy') }}",
+    "{{ 'a\\tb'.expandtabs(10 ** 10) }}",
+])
+def test_a_call_that_would_build_a_huge_string_is_stopped_before_it_does(source: str) -> None:
+    # Each of these asks Python for a gigabyte or more in one call.
+    with pytest.raises(RenderLimit, match=re.escape(
+            "templates/t.html:1: render stopped: a string over 1 MB")):
+        compile_source(environment(), source, "templates/t.html").render({})
+
+
+@pytest.mark.parametrize("source", [
+    "{{ '{:>1000000000}'.format('x') }}",
+    "{{ '{:{}}'.format('x', 10 ** 10) }}",
+    "{{ '%1000000000s' % 'x' }}",
+    "{{ '%*s' % (10 ** 10, 'x') }}",
+    "{{ '%1000000000s' | format('x') }}",
+])
+def test_a_format_width_of_a_billion_is_stopped(source: str) -> None:
+    with pytest.raises(RenderLimit, match=re.escape(
+            "templates/t.html:1: render stopped: a format width of a million or more")):
+        compile_source(environment(), source, "templates/t.html").render({})
+
+
+def test_growing_calls_of_ordinary_size_work_as_in_jinja() -> None:
+    source = ("{{ '{:,}'.format(1234567) }}|{{ 'Order 1234567: {}'.format('ok') }}|"
+              "{{ 'a-b' | replace('-', '+') }}|{{ ['a', 'b'] | join(', ') }}|"
+              "{{ 'x' | center(5) }}|{{ '%05.1f%%' % 12.345 }}|{{ 'hi %s' | format('you') }}|"
+              "{{ 'a b c d' | wordwrap(3) }}|{{ 'a\\nb' | indent(2, true) }}|"
+              "{{ ', '.join(['a', 'b']) }}|{{ 'x'.zfill(3) }}")
+    expected = jinja2.Environment().from_string(source).render()
+    assert expected == ("1,234,567|Order 1234567: ok|a+b|a, b|  x  |012.3%|hi you|"
+                        "a b\nc d|  a\n  b|a, b|00x")
+    assert compile_source(environment(), source, "templates/t.txt").render({}) == expected
+
+
+def test_guarded_loops_behave_as_jinjas_own() -> None:
+    source = ("{% for c in items if c %}{{ loop.index }}/{{ loop.length }}"
+              "{% if loop.last %}!{% endif %}{% else %}none{% endfor %}|"
+              "{% for c in [] %}x{% else %}empty{% endfor %}|"
+              "{% for i in nested recursive %}[{% if i is iterable %}{{ loop(i) }}"
+              "{% else %}{{ i }}{% endif %}]{% endfor %}|"
+              "{% for k, v in pairs | dictsort %}{{ k }}={{ v }}{{ loop.cycle(',', ';') }}"
+              "{% endfor %}")
+    context = {"items": [1, 0, 3], "nested": [1, [2, [3]]], "pairs": {"b": 2, "a": 1}}
+    jinja = jinja2.Environment(autoescape=True)
+    expected = jinja.from_string(source).render(context)
+    assert expected == "1/22/2!|empty|[1][[2][[3]]]|a=1,b=2;"
+    assert compile_source(environment(), source, "templates/t.html").render(
+        context) == expected
+
+
 def test_a_value_printed_in_a_loop_counts_its_real_size() -> None:
     # A list is not text: it used to count as 16 bytes a print, so a loop could pile up
     # hundreds of megabytes of its text before the output limit saw them.
@@ -168,6 +228,9 @@ def test_the_sandbox_refuses_python_internals(source: str) -> None:
 @pytest.mark.parametrize(("source", "limit"), [
     ("{% for i in range(100000) %}{% endfor %}", "range() of 100,000 items"),
     ("{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+     "more than 2 s of CPU"),
+    # no range(), nothing printed: only the loop itself can see the time go
+    ("{% for c in 'x' * 999999 %}{% for d in 'x' * 999999 %}{% endfor %}{% endfor %}",
      "more than 2 s of CPU"),
     ("{{ 'x' * 2000000 }}", "a repetition over 1 MB"),
     ("{% for i in range(9000) %}{{ 'y' * 200 }}{% endfor %}", "more than 1 MB of output"),
