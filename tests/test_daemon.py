@@ -285,7 +285,8 @@ def _peek(ws: Workspace) -> str:
     return "leading planning" if rows else ""
 
 
-def test_two_daemons_on_postgresql_one_plans_the_other_takes_over(pg: Workspace) -> None:
+def test_two_daemons_on_postgresql_one_plans_the_other_takes_over(pg: Workspace,
+                                                                  tmp_path: Path) -> None:
     store(pg, [("A", "a@example.com", "", ""), ("B", "b@example.com", "", "")],
           campaigns={"birthday": BIRTHDAY})
     with FaultServer() as server:
@@ -293,8 +294,16 @@ def test_two_daemons_on_postgresql_one_plans_the_other_takes_over(pg: Workspace)
         second = None
         try:
             assert _wait_for(lambda: _leader(pg) == first.pid, 30)
-            second = _daemon(pg, server)
-            time.sleep(3)
+            # the second logs to a file, so the test can wait for it to stand by (a fixed
+            # sleep passed under load before the second daemon had even started)
+            second_log = tmp_path / "second.log"
+            with second_log.open("w") as sink:
+                second = subprocess.Popen(
+                    [sys.executable, "-m", "mailer.cli", "--workspace", str(pg.root),
+                     "run", "--interval", "1"], env=_env(pg, server), text=True,
+                    stdout=subprocess.DEVNULL, stderr=sink)
+            assert _wait_for(lambda: "standing by: another mailer run leads planning"
+                             in second_log.read_text(), 30)
             assert _leader(pg) == first.pid  # the second stands by
             first.kill()
             first.wait()
@@ -303,9 +312,8 @@ def test_two_daemons_on_postgresql_one_plans_the_other_takes_over(pg: Workspace)
             pg.write("campaigns/flash.yaml", _once_campaign(
                 datetime.now(UTC).replace(microsecond=0), "Flash"))
             assert _wait_for(lambda: len(server.caught) == 2, 30)
-            _, log = _stop(second)
-            assert "standing by: another mailer run leads planning" in log
-            assert "leading planning" in log
+            _stop(second)
+            assert "leading planning" in second_log.read_text()
         finally:
             for process in (first, second):
                 if process is not None and process.poll() is None:
