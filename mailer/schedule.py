@@ -4,15 +4,19 @@ Cron lines follow crontab(5): five fields (minute hour day-of-month month
 day-of-week); day-of-week 0 and 7 are Sunday; month and weekday names are
 allowed; when both day fields are restricted (neither starts with `*`), a day
 matches if either does (Vixie cron's rule). Fire times are wall times in the
-workspace zone: one in a daylight-saving gap fires at the first instant after
-the gap, one that occurs twice fires once, at its first instance.
+workspace zone. On daylight-saving days they follow cron(8): a line with `*`
+in the minute or hour field runs whenever the new local time matches (nothing
+in the skipped hour, both instances of the repeated one), so an hourly line
+fires every real hour; a fixed-time line in a gap fires at the first instant
+after it, one that occurs twice fires once, at its first instance (DESIGN
+§4.0's rule). A line that can never run (30 February) is refused.
 """
 
 from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from mailer.clock import iso_z, localize
@@ -24,6 +28,7 @@ _NONE: dict[str, int] = {}
 _FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("minute", 0, 59, _NONE), ("hour", 0, 23, _NONE), ("day of month", 1, 31, _NONE),
            ("month", 1, 12, _MONTHS), ("day of week", 0, 7, _DAYS))
+_LONGEST = {month: calendar.monthrange(2024, month)[1] for month in range(1, 13)}  # leap year
 _SEARCH_DAYS = 366 * 9  # "29 February that is a Monday" recurs within 28 years; 9 covers leap days
 
 
@@ -36,6 +41,9 @@ class Cron:
     weekdays: frozenset[int]  # 0 = Sunday
     days_restricted: bool
     weekdays_restricted: bool
+    # `*` in the minute or hour field: cron(8) runs such a line on the new local time at
+    # once on daylight-saving days instead of making up or dropping fires.
+    wildcard_time: bool = False
 
     def day_matches(self, day: date) -> bool:
         if day.month not in self.months:
@@ -78,8 +86,11 @@ def _field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> 
             if first > last:
                 raise InvalidValue(f"{name}: range {spec!r} runs backwards")
         else:
-            first = _value(spec, name, low, high, names)
-            last = high if step_text else first
+            first = last = _value(spec, name, low, high, names)
+            if step_text:
+                # Some crons read `0/2` as `0-59/2`, others refuse it: say which is meant.
+                raise InvalidValue(f"{name}: {part!r} steps from a single value; write a "
+                                   f"range such as {spec}-{high}/{step}, or */{step}")
         found.update(range(first, last + 1, step))
     return found
 
@@ -92,10 +103,38 @@ def parse_cron(line: str) -> Cron:
                            f"got {len(fields)}: {line!r}")
     values = [_field(text, *spec) for text, spec in zip(fields, _FIELDS, strict=True)]
     weekdays = {0 if d == 7 else d for d in values[4]}
-    return Cron(frozenset(values[0]), frozenset(values[1]), frozenset(values[2]),
+    cron = Cron(frozenset(values[0]), frozenset(values[1]), frozenset(values[2]),
                 frozenset(values[3]), frozenset(weekdays),
                 days_restricted=not fields[2].startswith("*"),
-                weekdays_restricted=not fields[4].startswith("*"))
+                weekdays_restricted=not fields[4].startswith("*"),
+                wildcard_time=fields[0].startswith("*") or fields[1].startswith("*"))
+    if not cron.weekdays_restricted and not any(
+            day <= _LONGEST[month] for month in cron.months for day in cron.days):
+        # Only the day of month decides, and no month listed has that day: never runs.
+        names = [calendar.month_name[month] for month in sorted(cron.months)]
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+        raise InvalidValue(f"day of month: {fields[2]} never comes in {listed}, "
+                           "so this line would never run")
+    return cron
+
+
+def _fires_on(cron: Cron, day: date, tz: ZoneInfo) -> list[datetime]:
+    """The fire instants of one local day, in UTC, earliest first."""
+    walls = [datetime.combine(day, time(h, m)) for h in cron.hours for m in cron.minutes]
+    if not cron.wildcard_time:
+        return sorted({localize(wall, tz) for wall in walls})
+    return sorted({moment for wall in walls for moment in _instants(wall, tz)})
+
+
+def _instants(wall: datetime, tz: ZoneInfo) -> list[datetime]:
+    """Every instant at which the clock of TZ reads WALL: none in a daylight-saving gap,
+    two when the hour repeats (PEP 495's fold picks each offset)."""
+    found = []
+    for fold in (0, 1):
+        moment = wall.replace(tzinfo=tz, fold=fold).astimezone(UTC)
+        if moment.astimezone(tz).replace(tzinfo=None) == wall:
+            found.append(moment)
+    return found
 
 
 def latest_fire(cron: Cron, now: datetime, tz: ZoneInfo) -> datetime | None:
@@ -105,13 +144,10 @@ def latest_fire(cron: Cron, now: datetime, tz: ZoneInfo) -> datetime | None:
         day = today - timedelta(days=back)
         if not cron.day_matches(day):
             continue
-        fires = sorted({localize(datetime.combine(day, time(h, m)), tz)
-                        for h in cron.hours for m in cron.minutes}, reverse=True)
-        for fire in fires:
+        for fire in reversed(_fires_on(cron, day, tz)):
             if fire <= now:
                 return fire
     return None
-
 
 
 def next_fire(cron: Cron, after: datetime, tz: ZoneInfo) -> datetime | None:
@@ -121,9 +157,7 @@ def next_fire(cron: Cron, after: datetime, tz: ZoneInfo) -> datetime | None:
         day = today + timedelta(days=ahead)
         if not cron.day_matches(day):
             continue
-        fires = sorted({localize(datetime.combine(day, time(h, m)), tz)
-                        for h in cron.hours for m in cron.minutes})
-        for fire in fires:
+        for fire in _fires_on(cron, day, tz):
             if fire > after:
                 return fire
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -14,12 +15,14 @@ from mailer.schedule import (
     birthday_occurrence,
     latest_fire,
     local_day,
+    next_fire,
     once_due,
     parse_cron,
     promotion_due,
     reminder_due,
     schedule_due,
 )
+from tests.conftest import Workspace
 
 BERLIN = zone("Europe/Berlin")
 NEW_YORK = zone("America/New_York")
@@ -134,3 +137,101 @@ def test_after_order_window() -> None:
     assert day is not None
     assert after_order_window(day, timedelta(days=10)) == (at("2026-11-12T23:00:00"),
                                                             at("2026-11-13T23:00:00"))
+
+
+# --- daylight-saving days as cron(8) runs them (issue 15, item 10) -------------------------
+
+
+def fires(line: str, tz: ZoneInfo, start: str, end: str) -> list[datetime]:
+    """Every fire time in [start, end) as next_fire walks them, in UTC."""
+    cron, found = parse_cron(line), []
+    moment: datetime | None = at(start) - timedelta(seconds=1)
+    while moment is not None:
+        moment = next_fire(cron, moment, tz)
+        if moment is None or moment >= at(end):
+            break
+        found.append(moment)
+    return found
+
+
+def test_wildcard_hours_keep_firing_through_the_repeated_hour() -> None:
+    # Berlin 2026-10-25: 03:00 CEST (01:00Z) turns back to 02:00 CET. An hourly line fires
+    # every real hour: 02:00 CEST and 02:00 CET both run, none is lost.
+    assert fires("0 * * * *", BERLIN, "2026-10-24T23:00:00", "2026-10-25T03:00:00") == [
+        at("2026-10-24T23:00:00"), at("2026-10-25T00:00:00"), at("2026-10-25T01:00:00"),
+        at("2026-10-25T02:00:00")]
+    # New York 2026-11-01: 02:00 EDT (06:00Z) turns back to 01:00 EST.
+    assert fires("*/30 * * * *", NEW_YORK, "2026-11-01T05:00:00", "2026-11-01T07:01:00") == [
+        at("2026-11-01T05:00:00"), at("2026-11-01T05:30:00"), at("2026-11-01T06:00:00"),
+        at("2026-11-01T06:30:00"), at("2026-11-01T07:00:00")]
+    # the schedule trigger: the second 02:00 in Berlin is its own occurrence
+    due = schedule_due(parse_cron("0 * * * *"), timedelta(minutes=30),
+                       at("2026-10-25T01:10:00"), BERLIN)
+    assert due is not None and due.occurrence == "cron:2026-10-25T01:00:00Z"
+
+
+def test_wildcard_lines_add_nothing_in_the_skipped_hour() -> None:
+    # Berlin 2026-03-29: 02:00 CET (01:00Z) jumps to 03:00 CEST. "30 * * * *" runs at
+    # 01:30 CET and then 03:30 CEST; 02:30 never happens, so nothing fires at 03:00.
+    assert fires("30 * * * *", BERLIN, "2026-03-29T00:00:00", "2026-03-29T02:00:00") == [
+        at("2026-03-29T00:30:00"), at("2026-03-29T01:30:00")]
+    # every minute of 02:xx: no such minute that day; the next is 02:00 CEST the day after
+    assert next_fire(parse_cron("* 2 * * *"), at("2026-03-28T23:59:00"), BERLIN) == at(
+        "2026-03-30T00:00:00")
+    # New York 2026-03-08: 02:00 EST (07:00Z) jumps to 03:00 EDT.
+    assert fires("15 */1 * * *", NEW_YORK, "2026-03-08T05:00:00", "2026-03-08T08:00:00") == [
+        at("2026-03-08T05:15:00"), at("2026-03-08T06:15:00"), at("2026-03-08T07:15:00")]
+    assert latest_fire(parse_cron("15 * * * *"), at("2026-03-08T07:10:00"), NEW_YORK) == at(
+        "2026-03-08T06:15:00")
+
+
+def test_fixed_time_lines_keep_the_gap_and_repeat_rule() -> None:
+    # fall-back: 02:30 happens twice in Berlin; a fixed line fires once, at the first
+    assert fires("30 2 * * *", BERLIN, "2026-10-24T12:00:00", "2026-10-25T12:00:00") == [
+        at("2026-10-25T00:30:00")]
+    # spring-forward: 02:30 does not exist in New York; it fires at 03:00 EDT (07:00Z)
+    assert fires("30 2 * * *", NEW_YORK, "2026-03-07T12:00:00", "2026-03-08T12:00:00") == [
+        at("2026-03-08T07:00:00")]
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("0 0 30 2 *", "day of month: 30 never comes in February, so this line would never run"),
+    ("0 9 31 4 *", "day of month: 31 never comes in April, so this line would never run"),
+    ("0 9 31 2,4,6 *",
+     "day of month: 31 never comes in February, April or June, so this line would never run"),
+    ("0 9 30,31 feb */2",
+     "day of month: 30,31 never comes in February, so this line would never run"),
+    ("0/2 9 * * *", "minute: '0/2' steps from a single value; write a range such as 0-59/2, "
+                    "or */2"),
+    ("0 9 * * mon/2", "day of week: 'mon/2' steps from a single value; write a range such as "
+                      "mon-7/2, or */2"),
+])
+def test_lines_that_never_run_or_step_a_single_value_are_refused(line: str,
+                                                                  message: str) -> None:
+    with pytest.raises(InvalidValue) as caught:
+        parse_cron(line)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("line", [
+    "0 0 29 2 *",  # leap years
+    "0 9 31 4 mon",  # both day fields restricted: every Monday in April
+    "0 9 31 1-4 *",  # 31 January and 31 March
+    "0 9 * jan-mar,dec mon-fri,sun",  # names in ranges and lists
+    "0 9 1 JAN,Jul *",
+    "0 8-18/2 * * *",
+])
+def test_lines_that_run_somewhere_stay_accepted(line: str) -> None:
+    cron = parse_cron(line)
+    assert latest_fire(cron, at("2026-12-01T12:00:00"), BERLIN) is not None
+
+
+def test_validate_names_the_cron_line_that_never_runs(ws: Workspace) -> None:
+    ws.write("segments/all.yaml", "description: everyone\nall:\n  - orders: {at_least: 0}\n")
+    ws.write("templates/t.html", "<p>{{ store.address }} {{ links.unsubscribe }}</p>\n")
+    ws.write("campaigns/feb.yaml", "name: Feb\ntrigger: schedule\nschedule: '0 0 30 2 *'\n"
+                                   "segment: all\ntemplate: t.html\nsubject: Hi\n")
+    result = ws.run("validate")
+    assert result.code == 1
+    assert ("campaigns/feb.yaml:3: schedule: day of month: 30 never comes in February, "
+            "so this line would never run") in result.stderr.splitlines()
