@@ -8,15 +8,25 @@ values change per mail.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from mailer.campaign import Campaign
-from mailer.render import Compiled, compile_html, compile_source, environment, text_template
+from mailer.render import (
+    Compiled,
+    TemplateFolder,
+    VersionLoader,
+    add_parts,
+    compile_html,
+    compile_source,
+    environment,
+    lines_of,
+    text_template,
+)
 from mailer.settings import SETTINGS_FILE, Settings, parse_settings
 
 
@@ -29,6 +39,8 @@ class Version:
     subjects: tuple[Compiled, ...]
     intros: tuple[tuple[str, Compiled], ...]  # (segment or "default", intro) in file order
     reminder_subjects: tuple[Compiled, ...] = ()  # a promotion's reminder has its own
+    # templates loaded by import, from and other tags the flattener leaves (name: source)
+    parts: Mapping[str, str] = field(default_factory=dict)
 
     def subject_for(self, variant: int, occurrence: str) -> Compiled:
         """The subject template of a variant; a promotion's reminder uses its own."""
@@ -48,17 +60,33 @@ class Composed:
 
 def compile_version(slug: str, spec: Campaign, templates: Path, *,
                     checking: bool = False) -> Version:
-    """Compile everything a campaign's mails share; RenderError names file and line."""
+    """Compile everything a campaign's mails share; RenderError names file and line.
+    Every template is read through one TemplateFolder: nothing outside TEMPLATES."""
     env: jinja2.Environment = environment(checking=checking)
+    folder = TemplateFolder(templates)
+    folder.path(spec.template, where=(f"campaigns/{slug}.yaml", None))
     html = compile_html(env, spec.template, templates)
     text_name = Path(spec.template).with_suffix(".txt").name
-    if (templates / text_name).is_file():
-        text_source = (templates / text_name).read_text(encoding="utf-8")
+    where = f"templates/{text_name}"
+    if folder.path(text_name, where=(where, None)).is_file():
+        text_source = folder.read(text_name, where=(where, None))
+        add_parts(env, text_source, folder, lines_of(where))
     else:  # made from the HTML once; `.txt` in the name keeps autoescaping off
         text_name = f"{spec.template} (text).txt"
         text_source = text_template(html.source)
     text = compile_source(env, text_source, f"templates/{text_name}")
-    return _assemble(env, slug, spec, html, text)
+    version = _assemble(env, slug, spec, html, text)
+    for compiled in (*version.subjects, *(intro for _, intro in version.intros),
+                     *version.reminder_subjects):
+        add_parts(env, compiled.source, folder, lines_of(compiled.name))
+    assert isinstance(env.loader, VersionLoader)
+    return _with_parts(version, env.loader.parts)
+
+
+def _with_parts(version: Version, parts: Mapping[str, str]) -> Version:
+    from dataclasses import replace
+
+    return replace(version, parts=dict(parts))
 
 
 def _assemble(env: jinja2.Environment, slug: str, spec: Campaign, html: Compiled,
@@ -83,7 +111,9 @@ def definition(version: Version, root: Path) -> dict[str, Any]:
                 encoding="utf-8"),
             "settings_source": (root / SETTINGS_FILE).read_text(encoding="utf-8"),
             "html": version.html.source, "text": version.text.source,
-            "text_name": version.text.name}
+            "text_name": version.text.name,
+            # only when there are any: the content hash of other versions stays the same
+            **({"parts": dict(version.parts)} if version.parts else {})}
 
 
 def from_definition(stored: dict[str, Any]) -> tuple[Version, Settings]:
@@ -98,10 +128,11 @@ def from_definition(stored: dict[str, Any]) -> tuple[Version, Settings]:
     if spec is None:
         raise ConfigError(problems)
     settings, _ = parse_settings(stored["settings_source"])
-    env = environment()
+    parts = {str(name): str(source) for name, source in stored.get("parts", {}).items()}
+    env = environment(parts=parts)  # renders what the version carries, never a file
     html = compile_source(env, stored["html"], f"templates/{spec.template}")
     text = compile_source(env, stored["text"], stored["text_name"])
-    return _assemble(env, slug, spec, html, text), settings
+    return _with_parts(_assemble(env, slug, spec, html, text), parts), settings
 
 
 def _tidy(text: str) -> str:

@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import jinja2
@@ -44,6 +44,121 @@ class RenderError(UserError):
 
 class RenderLimit(RenderError):
     """A render stopped by one of the per-mail limits."""
+
+
+class TemplateRefused(RenderError):
+    """A template name that leads outside the workspace's templates/ folder."""
+
+
+# --- the one way a template is found ---------------------------------------------------------
+
+ABSOLUTE = "an absolute path"
+DOTDOT = "a path with '..'"
+SYMLINK = "a symlink that leads out of it"
+
+
+def refusal(name: str) -> str | None:
+    """Why NAME can never name a template of templates/, whatever the folder holds, or None.
+    Checked at compile time on the workspace and at render time on the version's parts."""
+    if not name or "\x00" in name:
+        return "an empty name or one with a NUL byte"
+    if name.startswith(("/", "\\")) or PureWindowsPath(name).drive:
+        return ABSOLUTE
+    if ".." in re.split(r"[/\\]", name):
+        return DOTDOT
+    return None
+
+
+def _refused(name: str, reason: str) -> str:
+    return f"template {name!r} is outside templates/: {reason}"
+
+
+class TemplateFolder:
+    """The workspace's templates/: every template file is read through `read`, which
+    refuses absolute paths, `..` and symlinks that resolve outside the folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._real = root.resolve()
+
+    def path(self, name: str, *, where: tuple[str | None, int | None] = (None, None)) -> Path:
+        """The file of template NAME; TemplateRefused (at WHERE) when it is outside."""
+        reason = refusal(name)
+        candidate = self.root / name
+        if reason is None:
+            try:
+                inside = candidate.resolve().is_relative_to(self._real)
+            except (OSError, RuntimeError):  # a symlink loop: nothing to read either way
+                inside = True
+            reason = None if inside else SYMLINK
+        if reason is not None:
+            raise TemplateRefused(_refused(name, reason), path=where[0], line=where[1])
+        return candidate
+
+    def read(self, name: str, *, where: tuple[str | None, int | None] = (None, None)) -> str:
+        """The source of template NAME; RenderError at WHERE when it is refused or missing."""
+        file = self.path(name, where=where)
+        try:
+            return file.read_text(encoding="utf-8")
+        except (OSError, RuntimeError):
+            raise RenderError(f"template {name!r} not found", path=where[0],
+                              line=where[1]) from None
+        except UnicodeDecodeError as err:
+            raise RenderError(f"template {name!r} is not UTF-8 ({err.reason} at byte "
+                              f"{err.start})", path=where[0], line=where[1]) from None
+
+
+class VersionLoader(jinja2.BaseLoader):
+    """The loader of a rendering environment: the templates a campaign version carries
+    (those its sources name in quotes), never a file. A name known only per mail
+    (`{% include customer.page %}`) gets the same refusal as at compile time."""
+
+    def __init__(self, parts: Mapping[str, str] | None = None) -> None:
+        self.parts: dict[str, str] = dict(parts or {})
+
+    def get_source(self, environment: jinja2.Environment,
+                   template: str) -> tuple[str, str, Callable[[], bool]]:
+        reason = refusal(template) if isinstance(template, str) else "not a name"
+        if reason is not None:
+            raise SecurityError(_refused(str(template), reason))
+        if template not in self.parts:
+            raise jinja2.TemplateNotFound(template, f"template {template!r} is not part of "
+                                          "this campaign version (name templates in quotes)")
+        return self.parts[template], f"templates/{template}", lambda: True
+
+
+_LOADS = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
+
+
+def _named(node: nodes.Node) -> list[str]:
+    """The template names written in quotes in an include, import, from or extends."""
+    target = getattr(node, "template", None)
+    items = target.items if isinstance(target, (nodes.List, nodes.Tuple)) else [target]
+    return [item.value for item in items
+            if isinstance(item, nodes.Const) and isinstance(item.value, str)]
+
+
+def gather_parts(env: jinja2.Environment, source: str, folder: TemplateFolder,
+                 where: Callable[[int], tuple[str | None, int | None]],
+                 parts: dict[str, str]) -> None:
+    """Add to PARTS every template SOURCE loads by a quoted name that the flattener did
+    not pull in (imports, `from`, includes with options or lists, a late extends), and
+    theirs in turn, read through FOLDER; WHERE maps a line of SOURCE to its file and line."""
+    for node in env.parse(source).find_all(_LOADS):
+        names = _named(node)
+        # Jinja takes the first of a list that exists, and skips a missing `ignore missing`
+        optional = len(names) > 1 or getattr(node, "ignore_missing", False)
+        for name in names:
+            file = folder.path(name, where=where(node.lineno))  # refused even if missing
+            if name in parts or (optional and not file.is_file()):
+                continue
+            parts[name] = folder.read(name, where=where(node.lineno))
+            gather_parts(env, parts[name], folder, lines_of(f"templates/{name}"), parts)
+
+
+def lines_of(path: str) -> Callable[[int], tuple[str | None, int | None]]:
+    """WHERE for a source that is one file as written (not flattened)."""
+    return lambda line: (path, line)
 
 
 # --- the sandbox -------------------------------------------------------------------------
@@ -304,13 +419,16 @@ class Checking(jinja2.ChainableUndefined):
         super().__init__(hint, obj, name, exc)
 
 
-def environment(*, checking: bool = False) -> jinja2.Environment:
-    """A sandboxed environment; HTML autoescapes, subjects, intros and text do not."""
+def environment(*, checking: bool = False,
+                parts: Mapping[str, str] | None = None) -> jinja2.Environment:
+    """A sandboxed environment; HTML autoescapes, subjects, intros and text do not. Its
+    loader holds PARTS, the templates a campaign version carries (VersionLoader)."""
     env = _Sandbox(
         autoescape=lambda name: bool(name) and str(name).endswith((".html", ".htm")),
         undefined=Checking if checking else Lenient,
         keep_trailing_newline=True,
         finalize=_finalize,
+        loader=VersionLoader(parts),
     )
     env.globals["range"] = _bounded_range
     env.filters.update(_GROWING_FILTERS)
@@ -345,24 +463,43 @@ def flatten(name: str, load: Callable[[str], str]) -> str:
                   source, flags=re.S | re.I)
 
 
-def _resolve(name: str, load: Callable[[str], str], seen: tuple[str, ...]) -> str:
+def _mark_before(source: str, position: int) -> tuple[str | None, int | None]:
+    """The file and line of a marked SOURCE that POSITION is on."""
+    mark = _MARKER.match(source, max(source.rfind("{#@", 0, position + 1), 0))
+    return (mark.group(1), int(mark.group(2))) if mark else (None, None)
+
+
+def _loaded(name: str, load: Callable[[str], str],
+            where: tuple[str | None, int | None]) -> str:
+    """LOAD(NAME); an error without a place is given WHERE (the tag that named it)."""
+    try:
+        return load(name)
+    except RenderError as err:
+        if err.path is None and err.line is None:
+            raise type(err)(err.message, path=where[0], line=where[1]) from None
+        raise
+
+
+def _resolve(name: str, load: Callable[[str], str], seen: tuple[str, ...],
+             where: tuple[str | None, int | None] = (None, None)) -> str:
     """NAME with its layout and includes pulled in; block tags are kept for a child."""
     if name in seen:
         raise RenderError(f"templates include each other: {' -> '.join((*seen, name))}",
                           path=f"templates/{name}")
-    source = _marked(load(name), f"templates/{name}")
+    source = _marked(_loaded(name, load, where), f"templates/{name}")
     chain = (*seen, name)
     parent = _EXTENDS.search(_MARKER.sub("", source.split("\n", 1)[0]))
     if parent is not None:
         blocks = {m.group(1): m.group(2) for m in _BLOCK.finditer(source)}
-        layout = _resolve(parent.group(1), load, chain)
+        layout = _resolve(parent.group(1), load, chain, (f"templates/{name}", 1))
 
         def fill(match: re.Match[str]) -> str:
             inner = blocks.get(match.group(1), match.group(2))
             return match.group(0).replace(match.group(2), inner, 1)
 
         source = _BLOCK.sub(fill, layout)
-    return _INCLUDE.sub(lambda m: _resolve(m.group(1), load, chain), source)
+    return _INCLUDE.sub(lambda m: _resolve(m.group(1), load, chain,
+                                           _mark_before(source, m.start())), source)
 
 
 _TOKEN = re.compile(r"MAILERJINJA(\d+)X")
@@ -472,10 +609,17 @@ class Compiled:
 
         # Jinja rewrites the traceback: frames of template code carry the template's
         # file name and its source line.
-        line = None
-        for frame, lineno in traceback.walk_tb(sys.exc_info()[2]):
+        loader = self.template.environment.loader
+        parts = {f"templates/{name}" for name in loader.parts} if isinstance(
+            loader, VersionLoader) else set()
+        line, part = None, None
+        for frame, lineno in traceback.walk_tb(sys.exc_info()[2]):  # outermost first
             if frame.f_code.co_filename == self.template.filename:
-                line = lineno
+                line, part = lineno, None
+            elif frame.f_code.co_filename in parts:  # a template the version carries
+                part = (frame.f_code.co_filename, lineno)
+        if part is not None:
+            return part
         if line is None:
             return self.name, None
         return origin(self.source, line) if "{#@" in self.source else (self.name, line)
@@ -498,17 +642,21 @@ def compile_source(env: jinja2.Environment, source: str, name: str) -> Compiled:
 
 
 def compile_html(env: jinja2.Environment, name: str, templates: Path) -> Compiled:
-    """Flatten, inline and compile an HTML template of the workspace."""
-    def load(part: str) -> str:
-        try:
-            return (templates / part).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise RenderError(f"template {part!r} not found",
-                              path=f"templates/{name}") from None
-
-    flat = flatten(name, load)
+    """Flatten, inline and compile an HTML template of the workspace. The templates it
+    loads by other tags (import, from) are read now and added to ENV's VersionLoader,
+    so a version renders from what it carries; nothing outside TEMPLATES is read."""
+    folder = TemplateFolder(templates)
+    flat = flatten(name, folder.read)
     compile_source(env, flat, f"templates/{name}")  # syntax errors with the original lines
+    add_parts(env, flat, folder, lambda line: origin(flat, line))
     return compile_source(env, inline_css(flat), f"templates/{name}")
+
+
+def add_parts(env: jinja2.Environment, source: str, folder: TemplateFolder,
+              where: Callable[[int], tuple[str | None, int | None]]) -> None:
+    """The templates SOURCE loads, added to the parts of ENV's VersionLoader."""
+    if isinstance(env.loader, VersionLoader):
+        gather_parts(env, source, folder, where, env.loader.parts)
 
 
 # --- the text part --------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from mailer.render import (
     environment,
     html_to_text,
 )
+from tests.conftest import Workspace
+from tests.smtp_server import FaultServer
 
 LAYOUT = """\
 <!doctype html>
@@ -254,3 +256,155 @@ def test_html_to_text_keeps_links() -> None:
                         'unsubscribe</a></p></body></html>')
     assert text == ("Sale\n\nUp to 30% off.\n\nShop now (https://shop.example/s) or "
                     "unsubscribe (https://mail.shop.example/u/x)\n")
+
+
+# --- templates read only the workspace's templates/ (issue 15, item 1) ----------------------
+
+SECRET = "s3cret-not-for-readers"
+ABSOLUTE = "an absolute path"
+DOTDOT = "a path with '..'"
+SYMLINK = "a symlink that leads out of it"
+
+
+@pytest.fixture
+def fenced(tmp_path: Path) -> Path:
+    """A workspace whose templates/ sits beside a secret, with a symlink out to it."""
+    (tmp_path / "secret.txt").write_text(SECRET)
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "outside.html").symlink_to(tmp_path / "secret.txt")
+    (templates / "shared").mkdir()
+    (templates / "shared" / "macros.html").write_text(
+        "{% macro button(label) %}<b>{{ label }}</b>{% endmacro %}\n")
+    return templates
+
+
+@pytest.mark.parametrize(("tag", "name", "reason"), [
+    ('{% include "/proc/self/environ" %}', "/proc/self/environ", ABSOLUTE),
+    ('{% include "../secret.txt" %}', "../secret.txt", DOTDOT),
+    ('{% include "shared/../../secret.txt" %}', "shared/../../secret.txt", DOTDOT),
+    ('{% include "outside.html" %}', "outside.html", SYMLINK),
+    ('{% include "../secret.txt" with context %}', "../secret.txt", DOTDOT),
+    ('{% include ["nope.html", "/proc/self/environ"] ignore missing %}', "/proc/self/environ",
+     ABSOLUTE),
+    ('{% import "/proc/self/environ" as env %}', "/proc/self/environ", ABSOLUTE),
+    ('{% from "../secret.txt" import x %}', "../secret.txt", DOTDOT),
+    ('{% from "outside.html" import x with context %}', "outside.html", SYMLINK),
+    ('{% extends "../secret.txt" %}', "../secret.txt", DOTDOT),
+])
+def test_a_template_outside_templates_is_refused_with_its_file_and_line(
+        fenced: Path, tag: str, name: str, reason: str) -> None:
+    (fenced / "note.html").write_text(f"<p>Hello</p>\n{tag}\n")
+    with pytest.raises(RenderError) as caught:
+        compile_html(environment(), "note.html", fenced)
+    assert str(caught.value) == (f"templates/note.html:2: template {name!r} is outside "
+                                 f"templates/: {reason}")
+
+
+def test_a_layout_or_an_include_is_checked_where_it_is_written(fenced: Path) -> None:
+    (fenced / "note.html").write_text('{% extends "/etc/passwd" %}\n')
+    with pytest.raises(RenderError, match=re.escape(
+            "templates/note.html:1: template '/etc/passwd' is outside templates/: "
+            "an absolute path")):
+        compile_html(environment(), "note.html", fenced)
+    (fenced / "note.html").write_text('<p>Hi</p>\n{% include "shared/footer.html" %}\n')
+    (fenced / "shared" / "footer.html").write_text('<p>\n\n{% include "../../secret.txt" %}\n')
+    with pytest.raises(RenderError, match=re.escape(
+            "templates/shared/footer.html:3: template '../../secret.txt' is outside")):
+        compile_html(environment(), "note.html", fenced)
+
+
+def test_a_dynamic_name_cannot_leave_the_campaign_version(fenced: Path) -> None:
+    # The name is only known per mail: the loader of the rendering environment refuses.
+    (fenced / "note.html").write_text("<p>Hi</p>\n{% include customer.page %}\n")
+    compiled = compile_html(environment(), "note.html", fenced)
+    for page, message in [
+            ("/proc/self/environ", "template '/proc/self/environ' is outside templates/: "
+                                   "an absolute path"),
+            ("../secret.txt", "template '../secret.txt' is outside templates/: "
+                              "a path with '..'"),
+            ("outside.html", "template 'outside.html' is not part of this campaign version")]:
+        with pytest.raises(RenderError) as caught:
+            compiled.render({"customer": {"page": page}})
+        assert str(caught.value).startswith("templates/note.html:2: ")
+        assert message in str(caught.value)
+        assert SECRET not in str(caught.value)
+
+
+def test_imports_of_the_workspace_are_carried_in_the_version(fenced: Path) -> None:
+    from mailer.campaign import parse_campaign
+    from mailer.compose import compile_version, definition, from_definition
+    from mailer.settings import SETTINGS_FILE
+    from mailer.yamlsrc import load_yaml
+
+    root = fenced.parent
+    (root / SETTINGS_FILE).write_text(
+        'store: {name: Pine, address: "1 Market St"}\nsender: {from: "a@shop.example"}\n')
+    (root / "campaigns").mkdir()
+    (root / "campaigns" / "note.yaml").write_text(
+        "name: Note\ntrigger: once\nat: 2026-11-23T09:00\nsegment: all\n"
+        "template: note.html\nsubject: Hi\n")
+    (fenced / "note.html").write_text(
+        '{% import "shared/macros.html" as m %}\n<p>{{ m.button("Shop") }}</p>\n'
+        '{% from "shared/macros.html" import button %}{{ button("Go") }}\n')
+    spec, problems = parse_campaign(load_yaml(
+        (root / "campaigns" / "note.yaml").read_text(), "campaigns/note.yaml"),
+        "campaigns/note.yaml")
+    assert spec is not None, problems
+    stored = definition(compile_version("note", spec, fenced), root)
+    (fenced / "shared" / "macros.html").write_text("changed after planning\n")
+    version, _ = from_definition(stored)  # a worker renders from the version, not its files
+    html = version.html.render({})
+    assert "<b>Shop</b>" in html and "<b>Go</b>" in html
+    assert stored["parts"] == {"shared/macros.html": "{% macro button(label) %}<b>{{ label }}"
+                                                     "</b>{% endmacro %}\n"}
+    stored["parts"]["shared/macros.html"] = "{% macro button(label) %}\n{{ 1 // 0 }}" \
+                                            "{% endmacro %}"
+    with pytest.raises(RenderError, match=re.escape(
+            "templates/shared/macros.html:2: ZeroDivisionError")):
+        from_definition(stored)[0].html.render({})
+
+
+def _fenced_shop(ws: Workspace, template: str) -> Workspace:
+    ws.write("secret.txt", SECRET)
+    ws.write("segments/everyone.yaml", "description: all\nall: [{orders: {at_least: 0}}]\n")
+    ws.write("templates/note.html", template)
+    ws.write("campaigns/note.yaml", "name: Note\ntrigger: once\nat: 2026-11-23T09:00\n"
+                                    "grace: 2d\nsegment: everyone\ntemplate: note.html\n"
+                                    "subject: Hi\n")
+    return ws
+
+
+def test_validate_names_an_include_outside_templates_and_send_never_compiles_it(
+        ws: Workspace) -> None:
+    _fenced_shop(ws, '<p>{{ store.address }} <a href="{{ links.unsubscribe }}">u</a></p>\n'
+                     '{% include "../secret.txt" %}\n{% import "/proc/self/environ" as e %}\n')
+    (ws.root / "templates" / "note.txt").symlink_to(ws.root / "secret.txt")
+    result = ws.run("validate")
+    assert result.code == 1
+    assert ("templates/note.html:2: template '../secret.txt' is outside templates/: "
+            "a path with '..'") in result.stderr.splitlines()
+    assert SECRET not in result.stdout + result.stderr
+    ws.write("templates/note.html", "<p>{{ store.address }} {{ links.unsubscribe }}</p>\n")
+    assert ("templates/note.txt: template 'note.txt' is outside templates/: "
+            "a symlink that leads out of it") in ws.run("validate").stderr.splitlines()
+    ws.write("campaigns/note.yaml", ws.root.joinpath("campaigns/note.yaml").read_text()
+             .replace("template: note.html", f"template: {ws.root / 'secret.txt'}"))
+    assert any(line.startswith("campaigns/note.yaml: template ") and line.endswith(
+        "is outside templates/: an absolute path") for line in ws.run("validate").stderr
+        .splitlines())
+
+    (ws.root / "templates" / "note.txt").unlink()
+    _fenced_shop(ws, '<p>{{ store.address }} {{ links.unsubscribe }}</p>\n'
+                     '{% include "/proc/self/environ" %}{% include "../secret.txt" %}\n')
+    ws.write("customers.csv", "id,email\nC1,anna@example.com\n")
+    assert ws.run("import", "customers", "customers.csv", "--now", "2026-01-01").code == 0
+    with FaultServer() as server:
+        ws.env.update({"MAILER_SMTP_URL": server.url, "MAILER_SECRET_KEY": SECRET})
+        sent = ws.run("send", "note", "--now", "2026-11-23T10:00", "--json")
+    assert sent.code == 1
+    assert "templates/note.html:2: template '/proc/self/environ' is outside templates/" in \
+        sent.stdout + sent.stderr
+    assert server.caught == []
+    assert ws.query("SELECT count(*) FROM campaign_versions")[0][0] == 0
+    assert ws.query("SELECT count(*) FROM deliveries")[0][0] == 0
