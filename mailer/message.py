@@ -25,10 +25,17 @@ from binascii import b2a_qp
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import format_datetime, parseaddr
 from functools import lru_cache
 
+import idna
+
 from mailer.addresses import CONTROL
+
+# Characters a header shows at most (docs/delivery.md): a longer subject or display
+# name is cut and ends in an ellipsis, so no data can make an unreadable header.
+SUBJECT_LIMIT = 255
+NAME_LIMIT = 100
 
 
 def clean_header(value: str) -> str:
@@ -60,22 +67,93 @@ class Mail:
 
 
 @lru_cache(maxsize=64)
-def _sender(text: str) -> str:
+def _sender(text: str, header: str) -> str:
     """The From or Reply-To header: the same for every mail of a campaign."""
-    return _address(*parseaddr(text))
+    name, email = parseaddr(text)
+    return _address(name, email, header)
 
 
-def _address(name: str, email: str) -> str:
-    """`Name <addr>` with the name RFC 2047-encoded when it is not ASCII."""
-    return formataddr((clean_header(name), clean_header(email)), charset="utf-8")
-
-
-def _encoded(name: str, value: str) -> str:
-    """A header value folded under 78 columns, RFC 2047-encoded when it is not ASCII."""
-    if value.isascii() and len(name) + len(value) < 76:  # most subjects: nothing to do
+def capped(value: str, limit: int) -> str:
+    """VALUE as a header shows it: cleaned (clean_header), and past LIMIT characters cut
+    to LIMIT - 1 (trailing white space dropped) plus an ellipsis (docs/delivery.md)."""
+    value = clean_header(value)
+    if len(value) <= limit:
         return value
-    charset = "us-ascii" if value.isascii() else "utf-8"
-    return Header(value, charset, maxlinelen=76, header_name=name).encode(linesep="\r\n")
+    return value[:limit - 1].rstrip() + "\u2026"
+
+
+# A display name that needs neither quotes nor encoding: atoms (RFC 5322 §3.2.3)
+# separated by single spaces.
+_ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+def _encoded_words(name: str, value: str) -> str:
+    """VALUE as RFC 2047 encoded-words, folded so that each line, and so each word, is at
+    most 76 characters (§2: an encoded-word is at most 75)."""
+    return Header(value, "utf-8", maxlinelen=76, header_name=name).encode(linesep="\r\n")
+
+
+def _phrase(header: str, name: str) -> str:
+    """The display name as an RFC 5322 phrase: atoms as they are, other ASCII quoted,
+    the rest encoded. Text that looks like an encoded-word is encoded too, so that a
+    client shows what was typed rather than decoding it."""
+    if name.isascii() and "=?" not in name:
+        if _ATOMS.fullmatch(name):
+            return name
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _encoded_words(header, name)
+
+
+def _addr_spec(email: str) -> str:
+    """The address for a header: an IDN domain as punycode when the local part is ASCII;
+    a non-ASCII local part leaves the whole address in UTF-8 (RFC 6532, sent with
+    SMTPUTF8)."""
+    email = clean_header(email)
+    if email.isascii():
+        return email
+    local, _, domain = email.rpartition("@")
+    if not local.isascii():
+        return email
+    return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+
+
+def _address(name: str, email: str, header: str = "To") -> str:
+    """`Name <addr>`, the name capped at NAME_LIMIT; a long line folds before `<`."""
+    addr = _addr_spec(email)
+    name = capped(name, NAME_LIMIT)
+    if not name:
+        return addr
+    phrase = _phrase(header, name)
+    _, newline, last = phrase.rpartition("\r\n")
+    width = len(last) + (0 if newline else len(header) + 2) + len(addr) + 3
+    fold = " " if width <= 78 else "\r\n "
+    return f"{phrase}{fold}<{addr}>"
+
+
+def _fold(name: str, value: str) -> str:
+    """ASCII VALUE folded at its spaces under 78 columns where its words allow. (Header
+    puts a word longer than the line on a line of its own, after an empty first line,
+    and readers then show a leading space.)"""
+    lines: list[str] = []
+    line, width = "", 78 - len(name) - 2
+    for word in value.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line, width = word, 77
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return "\r\n ".join(lines)
+
+
+def _unstructured(name: str, value: str) -> str:
+    """A text header (Subject): ASCII as it is, folded at spaces, else RFC 2047
+    encoded-words (also ASCII that looks like one)."""
+    if value.isascii() and "=?" not in value:
+        if len(name) + len(value) < 76:  # most subjects: nothing to do
+            return value
+        return _fold(name, value)
+    return _encoded_words(name, value)
 
 
 # Bytes a 7bit line may hold besides printable ASCII: tab (the line feed is the end).
@@ -137,10 +215,10 @@ def build(mail: Mail) -> bytes:
     header back with email.policy.default.
     """
     headers = [
-        ("From", _sender(mail.sender)),
+        ("From", _sender(mail.sender, "From")),
         ("To", _address(mail.recipient_name, mail.recipient_email)),
-        *([("Reply-To", _sender(mail.reply_to))] if mail.reply_to else []),
-        ("Subject", _encoded("Subject", clean_header(mail.subject))),
+        *([("Reply-To", _sender(mail.reply_to, "Reply-To"))] if mail.reply_to else []),
+        ("Subject", _unstructured("Subject", capped(mail.subject, SUBJECT_LIMIT))),
         ("Date", _date(mail.date)),
         ("Message-ID", clean_header(mail.message_id)),
         ("List-Unsubscribe", f"<{clean_header(mail.unsubscribe_url)}>,\r\n "
@@ -153,8 +231,9 @@ def build(mail: Mail) -> bytes:
     boundary = "=_mailer_" + hashlib.sha256(mail.message_id.encode()).hexdigest()[:24]
     while boundary.encode() in text or boundary.encode() in html:
         boundary += "_"
-    headers.append(("Content-Type", f"multipart/alternative; boundary=\"{boundary}\""))
-    head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
+    headers.append(("Content-Type", f"multipart/alternative;\r\n boundary=\"{boundary}\""))
+    # UTF-8 only for a non-ASCII local part (RFC 6532); everything else is ASCII.
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("utf-8")
     marker = f"--{boundary}\r\n".encode()
     return b"".join((head, b"\r\n", marker, text, b"\r\n", marker, html,
                      f"\r\n--{boundary}--\r\n".encode()))

@@ -10,7 +10,7 @@ from email.policy import default
 
 import pytest
 
-from mailer.message import Mail, build, message_id
+from mailer.message import SUBJECT_LIMIT, Mail, build, message_id
 
 MAIL = Mail(
     sender="Pine & Co <hello@shop.example>",
@@ -74,10 +74,10 @@ def test_newlines_in_data_never_make_headers() -> None:
     assert mail["Subject"] == "Hi X-Injected: yes body"
 
 
-def test_long_subjects_fold_under_998_octets() -> None:
+def test_long_subjects_fold_under_998_octets_and_stop_at_the_limit() -> None:
     data = build(Mail(**{**MAIL.__dict__, "subject": "Sale " * 400}))
-    assert all(len(line) <= 998 for line in data.split(b"\r\n"))
-    assert parse(data)["Subject"] == ("Sale " * 400).strip()
+    assert all(len(line) <= 78 for line in data.partition(b"\r\n\r\n")[0].split(b"\r\n"))
+    assert parse(data)["Subject"] == ("Sale " * 400)[:SUBJECT_LIMIT - 1].rstrip() + "…"
 
 
 def parts(data: bytes) -> dict[str, tuple[str, str]]:
