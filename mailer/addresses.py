@@ -1,7 +1,13 @@
 """Email addresses: syntax check, normalised form and the identity key (DESIGN §3).
 
-Syntax only, never DNS. `email_key` is the NFC, case-folded normalised address,
-so `John@x.com` and `john@x.com` are one person.
+Syntax only, never DNS. `email_key` is the NFC, case-folded normalised address
+with the Unicode form of its domain, so `John@x.com` and `john@x.com` are one
+person, and so are `info@xn--bcher-kva.example` and `info@bücher.example`.
+
+`fold` is the one case fold of the engine: identity keys, the folded shadow
+columns that segments match (mailer.models) and the values segments are
+matched with all go through it, so SQLite and PostgreSQL compare the same
+strings whatever their own lower() does.
 """
 
 from __future__ import annotations
@@ -45,6 +51,33 @@ def parse_address(raw: str) -> Address:
     return Address(email=email, key=email_key(email))
 
 
+def fold(text: str) -> str:
+    """TEXT compared case-insensitively: NFC, then Unicode full case folding, then NFC
+    again (folding can decompose: 'İ' becomes 'i' + U+0307). Context-free, so Greek
+    final sigma, 'ß'/'SS'/'ẞ' and Turkish 'İ' fold the same on every database."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
+
+
+def fold_domain(domain: str) -> str:
+    """A domain's folded Unicode form: an `xn--` label and its Unicode spelling are one
+    name (a label that does not decode stays as written)."""
+    return ".".join(fold(_unicode_label(label)) for label in domain.split("."))
+
+
+def _unicode_label(label: str) -> str:
+    """An IDNA A-label (`xn--...`) as its U-label; any other label as it is. Punycode
+    alone: the A-label's validity was email-validator's to check when it was stored."""
+    if label[:4].lower() != "xn--" or not label.isascii():
+        return label
+    try:
+        return label[4:].lower().encode("ascii").decode("punycode")
+    except UnicodeError:
+        return label
+
+
 def email_key(normalised: str) -> str:
-    """The identity key of an already normalised address."""
-    return unicodedata.normalize("NFC", normalised).casefold()
+    """The identity key of an address: folded, with the Unicode form of its domain."""
+    local, at, domain = normalised.rpartition("@")
+    if not at:
+        return fold(normalised)
+    return f"{fold(local)}@{fold_domain(domain)}"

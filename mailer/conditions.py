@@ -140,7 +140,7 @@ class _Parser:
                          + (f", got {keys}" if keys else f", got {_flow(data)!r}"))
             return None
         key, value = next(iter(data.items()))
-        key_line = data.key_lines[key] if isinstance(data, YamlMap) else line
+        key_line = data.key_lines.get(key, line) if isinstance(data, YamlMap) else line
         here = f"{field}.{key}" if field else str(key)
         if key in ("all", "any"):
             return self.group(key, value, here, key_line)

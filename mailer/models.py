@@ -6,6 +6,7 @@ Later features add their tables here, each with a migration.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -25,6 +26,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from mailer.addresses import fold
 
 CONSENT_STATES = ("subscribed", "not_subscribed", "unsubscribed", "bounced", "complained")
 ORDER_STATUSES = ("paid", "refunded", "cancelled")
@@ -101,6 +104,13 @@ class Customer(Base):
     topics: Mapped[list[str] | None] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Folded shadows of the values segments match case-insensitively (see folded()).
+    # Text, not String(n): folding can lengthen a value ('ß' -> 'ss').
+    country_folded: Mapped[str | None] = mapped_column(Text)
+    city_folded: Mapped[str | None] = mapped_column(Text)
+    locale_folded: Mapped[str | None] = mapped_column(Text)
+    tags_folded: Mapped[list[str] | None] = mapped_column(Json)
+    attributes_folded: Mapped[dict[str, Any] | None] = mapped_column(Json)
 
 
 class Order(Base):
@@ -133,6 +143,34 @@ class OrderLine(Base):
     category: Mapped[str | None] = mapped_column(Text)
     quantity: Mapped[int] = mapped_column(Integer, default=1)
     price_minor: Mapped[int | None] = mapped_column(BigInteger)
+    sku_folded: Mapped[str | None] = mapped_column(Text)
+    product_folded: Mapped[str | None] = mapped_column(Text)
+    category_folded: Mapped[str | None] = mapped_column(Text)
+
+
+# Columns that segments match case-insensitively (DESIGN §4.1), each with a shadow
+# `<name>_folded` holding mailer.addresses.fold of it. SQLite's lower() folds ASCII only
+# and PostgreSQL's follows the database's collation, so neither is asked: every writer
+# of these columns writes folded(values) beside them, and segments compare folded
+# shadows with folded literals.
+FOLDED = {"customers": ("country", "city", "locale", "tags", "attributes"),
+          "order_lines": ("sku", "product", "category")}
+
+
+def _fold_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return fold(value)
+    if isinstance(value, list):
+        return [_fold_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _fold_value(item) for key, item in value.items()}
+    return value  # numbers, booleans and None compare as they are
+
+
+def folded(table: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The folded shadow columns of TABLE for the matched columns present in VALUES."""
+    return {f"{name}_folded": _fold_value(values[name])
+            for name in FOLDED[table] if name in values}
 
 
 class Suppression(Base):

@@ -6,11 +6,17 @@ one over order lines; lines are never joined into order totals (a fan-out would
 multiply `spent`). Every leaf is two-valued (a missing value is false, never
 NULL), so `not:` is the complement over all customers. `in_segment` is inlined;
 a cycle is an error. Pure: `now`, the zone and the currency are passed in.
+
+Text matches compare folded shadow columns with literals folded by the same
+Python function (mailer.addresses.fold; the shadows are written by mailer.models.folded),
+never the database's lower(): SQLite's folds ASCII only and PostgreSQL's follows
+the collation, so the two would pick different audiences.
 """
 
 from __future__ import annotations
 
 import calendar
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -19,11 +25,15 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    ARRAY,
+    BigInteger,
     ColumnElement,
     Float,
     Select,
     Table,
     and_,
+    any_,
+    bindparam,
     case,
     distinct,
     exists,
@@ -35,9 +45,11 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy import Text as TextType
 from sqlalchemy.sql.elements import True_
 from sqlalchemy.sql.expression import Subquery
 
+from mailer.addresses import fold, fold_domain
 from mailer.clock import localize
 from mailer.conditions import (
     All,
@@ -57,6 +69,11 @@ from mailer.money import exponent
 CUSTOMERS = cast(Table, Customer.__table__)
 ORDERS = cast(Table, Order.__table__)
 LINES = cast(Table, OrderLine.__table__)
+
+# Lists longer than this go to the database as one parameter (an array on PostgreSQL, a
+# JSON array read by json_each on SQLite): PostgreSQL takes at most 65,535 bound
+# parameters a statement, SQLite 32,766, and a long IN list costs more to plan than to run.
+INLINE_VALUES = 100
 
 
 @dataclass(frozen=True)
@@ -167,11 +184,12 @@ class _Compiler:
             return lambda refs: found if presence else not_(found)
         if kind == "orders":
             label = self.order_agg("n", c.window)
-            return lambda refs: _compare(_agg(refs.orders, label), c.compares)
+            return lambda refs: _compare(_agg(refs.orders, label), c.compares, self.among)
         if kind == "spent":
             label = self.order_agg("s", c.window)
             places = exponent(self.scope.currency)
-            return lambda refs: _compare_money(_agg(refs.orders, label), c.compares, places)
+            return lambda refs: _compare_money(_agg(refs.orders, label), c.compares, places,
+                                                self.among)
         if kind == "average_order":
             total, count = self.order_agg("s", c.window), self.order_agg("nc", c.window)
             places = exponent(self.scope.currency)
@@ -185,14 +203,14 @@ class _Compiler:
         if kind == "bought":
             label = self.line_agg(c)
             compares = c.compares or (Compare("at_least", 1),)
-            return lambda refs: _compare(_agg(refs.lines, label), compares)
+            return lambda refs: _compare(_agg(refs.lines, label), compares, self.among)
         if kind in ("country", "locale", "city"):
-            column = CUSTOMERS.c[kind]
+            column = CUSTOMERS.c[f"{kind}_folded"]
             return lambda refs: self.text(column, c.compares)
         if kind == "email_domain":
-            domains = [str(v).casefold() for v in _values(c.compares)]
-            return lambda refs: or_(*(CUSTOMERS.c.email_key.endswith("@" + d, autoescape=True)
-                                      for d in domains))
+            # email_key is folded with the Unicode form of its domain: fold the same way.
+            domains = [fold_domain(str(v)) for v in _values(c.compares)]
+            return lambda refs: self.among(self.domain(), domains)
         if kind == "tags":
             return lambda refs: self.tags(_values(c.compares))
         if kind == "age":
@@ -206,7 +224,8 @@ class _Compiler:
             return lambda refs: _known(CUSTOMERS.c.birth_md, CUSTOMERS.c.birth_md.in_(days))
         if kind == "referrals":
             self.referrals = True
-            return lambda refs: _compare(_agg(refs.referrals, "referrals"), c.compares)
+            return lambda refs: _compare(_agg(refs.referrals, "referrals"), c.compares,
+                                         self.among)
         if kind == "attribute":
             assert c.name is not None
             return lambda refs: self.attribute(c.name or "", c.compares)
@@ -227,7 +246,7 @@ class _Compiler:
             assert c.what is not None
             what, value = c.what
             found = found.where(LINES.c.order_id == ORDERS.c.id,
-                                self.fold(LINES.c[what], [value]) == self.fold_value(value))
+                                LINES.c[f"{what}_folded"] == fold(value))
         return found
 
     def window(self, window: Window | None) -> tuple[str, ColumnElement[bool]]:
@@ -272,11 +291,11 @@ class _Compiler:
         assert c.what is not None
         what, value = c.what
         key, inside = self.window(c.window)
-        wanted = (what, self.fold_value(value), key)
+        wanted = (what, fold(value), key)
         if wanted in self.line_labels:
             return self.line_labels[wanted]
         label = self.line_labels[wanted] = f"b{len(self.line_aggs)}_{key}"
-        match = self.fold(LINES.c[what], [value]) == self.fold_value(value)
+        match = LINES.c[f"{what}_folded"] == fold(value)
         self.line_aggs[label] = func.count(distinct(case((and_(match, inside),
                                                           LINES.c.order_id)))).label(label)
         self.line_rows.append(and_(match, inside))
@@ -284,35 +303,43 @@ class _Compiler:
 
     # --- leaves -------------------------------------------------------------------------------
 
-    def fold(self, column: ColumnElement[Any], values: list[str]) -> ColumnElement[Any]:
-        """Lower-case a column to match VALUES case-insensitively. SQLite's lower() folds
-        ASCII only; for non-ASCII values mailer registers a Unicode-aware mailer_lower()
-        (a Python call per row, so only when needed)."""
-        if self.scope.dialect == "sqlite" and not all(v.isascii() for v in values):
-            return func.mailer_lower(column)
-        return func.lower(column)
+    def among(self, column: ColumnElement[Any], values: list[Any]) -> ColumnElement[bool]:
+        """column IN values, for lists of any length (see INLINE_VALUES)."""
+        unique = list(dict.fromkeys(values))
+        if len(unique) == 1:
+            return cast(ColumnElement[bool], column == unique[0])
+        if len(unique) <= INLINE_VALUES:
+            return column.in_(unique)
+        whole = all(isinstance(v, int) and not isinstance(v, bool) for v in unique)
+        if self.scope.dialect == "postgresql":
+            element = BigInteger() if whole else TextType()
+            return column == any_(bindparam(None, unique, type_=ARRAY(element)))
+        listed = func.json_each(bindparam(None, json.dumps(unique))).table_valued("value")
+        return column.in_(select(listed.c.value))
 
-    @staticmethod
-    def fold_value(value: str) -> str:
-        return value.lower()
+    def domain(self) -> ColumnElement[Any]:
+        """The domain of email_key (an address has one @: email-validator refuses quoted
+        local parts)."""
+        key = CUSTOMERS.c.email_key
+        if self.scope.dialect == "postgresql":
+            return func.split_part(key, "@", 2)
+        return func.substr(key, func.instr(key, "@") + 1)
 
-    def text(self, column: ColumnElement[Any], compares: tuple[Compare, ...]) -> \
+    def text(self, folded_column: ColumnElement[Any], compares: tuple[Compare, ...]) -> \
             ColumnElement[bool]:
-        folded = [self.fold_value(str(v)) for v in _values(compares)]
-        lowered = self.fold(column, folded)
-        test = lowered == folded[0] if len(folded) == 1 else lowered.in_(folded)
-        return _known(column, test)
+        folded = [fold(str(v)) for v in _values(compares)]
+        return _known(folded_column, self.among(folded_column, folded))
 
     def tags(self, values: list[Any]) -> ColumnElement[bool]:
-        folded = [self.fold_value(str(v)) for v in values]
+        folded = [fold(str(v)) for v in values]
+        tags = CUSTOMERS.c.tags_folded
         if self.scope.dialect == "postgresql":
-            element = func.jsonb_array_elements_text(CUSTOMERS.c.tags).table_valued("value")
+            element = func.jsonb_array_elements_text(tags).table_valued("value")
         else:
-            element = func.json_each(CUSTOMERS.c.tags).table_valued("value")
-        lowered = self.fold(element.c.value, folded)
-        return _known(CUSTOMERS.c.tags, exists(select(literal_column("1"))
-                                               .select_from(element)
-                                               .where(lowered.in_(folded))))
+            element = func.json_each(tags).table_valued("value")
+        return _known(tags, exists(select(literal_column("1"))
+                                   .select_from(element)
+                                   .where(self.among(element.c.value, folded))))
 
     def age(self, compares: tuple[Compare, ...]) -> ColumnElement[bool]:
         born = CUSTOMERS.c.birth_date
@@ -344,6 +371,7 @@ class _Compiler:
 
     def attribute(self, name: str, compares: tuple[Compare, ...]) -> ColumnElement[bool]:
         raw = CUSTOMERS.c.attributes[name].as_string()
+        folded_raw = CUSTOMERS.c.attributes_folded[name].as_string()
         tests: list[ColumnElement[bool]] = []
         for compare in compares:
             if compare.op in ("at_least", "at_most"):
@@ -352,8 +380,8 @@ class _Compiler:
                 tests.append(_known(number, number >= limit if compare.op == "at_least"
                                     else number <= limit))
                 continue
-            texts = [text.lower() for v in _values((compare,)) for text in _attribute_texts(v)]
-            tests.append(_known(raw, self.fold(raw, texts).in_(texts)))
+            texts = [fold(text) for v in _values((compare,)) for text in _attribute_texts(v)]
+            tests.append(_known(folded_raw, self.among(folded_raw, texts)))
         return and_(*tests)
 
     def _number(self, raw: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -431,13 +459,17 @@ def _agg(sub: Subquery | None, label: str) -> ColumnElement[Any]:
     return func.coalesce(_column(sub, label), 0)
 
 
-def _compare(value: ColumnElement[Any], compares: tuple[Compare, ...]) -> ColumnElement[bool]:
+Among = Callable[[ColumnElement[Any], list[Any]], ColumnElement[bool]]
+
+
+def _compare(value: ColumnElement[Any], compares: tuple[Compare, ...],
+             among: Among) -> ColumnElement[bool]:
     tests: list[ColumnElement[bool]] = []
     for compare in compares:
         if compare.op == "eq":
             tests.append(value == compare.value)
         elif compare.op == "in":
-            tests.append(value.in_(list(compare.value)))
+            tests.append(among(value, list(compare.value)))
         elif compare.op == "at_least":
             tests.append(value >= compare.value)
         else:
@@ -446,7 +478,7 @@ def _compare(value: ColumnElement[Any], compares: tuple[Compare, ...]) -> Column
 
 
 def _compare_money(total: ColumnElement[Any], compares: tuple[Compare, ...],
-                   places: int) -> ColumnElement[bool]:
+                   places: int, among: Among) -> ColumnElement[bool]:
     """Compare a sum of minor units with amounts in major units, exactly."""
     tests: list[ColumnElement[bool]] = []
     for compare in compares:
@@ -458,7 +490,7 @@ def _compare_money(total: ColumnElement[Any], compares: tuple[Compare, ...],
             tests.append(total <= int(minor[0].to_integral_value(ROUND_FLOOR)))
         else:
             exact = [int(m) for m in minor if m == m.to_integral_value()]
-            tests.append(total.in_(exact) if exact else false())
+            tests.append(among(total, exact) if exact else false())
     return and_(*tests)
 
 

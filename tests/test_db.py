@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,3 +110,69 @@ def test_two_commands_starting_at_once_migrate_sqlite_once(ws: Workspace) -> Non
     results = [(*run.communicate(timeout=60), run.returncode) for run in runs]
     assert [code for _, _, code in results] == [0, 0, 0], [err for _, err, _ in results]
     assert ws.query("SELECT version_num FROM alembic_version")[0][0] == head_revision()
+
+
+def _migrate_to(engine: object, revision: str) -> None:
+    from alembic import command
+
+    from mailer.db import _alembic_config
+
+    config = _alembic_config()
+    with engine.begin() as connection:  # type: ignore[attr-defined]
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_0006_folds_stored_values_and_rekeys_addresses(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from mailer.db import create, upgrade
+
+    url = None if backend == "sqlite" else request.getfixturevalue("fresh_postgres")
+    engine = create(database_url(env_url=url, configured=None, root=tmp_path))
+    _migrate_to(engine, "0005")
+    now = datetime(2026, 11, 1, tzinfo=UTC).replace(tzinfo=None)
+    with engine.begin() as conn:
+        # Rows as an older mailer wrote them: keys with the punycode domain, no shadows.
+        for number, (email, key, city) in enumerate([
+                ("info@bücher.example.com", "info@bücher.example.com", "STRASSBURG"),
+                ("info@xn--bcher-kva.example.com", "info@xn--bcher-kva.example.com", "Σίσυφος"),
+                ("ana@xn--mnchen-3ya.de", "ana@xn--mnchen-3ya.de", "İzmir")], 1):
+            conn.execute(text(
+                "INSERT INTO customers (id, store_id, email, email_key, city, tags, consent, "
+                "created_at, updated_at) VALUES (:id, :sid, :email, :key, :city, :tags, "
+                "'subscribed', :now, :now)"),
+                {"id": number, "sid": f"C{number}", "email": email, "key": key, "city": city,
+                 "tags": '["VIP", "Maße"]', "now": now})
+        conn.execute(text("INSERT INTO orders (id, store_id, customer_id, placed_at, status, "
+                          "currency, total_minor) VALUES (1, 'O1', 1, :now, 'paid', 'EUR', 1)"),
+                     {"now": now})
+        conn.execute(text("INSERT INTO order_lines (id, order_id, position, sku, category, "
+                          "quantity) VALUES (1, 1, 1, 'SH-1', 'SÜSSWAREN', 1)"))
+        for number, key in enumerate(["x@xn--mnchen-3ya.de", "x@münchen.de",
+                                      "ana@xn--mnchen-3ya.de"], 1):
+            conn.execute(text("INSERT INTO suppressions (id, email_key, reason, source, "
+                              "created_at) VALUES (:id, :key, 'manual', 'test', :now)"),
+                         {"id": number, "key": key, "now": now})
+    with caplog.at_level("WARNING", logger="mailer.migrations"):
+        upgrade(engine)  # must not crash on the collision
+    assert current_revision(engine) == head_revision()
+    with engine.connect() as conn:
+        customers = {row.store_id: row for row in conn.execute(text(
+            "SELECT store_id, email_key, city_folded, tags_folded FROM customers"))}
+        line = conn.execute(text("SELECT category_folded, sku_folded FROM order_lines")).one()
+        suppressed = sorted(conn.execute(text("SELECT email_key FROM suppressions")).scalars())
+    engine.dispose()
+    assert customers["C1"].email_key == "info@bücher.example.com"
+    # C2 is the same person as C1: reported, left as it was for the operator to merge.
+    assert customers["C2"].email_key == "info@xn--bcher-kva.example.com"
+    assert "customer C2 keeps the address key info@xn--bcher-kva.example.com" in caplog.text
+    assert "as customer C1 (merge them)" in caplog.text
+    assert customers["C3"].email_key == "ana@münchen.de"
+    assert [customers[s].city_folded for s in ("C1", "C2", "C3")] == [
+        "strassburg", "σίσυφοσ", "i\u0307zmir"]
+    tags = customers["C1"].tags_folded
+    assert (json.loads(tags) if isinstance(tags, str) else tags) == ["vip", "masse"]
+    assert tuple(line) == ("süsswaren", "sh-1")
+    assert suppressed == ["ana@münchen.de", "x@münchen.de"]
