@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 
 from mailer.errors import ConfigError, Problem
-from mailer.models import Customer, Order, OrderLine
+from mailer.models import Customer, Order, OrderLine, folded
 from mailer.records import (
     BadRow,
     Context,
@@ -152,6 +152,7 @@ class _CustomerWriter:
         values.update(row.values)
         attributes = {k: v for k, v in row.attributes.items() if v is not None}
         consent = "not_subscribed" if row.subscribed is False else "subscribed"
+        values.update(folded("customers", {**values, "attributes": attributes or None}))
         return {**values, "store_id": row.store_id, "email": row.email,
                 "email_key": row.email_key, "birth_md": _month_day(values["birth_date"]),
                 "attributes": attributes or None, "referral_code": None,
@@ -179,6 +180,7 @@ class _CustomerWriter:
         if moved is not None:
             values.update(consent=moved, consent_at=self._now, consent_source="import",
                           consent_reason=None)
+        values.update(folded("customers", values))  # the shadows segments match
         return values
 
     def finish(self, stopped_at: int | None) -> None:
@@ -313,7 +315,8 @@ class _OrderWriter:
                   "quantity": item.quantity, "price_minor": item.price_minor}
                  for r in good for position, item in enumerate(r.items, 1)]
         if lines:
-            self._conn.execute(insert(_LINES), lines)
+            self._conn.execute(insert(_LINES), [{**ln, **folded("order_lines", ln)}
+                                                for ln in lines])
         self._tally.written(sum(len(r.lines) for r in good))
 
     def finish(self, stopped_at: int | None) -> None:
