@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,7 +18,7 @@ from mailer.addresses import has_control_character, parse_address
 from mailer.clock import iso_z, parse_local, zone
 from mailer.errors import InvalidValue, Problem
 from mailer.models import ORDER_STATUSES
-from mailer.money import format_minor, to_minor
+from mailer.money import exponent, format_minor, to_minor
 from mailer.settings import Settings
 
 CUSTOMER_COLUMNS = ("id", "email", "first_name", "last_name", "birth_date", "timezone", "locale",
@@ -27,10 +28,18 @@ ORDER_COLUMNS = ("order_id", "customer_id", "placed_at", "status", "currency", "
                  "product", "category", "quantity", "price", "coupon")
 ORDER_REQUIRED = ("order_id", "customer_id", "placed_at", "total")
 ITEM_FIELDS = ("sku", "product", "category", "quantity", "price")
+IDENTIFIERS = ("id", "referred_by", "order_id", "customer_id")  # store ids, text
+MAX_COLUMNS = 500  # columns of a file, attributes of a customer
+MAX_MAJOR_DIGITS = 12  # an amount is below 10**12 in major units: sums stay in int64
+MAX_QUANTITY = 1_000_000_000  # fits the 32-bit quantity column
 
 _TRUE = {"true", "yes", "1", "y"}
 _FALSE = {"false", "no", "0", "n"}
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
+# What a spreadsheet writes for a number it has rounded (1.23457E+17) and for none at all.
+_SCIENTIFIC = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+_NOT_A_NUMBER = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity",
+                 "-infinity"}
 
 
 class BadRow(ValueError):
@@ -86,6 +95,9 @@ def check_header(header: list[str], kind: str, path: str) -> tuple[list[Problem]
     known = CUSTOMER_COLUMNS if kind == "customers" else ORDER_COLUMNS
     required = CUSTOMER_REQUIRED if kind == "customers" else ORDER_REQUIRED
     errors, warnings = [], []
+    if len(header) > MAX_COLUMNS:
+        return [Problem(path, 1, None, f"the header has {len(header)} columns; an import reads "
+                        f"at most {MAX_COLUMNS} (the known columns and custom attributes)")], []
     seen: set[str] = set()
     for name in header:
         if name in seen:
@@ -125,9 +137,30 @@ def _text(record: Mapping[str, Any], key: str) -> str | None:
 
 
 def _required(record: Mapping[str, Any], key: str) -> str:
-    value = _text(record, key) if key in record else None
+    if key in IDENTIFIERS:
+        value = _identifier(record, key)
+    else:
+        value = _text(record, key) if key in record else None
     if value is None:
         raise BadRow(f"{key} is missing")
+    return value
+
+
+def _identifier(record: Mapping[str, Any], key: str) -> str | None:
+    """A store id: text, or a whole JSON number. Text that reads as a rounded or missing
+    number is refused: two ids a spreadsheet rounded alike would be one customer."""
+    raw = record.get(key)
+    if isinstance(raw, float):
+        raise BadRow(f"{key}: {raw!r} is not a whole number (write ids as strings)")
+    value = _text(record, key) if key in record else None
+    if value is None or not isinstance(raw, str):
+        return value
+    if value.lower() in _NOT_A_NUMBER:
+        raise BadRow(f"{key}: {value!r} is a placeholder for a missing number, not an id")
+    if _SCIENTIFIC.match(value):
+        raise BadRow(f"{key}: {value!r} is a number in scientific notation, as a spreadsheet "
+                     "writes a long number it has rounded: export the column as text "
+                     "(or use JSON Lines)")
     return value
 
 
@@ -208,9 +241,11 @@ def parse_customer(line: int, record: Mapping[str, Any], ctx: Context,
     except InvalidValue as err:
         raise BadRow(err.message) from None
     values: dict[str, Any] = {}
-    for key in ("first_name", "last_name", "city", "country", "referred_by"):
+    for key in ("first_name", "last_name", "city", "country"):
         if key in record:
             values[key] = _text(record, key)
+    if "referred_by" in record:
+        values["referred_by"] = _identifier(record, "referred_by")
     if "locale" in record:
         locale = _text(record, "locale")
         if locale is not None and not _LOCALE.match(locale):
@@ -241,6 +276,8 @@ def parse_customer(line: int, record: Mapping[str, Any], ctx: Context,
         extra = record.get("attributes")
         if extra is not None and not isinstance(extra, dict):
             raise BadRow(f"attributes: expected an object, got {extra!r}")
+        if extra is not None and len(extra) > MAX_COLUMNS:
+            raise BadRow(f"attributes: {len(extra)} fields; a customer has at most {MAX_COLUMNS}")
         attributes = dict(extra or {})
     else:
         for key, value in record.items():
@@ -319,6 +356,16 @@ def _amount(record: Mapping[str, Any], key: str, currency: str) -> int | None:
     if isinstance(value, bool):
         raise BadRow(f"{key}: expected an amount like 12.34, got {value!r}")
     try:
+        magnitude = Decimal(str(value).strip())
+    except InvalidOperation:
+        magnitude = Decimal(0)  # to_minor says what is wrong with it
+    if magnitude.is_finite() and magnitude and magnitude.adjusted() >= MAX_MAJOR_DIGITS:
+        # Checked before scaling: 1e400 would become a 400-digit integer no column holds.
+        largest = format_minor(10 ** (MAX_MAJOR_DIGITS + exponent(currency)) - 1, currency)
+        shown = str(value).strip()
+        shown = shown if len(shown) <= 20 else shown[:20] + "…"
+        raise BadRow(f"{key}: {shown} is too large (at most {largest} {currency})")
+    try:
         minor = to_minor(value, currency)
     except InvalidValue as err:
         raise BadRow(f"{key}: {err.message}") from None
@@ -332,8 +379,12 @@ def _item(line: int, record: Mapping[str, Any], currency: str) -> LineItem:
     quantity = 1
     if quantity_raw is not None and str(quantity_raw).strip():
         text = str(quantity_raw).strip()
-        if isinstance(quantity_raw, bool) or not re.fullmatch(r"\d+", text) or int(text) < 1:
+        if isinstance(quantity_raw, bool) or not re.fullmatch(r"\d+", text) or not text.strip("0"):
             raise BadRow(f"quantity: expected a whole number of at least 1, got {quantity_raw!r}")
+        # The length first: int() of thousands of digits is slow, then refused by Python.
+        if len(text.lstrip("0")) > len(str(MAX_QUANTITY)) or int(text) > MAX_QUANTITY:
+            raise BadRow(f"quantity: expected a whole number from 1 to {MAX_QUANTITY}, "
+                         f"got {text[:20]!r}")
         quantity = int(text)
     return LineItem(
         line=line,

@@ -223,3 +223,110 @@ def test_strict_and_a_file_that_stops_write_nothing(db: Workspace) -> None:
     assert result.code == 1
     assert result.stdout.strip() == "a.csv: 0 rows written, 1 skipped (--strict: nothing written)"
     assert customers(db) == {}
+
+
+# --- edge cases (issue 15, item 11): every one a row error, never a traceback -------------
+
+
+def test_json_numbers_that_do_not_fit_are_row_errors(db: Workspace) -> None:
+    db.write("a.jsonl", "".join(line + "\n" for line in [
+        '{"id": 1e400, "email": "a@example.com"}',
+        '{"id": Infinity, "email": "b@example.com"}',
+        '{"id": "N1", "email": "c@example.com", "attributes": {"score": NaN}}',
+        '{"id": -Infinity, "email": "d@example.com"}',
+        '{"id": 123456789012345678901234567890, "email": "e@example.com"}',
+        '{"id": "N2", "email": "f@example.com", "attributes": {"n": ' + "9" * 5000 + "}}",
+        '{"id": 12.5, "email": "g@example.com"}',
+        '{"id": 42, "email": "h@example.com", "attributes": {"ratio": 2.5e-3, "n": -7}}',
+    ]))
+    result = db.run("import", "customers", "a.jsonl", "--json", *NOW)
+    assert result.code == 1
+    assert [(e["line"], e["reason"]) for e in result.json()["errors"]] == [
+        (1, "not valid JSON: the number 1e400 is out of range"),
+        (2, "not valid JSON: Infinity is not a JSON number"),
+        (3, "not valid JSON: NaN is not a JSON number"),
+        (4, "not valid JSON: -Infinity is not a JSON number"),
+        (5, "not valid JSON: the number 12345678901234567890… has more than 19 digits "
+            "(write long ids as strings)"),
+        (6, "not valid JSON: the number 99999999999999999999… has more than 19 digits "
+            "(write long ids as strings)"),
+        (7, "id: 12.5 is not a whole number (write ids as strings)"),
+    ]
+    attributes = customers(db)["42"]["attributes"]
+    assert (json.loads(attributes) if isinstance(attributes, str) else attributes) == {
+        "ratio": 0.0025, "n": -7}
+    assert list(customers(db)) == ["42"]
+
+
+def test_spreadsheet_numbers_as_csv_ids_are_row_errors(db: Workspace) -> None:
+    # Two long ids a spreadsheet rounded to 1.23457E+17 would be one customer overwritten.
+    db.write("a.csv", "id,email,referred_by\n1.23457E+17,a@example.com,\n1e400,b@example.com,\n"
+                      "NaN,c@example.com,\nR1,d@example.com,Infinity\nR2,e@example.com,\n"
+                      "1E5X,f@example.com,\n")
+    result = db.run("import", "customers", "a.csv", *NOW)
+    assert result.code == 1
+    assert result.stderr.splitlines() == [
+        "a.csv:2: id: '1.23457E+17' is a number in scientific notation, as a spreadsheet "
+        "writes a long number it has rounded: export the column as text (or use JSON Lines)",
+        "a.csv:3: id: '1e400' is a number in scientific notation, as a spreadsheet "
+        "writes a long number it has rounded: export the column as text (or use JSON Lines)",
+        "a.csv:4: id: 'NaN' is a placeholder for a missing number, not an id",
+        "a.csv:5: referred_by: 'Infinity' is a placeholder for a missing number, not an id",
+    ]
+    assert list(customers(db)) == ["1E5X", "R2"]
+
+
+def test_json_nested_too_deep_is_a_row_error(db: Workspace) -> None:
+    deep = "[" * 40 + "]" * 40
+    abyss = "[" * 100_000 + "]" * 100_000  # deeper than Python's recursion limit
+    db.write("a.jsonl", "".join(line + "\n" for line in [
+        '{"id": "D1", "email": "a@example.com", "attributes": {"x": ' + deep + "}}",
+        '{"id": "D2", "email": "b@example.com", "attributes": {"x": ' + abyss + "}}",
+        '{"id": "D3", "email": "c@example.com", "attributes": {"x": [[1, 2], {"y": [3]}]}}',
+    ]))
+    result = db.run("import", "customers", "a.jsonl", "--json", *NOW)
+    assert result.code == 1
+    assert result.json()["errors"] == [
+        {"line": 1, "reason": "not valid JSON: nested deeper than 16 levels"},
+        {"line": 2, "reason": "not valid JSON: nested deeper than 16 levels"}]
+    assert list(customers(db)) == ["D3"]
+
+
+def test_absurd_column_counts_are_refused(db: Workspace) -> None:
+    header = "id,email," + ",".join(f"x{i}" for i in range(2000))
+    db.write("wide.csv", header + "\nW1,w1@example.com," + ",".join("1" * 2000) + "\n")
+    result = db.run("import", "customers", "wide.csv", "--json", *NOW)
+    assert result.code == 1
+    assert result.json()["error"] == {
+        "message": "the header has 2002 columns; an import reads at most 500 (the known "
+                   "columns and custom attributes)", "path": "wide.csv", "line": 1}
+    many = json.dumps({f"a{i}": i for i in range(501)})
+    db.write("wide.jsonl", '{"id": "W2", "email": "w2@example.com", "attributes": ' + many + "}\n"
+             '{"id": "W3", "email": "w3@example.com"}\n')
+    result = db.run("import", "customers", "wide.jsonl", "--json", *NOW)
+    assert result.json()["errors"] == [
+        {"line": 1, "reason": "attributes: 501 fields; a customer has at most 500"}]
+    # a line of a megabyte is no record: the file stops there, what came before stays
+    db.write("long.csv", "id,email\nL1,l1@example.com\nL2,l2@example.com" + "," * 2**20 +
+             "\nL3,l3@example.com\n")
+    result = db.run("import", "customers", "long.csv", *NOW)
+    assert result.code == 1
+    assert result.stderr.splitlines() == [
+        "long.csv:3: a line longer than 1 MiB is not a record; the import stops here"]
+    assert list(customers(db)) == ["L1", "W3"]
+
+
+def test_a_byte_order_mark_mid_file_is_a_row_error(db: Workspace) -> None:
+    # `cat a.csv b.csv`: the second export's BOM and header land in the middle
+    db.write("a.csv", "\ufeffid,email\nB1,b1@example.com\n\ufeffid,email\n\ufeffB2,b2@example.com\n"
+                      "B3,b3@example.com\n")
+    result = db.run("import", "customers", "a.csv", *NOW)
+    assert result.code == 1
+    reason = ("a byte-order mark (U+FEFF) in the middle of the file, where two files were "
+              "joined: remove it and import again")
+    assert result.stderr.splitlines() == [f"a.csv:3: {reason}", f"a.csv:4: {reason}"]
+    db.write("b.jsonl", '{"id": "J1", "email": "j1@example.com"}\n'
+                        '\ufeff{"id": "J2", "email": "j2@example.com"}\n')
+    result = db.run("import", "customers", "b.jsonl", *NOW)
+    assert result.stderr.splitlines() == [f"b.jsonl:2: {reason}"]
+    assert list(customers(db)) == ["B1", "B3", "J1"]

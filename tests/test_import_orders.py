@@ -155,3 +155,62 @@ def test_missing_columns_and_unused_columns(db: Workspace) -> None:
     result = db.run("import", "orders", "b.csv", *NOW)
     assert result.code == 0
     assert "b.csv:1: warning: column 'shipping' is not used" in result.stderr
+
+
+# --- edge cases (issue 15, item 11): every one a row error, never a traceback -------------
+
+
+def test_amounts_and_quantities_that_do_not_fit_are_row_errors(db: Workspace) -> None:
+    with_customers(db)
+    db.write("o.csv", HEADER +
+             "O1,C1,2026-11-20T12:00,paid,EUR,1e400,A,,,1,5\n"
+             "O2,C1,2026-11-20T12:00,paid,EUR,Infinity,A,,,1,5\n"
+             "O3,C1,2026-11-20T12:00,paid,EUR,NaN,A,,,1,5\n"
+             "O4,C1,2026-11-20T12:00,paid,EUR,99999999999999999999,A,,,1,5\n"
+             "O5,C1,2026-11-20T12:00,paid,JPY,5,A,,,1,1e30\n"
+             "O6,C1,2026-11-20T12:00,paid,EUR,5,A,,,99999999999999999999,5\n"
+             "NaN,C1,2026-11-20T12:00,paid,EUR,5,A,,,1,5\n"
+             "O8,1e400,2026-11-20T12:00,paid,EUR,5,A,,,1,5\n"
+             "O9,C1,2026-11-20T12:00,paid,EUR,999999999999.99,A,,,1000000000,5\n")
+    result = db.run("import", "orders", "o.csv", "--json", *NOW)
+    assert result.code == 1
+    assert [(e["line"], e["reason"]) for e in result.json()["errors"]] == [
+        (2, "total: 1e400 is too large (at most 999999999999.99 EUR)"),
+        (3, "total: expected an amount like 12.34, got 'Infinity'"),
+        (4, "total: expected an amount like 12.34, got 'NaN'"),
+        (5, "total: 99999999999999999999 is too large (at most 999999999999.99 EUR)"),
+        (6, "price: 1e30 is too large (at most 999999999999 JPY)"),
+        (7, "quantity: expected a whole number from 1 to 1000000000, "
+            "got '99999999999999999999'"),
+        (8, "order_id: 'NaN' is a placeholder for a missing number, not an id"),
+        (9, "customer_id: '1e400' is a number in scientific notation, as a spreadsheet writes "
+            "a long number it has rounded: export the column as text (or use JSON Lines)"),
+    ]
+    assert orders(db)["O9"][2:] == ("paid", "EUR", 99999999999999)
+    assert list(orders(db)) == ["O9"]
+
+
+def test_json_orders_with_numbers_that_do_not_fit(db: Workspace) -> None:
+    with_customers(db)
+    good = {"order_id": "J9", "customer_id": "C1", "placed_at": "2026-11-01", "total": 5,
+            "items": [{"sku": "X", "quantity": 1, "price": 5}]}
+    db.write("o.jsonl", "".join(line + "\n" for line in [
+        '{"order_id": 1e400, "customer_id": "C1", "placed_at": "2026-11-01", "total": 5}',
+        '{"order_id": "J2", "customer_id": "C1", "placed_at": "2026-11-01", "total": 1e400}',
+        '{"order_id": "J3", "customer_id": "C1", "placed_at": "2026-11-01", "total": NaN}',
+        '{"order_id": "J4", "customer_id": "C1", "placed_at": "2026-11-01", "total": 1e300}',
+        '{"order_id": "J5", "customer_id": "C1", "placed_at": "2026-11-01", "total": 5, '
+        '"items": [{"quantity": 12345678901234567890}]}',
+        json.dumps(good),
+    ]))
+    result = db.run("import", "orders", "o.jsonl", "--json", *NOW)
+    assert result.code == 1
+    assert [(e["line"], e["reason"]) for e in result.json()["errors"]] == [
+        (1, "not valid JSON: the number 1e400 is out of range"),
+        (2, "not valid JSON: the number 1e400 is out of range"),
+        (3, "not valid JSON: NaN is not a JSON number"),
+        (4, "total: 1e+300 is too large (at most 999999999999.99 EUR)"),
+        (5, "not valid JSON: the number 12345678901234567890 has more than 19 digits "
+            "(write long ids as strings)"),
+    ]
+    assert list(orders(db)) == ["J9"]
