@@ -1,8 +1,11 @@
 """DKIM signatures (RFC 6376: rsa-sha256, relaxed/relaxed) with the `cryptography` package.
 
-The signature covers From, To, Subject, Date, Message-ID, both List-Unsubscribe
-headers, MIME-Version and Content-Type (DESIGN §6). The key is parsed once;
-signing a mail is one SHA-256 of its body and one RSA operation.
+The signature covers From, To, Cc, Reply-To, Subject, Date, Message-ID, both
+List-Unsubscribe headers (RFC 8058 §4), MIME-Version and Content-Type (DESIGN §6),
+and over-signs every one of them (RFC 6376 §5.4): each name is listed once more
+than it occurs, which signs "no further instance", so a header added on the way
+(a second From or Subject a reader would see) breaks the signature. The key is
+parsed once; signing a mail is one SHA-256 of its body and one RSA operation.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from mailer.errors import UserError
 from mailer.sender import Sign
 from mailer.settings import Dkim
 
-SIGNED = ("from", "to", "subject", "date", "message-id", "list-unsubscribe",
-          "list-unsubscribe-post", "mime-version", "content-type")
+SIGNED = ("from", "to", "cc", "reply-to", "subject", "date", "message-id",
+          "list-unsubscribe", "list-unsubscribe-post", "mime-version", "content-type")
 _WSP = re.compile(rb"[ \t]+")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
 
@@ -60,21 +63,40 @@ class Signer:
     def __call__(self, message: bytes) -> bytes:
         head, _, body = message.partition(b"\r\n\r\n")
         digest = base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest()).decode()
-        present = {name.strip().lower(): value for name, value in _headers(head)}
-        names = [name for name in SIGNED if name.encode() in present]
+        present: dict[bytes, list[bytes]] = {}
+        for field, raw in _headers(head):
+            present.setdefault(field.strip().lower(), []).append(raw)
+        names: list[str] = []
+        signed = b""
+        for name in SIGNED:
+            values = present.get(name.encode(), [])
+            # Instances are taken from the bottom up (RFC 6376 §5.4.2); the extra
+            # listing matches no instance and so signs the absence of another one.
+            names += [name] * (len(values) + 1)
+            signed += b"".join(_relaxed_header(name.encode(), raw) + b"\r\n"
+                               for raw in reversed(values))
         tags = ["v=1", "a=rsa-sha256", "c=relaxed/relaxed", f"d={self.domain}",
-                f"s={self.selector}", f"t={int(time.time())}", f"h={':'.join(names)}",
+                f"s={self.selector}", f"t={int(time.time())}", f"h={_fold_names(names)}",
                 f"bh={digest}", "b="]
-        signed = b"".join(_relaxed_header(name.encode(), present[name.encode()]) + b"\r\n"
-                          for name in names)
-        signed += _relaxed_header(b"DKIM-Signature", "; ".join(tags).encode())
+        # Folded after "; " and after a ":" of h= (FWS is allowed there); what is signed
+        # is the relaxed form of exactly these folded tags, so every verifier unfolds
+        # them to the same bytes. Folds inside b= do not count (verifiers drop its value).
+        value = ";\r\n\t".join(tags)
+        signed += _relaxed_header(b"DKIM-Signature", value.encode())
         signature = base64.b64encode(
             self.key.sign(signed, padding.PKCS1v15(), hashes.SHA256())).decode()
-        # Folded where relaxed canonicalisation gives back what was signed: after a
-        # "; " (a fold unfolds to one space) and inside b= (verifiers drop its value).
-        value = ";\r\n\t".join(tags) + "\r\n\t".join(
-            signature[i:i + 72] for i in range(0, len(signature), 72))
+        value += "\r\n\t".join(signature[i:i + 72] for i in range(0, len(signature), 72))
         return b"DKIM-Signature: " + value.encode() + b"\r\n" + message
+
+
+def _fold_names(names: list[str]) -> str:
+    """The h= list folded after a colon so no line passes 76 columns."""
+    lines = [""]
+    for name in names:
+        if lines[-1] and len(lines[-1]) + len(name) > 72:
+            lines.append("")
+        lines[-1] += name + ":"
+    return "\r\n\t".join(lines)[:-1]
 
 
 def load_signer(config: Dkim, pem: str | None, root: Path) -> Sign:
