@@ -97,6 +97,7 @@ class Row:
     attempts: int
     send_after: datetime
     expires_at: datetime
+    message_id: str | None = None  # made at plan time; NULL on rows planned before that
 
 
 _ROW_COLUMNS = [DELIVERIES.c[name] for name in Row.__dataclass_fields__]

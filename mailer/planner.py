@@ -45,6 +45,7 @@ from mailer.campaign import Campaign
 from mailer.clock import as_local, format_duration, zone
 from mailer.compose import first_intro
 from mailer.conditions import SegmentSpec
+from mailer.message import new_message_id
 from mailer.models import (
     CampaignVersion,
     Coupon,
@@ -399,6 +400,7 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
     base: int | None = None  # the campaign's earlier rows: variants continue their count
     version_id: int | None = None
     intro_segments = list(campaign.intros)
+    domain = settings.sender.from_address.rsplit("@", 1)[1]  # of the rows' Message-IDs
     segmented = choose_intros and version is not None and \
         any(name != "default" for name in intro_segments)
 
@@ -461,7 +463,9 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                              "intro": first_intro(intro_segments,
                                                   groups.get(candidate.customer_id, set())),
                              "planned_at": now, "send_after": decision.send_after,
-                             "expires_at": candidate.expires})
+                             "expires_at": candidate.expires,
+                             # made now, so every attempt (and an `unknown` row) has it
+                             "message_id": new_message_id(domain)})
             if version is not None and rows:
                 if version_id is None:
                     version_id = store_version(conn, slug, version, now)
@@ -577,7 +581,7 @@ _LEDGER_COLUMNS = {
     "customer_id": "integer", "email": "text", "subject_variant": "integer", "intro": "text",
     "status": "text",
     "attempts": "integer", "planned_at": "timestamp", "send_after": "timestamp",
-    "expires_at": "timestamp"}
+    "expires_at": "timestamp", "message_id": "text"}
 # On PostgreSQL a batch is inserted from one array per column: a thousand-row VALUES
 # list of 11,000 parameters cost ~110 ms a batch to parse and plan.
 _ARRAYS = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _LEDGER_COLUMNS.items())

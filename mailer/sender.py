@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, exists, select
 
+from mailer.bounces import verp_address
 from mailer.clock import Clock
 from mailer.compose import Version, compose, from_definition
 from mailer.context import build_context, load_customers, load_stats
@@ -123,8 +124,12 @@ class Renderer:
                        member_of={row.intro} if row.intro else set())
         sender = settings.sender.from_address
         name = " ".join(p for p in (person.first_name, person.last_name) if p)
-        mid = message_id(campaign=row.campaign, occurrence=row.occurrence,
-                         customer=person.store_id, domain=sender.rsplit("@", 1)[1])
+        # the id made at plan time; rows planned before random ids keep the derived one
+        mid = row.message_id or message_id(campaign=row.campaign, occurrence=row.occurrence,
+                                           customer=person.store_id,
+                                           domain=sender.rsplit("@", 1)[1])
+        if settings.sender.return_path:  # VERP: a bounce sent back names its row
+            sender = verp_address(settings.sender.return_path, row.id, self.key)
         tracking = settings.tracking
         body = tracked(mail.html, base_url=tracking.base_url, customer=person.store_id,
                        campaign=row.campaign, message=str(row.id), key=self.key,

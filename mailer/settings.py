@@ -105,6 +105,8 @@ class Sender(Spec):
     from_: str = Field(alias="from")
     reply_to: str | None = None
     unsubscribe_mailto: str | None = None
+    # The envelope sender's base (VERP): bounces go to local+<row id>-<signature>@domain.
+    return_path: str | None = None
 
     @field_validator("from_", "reply_to", "unsubscribe_mailto")
     @classmethod
@@ -112,6 +114,19 @@ class Sender(Spec):
         if value is not None:
             parse_address(parseaddr(value)[1] or value)
         return value
+
+    @field_validator("return_path")
+    @classmethod
+    def _return_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        plain = "<" not in value and parseaddr(value)[0] == ""
+        address = parse_address(value).email if plain else ""
+        if not plain or "+" in address.rsplit("@", 1)[0] or not address.isascii():
+            raise InvalidValue("expected a plain ASCII address like bounces@shop.example, "
+                               "without a name or a '+' (the row's tag goes after a '+'), "
+                               f"got {value!r}")
+        return address
 
     @property
     def from_address(self) -> str:

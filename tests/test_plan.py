@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import threading
 import zlib
@@ -350,3 +351,29 @@ def test_large_audiences_are_paged_through_a_temporary_table(shop: Workspace,
     assert [(p.id, p.variant) for p in result.planned] == [("A", 0), ("D", 1), ("E", 0)]
     assert result.counts() == {"not_subscribed": 1, "unsubscribed": 1}
     assert sorted(row[1] for row in ledger(shop)) == ["A", "D", "E"]
+
+
+def test_each_planned_row_gets_a_random_message_id_no_other_installation_makes(
+        shop: Workspace, tmp_path: Path) -> None:
+    once(shop, "hello", "2026-12-01T10:00")
+    run_plan(shop, "hello", "2026-12-01T10:30")
+    ours = {r[0]: r[1] for r in shop.query(
+        "SELECT c.store_id, d.message_id FROM deliveries d "
+        "JOIN customers c ON c.id = d.customer_id")}
+    assert sorted(ours) == ["A", "D", "E"]
+    assert all(re.fullmatch(r"<[a-z2-7]{26}@shop\.example>", str(m)) for m in ours.values())
+    assert len(set(ours.values())) == 3
+    # the same store, campaign and customers in another installation: other ids
+    other = Workspace(tmp_path / "other", None)
+    other.root.mkdir()
+    for name in ("mailer.yaml", "segments/everyone.yaml", "templates/mail.html",
+                 "customers.csv", "campaigns/hello.yaml"):
+        other.write(name, (shop.root / name).read_text(encoding="utf-8"))
+    assert other.run("import", "customers", "customers.csv", "--now", "2026-01-01").code == 0
+    assert other.run("unsubscribe", "chloe@example.net").code == 0
+    run_plan(other, "hello", "2026-12-01T10:30")
+    theirs = {r[0]: r[1] for r in other.query(
+        "SELECT c.store_id, d.message_id FROM deliveries d "
+        "JOIN customers c ON c.id = d.customer_id")}
+    assert sorted(theirs) == sorted(ours)
+    assert not set(theirs.values()) & set(ours.values())

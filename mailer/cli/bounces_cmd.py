@@ -1,4 +1,5 @@
-"""`mailer bounces PATH`: read bounce reports and complaints, suppress those addresses."""
+"""`mailer bounces PATH`: read bounce reports and complaints about mail we sent, suppress
+those recipients."""
 
 from __future__ import annotations
 
@@ -18,14 +19,18 @@ from mailer.cli.common import emit_json, json_option, now_option, session, works
 def bounces(ctx: click.Context, path: Path, workspace: str | None, as_json: bool,
             now: str | None) -> None:
     """Read RFC 3464 bounce reports and ARF complaints from a Maildir, a folder of .eml
-    files or one file, and suppress the addresses they name.
+    files or one file, and suppress the recipients of the mails they are about.
 
-    A Maildir's read reports move from new/ to cur/; a folder's to PATH/done/. A file
-    that is no such report is moved to PATH/set-aside/ and named on stderr (exit 1);
-    the others are still read."""
-    from mailer.bounces import Malformed, apply, parse
+    A report counts only when it names a mail that was sent (or probably was): by the
+    Message-ID it quotes, else by the VERP return path it was sent back to
+    (sender.return_path, checked with MAILER_SECRET_KEY or MAILER_SECRET_KEY_OLD). A
+    Maildir's read reports move from new/ to cur/; a folder's to PATH/done/. A file that
+    is no such report, or is about no mail we sent, is moved to PATH/set-aside/ and named
+    on stderr (exit 1); the others are still read."""
+    from mailer.bounces import MAX_REPORT_BYTES, Malformed, SetAside, apply, parse
 
     run = session(ctx, workspace, now)
+    keys = tuple(k for k in (run.env.secret_key, *run.env.old_secret_keys) if k)
     maildir = path.is_dir() and (path / "new").is_dir()
     if path.is_file():
         files, done = [path], None
@@ -41,24 +46,26 @@ def bounces(ctx: click.Context, path: Path, workspace: str | None, as_json: bool
             continue
         totals["files"] += 1
         try:
-            findings = parse(file.read_bytes())
-        except (Malformed, OSError) as err:
-            reason = err.message if isinstance(err, Malformed) else str(err)
+            if file.stat().st_size > MAX_REPORT_BYTES:  # never read a huge file whole
+                raise Malformed(f"larger than {MAX_REPORT_BYTES // 2**20} MB: not a report")
+            applied = apply(run.engine, parse(file.read_bytes()), run.clock.now(),
+                            source="bounces", keys=keys)
+        except (SetAside, OSError) as err:
+            reason = err.message if isinstance(err, SetAside) else str(err)
             aside.append({"file": str(file), "reason": reason})
             click.echo(f"{file}: set aside: {reason}", err=True)
             if not path.is_file():
                 aside_dir.mkdir(exist_ok=True)
                 file.rename(aside_dir / file.name)
             continue
-        applied = apply(run.engine, findings, run.clock.now(), source="bounces")
-        for finding in findings:
+        for finding in applied.findings:
             totals["bounces" if finding.kind == "bounce" else "complaints"] += 1
             if not as_json:
-                what = "suppressed" if finding.address in applied.suppressed else \
+                what = "suppressed" if applied.suppressed and finding.permanent else \
                     "already suppressed" if finding.permanent else "temporary, nothing done"
                 click.echo(f"{file.name}: {finding.kind} {finding.status} "
-                           f"{finding.address}: {what}")
-        totals["suppressed"] += len(applied.suppressed)
+                           f"{applied.address}: {what}")
+        totals["suppressed"] += int(applied.suppressed)
         if done is not None:
             done.mkdir(exist_ok=True)
             file.rename(done / (f"{file.name}:2,S" if maildir and ":2," not in file.name
@@ -71,6 +78,6 @@ def bounces(ctx: click.Context, path: Path, workspace: str | None, as_json: bool
                    f"suppressed, {len(aside)} set aside")
     if aside:  # the others were read; like bad import rows, this is exit 1
         if not as_json and not path.is_file():
-            click.echo(f"{len(aside)} files are not bounce reports or complaints: moved to "
-                       f"{aside_dir}", err=True)
+            click.echo(f"{len(aside)} files are not bounce reports or complaints about mail we "
+                       f"sent: moved to {aside_dir}", err=True)
         ctx.exit(1)
