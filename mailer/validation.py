@@ -4,17 +4,20 @@ Settings, segments and campaigns are checked as files; then each campaign is
 compiled and rendered for a synthetic customer with every optional field empty
 (unknown variables, sandbox refusals and runtime errors are reported with the
 template's file and line), and the rendered mail must carry the unsubscribe
-link and the store's postal address.
+link and the store's postal address. Links must be https (RFC 8058) except on
+this machine.
 """
 
 from __future__ import annotations
 
 import html
+import ipaddress
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 
@@ -23,8 +26,9 @@ from mailer.conditions import SegmentSpec
 from mailer.errors import ConfigError, Problem
 from mailer.render import RenderError
 from mailer.segments import Scope
-from mailer.settings import Settings, load_settings
+from mailer.settings import SETTINGS_FILE, Settings, load_settings
 from mailer.workspace import load_campaigns, load_segments
+from mailer.yamlsrc import line_of, load_yaml
 
 
 def validate_workspace(root: Path, *, now: datetime | None = None,
@@ -42,6 +46,7 @@ def validate_workspace(root: Path, *, now: datetime | None = None,
     problems += segment_problems + campaign_problems
     if settings is None:
         return problems
+    problems += check_tracking(root, settings)
     moment = (now or datetime.now(UTC)).replace(microsecond=0)
     checked = {slug: check_rendering(root, settings, slug, campaign, moment)
                for slug, campaign in campaigns.items()}
@@ -53,6 +58,39 @@ def validate_workspace(root: Path, *, now: datetime | None = None,
                 problems += check_real_customers(engine, root, settings, specs, slug, campaign,
                                                  moment)
     return problems
+
+
+def _loopback(host: str) -> bool:
+    """Whether HOST names this machine: localhost (RFC 6761) or a loopback address."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_tracking(root: Path, settings: Settings) -> list[Problem]:
+    """tracking.base_url must be https (RFC 8058: the one-click List-Unsubscribe URI is
+    HTTPS; clients do not offer it for http) except on a loopback host, where plain
+    http is a warning. An unset base_url already has its own warning from settings."""
+    url = settings.tracking.base_url
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return []
+    data = load_yaml((root / SETTINGS_FILE).read_text(encoding="utf-8"), SETTINGS_FILE)
+    if "base_url" not in ((data or {}).get("tracking") or {}):
+        return []
+    line = line_of(data, ("tracking", "base_url"))
+    if _loopback((parts.hostname or "").lower()):
+        return [Problem(SETTINGS_FILE, line, "tracking.base_url",
+                        f"{url} is plain http on this machine: fine for a local demo; "
+                        "real readers need https", warning=True)]
+    host = parts.hostname or ""
+    secure = parts._replace(scheme="https", netloc=f"[{host}]" if ":" in host else host)
+    return [Problem(SETTINGS_FILE, line, "tracking.base_url",
+                    f"{url} is plain http: unsubscribe links must be https (RFC 8058; "
+                    f"mail clients hide one-click unsubscribe otherwise), like {secure.geturl()}")]
 
 
 def synthetic_customer() -> SimpleNamespace:

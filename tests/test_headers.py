@@ -17,10 +17,12 @@ from email.message import EmailMessage
 from email.policy import compat32, default
 
 import idna
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mailer.message import NAME_LIMIT, SUBJECT_LIMIT, Mail, build
+from tests.conftest import SETTINGS, Result, Workspace
 
 BASE = Mail(
     sender="Pine & Co <hello@shop.example>",
@@ -186,3 +188,40 @@ def test_a_non_ascii_local_part_goes_in_the_to_header_as_utf8() -> None:
     data = build(Mail(**{**BASE.__dict__, "recipient_email": "zoë@bücher.example"}))
     assert "<zoë@bücher.example>".encode() in data
     assert one_to(parse(data)).addr_spec == "zoë@bücher.example"
+
+
+# RFC 8058 one-click unsubscribe: List-Unsubscribe carries an HTTPS URI.
+def _tracking(ws: Workspace, url: str) -> Result:
+    ws.write("mailer.yaml", SETTINGS.replace("https://mail.shop.example", f'"{url}"'))
+    return ws.run("validate", "--json")
+
+
+@pytest.mark.parametrize(("url", "like"), [
+    ("http://mail.shop.example", "https://mail.shop.example"),
+    ("http://203.0.113.9:8080/t", "https://203.0.113.9/t"),
+])
+def test_validate_refuses_plain_http_links_on_a_public_host(ws: Workspace, url: str,
+                                                            like: str) -> None:
+    result = _tracking(ws, url)
+    assert result.code == 1
+    assert result.json()["problems"] == [{
+        "path": "mailer.yaml", "line": 4, "field": "tracking.base_url",
+        "message": f"{url} is plain http: unsubscribe links must be https (RFC 8058; "
+                   f"mail clients hide one-click unsubscribe otherwise), like {like}"}]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:8080",
+                                 "http://[::1]:8080", "http://127.1.2.3"])
+def test_validate_warns_about_plain_http_on_a_loopback_host(ws: Workspace, url: str) -> None:
+    result = _tracking(ws, url)
+    assert result.code == 0, result.stderr
+    assert result.json()["warnings"] == [{
+        "path": "mailer.yaml", "line": 4, "field": "tracking.base_url",
+        "message": f"{url} is plain http on this machine: fine for a local demo; "
+                   "real readers need https"}]
+    assert "mailer.yaml:4: warning: tracking.base_url: " in result.stderr
+
+
+def test_validate_accepts_https_links(ws: Workspace) -> None:
+    assert _tracking(ws, "https://mail.shop.example").json() == {"problems": [],
+                                                                 "warnings": []}
