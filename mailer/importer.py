@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 
 from mailer.errors import ConfigError, Problem
+from mailer.locks import importing
 from mailer.models import Customer, Order, OrderLine, folded
 from mailer.records import (
     BadRow,
@@ -359,7 +360,8 @@ def import_file(engine: Engine, stream: BinaryIO, *, kind: str, name: str, fmt: 
             raise ConfigError(errors)
     tally = _Tally(report, on_error)
     typed = fmt == "jsonl"
-    with engine.connect() as conn:
+    # One import at a time: a second one interleaving its upserts would overwrite rows.
+    with importing(engine), engine.connect() as conn:
         outer = conn.begin() if strict else None
         writer: _CustomerWriter | _OrderWriter
         if kind == "customers":

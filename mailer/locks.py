@@ -1,13 +1,17 @@
-"""Who may plan (DESIGN §6): the planning lock and the daemon's leadership.
+"""Who may plan (DESIGN §6) or import: the planning lock, the daemon's leadership
+and the import lock.
 
-Two locks, both PostgreSQL advisory locks (session level, on a connection of
-their own) or, on SQLite, `flock`s on files beside the database:
+Three locks, each a PostgreSQL advisory lock (session level, on a connection of
+their own) or, on SQLite, a `flock` on a file beside the database:
 
 - planning: held for the length of one planning run (`send`, `run --once`, a
   daemon sweep), so two planners never count the caps at once; others wait.
 - leadership: held by one `mailer run` for as long as it lives. A second daemon
   on PostgreSQL waits as a hot standby and takes over when the leader's session
   ends; `run --once` waits up to 30 s for it. On SQLite a second one exits 3.
+- import: held by one `mailer import` (or demo-data load) while it writes. A
+  second import exits 3 at once: two imports upserting the same ids would
+  overwrite each other's rows, the later write silently winning.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from mailer.errors import LockHeld
 # Advisory lock keys (signed 64 bits): "mailer planning" and "mailer leader".
 PLANNING_KEY = 0x6D61_696C_6572_0001
 LEADER_KEY = 0x6D61_696C_6572_0002
+IMPORT_KEY = 0x6D61_696C_6572_0003
 
 
 def lock_path(engine: Engine, suffix: str) -> str:
@@ -84,6 +89,29 @@ def planning(engine: Engine) -> Iterator[None]:
             yield
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PLANNING_KEY})
+            conn.commit()
+
+
+@contextmanager
+def importing(engine: Engine) -> Iterator[None]:
+    """Hold the import lock for one import; one held elsewhere raises LockHeld at once."""
+    again = "try again when it has finished"
+    if engine.dialect.name != "postgresql":
+        name = os.path.basename(engine.url.database or "mailer.db")
+        with file_lock(lock_path(engine, "import-lock"), wait=False,
+                       doing=f"importing into {name}; {again}"):
+            yield
+        return
+    with engine.connect() as conn:
+        taken = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                  {"k": IMPORT_KEY}).scalar())
+        conn.commit()
+        if not taken:
+            raise LockHeld(f"another mailer import is writing to this database; {again}")
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": IMPORT_KEY})
             conn.commit()
 
 

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
+from mailer.db import database_url, open_database
+from mailer.importer import ImportReport, import_file
+from mailer.records import Context
 from tests.conftest import Workspace
 
 NOW = ["--now", "2026-11-23T10:00"]
@@ -330,3 +338,49 @@ def test_a_byte_order_mark_mid_file_is_a_row_error(db: Workspace) -> None:
     result = db.run("import", "customers", "b.jsonl", *NOW)
     assert result.stderr.splitlines() == [f"b.jsonl:2: {reason}"]
     assert list(customers(db)) == ["B1", "B3", "J1"]
+
+
+def test_a_second_import_while_one_runs_exits_3_and_writes_nothing(db: Workspace) -> None:
+    # The first import reads from a pipe that the test keeps open, so it is provably still
+    # running (it has read its first record) when the second one starts.
+    engine = open_database(database_url(env_url=db.database, configured=None, root=db.root))
+    read_fd, write_fd = os.pipe()
+    started, outcome = threading.Event(), {}
+
+    def first() -> None:
+        with os.fdopen(read_fd, "rb") as stream:
+            outcome["report"] = import_file(
+                engine, stream, kind="customers", name="first.csv", fmt="csv",
+                ctx=Context(tz=ZoneInfo("Europe/Berlin"), currency="EUR",
+                            today=date(2026, 11, 23)),
+                now=datetime(2026, 11, 23, 9, tzinfo=UTC), strict=False,
+                on_error=lambda error: None, on_progress=lambda done: started.set())
+
+    writer = os.fdopen(write_fd, "wb")
+    writer.write(b"id,email,first_name\nC1,c1@example.com,First\n")
+    writer.flush()
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert started.wait(30), "the first import never read its first record"
+        db.write("second.csv", "id,email,first_name\nC1,c1@example.com,Second\n"
+                               "C3,c3@example.com,Third\n")
+        result = db.run("import", "customers", "second.csv", "--json", *NOW)
+    finally:
+        writer.write(b"C2,c2@example.com,Also first\n")
+        writer.close()
+        thread.join(30)
+        engine.dispose()
+    assert result.code == 3, result.stderr
+    error: dict[str, Any] = result.json()["error"]
+    assert error["message"].startswith("another mailer ")
+    assert "import" in error["message"] and "try again when it has finished" in error["message"]
+    assert "Traceback" not in result.stderr
+    report: ImportReport = outcome["report"]
+    assert (report.written, report.skipped) == (2, 0)
+    stored = customers(db)
+    assert {key: row["first_name"] for key, row in stored.items()} == {
+        "C1": "First", "C2": "Also first"}
+    # once the first has finished, the same file goes in
+    assert db.run("import", "customers", "second.csv", *NOW).code == 0
+    assert customers(db)["C1"]["first_name"] == "Second"
