@@ -101,6 +101,18 @@ def synthetic_customer() -> SimpleNamespace:
                            signed_up_at=None, referral_code=None)
 
 
+def _long_subject(path: str, field: str, variant: int, subject: str) -> list[Problem]:
+    """A warning when a rendered subject is longer than a mail's Subject shows."""
+    from mailer.message import SUBJECT_LIMIT, clean_header
+
+    length = len(clean_header(subject))
+    if length <= SUBJECT_LIMIT:
+        return []
+    return [Problem(path, None, field,
+                    f"variant {variant + 1} renders to {length} characters: mails cut it to "
+                    f"{SUBJECT_LIMIT} with an ellipsis", warning=True)]
+
+
 def check_rendering(root: Path, settings: Settings, slug: str, campaign: Campaign,
                     now: datetime) -> list[Problem]:
     """Compile and render the campaign for a synthetic customer; check compliance."""
@@ -116,8 +128,11 @@ def check_rendering(root: Path, settings: Settings, slug: str, campaign: Campaig
         problems = []
         for variant in range(len(version.subjects)):
             mail = compose(version, context, variant=variant, member_of=set())
+            problems += _long_subject(path, "subject", variant, mail.subject)
         for variant in range(len(version.reminder_subjects)):
-            compose(version, context, variant=variant, member_of=set(), occurrence="reminder")
+            reminder = compose(version, context, variant=variant, member_of=set(),
+                               occurrence="reminder")
+            problems += _long_subject(path, "reminder.subject", variant, reminder.subject)
     except RenderError as err:
         return [err.problem()]
     unsubscribe = context["links"]["unsubscribe"]

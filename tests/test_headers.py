@@ -225,3 +225,17 @@ def test_validate_warns_about_plain_http_on_a_loopback_host(ws: Workspace, url: 
 def test_validate_accepts_https_links(ws: Workspace) -> None:
     assert _tracking(ws, "https://mail.shop.example").json() == {"problems": [],
                                                                  "warnings": []}
+
+
+def test_validate_warns_when_a_subject_is_longer_than_a_mail_shows(ws: Workspace) -> None:
+    ws.write("segments/everyone.yaml", "description: all\nall: [{orders: {at_least: 0}}]\n")
+    ws.write("templates/note.html", "<p>{{ store.address }} {{ links.unsubscribe }}</p>\n")
+    ws.write("campaigns/note.yaml", "name: Note\ntrigger: once\nat: 2026-11-23T09:00\n"
+                                    "segment: everyone\ntemplate: note.html\n"
+                                    f"subject: [Hi, {'Sale! ' * 50}]\n")
+    result = ws.run("validate", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["warnings"] == [{
+        "path": "campaigns/note.yaml", "line": None, "field": "subject",
+        "message": f"variant 2 renders to 299 characters: mails cut it to {SUBJECT_LIMIT} "
+                   "with an ellipsis"}]
