@@ -2,10 +2,11 @@
 
 A row moves queued -> sending -> sent, deferred (retry at a time), failed
 (permanent, with the server's reply), unknown, skipped (with a reason) or
-expired. Classification is from the client's side: a failure before the final
-`.` CRLF was handed to the socket is temporary; a failure while waiting for the
-reply to it is `unknown` ("probably delivered", RFC 1047) and never resent by
-itself; 5xx is permanent, 5.1.x also suppresses the address, 5.7.x does not.
+expired (its expiry came before a transaction could begin). Classification is
+from the client's side: a failure before the final `.` CRLF was handed to the
+socket is temporary; a failure while waiting for the reply to it is `unknown`
+("probably delivered", RFC 1047) and never resent by itself; 5xx is permanent,
+5.1.x also suppresses the address, 5.7.x does not.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-Kind = Literal["sent", "temporary", "permanent", "unknown"]
+Kind = Literal["sent", "temporary", "permanent", "unknown", "expired"]
 
 FIRST_RETRY = timedelta(minutes=5)
 LONGEST_RETRY = timedelta(hours=1)
@@ -65,15 +66,23 @@ OUTCOME_COLUMNS = ("status", "reason", "next_attempt_at", "last_reply", "sent_at
                    "lease_owner", "lease_until")
 
 
+EXPIRED_REASON = "not sent by its expiry"
+
+
 def settle(outcome: Outcome, *, attempts: int, now: datetime, send_after: datetime,
-           expires_at: datetime, retry_for: timedelta, rng: random.Random) -> dict[str, Any]:
+           expires_at: datetime, retry_for: timedelta, rng: random.Random,
+           began: datetime | None = None) -> dict[str, Any]:
     """The row's new column values after an attempt (ATTEMPTS counts this one); always
-    the same columns: OUTCOME_COLUMNS."""
+    the same columns: OUTCOME_COLUMNS. BEGAN is when the transaction began (MAIL FROM):
+    a sent row's `sent_at`, so that `sent_at < expires_at` holds for every sent row."""
     common: dict[str, Any] = {"last_reply": outcome.reply, "lease_owner": None,
                               "lease_until": None, "sent_at": None}
     if outcome.kind == "sent":
-        return {**common, "status": "sent", "sent_at": now, "reason": None,
+        return {**common, "status": "sent", "sent_at": began or now, "reason": None,
                 "next_attempt_at": None}
+    if outcome.kind == "expired":
+        return {**common, "status": "expired", "next_attempt_at": None,
+                "reason": EXPIRED_REASON}
     if outcome.kind == "unknown":
         return {**common, "status": "unknown", "next_attempt_at": None,
                 "reason": "no reply to the end of the message: probably delivered, not resent"}

@@ -16,6 +16,7 @@ import hashlib
 import os
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from sqlalchemy import (
     update,
 )
 
+from mailer.delivery import EXPIRED_REASON
 from mailer.locks import file_lock, lock_path
 from mailer.models import DELIVERY_STATES, Customer, Delivery, Suppression, naive_utc
 
@@ -235,15 +237,18 @@ def suppress(conn: Connection, emails: Sequence[str], now: datetime) -> None:
                          consent_reason="mailbox does not exist", updated_at=now))
 
 
-def expire(engine: Engine, now: datetime, campaigns: Sequence[str] | None = None) -> int:
-    """Rows still queued or deferred at their expiry become `expired`."""
+def expire(engine: Engine, now: datetime, campaigns: Sequence[str] | None = None
+           ) -> Counter[str]:
+    """Rows still queued or deferred at their expiry become `expired`; returns how many,
+    by campaign (a send's summary counts them)."""
     condition = and_(DELIVERIES.c.status.in_(DUE_STATES), DELIVERIES.c.expires_at <= now)
     if campaigns is not None:
         condition = and_(condition, DELIVERIES.c.campaign.in_(list(campaigns)))
     with engine.begin() as conn:
-        return conn.execute(update(DELIVERIES).where(condition).values(
-            status="expired", reason="not sent by its expiry", lease_owner=None,
-            lease_until=None, next_attempt_at=None)).rowcount
+        return Counter(conn.execute(update(DELIVERIES).where(condition).values(
+            status="expired", reason=EXPIRED_REASON, lease_owner=None,
+            lease_until=None, next_attempt_at=None).returning(DELIVERIES.c.campaign)
+        ).scalars())
 
 
 def _abandon(conn: Connection, owners: Sequence[str] | None, caller: str) -> int:

@@ -59,14 +59,17 @@ def compile_versions(root: Path, campaigns: dict[str, Campaign]) -> dict[str, di
 
 def plan_now(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str, Campaign],
              *, settings: Settings, versions: dict[str, dict[str, Any]], now: datetime,
-             stop: Callable[[], bool] | None = None) -> list[PlanResult]:
+             stop: Callable[[], bool] | None = None,
+             expired: Counter[str] | None = None) -> list[PlanResult]:
     """One planning run at NOW under the planning lock (rows written), then the rows
-    whose expiry has passed become `expired`. `send`, `run --once` and every daemon
-    sweep plan through here."""
+    whose expiry has passed become `expired` (counted by campaign into EXPIRED). `send`,
+    `run --once` and every daemon sweep plan through here."""
     with planning(engine):
         plans = plan_due(engine, specs, campaigns, scope=scope_for(settings, now, engine),
                          settings=settings, versions=versions, keep=False, stop=stop)
-    expire(engine, now, None)
+    found = expire(engine, now, None)
+    if expired is not None:
+        expired.update(found)
     return plans
 
 
@@ -86,11 +89,12 @@ def send(engine: Engine, root: Path, specs: dict[str, SegmentSpec],
     owner = new_owner()
     slugs = sorted(campaigns)
     chosen = None if every_campaign else slugs
+    expired: Counter[str] = Counter()  # rows this send found past their expiry
     with sending_lock(engine, owner):
         relax_commits(engine)
         recover(engine, owner, clock.now())
         plans = plan_now(engine, specs, campaigns, settings=settings, versions=versions,
-                         now=clock.now())
+                         now=clock.now(), expired=expired)
         if on_planned is not None:
             on_planned(sum(waiting(engine, slug) for slug in slugs))
         delivery = Delivery(engine, transport, Renderer(engine, key, sign), owner, clock,
@@ -98,7 +102,14 @@ def send(engine: Engine, root: Path, specs: dict[str, SegmentSpec],
                             limit=rate_limit(engine, settings.delivery.rate_per_second),
                             campaigns=chosen, on_outcome=on_outcome)
         tally = asyncio.run(_deliver(delivery, transport, probe))
-        expire(engine, clock.now(), chosen)
+        expired.update(expire(engine, clock.now(), chosen))
+    # The summary counts every row this send made `expired`: the delivery counted those
+    # whose expiry came while they waited in memory; these are the ones found in the
+    # ledger before and after it. Planning expires every campaign's rows; `send
+    # CAMPAIGN` reports its own.
+    for campaign, n in expired.items():
+        if chosen is None or campaign in chosen:
+            tally[(campaign, "expired")] += n
     summaries = [_summary(engine, plan, tally)
                  for plan in sorted(plans, key=lambda p: p.campaign)]
     # Rows of campaigns gone from the workspace still finish (from their version).

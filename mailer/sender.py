@@ -23,12 +23,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, exists, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.bounces import verp_address
 from mailer.clock import Clock
 from mailer.compose import Version, compose, from_definition
 from mailer.context import build_context, load_customers, load_stats
-from mailer.delivery import Outcome, settle
+from mailer.delivery import EXPIRED_REASON, Outcome, settle
 from mailer.errors import MailerError
 from mailer.ledger import (
     DELIVERIES,
@@ -52,8 +53,18 @@ from mailer.tracking import tracked
 from mailer.transport import Transport
 
 log = logging.getLogger("mailer.send")
+_EXPIRED = {"status": "expired", "reason": EXPIRED_REASON, "next_attempt_at": None,
+            "lease_owner": None, "lease_until": None}
 
 Sign = Callable[[bytes], bytes]  # DKIM, when configured
+REASON_LENGTH = 500  # characters of an exception's text kept in a row's reason
+
+
+def render_error(err: BaseException) -> str:
+    """A row's reason when its mail could not be made: `render_error: templates/x.html:12:
+    …` for template errors (they say where), the exception's type and text otherwise."""
+    text = str(err) if isinstance(err, MailerError) else f"{type(err).__name__}: {err}"
+    return "render_error: " + " ".join(text.split())[:REASON_LENGTH]
 
 
 @dataclass(frozen=True)
@@ -90,12 +101,25 @@ class Renderer:
 
     def render(self, rows: Sequence[Row], now: datetime
                ) -> tuple[list[Ready], list[tuple[int, dict[str, Any]]]]:
-        """The rendered mails, and the rows that failed to render (with their values)."""
+        """The rendered mails, and the rows that failed to render (with their values).
+
+        Any exception while rendering or building one mail fails that row with
+        `render_error: …` (DESIGN §4.4): an exception let out of here would leave the
+        whole leased batch queued, to be leased and fail again after every lease. Only
+        the database's own errors go up (the sender backs off and resumes)."""
         ids = sorted({row.customer_id for row in rows})
+        broken: dict[int, str] = {}  # campaign version id -> why it cannot be read
+        for version_id in sorted({row.campaign_version_id for row in rows}):
+            try:
+                self.version(version_id)
+            except SQLAlchemyError:
+                raise
+            except Exception as err:
+                broken[version_id] = render_error(err)
         with self.engine.connect() as conn:
             people = load_customers(conn, ids)
-            currencies = {self.version(row.campaign_version_id)[1].store.currency
-                          for row in rows}
+            currencies = {self._versions[row.campaign_version_id][1].store.currency
+                          for row in rows if row.campaign_version_id not in broken}
             stats = {currency: load_stats(conn, ids, now=now, currency=currency)
                      for currency in currencies}
             coupons = {int(row[0] or 0): (row[1], row[2]) for row in conn.execute(
@@ -104,11 +128,18 @@ class Renderer:
         ready: list[Ready] = []
         failed: list[tuple[int, dict[str, Any]]] = []
         for row in rows:
-            try:
-                ready.append(self._one(row, people[row.customer_id], stats, coupons, now))
-            except MailerError as err:  # a template error fails its row, never the rest
-                failed.append((row.id, {"status": "failed", "reason": f"render: {err}",
-                                        "lease_owner": None, "lease_until": None}))
+            reason = broken.get(row.campaign_version_id)
+            if reason is None:
+                try:
+                    ready.append(self._one(row, people[row.customer_id], stats, coupons, now))
+                    continue
+                except Exception as err:  # one mail's failure, never the rest's
+                    if not isinstance(err, MailerError):
+                        log.warning("row %s: unexpected failure while rendering", row.id,
+                                    exc_info=True)
+                    reason = render_error(err)
+            failed.append((row.id, {"status": "failed", "reason": reason,
+                                    "lease_owner": None, "lease_until": None}))
         return ready, failed
 
     def _one(self, row: Row, person: Any, stats: dict[str, dict[int, Any]],
@@ -166,6 +197,16 @@ def _opted_out(conn: Connection, ids: Sequence[int], now: datetime
     return changes
 
 
+@dataclass(frozen=True)
+class _Result:
+    """One attempt's outcome, waiting to be recorded."""
+
+    ready: Ready
+    outcome: Outcome
+    permit: int  # the rate permit it used
+    began: datetime | None  # when its transaction began (MAIL FROM), if it did
+
+
 @dataclass
 class _Turn:
     """What one turn's transaction did, for the event loop to act on."""
@@ -196,7 +237,7 @@ class Delivery:
     def __post_init__(self) -> None:
         self.tally: Counter[tuple[str, str]] = Counter()  # (campaign, status)
         self._pending: deque[Ready] = deque()
-        self._results: list[tuple[Ready, Outcome, int]] = []  # with the rate permit used
+        self._results: list[_Result] = []
         self._in_flight = 0
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -237,7 +278,7 @@ class Delivery:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=poll)
                     exhausted = False
-                    expire(self.engine, self.clock.now(), self.campaigns)
+                    self.count_expired(expire(self.engine, self.clock.now(), self.campaigns))
                 continue
             if self._in_flight == 0 and self._starved_for is None:
                 continue  # the whole group was skipped (opted out): no outcome will wake us
@@ -282,14 +323,20 @@ class Delivery:
             return 0
         return min(free, len(self._pending))
 
-    def _turn_in_database(self, results: list[tuple[Ready, Outcome, int]],
-                          chosen: list[Ready]) -> _Turn:
+    def _turn_in_database(self, results: list[_Result], chosen: list[Ready]) -> _Turn:
         """Record RESULTS and start what of CHOSEN gets a rate permit (in a thread)."""
         turn = _Turn()
         with self.engine.begin() as conn:
             if chosen:
                 durable(conn)  # rows turn `sending` here: before the wire
             turn.counted += self._record(conn, results)
+            # Rows wait in memory for a slot or a rate permit; one whose expiry came
+            # meanwhile is never started (and `_send` checks again before MAIL FROM).
+            now = self.clock.now()
+            late = [r.row for r in chosen if r.row.expires_at <= now]
+            chosen = [r for r in chosen if r.row.expires_at > now]
+            turn.counted += self._write(conn, [(row.id, _EXPIRED) for row in late],
+                                        DUE_STATES, late)
             if not chosen:
                 return turn
             permits = self.limit.take(conn, len(chosen))
@@ -312,36 +359,46 @@ class Delivery:
         return turn
 
     async def _send(self, ready: Ready, permit: int) -> None:
+        began: list[datetime] = []
+
+        def begin() -> bool:
+            """Right before MAIL FROM: no transaction begins at or after the expiry."""
+            moment = self.clock.now()
+            if moment >= ready.row.expires_at:
+                return False
+            began.append(moment)
+            return True
+
         try:
-            outcome = await self.transport.send(ready.sender, ready.row.email, ready.message)
+            outcome = await self.transport.send(ready.sender, ready.row.email, ready.message,
+                                                begin=begin)
         except Exception as err:  # an unforeseen failure must not lose the row
             log.exception("unexpected failure while sending row %s", ready.row.id)
             outcome = Outcome("unknown", f"unexpected failure: {type(err).__name__}")
-        self._results.append((ready, outcome, permit))
+        self._results.append(_Result(ready, outcome, permit, began[0] if began else None))
         self._wake.set()
 
-    def _record(self, conn: Connection, results: list[tuple[Ready, Outcome, int]]
-                ) -> list[tuple[str, str]]:
+    def _record(self, conn: Connection, results: list[_Result]) -> list[tuple[str, str]]:
         """Write outcomes; their slots are free only after that. Returns what to count."""
         if not results:
             return []
         now = self.clock.now()
         changes = []
-        for ready, outcome, _ in results:
-            row = ready.row
-            values = settle(outcome, attempts=row.attempts + 1, now=now,
+        for result in results:
+            ready, row = result.ready, result.ready.row
+            values = settle(result.outcome, attempts=row.attempts + 1, now=now,
                             send_after=row.send_after, expires_at=row.expires_at,
-                            retry_for=ready.retry_for, rng=self.rng)
+                            retry_for=ready.retry_for, rng=self.rng, began=result.began)
             changes.append((row.id, {**values, "message_id": ready.message_id}))
         finish_sent(conn, self.owner, changes)
         # permits rest from now, after the replies: never less than a second after them
-        self.limit.give_back(conn, [permit for _, _, permit in results])
-        suppress(conn, [r.row.email for r, outcome, _ in results if outcome.suppress], now)
-        for (ready, outcome, _), (_, values) in zip(results, changes, strict=True):
-            log.debug("row %s of %s: %s (%s)", ready.row.id, ready.row.campaign,
-                      values["status"], outcome.reply)
-        return [(ready.row.campaign, values["status"])
-                for (ready, _, _), (_, values) in zip(results, changes, strict=True)]
+        self.limit.give_back(conn, [result.permit for result in results])
+        suppress(conn, [r.ready.row.email for r in results if r.outcome.suppress], now)
+        for result, (_, values) in zip(results, changes, strict=True):
+            log.debug("row %s of %s: %s (%s)", result.ready.row.id, result.ready.row.campaign,
+                      values["status"], result.outcome.reply)
+        return [(result.ready.row.campaign, values["status"])
+                for result, (_, values) in zip(results, changes, strict=True)]
 
     def _write(self, conn: Connection, changes: list[tuple[int, dict[str, Any]]],
                states: Sequence[str], rows: Sequence[Row]) -> list[tuple[str, str]]:
@@ -357,6 +414,11 @@ class Delivery:
             self.tally[(campaign, status)] += 1
             if self.on_outcome is not None:
                 self.on_outcome(campaign, status)
+
+    def count_expired(self, expired: Counter[str]) -> None:
+        """Count rows that `ledger.expire` found past their expiry (by campaign)."""
+        self._count_all([(campaign, "expired") for campaign, n in sorted(expired.items())
+                         for _ in range(n)])
 
     def _release(self) -> None:
         """Leased rows not started go back to the queue at once."""

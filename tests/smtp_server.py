@@ -32,6 +32,7 @@ class Caught:
     recipient: str
     data: bytes
     at: float  # time.monotonic() when the final dot arrived
+    mail_options: list[str] = field(default_factory=list)  # MAIL FROM parameters
 
     def message(self) -> EmailMessage:
         parsed = message_from_bytes(self.data, policy=default)
@@ -45,6 +46,7 @@ class Behaviour:
     stall: float = 3.0
     delay: float = 0.0  # seconds before each 250 after DATA (spreads a campaign in time)
     greeting_421: bool = False
+    smtputf8: bool = True  # whether EHLO offers SMTPUTF8 (RFC 6531)
     attempts: Counter[str] = field(default_factory=Counter)
     caught: list[Caught] = field(default_factory=list)
     connections: int = 0
@@ -90,7 +92,8 @@ class _Handler:
             server.transport.close()
             return "250 too late"
         data = envelope.original_content or b""
-        self.b.caught.append(Caught(envelope.mail_from or "", recipient, data, time.monotonic()))
+        self.b.caught.append(Caught(envelope.mail_from or "", recipient, data, time.monotonic(),
+                                    list(envelope.mail_options)))
         if self.b.delay:
             await asyncio.sleep(self.b.delay)
         return "250 2.0.0 Ok: queued"
@@ -98,7 +101,8 @@ class _Handler:
 
 class _FaultySMTP(SMTP):
     def __init__(self, handler: _Handler) -> None:
-        super().__init__(handler, hostname="test-smtp", enable_SMTPUTF8=True)
+        super().__init__(handler, hostname="test-smtp",
+                         enable_SMTPUTF8=handler.b.smtputf8)
         self.behaviour = handler.b
 
     def connection_made(self, transport: Any) -> None:

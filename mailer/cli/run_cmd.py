@@ -6,7 +6,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mailer.cli.common import emit_json, json_option, now_option, session, workspace_option
+from mailer.cli.common import (
+    allow_past_option,
+    emit_json,
+    json_option,
+    now_option,
+    refuse_past,
+    session,
+    workspace_option,
+)
 
 if TYPE_CHECKING:
     from mailer.cli.common import Session
@@ -22,9 +30,10 @@ if TYPE_CHECKING:
 @workspace_option
 @json_option
 @now_option
+@allow_past_option
 @click.pass_context
 def run(ctx: click.Context, once: bool, no_deliver: bool, interval: float,
-        workspace: str | None, as_json: bool, now: str | None) -> None:
+        workspace: str | None, as_json: bool, now: str | None, allow_past: bool) -> None:
     """Plan every campaign on its trigger and deliver what is due, until SIGTERM.
 
     The workspace is re-read when its files change (or on SIGHUP): a valid one is
@@ -34,6 +43,7 @@ def run(ctx: click.Context, once: bool, no_deliver: bool, interval: float,
 
     run_ = session(ctx, workspace, now)
     loaded = load(run_.root)  # an invalid workspace: every problem, exit 1, nothing sent
+    refuse_past(run_, allow_past=allow_past)  # both write plans
     if once:
         _once(run_, loaded, deliver=not no_deliver, as_json=as_json)
     else:
@@ -41,6 +51,7 @@ def run(ctx: click.Context, once: bool, no_deliver: bool, interval: float,
 
 
 def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> None:
+    from collections import Counter
     from datetime import UTC, datetime
 
     from mailer.cli.deliver import secret_key, signer, smtp_transport
@@ -66,10 +77,12 @@ def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> Non
                              probe=transport.probe, every_campaign=True,
                              versions=loaded.versions)
         else:
+            expired: Counter[str] = Counter()
             plans = plan_now(engine, loaded.specs, loaded.campaigns, settings=settings,
-                             versions=loaded.versions, now=run_.clock.now())
-            summaries = [Summary(p.campaign, p.planned_count, {}, waiting(engine, p.campaign),
-                                 p.counts()) for p in sorted(plans, key=lambda p: p.campaign)]
+                             versions=loaded.versions, now=run_.clock.now(), expired=expired)
+            summaries = [Summary(p.campaign, p.planned_count, {"expired": expired[p.campaign]},
+                                 waiting(engine, p.campaign), p.counts())
+                         for p in sorted(plans, key=lambda p: p.campaign)]
         finished = datetime.now(UTC)
         write_state(engine, {"owner": new_owner(), "heartbeat_at": finished,
                              "last_sweep_at": moment, "stopped_at": finished,

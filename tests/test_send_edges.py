@@ -1,0 +1,209 @@
+"""The send path at its edges (issue 15): odd addresses, a poisoned row, the expiry.
+
+Every delivery goes through a real aiosmtpd server over a socket, on both databases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from mailer.delivery import Outcome
+from mailer.transport import SmtpTransport, parse_smtp_url
+from tests.conftest import SETTINGS, Workspace
+from tests.smtp_server import Behaviour, FaultServer
+from tests.test_delivery import CAMPAIGN, KEY, NOW, send, shop, states
+
+NOW_UTC = datetime(2026, 11, 23, 9, tzinfo=UTC)  # NOW, 10:00 in Berlin
+
+
+def _transport_send(server: FaultServer, recipient: str, *, sender: str = "hello@shop.example",
+                    begin: Callable[[], bool] | None = None) -> Outcome:
+    async def attempt() -> Outcome:
+        transport = SmtpTransport(parse_smtp_url(server.url + "?timeout=2"), 1)
+        try:
+            message = b"Subject: x\r\n\r\nx\r\n"
+            if begin is None:
+                return await transport.send(sender, recipient, message)
+            return await transport.send(sender, recipient, message, begin=begin)
+        finally:
+            await transport.close()
+
+    return asyncio.run(attempt())
+
+
+# --- item 2: one bad address fails one row, never the batch ------------------------------
+
+def test_an_idn_domain_goes_on_the_envelope_in_its_punycode_form() -> None:
+    with FaultServer(Behaviour(smtputf8=False)) as server:
+        outcome = _transport_send(server, "anna@bücher.example", sender="hallo@bücher.example")
+    assert outcome.kind == "sent", outcome.reply
+    [caught] = server.caught
+    assert (caught.sender, caught.recipient) == ("hallo@xn--bcher-kva.example",
+                                                 "anna@xn--bcher-kva.example")
+    assert "SMTPUTF8" not in caught.mail_options  # an ASCII envelope needs no extension
+
+
+def test_a_domain_with_no_ascii_form_fails_before_a_byte_is_sent() -> None:
+    with FaultServer() as server:
+        outcome = _transport_send(server, "anna@\u2603\u2603.example")  # snowmen: not IDNA
+    assert outcome == Outcome("permanent", "the address's domain has no ASCII form (IDNA 2008)")
+    assert server.behaviour.connections == 0
+
+
+def test_a_non_ascii_local_part_goes_with_smtputf8_when_the_server_offers_it() -> None:
+    with FaultServer(Behaviour(smtputf8=True)) as server:
+        outcome = _transport_send(server, "jörg@bücher.example")
+    assert outcome.kind == "sent", outcome.reply
+    [caught] = server.caught
+    assert caught.recipient == "jörg@xn--bcher-kva.example"
+    assert "SMTPUTF8" in caught.mail_options
+
+
+def test_a_non_ascii_local_part_fails_when_the_server_does_not_offer_smtputf8() -> None:
+    with FaultServer(Behaviour(smtputf8=False)) as server:
+        outcome = _transport_send(server, "jörg@example.com")
+    assert (outcome.kind, outcome.reply) == ("permanent", "server does not offer SMTPUTF8")
+    assert not outcome.suppress  # the mailbox may well exist
+    assert server.caught == [] and server.behaviour.attempts == {}  # no RCPT was sent
+
+
+@pytest.mark.parametrize("smtputf8", [True, False], ids=["smtputf8", "ascii-only"])
+def test_one_odd_address_fails_one_row_and_the_rest_of_the_batch_arrives(
+        db: Workspace, smtputf8: bool) -> None:
+    addresses = ["ok1@example.com", "anna@bücher.example", "jörg@example.com",
+                 "zero@example.com", "ok2@example.com"]
+    shop(db, addresses)
+    with FaultServer(Behaviour(smtputf8=smtputf8)) as server:
+        summary = send(db, server, "note")
+    expected = {"ok1@example.com": "sent", "anna@bücher.example": "sent",
+                "jörg@example.com": "sent" if smtputf8 else "failed",
+                "zero@example.com": "failed", "ok2@example.com": "sent"}
+    assert states(db) == expected
+    assert (summary["sent"], summary["failed"]) == (4, 1) if smtputf8 else (3, 2)
+    rows = {email: (reason, reply) for email, reason, reply in db.query(
+        "SELECT email, reason, last_reply FROM deliveries")}
+    assert rows["zero@example.com"][0].startswith("render_error: templates/note.html:2:")
+    caught = {c.recipient: c for c in server.caught}
+    # The envelope carries the domain's punycode form; so does the To header (it is ASCII).
+    anna = caught.pop("anna@xn--bcher-kva.example")
+    assert "anna@xn--bcher-kva.example" in anna.message()["To"]
+    assert "SMTPUTF8" not in anna.mail_options
+    if smtputf8:
+        jorg = caught.pop("jörg@example.com")
+        assert "SMTPUTF8" in jorg.mail_options
+        assert "jörg@example.com" in jorg.message()["To"]
+    else:
+        assert rows["jörg@example.com"][1] == "server does not offer SMTPUTF8"
+    assert sorted(caught) == ["ok1@example.com", "ok2@example.com"]
+
+
+def test_any_exception_while_building_one_mail_fails_that_row_as_a_render_error(
+        db: Workspace) -> None:
+    from mailer.clock import Clock
+    from mailer.ledger import new_owner
+    from mailer.ratelimit import rate_limit
+    from mailer.sender import Delivery, Renderer
+
+    shop(db, ["ok1@example.com", "poison@example.com", "ok2@example.com"])
+    db.env["MAILER_SECRET_KEY"] = KEY
+    assert db.run("run", "--once", "--no-deliver", "--now", NOW).code == 0
+
+    def sign(message: bytes) -> bytes:  # a signer that breaks on one mail, as a bug would
+        if b"poison@example.com" in message:
+            raise ValueError("the signer choked")
+        return message
+
+    engine = db.engine()
+    try:
+        with FaultServer() as server:
+            transport = SmtpTransport(parse_smtp_url(server.url + "?timeout=2"), 2)
+            delivery = Delivery(engine, transport, Renderer(engine, KEY, sign), new_owner(),
+                                Clock(NOW_UTC), concurrency=2,
+                                limit=rate_limit(engine, 100))
+
+            async def deliver() -> Any:
+                try:
+                    return await delivery.run(asyncio.Event(), until_idle=True)
+                finally:
+                    await transport.close()
+
+            tally = asyncio.run(deliver())
+    finally:
+        engine.dispose()
+    assert states(db) == {"ok1@example.com": "sent", "poison@example.com": "failed",
+                          "ok2@example.com": "sent"}
+    [(reason, lease)] = db.query("SELECT reason, lease_owner FROM deliveries "
+                                 "WHERE email = 'poison@example.com'")
+    assert reason == "render_error: ValueError: the signer choked" and lease is None
+    assert tally[("note", "failed")] == 1
+    assert sorted(c.recipient for c in server.caught) == ["ok1@example.com", "ok2@example.com"]
+
+
+# --- item 4: nothing is sent after its expiry ----------------------------------------------
+
+def test_a_transaction_is_not_begun_once_its_row_has_expired() -> None:
+    with FaultServer() as server:
+        outcome = _transport_send(server, "ok@example.com", begin=lambda: False)
+    assert outcome.kind == "expired"
+    assert server.caught == [] and server.behaviour.attempts == {}
+
+
+def test_no_mail_from_at_or_after_the_promotion_ends(db: Workspace) -> None:
+    """Rows leased and rendered wait for a rate permit; the promotion ends while they
+    wait. Those become `expired`; every `sent` row began its transaction before the end."""
+    promotion = CAMPAIGN.replace("trigger: once\nat: 2026-11-23T09:00\ngrace: 2d\n",
+                                 "trigger: promotion\nstarts: 2026-11-23T09:00\n"
+                                 "ends: 2026-11-23T10:00:02\n")
+    addresses = [f"p{n:02d}@example.com" for n in range(60)]
+    shop(db, addresses, campaign=promotion,
+         settings=SETTINGS + "delivery: {concurrency: 4, rate_per_second: 20}\n")
+    with FaultServer() as server:
+        summary = send(db, server, "note")
+    rows = db.query("SELECT email, status, sent_at, expires_at FROM deliveries")
+    by_state: dict[str, list[str]] = {}
+    for email, status, _, _ in rows:
+        by_state.setdefault(status, []).append(email)
+    assert set(by_state) == {"sent", "expired"}, by_state.keys()
+    assert by_state["sent"] and by_state["expired"]
+    late = db.query("SELECT email, sent_at, expires_at FROM deliveries "
+                    "WHERE status = 'sent' AND NOT (sent_at < expires_at)")
+    assert late == []
+    # the server caught exactly the rows the ledger calls sent
+    assert sorted(c.recipient for c in server.caught) == sorted(by_state["sent"])
+    assert (summary["planned"], summary["sent"], summary["expired"], summary["waiting"]) == \
+        (60, len(by_state["sent"]), len(by_state["expired"]), 0)
+
+
+def test_send_counts_the_rows_that_expired(db: Workspace) -> None:
+    promotion = CAMPAIGN.replace("trigger: once\nat: 2026-11-23T09:00\ngrace: 2d\n",
+                                 "trigger: promotion\nstarts: 2026-11-23T09:00\n"
+                                 "ends: 2026-11-23T10:30\n")
+    shop(db, ["temp451-a@example.com", "temp451-b@example.com", "ok@example.com"],
+         campaign=promotion)
+    with FaultServer(Behaviour(fails=100)) as server:
+        first = send(db, server, "note")
+        assert first["deferred"] == 2
+        # after the end, the deferred rows expire: this send's summary says so
+        after_end = send(db, server, "note", now="2026-11-23T11:00")
+    assert (after_end["sent"], after_end["expired"]) == (0, 2)
+    assert states(db) == {"temp451-a@example.com": "expired",
+                          "temp451-b@example.com": "expired", "ok@example.com": "sent"}
+
+
+def test_run_once_counts_the_rows_that_expired(db: Workspace) -> None:
+    promotion = CAMPAIGN.replace("trigger: once\nat: 2026-11-23T09:00\ngrace: 2d\n",
+                                 "trigger: promotion\nstarts: 2026-11-23T09:00\n"
+                                 "ends: 2026-11-23T10:30\n")
+    shop(db, ["temp451@example.com", "ok@example.com"], campaign=promotion)
+    with FaultServer(Behaviour(fails=100)) as server:
+        assert send(db, server, "note")["deferred"] == 1
+        result = db.run("run", "--once", "--now", "2026-11-23T11:00", "--json")
+    assert result.code == 0, result.stdout + result.stderr
+    note = result.json()["campaigns"]["note"]
+    assert (note["sent"], note["expired"]) == (0, 1)
+    assert states(db)["temp451@example.com"] == "expired"
