@@ -4,9 +4,11 @@ multipart/alternative with a plain-text and an HTML part; From and Reply-To from
 mailer.yaml; a Date; a Message-ID stable for its ledger row (a retry sends the
 same id); List-Unsubscribe with the HTTPS link and a mailto URI, and
 List-Unsubscribe-Post for one-click (RFC 8058). Header values are stripped of
-CR, LF and every other control character first, so data can never add a header;
-non-ASCII is RFC 2047-encoded and long lines are folded under 998 octets by the
-email package's default policy.
+CR, LF and every other control character first, so data can never add a header.
+Subjects and display names are capped (SUBJECT_LIMIT, NAME_LIMIT) and written as
+ASCII folded at spaces, or as RFC 2047 encoded-words of at most 75 characters
+(non-ASCII, and ASCII that looks like an encoded-word); no header line reaches
+998 octets whatever the data (docs/delivery.md, tests/test_headers.py).
 
 A part goes as 7bit when it can: ASCII, no control character, no line over 998
 octets (RFC 2045 §2.7). The HTML part gets there by writing non-ASCII characters
