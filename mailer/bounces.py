@@ -38,8 +38,8 @@ from mailer.models import Customer, Delivery, Event, Suppression
 
 _STATUS = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}$")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
-# local+<row id>-<signature>@domain (the signature: 16 base32 characters, see links)
-_VERP = re.compile(r"[^@+\s]+\+(\d{1,18})-([a-z2-7]{16})@[^@\s]+", re.IGNORECASE)
+# local+<row id>-<signature>@domain (the signature: 20 hex digits, see links)
+_VERP = re.compile(r"[^@+\s]+\+(\d{1,18})-([0-9a-f]{20})@[^@\s]+", re.IGNORECASE)
 MAX_REPORT_BYTES = 10 * 1024 * 1024  # a report quotes a mail; anything bigger is not one
 NOT_OURS = "not about a mail we sent"
 MATCHED_STATES = ("sent", "unknown")  # a bounce can only be about mail that went out

@@ -74,11 +74,12 @@ def _signature(payload: str, key: str) -> str:
 
 def address_signature(text: str, key: str) -> str:
     """A short signature of TEXT to put in an email address (a VERP return path): 80
-    bits as lower-case base32, since mail systems may change the case of a local part.
+    bits in lower-case hex, since mail systems may change the case of a local part.
     Prefixed so that it can never be taken for a link token's signature."""
     mac = _keyed(key).copy()
     mac.update(b"address:" + text.encode("ascii"))
-    return base64.b32encode(mac.digest()[:10]).decode("ascii").lower()
+    digest: bytes = mac.digest()
+    return digest[:10].hex()
 
 
 def _json(fields: list[str]) -> str:

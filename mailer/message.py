@@ -21,7 +21,6 @@ for the rest (RFC 2045 §6.7): it costs about 8 ns a byte here, 7bit about 1.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 import secrets
@@ -56,15 +55,15 @@ def message_id(*, campaign: str, occurrence: str, customer: str, domain: str) ->
 
 def new_message_id(domain: str) -> str:
     """A fresh Message-ID, made when a row is planned and stored on it: 128 random bits
-    (base32, lower case), so two installations never make the same one and a bounce
-    quoting it can only be about that row."""
+    (hex: base64.b32encode is pure Python and cost 8 µs an id, token_hex 0.8 µs), so
+    two installations never make the same one and a bounce quoting it can only be
+    about that row."""
     if not domain.isascii():  # a header is ASCII: an IDN domain as its punycode
         try:
             domain = domain.encode("idna").decode("ascii")
         except UnicodeError:
             domain = "mailer.invalid"
-    token = base64.b32encode(secrets.token_bytes(16)).decode("ascii").rstrip("=").lower()
-    return f"<{token}@{domain}>"
+    return f"<{secrets.token_hex(16)}@{domain}>"
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
+from mailer.bounces import MAX_REPORT_BYTES, Malformed, Report, parse
 from mailer.errors import ConfigError
 from mailer.message import message_id
 from mailer.settings import parse_settings
@@ -195,8 +198,8 @@ def test_malformed_reports_are_set_aside_never_a_crash(db: Workspace, tmp_path: 
 RETURN_PATH_SETTINGS = SETTINGS.replace(
     'sender: {from: "Pine & Co <hello@shop.example>"}',
     'sender: {from: "Pine & Co <hello@shop.example>", return_path: bounces@shop.example}')
-RANDOM_ID = re.compile(r"<[a-z2-7]{26}@shop\.example>")
-VERP = re.compile(r"bounces\+(\d+)-([a-z2-7]{16})@shop\.example")
+RANDOM_ID = re.compile(r"<[0-9a-f]{32}@shop\.example>")
+VERP = re.compile(r"bounces\+(\d+)-([0-9a-f]{20})@shop\.example")
 
 
 def ledger_ids(db: Workspace) -> dict[str, tuple[int, str | None, str]]:
@@ -413,3 +416,28 @@ def test_a_malformed_report_before_good_ones_is_set_aside_and_the_rest_are_read(
     assert text_run.code == 1
     assert "0-8bit-final-recipient.eml: set aside: Final-Recipient: 8-bit bytes" \
         in text_run.stderr
+
+
+GOOD_DSN = dsn("gone@example.com", "5.1.1", "failed", "<a@shop.example>")
+GOOD_ARF = arf("angry@example.com", message_id="<b@shop.example>")
+
+
+@settings(max_examples=300, deadline=None)
+@given(base=st.sampled_from([GOOD_DSN, GOOD_ARF]), at=st.floats(0, 1),
+       cut=st.integers(0, 40), junk=st.binary(max_size=40))
+def test_any_damage_to_a_report_reads_as_a_report_or_is_malformed(
+        base: bytes, at: float, cut: int, junk: bytes) -> None:
+    """The parser is total: a damaged file (bytes cut out, others put in) is a Report or
+    Malformed, never another exception that would stop the files after it."""
+    start = int(at * len(base))
+    damaged = base[:start] + junk + base[start + cut:]
+    try:
+        report = parse(damaged)
+    except Malformed:
+        return
+    assert isinstance(report, Report)
+
+
+def test_a_file_too_large_to_be_a_report_is_malformed() -> None:
+    with pytest.raises(Malformed, match="larger than 10 MB"):
+        parse(GOOD_DSN + b" " * MAX_REPORT_BYTES)
