@@ -4,21 +4,77 @@ unsubscribes, the preference centre, opens, clicks and ratings.
 Every function takes the verified claims of a signed link: the customer's store
 id, the campaign and the ledger row the mail came from. Writes are idempotent
 where a replay must change nothing (an unsubscribe, a rating clicked twice).
+
+`bound(engine)` makes every connection the engine hands out give up at the caller's
+DEADLINE, so a locked or unreachable database costs a request a known wait, not
+SQLite's 30 s busy timeout or a PostgreSQL lock held for an hour.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, event, insert, select, text, update
+from sqlalchemy.exc import DisconnectionError
 
 from mailer.links import Claims
 from mailer.models import Customer, Event
 
 OPTED_OUT = ("unsubscribed", "bounced", "complained")
 PAUSE = timedelta(days=30)
+
+# time.monotonic() by which the current database work must be done; None: no limit
+DEADLINE: ContextVar[float | None] = ContextVar("mailer_database_deadline", default=None)
+
+
+def _left_ms() -> int | None:
+    deadline = DEADLINE.get()
+    return None if deadline is None else max(1, int((deadline - time.monotonic()) * 1000))
+
+
+def bound(engine: Engine) -> Engine:
+    """ENGINE, its connections made to wait no longer than DEADLINE: on each checkout
+    SQLite's busy timeout, PostgreSQL's lock and statement timeouts, and on connecting
+    PostgreSQL's connect timeout are set to the time left."""
+    postgres = engine.dialect.name == "postgresql"
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        left = _left_ms()
+        if postgres and left is not None:  # libpq counts whole seconds, at least 2
+            cparams["connect_timeout"] = max(2, math.ceil(left / 1000))
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        left = _left_ms()
+        if left is None:
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            if postgres:  # session settings, made again at every checkout
+                cursor.execute("SELECT set_config('lock_timeout', %s, false), "
+                               "set_config('statement_timeout', %s, false)",
+                               (f"{left}ms", f"{left}ms"))
+            else:
+                cursor.execute(f"PRAGMA busy_timeout = {left}")
+        except Exception as err:  # a pooled connection that died: the pool gets a new one
+            raise DisconnectionError(str(err)) from err
+        finally:
+            cursor.close()
+
+    return engine
+
+
+def ping(engine: Engine) -> None:
+    """A round trip to the database (for /healthz)."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
 @dataclass(frozen=True)
@@ -130,8 +186,18 @@ def comment(engine: Engine, claims: Claims, text: str, now: datetime) -> bool:
         existing = _rating(conn, claims, found.id) if found else None
         if existing is None:
             return False
-        conn.execute(update(Event).where(Event.id == existing).values(comment=text[:2000]))
+        conn.execute(update(Event).where(Event.id == existing).values(
+            comment=_printable(text)[:2000]))
         return True
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _printable(text: str) -> str:
+    """TEXT without control characters but tab and line breaks (PostgreSQL refuses NUL in
+    text; escape sequences have no place in a report)."""
+    return _CONTROL.sub("", text)
 
 
 def _rating(conn: Connection, claims: Claims, customer_id: int) -> int | None:

@@ -79,6 +79,24 @@ Pause all mails for 30 days{% if paused %} (paused until {{ paused }}){% endif %
 <textarea id="comment" name="comment" maxlength="2000"></textarea>
 <p><button type="submit" id="send">Send</button></p></form>{% endif %}
 {% endblock %}""",
+    "bad_form.html": """{% extends "layout.html" %}{% block body %}
+<h1>This form could not be read</h1>
+<p>Nothing was changed. Open the link from the mail again and send the form from there.</p>
+<p class="note">{{ problem }}</p>
+{% endblock %}""",
+    "unavailable.html": """{% extends "layout.html" %}{% block body %}
+<h1>Please try again in a moment</h1>
+<p>We could not reach our records just now, so nothing was changed yet.
+Try again in a minute: your link keeps working.</p>
+{% endblock %}""",
+    "timeout.html": """{% extends "layout.html" %}{% block body %}
+<h1>That took too long</h1>
+<p>Your request arrived too slowly and was not handled. Please try again.</p>
+{% endblock %}""",
+    "error.html": """{% extends "layout.html" %}{% block body %}
+<h1>Something went wrong on our side</h1>
+<p>Nothing was changed. Please try again later, or reply to the mail and we will help.</p>
+{% endblock %}""",
     "invalid.html": """{% extends "layout.html" %}{% block body %}
 <h1>This link does not work</h1>
 <p>It may have been cut off by your mail program. Open the link from the mail again,

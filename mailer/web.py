@@ -9,56 +9,156 @@ Paths under `tracking.base_url`, each ending in a signed token (mailer.links):
                     POST adds the optional comment
     GET  /c/TOKEN   a click: recorded, then a redirect to the URL signed into the token
     GET  /o/TOKEN   an open: a 1×1 GIF
-    GET  /healthz   "ok"
+    GET  /healthz   {"database": "ok"} (200) or {"database": "unavailable"} (503)
 
 A token for one purpose never works for another, a tampered one gets a plain
 "this link does not work" page (400), and the redirect goes nowhere but to the
-URL the mail carried. The database work runs in threads; unsubscribes, preferences
-and ratings are committed before the answer, opens and clicks are written in
-batches (`Hits`). Pages carry no-store and no-referrer headers.
+URL the mail carried. The database work runs in a few threads of its own (`Database`);
+unsubscribes, preferences and ratings are committed before the answer, opens and
+clicks are written in batches (`Hits`).
+
+Under abuse (`Limits`): a request's headers must arrive within 10 s of its first byte
+(or of the connection), its body and answer within 30 s of the headers, else 408 and
+the connection is closed; aiohttp alone has only an idle timer. At most 1,000
+connections are open; the next is answered 503 and closed. A locked or unreachable
+database holds a request at most 5 s, then 503 with Retry-After; nothing answered 2xx
+is lost. Every response, aiohttp's own errors included, carries the security headers
+and `Server: mailer`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from aiohttp import web
+from multidict import MultiDict
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from mailer import engagement
 from mailer.clock import Clock
+from mailer.errors import DatabaseUnavailable
 from mailer.links import Claims, InvalidLink, link, verify
 
 log = logging.getLogger("mailer.serve")
+_NO_ACCESS_LOG = logging.getLogger("mailer.serve.access")
+_NO_ACCESS_LOG.disabled = True  # an access log would hold readers' addresses
 
 PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00"
          b"\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+SERVER = "mailer"  # never the framework and its version
 HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
            "X-Robots-Tag": "noindex", "X-Content-Type-Options": "nosniff",
+           "X-Frame-Options": "DENY",
            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                       "form-action 'self'; frame-ancestors 'none'"}
 MAX_BODY = 16 * 1024  # a comment and a few fields; more is not a person
+MAX_FIELDS = 100  # a preference form has a handful
+RETRY_AFTER = "5"  # seconds, when the database is locked or away
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may take of the service. Tests shorten the times."""
+
+    headers: float = 10.0  # s from a request's first byte (or the connection) to its headers
+    body: float = 30.0  # s from the headers to the answer: the body read and the work done
+    connections: int = 1000  # open at once
+    database: float = 5.0  # s a request waits for a locked or unreachable database
+    keepalive: float = 75.0  # idle s between requests (longer than a proxy's usual 60 s)
+
+
+@dataclass
+class _Budget:
+    """The time a request may spend waiting for the database, from its first call."""
+
+    deadline: float | None = None
+
+
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
+    "mailer_request_budget", default=None)  # set per request: aiohttp runs each in a task
+
+
+class Database:
+    """The service's way to the database: a few threads of its own, and a deadline
+    shared by a request's calls, so a locked or unreachable database holds a request at
+    most WAIT seconds and never starves the other requests of threads."""
+
+    THREADS = 8  # fewer than the engine's pool (5 + 10 overflow): no wait for a connection
+
+    def __init__(self, engine: Engine, *, wait: float = Limits.database) -> None:
+        self.engine = engagement.bound(engine)
+        self.wait = wait
+        self._threads = ThreadPoolExecutor(self.THREADS, thread_name_prefix="mailer-db")
+
+    async def run(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """WORK(engine, *ARGS, **KWARGS) in a thread; DatabaseUnavailable when the database
+        stays locked or unreachable for `wait` seconds (temporary failures are retried)."""
+        loop = asyncio.get_running_loop()
+        budget = _BUDGET.get()
+        if budget is None:  # not a request (the hits writer): each call waits its own
+            deadline = time.monotonic() + self.wait
+        elif budget.deadline is None:  # a request's first call starts its wait
+            deadline = budget.deadline = time.monotonic() + self.wait
+        else:
+            deadline = budget.deadline
+        context = contextvars.copy_context()
+        context.run(engagement.DEADLINE.set, deadline)  # the thread's connections obey it
+        pause = 0.05
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                # a call still queued for a thread at the deadline is dropped with the wait
+                return await asyncio.wait_for(loop.run_in_executor(
+                    self._threads, lambda: context.run(work, self.engine, *args, **kwargs)),
+                    max(left, 0.001))
+            except TimeoutError:
+                raise DatabaseUnavailable("the database did not answer in time") from None
+            except (OperationalError, PoolTimeout) as err:  # locked, refused, timed out
+                left = deadline - time.monotonic()
+                if left < 0.01:
+                    reason = str(getattr(err, "orig", err)).strip().splitlines()[:1]
+                    raise DatabaseUnavailable(f"the database is unavailable: "
+                                              f"{''.join(reason)}") from None
+                await asyncio.sleep(min(pause, left))  # a restart or a failover may be brief
+                pause = min(pause * 2, 1.0)
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
 
 class Hits:
     """Opens and clicks waiting to be written: the answer (a redirect, a pixel) does not
     wait for the database; a writer task stores them every FLUSH_EVERY seconds in one
-    transaction. What is pending when the process is killed is lost (at most that
-    long's worth of opens and clicks); a clean stop writes it."""
+    transaction, and keeps them through a database outage. What is pending when the
+    process is killed is lost (at most that long's worth of opens and clicks); a clean
+    stop writes it. Past MAX_PENDING (a long outage under a flood) new hits are counted
+    in the log only, so memory stays bounded."""
 
     FLUSH_EVERY = 0.2
+    MAX_PENDING = 1_000_000
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, db: Database) -> None:
+        self.db = db
         self._pending: list[engagement.Hit] = []
         self._ready = asyncio.Event()
+        self._dropped = 0
 
     def add(self, hit: engagement.Hit) -> None:
+        if len(self._pending) >= self.MAX_PENDING:
+            self._dropped += 1
+            return
         self._pending.append(hit)
         if len(self._pending) >= 1000:
             self._ready.set()
@@ -73,30 +173,190 @@ class Hits:
 
     async def flush(self) -> None:
         hits, self._pending = self._pending, []
+        if self._dropped:
+            log.warning("%d opens and clicks not recorded: %d waiting for the database",
+                        self._dropped, self.MAX_PENDING)
+            self._dropped = 0
         if hits:
             try:
-                await asyncio.to_thread(engagement.record_many, self.engine, hits)
-            except Exception:  # the database away: keep them for the next try
-                log.exception("could not record %d opens and clicks; retrying", len(hits))
+                await self.db.run(engagement.record_many, hits)
+            except Exception as err:  # the database away: keep them for the next try
+                log.warning("could not record %d opens and clicks (%s); retrying",
+                            len(hits), err)
                 self._pending[:0] = hits
 
 
 @dataclass(frozen=True)
 class Service:
-    engine: Engine
+    db: Database
     keys: Sequence[str]  # MAILER_SECRET_KEY, then the old ones
     store: str
     base_url: str
     topics: Sequence[str]  # of the workspace's campaigns, for the preference centre
     clock: Clock
     hits: Hits
+    limits: Limits = Limits()
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _canned(status: int, reason: str, text: str, **extra: str) -> bytes:
+    """A whole response, written straight to a connection aiohttp is not handling."""
+    body = text.encode()
+    head = {"Server": SERVER, "Content-Type": "text/plain; charset=utf-8",
+            "Content-Length": str(len(body)), "Connection": "close", **extra, **HEADERS}
+    lines = "".join(f"{name}: {value}\r\n" for name, value in head.items())
+    return f"HTTP/1.1 {status} {reason}\r\n{lines}\r\n".encode() + body
+
+
+_TOO_SLOW = _canned(408, "Request Timeout", "The request took too long to arrive.\n")
+_FULL = _canned(503, "Service Unavailable", "Too many connections; try again.\n",
+                **{"Retry-After": "1"})
+
+
+class _Connection(web.RequestHandler):
+    """One client connection: aiohttp's handler plus the deadline for a request's headers
+    (aiohttp has only an idle timer), the connection cap, and our headers on the errors
+    aiohttp answers itself (a malformed request)."""
+
+    def __init__(self, gate: _Gate) -> None:
+        assert gate.server is not None
+        super().__init__(gate.server, loop=asyncio.get_running_loop(),
+                         access_log=_NO_ACCESS_LOG,
+                         keepalive_timeout=gate.limits.keepalive,
+                         lingering_time=1.0)  # a body left unread is not waited for long
+        self._gate = gate
+        self._refused = False
+        self._busy = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._gate.admit(self):
+            self._refused = True
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(_FULL)
+            # FIN after the answer, and the close a moment later: closing at once with the
+            # client's request unread would reset the connection and lose the answer
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(1.0, transport.close)
+            return
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if not self._busy and self._timer is None:  # the first byte of the next request
+            self._arm()
+        super().data_received(data)
+
+    def eof_received(self) -> None:
+        if not self._refused:
+            super().eof_received()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._refused:
+            return
+        self._disarm()
+        self._gate.release(self)
+        super().connection_lost(exc)
+
+    def request_started(self) -> None:
+        self._busy = True
+        self._disarm()
+
+    def request_finished(self) -> None:
+        self._busy = False  # idle until the next byte: keep-alive's timer runs
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        response = super().handle_error(request, status, exc, message)
+        response.headers.update(HEADERS)
+        response.headers["Server"] = SERVER
+        return response
+
+    def _arm(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self._gate.limits.headers,
+                                                            self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        if not self._busy and self.transport is not None:
+            self.transport.write(_TOO_SLOW)
+            self.force_close()  # asyncio still flushes the answer before the close
+
+
+class _Gate:
+    """Makes the connections and counts them, up to `limits.connections`."""
+
+    def __init__(self, limits: Limits, server: web.Server | None) -> None:
+        self.limits = limits
+        self.server = server
+        self._open: set[_Connection] = set()
+
+    def __call__(self) -> _Connection:
+        return _Connection(self)
+
+    def admit(self, connection: _Connection) -> bool:
+        if len(self._open) >= self.limits.connections:
+            return False
+        self._open.add(connection)
+        return True
+
+    def release(self, connection: _Connection) -> None:
+        self._open.discard(connection)
+
+
+_SERVICE = web.AppKey("service", Service)
+
+
+@web.middleware
+async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The body deadline, and a page for what went wrong: 408, 503, 500."""
+    service = request.app[_SERVICE]
+    connection = request.protocol if isinstance(request.protocol, _Connection) else None
+    if connection is not None:
+        connection.request_started()
+    _BUDGET.set(_Budget())
+    try:
+        async with asyncio.timeout(service.limits.body):
+            return await handler(request)
+    except TimeoutError:
+        response = _page(service, "timeout.html", 408, title="Too slow")
+        response.force_close()  # the rest of the body is not read
+        return response
+    except DatabaseUnavailable as err:
+        log.warning("%s %s: %s", request.method, request.path[:3], err)
+        response = _page(service, "unavailable.html", 503, title="Try again in a moment")
+        response.headers["Retry-After"] = RETRY_AFTER
+        return response
+    except web.HTTPException:
+        raise  # 302, 404, 405, 413…: aiohttp's own answers, our headers added on prepare
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path[:3])
+        return _page(service, "error.html", 500, title="Something went wrong")
+    finally:
+        if connection is not None:
+            connection.request_finished()
+
+
+async def _secured(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response the application prepares: our headers, our Server."""
+    response.headers.update(HEADERS)
+    response.headers["Server"] = SERVER
+
+
 def make_app(service: Service) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_guarded])
+    app[_SERVICE] = service
+    app.on_response_prepare.append(_secured)
     routes = [
         web.get("/u/{token}", _signed(service, "unsubscribe", _unsubscribe_page)),
         web.post("/u/{token}", _signed(service, "unsubscribe", _unsubscribe)),
@@ -106,15 +366,14 @@ def make_app(service: Service) -> web.Application:
         web.post("/r/{token}", _signed(service, "rating", _comment)),
         web.get("/c/{token}", _signed(service, "click", _click)),
         web.get("/o/{token}", _open(service)),
-        web.get("/healthz", _health),
+        web.get("/healthz", _health(service)),
     ]
     app.add_routes(routes)
     return app
 
 
 def _html(body: str, status: int = 200) -> web.Response:
-    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8",
-                        headers=HEADERS)
+    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
 
 
 def _page(service: Service, name: str, status: int = 200, **values: Any) -> web.Response:
@@ -154,7 +413,7 @@ def _masked(email: str) -> str:
 
 async def _unsubscribe_page(service: Service, request: web.Request,
                             claims: Claims) -> web.StreamResponse:
-    found = await asyncio.to_thread(engagement.person, service.engine, claims)
+    found = await service.db.run(engagement.person, claims)
     if found is None:
         return _page(service, "invalid.html", 404, title="Link not valid")
     preferences = _here(service, "preferences", claims)
@@ -168,16 +427,16 @@ async def _unsubscribe_page(service: Service, request: web.Request,
 async def _unsubscribe(service: Service, request: web.Request,
                        claims: Claims) -> web.StreamResponse:
     await request.read()  # RFC 8058 sends "List-Unsubscribe=One-Click"; any body will do
-    found = await asyncio.to_thread(engagement.person, service.engine, claims)
+    found = await service.db.run(engagement.person, claims)
     if found is None:
         return _page(service, "invalid.html", 404, title="Link not valid")
-    await asyncio.to_thread(engagement.unsubscribe, service.engine, claims, service.clock.now())
+    await service.db.run(engagement.unsubscribe, claims, service.clock.now())
     return _page(service, "unsubscribed.html", title="Unsubscribed", email=_masked(found.email))
 
 
 async def _preferences_page(service: Service, request: web.Request, claims: Claims,
                             saved: bool = False) -> web.StreamResponse:
-    found = await asyncio.to_thread(engagement.person, service.engine, claims)
+    found = await service.db.run(engagement.person, claims)
     if found is None:
         return _page(service, "invalid.html", 404, title="Link not valid")
     now = service.clock.now()
@@ -193,15 +452,66 @@ async def _preferences_page(service: Service, request: web.Request, claims: Clai
 
 async def _save_preferences(service: Service, request: web.Request,
                             claims: Claims) -> web.StreamResponse:
-    form = await request.post()
-    cap_text = str(form.get("weekly_cap") or "")
-    cap = int(cap_text) if cap_text.isdigit() and 1 <= int(cap_text) <= 50 else None
-    chosen = sorted({str(t) for t in form.getall("topic", [])} & set(service.topics))
-    topics = None if set(chosen) == set(service.topics) else chosen
-    await asyncio.to_thread(engagement.set_preferences, service.engine, claims,
-                            service.clock.now(), pause=bool(form.get("pause")),
-                            weekly_cap=cap, topics=topics)
+    try:
+        form = await _form(request)
+    except BadForm as err:
+        return _bad_form(service, str(err))
+    found = await service.db.run(engagement.person, claims)
+    if found is None:
+        return _page(service, "invalid.html", 404, title="Link not valid")
+    try:
+        pause, cap, chosen = _preferences(form, offered=set(service.topics) |
+                                          set(found.topics or []))
+    except BadForm as err:
+        return _bad_form(service, str(err))
+    wanted = sorted(chosen & set(service.topics))  # a topic no campaign has any more goes
+    topics = None if set(wanted) == set(service.topics) else wanted
+    await service.db.run(engagement.set_preferences, claims, service.clock.now(),
+                         pause=pause, weekly_cap=cap, topics=topics)
     return await _preferences_page(service, request, claims, saved=True)
+
+
+class BadForm(ValueError):
+    """A posted form that our pages would not have sent; the message says what."""
+
+
+async def _form(request: web.Request) -> MultiDict[str]:
+    """The fields of a form our pages post (application/x-www-form-urlencoded, UTF-8)."""
+    if request.content_type not in ("", "application/x-www-form-urlencoded"):
+        raise BadForm(f"a form sent as {request.content_type}")
+    if (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
+        raise BadForm(f"a form in {request.charset}")
+    try:
+        return MultiDict(parse_qsl((await request.read()).decode(), keep_blank_values=True,
+                                   errors="strict", max_num_fields=MAX_FIELDS))
+    except UnicodeDecodeError:
+        raise BadForm("a form that is not UTF-8") from None
+    except ValueError:
+        raise BadForm(f"a form of more than {MAX_FIELDS} fields") from None
+
+
+def _preferences(form: MultiDict[str], *, offered: set[str]
+                 ) -> tuple[bool, int | None, set[str]]:
+    """(pause, weekly cap, topics chosen) of the preference form, or BadForm."""
+    pause = form.get("pause", "")
+    if pause not in ("", "30d"):
+        raise BadForm(f"pause: {pause[:20]!r} is not 30d")
+    cap_text = form.get("weekly_cap", "").strip()
+    cap = None
+    if cap_text:
+        # isdigit() says yes to "²" and int() takes any length: ASCII, two digits at most
+        if not (cap_text.isascii() and cap_text.isdigit() and len(cap_text) <= 2
+                and 1 <= int(cap_text) <= 50):
+            raise BadForm(f"weekly_cap: {cap_text[:20]!r} is not a number from 1 to 50")
+        cap = int(cap_text)
+    chosen = set(form.getall("topic", []))
+    if unknown := sorted(chosen - offered):
+        raise BadForm(f"topic: {unknown[0][:40]!r} is not a topic of this store")
+    return bool(pause), cap, chosen
+
+
+def _bad_form(service: Service, problem: str) -> web.Response:
+    return _page(service, "bad_form.html", 400, title="Form not valid", problem=problem)
 
 
 async def _rating(service: Service, request: web.Request,
@@ -209,17 +519,19 @@ async def _rating(service: Service, request: web.Request,
     if not claims.extra.isdigit() or not 1 <= int(claims.extra) <= 5:
         return _page(service, "invalid.html", 400, title="Link not valid")
     score = int(claims.extra)
-    await asyncio.to_thread(engagement.rate, service.engine, claims, score, service.clock.now())
+    await service.db.run(engagement.rate, claims, score, service.clock.now())
     return _page(service, "rated.html", title="Thank you", score=score, commented=False)
 
 
 async def _comment(service: Service, request: web.Request,
                    claims: Claims) -> web.StreamResponse:
-    form = await request.post()
-    text = str(form.get("comment") or "").strip()
+    try:
+        form = await _form(request)
+    except BadForm as err:
+        return _bad_form(service, str(err))
+    text = form.get("comment", "").strip()
     if text:
-        await asyncio.to_thread(engagement.comment, service.engine, claims, text,
-                                service.clock.now())
+        await service.db.run(engagement.comment, claims, text, service.clock.now())
     score = int(claims.extra) if claims.extra.isdigit() else 0
     return _page(service, "rated.html", title="Thank you", score=score, commented=True)
 
@@ -247,22 +559,34 @@ def _open(service: Service) -> Handler:
     return pixel
 
 
-async def _health(request: web.Request) -> web.StreamResponse:
-    return web.Response(text="ok")
+def _health(service: Service) -> Handler:
+    async def health(request: web.Request) -> web.StreamResponse:
+        try:
+            await service.db.run(engagement.ping)
+        except DatabaseUnavailable as err:
+            log.warning("health check: %s", err)
+            return web.json_response({"database": "unavailable"}, status=503,
+                                     headers={"Retry-After": RETRY_AFTER})
+        return web.json_response({"database": "ok"})
+    return health
 
 
-async def serve(service: Service, host: str, port: int,
-                say: Callable[[str], None], stop: asyncio.Event) -> None:
-    """Run the service until STOP; the first line said is `listening on HOST:PORT`."""
-    runner = web.AppRunner(make_app(service), access_log=None)
+async def serve(service: Service, host: str, port: int, say: Callable[[str], None],
+                stop: asyncio.Event, *, app: web.Application | None = None) -> None:
+    """Run the service (APP, else make_app's) until STOP; the first line said is
+    `listening on HOST:PORT`."""
+    runner = web.AppRunner(app or make_app(service), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0]
+    gate = _Gate(service.limits, runner.server)
+    # our own listener instead of a TCPSite: its connections are `_Connection`s
+    listener = await asyncio.get_running_loop().create_server(gate, host, port, backlog=1024)
+    bound = listener.sockets[0].getsockname()
     say(f"listening on {bound[0]}:{bound[1]}")
     writer = asyncio.create_task(service.hits.run(stop))
     try:
         await stop.wait()
     finally:
+        listener.close()
         await runner.cleanup()
         await writer  # what is pending is written before the process ends
+        service.db.close()

@@ -19,7 +19,7 @@ def serve(ctx: click.Context, host: str, port: int, workspace: str | None) -> No
     from mailer.cli.common import run_server
     from mailer.cli.deliver import secret_key
     from mailer.logs import configure
-    from mailer.web import Hits, Service
+    from mailer.web import Database, Hits, Limits, Service
     from mailer.web import serve as serve_http
     from mailer.workspace import load_campaigns, load_segments
 
@@ -27,10 +27,25 @@ def serve(ctx: click.Context, host: str, port: int, workspace: str | None) -> No
     settings = run.workspace.settings
     specs, _ = load_segments(run.root)
     campaigns, _ = load_campaigns(run.root, set(specs))
-    service = Service(engine=run.engine, keys=(secret_key(run.env), *run.env.old_secret_keys),
+    limits = Limits()
+    database = Database(run.engine, wait=limits.database)
+    service = Service(db=database, keys=(secret_key(run.env), *run.env.old_secret_keys),
                       store=settings.store.name, base_url=settings.tracking.base_url,
                       topics=sorted({spec.topic for spec in campaigns.values()}),
-                      clock=run.clock, hits=Hits(run.engine))
+                      clock=run.clock, hits=Hits(database), limits=limits)
     configure(run.env.log_format)
+    _enough_files(limits.connections)
 
     run_server(lambda say, stop: serve_http(service, host, port, say, stop), host, port)
+
+
+def _enough_files(connections: int) -> None:
+    """Raise the soft limit on open files to hold CONNECTIONS sockets and the rest (a
+    common default of 1,024 would fail accepts before the connection cap is reached)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
