@@ -31,7 +31,7 @@ from email.utils import getaddresses
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from mailer.addresses import Address, parse_address
+from mailer.addresses import Address, email_key, parse_address
 from mailer.errors import InvalidValue, UserError
 from mailer.links import address_signature
 from mailer.models import Customer, Delivery, Event, Suppression
@@ -291,11 +291,11 @@ def apply(engine: Engine, report: Report, now: datetime, source: str, *,
         row = _sent_row(conn, report, keys)
         if row is None:
             raise NotOurs
-        target = parse_address(row.email)
+        target = email_key(row.email)  # the address we sent to, as planned
         # A bounce must be about the row's recipient (someone who got our mail cannot
         # bounce another's address with it); a complaint is about the row, whoever it names.
         findings = tuple(f for f in report.findings if f.kind == "complaint"
-                         or target.key in {a.key for a in f.recipients})
+                         or target in {a.key for a in f.recipients})
         if not findings:
             raise NotOurs
         for finding in findings:
@@ -304,16 +304,16 @@ def apply(engine: Engine, report: Report, now: datetime, source: str, *,
                 delivery_id=row.id, comment=finding.status))
         permanent = next((f for f in findings if f.permanent), None)
         if permanent is None:
-            return Applied(target.email, findings, suppressed=False)
+            return Applied(row.email, findings, suppressed=False)
         complaint = permanent.kind == "complaint"
         reason = "complaint" if complaint else f"bounce {permanent.status}"
         known = conn.execute(select(Suppression.id).where(
-            Suppression.email_key == target.key)).first()
+            Suppression.email_key == target)).first()
         if known is None:
             conn.execute(insert(Suppression).values(
-                email_key=target.key, reason=reason, source=source, created_at=now))
+                email_key=target, reason=reason, source=source, created_at=now))
         conn.execute(update(Customer).where(
             Customer.id == row.customer_id, Customer.consent.not_in(("complained",))
         ).values(consent="complained" if complaint else "bounced", consent_at=now,
                  consent_source=source, consent_reason=reason, updated_at=now))
-    return Applied(target.email, findings, suppressed=known is None)
+    return Applied(row.email, findings, suppressed=known is None)
