@@ -228,16 +228,23 @@ class _Connection(web.RequestHandler):
                          lingering_time=1.0)  # a body left unread is not waited for long
         self._gate = gate
         self._refused = False
+        self._lingering = False
         self._busy = False
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # loop time by which the headers must be in
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._gate.admit(self):
             self._refused = True
             assert isinstance(transport, asyncio.Transport)
             transport.write(_FULL)
+            if self._gate.refusing >= _Gate.LINGERING:  # a flood: no fd held for any of it
+                transport.close()
+                return
             # FIN after the answer, and the close a moment later: closing at once with the
             # client's request unread would reset the connection and lose the answer
+            self._gate.refusing += 1
+            self._lingering = True
             transport.write_eof()
             asyncio.get_running_loop().call_later(1.0, transport.close)
             return
@@ -247,7 +254,7 @@ class _Connection(web.RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if not self._busy and self._timer is None:  # the first byte of the next request
+        if not self._busy and self._deadline is None:  # the first byte of the next request
             self._arm()
         super().data_received(data)
 
@@ -257,8 +264,12 @@ class _Connection(web.RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._refused:
+            if self._lingering:
+                self._gate.refusing -= 1
             return
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
         self._gate.release(self)
         super().connection_lost(exc)
 
@@ -277,18 +288,23 @@ class _Connection(web.RequestHandler):
         response.headers["Server"] = SERVER
         return response
 
+    # One timer per connection, moved lazily (as aiohttp's keep-alive timer is): arming
+    # and disarming per request only set the deadline, no timer handle is made or cancelled.
     def _arm(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(self._gate.limits.headers,
-                                                            self._too_slow)
+        self._deadline = self._loop.time() + self._gate.limits.headers
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._deadline, self._check)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = None
 
-    def _too_slow(self) -> None:
+    def _check(self) -> None:
         self._timer = None
-        if not self._busy and self.transport is not None:
+        if self._deadline is None or self.transport is None:
+            return
+        if self._loop.time() < self._deadline:  # armed again since: wait for that deadline
+            self._timer = self._loop.call_at(self._deadline, self._check)
+        elif not self._busy:
             self.transport.write(_TOO_SLOW)
             self.force_close()  # asyncio still flushes the answer before the close
 
@@ -296,9 +312,12 @@ class _Connection(web.RequestHandler):
 class _Gate:
     """Makes the connections and counts them, up to `limits.connections`."""
 
+    LINGERING = 64  # refused connections given a moment to read their 503
+
     def __init__(self, limits: Limits, server: web.Server | None) -> None:
         self.limits = limits
         self.server = server
+        self.refusing = 0
         self._open: set[_Connection] = set()
 
     def __call__(self) -> _Connection:

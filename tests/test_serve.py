@@ -129,6 +129,15 @@ def written(db: Workspace, kind: str, count: int) -> list[tuple[Any, ...]]:
     return events(db, kind)
 
 
+def test_the_command_reports_its_database_and_names_no_framework(service: Service) -> None:
+    status, headers, body = service.request("GET", "/healthz")
+    assert status == 200 and json.loads(body) == {"database": "ok"}
+    assert headers["server"] == "mailer" and headers["x-frame-options"] == "DENY"
+    status, headers, _ = service.request("GET", "/no/such/page")
+    assert status == 404 and headers["server"] == "mailer"
+    assert headers["content-security-policy"].startswith("default-src 'none'")
+
+
 # --- the mail carries tracked links ------------------------------------------------------
 
 
