@@ -487,6 +487,14 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
     return result
 
 
+def latest_plan_run(engine: Engine) -> datetime | None:
+    """The `now` of the store's latest planning run that wrote a plan, or None before any
+    (a `--now` before it is refused by the commands that write plans)."""
+    with engine.connect() as conn:
+        latest: datetime | None = conn.execute(select(func.max(PlanRun.now))).scalar()
+    return latest
+
+
 def _ab_winner(engine: Engine, slug: str, occurrence: str, campaign: Campaign,
                now: datetime) -> int | None:
     """`winner:` (DESIGN §4.2): None while the test share is being sent (until `after`

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from mailer.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# A --now this close before the latest planning run is a rerun at the same --now, not
+# the past: a run records its --now plus the seconds it took to start.
+PAST_TOLERANCE = timedelta(minutes=1)
 
 
 def check_time(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -55,6 +59,12 @@ def json_option(f: F) -> F:
 def now_option(f: F) -> F:
     return click.option("--now", metavar="TIME", callback=check_time,
                         help="Act as if it were TIME (ISO 8601; no offset = workspace zone).")(f)
+
+
+def allow_past_option(f: F) -> F:
+    """`--allow-past`, for the commands that write plans (see refuse_past)."""
+    return click.option("--allow-past", is_flag=True,
+                        help="Plan at a --now before the store's latest planning run.")(f)
 
 
 @dataclass
@@ -115,6 +125,23 @@ def session(ctx: click.Context, workspace: str | None, now: str | None = None) -
             root = parent.obj.get("workspace")
         parent = parent.parent
     return Session(option_root=root, now_text=now)
+
+
+def refuse_past(run: Session, *, allow_past: bool) -> None:
+    """Refuse a --now before the store's latest planning run unless ALLOW_PAST: caps,
+    cooldowns and due occurrences would be judged as if the later mails had not been
+    planned (a typo in the year re-plans a season). Without --now the clock decides."""
+    if run.now_text is None or allow_past:
+        return
+    from mailer.clock import iso_z
+    from mailer.errors import UserError
+    from mailer.planner import latest_plan_run
+
+    latest, now = latest_plan_run(run.engine), run.clock.now()
+    if latest is not None and now < latest - PAST_TOLERANCE:
+        raise UserError(f"--now {iso_z(now)} is before the latest planning run on this store "
+                        f"({iso_z(latest)}): caps and cooldowns would not see the mails "
+                        "planned since; add --allow-past to plan in the past anyway")
 
 
 def emit_json(document: Any) -> None:

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING
 import click
 
 from mailer.cli.common import (
+    allow_past_option,
     emit_json,
     json_option,
     now_option,
     print_table,
+    refuse_past,
     session,
     stderr_is_terminal,
     workspace_option,
@@ -30,9 +32,10 @@ if TYPE_CHECKING:
 @workspace_option
 @json_option
 @now_option
+@allow_past_option
 @click.pass_context
 def send(ctx: click.Context, campaigns: tuple[str, ...], dry_run: bool, out: Path | None,
-         workspace: str | None, as_json: bool, now: str | None) -> None:
+         workspace: str | None, as_json: bool, now: str | None, allow_past: bool) -> None:
     """Plan CAMPAIGNS at --now and deliver their mails that are due now.
 
     Several campaigns are planned in one run in priority order, sharing the caps."""
@@ -49,6 +52,8 @@ def send(ctx: click.Context, campaigns: tuple[str, ...], dry_run: bool, out: Pat
     for slug in campaigns:  # every campaign named must exist ("did you mean")
         specs, every = load_valid_workspace(run.root, slug)
     known = {slug: every[slug] for slug in campaigns}
+    if not dry_run:  # a dry run writes no plan, so any --now is fine
+        refuse_past(run, allow_past=allow_past)
     sign = signer(settings, run.env, run.root)
     if dry_run:
         folder = out or run.root / "outbox" / "dry-run"
