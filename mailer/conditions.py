@@ -31,6 +31,18 @@ DURING = ("this_month", "last_month", "this_year", "last_year")
 DATE_TESTS = ("more_than_ago", "less_than_ago", "before", "after")
 BOUGHT_WHAT = ("category", "sku", "product")
 
+# Limits that keep every segment one query the databases accept and plan quickly
+# (SQLite's parser overflows near 100 nested parentheses and refuses an expression more
+# than 1,000 deep; a long OR chain is that deep). `in:` lists have no limit of their own:
+# they go to the database as one parameter (mailer.segments.INLINE_VALUES).
+MAX_NESTING = 10  # levels of all/any/not, in_segment inlined
+MAX_ITEMS = 100  # conditions in one all:/any: list
+MAX_CONDITIONS = 500  # conditions in a segment, in_segment inlined
+MAX_NUMBER = Decimal(10) ** 15  # counts and amounts (SQLite integers stop at 2^63)
+MAX_AGE = 150
+MAX_SPAN = timedelta(days=36_600)  # windows and date tests: about a hundred years
+MAX_EACH = 100  # `in:` values of conditions that need one test per value (average_order)
+
 
 @dataclass(frozen=True)
 class Compare:
@@ -124,6 +136,7 @@ def _flow(value: Any) -> str:
 class _Parser:
     def __init__(self, path: str) -> None:
         self.path = path
+        self.depth = 0  # levels of all/any/not around the node being parsed
         self.problems: list[Problem] = []
         self.references: list[tuple[str, int]] = []  # in_segment names, kept on failure too
 
@@ -142,11 +155,19 @@ class _Parser:
         key, value = next(iter(data.items()))
         key_line = data.key_lines.get(key, line) if isinstance(data, YamlMap) else line
         here = f"{field}.{key}" if field else str(key)
+        if key in COMBINATORS and self.depth >= MAX_NESTING:
+            self.problem(key_line, here, f"nested deeper than {MAX_NESTING} levels of "
+                                         "all/any/not; flatten it or split it into segments")
+            return None
         if key in ("all", "any"):
             return self.group(key, value, here, key_line)
         if key == "not":
-            inner = self.group("all", value, here, key_line) if isinstance(value, list) \
-                else self.node(value, here, key_line)
+            self.depth += 1
+            try:
+                inner = self.group("all", value, here, key_line) if isinstance(value, list) \
+                    else self.node(value, here, key_line)
+            finally:
+                self.depth -= 1
             return None if inner is None else Not(inner, key_line)
         if key not in CONDITIONS:
             close = get_close_matches(str(key), CONDITIONS + COMBINATORS, n=1, cutoff=0.6)
@@ -159,9 +180,18 @@ class _Parser:
         if not isinstance(value, list) or not value:
             self.problem(line, field, "expected a list of conditions")
             return None
+        if len(value) > MAX_ITEMS:
+            self.problem(line, field, f"at most {MAX_ITEMS} conditions in one list, got "
+                                      f"{len(value)} (for many values of one condition, "
+                                      "use in:)")
+            return None
         lines = value.item_lines if isinstance(value, YamlList) else [line] * len(value)
-        items = [self.node(item, f"{field}.{index}", lines[index])
-                 for index, item in enumerate(value)]
+        self.depth += 1
+        try:
+            items = [self.node(item, f"{field}.{index}", lines[index])
+                     for index, item in enumerate(value)]
+        finally:
+            self.depth -= 1
         if any(item is None for item in items):
             return None
         kept = tuple(item for item in items if item is not None)
@@ -299,6 +329,8 @@ def _number(raw: Any, *, whole: bool) -> Decimal:
         raise InvalidValue(f"expected {wanted}, got {_flow(raw)!r}") from None
     if not number.is_finite() or number < 0 or (whole and number != number.to_integral_value()):
         raise InvalidValue(f"expected {wanted} of at least 0, got {_flow(raw)!r}")
+    if number > MAX_NUMBER:
+        raise InvalidValue(f"expected {wanted} of at most 10^15, got {_flow(raw)!r}")
     return number
 
 
@@ -307,7 +339,14 @@ def _comparison_value(kind: str, op: str, raw: Any) -> Any:
     if op == "in":
         if not isinstance(raw, list) or not raw:
             raise InvalidValue(f"expected a list, got {_flow(raw)!r}")
+        if kind == "average_order" and len(raw) > MAX_EACH:
+            raise InvalidValue(f"at most {MAX_EACH} values, got {len(raw)}")
         return tuple(_comparison_value(kind, "eq", item) for item in raw)
+    if kind == "age":
+        age = int(_number(raw, whole=True))
+        if age > MAX_AGE:
+            raise InvalidValue(f"expected an age from 0 to {MAX_AGE}, got {_flow(raw)!r}")
+        return age
     if kind in ("orders", "bought", *COUNTS):
         return int(_number(raw, whole=True))
     if kind in ("spent", "average_order"):
@@ -325,9 +364,17 @@ def _comparison_value(kind: str, op: str, raw: Any) -> Any:
     return _text(raw)
 
 
+def _span(raw: Any) -> timedelta:
+    """A duration that `now` minus it is a date (a million days back is year -800)."""
+    span = parse_duration(raw)
+    if span > MAX_SPAN:
+        raise InvalidValue(f"expected at most {MAX_SPAN.days}d, got {_flow(raw)!r}")
+    return span
+
+
 def _window_value(key: str, raw: Any) -> Any:
     if key == "within":
-        return parse_duration(raw)
+        return _span(raw)
     if key == "since":
         return _date(raw)
     if raw not in DURING:
@@ -339,17 +386,21 @@ def _window_value(key: str, raw: Any) -> Any:
 
 def _date(raw: Any) -> date:
     if isinstance(raw, datetime):
-        return raw.date()
-    if isinstance(raw, date):
-        return raw
-    try:
-        return date.fromisoformat(str(raw))
-    except ValueError:
-        raise InvalidValue(f"expected a date like 2026-01-31, got {_flow(raw)!r}") from None
+        day = raw.date()
+    elif isinstance(raw, date):
+        day = raw
+    else:
+        try:
+            day = date.fromisoformat(str(raw))
+        except ValueError:
+            raise InvalidValue(f"expected a date like 2026-01-31, got {_flow(raw)!r}") from None
+    if not 1900 <= day.year <= 2999:  # midnight of year 1 in Berlin is before year 1 in UTC
+        raise InvalidValue(f"expected a date from 1900 to 2999, got {_flow(raw)!r}")
+    return day
 
 
 def _date_test_value(key: str, raw: Any) -> Any:
-    return parse_duration(raw) if key.endswith("_ago") else _date(raw)
+    return _span(raw) if key.endswith("_ago") else _date(raw)
 
 
 def parse_segment(name: str, path: str, data: Any) -> Parsed:

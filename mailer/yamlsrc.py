@@ -9,6 +9,12 @@ safeyaml).
 Resolvers follow YAML 1.2's core schema where YAML 1.1 surprises marketers:
 `NO` (Norway) stays a string, `yes`/`on` are strings, and `21:00` stays a
 string instead of becoming the sexagesimal number 1260.
+
+Limits, so that no file can hang or exhaust a command or the daemon's reload:
+at most MAX_DEPTH levels of nesting (the composer recurses per level), aliases
+that together expand to at most MAX_ALIAS_NODES values (a "billion laughs"
+file is a few lines that expand to 10^9), no alias inside the node it names,
+and no NUL character in any value (no database stores one in text).
 """
 
 from __future__ import annotations
@@ -35,12 +41,81 @@ class YamlList(list[Any]):
     item_lines: list[int]
 
 
+MAX_DEPTH = 50
+MAX_ALIAS_NODES = 10_000
+
+
+class _Limit(yaml.MarkedYAMLError):
+    """A file over one of the loader's limits (reported without "YAML syntax")."""
+
+
 class _Loader(yaml.SafeLoader):
     yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML reads this class attribute
         first: [r for r in resolvers if r[0] not in (
             "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._open: list[str] = []  # anchors of the nodes being composed
+        self._sizes: dict[int, int] = {}  # expanded size of each finished node, by id
+        self._expanded = 0  # values brought in by aliases so far
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        """PyYAML's compose_node, counting depth and what every alias expands to."""
+        if self.check_event(yaml.AliasEvent):
+            event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+            if event.anchor in self._open:
+                raise _Limit(None, None, f"the alias *{event.anchor} is inside the node it "
+                                         "names", event.start_mark)
+            node = super().compose_node(parent, index)
+            if node is not None:
+                self._expanded += _expanded_size(node, self._sizes)
+            if self._expanded > MAX_ALIAS_NODES:
+                raise _Limit(None, None, f"aliases expand to more than {MAX_ALIAS_NODES:,} "
+                                         "values; write the values out or use fewer aliases",
+                             event.start_mark)
+            return node
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if self._depth >= MAX_DEPTH:
+            raise _Limit(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                         event.start_mark)
+        self._depth += 1
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self._open.append(anchor)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            if anchor is not None:
+                self._open.pop()
+        return node
+
+    def construct_scalar(self, node: yaml.ScalarNode) -> Any:  # type: ignore[override]
+        value = super().construct_scalar(node)
+        if isinstance(value, str) and "\x00" in value:
+            raise _Limit(None, None, "a value holds a NUL character (\\0), which cannot be "
+                                     "stored", node.start_mark)
+        return value
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values NODE stands for with every alias in it written out (memoised:
+    one visit per node however often aliases repeat it; depth is bounded by MAX_DEPTH)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(key, sizes) + _expanded_size(value, sizes)
+                    for key, value in node.value)
+    sizes[id(node)] = size
+    return size
 
 
 _Loader.add_implicit_resolver(
@@ -88,6 +163,9 @@ def load_yaml(text: str, path: str) -> Any:
     """Parse one YAML document; a syntax error raises ConfigError naming path and line."""
     try:
         return yaml.load(text, Loader=_Loader)
+    except _Limit as err:
+        line = err.problem_mark.line + 1 if err.problem_mark is not None else None
+        raise ConfigError([Problem(path, line, None, str(err.problem))]) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None

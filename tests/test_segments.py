@@ -3,6 +3,9 @@ databases. The store's clock: now = 2026-11-23 10:00 in Berlin (09:00Z)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
 import pytest
 
 from tests.conftest import Workspace
@@ -222,3 +225,177 @@ def test_typed_attributes_from_json_lines(store: Workspace) -> None:
     assert members(store, "all: [{attribute: {name: member, eq: true}}]") == ["F"]
     assert members(store, "all: [{attribute: {name: points, at_least: 100}}]") == ["F"]
     assert members(store, "all: [{attribute: {name: points, eq: 120}}]") == ["F"]
+
+
+# --- limits (issue 15 item 7) ---------------------------------------------------------------
+
+LOLS = "\n".join(
+    [f'l0: &l0 [{", ".join(["lol"] * 9)}]']
+    + [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 10)])  # 9^10
+
+
+def test_an_alias_bomb_is_refused_by_the_loader_with_its_line(ws: Workspace) -> None:
+    ws.write("segments/bomb.yaml", "description: bomb\n" + LOLS + "\nall: [{country: DE}]\n")
+    ws.write("mailer.yaml", SETTINGS_WITH_BOMB)
+    import time
+
+    started = time.perf_counter()
+    result = ws.run("validate")
+    assert time.perf_counter() - started < 10
+    assert result.code == 1
+    assert result.stderr.splitlines() == [
+        "mailer.yaml:10: aliases expand to more than 10,000 values; write the values out or "
+        "use fewer aliases",
+        "segments/bomb.yaml:6: aliases expand to more than 10,000 values; write the values out "
+        "or use fewer aliases",
+        "2 problems in 2 files",
+    ]
+
+
+SETTINGS_WITH_BOMB = """\
+store: {name: Pine & Co, address: "1 Market St, Springfield", currency: EUR}
+sender: {from: "Pine & Co <hello@shop.example>"}
+timezone: Europe/Berlin
+tracking: {base_url: https://mail.shop.example}
+x-anchors:
+""" + "\n".join("  " + line for line in LOLS.splitlines()) + "\n"
+
+
+def test_the_daemons_reload_refuses_a_bomb_at_once(ws: Workspace) -> None:
+    # The daemon reloads through the same loader: the reload fails fast, it never hangs.
+    import time
+
+    from mailer.daemon import load, problems_of
+    from mailer.errors import ConfigError
+
+    ws.write("segments/bomb.yaml", "description: bomb\n" + LOLS + "\nall: [{country: DE}]\n")
+    ws.write("segments/deep.yaml", "description: deep\nall: " + "[" * 5000 + "]" * 5000 + "\n")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as raised:
+        load(ws.root)
+    assert time.perf_counter() - started < 5
+    assert problems_of(raised.value) == [
+        "segments/bomb.yaml:6: aliases expand to more than 10,000 values; write the values out "
+        "or use fewer aliases",
+        "segments/deep.yaml:2: nested deeper than 50 levels",
+    ]
+
+
+def test_yaml_recursion_and_nul_are_validate_errors(ws: Workspace) -> None:
+    ws.write("segments/loop.yaml", "description: loop\nall: &a [{any: *a}]\n")
+    ws.write("segments/nul.yaml", 'description: nul\nall:\n  - city: "Ber\\0lin"\n')
+    result = ws.run("validate")
+    assert result.stderr.splitlines() == [
+        "segments/loop.yaml:2: the alias *a is inside the node it names",
+        "segments/nul.yaml:3: a value holds a NUL character (\\0), which cannot be stored",
+        "2 problems in 2 files",
+    ]
+
+
+def test_anchors_and_merge_keys_within_the_limit_still_load() -> None:
+    from mailer.yamlsrc import load_yaml
+
+    loaded = load_yaml("base: &b {at_least: 2}\nall: [{orders: {<<: *b, within: 30d}}, *b]\n",
+                       "segments/merge.yaml")
+    assert loaded["all"] == [{"orders": {"at_least": 2, "within": "30d"}}, {"at_least": 2}]
+
+
+def _nested(levels: int) -> str:
+    """LEVELS levels of all/any/not (the top all: counts) around {country: DE}."""
+    tree = "{country: DE}"
+    for level in range(levels - 1):
+        kind = ("any", "all", "not")[level % 3]
+        tree = f"{{not: {tree}}}" if kind == "not" else f"{{{kind}: [{tree}, {{city: Lyon}}]}}"
+    return f"all: [{tree}]"
+
+
+def test_segment_size_limits_are_validate_errors(ws: Workspace) -> None:
+    many = ", ".join(f"{{city: c{n}}}" for n in range(101))
+    ws.write("segments/deep.yaml", f"description: deep\n{_nested(11)}\n")
+    ws.write("segments/wide.yaml", f"description: wide\nany: [{many}]\n")
+    ws.write("segments/values.yaml", "description: values\nall:\n"
+                                     "  - age: {at_least: 200}\n"
+                                     "  - orders: {at_least: 100000000000000000000}\n"
+                                     "  - last_order: {more_than_ago: 9999999d}\n"
+                                     "  - signed_up: {before: 0001-01-01}\n")
+    # Each part is within the limits; inlined, they are not.
+    fifty = ", ".join(f"{{city: c{n}}}" for n in range(50))
+    ws.write("segments/part.yaml", f"description: part\nany: [{fifty}]\n")
+    ws.write("segments/level.yaml", f"description: level\n{_nested(9)}\n")
+    parts = ", ".join("{in_segment: part}" for _ in range(11))
+    ws.write("segments/whole.yaml", f"description: whole\nany: [{parts}]\n")
+    ws.write("segments/deeper.yaml", "description: deeper\nall: [{not: {in_segment: level}}, "
+                                     "{in_segment: level}]\n")
+    result = ws.run("validate")
+    assert result.code == 1
+    assert result.stderr.splitlines() == [
+        "segments/deep.yaml:2: all.0.any.0.not.all.0.any.0.not.all.0.any.0.not.all.0.any: "
+        "nested deeper than 10 levels of all/any/not; flatten it or split it into segments",
+        "segments/values.yaml:3: all.0.age.at_least: expected an age from 0 to 150, got '200'",
+        "segments/values.yaml:4: all.1.orders.at_least: expected a whole number of at most "
+        "10^15, got '100000000000000000000'",
+        "segments/values.yaml:5: all.2.last_order.more_than_ago: expected at most 36600d, "
+        "got '9999999d'",
+        "segments/values.yaml:6: all.3.signed_up.before: expected a date from 1900 to 2999, "
+        "got '0001-01-01'",
+        "segments/wide.yaml:2: any: at most 100 conditions in one list, got 101 (for many "
+        "values of one condition, use in:)",
+        "segments/deeper.yaml:2: in_segment: with in_segment inlined, it nests 11 levels of "
+        "all/any/not (at most 10)",
+        "segments/whole.yaml:2: in_segment: with in_segment inlined, it holds 550 conditions "
+        "(at most 500)",
+        "8 problems in 5 files",
+    ]
+
+
+def test_the_largest_segments_within_the_limits_run_on_both_databases(store: Workspace) -> None:
+    # Ten levels of nesting around a tags test (a subquery), and 500 conditions in
+    # lists of 100: SQLite's parser stack and expression depth both hold.
+    tree = "{tags: {contains: vip}}"
+    for level in range(7):  # each level keeps the members of the one inside it
+        tree = (f"{{any: [{tree}, {{city: nowhere}}]}}" if level % 2
+                else f"{{all: [{tree}, {{orders: {{at_least: 0}}}}]}}")
+    assert members(store, f"all: [{{not: {{not: {tree}}}}}]") == ["A"]  # ten levels
+    hundred = ", ".join(["{city: nowhere}"] * 99 + ["{country: de}"])
+    lists = ", ".join(f"{{any: [{hundred}]}}" for _ in range(5))
+    assert members(store, f"any: [{lists}]") == ["A"]
+    assert members(store, f"all: [{lists}]") == ["A"]
+
+
+def test_in_lists_beyond_the_parameter_limit_of_postgresql(store: Workspace) -> None:
+    # PostgreSQL takes at most 65,535 bound parameters a statement, SQLite 32,766.
+    from mailer.audience import members as members_of
+    from mailer.audience import sql
+    from mailer.conditions import parse_segment
+    from mailer.db import database_url, open_database
+    from mailer.segments import Scope
+
+    n = 70_000
+    words = [f"place {i}" for i in range(n)]
+    numbers = list(range(10, n + 10))
+    cases = [
+        ({"country": {"in": [*words, "de"]}}, ["A"]),
+        ({"city": {"in": ["LYON", *words]}}, ["C"]),
+        ({"tags": {"contains": [*words, "app"]}}, ["A"]),
+        ({"email_domain": {"in": [*(f"{w}.example" for w in range(n)), "shop.example"]}},
+         ["B"]),
+        ({"orders": {"in": [*numbers, 3]}}, ["A"]),
+        ({"referrals": {"in": [*numbers, 2]}}, ["A"]),
+        ({"spent": {"in": [*(f"{i}.01" for i in numbers), 0.3]}}, ["B"]),
+        ({"attribute": {"name": "tier", "in": [*words, "Silver"]}}, ["B"]),
+        ({"not": {"country": {"in": [*words, "DE", "AT", "FR", "JP"]}}}, ["D"]),
+    ]
+    engine = open_database(database_url(env_url=store.database, configured=None,
+                                        root=store.root))
+    scope = Scope(now=datetime(2026, 11, 23, 9, tzinfo=UTC), tz=ZoneInfo("Europe/Berlin"),
+                  currency="EUR", dialect=engine.dialect.name)
+    try:
+        for condition, expected in cases:
+            parsed = parse_segment("big", "segments/big.yaml", {"all": [condition]})
+            assert parsed.spec is not None, parsed.problems
+            size, found = members_of(engine, {"big": parsed.spec}, "big", scope, limit=10)
+            assert [m["id"] for m in found] == expected, condition
+            assert size == len(expected)
+        assert "place 69999" in sql(engine, {"big": parsed.spec}, "big", scope)
+    finally:
+        engine.dispose()
