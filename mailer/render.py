@@ -6,15 +6,20 @@ are swapped for inert tokens while premailer inlines the CSS (network off),
 then restored, and every source line keeps a marker of the file and line it
 came from, so an error names `templates/NAME:LINE` even after premailer has
 reflowed the HTML. Per recipient only the values are filled in, under limits:
-1 MB of output, 2 s of CPU, `range()` up to 10,000.
+1 MB of output, 2 s of CPU, `range()` up to 10,000, and no value a template builds
+over 1 MB (its `weight`), checked before the operation that would build it.
+Templates are read only from templates/ (TemplateFolder); a rendering environment
+loads only the parts its campaign version carries (VersionLoader).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from typing import Any
@@ -26,6 +31,7 @@ from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace, generate_lorem_ipsum
 from markupsafe import Markup
 
 from mailer.errors import Problem, UserError
@@ -33,6 +39,10 @@ from mailer.errors import Problem, UserError
 MAX_OUTPUT = 1_000_000
 MAX_CPU_SECONDS = 2.0
 MAX_RANGE = 10_000
+# Python's own limit for printing an int (sys.get_int_max_str_digits): a bigger number
+# cannot be printed anyway, and building one (99 ** 99 ** 99) can take hours
+MAX_DIGITS = 4_300
+_MAX_INT_BITS = int(MAX_DIGITS * math.log2(10))
 
 
 class RenderError(UserError):
@@ -171,6 +181,7 @@ class _Budget:
         self.started = time.process_time()
         self.output = 0
         self.prints = 0
+        self.calls = 0
 
     def spend(self, size: int) -> None:
         self.output += size
@@ -184,11 +195,173 @@ class _Budget:
             raise _Stopped(f"more than {MAX_CPU_SECONDS:g} s of CPU")
 
 
+_DEEP = "nesting too deep"
+
+
 class _Stopped(Exception):
     """Raised inside a render when a limit is hit; turned into RenderLimit with a line."""
 
 
 _BUDGET: list[_Budget] = []
+
+
+# --- sizes, checked before a value is built ------------------------------------------------
+
+HUGE = "a value over 1 MB"
+STRING = "a string over 1 MB"
+_TEXT = (str, bytes, bytearray)
+_SEQUENCES = (str, bytes, bytearray, list, tuple)
+_VIEWS: tuple[type, ...] = (type({}.keys()), type({}.values()), type({}.items()))
+_COLLECTIONS = (list, tuple, set, frozenset, *_VIEWS)
+
+
+def weight(value: Any, limit: int = MAX_OUTPUT) -> int:
+    """About how many characters VALUE prints as, counted until the count passes LIMIT:
+    the length of text, the digits of an int, and for containers their items, each
+    shared item as often as it is shared (as printing does). Everything a template
+    builds is kept under 1 MB of this, so no value can print as gigabytes."""
+    total = 0
+    stack: list[Any] = [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        cls = item.__class__
+        if cls is str or cls is Markup or isinstance(item, _TEXT):
+            total += len(item)
+        elif cls is int:
+            total += item.bit_length() * 3 // 10 + 1
+        elif isinstance(item, dict):
+            total += 2 + 4 * len(item)  # braces, ": " and ", "
+            if total <= limit:
+                stack.extend(item.keys())
+                stack.extend(item.values())
+        elif isinstance(item, _COLLECTIONS):
+            items: Collection[Any] = item  # type: ignore[assignment]
+            total += 2 + 2 * len(items)  # brackets and ", "
+            if total <= limit:
+                stack.extend(items)
+        elif isinstance(item, Namespace):  # prints its attributes
+            stack.append(object.__getattribute__(item, "_Namespace__attrs"))
+        else:
+            total += 1
+    return total
+
+
+def _checked(value: Any) -> Any:
+    """VALUE, made by a call or a filter, refused when over 1 MB; an iterator is metered."""
+    cls = value.__class__
+    if cls is str or cls is Markup or isinstance(value, _TEXT):
+        if len(value) > MAX_OUTPUT:
+            raise _Stopped(STRING)
+    elif isinstance(value, (dict, Namespace, *_COLLECTIONS)):
+        if weight(value) > MAX_OUTPUT:
+            raise _Stopped(HUGE)
+    elif isinstance(value, Iterator):
+        return _metered(value)
+    return value
+
+
+def _metered(items: Iterable[Any]) -> Iterator[Any]:
+    """ITEMS (of a filter like map or select), stopped when what they yield passes 1 MB:
+    each item may be small and new (map('center', 100000) over 10,000 numbers), and
+    `| list` or `| join` would keep them all."""
+    total = 0
+    for index, item in enumerate(items):
+        total += weight(item) + 1
+        if total > MAX_OUTPUT:
+            raise _Stopped("a filter's items over 1 MB")
+        if not index & 255 and _BUDGET:
+            _BUDGET[-1].check()
+        yield item
+
+
+def _built(value: Any) -> Any:
+    """A list, tuple or dict literal of the template, refused when over 1 MB: a literal of
+    references (`[x, x]`) doubles what it prints at each step of a loop."""
+    if weight(value) > MAX_OUTPUT:
+        raise _Stopped(HUGE)
+    return value
+
+
+def _joinable(items: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The operands of `~`, refused before they are joined when over 1 MB together."""
+    total = 0
+    for item in items:
+        total += weight(item)
+        if total > MAX_OUTPUT:
+            raise _Stopped("a concatenation over 1 MB")
+    return items
+
+
+def _check_formatted(text: Any, values: Iterable[Any], mark: str) -> None:
+    """A format (`%`, str.format) that could print its values more than 1 MB: each MARK
+    of TEXT may print the biggest of VALUES ('{0}' * 300000 prints one value 300,000
+    times)."""
+    if not isinstance(text, _TEXT):
+        return
+    fields = _count(text, mark)
+    if fields and len(text) + fields * max((weight(v) for v in values), default=0) > MAX_OUTPUT:
+        raise _Stopped("a format over 1 MB")
+
+
+def _count(text: str | bytes | bytearray, mark: str) -> int:
+    """How often MARK occurs in TEXT, a string or bytes."""
+    return text.count(mark) if isinstance(text, str) else text.count(mark.encode())
+
+
+def _percent_values(right: Any) -> Iterable[Any]:
+    """The values a `%` format prints from its right side."""
+    if isinstance(right, Mapping):
+        return right.values()
+    return right if isinstance(right, tuple) else (right,)
+
+
+def _check_number(bits: float) -> None:
+    if bits > _MAX_INT_BITS:
+        raise _Stopped(f"a number over {MAX_DIGITS:,} digits")
+
+
+def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    """Jinja's lipsum, refused when it would pass 1 MB (a word is at most 12 characters)."""
+    if isinstance(n, int) and isinstance(max, int) and n * max * 12 > MAX_OUTPUT:
+        raise _Stopped("lipsum() over 1 MB")
+    return str(generate_lorem_ipsum(n=n, html=html, min=min, max=max))
+
+
+@jinja2.pass_environment
+def _sum(environment: jinja2.Environment, iterable: Iterable[Any], attribute: Any = None,
+         start: Any = 0) -> Any:
+    """Jinja's sum; lists and tuples are joined in linear time (Python's sum copies the
+    growing list at every item) and refused when the result would pass 1 MB."""
+    if not isinstance(start, (list, tuple)):
+        return jinja_filters.sync_do_sum(environment, iterable, attribute, start)
+    if attribute is not None:
+        iterable = map(jinja_filters.make_attrgetter(environment, attribute), iterable)
+    kind = list if isinstance(start, list) else tuple
+    total = weight(start)
+    result = list(start)
+    for item in iterable:
+        if not isinstance(item, kind):
+            raise TypeError(f'can only concatenate {kind.__name__} (not '
+                            f'"{type(item).__name__}") to {kind.__name__}')
+        total += weight(item)
+        if total > MAX_OUTPUT:
+            raise _Stopped("sum() over 1 MB")
+        result.extend(item)
+    return result if kind is list else tuple(result)
+
+
+def _slice(value: Any, slices: int, fill_with: Any = None) -> Iterator[list[Any]]:
+    """Jinja's slice, into at most MAX_RANGE parts (each part is a new list)."""
+    if isinstance(slices, int) and slices > MAX_RANGE:
+        raise _Stopped(f"slice() into more than {MAX_RANGE:,} parts")
+    return jinja_filters.sync_do_slice(value, slices, fill_with)
+
+
+def _batch(value: Any, linecount: int, fill_with: Any = None) -> Iterator[list[Any]]:
+    """Jinja's batch; the last batch is filled to at most MAX_RANGE items."""
+    if fill_with is not None and isinstance(linecount, int) and linecount > MAX_RANGE:
+        raise _Stopped(f"batch() filled to more than {MAX_RANGE:,} items")
+    return jinja_filters.do_batch(value, linecount, fill_with)
 
 
 def _bounded_range(*args: int) -> Iterator[int]:
@@ -209,6 +382,8 @@ def _finalize(value: Any) -> Any:
     in a loop would otherwise pile up megabytes before the limit saw them."""
     cls = value.__class__
     if cls is not str and cls is not Markup and not hasattr(value, "__html__"):
+        if cls is not int and weight(value) > MAX_OUTPUT:  # before str() builds its text
+            raise _Stopped(HUGE)
         value = str(value)
     if _BUDGET:
         budget = _BUDGET[-1]
@@ -260,6 +435,39 @@ class _GuardedLoops(CodeGenerator):
                                    None, None, lineno=node.iter.lineno)
         super().visit_For(node, frame)
 
+    def _through(self, name: str, node: nodes.Expr, frame: Frame,
+                 visit: Callable[[Any, Frame], None]) -> None:
+        """Write the code of NODE passed through the environment's NAME."""
+        if getattr(node, "ctx", "load") != "load":  # an assignment target: not a value
+            visit(node, frame)
+            return
+        self.write(f"environment.{name}(")
+        visit(node, frame)
+        self.write(")")
+
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self._through("built", node, frame, super().visit_List)
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        self._through("built", node, frame, super().visit_Tuple)
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self._through("built", node, frame, super().visit_Dict)
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        """Jinja's `~`, with its operands weighed before they are joined."""
+        if frame.eval_ctx.volatile:
+            func_name = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            func_name = "markup_join"
+        else:
+            func_name = "str_join"
+        self.write(f"{func_name}(environment.joinable((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write(")))")
+
 
 # Strings that grow: checked before Python builds them, since a template could ask
 # for gigabytes in one call ('x' | center(10**10)), long before the output limit.
@@ -279,19 +487,18 @@ def _check_format(text: Any) -> None:
         raise _Stopped("a format width of a million or more, or one taken from the values")
 
 
-def _replaced_size(text: str, old: str, new: str, count: Any) -> int:
+def _replaced_size(text: Any, old: Any, new: Any, count: Any) -> int:
     found = text.count(old) if old else len(text) + 1
     if isinstance(count, int) and count >= 0:
         found = min(found, count)
     return len(text) + found * (len(new) - len(old))
 
 
-def _joined_size(separator: str, items: list[Any]) -> int:
-    return len(separator) * max(len(items) - 1, 0) + sum(
-        len(item) for item in items if isinstance(item, str))
+def _joined_size(separator: str | bytes | bytearray, items: list[Any]) -> int:
+    return len(separator) * max(len(items) - 1, 0) + sum(weight(item) for item in items)
 
 
-def _checked_str_call(text: str, name: str, args: tuple[Any, ...],
+def _checked_str_call(text: str | bytes | bytearray, name: str, args: tuple[Any, ...],
                       kwargs: dict[str, Any]) -> tuple[Any, ...]:
     """ARGS for TEXT.NAME(...), refused when the result would pass 1 MB (a join's items
     are read into a list first, to be measured)."""
@@ -299,14 +506,17 @@ def _checked_str_call(text: str, name: str, args: tuple[Any, ...],
     if name in ("center", "ljust", "rjust", "zfill") and isinstance(first, int):
         _check_size(first)
     elif name == "expandtabs" and isinstance(first, int):
-        _check_size(len(text) + text.count("\t") * first)
-    elif name == "replace" and len(args) >= 2 and isinstance(args[0], str) \
-            and isinstance(args[1], str):
+        _check_size(len(text) + _count(text, "\t") * first)
+    elif name == "replace" and len(args) >= 2 and isinstance(args[0], _TEXT) \
+            and isinstance(args[1], _TEXT):
         _check_size(_replaced_size(text, args[0], args[1], args[2] if len(args) > 2 else -1))
     elif name == "join" and args:
         items = list(args[0])
         _check_size(_joined_size(text, items))
         args = (items, *args[1:])
+    elif name == "translate" and isinstance(first, Mapping):
+        longest = max((len(v) for v in first.values() if isinstance(v, _TEXT)), default=1)
+        _check_size(len(text) * longest)
     return args
 
 
@@ -348,20 +558,37 @@ def _join(eval_ctx: Any, value: Any, separator: str = "", attribute: Any = None)
 
 def _format(value: str, *args: Any, **kwargs: Any) -> str:
     _check_format(value)
+    _check_formatted(value, [*args, *kwargs.values()], "%")
     return jinja_filters.do_format(value, *args, **kwargs)
 
 
 _GROWING_FILTERS = {"center": _center, "indent": _indent, "wordwrap": _wordwrap,
-                    "replace": _replace, "join": _join, "format": _format}
+                    "replace": _replace, "join": _join, "format": _format, "sum": _sum,
+                    "slice": _slice, "batch": _batch}
+# Filters whose result is never much bigger than their input, and that a mail uses
+# most; every other filter's result is checked (tojson of tojson doubles each time).
+_SAME_SIZE = frozenset({"default", "d", "e", "escape", "safe", "length", "count", "first",
+                        "last", "lower", "upper", "trim", "int", "float", "abs", "round",
+                        "striptags", "truncate", "wordcount", "title", "capitalize"})
+
+
+def _result_checked(function: Callable[..., Any]) -> Callable[..., Any]:
+    """FUNCTION with its result checked by _checked (Jinja's pass_* marks are kept)."""
+    @functools.wraps(function)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        return _checked(function(*args, **kwargs))
+    return checked
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox with bounded repetition and exponents, loops under the
     CPU budget, and an error (never a silent empty string) for anything it refuses."""
 
-    intercepted_binops = frozenset(["*", "**", "%"])
+    intercepted_binops = frozenset(["*", "**", "%", "+"])
     code_generator_class = _GuardedLoops
     guarded = staticmethod(_guarded)
+    built = staticmethod(_built)
+    joinable = staticmethod(_joinable)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """`customer.first_name` on the context's dicts: the key, at once. Jinja tries the
@@ -376,25 +603,65 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any,
              **kwargs: Any) -> Any:
         """A call from a template; a method of a string that could grow it past 1 MB is
-        refused first."""
+        refused first, the result is checked, and every 64 calls the CPU budget is read
+        (macros calling macros can spin without printing or looping)."""
+        if __obj is _guarded:  # a loop's own iterable: items are not kept, only counted
+            return super().call(__context, __obj, *args, **kwargs)
         owner = getattr(__obj, "__self__", None)
-        if isinstance(owner, str):
+        if isinstance(owner, _TEXT):
             args = _checked_str_call(owner, getattr(__obj, "__name__", ""), args, kwargs)
-        return super().call(__context, __obj, *args, **kwargs)
+        elif isinstance(owner, int) and getattr(__obj, "__name__", "") == "to_bytes":
+            length = args[0] if args else kwargs.get("length", 1)
+            if isinstance(length, int):
+                _check_size(length)
+        if _BUDGET:
+            budget = _BUDGET[-1]
+            budget.calls += 1
+            if not budget.calls & 63:
+                budget.check()
+        return _checked(super().call(__context, __obj, *args, **kwargs))
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """Jinja's sandboxed str.format, refused first when it could print more than
+        1 MB: each field may print the biggest value."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        text, is_map = value.__self__, value.__name__ == "format_map"
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            values = args[0].values() if is_map and args and isinstance(args[0], Mapping) \
+                else [*args, *kwargs.values()]
+            _check_formatted(text, values, "{")
+            return wrapped(*args, **kwargs)
+        return checked
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
         raise SecurityError(f"access to {attribute!r} of a {type(obj).__name__} is not allowed")
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 100:
-            raise _Stopped("an exponent over 100")
-        if operator == "%":
-            _check_format(left)
-        if operator == "*":
+        """`*`, `**`, `%` and `+`, with the size of the result checked before Python
+        builds it: 1 MB for text and containers, MAX_DIGITS for whole numbers."""
+        if operator == "+":
+            if isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES) \
+                    and weight(left) + weight(right) > MAX_OUTPUT:
+                raise _Stopped("a concatenation over 1 MB")
+        elif operator == "*":
+            if isinstance(left, int) and isinstance(right, int):
+                _check_number(left.bit_length() + right.bit_length())
             for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) \
-                        and len(seq) * times > MAX_OUTPUT:
-                    raise _Stopped("a repetition over 1 MB")
+                if isinstance(seq, _SEQUENCES) and isinstance(times, int) and times > 1 \
+                        and seq:  # a list's brackets are printed once, not per copy
+                    each = weight(seq) - (0 if isinstance(seq, _TEXT) else 2)
+                    if each * times > MAX_OUTPUT:
+                        raise _Stopped("a repetition over 1 MB")
+        elif operator == "**":
+            if isinstance(left, int) and isinstance(right, int) and abs(left) > 1 \
+                    and right > 0:
+                _check_number(right * math.log2(abs(left)))
+        elif operator == "%":
+            _check_format(left)
+            _check_formatted(left, _percent_values(right), "%")
         return super().call_binop(context, operator, left, right)
 
 
@@ -431,7 +698,10 @@ def environment(*, checking: bool = False,
         loader=VersionLoader(parts),
     )
     env.globals["range"] = _bounded_range
+    env.globals["lipsum"] = _lipsum
     env.filters.update(_GROWING_FILTERS)
+    env.filters.update({name: _result_checked(function) for name, function in
+                        env.filters.items() if name not in _SAME_SIZE})
     return env
 
 
@@ -587,6 +857,10 @@ class Compiled:
         except _Stopped as stop:
             path, line = self._where()
             raise RenderLimit(f"render stopped: {stop}", path=path, line=line) from None
+        except (RecursionError, MemoryError) as err:  # a macro calling itself, say
+            path, line = self._where()
+            limit = _DEEP if isinstance(err, RecursionError) else "out of memory"
+            raise RenderLimit(f"render stopped: {limit}", path=path, line=line) from None
         except SecurityError as err:
             path, line = self._where()
             raise RenderError(f"refused by the sandbox: {err}", path=path, line=line) from None
@@ -594,7 +868,7 @@ class Compiled:
             path, line = self._where()
             raise RenderError(str(err), path=path, line=line) from None
         except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError, LookupError,
-                AttributeError, RecursionError) as err:
+                AttributeError) as err:
             path, line = self._where()
             raise RenderError(f"{type(err).__name__}: {err}" if not isinstance(
                 err, jinja2.TemplateError) else str(err), path=path, line=line) from None
@@ -633,6 +907,8 @@ def compile_source(env: jinja2.Environment, source: str, name: str) -> Compiled:
     except jinja2.TemplateSyntaxError as err:
         path, line = origin(source, err.lineno) if "{#@" in source else (name, err.lineno)
         raise RenderError(f"syntax: {err.message}", path=path, line=line) from None
+    except (RecursionError, MemoryError, SyntaxError):  # an expression nested thousands deep
+        raise RenderLimit(f"render stopped: {_DEEP}", path=name) from None
     template = env.template_class.from_code(env, code, env.make_globals(None))
     template.root_render_func.__globals__["escape"] = _escape  # the template's module
     # Jinja prints text without tags as it is, but for newlines (made "\n") and, without
