@@ -16,6 +16,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+import idna
 from email_validator import EmailNotValidError, validate_email
 
 from mailer.errors import InvalidValue
@@ -56,6 +57,18 @@ def fold(text: str) -> str:
     again (folding can decompose: 'İ' becomes 'i' + U+0307). Context-free, so Greek
     final sigma, 'ß'/'SS'/'ẞ' and Turkish 'İ' fold the same on every database."""
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
+
+
+def ascii_domain(domain: str) -> str:
+    """DOMAIN in its ASCII (punycode) form, as SMTP and headers carry it (RFC 5890): IDNA
+    2008, as email-validator normalised it (Python's own codec is IDNA 2003, which
+    turns 'ß' into 'ss'). Raises InvalidValue for a domain with no ASCII form."""
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:  # its text would quote the address: left out
+        raise InvalidValue("the address's domain has no ASCII form (IDNA 2008)") from None
 
 
 def fold_domain(domain: str) -> str:

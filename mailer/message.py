@@ -31,9 +31,8 @@ from email.header import Header
 from email.utils import format_datetime, parseaddr
 from functools import lru_cache
 
-import idna
-
-from mailer.addresses import CONTROL
+from mailer.addresses import CONTROL, ascii_domain
+from mailer.errors import InvalidValue
 
 # Characters a header shows at most (docs/delivery.md): a longer subject or display
 # name is cut and ends in an ellipsis, so no data can make an unreadable header.
@@ -58,11 +57,10 @@ def new_message_id(domain: str) -> str:
     (hex: base64.b32encode is pure Python and cost 8 µs an id, token_hex 0.8 µs), so
     two installations never make the same one and a bounce quoting it can only be
     about that row."""
-    if not domain.isascii():  # a header is ASCII: an IDN domain as its punycode
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            domain = "mailer.invalid"
+    try:  # a header is ASCII: an IDN domain as its punycode
+        domain = ascii_domain(domain)
+    except InvalidValue:
+        domain = "mailer.invalid"
     return f"<{secrets.token_hex(16)}@{domain}>"
 
 
@@ -131,7 +129,7 @@ def _addr_spec(email: str) -> str:
     local, _, domain = email.rpartition("@")
     if not local.isascii():
         return email
-    return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+    return f"{local}@{ascii_domain(domain)}"
 
 
 def _address(name: str, email: str, header: str = "To") -> str:

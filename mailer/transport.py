@@ -27,9 +27,8 @@ from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
-import idna  # IDNA 2008, as email-validator normalised the domain; Python's codec is 2003
 
-from mailer.addresses import has_control_character
+from mailer.addresses import ascii_domain, has_control_character
 from mailer.delivery import THROTTLE_PAUSE, Outcome, from_reply
 from mailer.errors import InvalidValue
 
@@ -88,12 +87,7 @@ class Envelope:
 def wire_address(address: str) -> bytes:
     """ADDRESS with its domain in ASCII (punycode) form, as UTF-8 bytes."""
     local, _, domain = address.rpartition("@")
-    if not domain.isascii():
-        try:
-            domain = idna.encode(domain, uts46=True).decode("ascii")
-        except idna.IDNAError:  # its text would quote the address: left out
-            raise InvalidValue("the address's domain has no ASCII form (IDNA 2008)") from None
-    return f"{local}@{domain}".encode()
+    return f"{local}@{ascii_domain(domain)}".encode()
 
 
 @dataclass(frozen=True)
