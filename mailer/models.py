@@ -210,6 +210,7 @@ class Delivery(Base):
         # Senders pick rows that are due.
         Index("ix_deliveries_status_send_after", "status", "send_after"),
         Index("ix_deliveries_lease_owner", "lease_owner"),
+        Index("ix_deliveries_message_id", "message_id"),  # bounces find their mail by it
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -38,6 +38,21 @@ def test_the_head_written_in_db_py_is_alembics_head() -> None:
     assert head_revision() == alembic_head() is not None
 
 
+def test_the_migrations_build_exactly_the_tables_the_models_describe(db: Workspace) -> None:
+    # An index or column in models.py without its migration would exist only in tests.
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from mailer.db import upgrade
+    from mailer.models import Base
+
+    engine = db.engine()
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    engine.dispose()
+
+
 def test_db_upgrade_is_idempotent(db: Workspace) -> None:
     result = db.run("db", "upgrade", "--json")
     assert result.code == 0, result.stderr
