@@ -226,7 +226,7 @@ def test_reports_about_mail_we_did_not_send_are_set_aside(
     for name, raw in forged.items():
         (folder / name).write_bytes(raw)
     result = db.run("bounces", str(folder), "--json")
-    assert result.code == 1
+    assert result.code == 0  # backscatter is set aside, but it is nobody's mistake
     document = result.json()
     assert document["suppressed"] == 0 and document["bounces"] == 0
     assert sorted((Path(a["file"]).name, a["reason"]) for a in document["set_aside"]) == [
@@ -332,7 +332,7 @@ def test_the_envelope_sender_names_the_row_and_a_bounce_to_it_is_recognised(
     (folder / "tampered.eml").write_bytes(tampered)
     (folder / "complaint.eml").write_bytes(complaint)
     result = db.run("bounces", str(folder), "--json")
-    assert result.code == 1
+    assert result.code == 0
     document = result.json()
     assert (document["suppressed"], document["bounces"], document["complaints"]) == (2, 1, 1)
     assert [(Path(a["file"]).name, a["reason"]) for a in document["set_aside"]] == [

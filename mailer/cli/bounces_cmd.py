@@ -26,8 +26,9 @@ def bounces(ctx: click.Context, path: Path, workspace: str | None, as_json: bool
     (sender.return_path, checked with MAILER_SECRET_KEY or MAILER_SECRET_KEY_OLD). A
     Maildir's read reports move from new/ to cur/; a folder's to PATH/done/. A file that
     is no such report, or is about no mail we sent, is moved to PATH/set-aside/ and named
-    on stderr (exit 1); the others are still read."""
-    from mailer.bounces import MAX_REPORT_BYTES, Malformed, SetAside, apply, parse
+    on stderr; the others are still read. Exit 1 when a file was not a readable report
+    (a report about mail we never sent is backscatter, not a mistake: exit 0)."""
+    from mailer.bounces import MAX_REPORT_BYTES, Malformed, NotOurs, SetAside, apply, parse
 
     run = session(ctx, workspace, now)
     keys = tuple(k for k in (run.env.secret_key, *run.env.old_secret_keys) if k)
@@ -41,6 +42,7 @@ def bounces(ctx: click.Context, path: Path, workspace: str | None, as_json: bool
     aside_dir = (path.parent if path.is_file() else path) / "set-aside"
     totals = {"files": 0, "bounces": 0, "complaints": 0, "suppressed": 0}
     aside: list[dict[str, str]] = []
+    malformed = 0
     for file in files:
         if not file.is_file():
             continue
@@ -52,6 +54,7 @@ def bounces(ctx: click.Context, path: Path, workspace: str | None, as_json: bool
                             source="bounces", keys=keys)
         except (SetAside, OSError) as err:
             reason = err.message if isinstance(err, SetAside) else str(err)
+            malformed += not isinstance(err, NotOurs)
             aside.append({"file": str(file), "reason": reason})
             click.echo(f"{file}: set aside: {reason}", err=True)
             if not path.is_file():
@@ -76,8 +79,8 @@ def bounces(ctx: click.Context, path: Path, workspace: str | None, as_json: bool
         click.echo(f"{totals['files']} files: {totals['bounces']} bounces, "
                    f"{totals['complaints']} complaints, {totals['suppressed']} addresses "
                    f"suppressed, {len(aside)} set aside")
-    if aside:  # the others were read; like bad import rows, this is exit 1
-        if not as_json and not path.is_file():
-            click.echo(f"{len(aside)} files are not bounce reports or complaints about mail we "
-                       f"sent: moved to {aside_dir}", err=True)
+    if aside and not as_json and not path.is_file():
+        click.echo(f"{len(aside)} files are not bounce reports or complaints about mail we "
+                   f"sent: moved to {aside_dir}", err=True)
+    if malformed:  # the others were read; like bad import rows, this is exit 1
         ctx.exit(1)
