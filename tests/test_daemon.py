@@ -260,6 +260,53 @@ def test_sigterm_in_the_middle_of_a_send_finishes_what_is_in_flight(ws: Workspac
     assert max(Counter(c.recipient for c in server.caught).values()) == 1
 
 
+# A bomb only the customer named NameB sets off: the synthetic customer of validate
+# passes, so the daemon plans it and meets the bomb at send time.
+BOMB_TEMPLATE = TEMPLATE + (
+    '{% if customer.first_name == "NameB" %}{% for x in range(10000) %}'
+    '{% for y in range(10000) %}{% endfor %}{% endfor %}{{ lipsum(n=10**6) }}{% endif %}\n')
+ALIAS_BOMB = "description: laughs\nlol: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"l{n}: &{chr(98 + n)} [{', '.join([f'*{chr(97 + n)}'] * 9)}]\n" for n in range(9)) + \
+    "all: [{orders: {at_least: 0}}]\n"
+
+
+def test_bombs_in_a_template_and_a_yaml_file_stop_neither_sweeps_nor_sigterm(
+        ws: Workspace) -> None:
+    store(ws, [("A", "a@example.com", "", ""), ("B", "b@example.com", "", ""),
+               ("C", "c@example.com", "", "")], campaigns={})
+    ws.write("templates/note.html", BOMB_TEMPLATE)
+    ws.write("campaigns/flash.yaml", _once_campaign(
+        datetime.now(UTC).replace(microsecond=0), "Flash"))
+    with FaultServer() as server:
+        daemon = _daemon(ws, server)
+        try:
+            assert _wait_for(lambda: ws.query(
+                "SELECT count(*) FROM deliveries WHERE status IN ('sent', 'failed')")[0][0]
+                == 3, 60)
+            # An alias bomb written while it runs is refused at once; sweeps go on.
+            ws.write("segments/laughs.yaml", ALIAS_BOMB)
+            assert _wait_for(lambda: ws.run("status", "--json").json()["daemon"]
+                             ["workspace_problems"] > 0, 30)
+            at = datetime.now(UTC).replace(microsecond=0)
+            ws.write("templates/plain.html", TEMPLATE)
+            ws.write("campaigns/later.yaml", _once_campaign(at, "Later").replace(
+                "note.html", "plain.html"))
+            (ws.root / "segments" / "laughs.yaml").unlink()
+            assert _wait_for(lambda: len(server.caught) == 5, 30)
+        finally:
+            took, log = _stop(daemon)
+    assert took < 30
+    assert sorted((c.recipient, c.message()["Subject"]) for c in server.caught) == [
+        ("a@example.com", "Flash"), ("a@example.com", "Later"), ("b@example.com", "Later"),
+        ("c@example.com", "Flash"), ("c@example.com", "Later")]
+    [(status, reason)] = ws.query(
+        "SELECT d.status, d.reason FROM deliveries d JOIN customers c ON c.id = d.customer_id"
+        " WHERE c.store_id = 'B' AND d.campaign = 'flash'")
+    assert status == "failed"
+    assert reason.startswith("render_error: templates/note.html:") and "render stopped" in reason
+    assert "segments/laughs.yaml:" in log
+
+
 def test_a_second_daemon_on_sqlite_exits_3_at_once(ws: Workspace) -> None:
     store(ws, [("A", "a@example.com", "", "")], campaigns={"birthday": BIRTHDAY})
     with FaultServer() as server:
