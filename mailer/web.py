@@ -17,7 +17,7 @@ URL the mail carried. The database work runs in a few threads of its own (`Datab
 unsubscribes, preferences and ratings are committed before the answer, opens and
 clicks are written in batches (`Hits`).
 
-Under abuse (`Limits`): a request's headers must arrive within 10 s of its first byte
+Under abuse (`Limits`, in mailer.listener): a request's headers must arrive within 10 s of its first byte
 (or of the connection), its body and answer within 30 s of the headers, else 408 and
 the connection is closed; aiohttp alone has only an idle timer. At most 1,000
 connections are open; the next is answered 503 and closed. A locked or unreachable
@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -49,34 +49,16 @@ from mailer import engagement
 from mailer.clock import Clock
 from mailer.errors import DatabaseUnavailable
 from mailer.links import Claims, InvalidLink, link, verify
+from mailer.listener import HEADERS, SERVER, Connection, Limits, listen
 
 log = logging.getLogger("mailer.serve")
-_NO_ACCESS_LOG = logging.getLogger("mailer.serve.access")
-_NO_ACCESS_LOG.disabled = True  # an access log would hold readers' addresses
 
 PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00"
          b"\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
-SERVER = "mailer"  # never the framework and its version
-HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
-           "X-Robots-Tag": "noindex", "X-Content-Type-Options": "nosniff",
-           "X-Frame-Options": "DENY",
-           "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                                      "form-action 'self'; frame-ancestors 'none'"}
 MAX_BODY = 16 * 1024  # a comment and a few fields; more is not a person
 MAX_FIELDS = 100  # a preference form has a handful
 RETRY_AFTER = "5"  # seconds, when the database is locked or away
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one client may take of the service. Tests shorten the times."""
-
-    headers: float = 10.0  # s from a request's first byte (or the connection) to its headers
-    body: float = 30.0  # s from the headers to the answer: the body read and the work done
-    connections: int = 1000  # open at once
-    database: float = 5.0  # s a request waits for a locked or unreachable database
-    keepalive: float = 75.0  # idle s between requests (longer than a proxy's usual 60 s)
 
 
 @dataclass
@@ -195,142 +177,10 @@ class Service:
     topics: Sequence[str]  # of the workspace's campaigns, for the preference centre
     clock: Clock
     hits: Hits
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _canned(status: int, reason: str, text: str, **extra: str) -> bytes:
-    """A whole response, written straight to a connection aiohttp is not handling."""
-    body = text.encode()
-    head = {"Server": SERVER, "Content-Type": "text/plain; charset=utf-8",
-            "Content-Length": str(len(body)), "Connection": "close", **extra, **HEADERS}
-    lines = "".join(f"{name}: {value}\r\n" for name, value in head.items())
-    return f"HTTP/1.1 {status} {reason}\r\n{lines}\r\n".encode() + body
-
-
-_TOO_SLOW = _canned(408, "Request Timeout", "The request took too long to arrive.\n")
-_FULL = _canned(503, "Service Unavailable", "Too many connections; try again.\n",
-                **{"Retry-After": "1"})
-
-
-class _Connection(web.RequestHandler):
-    """One client connection: aiohttp's handler plus the deadline for a request's headers
-    (aiohttp has only an idle timer), the connection cap, and our headers on the errors
-    aiohttp answers itself (a malformed request)."""
-
-    def __init__(self, gate: _Gate) -> None:
-        assert gate.server is not None
-        super().__init__(gate.server, loop=asyncio.get_running_loop(),
-                         access_log=_NO_ACCESS_LOG,
-                         keepalive_timeout=gate.limits.keepalive,
-                         lingering_time=1.0)  # a body left unread is not waited for long
-        self._gate = gate
-        self._refused = False
-        self._lingering = False
-        self._busy = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline: float | None = None  # loop time by which the headers must be in
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not self._gate.admit(self):
-            self._refused = True
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(_FULL)
-            if self._gate.refusing >= _Gate.LINGERING:  # a flood: no fd held for any of it
-                transport.close()
-                return
-            # FIN after the answer, and the close a moment later: closing at once with the
-            # client's request unread would reset the connection and lose the answer
-            self._gate.refusing += 1
-            self._lingering = True
-            transport.write_eof()
-            asyncio.get_running_loop().call_later(1.0, transport.close)
-            return
-        super().connection_made(transport)
-        self._arm()
-
-    def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return
-        if not self._busy and self._deadline is None:  # the first byte of the next request
-            self._arm()
-        super().data_received(data)
-
-    def eof_received(self) -> None:
-        if not self._refused:
-            super().eof_received()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if self._refused:
-            if self._lingering:
-                self._gate.refusing -= 1
-            return
-        self._disarm()
-        if self._timer is not None:
-            self._timer.cancel()
-        self._gate.release(self)
-        super().connection_lost(exc)
-
-    def request_started(self) -> None:
-        self._busy = True
-        self._disarm()
-
-    def request_finished(self) -> None:
-        self._busy = False  # idle until the next byte: keep-alive's timer runs
-
-    def handle_error(self, request: web.BaseRequest, status: int = 500,
-                     exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
-        response = super().handle_error(request, status, exc, message)
-        response.headers.update(HEADERS)
-        response.headers["Server"] = SERVER
-        return response
-
-    # One timer per connection, moved lazily (as aiohttp's keep-alive timer is): arming
-    # and disarming per request only set the deadline, no timer handle is made or cancelled.
-    def _arm(self) -> None:
-        self._deadline = self._loop.time() + self._gate.limits.headers
-        if self._timer is None:
-            self._timer = self._loop.call_at(self._deadline, self._check)
-
-    def _disarm(self) -> None:
-        self._deadline = None
-
-    def _check(self) -> None:
-        self._timer = None
-        if self._deadline is None or self.transport is None:
-            return
-        if self._loop.time() < self._deadline:  # armed again since: wait for that deadline
-            self._timer = self._loop.call_at(self._deadline, self._check)
-        elif not self._busy:
-            self.transport.write(_TOO_SLOW)
-            self.force_close()  # asyncio still flushes the answer before the close
-
-
-class _Gate:
-    """Makes the connections and counts them, up to `limits.connections`."""
-
-    LINGERING = 64  # refused connections given a moment to read their 503
-
-    def __init__(self, limits: Limits, server: web.Server | None) -> None:
-        self.limits = limits
-        self.server = server
-        self.refusing = 0
-        self._open: set[_Connection] = set()
-
-    def __call__(self) -> _Connection:
-        return _Connection(self)
-
-    def admit(self, connection: _Connection) -> bool:
-        if len(self._open) >= self.limits.connections:
-            return False
-        self._open.add(connection)
-        return True
-
-    def release(self, connection: _Connection) -> None:
-        self._open.discard(connection)
 
 
 _SERVICE = web.AppKey("service", Service)
@@ -340,7 +190,7 @@ _SERVICE = web.AppKey("service", Service)
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The body deadline, and a page for what went wrong: 408, 503, 500."""
     service = request.app[_SERVICE]
-    connection = request.protocol if isinstance(request.protocol, _Connection) else None
+    connection = request.protocol if isinstance(request.protocol, Connection) else None
     if connection is not None:
         connection.request_started()
     _BUDGET.set(_Budget())
@@ -596,9 +446,8 @@ async def serve(service: Service, host: str, port: int, say: Callable[[str], Non
     `listening on HOST:PORT`."""
     runner = web.AppRunner(app or make_app(service), access_log=None)
     await runner.setup()
-    gate = _Gate(service.limits, runner.server)
-    # our own listener instead of a TCPSite: its connections are `_Connection`s
-    listener = await asyncio.get_running_loop().create_server(gate, host, port, backlog=1024)
+    assert runner.server is not None  # set up above
+    listener = await listen(runner.server, service.limits, host, port)
     bound = listener.sockets[0].getsockname()
     say(f"listening on {bound[0]}:{bound[1]}")
     writer = asyncio.create_task(service.hits.run(stop))

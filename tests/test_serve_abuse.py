@@ -30,7 +30,8 @@ from aiohttp import web
 from mailer.clock import Clock
 from mailer.db import create, database_url
 from mailer.links import Claims, sign
-from mailer.web import Database, Hits, Limits, Service, make_app, serve
+from mailer.listener import Limits
+from mailer.web import Database, Hits, Service, make_app, serve
 from tests.conftest import Workspace
 from tests.test_delivery import KEY
 from tests.test_serve import ADDRESSES, consent, events, shop, written
