@@ -17,9 +17,9 @@ URL the mail carried. The database work runs in a few threads of its own (`Datab
 unsubscribes, preferences and ratings are committed before the answer, opens and
 clicks are written in batches (`Hits`).
 
-Under abuse (`Limits`, in mailer.listener): a request's headers must arrive within 10 s of its first byte
-(or of the connection), its body and answer within 30 s of the headers, else 408 and
-the connection is closed; aiohttp alone has only an idle timer. At most 1,000
+Under abuse (`Limits`, in mailer.listener): a request's headers must arrive within
+10 s of its first byte (or of the connection), its body and answer within 30 s of the
+headers, else 408 and the connection is closed; aiohttp alone has only an idle timer. At most 1,000
 connections are open; the next is answered 503 and closed. A locked or unreachable
 database holds a request at most 5 s, then 503 with Retry-After; nothing answered 2xx
 is lost. Every response, aiohttp's own errors included, carries the security headers

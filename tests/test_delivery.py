@@ -174,11 +174,15 @@ def test_the_rate_limit_holds_in_every_one_second_window(db: Workspace) -> None:
     assert times[-1] - times[0] > 2.0
 
 
+# The note as a promotion that ends at 10:30, half an hour after the first send.
+PROMOTION = CAMPAIGN.replace("trigger: once\nat: 2026-11-23T09:00\ngrace: 2d\n",
+                             "trigger: promotion\nstarts: 2026-11-23T09:00\n"
+                             "ends: 2026-11-23T10:30\n")
+
+
 def test_a_promotion_that_ends_while_rows_are_deferred_sends_nothing_after_its_end(
         db: Workspace) -> None:
-    promotion = CAMPAIGN.replace("trigger: once\nat: 2026-11-23T09:00\ngrace: 2d\n",
-                                 "trigger: promotion\nstarts: 2026-11-23T09:00\n"
-                                 "ends: 2026-11-23T10:30\n")
+    promotion = PROMOTION
     shop(db, ["temp451@example.com", "ok@example.com"], campaign=promotion)
     with FaultServer(Behaviour(fails=100)) as server:
         assert send(db, server, "note")["deferred"] == 1

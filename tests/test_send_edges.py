@@ -16,7 +16,7 @@ from mailer.delivery import Outcome
 from mailer.transport import SmtpTransport, parse_smtp_url
 from tests.conftest import SETTINGS, Workspace
 from tests.smtp_server import Behaviour, FaultServer
-from tests.test_delivery import CAMPAIGN, KEY, NOW, send, shop, states
+from tests.test_delivery import CAMPAIGN, KEY, NOW, PROMOTION, send, shop, states
 
 NOW_UTC = datetime(2026, 11, 23, 9, tzinfo=UTC)  # NOW, 10:00 in Berlin
 
@@ -180,9 +180,7 @@ def test_no_mail_from_at_or_after_the_promotion_ends(db: Workspace) -> None:
 
 
 def test_send_counts_the_rows_that_expired(db: Workspace) -> None:
-    promotion = CAMPAIGN.replace("trigger: once\nat: 2026-11-23T09:00\ngrace: 2d\n",
-                                 "trigger: promotion\nstarts: 2026-11-23T09:00\n"
-                                 "ends: 2026-11-23T10:30\n")
+    promotion = PROMOTION
     shop(db, ["temp451-a@example.com", "temp451-b@example.com", "ok@example.com"],
          campaign=promotion)
     with FaultServer(Behaviour(fails=100)) as server:
@@ -196,9 +194,7 @@ def test_send_counts_the_rows_that_expired(db: Workspace) -> None:
 
 
 def test_run_once_counts_the_rows_that_expired(db: Workspace) -> None:
-    promotion = CAMPAIGN.replace("trigger: once\nat: 2026-11-23T09:00\ngrace: 2d\n",
-                                 "trigger: promotion\nstarts: 2026-11-23T09:00\n"
-                                 "ends: 2026-11-23T10:30\n")
+    promotion = PROMOTION
     shop(db, ["temp451@example.com", "ok@example.com"], campaign=promotion)
     with FaultServer(Behaviour(fails=100)) as server:
         assert send(db, server, "note")["deferred"] == 1
