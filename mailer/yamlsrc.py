@@ -94,6 +94,18 @@ class _Loader(yaml.SafeLoader):
                 self._open.pop()
         return node
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """PyYAML's construct_object; a value its constructors cannot make (a date such as
+        2026-02-30, `!!float x`, an integer of thousands of digits) is a problem at its
+        line, never a ValueError escaping to the command or the daemon's reload."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError, TypeError) as err:
+            shown = node.value if isinstance(node, yaml.ScalarNode) else node.tag
+            reason = str(err).split(";")[0]  # not Python's advice on its own settings
+            raise _Limit(None, None, f"cannot read {str(shown)[:40]!r}: {reason}",
+                         node.start_mark) from None
+
     def construct_scalar(self, node: yaml.ScalarNode) -> Any:  # type: ignore[override]
         value = super().construct_scalar(node)
         if isinstance(value, str) and "\x00" in value:

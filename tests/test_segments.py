@@ -292,6 +292,24 @@ def test_yaml_recursion_and_nul_are_validate_errors(ws: Workspace) -> None:
     ]
 
 
+def test_values_yaml_cannot_construct_are_validate_errors_with_their_line(
+        ws: Workspace) -> None:
+    # PyYAML's constructors raise ValueError for these; it escaped as a traceback
+    ws.write("segments/date.yaml", "description: feb\nall:\n  - orders: {at_least: 1, "
+                                   "since: 2026-02-30}\n")
+    ws.write("segments/float.yaml", "description: x\nall:\n  - spent: {at_least: !!float x}\n")
+    ws.write("segments/digits.yaml", f"description: x\nall:\n  - orders: {'9' * 5000}\n")
+    result = ws.run("validate")
+    assert result.code == 1
+    assert result.stderr.splitlines() == [
+        "segments/date.yaml:3: cannot read '2026-02-30': day is out of range for month",
+        "segments/digits.yaml:3: cannot read '" + "9" * 40 + "': Exceeds the limit (4300 "
+        "digits) for integer string conversion: value has 5000 digits",
+        "segments/float.yaml:3: cannot read 'x': could not convert string to float: 'x'",
+        "3 problems in 3 files",
+    ]
+
+
 def test_anchors_and_merge_keys_within_the_limit_still_load() -> None:
     from mailer.yamlsrc import load_yaml
 
