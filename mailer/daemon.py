@@ -276,6 +276,12 @@ class Daemon:
             if self.leadership.held:
                 await asyncio.to_thread(self._write_state, problems=len(found))
             return False
+        except Exception:  # a fault of ours in loading must not end the running daemon
+            log.exception("workspace change ignored: it could not be loaded; the last good "
+                          "workspace keeps running")
+            if self.leadership.held:
+                await asyncio.to_thread(self._write_state, problems=1)
+            return False
         before, after = set(self.loaded.campaigns), set(loaded.campaigns)
         changed = sorted(s for s in before & after
                          if self.loaded.versions[s] != loaded.versions[s]
