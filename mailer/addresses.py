@@ -13,13 +13,13 @@ strings whatever their own lower() does.
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
 
 import idna
 from email_validator import EmailNotValidError, validate_email
 
 from mailer.errors import InvalidValue
+from mailer.folding import fold, fold_domain
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,6 @@ def parse_address(raw: str) -> Address:
     return Address(email=email, key=email_key(email))
 
 
-def fold(text: str) -> str:
-    """TEXT compared case-insensitively: NFC, then Unicode full case folding, then NFC
-    again (folding can decompose: 'İ' becomes 'i' + U+0307). Context-free, so Greek
-    final sigma, 'ß'/'SS'/'ẞ' and Turkish 'İ' fold the same on every database."""
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
-
-
 def ascii_domain(domain: str) -> str:
     """DOMAIN in its ASCII (punycode) form, as SMTP and headers carry it (RFC 5890): IDNA
     2008, as email-validator normalised it (Python's own codec is IDNA 2003, which
@@ -69,23 +62,6 @@ def ascii_domain(domain: str) -> str:
         return idna.encode(domain, uts46=True).decode("ascii")
     except idna.IDNAError:  # its text would quote the address: left out
         raise InvalidValue("the address's domain has no ASCII form (IDNA 2008)") from None
-
-
-def fold_domain(domain: str) -> str:
-    """A domain's folded Unicode form: an `xn--` label and its Unicode spelling are one
-    name (a label that does not decode stays as written)."""
-    return ".".join(fold(_unicode_label(label)) for label in domain.split("."))
-
-
-def _unicode_label(label: str) -> str:
-    """An IDNA A-label (`xn--...`) as its U-label; any other label as it is. Punycode
-    alone: the A-label's validity was email-validator's to check when it was stored."""
-    if label[:4].lower() != "xn--" or not label.isascii():
-        return label
-    try:
-        return label[4:].lower().encode("ascii").decode("punycode")
-    except UnicodeError:
-        return label
 
 
 def email_key(normalised: str) -> str:

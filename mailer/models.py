@@ -27,7 +27,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from mailer.addresses import fold
+from mailer.folding import fold
 
 CONSENT_STATES = ("subscribed", "not_subscribed", "unsubscribed", "bounced", "complained")
 ORDER_STATUSES = ("paid", "refunded", "cancelled")
@@ -149,7 +149,7 @@ class OrderLine(Base):
 
 
 # Columns that segments match case-insensitively (DESIGN §4.1), each with a shadow
-# `<name>_folded` holding mailer.addresses.fold of it. SQLite's lower() folds ASCII only
+# `<name>_folded` holding mailer.folding.fold of it. SQLite's lower() folds ASCII only
 # and PostgreSQL's follows the database's collation, so neither is asked: every writer
 # of these columns writes folded(values) beside them, and segments compare folded
 # shadows with folded literals.

@@ -8,7 +8,7 @@ NULL), so `not:` is the complement over all customers. `in_segment` is inlined;
 a cycle is an error. Pure: `now`, the zone and the currency are passed in.
 
 Text matches compare folded shadow columns with literals folded by the same
-Python function (mailer.addresses.fold; the shadows are written by mailer.models.folded),
+Python function (mailer.folding.fold; the shadows are written by mailer.models.folded),
 never the database's lower(): SQLite's folds ASCII only and PostgreSQL's follows
 the collation, so the two would pick different audiences.
 """
@@ -49,7 +49,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import True_
 from sqlalchemy.sql.expression import Subquery
 
-from mailer.addresses import fold, fold_domain
 from mailer.clock import localize
 from mailer.conditions import (
     MAX_CONDITIONS,
@@ -65,6 +64,7 @@ from mailer.conditions import (
     Window,
 )
 from mailer.errors import Problem
+from mailer.folding import fold, fold_domain
 from mailer.models import Customer, Order, OrderLine
 from mailer.money import exponent
 

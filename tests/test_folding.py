@@ -191,3 +191,12 @@ def test_an_idn_domain_and_its_punycode_are_one_person(engine: Engine) -> None:
     assert matches(engine, {"email_domain": "xn--bcher-kva.example.com"})
     assert matches(engine, {"email_domain": "BÜCHER.example.com"})
     assert not matches(engine, {"email_domain": "example.com"})
+
+
+def test_only_valid_a_labels_are_read_as_their_unicode_form() -> None:
+    from mailer.folding import fold_domain
+
+    assert fold_domain("XN--BCHER-KVA.example.com") == "bücher.example.com"
+    # not IDNA 2008 A-labels: kept as written (punycode alone would make '' and controls)
+    for domain in ("xn--.example.com", "xn--a-.example.com", "xn--abc.example.com"):
+        assert fold_domain(domain) == domain

@@ -3,7 +3,7 @@ Unicode form of their domain.
 
 Adds `<column>_folded` beside every column segments match case-insensitively
 and fills them in Python, in batches, with the fold the importer writes
-(mailer.addresses.fold, through mailer.models.folded). Recomputes `email_key` of customers and
+(mailer.folding.fold, through mailer.models.folded). Recomputes `email_key` of customers and
 suppressions: a key that would collide with another customer's is reported and left
 as it was (the two records are one person, for the operator to merge); two
 suppressions of one person become one.
