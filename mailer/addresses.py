@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import idna
 from email_validator import EmailNotValidError, validate_email
@@ -52,6 +53,7 @@ def parse_address(raw: str) -> Address:
     return Address(email=email, key=email_key(email))
 
 
+@lru_cache(maxsize=1024)  # a campaign has one sender domain and few recipient domains
 def ascii_domain(domain: str) -> str:
     """DOMAIN in its ASCII (punycode) form, as SMTP and headers carry it (RFC 5890): IDNA
     2008, as email-validator normalised it (Python's own codec is IDNA 2003, which
