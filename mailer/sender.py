@@ -7,6 +7,12 @@ that checks consent and suppressions once more — sends them over the
 transport under the rate limit, and writes each outcome before the slot is
 used again. So after a crash at most `concurrency` rows are `unknown`, and a
 row is `sending` only while it is on the wire.
+
+Rendering runs in a thread, one batch at a time (mailer.render keeps one render's
+budget in a module global), so a template that costs its full CPU budget per mail
+never holds the loop: replies, a stop and the daemon's sweeps go on. A batch renders
+for about `render_for` seconds at most and stops between rows once a stop is asked;
+the rows it did not reach go back to the queue, unleased, for the next turn.
 """
 
 from __future__ import annotations
@@ -78,6 +84,15 @@ class Ready:
     retry_for: Any  # timedelta, from the version's settings
 
 
+@dataclass(frozen=True)
+class Rendering:
+    """What one batch's rendering made of its rows."""
+
+    ready: list[Ready]
+    failed: list[tuple[int, dict[str, Any]]]  # row id, the values that fail it
+    left: list[Row]  # not reached (a stop, or the batch's time was up): not rendered
+
+
 class Renderer:
     """Renders ledger rows from their campaign versions, a batch at a time."""
 
@@ -101,12 +116,22 @@ class Renderer:
 
     def render(self, rows: Sequence[Row], now: datetime
                ) -> tuple[list[Ready], list[tuple[int, dict[str, Any]]]]:
-        """The rendered mails, and the rows that failed to render (with their values).
+        """The rendered mails, and the rows that failed to render (with their values)."""
+        rendering = self.render_batch(rows, now)
+        return rendering.ready, rendering.failed
+
+    def render_batch(self, rows: Sequence[Row], now: datetime, *,
+                     stop: Callable[[], bool] | None = None,
+                     within: float | None = None) -> Rendering:
+        """Render ROWS in order until STOP() says so (asked before each row) or, once a
+        row is done, WITHIN seconds have passed; the rows not reached are `left`. Safe
+        to call in a thread, one call at a time.
 
         Any exception while rendering or building one mail fails that row with
         `render_error: …` (DESIGN §4.4): an exception let out of here would leave the
         whole leased batch queued, to be leased and fail again after every lease. Only
         the database's own errors go up (the sender backs off and resumes)."""
+        began = time.monotonic()
         ids = sorted({row.customer_id for row in rows})
         broken: dict[int, str] = {}  # campaign version id -> why it cannot be read
         for version_id in sorted({row.campaign_version_id for row in rows}):
@@ -127,7 +152,11 @@ class Renderer:
                 .where(Coupon.delivery_id.in_([row.id for row in rows])))}
         ready: list[Ready] = []
         failed: list[tuple[int, dict[str, Any]]] = []
-        for row in rows:
+        for index, row in enumerate(rows):
+            # Between rows only: one row's render is bounded by mailer.render's budget.
+            if (stop is not None and stop()) or (
+                    within is not None and index and time.monotonic() - began >= within):
+                return Rendering(ready, failed, list(rows[index:]))
             reason = broken.get(row.campaign_version_id)
             if reason is None:
                 try:
@@ -140,7 +169,7 @@ class Renderer:
                     reason = render_error(err)
             failed.append((row.id, {"status": "failed", "reason": reason,
                                     "lease_owner": None, "lease_until": None}))
-        return ready, failed
+        return Rendering(ready, failed, [])
 
     def _one(self, row: Row, person: Any, stats: dict[str, dict[int, Any]],
              coupons: dict[int, tuple[str, datetime]], now: datetime) -> Ready:
@@ -231,6 +260,9 @@ class Delivery:
     campaigns: Sequence[str] | None = None  # only these campaigns' rows
     batch: int = 0  # rows leased at once (0: twice the concurrency, at least 20)
     recover_every: float = 2.0  # seconds between looks for dead senders' rows
+    # seconds a batch may render before the rest goes back to the queue: outcomes that
+    # arrived meanwhile are recorded and their slots reused, not held behind a slow batch
+    render_for: float = 2.0
     on_outcome: Callable[[str, str], None] | None = None  # (campaign, new status)
     rng: random.Random = random.Random()  # noqa: RUF009 - jitter needs no secrecy
 
@@ -258,7 +290,7 @@ class Delivery:
         last_recovery = time.monotonic()
         while True:
             if time.monotonic() - last_recovery > self.recover_every:
-                recover(self.engine, self.owner, self.clock.now())
+                await asyncio.to_thread(recover, self.engine, self.owner, self.clock.now())
                 last_recovery = time.monotonic()
             if not stop.is_set() and not exhausted and len(self._pending) < self.concurrency:
                 now = self.clock.now()
@@ -266,10 +298,12 @@ class Delivery:
                                                self.campaigns)
                 exhausted = len(rows) < batch
                 if rows:
-                    ready, failed = self.renderer.render(rows, now)
-                    with self.engine.begin() as conn:
-                        self._count_all(self._write(conn, failed, DUE_STATES, rows))
+                    # Event.is_set only reads a flag: fine to ask from the render thread
+                    ready, counted, left = await asyncio.to_thread(
+                        self._prepare, rows, now, stop.is_set)
+                    self._count_all(counted)
                     self._pending.extend(ready)
+                    exhausted = exhausted and not left  # those are due again at once
             await self._turn(stop)
             if self._in_flight == 0 and (stop.is_set() or not self._pending):
                 if stop.is_set() or (until_idle and exhausted):
@@ -278,7 +312,8 @@ class Delivery:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=poll)
                     exhausted = False
-                    self.count_expired(expire(self.engine, self.clock.now(), self.campaigns))
+                    self.count_expired(await asyncio.to_thread(
+                        expire, self.engine, self.clock.now(), self.campaigns))
                 continue
             if self._in_flight == 0 and self._starved_for is None:
                 continue  # the whole group was skipped (opted out): no outcome will wake us
@@ -289,6 +324,18 @@ class Delivery:
             self._wake.clear()
         self._release()
         return self.tally
+
+    def _prepare(self, rows: list[Row], now: datetime, stopped: Callable[[], bool]
+                 ) -> tuple[list[Ready], list[tuple[str, str]], list[Row]]:
+        """Render a claimed batch and record its failures (in a thread); rows not reached
+        lose their lease at once. Returns the mails, what to count, and the rows left."""
+        rendering = self.renderer.render_batch(rows, now, stop=stopped, within=self.render_for)
+        with self.engine.begin() as conn:
+            counted = self._write(conn, rendering.failed, DUE_STATES, rows)
+            self._unlease(conn, [row.id for row in rendering.left])
+        if rendering.left:
+            log.debug("%d rows not rendered this turn: back to the queue", len(rendering.left))
+        return rendering.ready, counted, rendering.left
 
     async def _turn(self, stop: asyncio.Event) -> None:
         """One transaction: record the outcomes that arrived, then start the next group.
@@ -425,10 +472,16 @@ class Delivery:
         pending, self._pending = list(self._pending), deque()
         if not pending:
             return
+        with self.engine.begin() as conn:
+            self._unlease(conn, [r.row.id for r in pending])
+
+    def _unlease(self, conn: Connection, ids: Sequence[int]) -> None:
+        """Give up this sender's lease of rows it has not started: others may claim them."""
+        if not ids:
+            return
         from sqlalchemy import update
 
-        with self.engine.begin() as conn:
-            conn.execute(update(DELIVERIES).where(
-                and_(DELIVERIES.c.id.in_([r.row.id for r in pending]),
-                     DELIVERIES.c.lease_owner == self.owner)).values(
-                lease_owner=None, lease_until=None))
+        conn.execute(update(DELIVERIES).where(
+            and_(DELIVERIES.c.id.in_(list(ids)), DELIVERIES.c.lease_owner == self.owner,
+                 DELIVERIES.c.status.in_(DUE_STATES))).values(
+            lease_owner=None, lease_until=None))

@@ -6,6 +6,7 @@ Every delivery goes through a real aiosmtpd server over a socket, on both databa
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,7 @@ from mailer.delivery import Outcome
 from mailer.transport import SmtpTransport, parse_smtp_url
 from tests.conftest import SETTINGS, Workspace
 from tests.smtp_server import Behaviour, FaultServer
-from tests.test_delivery import CAMPAIGN, KEY, NOW, PROMOTION, send, shop, states
+from tests.test_delivery import CAMPAIGN, KEY, NOW, PROMOTION, TEMPLATE, send, shop, states
 
 NOW_UTC = datetime(2026, 11, 23, 9, tzinfo=UTC)  # NOW, 10:00 in Berlin
 
@@ -203,3 +204,133 @@ def test_run_once_counts_the_rows_that_expired(db: Workspace) -> None:
     note = result.json()["campaigns"]["note"]
     assert (note["sent"], note["expired"]) == (0, 1)
     assert states(db)["temp451@example.com"] == "expired"
+
+
+# --- item 3: a template bomb never blocks the sender's event loop ----------------------------
+
+# The bomb fires only for customers with a city: validate's synthetic customer has none, so
+# it is planned, and each of those mails costs the whole 2 s CPU budget of a render.
+CITY_BOMB = TEMPLATE + ("{% if customer.city %}{% for x in range(10000) %}"
+                        "{% for y in range(10000) %}{% endfor %}{% endfor %}{% endif %}\n")
+GOOD = ["good0@example.com", "good1@example.com", "good2@example.com"]
+BOMBED = [f"city{n:02d}@example.com" for n in range(20)]
+
+
+def _bomb_shop(db: Workspace) -> None:
+    """GOOD (no city, planned first) then BOMBED (a city each), planned and queued."""
+    shop(db, [])
+    db.write("templates/note.html", CITY_BOMB)
+    rows = ["id,email,first_name,city"]
+    rows += [f"C{n:03d},{address},Name{n},{'Springfield' if address in BOMBED else ''}"
+             for n, address in enumerate(GOOD + BOMBED)]
+    db.write("customers.csv", "\n".join(rows) + "\n")
+    assert db.run("import", "customers", "customers.csv", "--now", "2026-01-01").code == 0
+    db.env["MAILER_SECRET_KEY"] = KEY
+    planned = db.run("run", "--once", "--no-deliver", "--now", NOW)
+    assert planned.code == 0, planned.stdout + planned.stderr
+    assert db.query("SELECT count(*) FROM deliveries WHERE status = 'queued'") == [(23,)]
+
+
+class _StopAtFirstSent:
+    """A transport that sets STOP once its first mail was accepted (another task than the
+    delivery loop's own), the way SIGTERM arrives while the sender is busy."""
+
+    def __init__(self, inner: SmtpTransport, stop: asyncio.Event) -> None:
+        self.inner, self.stop = inner, stop
+
+    async def send(self, sender: str, recipient: str, message: bytes, *,
+                   begin: Callable[[], bool] | None = None) -> Outcome:
+        outcome = await self.inner.send(sender, recipient, message, begin=begin)
+        if outcome.kind == "sent":
+            self.stop.set()
+        return outcome
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def test_a_template_bomb_in_every_row_neither_blocks_the_loop_nor_holds_the_stop(
+        db: Workspace) -> None:
+    """20 bombed rows would hold a synchronous render for 40 s. Rendered off the loop and
+    at most ~2 s per batch, the good mails go out, the loop keeps ticking, a stop ends the
+    run within seconds, and every row is terminal or back in the queue, unleased."""
+    from mailer.clock import Clock
+    from mailer.ledger import new_owner
+    from mailer.ratelimit import rate_limit
+    from mailer.sender import Delivery, Renderer
+
+    _bomb_shop(db)
+    engine = db.engine()
+    gaps: list[float] = []
+    try:
+        with FaultServer() as server:
+            async def deliver() -> float:
+                stop = asyncio.Event()
+                transport = SmtpTransport(parse_smtp_url(server.url + "?timeout=2"), 4)
+                delivery = Delivery(engine, _StopAtFirstSent(transport, stop),
+                                    Renderer(engine, KEY), new_owner(), Clock(NOW_UTC),
+                                    concurrency=4, limit=rate_limit(engine, 100))
+
+                async def tick() -> None:  # what a signal handler or a sweep would need
+                    last = time.monotonic()
+                    while True:
+                        await asyncio.sleep(0.02)
+                        gaps.append(time.monotonic() - last)
+                        last = time.monotonic()
+
+                ticker = asyncio.create_task(tick())
+                began = time.monotonic()
+                try:
+                    await delivery.run(stop, until_idle=False)
+                    return time.monotonic() - began
+                finally:
+                    ticker.cancel()
+                    await transport.close()
+
+            took = asyncio.run(deliver())
+    finally:
+        engine.dispose()
+    assert took < 10, f"the run took {took:.1f} s to stop"
+    assert max(gaps) < 1, f"the event loop was blocked for {max(gaps):.1f} s"
+    assert sorted(c.recipient for c in server.caught) == GOOD
+    rows = db.query("SELECT email, status, reason, lease_owner, lease_until FROM deliveries")
+    by_email = {email: (status, reason, owner, until) for email, status, reason, owner, until
+                in rows}
+    assert all(by_email[email][0] == "sent" for email in GOOD)
+    bombed = [by_email[email] for email in BOMBED]
+    assert {status for status, *_ in bombed} <= {"failed", "queued"}
+    failed = [reason for status, reason, *_ in bombed if status == "failed"]
+    assert failed and all(reason.startswith("render_error: templates/note.html:") and
+                          "render stopped: more than 2 s of CPU" in reason for reason in failed)
+    assert len(failed) <= 3  # the rest was handed back, not rendered
+    # nothing is left `sending` or leased: the next turn (or another sender) claims them
+    assert [(email, owner, until) for email, (_, _, owner, until) in by_email.items()
+            if owner is not None or until is not None] == []
+
+
+def test_a_stop_between_rows_hands_the_rest_of_the_batch_back(db: Workspace) -> None:
+    """However long a batch may render, a stop is seen after the row at hand."""
+    from mailer.ledger import claim, new_owner
+    from mailer.sender import Renderer
+
+    _bomb_shop(db)
+    engine = db.engine()
+    try:
+        rows = claim(engine, new_owner(), NOW_UTC, 23)
+        bombs = [row for row in rows if row.email in BOMBED]
+        asked: list[float] = []
+
+        def stop() -> bool:  # set once the first bomb has been rendered
+            asked.append(time.monotonic())
+            return len(asked) > 1
+
+        began = time.monotonic()
+        batch = Renderer(engine, KEY).render_batch(bombs, NOW_UTC, stop=stop, within=60.0)
+        took = time.monotonic() - began
+    finally:
+        engine.dispose()
+    assert took < 5, f"rendering went on for {took:.1f} s after the stop"
+    assert batch.ready == []
+    [(_, values)] = batch.failed
+    assert values["status"] == "failed" and "render stopped" in values["reason"]
+    assert batch.left == bombs[1:]
