@@ -17,7 +17,7 @@ DEMO_NOW := 2026-11-23T10:00
 DEMO_SWEEPS := 2026-11-23T11:00 2026-11-24T18:05 2026-11-25T10:00 2026-11-27T10:00 \
 	2026-11-28T20:05 2026-11-29T07:30 2026-12-01T10:00
 
-.PHONY: demo test lint bench soak clean
+.PHONY: demo test test-fast lint bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ lint: $(STAMP)
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 test: lint
 	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
+
+# The pure unit tests only (tests/conftest.py marks them): no database, server or
+# subprocess, for the edit loop. `make test` stays the CI command and runs everything.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m unit; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
 
 demo: $(STAMP)
 	@rm -rf $(DEMO)

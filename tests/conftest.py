@@ -5,23 +5,33 @@ contract suite runs on each. PostgreSQL comes from MAILER_TEST_POSTGRES_URL (a
 database on the server used to create `mailer_test_*` databases); without it the
 local default is tried. In CI a missing PostgreSQL fails the run; elsewhere the
 PostgreSQL half is skipped with one line in the summary.
+
+Every test is marked `unit` (pure logic: `make test-fast`) or `integration` here, by what
+it uses; unit tests run with subprocesses, sockets and databases refused (the end of this
+file).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import socket
+import sqlite3
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import CodeType, ModuleType
+from typing import Any, NoReturn
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.default import DefaultDialect
 
 from mailer.cli import main
 from mailer.db import create, database_url, upgrade
@@ -185,3 +195,118 @@ def ws(tmp_path: Path) -> Workspace:
     workspace.root.mkdir()
     workspace.write("mailer.yaml", SETTINGS)
     return workspace
+
+
+# --- markers: `unit` (pure logic, `make test-fast`) and `integration` (the rest) ---------
+
+# Fixtures that bring a database or a workspace the CLI runs against; a test that asks for
+# one, directly, through another fixture or by request.getfixturevalue, is integration.
+INTEGRATION_FIXTURES = frozenset({"db", "pg", "ws", "fresh_postgres", "postgres_url"})
+# Names a test uses when it runs the CLI on a workspace of its own.
+INTEGRATION_NAMES = frozenset({"Workspace", "CliRunner"})
+# Modules that start servers, subprocesses or a browser, or open sockets or databases
+# (mailer.db makes the engines; a rename there must be followed here, and the guard
+# below fails any unit test these names miss).
+PROCESS_MODULES = ("subprocess", "multiprocessing", "socket", "http.client", "http.server",
+                   "urllib.request", "aiohttp", "aiosmtpd", "aiosmtplib", "playwright",
+                   "sqlite3", "sqlalchemy", "psycopg", "mailer.db", "tests.smtp_server")
+
+
+def _is_process_module(name: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in PROCESS_MODULES)
+
+
+def _names(code: CodeType) -> set[str]:
+    """The global and attribute names and the strings a function's code uses."""
+    names = set(code.co_names) | {c for c in code.co_consts if isinstance(c, str)}
+    for inner in code.co_consts:
+        if isinstance(inner, CodeType):
+            names |= _names(inner)
+    return names
+
+
+def _reaches_integration(function: object, seen: set[int]) -> bool:
+    """Whether a function of the suite, or suite code it names (helpers, fixtures, classes
+    in tests/), uses an integration fixture, a Workspace, the CLI runner or PROCESS_MODULES."""
+    # Hypothesis wraps its tests: read the test as written.
+    function = inspect.unwrap(getattr(getattr(function, "hypothesis", None), "inner_test",
+                                      function))
+    code = getattr(function, "__code__", None)
+    if not isinstance(code, CodeType) or id(function) in seen:
+        return False
+    seen.add(id(function))
+    namespace: dict[str, Any] = getattr(function, "__globals__", {})
+    for name in _names(code):
+        if name in INTEGRATION_FIXTURES or name in INTEGRATION_NAMES or _is_process_module(name):
+            return True
+        if name not in namespace:
+            continue
+        value = namespace[name]
+        origin = value.__name__ if isinstance(value, ModuleType) else \
+            getattr(value, "__module__", None)
+        if not isinstance(origin, str):
+            continue
+        if _is_process_module(origin):
+            return True
+        if origin.startswith("tests.") and origin != __name__:
+            members = list(vars(value).values()) if isinstance(value, type) else [value]
+            if any(_reaches_integration(member, seen) for member in members):
+                return True
+    return False
+
+
+def _is_integration(item: pytest.Function) -> bool:
+    if item.get_closest_marker("integration") is not None:  # marked by hand
+        return True
+    if INTEGRATION_FIXTURES & set(item.fixturenames):  # the whole fixture closure
+        return True
+    seen: set[int] = set()
+    module = vars(item.module)
+    fixtures = [module[name] for name in item.fixturenames if name in module]
+    return any(_reaches_integration(f, seen) for f in [item.obj, *fixtures])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by what it uses, in this one place: `make test-fast` runs `-m unit`."""
+    for item in items:
+        integration = not isinstance(item, pytest.Function) or _is_integration(item)
+        item.add_marker(pytest.mark.integration if integration else pytest.mark.unit)
+
+
+def _refuse(what: str) -> Callable[..., NoReturn]:
+    def refuse(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError(f"a unit test {what}: take the db/ws fixture, or mark it "
+                             "@pytest.mark.integration (see tests/conftest.py)")
+    return refuse
+
+
+@contextmanager
+def _pure() -> Iterator[None]:
+    """Refuse what a unit test must not reach for, so a wrong marker fails `make test-fast`
+    at once instead of slowing it down or letting it flake."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "__init__", _refuse("started a subprocess"))
+        for name in ("fork", "system", "posix_spawn", "posix_spawnp"):
+            patch.setattr(os, name, _refuse("started a process"))
+        patch.setattr(socket.socket, "connect", _refuse("opened a connection"))
+        patch.setattr(socket.socket, "connect_ex", _refuse("opened a connection"))
+        patch.setattr(socket.socket, "bind", _refuse("started a server"))
+        patch.setattr(DefaultDialect, "connect", _refuse("opened a database"))
+        patch.setattr(sqlite3, "connect", _refuse("opened a database"))
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    if item.get_closest_marker("unit") is None:
+        return (yield)
+    with _pure():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    if item.get_closest_marker("unit") is None:
+        return (yield)
+    with _pure():
+        return (yield)
