@@ -148,7 +148,9 @@ def test_every_header_parses_back_within_the_rfcs(name: str, subject: str, email
 
 
 # mailer.yaml's sender: {from: "NAME <ADDRESS>"}, a name without address punctuation.
-sender_names = st.text(st.characters(exclude_characters='<>@,;:"()[]\\.'))
+# codec="utf-8": no lone surrogates, which no UTF-8 mailer.yaml can hold (they failed the
+# test at random as a UnicodeEncodeError in the email package).
+sender_names = st.text(st.characters(codec="utf-8", exclude_characters='<>@,;:"()[]\\.'))
 
 
 @settings(max_examples=100, deadline=None)
