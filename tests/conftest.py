@@ -229,8 +229,10 @@ def _reaches_integration(function: object, seen: set[int]) -> bool:
     """Whether a function of the suite, or suite code it names (helpers, fixtures, classes
     in tests/), uses an integration fixture, a Workspace, the CLI runner or PROCESS_MODULES."""
     # Hypothesis wraps its tests: read the test as written.
-    function = inspect.unwrap(getattr(getattr(function, "hypothesis", None), "inner_test",
-                                      function))
+    written = getattr(getattr(function, "hypothesis", None), "inner_test", function)
+    if not callable(written):
+        return False
+    function = inspect.unwrap(written)
     code = getattr(function, "__code__", None)
     if not isinstance(code, CodeType) or id(function) in seen:
         return False
