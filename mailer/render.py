@@ -19,7 +19,8 @@ import functools
 import math
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+import types
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from typing import Any
@@ -30,7 +31,11 @@ from jinja2 import filters as jinja_filters
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import (
+    ImmutableSandboxedEnvironment,
+    SandboxedEscapeFormatter,
+    SandboxedFormatter,
+)
 from jinja2.utils import Namespace, generate_lorem_ipsum
 from markupsafe import Markup
 
@@ -292,15 +297,9 @@ def _joinable(items: tuple[Any, ...]) -> tuple[Any, ...]:
     return items
 
 
-def _check_formatted(text: Any, values: Iterable[Any], mark: str) -> None:
-    """A format (`%`, str.format) that could print its values more than 1 MB: each MARK
-    of TEXT may print the biggest of VALUES ('{0}' * 300000 prints one value 300,000
-    times)."""
-    if not isinstance(text, _TEXT):
-        return
-    fields = _count(text, mark)
-    if fields and len(text) + fields * max((weight(v) for v in values), default=0) > MAX_OUTPUT:
-        raise _Stopped("a format over 1 MB")
+FORMAT = "a format over 1 MB"
+WIDE = "a format width of a million or more"
+_FLOATS = frozenset("eEfFgG%")
 
 
 def _count(text: str | bytes | bytearray, mark: str) -> int:
@@ -308,11 +307,118 @@ def _count(text: str | bytes | bytearray, mark: str) -> int:
     return text.count(mark) if isinstance(text, str) else text.count(mark.encode())
 
 
-def _percent_values(right: Any) -> Iterable[Any]:
-    """The values a `%` format prints from its right side."""
-    if isinstance(right, Mapping):
-        return right.values()
-    return right if isinstance(right, tuple) else (right,)
+def _field_size(value: Any, width: int, precision: int | None) -> int:
+    """About how many characters VALUE takes formatted in WIDTH with PRECISION: the width,
+    or the value's weight when longer. A precision adds digits to a number (`%.999999f`,
+    `{:.999999f}`) and cuts text; a float's whole part can have 309 digits."""
+    if width >= MAX_OUTPUT or (precision is not None and precision >= MAX_OUTPUT
+                               and isinstance(value, (int, float))):
+        raise _Stopped(WIDE)
+    if isinstance(value, float):
+        digits = int(math.log10(abs(value))) + 1 if math.isfinite(value) and abs(value) >= 1 \
+            else 1
+        body = digits + (17 if precision is None else precision) + 8  # sign, point, exponent
+    elif isinstance(value, int):  # a bit a digit covers every base, signs and separators
+        body = value.bit_length() + 2 + (precision or 0)
+    else:
+        body = weight(value)
+        if precision is not None and isinstance(value, _TEXT):
+            body = min(body, precision)
+    return max(width, body)
+
+
+def _spend(total: int, size: int) -> int:
+    total += size
+    if total > MAX_OUTPUT:
+        raise _Stopped(FORMAT)
+    return total
+
+
+# One conversion of printf-style formatting (`%`, `| format`), as Python reads it; a key
+# with parentheses inside it reads as a field of the whole mapping, which weighs more.
+_PERCENT = re.compile(r"%(?:\((?P<key>[^()]*)\))?[-+ #0]*(?P<width>\*|\d+)?"
+                      r"(?:\.(?P<precision>\*|\d*))?[hlL]?(?P<type>.)?", re.S)
+
+
+def _check_percent(text: Any, right: Any) -> None:
+    """TEXT % RIGHT, refused before it is built when it would pass 1 MB: the text around
+    the conversions plus, for each, its width or its value (`'%999999s' * 50`)."""
+    if not isinstance(text, _TEXT):
+        return
+    source = text if isinstance(text, str) else text.decode("latin-1")
+    if "%" not in source:
+        return
+    items = right if isinstance(right, tuple) else (right,)
+    mapping = right if isinstance(right, Mapping) else None
+    taken = 0
+
+    def next_value() -> Any:
+        nonlocal taken
+        taken += 1
+        return items[taken - 1] if taken <= len(items) else None
+
+    def number(field: str | None) -> int | None:
+        if field == "*":
+            value = next_value()
+            return abs(value) if isinstance(value, int) else 0
+        if field is None or field == "":
+            return None if field is None else 0
+        if len(field) > 7:  # int() of a million digits is slow, and refused anyway
+            raise _Stopped(WIDE)
+        return int(field)
+
+    total = len(source)
+    for match in _PERCENT.finditer(source):
+        total -= match.end() - match.start()
+        if match.group() == "%%":
+            total = _spend(total, 1)
+            continue
+        width = number(match["width"]) or 0
+        precision = number(match["precision"])
+        key = match["key"]
+        if key is None:
+            value = next_value()
+        else:
+            name: Any = key if isinstance(text, str) else key.encode("latin-1")
+            value = mapping[name] if mapping is not None and name in mapping else None
+        total = _spend(total, _field_size(value, width, precision))
+
+
+# A standard format spec (format-spec mini-language); anything else is the value's own
+# (a date's strftime), which writes at most a few characters per character of the spec.
+_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(\d*)[,_]?(?:\.(\d+))?[a-zA-Z%]?", re.S)
+
+
+class _MeteredFormatter(SandboxedFormatter):
+    """Jinja's sandboxed str.format and format_map, with each field's size estimated just
+    before it is formatted (its value, width and nested fields known by then) and the
+    result kept under 1 MB: `('{0:999999}' * 50).format(1)` stops at its second field."""
+
+    total = 0
+
+    def vformat(self, format_string: str, args: Sequence[Any],
+                kwargs: Mapping[str, Any]) -> str:
+        self.total = sum(len(literal) for literal, *_ in self.parse(format_string))
+        if self.total > MAX_OUTPUT:
+            raise _Stopped(FORMAT)
+        return super().vformat(format_string, args, kwargs)
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        spec = _SPEC.fullmatch(format_spec)
+        if spec is None:
+            size = weight(value) + 16 * len(format_spec)
+        else:
+            width, precision = spec.group(1), spec.group(2)
+            if len(width) > 7 or len(precision or "") > 7:
+                raise _Stopped(WIDE)
+            size = _field_size(value, int(width or 0),
+                               None if precision is None else int(precision))
+        self.total = _spend(self.total, size)
+        return super().format_field(value, format_spec)
+
+
+class _MeteredEscapeFormatter(_MeteredFormatter, SandboxedEscapeFormatter):
+    """The metered formatter of Markup.format: values are escaped as Jinja escapes them."""
 
 
 def _check_number(bits: float) -> None:
@@ -471,20 +577,9 @@ class _GuardedLoops(CodeGenerator):
 
 # Strings that grow: checked before Python builds them, since a template could ask
 # for gigabytes in one call ('x' | center(10**10)), long before the output limit.
-_WIDE_FORMAT = re.compile(r"\{[^{}]*:[^{}]*(?:\d{7}|\{)"
-                          r"|%(?:\([^)]*\))?[#0 +-]*(?:\d{7}|\*|\d*\.(?:\d{7}|\*))")
-
-
 def _check_size(size: int) -> None:
     if size > MAX_OUTPUT:
         raise _Stopped("a string over 1 MB")
-
-
-def _check_format(text: Any) -> None:
-    """A format string (str.format, %, | format) with a field width of a million or
-    more, or one taken from the values, is refused."""
-    if isinstance(text, str) and _WIDE_FORMAT.search(text):
-        raise _Stopped("a format width of a million or more, or one taken from the values")
 
 
 def _replaced_size(text: Any, old: Any, new: Any, count: Any) -> int:
@@ -496,6 +591,44 @@ def _replaced_size(text: Any, old: Any, new: Any, count: Any) -> int:
 
 def _joined_size(separator: str | bytes | bytearray, items: list[Any]) -> int:
     return len(separator) * max(len(items) - 1, 0) + sum(weight(item) for item in items)
+
+
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines cuts at
+
+
+def _split_weight(text: str | bytes | bytearray, name: str, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> int:
+    """About what the list of TEXT.NAME(...) weighs (split, rsplit, splitlines), found
+    without building it: 2 per piece and the characters that are not cut away."""
+    if name == "splitlines":
+        breaks = _LINE_BREAKS if isinstance(text, str) else "\n\r"
+        found = sum(_count(text, mark) for mark in breaks)
+        return 2 + 2 * (found + 1) + len(text)
+    sep = args[0] if args else kwargs.get("sep")
+    most = args[1] if len(args) > 1 else kwargs.get("maxsplit", -1)
+    if isinstance(sep, _TEXT) and sep:
+        found = text.count(sep)  # type: ignore[arg-type]  # str and bytes: split raises too
+    elif len(text) < 600_000:  # a piece and a space at least: 1.5 a character at most
+        return 0
+    else:  # runs of non-space, counted without building them
+        words = _WORD.finditer(text) if isinstance(text, str) else _WORD_BYTES.finditer(text)
+        found = sum(1 for _ in words) - 1
+        sep = " "
+    if isinstance(most, int) and most >= 0:
+        found = min(found, most)
+    return 2 + 2 * (found + 1) + len(text) - found * len(sep)
+
+
+_WORD = re.compile(r"\S+")  # re's \s is str.isspace, what str.split() splits at
+_WORD_BYTES = re.compile(rb"\S+")
+
+
+def _check_pieces(length: int, pieces: int) -> None:
+    """A string of LENGTH cut into PIECES, refused when the list would weigh over 1 MB:
+    each piece is a Python object of 50 bytes or more, so the pieces of 1 MB of text
+    take 50 MB (80 in euro signs) however few characters they keep."""
+    if 2 + 2 * pieces + length > MAX_OUTPUT:
+        raise _Stopped(HUGE)
 
 
 def _checked_str_call(text: str | bytes | bytearray, name: str, args: tuple[Any, ...],
@@ -514,6 +647,9 @@ def _checked_str_call(text: str | bytes | bytearray, name: str, args: tuple[Any,
         items = list(args[0])
         _check_size(_joined_size(text, items))
         args = (items, *args[1:])
+    elif name in ("split", "rsplit", "splitlines"):
+        if _split_weight(text, name, args, kwargs) > MAX_OUTPUT:  # pieces of 50 bytes up
+            raise _Stopped(HUGE)
     elif name == "translate" and isinstance(first, Mapping):
         longest = max((len(v) for v in first.values() if isinstance(v, _TEXT)), default=1)
         _check_size(len(text) * longest)
@@ -557,14 +693,68 @@ def _join(eval_ctx: Any, value: Any, separator: str = "", attribute: Any = None)
 
 
 def _format(value: str, *args: Any, **kwargs: Any) -> str:
-    _check_format(value)
-    _check_formatted(value, [*args, *kwargs.values()], "%")
+    _check_percent(value, kwargs or args)  # what Jinja's format puts right of its `%`
     return jinja_filters.do_format(value, *args, **kwargs)
+
+
+def _listing(function: Callable[..., Any]) -> Callable[..., Any]:
+    """FUNCTION, a filter that first makes a list of what it is given (list, sort, join,
+    batch, slice, groupby), with a string refused when the list of its characters would
+    weigh over 1 MB: each character becomes its own object of up to 80 bytes."""
+    offset = 1 if hasattr(function, "jinja_pass_arg") else 0  # environment or context
+
+    @functools.wraps(function)
+    def listing(*args: Any, **kwargs: Any) -> Any:
+        value = args[offset] if len(args) > offset else None
+        if isinstance(value, str):
+            _check_pieces(len(value), len(value))
+        return function(*args, **kwargs)
+    return listing
+
+
+_CHUNK = 65_536
+_SPACE = re.compile(r"\s")
+
+
+def _chunks(text: str) -> Iterator[str]:
+    """TEXT in pieces of about _CHUNK characters or more, each cut just after a space (re's
+    \\s), so a filter that works word by word never sees a word cut in two."""
+    start = 0
+    while len(text) - start > _CHUNK:
+        space = _SPACE.search(text, start + _CHUNK)
+        if space is None:
+            break
+        yield text[start:space.end()]
+        start = space.end()
+    yield text[start:]
+
+
+def _by_chunks(function: Callable[..., Any],
+               join: Callable[[list[Any]], Any]) -> Callable[..., Any]:
+    """FUNCTION, a filter that splits its text into a list of words (title, urlize,
+    wordcount: 68 MB to 120 MB for 1 MB of text), run on _chunks of a long text and the
+    results joined by JOIN: what a word becomes does not depend on the other words."""
+    offset = 1 if hasattr(function, "jinja_pass_arg") else 0
+
+    @functools.wraps(function)
+    def chunked(*args: Any, **kwargs: Any) -> Any:
+        value = args[offset] if len(args) > offset else None
+        if not isinstance(value, str) or len(value) <= _CHUNK:
+            return function(*args, **kwargs)
+        before, after = args[:offset], args[offset + 1:]
+        return join([function(*before, chunk, *after, **kwargs) for chunk in _chunks(value)])
+    return chunked
+
+
+def _joined_text(parts: list[str]) -> str:
+    """PARTS joined as the type they are (Markup parts make Markup, not escaped again)."""
+    return parts[0][:0].join(parts)
 
 
 _GROWING_FILTERS = {"center": _center, "indent": _indent, "wordwrap": _wordwrap,
                     "replace": _replace, "join": _join, "format": _format, "sum": _sum,
                     "slice": _slice, "batch": _batch}
+_LISTING = ("list", "sort", "join", "batch", "slice", "groupby")
 # Filters whose result is never much bigger than their input, and that a mail uses
 # most; every other filter's result is checked (tojson of tojson doubles each time).
 _SAME_SIZE = frozenset({"default", "d", "e", "escape", "safe", "length", "count", "first",
@@ -596,8 +786,6 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         per printed value; anything that is not a plain dict key takes the sandbox's path."""
         if type(obj) is dict and attribute in obj:
             return obj[attribute]
-        if attribute in ("format", "format_map"):
-            _check_format(obj)
         return super().getattr(obj, attribute)
 
     def call(__self, __context: Any, __obj: Any, *args: Any,
@@ -622,19 +810,28 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return _checked(super().call(__context, __obj, *args, **kwargs))
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        """Jinja's sandboxed str.format, refused first when it could print more than
-        1 MB: each field may print the biggest value."""
-        wrapped = super().wrap_str_format(value)
-        if wrapped is None:
+        """Jinja's sandboxed str.format and format_map (wrapped where they are looked up,
+        as Jinja does), through the metered formatter."""
+        if not isinstance(value, (types.MethodType, types.BuiltinMethodType)) \
+                or value.__name__ not in ("format", "format_map") \
+                or not isinstance(value.__self__, str):
             return None
-        text, is_map = value.__self__, value.__name__ == "format_map"
+        text: str = value.__self__
+        formatter = _MeteredEscapeFormatter(self, escape=text.escape) if isinstance(
+            text, Markup) else _MeteredFormatter(self)
+        is_map = value.__name__ == "format_map"
 
-        def checked(*args: Any, **kwargs: Any) -> str:
-            values = args[0].values() if is_map and args and isinstance(args[0], Mapping) \
-                else [*args, *kwargs.values()]
-            _check_formatted(text, values, "{")
-            return wrapped(*args, **kwargs)
-        return checked
+        def wrapper(*args: Any, **kwargs: Any) -> str:
+            if is_map:
+                if kwargs:
+                    raise TypeError("format_map() takes no keyword arguments")
+                if len(args) != 1:
+                    raise TypeError(f"format_map() takes exactly one argument ({len(args)} "
+                                    "given)")
+                kwargs = args[0]
+                args = ()
+            return type(text)(formatter.vformat(text, args, kwargs))
+        return functools.update_wrapper(wrapper, value)
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
         raise SecurityError(f"access to {attribute!r} of a {type(obj).__name__} is not allowed")
@@ -660,8 +857,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                     and right > 0:
                 _check_number(right * math.log2(abs(left)))
         elif operator == "%":
-            _check_format(left)
-            _check_formatted(left, _percent_values(right), "%")
+            _check_percent(left, right)
         return super().call_binop(context, operator, left, right)
 
 
@@ -700,6 +896,10 @@ def environment(*, checking: bool = False,
     env.globals["range"] = _bounded_range
     env.globals["lipsum"] = _lipsum
     env.filters.update(_GROWING_FILTERS)
+    env.filters.update({name: _listing(env.filters[name]) for name in _LISTING})
+    env.filters.update({"title": _by_chunks(env.filters["title"], _joined_text),
+                        "urlize": _by_chunks(env.filters["urlize"], _joined_text),
+                        "wordcount": _by_chunks(env.filters["wordcount"], sum)})
     env.filters.update({name: _result_checked(function) for name, function in
                         env.filters.items() if name not in _SAME_SIZE})
     return env

@@ -77,12 +77,80 @@ def stopped(source: str, context: dict[str, Any] | None = None) -> tuple[str, in
     ("{{ ('x' * 999999).translate({120: 'y' * 1000}) }}", STRING),
     ("{{ 'x'.encode().center(10 ** 10) }}", STRING),
     ("{{ (1).to_bytes(10 ** 10, 'big') }}", STRING),
+    # fifty widths of 999,999 each: every one under a million, together 50 MB
+    ("{{ ('%999999s' * 50) % ((1,) * 50) }}", FORMAT),
+    ("{{ ('%999999s' * 1000) % ((1,) * 1000) }}", FORMAT),
+    ("{{ ('%(a)999999s' * 50) | format(a=1) }}", FORMAT),
+    ("{{ ('%999999s' * 2) | format(1, 2) }}", FORMAT),
+    ("{{ ('%*s' * 50) % ((999999, 'x') * 50) }}", FORMAT),
+    ("{{ ('%.999999f' * 50) % ((1.5,) * 50) }}", FORMAT),
+    ("{{ ('%999999s' * 50).encode() % (('x'.encode(),) * 50) }}", FORMAT),
+    ("{{ ('{0:999999}' * 50).format(1) }}", FORMAT),
+    ("{{ ('{a:999999}' * 50).format_map({'a': 1}) }}", FORMAT),
+    ("{{ ('{0:>{w}}' * 50).format('x', w=999999) }}", FORMAT),
+    ("{{ ('{:>{}}' * 50).format(*(['x', 999999] * 50)) }}", FORMAT),
+    ("{{ ('{0:.999999f}' * 50).format(1.5) }}", FORMAT),
+    ("{{ (('{0:999999}' * 50) | safe).format(1) }}", FORMAT),
+    # a string broken into one Python object per character (about 80 bytes each)
+    ("{{ ('\u20ac' * 999999) | list }}", HUGE),
+    ("{{ ('\u20ac' * 999999) | sort }}", HUGE),
+    ("{{ ('\u20ac' * 999999) | join }}", HUGE),
+    ("{{ ('\u20ac' * 999999) | batch(999999) | list }}", HUGE),
+    ("{{ ('\u20ac' * 999999) | slice(1) | list }}", HUGE),
+    ("{{ ('\u20ac' * 999999) | groupby(0) }}", HUGE),
+    ("{{ ('\u20ac ' * 499999).split() }}", HUGE),
+    ("{{ ('\u20ac ' * 499999).rsplit(' ') }}", HUGE),
+    ("{{ ('\u20ac\\n' * 499999).splitlines() }}", HUGE),
 ])
 def test_a_bomb_stops_before_it_is_built(source: str, limit: str) -> None:
     message, peak, seconds = stopped(source)
     assert message == f"templates/bomb.html:1: render stopped: {limit}"
     assert peak < PEAK, f"{peak:,} bytes"
     assert seconds < 10
+
+
+def peak_of(source: str) -> tuple[str, int]:
+    """What SOURCE renders to and the peak of memory it took."""
+    template = compile_source(environment(), source, "templates/t.txt")
+    tracemalloc.start()
+    try:
+        output = template.render({})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return output, peak
+
+
+@pytest.mark.parametrize(("filter_", "text"), [
+    ("title", "'a ' * 499999"),  # 68 MB before: a list of every word and separator
+    ("title", "'\\u20ac ' * 499999"),  # 120 MB before
+    ("title", "'a-(b[c{d<e\\tf\\n' * 71000"),  # every separator title cuts at
+    ("capitalize", "'\\U0001f600 ' * 499999"),
+    ("wordcount", "'ab ' * 333333"),
+])
+def test_a_word_by_word_filter_over_a_long_text_stays_small(filter_: str, text: str) -> None:
+    source = f"{{% set s = {text} %}}{{{{ s | {filter_} }}}}"
+    output, peak = peak_of(source)
+    assert peak < PEAK, f"{peak:,} bytes"
+    assert output == jinja2.sandbox.ImmutableSandboxedEnvironment().from_string(
+        source).render()
+
+
+def test_urlize_over_a_long_text_links_as_jinja_does() -> None:
+    # urlize works word by word too (75 MB for 1 MB of euro signs before); 75,600
+    # characters here, two chunks, without tracemalloc (500,000 words take 18 s in it)
+    source = ("{% set s = 'see www.example.com/a, (https://example.com/b) or a@b.example. '"
+              " * 1200 %}{{ s | urlize }}|{{ s | urlize(10, true) | safe }}")
+    output = compile_source(environment(), source, "templates/t.html").render({})
+    assert output == jinja2.sandbox.ImmutableSandboxedEnvironment(
+        autoescape=True).from_string(source).render()
+
+
+def test_a_split_is_refused_before_its_pieces_are_built() -> None:
+    # The source string is 4 MB (four bytes a character); its 500,000 pieces took 52 MB.
+    message, peak, _ = stopped("{{ ('\U0001f600 ' * 499999).split() }}")
+    assert message == f"templates/bomb.html:1: render stopped: {HUGE}"
+    assert peak < 12_000_000, f"{peak:,} bytes"
 
 
 def test_a_bomb_in_the_data_is_stopped_by_the_builder_that_uses_it() -> None:
@@ -117,7 +185,18 @@ def test_ordinary_constructs_render_as_in_jinja() -> None:
               "{{ [3, 1, 2] | sort | list }}|{{ 'x' | tojson }}|{{ (10 ** 30) * (10 ** 30) }}|"
               "{% macro m(a) %}<{{ a }}>{% endmacro %}{{ m(1) ~ m(2) }}|"
               "{% set ns = namespace(n=0) %}{% for i in range(3) %}{% set ns.n = ns.n + i %}"
-              "{% endfor %}{{ ns.n }}|{{ (1).to_bytes(2, 'big') }}|{{ 'ab'.translate({97: 'A'}) }}")
+              "{% endfor %}{{ ns.n }}|{{ (1).to_bytes(2, 'big') }}|{{ 'ab'.translate({97: 'A'}) }}|"
+              "{{ '{:>{w}}|{:<{}}|{:^{}.{}}'.format('x', 'y', 4, 'zzz', 5, 2, w=3) }}|"
+              "{{ '%*d|%-*s|%.2f|%e' % (5, 42, 3, 'a', 3.14159, 10 ** 20) }}|"
+              "{{ '%(n)05d|%(s).2s|%%' % {'n': 42, 's': 'abc'} }}|{{ '%s' % ((1, 2),) }}|"
+              "{{ '{0[a]}|{0[b][1]}|{1!r}|{2:,}|{3:.3e}|{4:%}'.format({'a': 1, 'b': 'xy'}, "
+              "'q', 1234567, 12345.678, 0.25) }}|{{ '{a}-{b:>4}'.format_map({'a': 1, 'b': 2}) }}|"
+              "{{ '%-6s|' | format('ab') }}{{ '%(a)s' | format(a=[1]) }}|"
+              "{{ 'hello wORLD-foo (bar [baz <qux' | title }}|{{ 'hELLO world' | capitalize }}|"
+              "{{ 'a b\\tc' | wordcount }}|{{ 'see www.example.com, or a@b.example.' | urlize }}|"
+              "{{ ' a  b '.split() }}|{{ 'a,b,,c'.split(',', 2) }}|{{ 'a b c'.rsplit(None, 1) }}|"
+              "{{ 'a\\nb\\r\\nc'.splitlines() }}|{{ 'abc' | list }}|{{ 'cab' | sort | join }}|"
+              "{{ 'abcde' | batch(2) | list }}|{{ 'abcd' | slice(2) | list }}")
     plain = jinja2.sandbox.ImmutableSandboxedEnvironment(keep_trailing_newline=True)
     expected = plain.from_string(source).render()
     assert compile_source(environment(), source, "templates/t.txt").render({}) == expected
