@@ -21,6 +21,7 @@ import re
 import time
 import types
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from typing import Any
@@ -183,7 +184,7 @@ class _Budget:
     """Output and CPU spent by one render."""
 
     def __init__(self) -> None:
-        self.started = time.process_time()
+        self.started = time.thread_time()  # this render's thread only
         self.output = 0
         self.prints = 0
         self.calls = 0
@@ -196,7 +197,7 @@ class _Budget:
             self.check()
 
     def check(self) -> None:
-        if time.process_time() - self.started > MAX_CPU_SECONDS:
+        if time.thread_time() - self.started > MAX_CPU_SECONDS:
             raise _Stopped(f"more than {MAX_CPU_SECONDS:g} s of CPU")
 
 
@@ -207,7 +208,9 @@ class _Stopped(Exception):
     """Raised inside a render when a limit is hit; turned into RenderLimit with a line."""
 
 
-_BUDGET: list[_Budget] = []
+# The render under way in this thread (a ContextVar: the daemon's reload validates
+# templates in one thread while the sender renders mails in another).
+_BUDGET: ContextVar[_Budget | None] = ContextVar("mailer_render_budget", default=None)
 
 
 # --- sizes, checked before a value is built ------------------------------------------------
@@ -274,8 +277,8 @@ def _metered(items: Iterable[Any]) -> Iterator[Any]:
         total += weight(item) + 1
         if total > MAX_OUTPUT:
             raise _Stopped("a filter's items over 1 MB")
-        if not index & 255 and _BUDGET:
-            _BUDGET[-1].check()
+        if not index & 255 and (budget := _BUDGET.get()) is not None:
+            budget.check()
         yield item
 
 
@@ -475,8 +478,8 @@ def _bounded_range(*args: int) -> Iterator[int]:
     if len(numbers) > MAX_RANGE:
         raise _Stopped(f"range() of {len(numbers):,} items (at most {MAX_RANGE:,})")
     for index, number in enumerate(numbers):
-        if index % 256 == 0 and _BUDGET:
-            _BUDGET[-1].check()
+        if index % 256 == 0 and (budget := _BUDGET.get()) is not None:
+            budget.check()
         yield number
 
 
@@ -491,8 +494,8 @@ def _finalize(value: Any) -> Any:
         if cls is not int and weight(value) > MAX_OUTPUT:  # before str() builds its text
             raise _Stopped(HUGE)
         value = str(value)
-    if _BUDGET:
-        budget = _BUDGET[-1]
+    budget = _BUDGET.get()
+    if budget is not None:
         budget.output += len(value)
         budget.prints += 1
         if budget.output > MAX_OUTPUT or not budget.prints & 63:
@@ -526,8 +529,8 @@ def _guarded(iterable: Any) -> Iterator[Any]:
     nested loops over long strings or lists, which neither print nor call range(),
     are stopped too."""
     for index, item in enumerate(iterable):
-        if not index & 255 and _BUDGET:
-            _BUDGET[-1].check()
+        if not index & 255 and (budget := _BUDGET.get()) is not None:
+            budget.check()
         yield item
 
 
@@ -802,8 +805,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             length = args[0] if args else kwargs.get("length", 1)
             if isinstance(length, int):
                 _check_size(length)
-        if _BUDGET:
-            budget = _BUDGET[-1]
+        budget = _BUDGET.get()
+        if budget is not None:
             budget.calls += 1
             if not budget.calls & 63:
                 budget.check()
@@ -1049,7 +1052,7 @@ class Compiled:
         """Render under the per-mail limits; errors name the template file and line."""
         if self.static:  # an intro or subject without a tag: nothing to fill in
             return self.source
-        _BUDGET.append(_Budget())  # printed values are counted as they are printed
+        token = _BUDGET.set(_Budget())  # printed values are counted as they are printed
         try:
             output = "".join(self.template.generate(context))
             if len(output) > MAX_OUTPUT:  # literal text repeated by a loop
@@ -1073,7 +1076,7 @@ class Compiled:
             raise RenderError(f"{type(err).__name__}: {err}" if not isinstance(
                 err, jinja2.TemplateError) else str(err), path=path, line=line) from None
         finally:
-            _BUDGET.pop()
+            _BUDGET.reset(token)
         return output
 
     def _where(self) -> tuple[str, int | None]:

@@ -204,6 +204,34 @@ def test_ordinary_constructs_render_as_in_jinja() -> None:
     assert lorem.count("\n\n") == 1
 
 
+def test_two_threads_rendering_at_once_each_keep_their_own_budget() -> None:
+    """The daemon validates a reload in one thread while the sender renders in another:
+    a bomb in one is stopped by its own CPU budget, and never stops the other's mails."""
+    import threading
+
+    env = environment()
+    bomb = compile_source(env, "{% for x in range(10000) %}{% for y in range(10000) %}"
+                               "{% endfor %}{% endfor %}", "templates/bomb.html")
+    note = compile_source(env, "{% for i in range(50) %}{{ i }}{% endfor %}",
+                          "templates/note.html")
+    stops: list[str] = []
+
+    def explode() -> None:
+        with pytest.raises(RenderLimit) as caught:
+            bomb.render({})
+        stops.append(str(caught.value))
+
+    thread = threading.Thread(target=explode)
+    thread.start()
+    mails = 0
+    while thread.is_alive():  # the other thread renders as long as the bomb runs
+        assert note.render({}) == "".join(str(i) for i in range(50))
+        mails += 1
+    thread.join()
+    assert stops == [f"templates/bomb.html:1: render stopped: {CPU}"]
+    assert mails > 0
+
+
 def test_a_bomb_fails_its_rows_and_send_goes_on(ws: Workspace) -> None:
     ws.write("segments/everyone.yaml", "description: all\nall: [{orders: {at_least: 0}}]\n")
     ws.write("templates/note.html",
