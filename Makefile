@@ -29,9 +29,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check mailer tests bench
 	$(BIN)/mypy mailer
 
-# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+# pytest exits 5 when it collected no test: that is a failure here, not a pass. One
+# worker per core (xdist); each has its own PostgreSQL scratch database.
 test: lint
-	$(BIN)/pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
+	$(BIN)/pytest -n auto; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
 
 # The pure unit tests only (tests/conftest.py marks them): no database, server or
 # subprocess, for the edit loop. `make test` stays the CI command and runs everything.
