@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from difflib import get_close_matches
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
@@ -24,6 +23,7 @@ from mailer.segments import (
     members_query,
 )
 from mailer.settings import Settings
+from mailer.suggest import did_you_mean
 
 MEMBER_COLUMNS = ("store_id", "email", "first_name", "last_name", "country", "city", "consent")
 
@@ -46,9 +46,8 @@ def pick(specs: dict[str, SegmentSpec], name: str) -> SegmentSpec:
     """The named segment; an unknown name gets a "did you mean"."""
     if name in specs:
         return specs[name]
-    close = get_close_matches(name, list(specs), n=1)
-    raise NotFoundError(f"unknown segment {name!r}" + (f" (did you mean {close[0]}?)" if close
-                                                        else f"; known: {', '.join(specs)}"))
+    raise NotFoundError(f"unknown segment {name!r}" + did_you_mean(
+        name, specs, otherwise=f"; known: {', '.join(specs)}"))
 
 
 @contextmanager

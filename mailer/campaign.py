@@ -17,6 +17,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from mailer.errors import InvalidValue, Problem
 from mailer.settings import Duration, parse_clock_time
 from mailer.specs import Spec, check
+from mailer.suggest import did_you_mean
 from mailer.yamlsrc import line_of
 
 TRIGGERS = ("birthday", "schedule", "promotion", "once", "after_order")
@@ -149,20 +150,16 @@ def parse_campaign(data: Any, path: str) -> tuple[Campaign | None, list[Problem]
 def cross_check(slug: str, spec: Campaign, data: Any, path: str, *, segments: set[str],
                 templates: Path) -> list[Problem]:
     """Problems that need the rest of the workspace: segments and templates it names."""
-    from difflib import get_close_matches
-
     problems = []
     for field, name in [("segment", spec.segment),
                         *((f"intros.{k}", k) for k in spec.intros if k != "default")]:
         if name not in segments:
-            close = get_close_matches(name, sorted(segments), n=1)
             problems.append(Problem(path, line_of(data, tuple(field.split("."))), field,
                                     f"unknown segment {name!r}"
-                                    + (f" (did you mean {close[0]}?)" if close else "")))
+                                    + did_you_mean(name, sorted(segments))))
     if not (templates / spec.template).is_file():
         known = sorted(p.name for p in templates.glob("*.html"))
-        close = get_close_matches(spec.template, known, n=1)
         problems.append(Problem(path, line_of(data, ("template",)), "template",
                                 f"unknown template {spec.template!r}"
-                                + (f" (did you mean {close[0]}?)" if close else "")))
+                                + did_you_mean(spec.template, known)))
     return problems

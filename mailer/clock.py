@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from mailer.errors import InvalidValue
+from mailer.suggest import did_you_mean
 
 UTC = UTC
 
@@ -43,10 +44,7 @@ def zone(name: str) -> ZoneInfo:
             raise ValueError(name)
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        from difflib import get_close_matches
-
-        close = get_close_matches(name, sorted(available_timezones()), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        hint = did_you_mean(name, sorted(available_timezones()))
         raise InvalidValue(f"unknown time zone {name!r}{hint}") from None
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from difflib import get_close_matches
 from typing import Any, Union
 
 from mailer.clock import parse_duration
 from mailer.errors import InvalidValue, Problem
+from mailer.suggest import did_you_mean
 from mailer.yamlsrc import YamlList, YamlMap
 
 PURCHASE = ("orders", "spent", "average_order")
@@ -170,9 +170,8 @@ class _Parser:
                 self.depth -= 1
             return None if inner is None else Not(inner, key_line)
         if key not in CONDITIONS:
-            close = get_close_matches(str(key), CONDITIONS + COMBINATORS, n=1, cutoff=0.6)
             self.problem(key_line, here, f"unknown condition {key!r}"
-                         + (f" (did you mean {close[0]}?)" if close else ""))
+                         + did_you_mean(str(key), CONDITIONS + COMBINATORS))
             return None
         return self.condition(str(key), value, here, key_line)
 
@@ -239,10 +238,9 @@ class _Parser:
             at = options.key_lines.get(key, line) if isinstance(options, YamlMap) else line
             here = f"{field}.{key}"
             if key not in allowed:
-                close = get_close_matches(str(key), allowed, n=1, cutoff=0.5)
-                self.problem(at, here, "unknown key" + (f" (did you mean {close[0]}?)" if close
-                                                        else f"; expected one of "
-                                                             f"{', '.join(allowed)}"))
+                self.problem(at, here, "unknown key" + did_you_mean(
+                    str(key), allowed, cutoff=0.5,
+                    otherwise=f"; expected one of {', '.join(allowed)}"))
                 continue
             try:
                 if key in COMPARISONS:
@@ -378,9 +376,8 @@ def _window_value(key: str, raw: Any) -> Any:
     if key == "since":
         return _date(raw)
     if raw not in DURING:
-        close = get_close_matches(str(raw), DURING, n=1)
         raise InvalidValue(f"expected one of {', '.join(DURING)}, got {_flow(raw)!r}"
-                           + (f" (did you mean {close[0]}?)" if close else ""))
+                           + did_you_mean(str(raw), DURING))
     return raw
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
-from difflib import get_close_matches
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
@@ -15,6 +14,7 @@ from mailer.charts import Column, Segment
 from mailer.errors import NotFoundError
 from mailer.ledger import counts
 from mailer.models import Delivery, Event, PlanRun
+from mailer.suggest import did_you_mean
 
 Segments = Callable[[list[int]], dict[int, set[str]]]  # customer ids -> their segments
 
@@ -43,9 +43,7 @@ def campaign_report(engine: Engine, campaign: str, known: list[str],
         engaged = _engagement(conn, campaign, segments_of)
         by_variant = _by_variant(conn, campaign)
     if runs == 0 and not any(states.values()) and campaign not in known:
-        close = get_close_matches(campaign, known, n=1)
-        raise NotFoundError(f"unknown campaign {campaign!r}"
-                            + (f" (did you mean {close[0]}?)" if close else ""))
+        raise NotFoundError(f"unknown campaign {campaign!r}{did_you_mean(campaign, known)}")
     listed = [{"variant": v + 1, **numbers, **by_variant.get(v, {"opened": 0, "clicked": 0})}
               for v, numbers in sorted(variants.items())]
     return {"campaign": campaign, "planned": sum(states.values()), **states,

@@ -67,6 +67,7 @@ from mailer.errors import Problem
 from mailer.folding import fold, fold_domain
 from mailer.models import Customer, Order, OrderLine
 from mailer.money import exponent
+from mailer.suggest import did_you_mean
 
 CUSTOMERS = cast(Table, Customer.__table__)
 ORDERS = cast(Table, Order.__table__)
@@ -101,8 +102,6 @@ class Scope:
 def check_references(parsed: list[Parsed]) -> list[Problem]:
     """Unknown segments in in_segment, cycles, and segments over the size limits once
     their in_segment references are inlined, as problems."""
-    from difflib import get_close_matches
-
     names = {p.name for p in parsed}
     graph = {p.name: [name for name, _ in p.references] for p in parsed}
     problems = []
@@ -110,10 +109,9 @@ def check_references(parsed: list[Parsed]) -> list[Problem]:
     for segment in parsed:
         for name, line in segment.references:
             if name not in names:
-                close = get_close_matches(name, sorted(names), n=1)
                 problems.append(Problem(segment.path, line, "in_segment",
                                         f"unknown segment {name!r}"
-                                        + (f" (did you mean {close[0]}?)" if close else "")))
+                                        + did_you_mean(name, sorted(names))))
         cycle = _cycle(segment.name, graph)
         if cycle is not None:
             cyclic.add(segment.name)

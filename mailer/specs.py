@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import types
 import typing
-from difflib import get_close_matches
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mailer.errors import Problem
+from mailer.suggest import did_you_mean
 from mailer.yamlsrc import line_of
 
 M = TypeVar("M", bound=BaseModel)
@@ -61,8 +61,7 @@ def _message(error: Any, model: type[BaseModel]) -> str:
     kind = error["type"]
     loc = tuple(error["loc"])
     if kind == "extra_forbidden":
-        close = get_close_matches(str(loc[-1]), _keys_of(model, loc[:-1]), n=1, cutoff=0.6)
-        return "unknown key" + (f" (did you mean {close[0]}?)" if close else "")
+        return "unknown key" + did_you_mean(str(loc[-1]), _keys_of(model, loc[:-1]))
     if kind == "missing":
         return "required key is missing"
     message = str(error["msg"])

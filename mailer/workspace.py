@@ -15,6 +15,7 @@ from mailer.campaign import Campaign
 from mailer.conditions import Parsed, SegmentSpec, parse_segment
 from mailer.errors import ConfigError, Problem, UserError
 from mailer.settings import SETTINGS_FILE, Environment, Settings, load_settings
+from mailer.suggest import did_you_mean
 from mailer.yamlsrc import load_yaml
 
 WORKSPACE_PARTS = (SETTINGS_FILE, "campaigns", "segments", "templates")
@@ -118,8 +119,6 @@ def load_valid_workspace(root: Path, campaign: str | None = None
                          ) -> tuple[dict[str, SegmentSpec], dict[str, Campaign]]:
     """Segments and campaigns; every problem raises one ConfigError, an unknown CAMPAIGN
     a NotFoundError with "did you mean"."""
-    from difflib import get_close_matches
-
     from mailer.errors import NotFoundError
 
     specs, problems = load_segments(root)
@@ -127,9 +126,7 @@ def load_valid_workspace(root: Path, campaign: str | None = None
     if problems or campaign_problems:
         raise ConfigError(problems + campaign_problems)
     if campaign is not None and campaign not in campaigns:
-        close = get_close_matches(campaign, list(campaigns), n=1)
-        raise NotFoundError(f"unknown campaign {campaign!r}"
-                            + (f" (did you mean {close[0]}?)" if close else ""))
+        raise NotFoundError(f"unknown campaign {campaign!r}{did_you_mean(campaign, campaigns)}")
     return specs, campaigns
 
 

@@ -38,3 +38,12 @@ def test_minor_units_are_exact() -> None:
     assert format_minor(400_00, "EUR") == "400.00"
     with pytest.raises(InvalidValue, match="more than 0 decimals for JPY"):
         to_minor("1.5", "JPY")
+
+
+def test_did_you_mean_names_the_closest_choice_or_falls_back() -> None:
+    from mailer.suggest import did_you_mean
+
+    assert did_you_mean("segmnt", ["segment", "subject"]) == " (did you mean segment?)"
+    assert did_you_mean("zzz", ["segment"], otherwise="; known: segment") == "; known: segment"
+    assert did_you_mean("Europe/Berln", {"Europe/Berlin": 1, "Asia/Tokyo": 2}) == \
+        " (did you mean Europe/Berlin?)"
