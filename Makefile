@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check mailer tests bench
+	$(BIN)/ruff check mailer tests bench scripts
 	$(BIN)/mypy mailer
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass. One
@@ -84,7 +84,7 @@ demo: $(STAMP)
 		serve --port 0 > $(DEMO)/serve.log 2>&1 & echo $$! > $(DEMO)/serve.pid
 	@for i in $$(seq 1 100); do grep -q "^listening on" $(DEMO)/serve.log && break; sleep 0.1; done
 	@port=$$(sed -n 's/^listening on .*://p' $(DEMO)/serve.log); \
-	$(BIN)/python -m mailer.demo_recipient $(DEMO)/outbox $$port || { kill $$(cat $(DEMO)/serve.pid); exit 1; }
+	$(BIN)/python scripts/demo_readers.py $(DEMO)/outbox $$port || { kill $$(cat $(DEMO)/serve.pid); exit 1; }
 	@pid=$$(cat $(DEMO)/serve.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done
 	@$(MAILER) report black-friday --chart $(abspath $(DEMO))/black-friday.html
 	@$(MAILER) report feedback --chart $(abspath $(DEMO))/feedback.html > /dev/null && echo "chart: $(DEMO)/feedback.html"

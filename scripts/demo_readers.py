@@ -5,7 +5,7 @@ unsubscribes with one click (the
 RFC 8058 POST a mailbox provider sends). Only the links' paths are used, so the
 service may listen on any port.
 
-    python -m mailer.demo_recipient OUTBOX PORT
+    python scripts/demo_readers.py OUTBOX PORT
 """
 
 from __future__ import annotations
