@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +50,33 @@ class Summary:
     def as_json(self) -> dict[str, Any]:
         return {"planned": self.planned, **{s: self.outcomes.get(s, 0) for s in STATES},
                 "waiting": self.waiting, "excluded": dict(sorted(self.excluded.items()))}
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A sending process's loop, opened by open_worker."""
+
+    delivery: Delivery
+    recovered: int  # rows dead senders left `sending`, made `unknown` at start
+
+
+@contextmanager
+def open_worker(engine: Engine, transport: Transport, settings: Settings, *, owner: str,
+                clock: Clock, key: str, sign: Sign | None,
+                campaigns: Sequence[str] | None = None,
+                on_outcome: Callable[[str, str], None] | None = None) -> Iterator[Worker]:
+    """Hold the right to send for OWNER (a second SQLite sender: LockHeld, exit 3), with
+    commits relaxed and dead senders' rows recovered, and yield the send loop as
+    mailer.yaml configures it: its renderer with KEY and the DKIM signer SIGN, its
+    concurrency and rate limit. `send`, `run` and `worker` all send through here."""
+    with sending_lock(engine, owner):
+        relax_commits(engine)
+        recovered = recover(engine, owner, clock.now())
+        delivery = Delivery(engine, transport, Renderer(engine, key, sign), owner, clock,
+                            concurrency=settings.delivery.concurrency,
+                            limit=rate_limit(engine, settings.delivery.rate_per_second),
+                            campaigns=campaigns, on_outcome=on_outcome)
+        yield Worker(delivery, recovered)
 
 
 def compile_versions(root: Path, campaigns: dict[str, Campaign]) -> dict[str, dict[str, Any]]:
@@ -90,18 +118,13 @@ def send(engine: Engine, root: Path, specs: dict[str, SegmentSpec],
     slugs = sorted(campaigns)
     chosen = None if every_campaign else slugs
     expired: Counter[str] = Counter()  # rows this send found past their expiry
-    with sending_lock(engine, owner):
-        relax_commits(engine)
-        recover(engine, owner, clock.now())
+    with open_worker(engine, transport, settings, owner=owner, clock=clock, key=key,
+                     sign=sign, campaigns=chosen, on_outcome=on_outcome) as worker:
         plans = plan_now(engine, specs, campaigns, settings=settings, versions=versions,
                          now=clock.now(), expired=expired)
         if on_planned is not None:
             on_planned(sum(waiting(engine, slug) for slug in slugs))
-        delivery = Delivery(engine, transport, Renderer(engine, key, sign), owner, clock,
-                            concurrency=settings.delivery.concurrency,
-                            limit=rate_limit(engine, settings.delivery.rate_per_second),
-                            campaigns=chosen, on_outcome=on_outcome)
-        tally = asyncio.run(_deliver(delivery, transport, probe))
+        tally = asyncio.run(_deliver(worker.delivery, transport, probe))
         expired.update(expire(engine, clock.now(), chosen))
     # The summary counts every row this send made `expired`: the delivery counted those
     # whose expiry came while they waited in memory; these are the ones found in the

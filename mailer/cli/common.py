@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
+    import asyncio
+
     from sqlalchemy import Engine
     from sqlalchemy.engine import URL
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from mailer.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 # A --now this close before the latest planning run is a rerun at the same --now, not
 # the past: a run records its --now plus the seconds it took to start.
@@ -166,28 +169,45 @@ def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 
 
-def run_server(serve: Callable[[Callable[[str], None], Any], Any], host: str,
-               port: int) -> None:
-    """Run an asyncio server until SIGTERM or SIGINT. SERVE(say, stop) is a coroutine
-    function; `say` prints a line at once (servers' output is read live); a port that
-    cannot be bound is the environment's failure (exit 3)."""
+@dataclass(frozen=True)
+class Signals:
+    """What the signals asked of a command running an event loop."""
+
+    stop: asyncio.Event  # SIGTERM or SIGINT: finish what is in flight, then return
+    reload: asyncio.Event  # SIGHUP, when the command reloads (else SIGHUP's default)
+
+
+def run_signalled(main: Callable[[Signals], Awaitable[T]], *, reload: bool = False) -> T:
+    """Run MAIN(signals) in a new event loop and return its result; SIGTERM and SIGINT
+    set signals.stop, SIGHUP sets signals.reload when RELOAD (else it ends the process,
+    as it always has for the commands that do not reload)."""
     import asyncio
     import signal
 
+    async def start() -> T:
+        signals = Signals(stop=asyncio.Event(), reload=asyncio.Event())
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, signals.stop.set)
+        if reload:
+            loop.add_signal_handler(signal.SIGHUP, signals.reload.set)
+        return await main(signals)
+
+    return asyncio.run(start())
+
+
+def run_server(serve: Callable[[Callable[[str], None], asyncio.Event], Awaitable[Any]],
+               host: str, port: int) -> None:
+    """Run an asyncio server until SIGTERM or SIGINT. SERVE(say, stop) is a coroutine
+    function; `say` prints a line at once (servers' output is read live); a port that
+    cannot be bound is the environment's failure (exit 3)."""
     from mailer.errors import EnvironmentFailure
 
     def say(line: str) -> None:
         click.echo(line)
         sys.stdout.flush()
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await serve(say, stop)
-
     try:
-        asyncio.run(main())
+        run_signalled(lambda signals: serve(say, signals.stop))
     except OSError as err:
         raise EnvironmentFailure(f"cannot listen on {host}:{port}: {err.strerror}") from None

@@ -99,17 +99,16 @@ def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> Non
 
 
 def _daemon(run_: Session, loaded: Loaded, *, deliver: bool, interval: float) -> None:
-    import asyncio
     import logging
-    import signal
+    from contextlib import ExitStack
 
+    from mailer.cli.common import Signals, run_signalled
     from mailer.cli.deliver import secret_key, signer, smtp_transport
     from mailer.daemon import Daemon
-    from mailer.ledger import new_owner, recover, relax_commits, sending_lock
+    from mailer.ledger import new_owner
     from mailer.locks import Leadership
     from mailer.logs import configure
-    from mailer.ratelimit import rate_limit
-    from mailer.sender import Delivery, Renderer
+    from mailer.send import open_worker
 
     configure(run_.env.log_format)
     log = logging.getLogger("mailer.run")
@@ -120,37 +119,26 @@ def _daemon(run_: Session, loaded: Loaded, *, deliver: bool, interval: float) ->
     leadership = Leadership(engine)
     if engine.dialect.name != "postgresql":
         leadership.try_take()  # SQLite: a second daemon exits 3 at once, never stands by
-
-    async def main() -> Daemon:
-        stop, reload = asyncio.Event(), asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reload.set)
-        delivery = None
-        if transport is not None:
-            delivery = Delivery(engine, transport, Renderer(engine, key, signer(
-                settings, run_.env, run_.root)), owner, run_.clock,
-                concurrency=settings.delivery.concurrency,
-                limit=rate_limit(engine, settings.delivery.rate_per_second))
-        daemon = Daemon(engine, run_.root, run_.clock, loaded, owner=owner,
-                        delivery=delivery, interval=interval, leadership=leadership)
-        try:
-            await daemon.run(stop, reload)
-        finally:
-            if transport is not None:
-                await transport.close()
-        return daemon
-
     log.info("mailer run started owner=%s deliver=%s campaigns=%d", owner,
              "yes" if deliver else "no", len(loaded.campaigns))
-    if deliver:
-        with sending_lock(engine, owner):  # SQLite: a second sender exits 3 at once
-            relax_commits(engine)
-            recover(engine, owner, run_.clock.now())
-            daemon = asyncio.run(main())
-    else:
-        daemon = asyncio.run(main())
+    with ExitStack() as sending:
+        delivery = None
+        if transport is not None:  # SQLite: a second sender exits 3 at once
+            delivery = sending.enter_context(open_worker(
+                engine, transport, settings, owner=owner, clock=run_.clock, key=key,
+                sign=signer(settings, run_.env, run_.root))).delivery
+
+        async def main(signals: Signals) -> Daemon:
+            daemon = Daemon(engine, run_.root, run_.clock, loaded, owner=owner,
+                            delivery=delivery, interval=interval, leadership=leadership)
+            try:
+                await daemon.run(signals.stop, signals.reload)
+            finally:
+                if transport is not None:
+                    await transport.close()
+            return daemon
+
+        daemon = run_signalled(main, reload=True)
     tally = daemon.delivery.tally if daemon.delivery else {}
     done = " ".join(f"{campaign}.{state}={n}" for (campaign, state), n in sorted(tally.items()))
     log.info("mailer run stopped owner=%s sweeps=%d planned=%d %s", owner, daemon.sweeps,
