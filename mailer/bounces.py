@@ -29,12 +29,13 @@ from email.header import Header
 from email.message import Message
 from email.utils import getaddresses
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select
 
 from mailer.addresses import Address, email_key, parse_address
+from mailer.consent import opt_out, suppress
 from mailer.errors import InvalidValue, UserError
 from mailer.links import address_signature
-from mailer.models import Customer, Delivery, Event, Suppression
+from mailer.models import Customer, Delivery, Event
 
 _STATUS = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}$")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
@@ -307,13 +308,7 @@ def apply(engine: Engine, report: Report, now: datetime, source: str, *,
             return Applied(row.email, findings, suppressed=False)
         complaint = permanent.kind == "complaint"
         reason = "complaint" if complaint else f"bounce {permanent.status}"
-        known = conn.execute(select(Suppression.id).where(
-            Suppression.email_key == target)).first()
-        if known is None:
-            conn.execute(insert(Suppression).values(
-                email_key=target, reason=reason, source=source, created_at=now))
-        conn.execute(update(Customer).where(
-            Customer.id == row.customer_id, Customer.consent.not_in(("complained",))
-        ).values(consent="complained" if complaint else "bounced", consent_at=now,
-                 consent_source=source, consent_reason=reason, updated_at=now))
-    return Applied(row.email, findings, suppressed=known is None)
+        added = suppress(conn, [target], now=now, source=source, reason=reason)
+        opt_out(conn, Customer.id == row.customer_id, "complained" if complaint else "bounced",
+                now=now, source=source, reason=reason)
+    return Applied(row.email, findings, suppressed=bool(added))

@@ -23,10 +23,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event, insert, select, text, update
 from sqlalchemy.exc import DisconnectionError
 
+from mailer.consent import OPTED_OUT, opt_out
 from mailer.links import Claims
 from mailer.models import Customer, Event
 
-OPTED_OUT = ("unsubscribed", "bounced", "complained")
 PAUSE = timedelta(days=30)
 
 # time.monotonic() by which the current database work must be done; None: no limit
@@ -119,10 +119,8 @@ def unsubscribe(engine: Engine, claims: Claims, now: datetime, *,
         found = _person(conn, claims)
         if found is None or found.consent in OPTED_OUT:
             return False
-        changed = conn.execute(update(Customer).where(
-            Customer.id == found.id, Customer.consent.not_in(OPTED_OUT)).values(
-            consent="unsubscribed", consent_at=now, consent_source="link",
-            consent_reason=f"{reason} ({claims.campaign})", updated_at=now)).rowcount
+        changed = opt_out(conn, Customer.id == found.id, "unsubscribed", now=now,
+                          source="link", reason=f"{reason} ({claims.campaign})")
         if changed:
             _event(conn, "unsubscribe", claims, found.id, now)
         return bool(changed)

@@ -32,7 +32,6 @@ from sqlalchemy import (
     event,
     exists,
     func,
-    insert,
     literal_column,
     or_,
     select,
@@ -221,20 +220,15 @@ def finish_sent(conn: Connection, owner: str,
 def suppress(conn: Connection, emails: Sequence[str], now: datetime) -> None:
     """Suppress addresses whose mailbox the server says does not exist (5.1.x)."""
     from mailer.addresses import email_key
+    from mailer.consent import opt_out
+    from mailer.consent import suppress as add_suppressions
 
-    keys = sorted({email_key(address) for address in emails})
+    keys = {email_key(address) for address in emails}
     if not keys:
         return
-    known = set(conn.execute(select(Suppression.email_key)
-                             .where(Suppression.email_key.in_(keys))).scalars())
-    fresh = [{"email_key": key, "reason": "bounced", "source": "smtp", "created_at": now}
-             for key in keys if key not in known]
-    if fresh:
-        conn.execute(insert(Suppression), fresh)
-    conn.execute(update(Customer)
-                 .where(Customer.email_key.in_(keys), Customer.consent == "subscribed")
-                 .values(consent="bounced", consent_at=now, consent_source="smtp",
-                         consent_reason="mailbox does not exist", updated_at=now))
+    add_suppressions(conn, keys, now=now, source="smtp", reason="bounced")
+    opt_out(conn, Customer.email_key.in_(keys), "bounced", now=now, source="smtp",
+            reason="mailbox does not exist")
 
 
 def expire(engine: Engine, now: datetime, campaigns: Sequence[str] | None = None

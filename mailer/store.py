@@ -6,13 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, delete, func, select
 
 from mailer.addresses import parse_address
+from mailer.consent import opt_out, suppress
 from mailer.errors import InvalidValue
-from mailer.models import DELIVERY_STATES, Base, Customer, Delivery, Order, Suppression
-
-OPTED_OUT = ("unsubscribed", "bounced", "complained")
+from mailer.models import DELIVERY_STATES, Base, Customer, Delivery, Order
 
 
 @dataclass(frozen=True)
@@ -38,19 +37,13 @@ def unsubscribe(engine: Engine, emails: list[str], *, now: datetime, source: str
             row = conn.execute(select(Customer.id, Customer.consent)
                                .where(Customer.email_key == address.key)).first()
             if row is None:
-                known = conn.execute(select(Suppression.id)
-                                     .where(Suppression.email_key == address.key)).first()
-                if known is None:
-                    conn.execute(insert(Suppression).values(
-                        email_key=address.key, reason=reason, source=source, created_at=now))
+                suppress(conn, [address.key], now=now, source=source, reason=reason)
                 results.append(OptOut(address.email, "suppressed"))
-            elif row.consent in OPTED_OUT:
-                results.append(OptOut(address.email, "already", row.consent))
-            else:
-                conn.execute(update(Customer).where(Customer.id == row.id).values(
-                    consent="unsubscribed", consent_at=now, consent_source=source,
-                    consent_reason=reason, updated_at=now))
+            elif opt_out(conn, Customer.id == row.id, "unsubscribed", now=now, source=source,
+                         reason=reason):
                 results.append(OptOut(address.email, "unsubscribed"))
+            else:
+                results.append(OptOut(address.email, "already", row.consent))
     return results
 
 

@@ -47,6 +47,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from mailer import engagement
 from mailer.clock import Clock
+from mailer.consent import OPTED_OUT
 from mailer.errors import DatabaseUnavailable
 from mailer.links import Claims, InvalidLink, link, verify
 from mailer.listener import HEADERS, SERVER, Connection, Limits, listen
@@ -286,7 +287,7 @@ async def _unsubscribe_page(service: Service, request: web.Request,
     if found is None:
         return _page(service, "invalid.html", 404, title="Link not valid")
     preferences = _here(service, "preferences", claims)
-    if found.consent in engagement.OPTED_OUT:
+    if found.consent in OPTED_OUT:
         return _page(service, "unsubscribed.html", title="Unsubscribed",
                      email=_masked(found.email))
     return _page(service, "unsubscribe.html", title="Unsubscribe", email=_masked(found.email),
@@ -313,7 +314,7 @@ async def _preferences_page(service: Service, request: web.Request, claims: Clai
         if found.paused_until and found.paused_until > now else None
     unsubscribe = _here(service, "unsubscribe", claims)
     return _page(service, "preferences.html", title="Your preferences",
-                 email=_masked(found.email), opted_out=found.consent in engagement.OPTED_OUT,
+                 email=_masked(found.email), opted_out=found.consent in OPTED_OUT,
                  paused=paused, cap=found.weekly_cap, topics=found.topics,
                  all_topics=sorted(set(service.topics) | set(found.topics or [])),
                  unsubscribe=unsubscribe, saved=saved)
