@@ -57,7 +57,7 @@ SETUP = """
 import sys
 from datetime import datetime, UTC
 from sqlalchemy import text
-from mailer.db import create, database_url, upgrade
+from mailer.store.db import create, database_url, upgrade
 from pathlib import Path
 root, url, count = Path(sys.argv[1]), sys.argv[2] or None, int(sys.argv[3])
 engine = create(database_url(env_url=url, configured=None, root=root))
@@ -86,7 +86,7 @@ RESET = """
 import sys
 from pathlib import Path
 from sqlalchemy import text
-from mailer.db import create, database_url
+from mailer.store.db import create, database_url
 engine = create(database_url(env_url=sys.argv[2] or None, configured=None, root=Path(sys.argv[1])))
 tables = ("coupons", "deliveries", "plan_runs", "campaign_versions", "rate_slots")
 with engine.begin() as conn:
@@ -100,13 +100,13 @@ with engine.begin() as conn:
 PLAN = """
 import sys
 from pathlib import Path
-from mailer.audience import scope_for
-from mailer.clock import parse_local, zone
-from mailer.compose import compile_version, definition
-from mailer.db import open_database, database_url
-from mailer.planner import plan_due
-from mailer.settings import load_settings
-from mailer.workspace import load_valid_workspace
+from mailer.segments.runner import scope_for
+from mailer.core.clock import parse_local, zone
+from mailer.mail.version import compile_version, definition
+from mailer.store.db import open_database, database_url
+from mailer.planning.planner import plan_due
+from mailer.config.settings import load_settings
+from mailer.config.workspace import load_valid_workspace
 root, url = Path(sys.argv[1]), sys.argv[2] or None
 settings, _ = load_settings(root)
 specs, campaigns = load_valid_workspace(root)
@@ -159,7 +159,7 @@ def count_left(url: str) -> int:
     look took a third of the machine from the workers it was timing."""
     from sqlalchemy import create_engine, text
 
-    from mailer.db import database_url
+    from mailer.store.db import database_url
 
     global _ENGINE
     if _ENGINE is None:

@@ -37,8 +37,8 @@ import csv, json, resource, sys
 from datetime import datetime
 from pathlib import Path
 from sqlalchemy import insert
-from mailer.db import create, database_url, upgrade
-from mailer.models import Customer, Order, OrderLine
+from mailer.store.db import create, database_url, upgrade
+from mailer.store.models import Customer, Order, OrderLine
 
 folder, url = Path(sys.argv[1]), sys.argv[2] or None
 (folder / "baseline").mkdir(exist_ok=True)
@@ -178,7 +178,7 @@ def main() -> None:
 def _reset_postgres(url: str) -> None:
     from sqlalchemy import text
 
-    from mailer.db import create, database_url, upgrade
+    from mailer.store.db import create, database_url, upgrade
 
     engine = create(database_url(env_url=url, configured=None, root=DATA))
     with engine.begin() as conn:

@@ -33,7 +33,7 @@ SETUP = """
 import sys
 from datetime import datetime, UTC
 from sqlalchemy import text
-from mailer.db import create, database_url, upgrade
+from mailer.store.db import create, database_url, upgrade
 from pathlib import Path
 root, url, count = Path(sys.argv[1]), sys.argv[2] or None, int(sys.argv[3])
 engine = create(database_url(env_url=url, configured=None, root=root))
@@ -64,12 +64,12 @@ with engine.begin() as conn:
 OURS = """
 import json, resource, sys
 from pathlib import Path
-from mailer.audience import scope_for
-from mailer.clock import parse_local, zone
-from mailer.db import open_database, database_url
-from mailer.planner import plan_due
-from mailer.settings import load_settings
-from mailer.workspace import load_valid_workspace
+from mailer.segments.runner import scope_for
+from mailer.core.clock import parse_local, zone
+from mailer.store.db import open_database, database_url
+from mailer.planning.planner import plan_due
+from mailer.config.settings import load_settings
+from mailer.config.workspace import load_valid_workspace
 root, url = Path(sys.argv[1]), sys.argv[2] or None
 settings, _ = load_settings(root)
 specs, campaigns = load_valid_workspace(root)
@@ -85,7 +85,7 @@ BASELINE = """
 import json, resource, sys
 from pathlib import Path
 from sqlalchemy import text
-from mailer.db import create, database_url
+from mailer.store.db import create, database_url
 root, url = Path(sys.argv[1]), sys.argv[2] or None
 engine = create(database_url(env_url=url, configured=None, root=root))
 with engine.begin() as conn:

@@ -29,13 +29,13 @@ sys.path.insert(0, str(ROOT))
 
 import jinja2  # noqa: E402
 
-from mailer.campaign import Campaign  # noqa: E402
-from mailer.compose import compile_version, compose  # noqa: E402
-from mailer.context import build_context  # noqa: E402
-from mailer.links import PREVIEW_KEY  # noqa: E402
-from mailer.message import Mail, build, message_id  # noqa: E402
-from mailer.render import flatten, html_to_text, inline_css  # noqa: E402
-from mailer.settings import parse_settings  # noqa: E402
+from mailer.config.campaign import Campaign  # noqa: E402
+from mailer.config.settings import parse_settings  # noqa: E402
+from mailer.mail.context import build_context  # noqa: E402
+from mailer.mail.links import PREVIEW_KEY  # noqa: E402
+from mailer.mail.message import Mail, build, message_id  # noqa: E402
+from mailer.mail.render import flatten, html_to_text, inline_css  # noqa: E402
+from mailer.mail.version import compile_version, compose  # noqa: E402
 
 CARDS = """\
 {% extends "layout.html" %}

@@ -6,7 +6,7 @@ Generates a store (default 100,000 customers and 1,000,000 orders with one line
 each; `--customers 1000000 --orders 10000000` is the full size) straight into a
 fresh database (SQLite under bench/.data/, or the PostgreSQL database given,
 which is emptied). For every segment in the repository's segments/ it times
-mailer's compiled query (`mailer.audience.count`) and a hand-written SQL query
+mailer's compiled query (`mailer.segments.runner.count`) and a hand-written SQL query
 answering the same question on the same data in the same run, checks that the
 two counts agree, and prints both times and their ratio (best of 3 runs each).
 """
@@ -29,11 +29,11 @@ from sqlalchemy import Engine, bindparam, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailer.audience import count, reading, scope_for  # noqa: E402
-from mailer.db import create, database_url, upgrade  # noqa: E402
-from mailer.models import UTCDateTime  # noqa: E402
-from mailer.settings import parse_settings  # noqa: E402
-from mailer.workspace import load_segments  # noqa: E402
+from mailer.config.settings import parse_settings  # noqa: E402
+from mailer.config.workspace import load_segments  # noqa: E402
+from mailer.segments.runner import count, reading, scope_for  # noqa: E402
+from mailer.store.db import create, database_url, upgrade  # noqa: E402
+from mailer.store.models import UTCDateTime  # noqa: E402
 
 DATA = ROOT / "bench" / ".data"
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # 10:00 in Berlin

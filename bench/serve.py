@@ -111,7 +111,7 @@ def main() -> None:
 
     from sqlalchemy import create_engine, text
 
-    from mailer.links import Claims, sign
+    from mailer.mail.links import Claims, sign
 
     shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir(parents=True)

@@ -34,7 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.engine.default import DefaultDialect
 
 from mailer.cli import main
-from mailer.db import create, database_url, upgrade
+from mailer.store.db import create, database_url, upgrade
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -205,11 +205,11 @@ INTEGRATION_FIXTURES = frozenset({"db", "pg", "ws", "fresh_postgres", "postgres_
 # Names a test uses when it runs the CLI on a workspace of its own.
 INTEGRATION_NAMES = frozenset({"Workspace", "CliRunner"})
 # Modules that start servers, subprocesses or a browser, or open sockets or databases
-# (mailer.db makes the engines; a rename there must be followed here, and the guard
+# (mailer.store.db makes the engines; a rename there must be followed here, and the guard
 # below fails any unit test these names miss).
 PROCESS_MODULES = ("subprocess", "multiprocessing", "socket", "http.client", "http.server",
                    "urllib.request", "aiohttp", "aiosmtpd", "aiosmtplib", "playwright",
-                   "sqlite3", "sqlalchemy", "psycopg", "mailer.db", "tests.smtp_server")
+                   "sqlite3", "sqlalchemy", "psycopg", "mailer.store.db", "tests.smtp_server")
 
 
 def _is_process_module(name: str) -> bool:

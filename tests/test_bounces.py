@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from mailer.bounces import MAX_REPORT_BYTES, Malformed, Report, parse
-from mailer.errors import ConfigError
-from mailer.message import message_id
-from mailer.settings import parse_settings
+from mailer.app.bounces import MAX_REPORT_BYTES, Malformed, Report, parse
+from mailer.config.settings import parse_settings
+from mailer.core.errors import ConfigError
+from mailer.mail.message import message_id
 from tests.conftest import SETTINGS, Workspace
 from tests.smtp_server import FaultServer
 from tests.test_delivery import KEY, NOW, send, shop

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mailer.clock import format_duration, iso_z, localize, parse_duration, parse_local, zone
-from mailer.errors import InvalidValue
+from mailer.core.clock import format_duration, iso_z, localize, parse_duration, parse_local, zone
+from mailer.core.errors import InvalidValue
 
 BERLIN = zone("Europe/Berlin")
 NEW_YORK = zone("America/New_York")

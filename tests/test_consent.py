@@ -1,4 +1,4 @@
-"""Opt-out writes (mailer/consent.py): consent only moves up its ranks, and suppressing
+"""Opt-out writes (mailer/store/consent.py): consent only moves up its ranks, and suppressing
 an address twice at once is not an error."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import insert, select, text
 
-from mailer.consent import opt_out, suppress
-from mailer.db import upgrade
-from mailer.models import Customer, Suppression
+from mailer.store.consent import opt_out, suppress
+from mailer.store.db import upgrade
+from mailer.store.models import Customer, Suppression
 from tests.conftest import Workspace
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

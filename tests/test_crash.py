@@ -87,12 +87,12 @@ def test_sigkill_at_any_point_then_a_restart_leaves_every_recipient_terminal(
 
 def _plan_only(db: Workspace) -> int:
     """Write the plan (queued rows) without sending, as the daemon's planner would."""
-    from mailer.audience import scope_for
-    from mailer.clock import parse_local, zone
-    from mailer.compose import compile_version, definition
-    from mailer.planner import plan_due
-    from mailer.settings import parse_settings
-    from mailer.workspace import load_valid_workspace
+    from mailer.config.settings import parse_settings
+    from mailer.config.workspace import load_valid_workspace
+    from mailer.core.clock import parse_local, zone
+    from mailer.mail.version import compile_version, definition
+    from mailer.planning.planner import plan_due
+    from mailer.segments.runner import scope_for
 
     settings, _ = parse_settings((db.root / "mailer.yaml").read_text())
     specs, campaigns = load_valid_workspace(db.root)

@@ -16,10 +16,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailer.campaign import Campaign
-from mailer.errors import LockHeld
-from mailer.locks import Leadership
-from mailer.wakeups import next_wakeup
+from mailer.config.campaign import Campaign
+from mailer.core.errors import LockHeld
+from mailer.planning.wakeups import next_wakeup
+from mailer.store.locks import Leadership
 from tests.conftest import SETTINGS, Workspace
 from tests.smtp_server import Behaviour, FaultServer
 from tests.test_crash import _environment as _env

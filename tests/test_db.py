@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from mailer.db import (
+from mailer.store.db import (
     alembic_head,
     current_revision,
     database_url,
@@ -34,7 +34,7 @@ def test_sqlite_workspace_creates_its_schema_in_wal_mode(ws: Workspace) -> None:
 
 
 def test_the_head_written_in_db_py_is_alembics_head() -> None:
-    # A new migration must move mailer.db.HEAD too, or no database would be upgraded.
+    # A new migration must move mailer.store.db.HEAD too, or no database would be upgraded.
     assert head_revision() == alembic_head() is not None
 
 
@@ -43,8 +43,8 @@ def test_the_migrations_build_exactly_the_tables_the_models_describe(db: Workspa
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from mailer.db import upgrade
-    from mailer.models import Base
+    from mailer.store.db import upgrade
+    from mailer.store.models import Base
 
     engine = db.engine()
     upgrade(engine)
@@ -93,7 +93,7 @@ def test_times_are_stored_in_utc_whatever_the_host_zone(
     engine = open_database(database_url(env_url=db.database, configured=None, root=db.root))
     from sqlalchemy import select
 
-    from mailer.models import Customer
+    from mailer.store.models import Customer
 
     with engine.connect() as conn:
         stored = conn.execute(select(Customer.signed_up_at)).scalar_one()
@@ -130,7 +130,7 @@ def test_two_commands_starting_at_once_migrate_sqlite_once(ws: Workspace) -> Non
 def _migrate_to(engine: object, revision: str) -> None:
     from alembic import command
 
-    from mailer.db import _alembic_config
+    from mailer.store.db import _alembic_config
 
     config = _alembic_config()
     with engine.begin() as connection:  # type: ignore[attr-defined]
@@ -142,7 +142,7 @@ def _migrate_to(engine: object, revision: str) -> None:
 def test_migration_0006_folds_stored_values_and_rekeys_addresses(
         backend: str, tmp_path: Path, request: pytest.FixtureRequest,
         caplog: pytest.LogCaptureFixture) -> None:
-    from mailer.db import create, upgrade
+    from mailer.store.db import create, upgrade
 
     url = None if backend == "sqlite" else request.getfixturevalue("fresh_postgres")
     engine = create(database_url(env_url=url, configured=None, root=tmp_path))

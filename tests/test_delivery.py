@@ -218,7 +218,7 @@ def test_a_render_error_fails_only_its_row(db: Workspace) -> None:
 def test_hostile_addresses_never_reach_the_smtp_command_line() -> None:
     import asyncio
 
-    from mailer.transport import SmtpTransport, parse_smtp_url
+    from mailer.delivery.transport import SmtpTransport, parse_smtp_url
 
     with FaultServer() as server:
         async def attempt(address: str) -> Any:
@@ -238,7 +238,7 @@ def test_hostile_addresses_never_reach_the_smtp_command_line() -> None:
 def test_lines_starting_with_a_dot_arrive_as_they_were_written() -> None:
     import asyncio
 
-    from mailer.transport import SmtpTransport, parse_smtp_url
+    from mailer.delivery.transport import SmtpTransport, parse_smtp_url
 
     # A lone "." line would end the DATA early without dot-stuffing (RFC 5321 §4.5.2).
     message = b"Subject: dots\r\n\r\n.first\r\n.\r\n..two\r\nmid.dle\r\n.last"
@@ -255,7 +255,7 @@ def test_lines_starting_with_a_dot_arrive_as_they_were_written() -> None:
 
 
 def test_a_second_sender_on_sqlite_exits_3_at_once(ws: Workspace) -> None:
-    from mailer.ledger import sending_lock
+    from mailer.store.ledger import sending_lock
 
     shop(ws, ["anna@example.com"])
     engine = ws.engine()
@@ -334,7 +334,7 @@ def test_dkim_signatures_verify(ws: Workspace) -> None:
 ])
 def test_replies_are_classified(reply: tuple[int, str], kind: str, suppress: bool,
                                 throttle: bool) -> None:
-    from mailer.delivery import from_reply
+    from mailer.delivery.outcomes import from_reply
 
     outcome = from_reply(*reply)
     assert (outcome.kind, outcome.suppress, outcome.throttle) == (kind, suppress, throttle)
@@ -344,7 +344,7 @@ def test_back_off_doubles_to_an_hour_with_jitter_until_expiry_or_retry_for() -> 
     import random
     from datetime import UTC, datetime, timedelta
 
-    from mailer.delivery import Outcome, retry_delay, settle
+    from mailer.delivery.outcomes import Outcome, retry_delay, settle
 
     rng = random.Random(3)
     minutes = [retry_delay(n, rng).total_seconds() / 60 for n in range(1, 8)]

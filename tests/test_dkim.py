@@ -22,8 +22,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailer.dkim import Signer
-from mailer.message import Mail, build
+from mailer.mail.dkim import Signer
+from mailer.mail.message import Mail, build
 
 DOMAIN, SELECTOR = "shop.example", "mail"
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -24,13 +24,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from mailer.addresses import email_key, has_control_character, parse_address
-from mailer.audience import count, member_ids
-from mailer.conditions import parse_segment
-from mailer.db import database_url, open_database
-from mailer.importer import import_file
-from mailer.records import Context
-from mailer.segments import Scope
+from mailer.config.conditions import parse_segment
+from mailer.core.addresses import email_key, has_control_character, parse_address
+from mailer.segments.compiler import Scope
+from mailer.segments.runner import count, member_ids
+from mailer.store.db import database_url, open_database
+from mailer.store.importer import import_file
+from mailer.store.records import Context
 from tests.conftest import Workspace
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -194,7 +194,7 @@ def test_an_idn_domain_and_its_punycode_are_one_person(engine: Engine) -> None:
 
 
 def test_only_valid_a_labels_are_read_as_their_unicode_form() -> None:
-    from mailer.folding import fold_domain
+    from mailer.core.folding import fold_domain
 
     assert fold_domain("XN--BCHER-KVA.example.com") == "bücher.example.com"
     # not IDNA 2008 A-labels: kept as written (punycode alone would make '' and controls)

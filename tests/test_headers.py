@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mailer.message import NAME_LIMIT, SUBJECT_LIMIT, Mail, build
+from mailer.mail.message import NAME_LIMIT, SUBJECT_LIMIT, Mail, build
 from tests.conftest import SETTINGS, Result, Workspace
 
 BASE = Mail(

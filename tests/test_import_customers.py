@@ -9,9 +9,9 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mailer.db import database_url, open_database
-from mailer.importer import ImportReport, import_file
-from mailer.records import Context
+from mailer.store.db import database_url, open_database
+from mailer.store.importer import ImportReport, import_file
+from mailer.store.records import Context
 from tests.conftest import Workspace
 
 NOW = ["--now", "2026-11-23T10:00"]

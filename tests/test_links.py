@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailer.links import Claims, InvalidLink, recipient_links, sign, verify
+from mailer.mail.links import Claims, InvalidLink, recipient_links, sign, verify
 
 KEY, OLD = "current-key", "previous-key"
 CLAIMS = Claims("unsubscribe", "C1", "black-friday", "42")

@@ -10,7 +10,7 @@ from email.policy import default
 
 import pytest
 
-from mailer.message import SUBJECT_LIMIT, Mail, build, message_id
+from mailer.mail.message import SUBJECT_LIMIT, Mail, build, message_id
 
 MAIL = Mail(
     sender="Pine & Co <hello@shop.example>",

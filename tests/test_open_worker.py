@@ -34,12 +34,12 @@ def test_run_signalled_turns_sighup_into_reload_and_sigterm_into_stop() -> None:
 
 
 def test_open_worker_recovers_dead_senders_rows_then_delivers_the_rest(db: Workspace) -> None:
-    from mailer.clock import Clock, parse_local, zone
-    from mailer.errors import LockHeld
-    from mailer.ledger import new_owner
-    from mailer.send import open_worker
-    from mailer.settings import parse_settings
-    from mailer.transport import SmtpTransport, parse_smtp_url
+    from mailer.app.send import open_worker
+    from mailer.config.settings import parse_settings
+    from mailer.core.clock import Clock, parse_local, zone
+    from mailer.core.errors import LockHeld
+    from mailer.delivery.transport import SmtpTransport, parse_smtp_url
+    from mailer.store.ledger import new_owner
 
     addresses = [f"o{n:02d}@example.com" for n in range(10)]
     shop(db, addresses, settings=FAST)

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from mailer.audience import scope_for
-from mailer.clock import parse_local, zone
-from mailer.planner import PlanResult, plan_due
-from mailer.settings import parse_settings
-from mailer.workspace import load_valid_workspace
+from mailer.config.settings import parse_settings
+from mailer.config.workspace import load_valid_workspace
+from mailer.core.clock import parse_local, zone
+from mailer.planning.planner import PlanResult, plan_due
+from mailer.segments.runner import scope_for
 from tests.conftest import SETTINGS, Workspace
 
 CUSTOMERS = """\
@@ -61,7 +61,7 @@ def run_plan(shop: Workspace, slug: str | None, now: str, *, write: bool = True,
     specs, campaigns = load_valid_workspace(shop.root)
     engine = shop.engine()
     try:
-        from mailer.db import upgrade
+        from mailer.store.db import upgrade
 
         upgrade(engine)
         scope = scope_for(settings, parse_local(now, zone(settings.timezone)), engine)
@@ -232,7 +232,7 @@ def test_a_coupon_or_referral_code_drawn_twice_is_drawn_again(
         shop: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     import itertools
 
-    from mailer import planner
+    from mailer.planning import planner
 
     # every customer first draws the same code, then a distinct one
     draws = itertools.chain(["SAMECODE22"] * 6, (f"FRESH{n:05d}" for n in itertools.count()))
@@ -345,7 +345,7 @@ def test_variants_go_round_robin_in_store_id_order_across_runs(shop: Workspace) 
 def test_large_audiences_are_paged_through_a_temporary_table(shop: Workspace,
                                                              monkeypatch: pytest.MonkeyPatch
                                                              ) -> None:
-    monkeypatch.setattr("mailer.planner.BATCH", 2)  # five candidates: three pages
+    monkeypatch.setattr("mailer.planning.planner.BATCH", 2)  # five candidates: three pages
     once(shop, "hello", "2026-12-01T10:00")
     result = run_plan(shop, "hello", "2026-12-01T10:30")[0]
     assert [(p.id, p.variant) for p in result.planned] == [("A", 0), ("D", 1), ("E", 0)]

@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailer.policy import (
+from mailer.config.settings import Cap, QuietHours
+from mailer.planning.policy import (
     Decision,
     Facts,
     decide,
@@ -21,7 +22,6 @@ from mailer.policy import (
     quiet_release,
     winning_variant,
 )
-from mailer.settings import Cap, QuietHours
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

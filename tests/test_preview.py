@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.links import PREVIEW_KEY, verify
+from mailer.mail.links import PREVIEW_KEY, verify
 from tests.conftest import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import jinja2
 import pytest
 from markupsafe import Markup
 
-from mailer.render import (
+from mailer.mail.render import (
     RenderError,
     RenderLimit,
     compile_html,
@@ -332,10 +332,10 @@ def test_a_dynamic_name_cannot_leave_the_campaign_version(fenced: Path) -> None:
 
 
 def test_imports_of_the_workspace_are_carried_in_the_version(fenced: Path) -> None:
-    from mailer.campaign import parse_campaign
-    from mailer.compose import compile_version, definition, from_definition
-    from mailer.settings import SETTINGS_FILE
-    from mailer.yamlsrc import load_yaml
+    from mailer.config.campaign import parse_campaign
+    from mailer.config.settings import SETTINGS_FILE
+    from mailer.config.yamlsrc import load_yaml
+    from mailer.mail.version import compile_version, definition, from_definition
 
     root = fenced.parent
     (root / SETTINGS_FILE).write_text(

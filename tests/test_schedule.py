@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailer.clock import zone
-from mailer.errors import InvalidValue
-from mailer.schedule import (
+from mailer.core.clock import zone
+from mailer.core.errors import InvalidValue
+from mailer.planning.triggers import (
     after_order_window,
     birthday_keys,
     birthday_occurrence,

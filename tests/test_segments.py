@@ -265,8 +265,8 @@ def test_the_daemons_reload_refuses_a_bomb_at_once(ws: Workspace) -> None:
     # The daemon reloads through the same loader: the reload fails fast, it never hangs.
     import time
 
-    from mailer.daemon import load, problems_of
-    from mailer.errors import ConfigError
+    from mailer.core.errors import ConfigError
+    from mailer.daemon.scheduler import load, problems_of
 
     ws.write("segments/bomb.yaml", "description: bomb\n" + LOLS + "\nall: [{country: DE}]\n")
     ws.write("segments/deep.yaml", "description: deep\nall: " + "[" * 5000 + "]" * 5000 + "\n")
@@ -311,7 +311,7 @@ def test_values_yaml_cannot_construct_are_validate_errors_with_their_line(
 
 
 def test_anchors_and_merge_keys_within_the_limit_still_load() -> None:
-    from mailer.yamlsrc import load_yaml
+    from mailer.config.yamlsrc import load_yaml
 
     loaded = load_yaml("base: &b {at_least: 2}\nall: [{orders: {<<: *b, within: 30d}}, *b]\n",
                        "segments/merge.yaml")
@@ -382,11 +382,11 @@ def test_the_largest_segments_within_the_limits_run_on_both_databases(store: Wor
 
 def test_in_lists_beyond_the_parameter_limit_of_postgresql(store: Workspace) -> None:
     # PostgreSQL takes at most 65,535 bound parameters a statement, SQLite 32,766.
-    from mailer.audience import members as members_of
-    from mailer.audience import sql
-    from mailer.conditions import parse_segment
-    from mailer.db import database_url, open_database
-    from mailer.segments import Scope
+    from mailer.config.conditions import parse_segment
+    from mailer.segments.compiler import Scope
+    from mailer.segments.runner import members as members_of
+    from mailer.segments.runner import sql
+    from mailer.store.db import database_url, open_database
 
     n = 70_000
     words = [f"place {i}" for i in range(n)]

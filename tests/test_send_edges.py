@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from mailer.delivery import Outcome
-from mailer.transport import SmtpTransport, parse_smtp_url
+from mailer.delivery.outcomes import Outcome
+from mailer.delivery.transport import SmtpTransport, parse_smtp_url
 from tests.conftest import SETTINGS, Workspace
 from tests.smtp_server import Behaviour, FaultServer
 from tests.test_delivery import CAMPAIGN, KEY, NOW, PROMOTION, TEMPLATE, send, shop, states
@@ -105,10 +105,10 @@ def test_one_odd_address_fails_one_row_and_the_rest_of_the_batch_arrives(
 
 def test_any_exception_while_building_one_mail_fails_that_row_as_a_render_error(
         db: Workspace) -> None:
-    from mailer.clock import Clock
-    from mailer.ledger import new_owner
-    from mailer.ratelimit import rate_limit
-    from mailer.sender import Delivery, Renderer
+    from mailer.core.clock import Clock
+    from mailer.delivery.ratelimit import rate_limit
+    from mailer.delivery.worker import Delivery, Renderer
+    from mailer.store.ledger import new_owner
 
     shop(db, ["ok1@example.com", "poison@example.com", "ok2@example.com"])
     db.env["MAILER_SECRET_KEY"] = KEY
@@ -254,10 +254,10 @@ def test_a_template_bomb_in_every_row_neither_blocks_the_loop_nor_holds_the_stop
     """20 bombed rows would hold a synchronous render for 40 s. Rendered off the loop and
     at most ~2 s per batch, the good mails go out, the loop keeps ticking, a stop ends the
     run within seconds, and every row is terminal or back in the queue, unleased."""
-    from mailer.clock import Clock
-    from mailer.ledger import new_owner
-    from mailer.ratelimit import rate_limit
-    from mailer.sender import Delivery, Renderer
+    from mailer.core.clock import Clock
+    from mailer.delivery.ratelimit import rate_limit
+    from mailer.delivery.worker import Delivery, Renderer
+    from mailer.store.ledger import new_owner
 
     _bomb_shop(db)
     engine = db.engine()
@@ -310,8 +310,8 @@ def test_a_template_bomb_in_every_row_neither_blocks_the_loop_nor_holds_the_stop
 
 def test_a_stop_between_rows_hands_the_rest_of_the_batch_back(db: Workspace) -> None:
     """However long a batch may render, a stop is seen after the row at hand."""
-    from mailer.ledger import claim, new_owner
-    from mailer.sender import Renderer
+    from mailer.delivery.worker import Renderer
+    from mailer.store.ledger import claim, new_owner
 
     _bomb_shop(db)
     engine = db.engine()

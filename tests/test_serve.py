@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from mailer.links import Claims, sign, verify
+from mailer.mail.links import Claims, sign, verify
 from tests.conftest import SETTINGS, Workspace
 from tests.smtp_server import FaultServer
 from tests.test_delivery import KEY, send
@@ -375,7 +375,7 @@ def test_sqlite_daemon_and_service_write_at_once_without_locking(ws: Workspace) 
 
 def test_winner_sends_the_test_share_first_then_the_best_subject_to_the_rest(
         db: Workspace) -> None:
-    from mailer.engagement import record
+    from mailer.store.events import record
 
     addresses = [f"ab{n:02d}@example.com" for n in range(40)]
     shop(db, addresses)

@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from mailer.clock import Clock
-from mailer.db import create, database_url
-from mailer.links import Claims, sign
-from mailer.listener import Limits
-from mailer.web import Database, Hits, Service, make_app, serve
+from mailer.core.clock import Clock
+from mailer.mail.links import Claims, sign
+from mailer.store.db import create, database_url
+from mailer.web.app import Database, Hits, Service, make_app, serve
+from mailer.web.listener import Limits
 from tests.conftest import Workspace
 from tests.test_delivery import KEY
 from tests.test_serve import ADDRESSES, consent, events, shop

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from mailer.errors import ConfigError
-from mailer.settings import Environment, parse_settings
+from mailer.config.settings import Environment, parse_settings
+from mailer.core.errors import ConfigError
 from tests.conftest import Workspace
 
 MINIMAL = 'store: {name: Shop, address: "1 Road"}\nsender: {from: "Shop <hi@shop.example>"}\n'

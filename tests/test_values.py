@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mailer.addresses import parse_address
-from mailer.errors import InvalidValue
-from mailer.money import format_minor, to_minor
+from mailer.core.addresses import parse_address
+from mailer.core.errors import InvalidValue
+from mailer.core.money import format_minor, to_minor
 
 
 def test_address_key_folds_case_and_unicode_forms() -> None:
@@ -41,7 +41,7 @@ def test_minor_units_are_exact() -> None:
 
 
 def test_did_you_mean_names_the_closest_choice_or_falls_back() -> None:
-    from mailer.suggest import did_you_mean
+    from mailer.core.suggest import did_you_mean
 
     assert did_you_mean("segmnt", ["segment", "subject"]) == " (did you mean segment?)"
     assert did_you_mean("zzz", ["segment"], otherwise="; known: segment") == "; known: segment"

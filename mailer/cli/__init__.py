@@ -85,7 +85,7 @@ def _fail(message: str, *, path: str | None, line: int | None, code: int, as_jso
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script exits with it)."""
-    from mailer.errors import ConfigError, MailerError
+    from mailer.core.errors import ConfigError, MailerError
 
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = _wants_json(args)

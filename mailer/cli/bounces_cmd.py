@@ -28,7 +28,7 @@ def bounces(ctx: click.Context, path: Path, workspace: str | None, as_json: bool
     is no such report, or is about no mail we sent, is moved to PATH/set-aside/ and named
     on stderr; the others are still read. Exit 1 when a file was not a readable report
     (a report about mail we never sent is backscatter, not a mistake: exit 0)."""
-    from mailer.bounces import MAX_REPORT_BYTES, Malformed, NotOurs, SetAside, apply, parse
+    from mailer.app.bounces import MAX_REPORT_BYTES, Malformed, NotOurs, SetAside, apply, parse
 
     run = session(ctx, workspace, now)
     keys = tuple(k for k in (run.env.secret_key, *run.env.old_secret_keys) if k)

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.engine import URL
 
-    from mailer.clock import Clock
-    from mailer.settings import Environment
-    from mailer.workspace import Workspace
+    from mailer.config.settings import Environment
+    from mailer.config.workspace import Workspace
+    from mailer.core.clock import Clock
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -80,25 +80,25 @@ class Session:
 
     @cached_property
     def env(self) -> Environment:
-        from mailer.settings import Environment
+        from mailer.config.settings import Environment
 
         return Environment.from_mapping(self.environ)
 
     @cached_property
     def root(self) -> Path:
-        from mailer.workspace import workspace_root
+        from mailer.config.workspace import workspace_root
 
         return workspace_root(self.option_root, self.env)
 
     @cached_property
     def workspace(self) -> Workspace:
-        from mailer.workspace import open_workspace
+        from mailer.config.workspace import open_workspace
 
         return open_workspace(self.root)
 
     @cached_property
     def clock(self) -> Clock:
-        from mailer.clock import Clock, parse_local, zone
+        from mailer.core.clock import Clock, parse_local, zone
 
         if self.now_text is None:
             return Clock()
@@ -106,15 +106,15 @@ class Session:
 
     @cached_property
     def database_url(self) -> URL:
-        from mailer.db import database_url
+        from mailer.store.db import database_url
 
         return database_url(env_url=self.env.database_url,
                             configured=self.workspace.settings.database, root=self.root)
 
     @cached_property
     def engine(self) -> Engine:
-        """The database on a current schema (see mailer.db.open_database)."""
-        from mailer.db import open_database
+        """The database on a current schema (see mailer.store.db.open_database)."""
+        from mailer.store.db import open_database
 
         return open_database(self.database_url)
 
@@ -136,9 +136,9 @@ def refuse_past(run: Session, *, allow_past: bool) -> None:
     planned (a typo in the year re-plans a season). Without --now the clock decides."""
     if run.now_text is None or allow_past:
         return
-    from mailer.clock import iso_z
-    from mailer.errors import UserError
-    from mailer.planner import latest_plan_run
+    from mailer.core.clock import iso_z
+    from mailer.core.errors import UserError
+    from mailer.planning.planner import latest_plan_run
 
     latest, now = latest_plan_run(run.engine), run.clock.now()
     if latest is not None and now < latest - PAST_TOLERANCE:
@@ -201,7 +201,7 @@ def run_server(serve: Callable[[Callable[[str], None], asyncio.Event], Awaitable
     """Run an asyncio server until SIGTERM or SIGINT. SERVE(say, stop) is a coroutine
     function; `say` prints a line at once (servers' output is read live); a port that
     cannot be bound is the environment's failure (exit 3)."""
-    from mailer.errors import EnvironmentFailure
+    from mailer.core.errors import EnvironmentFailure
 
     def say(line: str) -> None:
         click.echo(line)

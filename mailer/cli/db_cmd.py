@@ -18,8 +18,8 @@ def db() -> None:
 @click.pass_context
 def upgrade(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
     """Create or migrate the schema (on PostgreSQL under an advisory lock)."""
-    from mailer.db import create
-    from mailer.db import upgrade as migrate
+    from mailer.store.db import create
+    from mailer.store.db import upgrade as migrate
 
     url = session(ctx, workspace).database_url
     before, after = migrate(create(url))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mailer.errors import MissingSecret
-from mailer.sender import Sign
-from mailer.settings import Environment, Settings
-from mailer.transport import SmtpTransport, parse_smtp_url
+from mailer.config.settings import Environment, Settings
+from mailer.core.errors import MissingSecret
+from mailer.delivery.transport import SmtpTransport, parse_smtp_url
+from mailer.delivery.worker import Sign
 
 
 def secret_key(env: Environment) -> str:
@@ -25,6 +25,6 @@ def signer(settings: Settings, env: Environment, root: Path) -> Sign | None:
     """DKIM signing when mailer.yaml configures it (DESIGN §4.0)."""
     if settings.dkim is None:
         return None
-    from mailer.dkim import load_signer
+    from mailer.mail.dkim import load_signer
 
     return load_signer(settings.dkim, env.dkim_key, root)

@@ -24,7 +24,7 @@ from mailer.cli.common import emit_json, json_option, now_option, session, works
 def demo_data(ctx: click.Context, count: int, seed: int, replace: bool, out_dir: Path | None,
               workspace: str | None, as_json: bool, now: str | None) -> None:
     """Fill the store with a realistic synthetic shop, through the import path."""
-    from mailer.demodata import fill_store, write_files
+    from mailer.app.demodata import fill_store, write_files
 
     run = session(ctx, workspace, now)
     settings = run.workspace.settings

@@ -30,11 +30,11 @@ from mailer.cli.common import (
 def forecast(ctx: click.Context, days: int, start_text: str | None, chart: Path | None,
              workspace: str | None, as_json: bool) -> None:
     """Simulate the daemon hour by hour on a scratch ledger: mails per day and campaign."""
-    from mailer.clock import iso_z
-    from mailer.compose import compile_version, definition
-    from mailer.errors import UserError
-    from mailer.forecast import chart_html, chart_png, run_forecast
-    from mailer.workspace import load_valid_workspace
+    from mailer.app.forecast import chart_html, chart_png, run_forecast
+    from mailer.config.workspace import load_valid_workspace
+    from mailer.core.clock import iso_z
+    from mailer.core.errors import UserError
+    from mailer.mail.version import compile_version, definition
 
     if chart is not None and chart.suffix.lower() not in (".png", ".html", ".svg"):
         raise UserError(f"{chart}: charts are written as .png, .html or .svg")

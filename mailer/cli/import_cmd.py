@@ -52,7 +52,7 @@ def orders(ctx: click.Context, /, **options: Any) -> None:
 
 @contextmanager
 def _open(path: str) -> Iterator[tuple[BinaryIO, int | None]]:
-    from mailer.errors import NotFoundError
+    from mailer.core.errors import NotFoundError
 
     if path == "-":
         yield sys.stdin.buffer, None
@@ -73,9 +73,9 @@ def _open(path: str) -> Iterator[tuple[BinaryIO, int | None]]:
 
 def _import(ctx: click.Context, kind: str, *, file: str, fmt: str | None, strict: bool,
             workspace: str | None, as_json: bool, now: str | None) -> None:
-    from mailer.importer import RowError, import_file
-    from mailer.records import Context
-    from mailer.sources import format_for
+    from mailer.store.importer import RowError, import_file
+    from mailer.store.records import Context
+    from mailer.store.sources import format_for
 
     run = session(ctx, workspace, now)
     chosen = format_for(file, fmt)

@@ -15,7 +15,7 @@ from mailer.cli.common import emit_json, json_option
 @json_option
 def init(directory: Path, force: bool, as_json: bool) -> None:
     """Copy the demo workspace (mailer.yaml, campaigns, segments, templates) into DIR."""
-    from mailer.workspace import init_workspace
+    from mailer.config.workspace import init_workspace
 
     copied = init_workspace(directory, force=force)
     if as_json:

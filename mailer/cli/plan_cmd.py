@@ -25,12 +25,12 @@ def plan(ctx: click.Context, campaign: str, workspace: str | None, as_json: bool
     """What `send` would plan for CAMPAIGN at --now; writes nothing."""
     from collections import Counter
 
-    from mailer.audience import scope_for
-    from mailer.clock import iso_z
-    from mailer.compose import compile_version
-    from mailer.planner import plan as dry_run
-    from mailer.preview import subjects
-    from mailer.workspace import load_valid_workspace
+    from mailer.app.preview import subjects
+    from mailer.config.workspace import load_valid_workspace
+    from mailer.core.clock import iso_z
+    from mailer.mail.version import compile_version
+    from mailer.planning.planner import plan as dry_run
+    from mailer.segments.runner import scope_for
 
     run = session(ctx, workspace, now)
     settings = run.workspace.settings

@@ -36,11 +36,11 @@ def preview(ctx: click.Context, campaign: str, email: str | None, sample: int,
             out_dir: Path | None, serve: bool, host: str, port: int, workspace: str | None,
             as_json: bool, now: str | None) -> None:
     """Render real mails of CAMPAIGN for real customers, without sending anything."""
-    from mailer.audience import scope_for
-    from mailer.clock import iso_z
-    from mailer.compose import compile_version
-    from mailer.preview import Sample, choose, render_samples, write_samples
-    from mailer.workspace import load_valid_workspace
+    from mailer.app.preview import Sample, choose, render_samples, write_samples
+    from mailer.config.workspace import load_valid_workspace
+    from mailer.core.clock import iso_z
+    from mailer.mail.version import compile_version
+    from mailer.segments.runner import scope_for
 
     run = session(ctx, workspace, now)
     settings = run.workspace.settings
@@ -55,7 +55,7 @@ def preview(ctx: click.Context, campaign: str, email: str | None, sample: int,
                               now=moment, ids=ids)
 
     if serve:
-        from mailer.preview_server import serve as serve_samples
+        from mailer.web.preview_server import serve as serve_samples
 
         rendered = {slug: samples_of(slug) for slug in sorted(campaigns)}
         serve_samples(rendered, campaign, host=host, port=port,

@@ -25,8 +25,8 @@ def report(ctx: click.Context, campaign: str, chart: Path | None, workspace: str
            as_json: bool) -> None:
     """Planned mails by state, exclusions by reason, subject variants and the winner,
     opens, clicks, unsubscribes and ratings."""
-    from mailer.errors import UserError
-    from mailer.report import campaign_report
+    from mailer.app.report import campaign_report
+    from mailer.core.errors import UserError
 
     if chart is not None and chart.suffix.lower() not in (".png", ".html", ".svg"):
         raise UserError(f"{chart}: charts are written as .png, .html or .svg")
@@ -64,8 +64,8 @@ def report(ctx: click.Context, campaign: str, chart: Path | None, workspace: str
 
 def _segments_of(run: Session) -> Callable[[list[int]], dict[int, set[str]]]:
     """Which of the workspace's segments customers are in now (ratings by segment)."""
-    from mailer.audience import memberships, scope_for
-    from mailer.workspace import load_segments
+    from mailer.config.workspace import load_segments
+    from mailer.segments.runner import memberships, scope_for
 
     def segments_of(ids: list[int]) -> dict[int, set[str]]:
         specs, _ = load_segments(run.root)
@@ -75,8 +75,8 @@ def _segments_of(run: Session) -> Callable[[list[int]], dict[int, set[str]]]:
 
 
 def _write_chart(path: Path, campaign: str, document: dict[str, object]) -> None:
-    from mailer.charts import page, png, svg
-    from mailer.report import chart_columns, chart_notes
+    from mailer.app.charts import page, png, svg
+    from mailer.app.report import chart_columns, chart_notes
 
     columns, legend = chart_columns(document)
     if path.suffix.lower() == ".png":

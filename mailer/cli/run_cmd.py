@@ -18,7 +18,7 @@ from mailer.cli.common import (
 
 if TYPE_CHECKING:
     from mailer.cli.common import Session
-    from mailer.daemon import Loaded
+    from mailer.daemon.scheduler import Loaded
 
 
 @click.command()
@@ -39,7 +39,7 @@ def run(ctx: click.Context, once: bool, no_deliver: bool, interval: float,
     The workspace is re-read when its files change (or on SIGHUP): a valid one is
     swapped in, a broken one is logged and ignored. On PostgreSQL a second `run`
     stands by and takes over when the first dies."""
-    from mailer.daemon import load
+    from mailer.daemon.scheduler import load
 
     run_ = session(ctx, workspace, now)
     loaded = load(run_.root)  # an invalid workspace: every problem, exit 1, nothing sent
@@ -54,14 +54,14 @@ def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> Non
     from collections import Counter
     from datetime import UTC, datetime
 
+    from mailer.app.send import Summary, plan_now, send
     from mailer.cli.deliver import secret_key, signer, smtp_transport
     from mailer.cli.send_cmd import print_summaries
-    from mailer.clock import iso_z
-    from mailer.daemon import next_due
-    from mailer.daemon_state import write_state
-    from mailer.ledger import new_owner, waiting
-    from mailer.locks import Leadership
-    from mailer.send import Summary, plan_now, send
+    from mailer.core.clock import iso_z
+    from mailer.daemon.scheduler import next_due
+    from mailer.store.daemon_state import write_state
+    from mailer.store.ledger import new_owner, waiting
+    from mailer.store.locks import Leadership
 
     engine, settings = run_.engine, loaded.settings
     moment = run_.clock.now()
@@ -102,13 +102,13 @@ def _daemon(run_: Session, loaded: Loaded, *, deliver: bool, interval: float) ->
     import logging
     from contextlib import ExitStack
 
+    from mailer.app.send import open_worker
     from mailer.cli.common import Signals, run_signalled
     from mailer.cli.deliver import secret_key, signer, smtp_transport
-    from mailer.daemon import Daemon
-    from mailer.ledger import new_owner
-    from mailer.locks import Leadership
-    from mailer.logs import configure
-    from mailer.send import open_worker
+    from mailer.core.logs import configure
+    from mailer.daemon.scheduler import Daemon
+    from mailer.store.ledger import new_owner
+    from mailer.store.locks import Leadership
 
     configure(run_.env.log_format)
     log = logging.getLogger("mailer.run")

@@ -17,8 +17,8 @@ from mailer.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from mailer.conditions import SegmentSpec
-    from mailer.segments import Scope
+    from mailer.config.conditions import SegmentSpec
+    from mailer.segments.compiler import Scope
 
 
 @click.group()
@@ -28,9 +28,9 @@ def segments() -> None:
 
 def _load(ctx: click.Context, workspace: str | None,
           now: str | None) -> tuple[Session, dict[str, SegmentSpec], Scope]:
-    from mailer.audience import scope_for
-    from mailer.errors import ConfigError
-    from mailer.workspace import load_segments
+    from mailer.config.workspace import load_segments
+    from mailer.core.errors import ConfigError
+    from mailer.segments.runner import scope_for
 
     run = session(ctx, workspace, now)
     specs, problems = load_segments(run.root)
@@ -48,7 +48,7 @@ def _common(f: Any) -> Any:
 def list_segments(ctx: click.Context, workspace: str | None, as_json: bool,
                   now: str | None) -> None:
     """Every segment with its description and size."""
-    from mailer.audience import count
+    from mailer.segments.runner import count
 
     run, specs, scope = _load(ctx, workspace, now)
     rows = [{"segment": name, "description": spec.description,
@@ -66,7 +66,7 @@ def list_segments(ctx: click.Context, workspace: str | None, as_json: bool,
 def count_segment(ctx: click.Context, name: str, workspace: str | None, as_json: bool,
                   now: str | None) -> None:
     """How many customers the segment picks."""
-    from mailer.audience import count
+    from mailer.segments.runner import count
 
     run, specs, scope = _load(ctx, workspace, now)
     size = count(run.engine, specs, name, scope)
@@ -84,7 +84,7 @@ def count_segment(ctx: click.Context, name: str, workspace: str | None, as_json:
 def show_segment(ctx: click.Context, name: str, limit: int, workspace: str | None,
                  as_json: bool, now: str | None) -> None:
     """The segment's members, ordered by store id."""
-    from mailer.audience import members
+    from mailer.segments.runner import members
 
     run, specs, scope = _load(ctx, workspace, now)
     size, found = members(run.engine, specs, name, scope, limit)
@@ -103,7 +103,7 @@ def show_segment(ctx: click.Context, name: str, limit: int, workspace: str | Non
 def sql_segment(ctx: click.Context, name: str, workspace: str | None, as_json: bool,
                 now: str | None) -> None:
     """The SQL the database runs for the segment."""
-    from mailer.audience import sql
+    from mailer.segments.runner import sql
 
     run, specs, scope = _load(ctx, workspace, now)
     text = sql(run.engine, specs, name, scope)
@@ -119,7 +119,7 @@ def sql_segment(ctx: click.Context, name: str, workspace: str | None, as_json: b
 def funnel_segment(ctx: click.Context, name: str, workspace: str | None, as_json: bool,
                    now: str | None) -> None:
     """How many customers remain after each condition of the segment."""
-    from mailer.audience import funnel
+    from mailer.segments.runner import funnel
 
     run, specs, scope = _load(ctx, workspace, now)
     steps = funnel(run.engine, specs, name, scope)

@@ -20,7 +20,7 @@ from mailer.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from mailer.send import Summary
+    from mailer.app.send import Summary
 
 
 @click.command()
@@ -39,11 +39,11 @@ def send(ctx: click.Context, campaigns: tuple[str, ...], dry_run: bool, out: Pat
     """Plan CAMPAIGNS at --now and deliver their mails that are due now.
 
     Several campaigns are planned in one run in priority order, sharing the caps."""
+    from mailer.app.send import dry_run as plan_and_render
+    from mailer.app.send import send as plan_and_send
     from mailer.cli.deliver import secret_key, signer, smtp_transport
-    from mailer.links import PREVIEW_KEY
-    from mailer.send import dry_run as plan_and_render
-    from mailer.send import send as plan_and_send
-    from mailer.workspace import load_valid_workspace
+    from mailer.config.workspace import load_valid_workspace
+    from mailer.mail.links import PREVIEW_KEY
 
     if out is not None and not dry_run:
         raise click.UsageError("--out goes with --dry-run")

@@ -18,11 +18,11 @@ def serve(ctx: click.Context, host: str, port: int, workspace: str | None) -> No
     centre, open and click tracking, feedback ratings. Stops on SIGTERM or SIGINT."""
     from mailer.cli.common import run_server
     from mailer.cli.deliver import secret_key
-    from mailer.listener import Limits
-    from mailer.logs import configure
-    from mailer.web import Database, Hits, Service
-    from mailer.web import serve as serve_http
-    from mailer.workspace import load_campaigns, load_segments
+    from mailer.config.workspace import load_campaigns, load_segments
+    from mailer.core.logs import configure
+    from mailer.web.app import Database, Hits, Service
+    from mailer.web.app import serve as serve_http
+    from mailer.web.listener import Limits
 
     run = session(ctx, workspace)
     settings = run.workspace.settings

@@ -16,6 +16,6 @@ import click
 def sink(host: str, port: int, maildir: Path) -> None:
     """A local SMTP server that catches every mail into a Maildir, one line per mail."""
     from mailer.cli.common import run_server
-    from mailer.sink import serve
+    from mailer.delivery.sink import serve
 
     run_server(lambda say, stop: serve(host, port, maildir.resolve(), say, stop), host, port)

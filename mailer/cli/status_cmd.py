@@ -15,8 +15,8 @@ def status(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
     """Counts of customers, subscribers, orders and deliveries by state."""
     from datetime import UTC, datetime
 
-    from mailer.daemon_state import read_state
-    from mailer.store import status_counts
+    from mailer.store.customers import status_counts
+    from mailer.store.daemon_state import read_state
 
     engine = session(ctx, workspace).engine
     counts = status_counts(engine)

@@ -16,7 +16,7 @@ from mailer.cli.common import emit_json, json_option, now_option, session, works
 def unsubscribe(ctx: click.Context, emails: tuple[str, ...], workspace: str | None,
                 as_json: bool, now: str | None) -> None:
     """Record opt-outs (reason `manual`); unknown valid addresses are suppressed anyway."""
-    from mailer.store import unsubscribe as record
+    from mailer.store.customers import unsubscribe as record
 
     run = session(ctx, workspace, now)
     results = record(run.engine, list(emails), now=run.clock.now())

@@ -19,14 +19,14 @@ from mailer.cli.common import emit_json, json_option, session, workspace_option
 @click.pass_context
 def validate(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
     """Check every workspace file; print each problem as PATH:LINE: FIELD: MESSAGE."""
-    from mailer.validation import validate_workspace
+    from mailer.app.validation import validate_workspace
 
     run = session(ctx, workspace)
 
     def store() -> Engine | None:
         """The store, when there is one; validate never creates a database."""
-        from mailer.errors import MailerError
-        from mailer.store import customer_count
+        from mailer.core.errors import MailerError
+        from mailer.store.customers import customer_count
 
         url = run.database_url
         if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():

@@ -16,11 +16,11 @@ def worker(ctx: click.Context, workspace: str | None, now: str | None) -> None:
     SIGTERM arrives is finished and recorded before the worker exits 0."""
     import logging
 
+    from mailer.app.send import open_worker
     from mailer.cli.common import Signals, run_signalled
     from mailer.cli.deliver import secret_key, signer, smtp_transport
-    from mailer.ledger import new_owner
-    from mailer.logs import configure
-    from mailer.send import open_worker
+    from mailer.core.logs import configure
+    from mailer.store.ledger import new_owner
 
     run = session(ctx, workspace, now)
     configure(run.env.log_format)

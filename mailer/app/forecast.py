@@ -1,0 +1,180 @@
+"""`mailer forecast`: the daemon's hourly sweep over a simulated clock (DESIGN §5).
+
+Every hour from the start, every campaign is planned in priority order, exactly
+as a daemon sweep would, on a scratch ledger: a backup copy of the SQLite file,
+or on PostgreSQL one transaction that is rolled back at the end. Store data
+stays as it was at the start; planned mails count as sent. Nothing the forecast
+plans reaches the real ledger.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import Connection, Engine, select, update
+
+from mailer.app.charts import Column, Segment, page, png, svg
+from mailer.config.campaign import Campaign
+from mailer.config.conditions import SegmentSpec
+from mailer.config.settings import Settings
+from mailer.core.clock import zone
+from mailer.planning.planner import plan_due
+from mailer.segments.runner import scope_for
+from mailer.store.db import create
+from mailer.store.models import Delivery
+
+
+@dataclass
+class Forecast:
+    start: datetime
+    days: list[date]
+    mails: dict[date, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    caps_hit: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    max_per_customer_7d: int = 0
+
+    def as_json(self, campaigns: list[str]) -> dict[str, Any]:
+        return {"days": [{"date": day.isoformat(),
+                          "campaigns": {slug: self.mails[day][slug] for slug in campaigns}}
+                         for day in self.days],
+                "caps_hit": {label: len(ids) for label, ids in sorted(self.caps_hit.items())},
+                "max_per_customer_7d": self.max_per_customer_7d}
+
+
+class _Nested:
+    """A connection whose begin() opens a savepoint inside the scratch transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def begin(self) -> Any:
+        return self._conn.begin_nested()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def __enter__(self) -> _Nested:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class _Scratch:
+    """An engine stand-in: every connection is the one scratch connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.dialect = conn.dialect
+        self.url = conn.engine.url
+
+    def connect(self) -> _Nested:
+        return _Nested(self._conn)
+
+    @contextmanager
+    def begin(self) -> Iterator[_Nested]:
+        with self._conn.begin_nested():
+            yield _Nested(self._conn)
+
+
+@contextmanager
+def scratch(engine: Engine) -> Iterator[Engine]:
+    """A ledger to plan into and throw away."""
+    if engine.dialect.name == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="mailer-forecast-") as folder:
+            copy = Path(folder) / "forecast.db"
+            source = sqlite3.connect(str(engine.url.database))
+            target = sqlite3.connect(str(copy))
+            try:
+                source.backup(target)
+            finally:
+                source.close()
+                target.close()
+            scratch_engine = create(engine.url.set(database=str(copy)))
+            try:
+                yield scratch_engine
+            finally:
+                scratch_engine.dispose()
+        return
+    with engine.connect() as conn:
+        outer = conn.begin()
+        try:
+            yield cast(Engine, _Scratch(conn))
+        finally:
+            outer.rollback()
+
+
+def run_forecast(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str, Campaign],
+                 *, settings: Settings, start: datetime, days: int,
+                 versions: dict[str, dict[str, Any]]) -> Forecast:
+    """Sweep every hour of DAYS days from START and count what would be sent."""
+    tz = zone(settings.timezone)
+    first = start.astimezone(tz).date()
+    result = Forecast(start=start, days=[first + timedelta(days=n) for n in range(days)])
+    with scratch(engine) as ledger:
+        for hour in range(days * 24):
+            now = start + timedelta(hours=hour)
+            scope = scope_for(settings, now, ledger)
+            day = now.astimezone(tz).date()
+            for plan in plan_due(ledger, specs, campaigns, scope=scope, settings=settings,
+                                 versions=versions, choose_intros=False):
+                result.mails[day][plan.campaign] += plan.planned_count
+                for excluded in plan.excluded:
+                    if excluded.reason == "frequency_cap":
+                        result.caps_hit[excluded.cap].add(excluded.customer_id)
+            with ledger.begin() as conn:  # planned mails count as sent
+                conn.execute(update(Delivery).where(Delivery.status == "queued")
+                             .values(status="sent", sent_at=Delivery.planned_at))
+        with ledger.connect() as conn:
+            rows = conn.execute(select(Delivery.customer_id, Delivery.planned_at)
+                                .where(Delivery.planned_at >= start)
+                                .order_by(Delivery.customer_id, Delivery.planned_at))
+            result.max_per_customer_7d = _busiest_week(rows)
+    return result
+
+
+def _busiest_week(rows: Any) -> int:
+    """The most mails any one customer gets in any 7-day window."""
+    best, current = 0, None
+    window: list[datetime] = []
+    for customer_id, planned in rows:
+        if customer_id != current:
+            current, window = customer_id, []
+        window.append(planned)
+        while window[0] <= planned - timedelta(days=7):
+            window.pop(0)
+        best = max(best, len(window))
+    return best
+
+
+def _columns(forecast: Forecast, campaigns: list[str]) -> list[Column]:
+    every = max(1, len(forecast.days) // 10)  # about ten date labels
+    return [Column(f"{day:%d %b}" if index % every == 0 else "",
+                   tuple(Segment(number, forecast.mails[day][slug], f"{slug} {day}: "
+                                 f"{forecast.mails[day][slug]}")
+                         for number, slug in enumerate(campaigns)))
+            for index, day in enumerate(forecast.days)]
+
+
+def chart_html(forecast: Forecast, campaigns: list[str]) -> str:
+    """A self-contained HTML page with a stacked bar chart (inline SVG) per day."""
+    days = forecast.days
+    peak = max((sum(forecast.mails[d].values()) for d in days), default=0) or 1
+    caps = ", ".join(f"{label}: {len(ids)} customers" for label, ids in
+                     sorted(forecast.caps_hit.items())) or "none"
+    return page(f"Forecast from {days[0]} to {days[-1]}",
+                svg(_columns(forecast, campaigns), caption=f"mails per day (peak {peak})"),
+                campaigns, [f"Caps hit: {caps}. The most mails one customer gets in 7 days: "
+                            f"{forecast.max_per_customer_7d}."])
+
+
+def chart_png(forecast: Forecast, campaigns: list[str]) -> bytes:
+    """The same stacked bars as a PNG; the HTML chart carries the labels and the legend."""
+    return png(_columns(forecast, campaigns))

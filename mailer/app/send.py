@@ -1,0 +1,204 @@
+"""`mailer send`: plan what is due at now, then deliver what is due now (DESIGN §5).
+
+The plan is written first (ledger rows with their campaign version), then the
+sender delivers the campaigns' due rows until none is left due; rows held by
+quiet hours or waiting for a retry are reported as `waiting`, never waited for.
+`--dry-run` plans without writing and renders every planned mail into .eml
+files through the folder transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from mailer.config.campaign import Campaign
+from mailer.config.conditions import SegmentSpec
+from mailer.config.settings import Settings
+from mailer.core.clock import Clock
+from mailer.core.errors import EnvironmentFailure
+from mailer.delivery.ratelimit import rate_limit
+from mailer.delivery.transport import FolderTransport, Transport
+from mailer.delivery.worker import Delivery, Renderer, Sign
+from mailer.mail.version import compile_version, definition, first_intro
+from mailer.planning.planner import PlanResult, plan_due
+from mailer.segments.runner import memberships, scope_for
+from mailer.store.ledger import (
+    Row,
+    expire,
+    new_owner,
+    recover,
+    relax_commits,
+    sending_lock,
+    waiting,
+)
+from mailer.store.locks import planning
+
+STATES = ("sent", "deferred", "failed", "unknown", "skipped", "expired")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What `send` did for one campaign (the §5 JSON shape, plus `expired`)."""
+
+    campaign: str
+    planned: int
+    outcomes: dict[str, int]
+    waiting: int
+    excluded: dict[str, int]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"planned": self.planned, **{s: self.outcomes.get(s, 0) for s in STATES},
+                "waiting": self.waiting, "excluded": dict(sorted(self.excluded.items()))}
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A sending process's loop, opened by open_worker."""
+
+    delivery: Delivery
+    recovered: int  # rows dead senders left `sending`, made `unknown` at start
+
+
+@contextmanager
+def open_worker(engine: Engine, transport: Transport, settings: Settings, *, owner: str,
+                clock: Clock, key: str, sign: Sign | None,
+                campaigns: Sequence[str] | None = None,
+                on_outcome: Callable[[str, str], None] | None = None) -> Iterator[Worker]:
+    """Hold the right to send for OWNER (a second SQLite sender: LockHeld, exit 3), with
+    commits relaxed and dead senders' rows recovered, and yield the send loop as
+    mailer.yaml configures it: its renderer with KEY and the DKIM signer SIGN, its
+    concurrency and rate limit. `send`, `run` and `worker` all send through here."""
+    with sending_lock(engine, owner):
+        relax_commits(engine)
+        recovered = recover(engine, owner, clock.now())
+        delivery = Delivery(engine, transport, Renderer(engine, key, sign), owner, clock,
+                            concurrency=settings.delivery.concurrency,
+                            limit=rate_limit(engine, settings.delivery.rate_per_second),
+                            campaigns=campaigns, on_outcome=on_outcome)
+        yield Worker(delivery, recovered)
+
+
+def compile_versions(root: Path, campaigns: dict[str, Campaign]) -> dict[str, dict[str, Any]]:
+    """Each campaign's definition as the ledger stores it (templates compiled once)."""
+    return {slug: definition(compile_version(slug, spec, root / "templates"), root)
+            for slug, spec in campaigns.items()}
+
+
+def plan_now(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str, Campaign],
+             *, settings: Settings, versions: dict[str, dict[str, Any]], now: datetime,
+             stop: Callable[[], bool] | None = None,
+             expired: Counter[str] | None = None) -> list[PlanResult]:
+    """One planning run at NOW under the planning lock (rows written), then the rows
+    whose expiry has passed become `expired` (counted by campaign into EXPIRED). `send`,
+    `run --once` and every daemon sweep plan through here."""
+    with planning(engine):
+        plans = plan_due(engine, specs, campaigns, scope=scope_for(settings, now, engine),
+                         settings=settings, versions=versions, keep=False, stop=stop)
+    found = expire(engine, now, None)
+    if expired is not None:
+        expired.update(found)
+    return plans
+
+
+def send(engine: Engine, root: Path, specs: dict[str, SegmentSpec],
+         campaigns: dict[str, Campaign], *, settings: Settings, clock: Clock,
+         transport: Transport, key: str, sign: Sign | None = None,
+         probe: Callable[[], Any] | None = None, every_campaign: bool = False,
+         versions: dict[str, dict[str, Any]] | None = None,
+         on_outcome: Callable[[str, str], None] | None = None,
+         on_planned: Callable[[int], None] | None = None) -> list[Summary]:
+    """Plan CAMPAIGNS at the clock's now (priority order, one planning run), then deliver
+    their due rows — or, with EVERY_CAMPAIGN (`run --once`), every due row of the
+    ledger, retries of campaigns no longer in the workspace included. PROBE opens the
+    first connection: a server that refuses it stops the send before any row is
+    touched (exit 3). VERSIONS: the campaigns already compiled (else compiled here)."""
+    versions = versions if versions is not None else compile_versions(root, campaigns)
+    owner = new_owner()
+    slugs = sorted(campaigns)
+    chosen = None if every_campaign else slugs
+    expired: Counter[str] = Counter()  # rows this send found past their expiry
+    with open_worker(engine, transport, settings, owner=owner, clock=clock, key=key,
+                     sign=sign, campaigns=chosen, on_outcome=on_outcome) as worker:
+        plans = plan_now(engine, specs, campaigns, settings=settings, versions=versions,
+                         now=clock.now(), expired=expired)
+        if on_planned is not None:
+            on_planned(sum(waiting(engine, slug) for slug in slugs))
+        tally = asyncio.run(_deliver(worker.delivery, transport, probe))
+        expired.update(expire(engine, clock.now(), chosen))
+    # The summary counts every row this send made `expired`: the delivery counted those
+    # whose expiry came while they waited in memory; these are the ones found in the
+    # ledger before and after it. Planning expires every campaign's rows; `send
+    # CAMPAIGN` reports its own.
+    for campaign, n in expired.items():
+        if chosen is None or campaign in chosen:
+            tally[(campaign, "expired")] += n
+    summaries = [_summary(engine, plan, tally)
+                 for plan in sorted(plans, key=lambda p: p.campaign)]
+    # Rows of campaigns gone from the workspace still finish (from their version).
+    for gone in sorted({campaign for campaign, _ in tally} - set(slugs)):
+        summaries.append(_summary(engine, PlanResult(gone, clock.now()), tally))
+    return summaries
+
+
+async def _deliver(delivery: Delivery, transport: Transport,
+                   probe: Callable[[], Any] | None) -> Counter[tuple[str, str]]:
+    try:
+        if probe is not None and delivery.has_due():
+            try:
+                await probe()
+            except Exception as err:
+                raise EnvironmentFailure(
+                    f"the SMTP server refused at start: {' '.join(str(err).split())}"
+                ) from None
+        return await delivery.run(asyncio.Event(), until_idle=True)
+    finally:
+        await transport.close()
+
+
+def _summary(engine: Engine, plan: PlanResult, tally: Counter[tuple[str, str]]) -> Summary:
+    outcomes = {state: tally[(plan.campaign, state)] for state in STATES}
+    return Summary(plan.campaign, plan.planned_count, outcomes, waiting(engine, plan.campaign),
+                   plan.counts())
+
+
+def dry_run(engine: Engine, root: Path, specs: dict[str, SegmentSpec],
+            campaigns: dict[str, Campaign], *, settings: Settings, now: datetime, key: str,
+            out: Path, sign: Sign | None = None) -> list[Summary]:
+    """Plan without writing and render each planned mail into OUT as an .eml file."""
+    scope = scope_for(settings, now, engine)
+    plans = plan_due(engine, specs, campaigns, scope=scope, settings=settings)
+    summaries = []
+    for plan in sorted(plans, key=lambda p: p.campaign):
+        spec = campaigns[plan.campaign]
+        version = compile_version(plan.campaign, spec, root / "templates")
+        renderer = Renderer(engine, key, sign)
+        renderer.preload(-1, version, settings)
+        transport = FolderTransport(out / plan.campaign)
+        tally: Counter[str] = Counter()
+        for start in range(0, len(plan.planned), 500):
+            batch = plan.planned[start:start + 500]
+            groups = memberships(engine, specs, list(spec.intros), scope,
+                                 [p.customer_id for p in batch])
+            rows = [Row(id=0, campaign=plan.campaign, campaign_version_id=-1,
+                        occurrence=p.occurrence, customer_id=p.customer_id, email=p.email,
+                        subject_variant=p.variant,
+                        intro=first_intro(spec.intros, groups.get(p.customer_id, set())),
+                        attempts=0, send_after=p.send_after, expires_at=p.expires)
+                    for p in batch]
+            ready, failed = renderer.render(rows, now)
+            tally["failed"] += len(failed)
+            for mail in ready:
+                transport.write(mail.message)
+                tally["sent"] += 1
+        summaries.append(Summary(plan.campaign, plan.planned_count, dict(tally), 0,
+                                 plan.counts()))
+    return summaries

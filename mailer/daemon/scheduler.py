@@ -1,0 +1,363 @@
+"""The scheduler daemon, `mailer run` (DESIGN §6): plan every campaign on its trigger,
+deliver what is due, for months.
+
+One asyncio loop runs three tasks:
+
+- leading: take the planning leadership (a second daemon on PostgreSQL stands by
+  until the leader's session ends), then sweep whenever APScheduler wakes it — an
+  interval job (at least every minute) and one job per campaign at the instants
+  it can next become due. A sweep plans whatever is due at that moment,
+  idempotently against the ledger, so a late, missed or doubled wake-up changes
+  when mail goes out, never what: misfires are coalesced and always run, and a
+  restart catches up whatever fell due while the daemon was down, within each
+  occurrence's expiry.
+- watching: the workspace's files (every few seconds, or at once on SIGHUP). A
+  change is validated and compiled off the loop; a valid workspace is swapped in
+  and its jobs rebuilt, a broken one is logged problem by problem and ignored.
+- delivering: the same `Delivery` loop as `mailer worker`, over every campaign's
+  rows, so rows of a campaign whose file is gone finish from their version.
+
+Stopping (SIGTERM, SIGINT) ends planning between batches, lets the mails in
+flight finish and be recorded, and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import Counter
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Engine, func, select
+
+from mailer.app.send import compile_versions, plan_now
+from mailer.config.campaign import Campaign
+from mailer.config.conditions import SegmentSpec
+from mailer.config.settings import SETTINGS_FILE, Settings
+from mailer.config.workspace import load_valid_workspace, open_workspace
+from mailer.core.clock import Clock, iso_z, zone
+from mailer.core.errors import ConfigError, MailerError
+from mailer.delivery.worker import Delivery
+from mailer.planning.wakeups import next_wakeup
+from mailer.store.daemon_state import write_state
+from mailer.store.ledger import DELIVERIES, DUE_STATES
+from mailer.store.locks import Leadership
+from mailer.store.models import Customer
+
+log = logging.getLogger("mailer.run")
+
+WATCHED = ("campaigns", "segments", "templates")
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def fingerprint(root: Path) -> Fingerprint:
+    """Every workspace file the daemon reads, with its modification time and size."""
+    files = [root / SETTINGS_FILE, *sorted(
+        path for folder in WATCHED if (root / folder).is_dir()
+        for path in (root / folder).rglob("*") if path.is_file())]
+    seen = []
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):
+            stat = path.stat()
+            seen.append((str(path.relative_to(root)), stat.st_mtime_ns, stat.st_size))
+    return tuple(seen)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A valid workspace, compiled: what the daemon plans from until the next change."""
+
+    settings: Settings
+    specs: dict[str, SegmentSpec]
+    campaigns: dict[str, Campaign]
+    versions: dict[str, dict[str, Any]]
+    fingerprint: Fingerprint
+
+
+def load(root: Path) -> Loaded:
+    """Read, validate and compile the workspace; any problem raises (ConfigError with
+    every problem, or the template's MailerError)."""
+    seen = fingerprint(root)  # before reading: a change made meanwhile is seen next time
+    settings = open_workspace(root).settings
+    specs, campaigns = load_valid_workspace(root)
+    return Loaded(settings, specs, campaigns, compile_versions(root, campaigns), seen)
+
+
+def problems_of(err: MailerError) -> list[str]:
+    if isinstance(err, ConfigError):
+        return [str(problem) for problem in err.problems]
+    return [str(err)]
+
+
+class _Wakeup(BaseTrigger):  # type: ignore[misc]
+    """An APScheduler trigger firing when a campaign can next become due. Computed on
+    the daemon's logical clock (`--now` plus elapsed time) and shifted to wall time."""
+
+    def __init__(self, campaign: Campaign, tz: Any, zones: list[str], offset: timedelta):
+        self.campaign, self.tz, self.zones, self.offset = campaign, tz, zones, offset
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
+        after = max(now, previous_fire_time or now).astimezone(UTC) + self.offset
+        moment = next_wakeup(self.campaign, after, self.tz, self.zones)
+        return None if moment is None else moment - self.offset
+
+
+class Daemon:
+    """`mailer run`: leadership, sweeps, hot reload and delivery in one loop."""
+
+    def __init__(self, engine: Engine, root: Path, clock: Clock, loaded: Loaded, *,
+                 owner: str, delivery: Delivery | None, interval: float = 60.0,
+                 watch_every: float = 2.0, leadership: Leadership | None = None) -> None:
+        self.engine = engine
+        self.root = root
+        self.clock = clock
+        self.loaded = loaded
+        self.owner = owner
+        self.delivery = delivery
+        self.interval = interval
+        self.watch_every = watch_every
+        self.leadership = leadership or Leadership(engine)
+        self.planned: Counter[str] = Counter()  # by campaign, over the daemon's life
+        self.sweeps = 0
+        self._stopping = threading.Event()  # read by the planner between batches
+        self._started = datetime.now(UTC)
+        self._scheduler: AsyncIOScheduler | None = None
+        # The logical clock's lead over the wall clock (zero unless --now was given).
+        self._offset = clock.now() - datetime.now(UTC) if clock.simulated else timedelta(0)
+
+    async def run(self, stop: asyncio.Event, reload: asyncio.Event) -> None:
+        """Until STOP: lead (or stand by), watch the workspace (RELOAD forces a look),
+        deliver. Returns once what was in flight is recorded."""
+        self._sweep_wanted = asyncio.Event()
+        tasks: list[Awaitable[Any]] = [self._lead(stop), self._watch(stop, reload),
+                                       self._mark_stopping(stop)]
+        if self.delivery is not None:
+            tasks.append(self._deliver(self.delivery, stop))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            if self._scheduler is not None:
+                self._scheduler.shutdown(wait=False)
+            if self.leadership.held:
+                await asyncio.to_thread(self._write_state, stopped_at=datetime.now(UTC))
+                await asyncio.to_thread(self.leadership.release)
+
+    async def _mark_stopping(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stopping.set()
+        self._sweep_wanted.set()
+
+    # --- leading and sweeping ---------------------------------------------------------
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        standing_by = leading = False
+        while not stop.is_set():
+            if not leading:
+                if not await asyncio.to_thread(self.leadership.try_take):
+                    if not standing_by:
+                        log.info("standing by: another mailer run leads planning owner=%s",
+                                 self.owner)
+                        standing_by = True
+                    await _wait(stop, 1.0)
+                    continue
+                log.info("leading planning owner=%s campaigns=%d interval=%ss", self.owner,
+                         len(self.loaded.campaigns), f"{self.interval:g}")
+                standing_by, leading = False, True
+                await asyncio.to_thread(self._write_state, started=True)
+                self._schedule()
+                self._sweep_wanted.set()
+            # APScheduler sets the event; the timeout is a net should it ever not.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweep_wanted.wait(), self.interval * 2)
+            self._sweep_wanted.clear()
+            if stop.is_set():
+                break
+            if not await asyncio.to_thread(self.leadership.still_held):
+                log.warning("lost the planning lock (database session ended): standing by")
+                self._unschedule()
+                leading = False
+                continue
+            try:
+                await asyncio.to_thread(self.sweep)
+            except Exception:  # the database may be away for a while: the next sweep retries
+                log.exception("sweep failed; the next one retries")
+
+    def sweep(self) -> None:
+        """Plan whatever is due now and say what happened (one log line)."""
+        loaded = self.loaded
+        now = self.clock.now()
+        plans = plan_now(self.engine, loaded.specs, loaded.campaigns,
+                         settings=loaded.settings, versions=loaded.versions, now=now,
+                         stop=self._stopping.is_set)
+        self.sweeps += 1
+        excluded: Counter[str] = Counter()
+        planned = 0
+        for plan in plans:
+            self.planned[plan.campaign] += plan.planned_count
+            planned += plan.planned_count
+            excluded.update(plan.counts())
+        next_due = self.next_due(now)
+        self._write_state(last_sweep=now, planned=planned, next_due=next_due)
+        per_campaign = " ".join(f"{p.campaign}={p.planned_count}" for p in plans
+                                if p.planned_count)
+        why_not = " ".join(f"{reason}={n}" for reason, n in sorted(excluded.items()) if n)
+        log.info("sweep now=%s planned=%d%s excluded=%d%s next_due=%s", iso_z(now), planned,
+                 f" {per_campaign}" if per_campaign else "", sum(excluded.values()),
+                 f" {why_not}" if why_not else "", iso_z(next_due) if next_due else "none")
+
+    def next_due(self, now: datetime) -> datetime | None:
+        return next_due(self.engine, self.loaded, now)
+
+    def _zones(self) -> list[str]:
+        return store_zones(self.engine, self.loaded.settings)
+
+    def _schedule(self) -> None:
+        """Jobs from the current workspace: the sweep interval and a wake-up per campaign.
+        Coalesced, never skipped for lateness, one at a time: all they do is ask for a
+        sweep, and a sweep is right whenever it runs."""
+        if self._scheduler is None:
+            self._scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={
+                "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+            self._scheduler.start()
+        self._unschedule()
+        self._scheduler.add_job(self._wake, IntervalTrigger(seconds=self.interval),
+                                id="sweep", args=["interval"])
+        tz = zone(self.loaded.settings.timezone)
+        zones = self._zones()
+        for slug, spec in sorted(self.loaded.campaigns.items()):
+            self._scheduler.add_job(self._wake, _Wakeup(spec, tz, zones, self._offset),
+                                    id=f"campaign:{slug}", args=[slug])
+
+    def _unschedule(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.remove_all_jobs()
+
+    async def _wake(self, reason: str) -> None:
+        log.debug("wake-up: %s", reason)
+        self._sweep_wanted.set()
+
+    # --- watching the workspace ----------------------------------------------------------
+
+    async def _watch(self, stop: asyncio.Event, reload: asyncio.Event) -> None:
+        seen = self.loaded.fingerprint
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_either(stop, reload), self.watch_every)
+            if stop.is_set():
+                break
+            asked = reload.is_set()
+            reload.clear()
+            current = await asyncio.to_thread(fingerprint, self.root)
+            if current == seen and not asked:
+                continue
+            seen = current
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Validate and compile the workspace; swap it in if it is valid."""
+        try:
+            loaded = await asyncio.to_thread(load, self.root)
+        except MailerError as err:
+            found = problems_of(err)
+            for problem in found:
+                log.error("workspace problem: %s", problem)
+            log.error("workspace change ignored: %d problems; the last good workspace keeps "
+                      "running", len(found))
+            if self.leadership.held:
+                await asyncio.to_thread(self._write_state, problems=len(found))
+            return False
+        except Exception:  # a fault of ours in loading must not end the running daemon
+            log.exception("workspace change ignored: it could not be loaded; the last good "
+                          "workspace keeps running")
+            if self.leadership.held:
+                await asyncio.to_thread(self._write_state, problems=1)
+            return False
+        before, after = set(self.loaded.campaigns), set(loaded.campaigns)
+        changed = sorted(s for s in before & after
+                         if self.loaded.versions[s] != loaded.versions[s]
+                         or self.loaded.campaigns[s] != loaded.campaigns[s])
+        if loaded.settings.delivery != self.loaded.settings.delivery:
+            log.warning("delivery settings changed: they take effect at the next start")
+        self.loaded = loaded
+        log.info("workspace reloaded campaigns=%d added=%s removed=%s changed=%s",
+                 len(after), ",".join(sorted(after - before)) or "-",
+                 ",".join(sorted(before - after)) or "-", ",".join(changed) or "-")
+        if self.leadership.held:
+            await asyncio.to_thread(self._write_state, problems=0)
+            self._schedule()
+            self._sweep_wanted.set()
+        return True
+
+    # --- delivering -------------------------------------------------------------------------
+
+    async def _deliver(self, delivery: Delivery, stop: asyncio.Event) -> None:
+        """The delivery loop; a failure (the database away) restarts it after a pause."""
+        while not stop.is_set():
+            try:
+                await delivery.run(stop, until_idle=False)
+            except Exception:
+                log.exception("delivery failed; starting again in 5 s")
+                await _wait(stop, 5.0)
+
+    # --- the operator's view -----------------------------------------------------------------
+
+    def _write_state(self, *, started: bool = False, last_sweep: datetime | None = None,
+                     planned: int | None = None, next_due: datetime | None = None,
+                     problems: int | None = None, stopped_at: datetime | None = None) -> None:
+        values: dict[str, Any] = {"owner": self.owner, "heartbeat_at": datetime.now(UTC)}
+        if started:
+            values.update(started_at=self._started, stopped_at=None, last_planned=0,
+                          workspace_problems=0, last_sweep_at=None, next_due_at=None)
+        if last_sweep is not None:
+            values.update(last_sweep_at=last_sweep, last_planned=planned or 0,
+                          next_due_at=next_due)
+        if problems is not None:
+            values["workspace_problems"] = problems
+        if stopped_at is not None:
+            values["stopped_at"] = stopped_at
+        write_state(self.engine, values, started=self._started)
+
+
+def next_due(engine: Engine, loaded: Loaded, now: datetime) -> datetime | None:
+    """The next instant something may go out: a campaign's next wake-up, or a queued or
+    deferred row's release (quiet hours, retries)."""
+    tz = zone(loaded.settings.timezone)
+    zones = store_zones(engine, loaded.settings)
+    moments = [next_wakeup(spec, now, tz, zones) for spec in loaded.campaigns.values()]
+    with engine.connect() as conn:
+        moments.append(conn.execute(select(func.min(DELIVERIES.c.send_after)).where(
+            DELIVERIES.c.status.in_(DUE_STATES), DELIVERIES.c.send_after > now)).scalar())
+    return min((m for m in moments if m is not None), default=None)
+
+
+def store_zones(engine: Engine, settings: Settings) -> list[str]:
+    """The time zones of the store's customers and the workspace's own."""
+    with engine.connect() as conn:
+        found = {z for z in conn.execute(select(Customer.timezone).distinct()).scalars() if z}
+    found.add(settings.timezone)
+    return sorted(found)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _either(first: asyncio.Event, second: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+

@@ -1,0 +1,487 @@
+"""Delivering due ledger rows (DESIGN §6): render at send time, send, record.
+
+One asyncio loop per sending process. It leases a small batch of due rows,
+renders each from its row's campaign version (never from workspace files),
+turns at most `concurrency` rows `sending` at a time — in the same statement
+that checks consent and suppressions once more — sends them over the
+transport under the rate limit, and writes each outcome before the slot is
+used again. So after a crash at most `concurrency` rows are `unknown`, and a
+row is `sending` only while it is on the wire.
+
+Rendering runs in a thread, one batch at a time (mailer.mail.render keeps one render's
+budget in a module global), so a template that costs its full CPU budget per mail
+never holds the loop: replies, a stop and the daemon's sweeps go on. A batch renders
+for about `render_for` seconds at most and stops between rows once a stop is asked;
+the rows it did not reach go back to the queue, unleased, for the next turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, exists, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from mailer.app.bounces import verp_address
+from mailer.config.settings import Settings
+from mailer.core.clock import Clock
+from mailer.core.errors import MailerError
+from mailer.delivery.outcomes import EXPIRED_REASON, Outcome, settle
+from mailer.delivery.ratelimit import RateLimit
+from mailer.delivery.transport import Transport
+from mailer.mail.context import build_context, load_customers, load_stats
+from mailer.mail.message import Mail, build, message_id
+from mailer.mail.tracking import tracked
+from mailer.mail.version import Version, compose, from_definition
+from mailer.store.ledger import (
+    DELIVERIES,
+    DUE_STATES,
+    Row,
+    claim,
+    due,
+    durable,
+    expire,
+    finish,
+    finish_sent,
+    recover,
+    start,
+    suppress,
+)
+from mailer.store.models import CampaignVersion, Coupon, Customer, Suppression
+
+log = logging.getLogger("mailer.send")
+_EXPIRED = {"status": "expired", "reason": EXPIRED_REASON, "next_attempt_at": None,
+            "lease_owner": None, "lease_until": None}
+
+Sign = Callable[[bytes], bytes]  # DKIM, when configured
+REASON_LENGTH = 500  # characters of an exception's text kept in a row's reason
+
+
+def render_error(err: BaseException) -> str:
+    """A row's reason when its mail could not be made: `render_error: templates/x.html:12:
+    …` for template errors (they say where), the exception's type and text otherwise."""
+    text = str(err) if isinstance(err, MailerError) else f"{type(err).__name__}: {err}"
+    return "render_error: " + " ".join(text.split())[:REASON_LENGTH]
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A rendered mail waiting for a free connection."""
+
+    row: Row
+    sender: str  # the envelope sender
+    message_id: str
+    message: bytes
+    retry_for: Any  # timedelta, from the version's settings
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """What one batch's rendering made of its rows."""
+
+    ready: list[Ready]
+    failed: list[tuple[int, dict[str, Any]]]  # row id, the values that fail it
+    left: list[Row]  # not reached (a stop, or the batch's time was up): not rendered
+
+
+class Renderer:
+    """Renders ledger rows from their campaign versions, a batch at a time."""
+
+    def __init__(self, engine: Engine, key: str, sign: Sign | None = None) -> None:
+        self.engine = engine
+        self.key = key
+        self.sign = sign
+        self._versions: dict[int, tuple[Version, Settings]] = {}
+
+    def preload(self, version_id: int, version: Version, settings: Settings) -> None:
+        """A version compiled here rather than read from the ledger (dry runs)."""
+        self._versions[version_id] = (version, settings)
+
+    def version(self, version_id: int) -> tuple[Version, Settings]:
+        if version_id not in self._versions:
+            with self.engine.connect() as conn:
+                stored = conn.execute(select(CampaignVersion.definition)
+                                      .where(CampaignVersion.id == version_id)).scalar_one()
+            self._versions[version_id] = from_definition(stored)
+        return self._versions[version_id]
+
+    def render(self, rows: Sequence[Row], now: datetime
+               ) -> tuple[list[Ready], list[tuple[int, dict[str, Any]]]]:
+        """The rendered mails, and the rows that failed to render (with their values)."""
+        rendering = self.render_batch(rows, now)
+        return rendering.ready, rendering.failed
+
+    def render_batch(self, rows: Sequence[Row], now: datetime, *,
+                     stop: Callable[[], bool] | None = None,
+                     within: float | None = None) -> Rendering:
+        """Render ROWS in order until STOP() says so (asked before each row) or, once a
+        row is done, WITHIN seconds have passed; the rows not reached are `left`. Safe
+        to call in a thread, one call at a time.
+
+        Any exception while rendering or building one mail fails that row with
+        `render_error: …` (DESIGN §4.4): an exception let out of here would leave the
+        whole leased batch queued, to be leased and fail again after every lease. Only
+        the database's own errors go up (the sender backs off and resumes)."""
+        began = time.monotonic()
+        ids = sorted({row.customer_id for row in rows})
+        broken: dict[int, str] = {}  # campaign version id -> why it cannot be read
+        for version_id in sorted({row.campaign_version_id for row in rows}):
+            try:
+                self.version(version_id)
+            except SQLAlchemyError:
+                raise
+            except Exception as err:
+                broken[version_id] = render_error(err)
+        with self.engine.connect() as conn:
+            people = load_customers(conn, ids)
+            currencies = {self._versions[row.campaign_version_id][1].store.currency
+                          for row in rows if row.campaign_version_id not in broken}
+            stats = {currency: load_stats(conn, ids, now=now, currency=currency)
+                     for currency in currencies}
+            coupons = {int(row[0] or 0): (row[1], row[2]) for row in conn.execute(
+                select(Coupon.delivery_id, Coupon.code, Coupon.expires_at)
+                .where(Coupon.delivery_id.in_([row.id for row in rows])))}
+        ready: list[Ready] = []
+        failed: list[tuple[int, dict[str, Any]]] = []
+        for index, row in enumerate(rows):
+            # Between rows only: one row's render is bounded by mailer.mail.render's budget.
+            if (stop is not None and stop()) or (
+                    within is not None and index and time.monotonic() - began >= within):
+                return Rendering(ready, failed, list(rows[index:]))
+            reason = broken.get(row.campaign_version_id)
+            if reason is None:
+                try:
+                    ready.append(self._one(row, people[row.customer_id], stats, coupons, now))
+                    continue
+                except Exception as err:  # one mail's failure, never the rest's
+                    if not isinstance(err, MailerError):
+                        log.warning("row %s: unexpected failure while rendering", row.id,
+                                    exc_info=True)
+                    reason = render_error(err)
+            failed.append((row.id, {"status": "failed", "reason": reason,
+                                    "lease_owner": None, "lease_until": None}))
+        return Rendering(ready, failed, [])
+
+    def _one(self, row: Row, person: Any, stats: dict[str, dict[int, Any]],
+             coupons: dict[int, tuple[str, datetime]], now: datetime) -> Ready:
+        version, settings = self.version(row.campaign_version_id)
+        coupon = coupons.get(row.id)
+        context = build_context(
+            person, stats[settings.store.currency].get(row.customer_id), settings=settings,
+            slug=row.campaign, campaign=version.spec, now=now, key=self.key,
+            message=str(row.id), coupon_code=coupon[0] if coupon else None,
+            coupon_expires_at=coupon[1] if coupon else None)
+        mail = compose(version, context, variant=row.subject_variant, occurrence=row.occurrence,
+                       member_of={row.intro} if row.intro else set())
+        sender = settings.sender.from_address
+        name = " ".join(p for p in (person.first_name, person.last_name) if p)
+        # the id made at plan time; rows planned before random ids keep the derived one
+        mid = row.message_id or message_id(campaign=row.campaign, occurrence=row.occurrence,
+                                           customer=person.store_id,
+                                           domain=sender.rsplit("@", 1)[1])
+        if settings.sender.return_path:  # VERP: a bounce sent back names its row
+            sender = verp_address(settings.sender.return_path, row.id, self.key)
+        tracking = settings.tracking
+        body = tracked(mail.html, base_url=tracking.base_url, customer=person.store_id,
+                       campaign=row.campaign, message=str(row.id), key=self.key,
+                       clicks=tracking.clicks, opens=tracking.opens)
+        message = build(Mail(
+            sender=settings.sender.from_, recipient_name=name, recipient_email=row.email,
+            subject=mail.subject, html=body, text=mail.text, date=now, message_id=mid,
+            unsubscribe_url=context["links"]["unsubscribe"],
+            unsubscribe_mailto=settings.sender.unsubscribe_address,
+            reply_to=settings.sender.reply_to))
+        if self.sign is not None:
+            message = self.sign(message)
+        return Ready(row, sender, mid, message, settings.delivery.retry_for)
+
+
+def _opted_out(conn: Connection, ids: Sequence[int], now: datetime
+               ) -> list[tuple[int, dict[str, Any]]]:
+    """Why each of these rows may no longer be sent: its customer's consent, a pause
+    from the preference centre, or a suppression (checked again right before sending)."""
+    if not ids:
+        return []
+    changes = []
+    for row_id, consent, paused_until, suppressed in conn.execute(
+            select(DELIVERIES.c.id, Customer.consent, Customer.paused_until,
+                   exists().where(Suppression.email_key == Customer.email_key))
+            .join(Customer, Customer.id == DELIVERIES.c.customer_id)
+            .where(DELIVERIES.c.id.in_(list(ids)))):
+        paused = paused_until is not None and paused_until > now
+        reason = (consent if consent != "subscribed" else "suppressed" if suppressed
+                  else "paused" if paused else None)
+        if reason is not None:
+            changes.append((row_id, {"status": "skipped", "reason": reason,
+                                     "lease_owner": None, "lease_until": None}))
+    return changes
+
+
+@dataclass(frozen=True)
+class _Result:
+    """One attempt's outcome, waiting to be recorded."""
+
+    ready: Ready
+    outcome: Outcome
+    permit: int  # the rate permit it used
+    began: datetime | None  # when its transaction began (MAIL FROM), if it did
+
+
+@dataclass
+class _Turn:
+    """What one turn's transaction did, for the event loop to act on."""
+
+    started: list[tuple[Ready, int]] = field(default_factory=list)  # with their permits
+    waiting: list[Ready] = field(default_factory=list)  # no rate permit yet
+    counted: list[tuple[str, str]] = field(default_factory=list)  # (campaign, new status)
+    starved_for: float | None = None
+
+
+@dataclass
+class Delivery:
+    """One sending process's loop over due rows."""
+
+    engine: Engine
+    transport: Transport
+    renderer: Renderer
+    owner: str
+    clock: Clock
+    concurrency: int
+    limit: RateLimit
+    campaigns: Sequence[str] | None = None  # only these campaigns' rows
+    batch: int = 0  # rows leased at once (0: twice the concurrency, at least 20)
+    recover_every: float = 2.0  # seconds between looks for dead senders' rows
+    # seconds a batch may render before the rest goes back to the queue: outcomes that
+    # arrived meanwhile are recorded and their slots reused, not held behind a slow batch
+    render_for: float = 2.0
+    on_outcome: Callable[[str, str], None] | None = None  # (campaign, new status)
+    rng: random.Random = random.Random()  # noqa: RUF009 - jitter needs no secrecy
+
+    def __post_init__(self) -> None:
+        self.tally: Counter[tuple[str, str]] = Counter()  # (campaign, status)
+        self._pending: deque[Ready] = deque()
+        self._results: list[_Result] = []
+        self._in_flight = 0
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._starved_for: float | None = None  # seconds until a rate permit may be free
+
+    def has_due(self) -> bool:
+        """Whether any row is due now (nothing is leased by asking)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(DELIVERIES.c.id).where(
+                due(self.clock.now(), self.campaigns)).limit(1)).first() is not None
+
+    async def run(self, stop: asyncio.Event, *, until_idle: bool,
+                  poll: float = 1.0) -> Counter[tuple[str, str]]:
+        """Deliver until nothing is due (UNTIL_IDLE) or until STOP is set; what is in
+        flight always finishes and is recorded."""
+        batch = self.batch or max(20, self.concurrency * 2)
+        exhausted = False
+        last_recovery = time.monotonic()
+        while True:
+            if time.monotonic() - last_recovery > self.recover_every:
+                await asyncio.to_thread(recover, self.engine, self.owner, self.clock.now())
+                last_recovery = time.monotonic()
+            if not stop.is_set() and not exhausted and len(self._pending) < self.concurrency:
+                now = self.clock.now()
+                rows = await asyncio.to_thread(claim, self.engine, self.owner, now, batch,
+                                               self.campaigns)
+                exhausted = len(rows) < batch
+                if rows:
+                    # Event.is_set only reads a flag: fine to ask from the render thread
+                    ready, counted, left = await asyncio.to_thread(
+                        self._prepare, rows, now, stop.is_set)
+                    self._count_all(counted)
+                    self._pending.extend(ready)
+                    exhausted = exhausted and not left  # those are due again at once
+            await self._turn(stop)
+            if self._in_flight == 0 and (stop.is_set() or not self._pending):
+                if stop.is_set() or (until_idle and exhausted):
+                    break
+                if exhausted:  # a worker with nothing due: look again in a while
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=poll)
+                    exhausted = False
+                    self.count_expired(await asyncio.to_thread(
+                        expire, self.engine, self.clock.now(), self.campaigns))
+                continue
+            if self._in_flight == 0 and self._starved_for is None:
+                continue  # the whole group was skipped (opted out): no outcome will wake us
+            # Until the next outcome (or a rate permit): outcomes already here wait for
+            # a group to start with them (see _turn).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._starved_for)
+            self._wake.clear()
+        self._release()
+        return self.tally
+
+    def _prepare(self, rows: list[Row], now: datetime, stopped: Callable[[], bool]
+                 ) -> tuple[list[Ready], list[tuple[str, str]], list[Row]]:
+        """Render a claimed batch and record its failures (in a thread); rows not reached
+        lose their lease at once. Returns the mails, what to count, and the rows left."""
+        rendering = self.renderer.render_batch(rows, now, stop=stopped, within=self.render_for)
+        with self.engine.begin() as conn:
+            counted = self._write(conn, rendering.failed, DUE_STATES, rows)
+            self._unlease(conn, [row.id for row in rendering.left])
+        if rendering.left:
+            log.debug("%d rows not rendered this turn: back to the queue", len(rendering.left))
+        return rendering.ready, counted, rendering.left
+
+    async def _turn(self, stop: asyncio.Event) -> None:
+        """One transaction: record the outcomes that arrived, then start the next group.
+        Outcomes wait for the next group (or for the last mail in flight), so a group
+        and its outcomes cost one transaction, not one each. The transaction runs in a
+        thread: mails already on the wire go on while the database answers."""
+        self._starved_for = None
+        group = self._group(stop)
+        settled = bool(self._results) and (len(self._results) == self._in_flight
+                                           or stop.is_set())
+        if group == 0 and not settled:
+            return
+        results, self._results = self._results, []
+        chosen = [self._pending.popleft() for _ in range(group)]
+        turn = await asyncio.to_thread(self._turn_in_database, results, chosen)
+        self._in_flight -= len(results)
+        self._count_all(turn.counted)
+        self._pending.extendleft(reversed(turn.waiting))
+        self._starved_for = turn.starved_for
+        for ready, permit in turn.started:
+            self._in_flight += 1
+            task = asyncio.create_task(self._send(ready, permit))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _group(self, stop: asyncio.Event) -> int:
+        """How many pending mails may start now: groups of half the slots at least (unless
+        few are left), so each group and its outcomes cost one transaction."""
+        free = self.concurrency - (self._in_flight - len(self._results))
+        group = min(max(1, self.concurrency // 2), len(self._pending))
+        if stop.is_set() or not self._pending or free < group:
+            return 0
+        return min(free, len(self._pending))
+
+    def _turn_in_database(self, results: list[_Result], chosen: list[Ready]) -> _Turn:
+        """Record RESULTS and start what of CHOSEN gets a rate permit (in a thread)."""
+        turn = _Turn()
+        with self.engine.begin() as conn:
+            if chosen:
+                durable(conn)  # rows turn `sending` here: before the wire
+            turn.counted += self._record(conn, results)
+            # Rows wait in memory for a slot or a rate permit; one whose expiry came
+            # meanwhile is never started (and `_send` checks again before MAIL FROM).
+            now = self.clock.now()
+            late = [r.row for r in chosen if r.row.expires_at <= now]
+            chosen = [r for r in chosen if r.row.expires_at > now]
+            turn.counted += self._write(conn, [(row.id, _EXPIRED) for row in late],
+                                        DUE_STATES, late)
+            if not chosen:
+                return turn
+            permits = self.limit.take(conn, len(chosen))
+            if not permits:
+                turn.starved_for = self.limit.retry_in()
+            turn.waiting = chosen[len(permits):]
+            chosen = chosen[:len(permits)]
+            started = start(conn, self.owner, [r.row.id for r in chosen], self.clock.now())
+            turn.counted += self._write(conn, _opted_out(conn, [
+                r.row.id for r in chosen if r.row.id not in started], self.clock.now()),
+                DUE_STATES,
+                [r.row for r in chosen])
+            unused = []
+            for ready, permit in zip(chosen, permits, strict=True):
+                if ready.row.id in started:
+                    turn.started.append((ready, permit))
+                else:
+                    unused.append(permit)
+            self.limit.give_back(conn, unused)
+        return turn
+
+    async def _send(self, ready: Ready, permit: int) -> None:
+        began: list[datetime] = []
+
+        def begin() -> bool:
+            """Right before MAIL FROM: no transaction begins at or after the expiry."""
+            moment = self.clock.now()
+            if moment >= ready.row.expires_at:
+                return False
+            began.append(moment)
+            return True
+
+        try:
+            outcome = await self.transport.send(ready.sender, ready.row.email, ready.message,
+                                                begin=begin)
+        except Exception as err:  # an unforeseen failure must not lose the row
+            log.exception("unexpected failure while sending row %s", ready.row.id)
+            outcome = Outcome("unknown", f"unexpected failure: {type(err).__name__}")
+        self._results.append(_Result(ready, outcome, permit, began[0] if began else None))
+        self._wake.set()
+
+    def _record(self, conn: Connection, results: list[_Result]) -> list[tuple[str, str]]:
+        """Write outcomes; their slots are free only after that. Returns what to count."""
+        if not results:
+            return []
+        now = self.clock.now()
+        changes = []
+        for result in results:
+            ready, row = result.ready, result.ready.row
+            values = settle(result.outcome, attempts=row.attempts + 1, now=now,
+                            send_after=row.send_after, expires_at=row.expires_at,
+                            retry_for=ready.retry_for, rng=self.rng, began=result.began)
+            changes.append((row.id, {**values, "message_id": ready.message_id}))
+        finish_sent(conn, self.owner, changes)
+        # permits rest from now, after the replies: never less than a second after them
+        self.limit.give_back(conn, [result.permit for result in results])
+        suppress(conn, [r.ready.row.email for r in results if r.outcome.suppress], now)
+        for result, (_, values) in zip(results, changes, strict=True):
+            log.debug("row %s of %s: %s (%s)", result.ready.row.id, result.ready.row.campaign,
+                      values["status"], result.outcome.reply)
+        return [(result.ready.row.campaign, values["status"])
+                for result, (_, values) in zip(results, changes, strict=True)]
+
+    def _write(self, conn: Connection, changes: list[tuple[int, dict[str, Any]]],
+               states: Sequence[str], rows: Sequence[Row]) -> list[tuple[str, str]]:
+        """Write other changes of rows (skipped, render failures); returns what to count."""
+        finish(conn, self.owner, changes, from_states=states)
+        campaigns = {row.id: row.campaign for row in rows}
+        for row_id, values in changes:
+            log.debug("row %s: %s (%s)", row_id, values["status"], values.get("reason"))
+        return [(campaigns[row_id], values["status"]) for row_id, values in changes]
+
+    def _count_all(self, counted: list[tuple[str, str]]) -> None:
+        for campaign, status in counted:
+            self.tally[(campaign, status)] += 1
+            if self.on_outcome is not None:
+                self.on_outcome(campaign, status)
+
+    def count_expired(self, expired: Counter[str]) -> None:
+        """Count rows that `ledger.expire` found past their expiry (by campaign)."""
+        self._count_all([(campaign, "expired") for campaign, n in sorted(expired.items())
+                         for _ in range(n)])
+
+    def _release(self) -> None:
+        """Leased rows not started go back to the queue at once."""
+        pending, self._pending = list(self._pending), deque()
+        if not pending:
+            return
+        with self.engine.begin() as conn:
+            self._unlease(conn, [r.row.id for r in pending])
+
+    def _unlease(self, conn: Connection, ids: Sequence[int]) -> None:
+        """Give up this sender's lease of rows it has not started: others may claim them."""
+        if not ids:
+            return
+        from sqlalchemy import update
+
+        conn.execute(update(DELIVERIES).where(
+            and_(DELIVERIES.c.id.in_(list(ids)), DELIVERIES.c.lease_owner == self.owner,
+                 DELIVERIES.c.status.in_(DUE_STATES))).values(
+            lease_owner=None, lease_until=None))

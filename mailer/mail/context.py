@@ -1,0 +1,130 @@
+"""Template contexts (DESIGN §4.4), built for a batch of recipients at once.
+
+`stats` come from one aggregation over the batch's orders and one over its order
+lines (for the favourite category): never a query per recipient. Missing data is
+left out of the context, so templates see it as undefined (`| default(...)`
+works) and never as None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, select
+
+from mailer.config.campaign import Campaign
+from mailer.config.settings import Settings
+from mailer.core.clock import zone
+from mailer.core.money import exponent
+from mailer.mail.links import recipient_links
+from mailer.store.models import Customer, Order, OrderLine
+
+CUSTOMER_FIELDS = ("first_name", "last_name", "birth_date", "country", "city", "locale",
+                   "timezone", "tags", "attributes", "signed_up_at", "referral_code")
+
+
+def load_customers(conn: Connection, ids: Sequence[int]) -> dict[int, Any]:
+    """The customers' rows by id (attributes named as the columns)."""
+    table = Customer.__table__
+    rows = conn.execute(select(*table.c).where(table.c.id.in_(list(ids))))
+    return {row.id: row for row in rows}
+
+
+def load_stats(conn: Connection, ids: Sequence[int], *, now: datetime,
+               currency: str) -> dict[int, dict[str, Any]]:
+    """orders, spent, average_order, first/last order time and favourite category."""
+    paid = and_(Order.status == "paid", Order.placed_at <= now, Order.customer_id.in_(list(ids)))
+    in_currency = Order.currency == currency
+    rows = conn.execute(
+        select(Order.customer_id, func.count(),
+               func.sum(case((in_currency, Order.total_minor), else_=0)),
+               func.sum(case((in_currency, 1), else_=0)),
+               func.min(Order.placed_at), func.max(Order.placed_at))
+        .where(paid).group_by(Order.customer_id))
+    places = exponent(currency)
+    stats: dict[int, dict[str, Any]] = {}
+    for customer_id, orders, spent, counted, first, last in rows:
+        spent_major = Decimal(int(spent or 0)).scaleb(-places)
+        stats[customer_id] = {
+            "orders": int(orders), "spent": spent_major,
+            "first_order_at": _utc(first), "last_order_at": _utc(last)}
+        if counted:
+            stats[customer_id]["average_order"] = (spent_major / int(counted)).quantize(
+                Decimal(1).scaleb(-places))
+    favourites = conn.execute(
+        select(Order.customer_id, OrderLine.category, func.sum(OrderLine.quantity).label("n"))
+        .join(Order, Order.id == OrderLine.order_id)
+        .where(paid, OrderLine.category.is_not(None))
+        .group_by(Order.customer_id, OrderLine.category)
+        .order_by(Order.customer_id, func.sum(OrderLine.quantity).desc(), OrderLine.category))
+    for customer_id, category, _ in favourites:
+        entry = stats.setdefault(customer_id, {"orders": 0, "spent": Decimal(0)})
+        entry.setdefault("favourite_category", category)
+    return stats
+
+
+def _utc(value: Any) -> Any:
+    """SQLite aggregates lose the column type: read back as aware UTC either way."""
+    from datetime import UTC
+
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def age(born: date, today: date) -> int:
+    """Whole years; a 29 February birthday counts on 28 February in other years."""
+    from mailer.segments.compiler import age_cutoff
+
+    years = today.year - born.year
+    return years if born <= age_cutoff(today, years) else years - 1
+
+
+def build_context(customer: Any, stats: dict[str, Any] | None, *, settings: Settings,
+                  slug: str, campaign: Campaign, now: datetime, key: str,
+                  message: str, coupon_code: str | None = None,
+                  coupon_expires_at: datetime | None = None) -> dict[str, Any]:
+    """The context of §4.4 for one recipient (pure)."""
+    tz = zone(customer.timezone or settings.timezone)
+    person: dict[str, Any] = {"id": customer.store_id, "email": customer.email,
+                              "now": now.astimezone(tz)}
+    for name in CUSTOMER_FIELDS:
+        value = getattr(customer, name)
+        if value not in (None, "", [], {}):
+            person[name] = value
+    person.setdefault("timezone", tz.key)
+    if customer.birth_date is not None:
+        person["age"] = age(customer.birth_date, now.astimezone(tz).date())
+    context: dict[str, Any] = {
+        "customer": person,
+        "stats": stats or {"orders": 0, "spent": Decimal(0)},
+        "campaign": {"name": campaign.name, "slug": slug,
+                     **({"starts": campaign.starts} if campaign.starts else {}),
+                     **({"ends": campaign.ends} if campaign.ends else {})},
+        "store": {"name": settings.store.name, "address": settings.store.address,
+                  **({"url": settings.store.url} if settings.store.url else {})},
+        "links": recipient_links(settings.tracking.base_url, customer=customer.store_id,
+                                 campaign=slug, message=message, key=key),
+        "now": now,
+        "coupon": {},
+        "referral": {},
+    }
+    if campaign.coupon is not None:
+        context["coupon"] = {"code": coupon_code or f"{campaign.coupon.prefix}-PREVIEW",
+                             "value": campaign.coupon.value,
+                             "expires_at": coupon_expires_at or now + campaign.coupon.valid_for}
+    if campaign.referral is not None:
+        code = customer.referral_code or "PREVIEW"
+        referral: dict[str, Any] = {"code": code, "deadline": campaign.referral.deadline,
+                                    "reward": campaign.referral.reward}
+        if settings.store.referral_url:
+            referral["url"] = settings.store.referral_url.replace("{code}", code)
+        context["referral"] = referral
+    return context
+
+

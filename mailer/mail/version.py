@@ -1,0 +1,179 @@
+"""A campaign version compiled once, and the mails rendered from it (DESIGN §3, §4.4).
+
+`compile_version` flattens and inlines the HTML template, compiles the optional
+`.txt` twin, the subjects and the intros: once per campaign version. `compose`
+then fills one recipient's context in and returns the finished parts; only
+values change per mail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from mailer.config.campaign import Campaign
+from mailer.config.settings import SETTINGS_FILE, Settings, parse_settings
+from mailer.mail.render import (
+    Compiled,
+    TemplateFolder,
+    VersionLoader,
+    add_parts,
+    compile_html,
+    compile_source,
+    environment,
+    lines_of,
+    text_template,
+)
+
+
+@dataclass(frozen=True)
+class Version:
+    slug: str
+    spec: Campaign
+    html: Compiled
+    text: Compiled
+    subjects: tuple[Compiled, ...]
+    intros: tuple[tuple[str, Compiled], ...]  # (segment or "default", intro) in file order
+    reminder_subjects: tuple[Compiled, ...] = ()  # a promotion's reminder has its own
+    # templates loaded by import, from and other tags the flattener leaves (name: source)
+    parts: Mapping[str, str] = field(default_factory=dict)
+
+    def subject_for(self, variant: int, occurrence: str) -> Compiled:
+        """The subject template of a variant; a promotion's reminder uses its own."""
+        if occurrence == "reminder" and self.reminder_subjects:
+            return self.reminder_subjects[variant % len(self.reminder_subjects)]
+        return self.subjects[variant % len(self.subjects)]
+
+
+@dataclass(frozen=True)
+class Composed:
+    subject: str
+    html: str
+    text: str
+    intro: str | None  # the intro segment that matched, if any
+    variant: int
+
+
+def compile_version(slug: str, spec: Campaign, templates: Path, *,
+                    checking: bool = False) -> Version:
+    """Compile everything a campaign's mails share; RenderError names file and line.
+    Every template is read through one TemplateFolder: nothing outside TEMPLATES."""
+    env: jinja2.Environment = environment(checking=checking)
+    folder = TemplateFolder(templates)
+    folder.path(spec.template, where=(f"campaigns/{slug}.yaml", None))
+    html = compile_html(env, spec.template, templates)
+    text_name = Path(spec.template).with_suffix(".txt").name
+    where = f"templates/{text_name}"
+    if folder.path(text_name, where=(where, None)).is_file():
+        text_source = folder.read(text_name, where=(where, None))
+        add_parts(env, text_source, folder, lines_of(where))
+    else:  # made from the HTML once; `.txt` in the name keeps autoescaping off
+        text_name = f"{spec.template} (text).txt"
+        text_source = text_template(html.source)
+    text = compile_source(env, text_source, f"templates/{text_name}")
+    version = _assemble(env, slug, spec, html, text)
+    for compiled in (*version.subjects, *(intro for _, intro in version.intros),
+                     *version.reminder_subjects):
+        add_parts(env, compiled.source, folder, lines_of(compiled.name))
+    assert isinstance(env.loader, VersionLoader)
+    return _with_parts(version, env.loader.parts)
+
+
+def _with_parts(version: Version, parts: Mapping[str, str]) -> Version:
+    from dataclasses import replace
+
+    return replace(version, parts=dict(parts))
+
+
+def _assemble(env: jinja2.Environment, slug: str, spec: Campaign, html: Compiled,
+              text: Compiled) -> Version:
+    where = f"campaigns/{slug}.yaml"
+    subjects = tuple(compile_source(env, subject, f"{where} subject")
+                     for subject in spec.subject)
+    intros = tuple((segment, compile_source(env, intro, f"{where} intros.{segment}"))
+                   for segment, intro in spec.intros.items())
+    reminder = tuple(compile_source(env, subject, f"{where} reminder.subject")
+                     for subject in (spec.reminder.subject if spec.reminder else ()))
+    return Version(slug=slug, spec=spec, html=html, text=text, subjects=subjects, intros=intros,
+                   reminder_subjects=reminder)
+
+
+def definition(version: Version, root: Path) -> dict[str, Any]:
+    """What a worker needs to render the version's mails, whatever its own files say:
+    the campaign file and mailer.yaml as written, and the flattened, inlined templates.
+    Stored in campaign_versions, keyed by its content hash."""
+    return {"campaign": version.slug,
+            "campaign_source": (root / "campaigns" / f"{version.slug}.yaml").read_text(
+                encoding="utf-8"),
+            "settings_source": (root / SETTINGS_FILE).read_text(encoding="utf-8"),
+            "html": version.html.source, "text": version.text.source,
+            "text_name": version.text.name,
+            # only when there are any: the content hash of other versions stays the same
+            **({"parts": dict(version.parts)} if version.parts else {})}
+
+
+def from_definition(stored: dict[str, Any]) -> tuple[Version, Settings]:
+    """The version and the settings a stored definition was planned with."""
+    from mailer.config.campaign import parse_campaign
+    from mailer.config.yamlsrc import load_yaml
+    from mailer.core.errors import ConfigError
+
+    slug = str(stored["campaign"])
+    path = f"campaigns/{slug}.yaml"
+    spec, problems = parse_campaign(load_yaml(stored["campaign_source"], path), path)
+    if spec is None:
+        raise ConfigError(problems)
+    settings, _ = parse_settings(stored["settings_source"])
+    parts = {str(name): str(source) for name, source in stored.get("parts", {}).items()}
+    env = environment(parts=parts)  # renders what the version carries, never a file
+    html = compile_source(env, stored["html"], f"templates/{spec.template}")
+    text = compile_source(env, stored["text"], stored["text_name"])
+    return _with_parts(_assemble(env, slug, spec, html, text), parts), settings
+
+
+def _tidy(text: str) -> str:
+    """Blank lines left by template tags folded, as a person would write the text.
+    String methods, not regular expressions: these scan every character at about
+    30 ns each, which made this a fifth of a mail's cost."""
+    text = "\n".join([line.rstrip(" \t") for line in text.strip().split("\n")])
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text + "\n"
+
+
+def pick_intro(version: Version, member_of: set[str]) -> str | None:
+    """The first intro whose segment the customer is in, else `default`, else none."""
+    return first_intro([segment for segment, _ in version.intros], member_of)
+
+
+def first_intro(segments: Iterable[str], member_of: set[str]) -> str | None:
+    """Of intro SEGMENTS in file order, the first the customer is in, else `default`."""
+    for segment in segments:
+        if segment == "default" or segment in member_of:
+            return segment
+    return None
+
+
+def compose(version: Version, context: dict[str, Any], *, variant: int,
+            member_of: set[str], occurrence: str = "") -> Composed:
+    """Render one mail: the intro first (templates print it as `intro`), then the rest."""
+    chosen = pick_intro(version, member_of)
+    intros = dict(version.intros)
+    values = dict(context)
+    if chosen is not None:
+        values["intro"] = intros[chosen].render(values).strip()
+    subject = version.subject_for(variant, occurrence).render(values).strip()
+    html = version.html.render(values)
+    text = _tidy(version.text.render(values))
+    return Composed(subject=subject, html=html, text=text, intro=chosen,
+                    variant=variant % len(version.subjects))
+
+
+def compile_subject_only(version: Version, context: dict[str, Any], variant: int,
+                         occurrence: str = "") -> str:
+    """The subject of one variant for one context (intros are not needed for it)."""
+    return version.subject_for(variant, occurrence).render(context).strip()

@@ -1,0 +1,114 @@
+"""Who may be mailed now (DESIGN §4.3): pure decisions over facts gathered in batches.
+
+A member is planned only when its consent is `subscribed`, it is not suppressed,
+the address is valid, it has no row for this occurrence, it is not in a
+cooldown, and every frequency cap has room (the store's and the customer's own
+"fewer mails" cap); a customer who paused mail or chose other topics is not
+planned either (reasons `paused`, `topic`). A cap {max: M, per: D} has room
+when fewer than M of the customer's live rows (queued, sending, deferred, sent,
+unknown) have a planned time in (now - D, now]; mails planned earlier in the
+same planning run count too. Quiet hours delay a mail to their end in the
+customer's zone; a mail that could only leave after its expiry is not planned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from mailer.config.settings import Cap, QuietHours
+from mailer.core.clock import localize
+
+LIVE = ("queued", "sending", "deferred", "sent", "unknown")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the ledger and the store say about one candidate mail."""
+
+    consent: str
+    suppressed: bool
+    valid_address: bool
+    already_planned: bool  # a row exists for this occurrence, whatever its status
+    in_cooldown: bool
+    recent: tuple[datetime, ...]  # planned times of the customer's live rows
+    ordered_since_start: bool = False
+    paused: bool = False  # the preference centre's 30-day pause is on
+    topic_unwanted: bool = False  # the customer chose topics, and not this campaign's
+    personal_caps: tuple[Cap, ...] = ()  # "fewer mails" from the preference centre
+
+
+@dataclass(frozen=True)
+class Decision:
+    reason: str | None  # None: planned
+    send_after: datetime | None = None
+    cap: Cap | None = None  # the cap that was full, for frequency_cap
+
+
+def quiet_release(now: datetime, tz: ZoneInfo, quiet: QuietHours | None) -> datetime:
+    """NOW, or the end of the quiet hours in TZ when NOW falls inside them."""
+    if quiet is None:
+        return now
+    local = now.astimezone(tz)
+    clock = local.time().replace(tzinfo=None)
+    start, end = quiet.start, quiet.end
+    inside = start <= clock < end if start < end else (clock >= start or clock < end)
+    if not inside:
+        return now
+    day = local.date() if (start < end or clock < end) else local.date() + timedelta(days=1)
+    return max(now, localize(datetime.combine(day, end), tz))
+
+
+def full_cap(recent: tuple[datetime, ...], caps: tuple[Cap, ...], now: datetime) -> Cap | None:
+    """The first cap without room; each counts the live rows planned in (now - per, now]."""
+    for cap in caps:
+        start = now - cap.per
+        if sum(1 for planned in recent if start < planned <= now) >= cap.max:
+            return cap
+    return None
+
+
+def decide(facts: Facts, *, now: datetime, caps: tuple[Cap, ...], tz: ZoneInfo,
+           quiet: QuietHours | None, expires: datetime, reminder: bool = False) -> Decision:
+    """Plan the mail, or the first reason (in the order of DESIGN §4.3) not to."""
+    if facts.consent != "subscribed":
+        return Decision(facts.consent)
+    if facts.suppressed:
+        return Decision("suppressed")
+    if not facts.valid_address:
+        return Decision("invalid_address")
+    if facts.already_planned:
+        return Decision("already_sent")
+    if facts.paused:
+        return Decision("paused")
+    if facts.topic_unwanted:
+        return Decision("topic")
+    if reminder and facts.ordered_since_start:
+        return Decision("ordered_since_start")
+    if facts.in_cooldown:
+        return Decision("cooldown")
+    cap = full_cap(facts.recent, caps + facts.personal_caps, now)
+    if cap is not None:
+        return Decision("frequency_cap", cap=cap)
+    release = quiet_release(now, tz, quiet)
+    if release >= expires:
+        return Decision("quiet_hours")
+    return Decision(None, release)
+
+
+
+
+def in_test_group(campaign: str, customer_id: int, share: float) -> bool:
+    """Whether a customer is in the A/B test share of a campaign (`winner:`): a stable
+    draw from a hash, so a customer held back today is held back tomorrow too."""
+    digest = hashlib.sha256(f"{campaign}:{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def winning_variant(sent: dict[int, int], engaged: dict[int, int]) -> int:
+    """The variant with the best rate (engaged / sent mails); ties and no data: the
+    lowest variant."""
+    rates = {v: engaged.get(v, 0) / n for v, n in sent.items() if n}
+    return min(rates, key=lambda v: (-rates[v], v)) if rates else 0

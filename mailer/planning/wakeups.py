@@ -1,0 +1,36 @@
+"""When a campaign can next become due: the instants the daemon wakes up for. Pure.
+
+The daemon's minute sweep alone is correct (it plans whatever is due whenever
+it runs); these instants only make it punctual: a cron fire, a `once` time, a
+promotion's start and its reminder, and for the triggers that run on each
+customer's local day the next moment `send_at` is reached in a zone of the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from mailer.config.campaign import Campaign
+from mailer.core.clock import as_local
+from mailer.planning.triggers import next_fire, next_local_time, parse_cron
+
+
+def next_wakeup(campaign: Campaign, after: datetime, tz: ZoneInfo,
+                zones: Iterable[str]) -> datetime | None:
+    """The first instant strictly after AFTER at which CAMPAIGN may have something new
+    to plan, or None when it never will again (a past `once`, an ended promotion)."""
+    moments: list[datetime | None] = []
+    if campaign.trigger == "schedule" and campaign.schedule is not None:
+        moments.append(next_fire(parse_cron(campaign.schedule), after, tz))
+    elif campaign.trigger == "once" and campaign.at is not None:
+        moments.append(as_local(campaign.at, tz))
+    elif campaign.trigger == "promotion" and campaign.starts and campaign.ends:
+        moments.append(as_local(campaign.starts, tz))
+        if campaign.reminder is not None:
+            moments.append(as_local(campaign.ends, tz) - campaign.reminder.before_end)
+    elif campaign.trigger in ("birthday", "after_order"):
+        moments += [next_local_time(name, campaign.send_time, after) for name in set(zones)]
+    future = [moment for moment in moments if moment is not None and moment > after]
+    return min(future, default=None)

@@ -1,0 +1,184 @@
+"""Opening the database and keeping its schema current (DESIGN §3).
+
+SQLite is the embedded default (`mailer.db` in the workspace, WAL mode, a busy
+timeout, foreign keys on); commands bring its schema up to date themselves,
+under a file lock so two commands starting at once migrate once. PostgreSQL is
+the server choice: an out-of-date schema is refused (exit 3) until
+`mailer db upgrade`, which migrates under an advisory lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+
+from mailer.core.errors import DatabaseUnavailable, SchemaOutOfDate, UserError
+
+SQLITE_FILE = "mailer.db"
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_UPGRADE_LOCK_KEY = 0x6D61696C6572  # "mailer": the advisory lock `db upgrade` holds
+
+
+def database_url(*, env_url: str | None, configured: str | None, root: Path) -> URL:
+    """MAILER_DATABASE_URL, else `database:` in mailer.yaml, else ROOT/mailer.db.
+
+    A plain postgresql:// URL gets the psycopg driver; a relative SQLite path is
+    relative to the workspace.
+    """
+    raw = env_url or configured
+    if raw is None:
+        return make_url(f"sqlite:///{(root / SQLITE_FILE).resolve()}")
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise UserError(f"database URL is not a URL like postgresql://user@host:5432/db: "
+                        f"{_redact(raw)}") from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        url = url.set(database=str((root / url.database).resolve()))
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise UserError(f"unsupported database {url.get_backend_name()!r}: "
+                        "use SQLite or PostgreSQL")
+    return url
+
+
+def _redact(raw: str) -> str:
+    try:
+        return make_url(raw).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable URL>"
+
+
+def _number(value: object) -> float | None:
+    """A number, or NULL for text that is not one (CAST would give 0.0)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return float(value) if isinstance(value, str) and value.strip() else None
+    except ValueError:
+        return None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.create_function("mailer_number", 1, _number, deterministic=True)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL: a crash loses no committed txn
+    cursor.close()
+
+
+def create(url: URL) -> Engine:
+    """An engine for the URL, with SQLite's pragmas on every connection."""
+    if url.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+
+
+def _alembic_config() -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    return config
+
+
+# The newest migration. Written here, opening a database needs no alembic (loading it
+# and its scripts took 0.3 s of every command's start); tests/test_db.py checks it
+# against alembic's own head, so a new migration that does not move it fails there.
+HEAD = "0007"
+
+
+def head_revision() -> str:
+    """The newest migration this mailer knows."""
+    return HEAD
+
+
+def alembic_head() -> str | None:
+    """The newest migration as alembic finds it in mailer/migrations."""
+    from alembic.script import ScriptDirectory
+
+    head: str | None = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at; None for an empty database (the migrations
+    are one line, so alembic_version holds one row)."""
+    with _connect(engine) as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        return str(revision) if revision is not None else None
+
+
+@contextmanager
+def _connect(engine: Engine) -> Iterator[Any]:
+    try:
+        connection = engine.connect()
+    except DBAPIError as err:
+        where = engine.url.render_as_string(hide_password=True)
+        reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+        raise DatabaseUnavailable(f"cannot open the database {where}: {reason}") from None
+    with connection:
+        yield connection
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str | None]:
+    """Migrate to the newest schema; returns (before, after)."""
+    from alembic import command
+
+    config = _alembic_config()
+    with _migration_lock(engine), _connect(engine) as connection, connection.begin():
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": _UPGRADE_LOCK_KEY})
+        from alembic.runtime.migration import MigrationContext
+
+        before = MigrationContext.configure(connection).get_current_revision()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    return before, head_revision()
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """On SQLite, a file lock beside the database; PostgreSQL uses an advisory lock."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_database(url: URL) -> Engine:
+    """An engine on a current schema: SQLite is migrated, old PostgreSQL is refused."""
+    engine = create(url)
+    current, head = current_revision(engine), head_revision()
+    if current == head:
+        return engine
+    if engine.dialect.name == "sqlite":
+        upgrade(engine)
+        return engine
+    where = url.render_as_string(hide_password=True)
+    if current is None:
+        state = "has no mailer schema"
+    else:
+        state = f"is at schema {current}, this mailer needs {head}"
+    raise SchemaOutOfDate(f"the database {where} {state}: run `mailer db upgrade`")

@@ -1,0 +1,208 @@
+"""What recipients do with their mails, written to the store (DESIGN §6): one-click
+unsubscribes, the preference centre, opens, clicks and ratings.
+
+Every function takes the verified claims of a signed link: the customer's store
+id, the campaign and the ledger row the mail came from. Writes are idempotent
+where a replay must change nothing (an unsubscribe, a rating clicked twice).
+
+`bound(engine)` makes every connection the engine hands out give up at the caller's
+DEADLINE, so a locked or unreachable database costs a request a known wait, not
+SQLite's 30 s busy timeout or a PostgreSQL lock held for an hour.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event, insert, select, text, update
+from sqlalchemy.exc import DisconnectionError
+
+from mailer.mail.links import Claims
+from mailer.store.consent import OPTED_OUT, opt_out
+from mailer.store.models import Customer, Event
+
+PAUSE = timedelta(days=30)
+
+# time.monotonic() by which the current database work must be done; None: no limit
+DEADLINE: ContextVar[float | None] = ContextVar("mailer_database_deadline", default=None)
+
+
+def _left_ms() -> int | None:
+    deadline = DEADLINE.get()
+    return None if deadline is None else max(1, int((deadline - time.monotonic()) * 1000))
+
+
+def bound(engine: Engine) -> Engine:
+    """ENGINE, its connections made to wait no longer than DEADLINE: on each checkout
+    SQLite's busy timeout, PostgreSQL's lock and statement timeouts, and on connecting
+    PostgreSQL's connect timeout are set to the time left."""
+    postgres = engine.dialect.name == "postgresql"
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        left = _left_ms()
+        if postgres and left is not None:  # libpq counts whole seconds, at least 2
+            cparams["connect_timeout"] = max(2, math.ceil(left / 1000))
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        left = _left_ms()
+        if left is None:
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            if postgres:  # session settings, made again at every checkout
+                cursor.execute("SELECT set_config('lock_timeout', %s, false), "
+                               "set_config('statement_timeout', %s, false)",
+                               (f"{left}ms", f"{left}ms"))
+            else:
+                cursor.execute(f"PRAGMA busy_timeout = {left}")
+        except Exception as err:  # a pooled connection that died: the pool gets a new one
+            raise DisconnectionError(str(err)) from err
+        finally:
+            cursor.close()
+
+    return engine
+
+
+def ping(engine: Engine) -> None:
+    """A round trip to the database (for /healthz)."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+@dataclass(frozen=True)
+class Person:
+    """The customer a link was signed for, as the pages show them."""
+
+    id: int
+    email: str
+    consent: str
+    paused_until: datetime | None
+    weekly_cap: int | None
+    topics: list[str] | None
+
+
+def _person(conn: Connection, claims: Claims) -> Person | None:
+    row = conn.execute(select(Customer.id, Customer.email, Customer.consent,
+                              Customer.paused_until, Customer.weekly_cap, Customer.topics)
+                       .where(Customer.store_id == claims.customer)).first()
+    return None if row is None else Person(*row)
+
+
+def person(engine: Engine, claims: Claims) -> Person | None:
+    with engine.connect() as conn:
+        return _person(conn, claims)
+
+
+def _delivery_id(claims: Claims) -> int | None:
+    return int(claims.message) if claims.message.isdigit() else None
+
+
+def _event(conn: Connection, kind: str, claims: Claims, customer_id: int | None,
+           now: datetime, **values: Any) -> None:
+    conn.execute(insert(Event).values(kind=kind, customer_id=customer_id,
+                                      campaign=claims.campaign,
+                                      delivery_id=_delivery_id(claims), at=now, **values))
+
+
+def unsubscribe(engine: Engine, claims: Claims, now: datetime, *,
+                reason: str = "one-click") -> bool:
+    """Opt the customer out (source `link`); False when they already were (a replay)."""
+    with engine.begin() as conn:
+        found = _person(conn, claims)
+        if found is None or found.consent in OPTED_OUT:
+            return False
+        changed = opt_out(conn, Customer.id == found.id, "unsubscribed", now=now,
+                          source="link", reason=f"{reason} ({claims.campaign})")
+        if changed:
+            _event(conn, "unsubscribe", claims, found.id, now)
+        return bool(changed)
+
+
+def set_preferences(engine: Engine, claims: Claims, now: datetime, *, pause: bool,
+                    weekly_cap: int | None, topics: list[str] | None) -> None:
+    """The preference centre's choices: pause for 30 days (or resume), a personal cap
+    per week, the topics wanted (None: every topic)."""
+    with engine.begin() as conn:
+        found = _person(conn, claims)
+        if found is None:
+            return
+        conn.execute(update(Customer).where(Customer.id == found.id).values(
+            paused_until=now + PAUSE if pause else None, weekly_cap=weekly_cap,
+            topics=topics, updated_at=now))
+        _event(conn, "preferences", claims, found.id, now)
+
+
+def record(engine: Engine, kind: str, claims: Claims, now: datetime,
+           url: str | None = None) -> None:
+    """An open or a click (with its URL)."""
+    record_many(engine, [(kind, claims, now, url)])
+
+
+Hit = tuple[str, Claims, datetime, str | None]  # (kind, claims, when, url)
+
+
+def record_many(engine: Engine, hits: list[Hit]) -> None:
+    """Opens and clicks in one transaction: one lookup of their customers, one insert."""
+    if not hits:
+        return
+    with engine.begin() as conn:
+        ids = dict(conn.execute(select(Customer.store_id, Customer.id).where(
+            Customer.store_id.in_(sorted({claims.customer for _, claims, _, _ in hits})))).all())
+        conn.execute(insert(Event), [
+            {"kind": kind, "customer_id": ids.get(claims.customer), "campaign": claims.campaign,
+             "delivery_id": _delivery_id(claims), "at": at, "url": url,
+             "score": None, "comment": None}
+            for kind, claims, at, url in hits])
+
+
+def rate(engine: Engine, claims: Claims, score: int, now: datetime) -> None:
+    """A rating of a mail's order or visit; a later click on another score replaces it."""
+    with engine.begin() as conn:
+        found = _person(conn, claims)
+        if found is None:
+            return
+        existing = _rating(conn, claims, found.id)
+        if existing is None:
+            _event(conn, "rating", claims, found.id, now, score=score)
+        else:
+            conn.execute(update(Event).where(Event.id == existing)
+                         .values(score=score, at=now))
+
+
+def comment(engine: Engine, claims: Claims, text: str, now: datetime) -> bool:
+    """The optional comment that goes with a rating; False without a rating."""
+    with engine.begin() as conn:
+        found = _person(conn, claims)
+        existing = _rating(conn, claims, found.id) if found else None
+        if existing is None:
+            return False
+        conn.execute(update(Event).where(Event.id == existing).values(
+            comment=_printable(text)[:2000]))
+        return True
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _printable(text: str) -> str:
+    """TEXT without control characters but tab and line breaks (PostgreSQL refuses NUL in
+    text; escape sequences have no place in a report)."""
+    return _CONTROL.sub("", text)
+
+
+def _rating(conn: Connection, claims: Claims, customer_id: int) -> int | None:
+    query = select(Event.id).where(Event.kind == "rating", Event.customer_id == customer_id,
+                                   Event.campaign == claims.campaign)
+    delivery = _delivery_id(claims)
+    query = query.where(Event.delivery_id == delivery) if delivery is not None \
+        else query.where(Event.delivery_id.is_(None))
+    found = conn.execute(query.limit(1)).scalar()
+    return None if found is None else int(found)

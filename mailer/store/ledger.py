@@ -1,0 +1,339 @@
+"""The ledger's writes around delivery (DESIGN §6): claims, leases, outcomes, recovery.
+
+A sender leases due rows without changing their status (`claim`), turns a few
+of them `sending` right before they go on the wire (`start`, at most the
+concurrency's worth at any time) and records each outcome (`finish`). On
+SQLite exactly one process sends (a file lock beside the database); on
+PostgreSQL any number of senders claim with FOR UPDATE SKIP LOCKED, each
+holding an advisory lock named after itself for as long as it lives, so a
+survivor can tell at once that a lease owner is dead and resolve its rows:
+leased rows go back to the queue, `sending` rows become `unknown`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    event,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
+
+from mailer.delivery.outcomes import EXPIRED_REASON
+from mailer.store.locks import file_lock, lock_path
+from mailer.store.models import DELIVERY_STATES, Customer, Delivery, Suppression, naive_utc
+
+LEASE = timedelta(minutes=5)  # how long claimed rows stay with a sender before others may take them
+IN_FLIGHT = timedelta(minutes=10)  # a `sending` row older than this is certainly abandoned
+DUE_STATES = ("queued", "deferred")
+DELIVERIES = cast(Table, Delivery.__table__)
+
+
+def relax_commits(engine: Engine) -> None:
+    """A sender's sessions (PostgreSQL) plan each statement for its values, and commit
+    without waiting for the disk, except when
+    rows turn `sending` (`start`, before the wire), which always waits. A write lost in a
+    database crash can then never cause a second copy: a lost lease frees a row for
+    others, a lost outcome leaves the row `sending`, which recovery makes `unknown`, a
+    lost rate permit comes back after a minute. Waiting for the disk on every commit
+    made PostgreSQL the bottleneck of delivery (13.3 s for 3,000 mails, 7.6 s without)."""
+    if engine.dialect.name != "postgresql":
+        return
+
+    def relax(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit = off")
+            # psycopg prepares repeated statements; PostgreSQL's generic plan for them
+            # cannot see how few rows an id array holds and scanned the whole ledger
+            # (2.6 ms per outcome batch at 20,000 rows, 0.2 ms with a custom plan).
+            cursor.execute("SET plan_cache_mode = force_custom_plan")
+        dbapi_connection.commit()
+
+    event.listen(engine, "connect", relax)
+    engine.dispose()  # pooled connections opened before would keep the default
+
+
+def new_owner() -> str:
+    """A sender's name in the ledger: host, pid and a random part."""
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def _owner_key(owner: str) -> int:
+    """The PostgreSQL advisory lock key of a sender (signed 64 bits)."""
+    return int.from_bytes(hashlib.sha256(owner.encode()).digest()[:8], "big", signed=True)
+
+
+@dataclass(frozen=True)
+class Row:
+    """A claimed ledger row: what rendering and sending need."""
+
+    id: int
+    campaign: str
+    campaign_version_id: int
+    occurrence: str
+    customer_id: int
+    email: str
+    subject_variant: int
+    intro: str | None
+    attempts: int
+    send_after: datetime
+    expires_at: datetime
+    message_id: str | None = None  # made at plan time; NULL on rows planned before that
+
+
+_ROW_COLUMNS = [DELIVERIES.c[name] for name in Row.__dataclass_fields__]
+
+
+def due(now: datetime, campaigns: Sequence[str] | None) -> Any:
+    condition = and_(
+        DELIVERIES.c.status.in_(DUE_STATES),
+        DELIVERIES.c.send_after <= now,
+        or_(DELIVERIES.c.next_attempt_at.is_(None), DELIVERIES.c.next_attempt_at <= now),
+        DELIVERIES.c.expires_at > now,
+        or_(DELIVERIES.c.lease_until.is_(None), DELIVERIES.c.lease_until <= now))
+    if campaigns is None:
+        return condition
+    return and_(condition, DELIVERIES.c.campaign.in_(list(campaigns)))
+
+
+def claim(engine: Engine, owner: str, now: datetime, limit: int,
+          campaigns: Sequence[str] | None = None) -> list[Row]:
+    """Lease up to LIMIT due rows, queued ones first, oldest due first, without changing
+    their status (only `start` makes a row `sending`): one UPDATE … RETURNING per state.
+    One state at a time, so the (status, send_after) index yields the oldest rows
+    directly; with `status IN (...)` the database sorted every due row per claim and
+    a 20,000-mail campaign slowed down as it went."""
+    rows: list[Row] = []
+    with engine.begin() as conn:
+        for state in DUE_STATES:
+            if len(rows) >= limit:
+                break
+            picked = select(DELIVERIES.c.id).where(
+                DELIVERIES.c.status == state, due(now, campaigns)) \
+                .order_by(DELIVERIES.c.send_after).limit(limit - len(rows))
+            if conn.dialect.name == "postgresql":
+                picked = picked.with_for_update(skip_locked=True)
+            rows += [Row(**row._mapping) for row in conn.execute(
+                update(DELIVERIES).where(DELIVERIES.c.id.in_(picked.scalar_subquery()))
+                .values(lease_owner=owner, lease_until=now + LEASE)
+                .returning(*_ROW_COLUMNS))]
+    return sorted(rows, key=lambda r: (r.send_after, r.id))
+
+
+def start(conn: Connection, owner: str, ids: Sequence[int], now: datetime) -> set[int]:
+    """Turn leased rows `sending` right before they go on the wire, in the statement that
+    checks consent, a pause and suppressions once more; returns the ids started. A row whose
+    lease another sender took, or whose customer opted out, is left as it is. The
+    caller's transaction must wait for the disk (`durable`): this is before the wire."""
+    if not ids:
+        return set()
+    return {row[0] for row in conn.execute(_START, {
+        "ids": list(ids), "owner": owner, "until": now + IN_FLIGHT, "now": now})}
+
+
+_MAY_MAIL = exists().where(
+    Customer.id == DELIVERIES.c.customer_id, Customer.consent == "subscribed",
+    or_(Customer.paused_until.is_(None), Customer.paused_until <= bindparam("now")),
+    ~exists().where(Suppression.email_key == Customer.email_key))
+_START = (update(DELIVERIES)
+          .where(DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+                 DELIVERIES.c.lease_owner == bindparam("owner"),
+                 DELIVERIES.c.status.in_(DUE_STATES), _MAY_MAIL)
+          .values(status="sending", attempts=DELIVERIES.c.attempts + 1,
+                  lease_until=bindparam("until"))
+          .returning(DELIVERIES.c.id))
+
+
+def durable(conn: Connection) -> None:
+    """This transaction's commit waits for the disk, whatever relax_commits set."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SET LOCAL synchronous_commit = on"))
+
+
+def finish(conn: Connection, owner: str, changes: Sequence[tuple[int, dict[str, Any]]],
+           *, from_states: Sequence[str] = ("sending",)) -> None:
+    """Write the new values of rows this sender holds."""
+    if not changes:
+        return
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row_id, values in changes:
+        by_columns.setdefault(tuple(sorted(values)), []).append(
+            {**{f"v_{k}": v for k, v in values.items()}, "b_id": row_id})
+    # executemany cannot expand an IN list: the states (our constants) are inlined
+    states: list[Any] = [literal_column(f"'{state}'") for state in from_states
+                         if state in DELIVERY_STATES]
+    for columns, params in by_columns.items():
+        conn.execute(update(DELIVERIES)
+                     .where(DELIVERIES.c.id == bindparam("b_id"),
+                            DELIVERIES.c.lease_owner == owner,
+                            DELIVERIES.c.status.in_(states))
+                     .values({name: bindparam(f"v_{name}") for name in columns}),
+                     params)
+
+
+_OUTCOME_TYPES = {"id": "integer", "status": "text", "reason": "text",
+                  "next_attempt_at": "timestamp", "last_reply": "text", "sent_at": "timestamp",
+                  "message_id": "text"}
+_FINISH_SENT = text(
+    "UPDATE deliveries AS d SET status = v.status, reason = v.reason, "
+    "next_attempt_at = v.next_attempt_at, last_reply = v.last_reply, sent_at = v.sent_at, "
+    "message_id = v.message_id, lease_owner = NULL, lease_until = NULL "
+    f"FROM unnest({', '.join(f'CAST(:{n} AS {t}[])' for n, t in _OUTCOME_TYPES.items())}) "
+    f"AS v({', '.join(_OUTCOME_TYPES)}) "
+    # d.id = ANY(:id): an index condition, else the planner may scan the whole ledger
+    "WHERE d.id = ANY(CAST(:id AS integer[])) AND d.id = v.id AND d.lease_owner = :owner "
+    "AND d.status = 'sending'")
+
+
+def finish_sent(conn: Connection, owner: str,
+                changes: Sequence[tuple[int, dict[str, Any]]]) -> None:
+    """Record attempts' outcomes (values from mailer.delivery.outcomes.settle plus message_id). On
+    PostgreSQL one statement from one array per column, else one UPDATE per row."""
+    if not changes or conn.dialect.name != "postgresql":
+        finish(conn, owner, changes)
+        return
+    naive = {name: [naive_utc(values[name]) if name != "id" else row_id
+                    for row_id, values in changes] for name in _OUTCOME_TYPES}
+    conn.execute(_FINISH_SENT, {**naive, "owner": owner})
+
+
+def suppress(conn: Connection, emails: Sequence[str], now: datetime) -> None:
+    """Suppress addresses whose mailbox the server says does not exist (5.1.x)."""
+    from mailer.core.addresses import email_key
+    from mailer.store.consent import opt_out
+    from mailer.store.consent import suppress as add_suppressions
+
+    keys = {email_key(address) for address in emails}
+    if not keys:
+        return
+    add_suppressions(conn, keys, now=now, source="smtp", reason="bounced")
+    opt_out(conn, Customer.email_key.in_(keys), "bounced", now=now, source="smtp",
+            reason="mailbox does not exist")
+
+
+def expire(engine: Engine, now: datetime, campaigns: Sequence[str] | None = None
+           ) -> Counter[str]:
+    """Rows still queued or deferred at their expiry become `expired`; returns how many,
+    by campaign (a send's summary counts them)."""
+    condition = and_(DELIVERIES.c.status.in_(DUE_STATES), DELIVERIES.c.expires_at <= now)
+    if campaigns is not None:
+        condition = and_(condition, DELIVERIES.c.campaign.in_(list(campaigns)))
+    with engine.begin() as conn:
+        return Counter(conn.execute(update(DELIVERIES).where(condition).values(
+            status="expired", reason=EXPIRED_REASON, lease_owner=None,
+            lease_until=None, next_attempt_at=None).returning(DELIVERIES.c.campaign)
+        ).scalars())
+
+
+def _abandon(conn: Connection, owners: Sequence[str] | None, caller: str) -> int:
+    """Resolve what dead senders left: their `sending` rows become `unknown`, their
+    leases are dropped. OWNERS None means every sender but the CALLER is dead (SQLite)."""
+    mine = and_(DELIVERIES.c.lease_owner.is_not(None), DELIVERIES.c.lease_owner != caller) \
+        if owners is None else DELIVERIES.c.lease_owner.in_(list(owners))
+    lost = conn.execute(update(DELIVERIES).where(mine, DELIVERIES.c.status == "sending").values(
+        status="unknown", lease_owner=None, lease_until=None,
+        reason="its sender died while it was in flight: probably delivered, not resent"
+    )).rowcount
+    conn.execute(update(DELIVERIES).where(mine).values(lease_owner=None, lease_until=None))
+    return int(lost)
+
+
+def recover(engine: Engine, owner: str, now: datetime) -> int:
+    """Resolve the rows of senders that are gone; returns how many became `unknown`.
+
+    SQLite: called under the sending lock, so every other owner is dead. PostgreSQL:
+    an owner whose advisory lock can be taken is dead; a `sending` row far past its
+    in-flight time is abandoned whatever its owner."""
+    with engine.begin() as conn:
+        if conn.dialect.name != "postgresql":
+            return _abandon(conn, None, owner)
+        owners = [o for o in conn.execute(
+            select(DELIVERIES.c.lease_owner).where(DELIVERIES.c.lease_owner.is_not(None),
+                                                   DELIVERIES.c.lease_owner != owner)
+            .distinct()).scalars()]
+        dead = []
+        for other in owners:
+            key = _owner_key(other)
+            if _gone_from_this_host(other) or conn.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar():
+                dead.append(other)
+        lost = _abandon(conn, dead, owner) if dead else 0
+        lost += conn.execute(update(DELIVERIES).where(
+            DELIVERIES.c.status == "sending", DELIVERIES.c.lease_until < now - IN_FLIGHT
+        ).values(status="unknown", lease_owner=None, lease_until=None,
+                 reason="in flight for too long: probably delivered, not resent")).rowcount
+        return int(lost)
+
+
+def _gone_from_this_host(owner: str) -> bool:
+    """A sender of this host whose process no longer exists (its database session may
+    not have noticed yet)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname()[:30] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@contextmanager
+def sending_lock(engine: Engine, owner: str) -> Iterator[None]:
+    """Hold the right to send for OWNER. SQLite: one sending process per database file,
+    a second raises LockHeld at once (exit 3). PostgreSQL: an advisory lock named
+    after OWNER, held on its own connection while the sender lives."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _owner_key(owner)})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _owner_key(owner)})
+                conn.commit()
+        return
+    name = os.path.basename(engine.url.database or "mailer.db")
+    with file_lock(lock_path(engine, "send-lock"), wait=False, doing=f"sending from {name}"):
+        yield
+
+def counts(engine: Engine, campaign: str) -> dict[str, int]:
+    """The campaign's rows by state (every state, zeros included)."""
+    found = dict.fromkeys(DELIVERY_STATES, 0)
+    with engine.connect() as conn:
+        for state, n in conn.execute(select(DELIVERIES.c.status, func.count())
+                                     .where(DELIVERIES.c.campaign == campaign)
+                                     .group_by(DELIVERIES.c.status)):
+            found[state] = int(n)
+    return found
+
+
+def waiting(engine: Engine, campaign: str) -> int:
+    """The campaign's rows that will still go: queued or deferred."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(DELIVERIES).where(
+            DELIVERIES.c.campaign == campaign,
+            DELIVERIES.c.status.in_(DUE_STATES))).scalar_one())

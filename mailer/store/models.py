@@ -1,0 +1,318 @@
+"""The store's tables as typed SQLAlchemy models (DESIGN §3).
+
+Every time is stored as UTC. Money is integer minor units with its currency.
+Later features add their tables here, each with a migration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from mailer.core.folding import fold
+
+CONSENT_STATES = ("subscribed", "not_subscribed", "unsubscribed", "bounced", "complained")
+ORDER_STATUSES = ("paid", "refunded", "cancelled")
+DELIVERY_STATES = ("queued", "sending", "sent", "deferred", "failed", "unknown", "skipped",
+                   "expired")
+
+# None is stored as SQL NULL, not the JSON null, so "IS NULL" means missing on both databases.
+Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+def naive_utc(value: Any) -> Any:
+    """An aware datetime as the naive UTC value the columns store; other values as they
+    are (for statements written as text, which bypass UTCDateTime)."""
+    return value.astimezone(UTC).replace(tzinfo=None) if isinstance(value, datetime) else value
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored as naive UTC; read back as aware UTC on both databases."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        stored: datetime = naive_utc(value)
+        return stored
+
+    def process_literal_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        """For `mailer segments sql`, which prints queries with their values inlined."""
+        return self.process_bind_param(value, dialect)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(255), unique=True)
+    email: Mapped[str] = mapped_column(String(320))
+    # NFC, case-folded address: `John@x.com` and `john@x.com` are one person.
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    first_name: Mapped[str | None] = mapped_column(Text)
+    last_name: Mapped[str | None] = mapped_column(Text)
+    birth_date: Mapped[date | None] = mapped_column(Date)
+    # "MM-DD" of birth_date, indexed so birthday segments and triggers find today's fast.
+    birth_md: Mapped[str | None] = mapped_column(String(5), index=True)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    locale: Mapped[str | None] = mapped_column(String(35))
+    country: Mapped[str | None] = mapped_column(String(64))
+    city: Mapped[str | None] = mapped_column(Text)
+    signed_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    tags: Mapped[list[str] | None] = mapped_column(Json)
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    referral_code: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The referrer's store id; text, so a referrer may arrive later in the same import.
+    referred_by: Mapped[str | None] = mapped_column(String(255), index=True)
+    consent: Mapped[str] = mapped_column(String(16), default="subscribed")
+    consent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    consent_source: Mapped[str | None] = mapped_column(String(64))
+    consent_reason: Mapped[str | None] = mapped_column(Text)
+    # The preference centre: no mail before paused_until; at most weekly_cap mails in
+    # any 7 days (besides the store's caps); only these topics (None: every topic).
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    weekly_cap: Mapped[int | None] = mapped_column(Integer)
+    topics: Mapped[list[str] | None] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Folded shadows of the values segments match case-insensitively (see folded()).
+    # Text, not String(n): folding can lengthen a value ('ß' -> 'ss').
+    country_folded: Mapped[str | None] = mapped_column(Text)
+    city_folded: Mapped[str | None] = mapped_column(Text)
+    locale_folded: Mapped[str | None] = mapped_column(Text)
+    tags_folded: Mapped[list[str] | None] = mapped_column(Json)
+    attributes_folded: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (
+        # Segment aggregation reads orders per customer within a time window and
+        # needs status, currency and total: a covering index serves it without the table.
+        Index("ix_orders_customer_placed", "customer_id", "placed_at", "status", "currency",
+              "total_minor"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(255), unique=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    placed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    currency: Mapped[str] = mapped_column(String(3))
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    coupon_code: Mapped[str | None] = mapped_column(String(64))
+
+
+class OrderLine(Base):
+    __tablename__ = "order_lines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    sku: Mapped[str | None] = mapped_column(String(255))
+    product: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(Text)
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    price_minor: Mapped[int | None] = mapped_column(BigInteger)
+    sku_folded: Mapped[str | None] = mapped_column(Text)
+    product_folded: Mapped[str | None] = mapped_column(Text)
+    category_folded: Mapped[str | None] = mapped_column(Text)
+
+
+# Columns that segments match case-insensitively (DESIGN §4.1), each with a shadow
+# `<name>_folded` holding mailer.core.folding.fold of it. SQLite's lower() folds ASCII only
+# and PostgreSQL's follows the database's collation, so neither is asked: every writer
+# of these columns writes folded(values) beside them, and segments compare folded
+# shadows with folded literals.
+FOLDED = {"customers": ("country", "city", "locale", "tags", "attributes"),
+          "order_lines": ("sku", "product", "category")}
+
+
+def _fold_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return fold(value)
+    if isinstance(value, list):
+        return [_fold_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _fold_value(item) for key, item in value.items()}
+    return value  # numbers, booleans and None compare as they are
+
+
+def folded(table: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The folded shadow columns of TABLE for the matched columns present in VALUES."""
+    return {f"{name}_folded": _fold_value(values[name])
+            for name in FOLDED[table] if name in values}
+
+
+class Suppression(Base):
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CampaignVersion(Base):
+    """The compiled definition a ledger row was planned with, keyed by content hash:
+    workers render from it, never from their own workspace files."""
+
+    __tablename__ = "campaign_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(255))
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Delivery(Base):
+    """The ledger: one row per campaign, occurrence and customer, written before the wire."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        # One row per mail. Customer first: the planner looks rows up for a batch of
+        # customers. (With an index led by campaign, PostgreSQL's stale statistics on a
+        # fast-growing ledger made it filter every row of the campaign per batch.)
+        UniqueConstraint("customer_id", "campaign", "occurrence", name="uq_deliveries_mail"),
+        # Frequency caps and cooldowns count a customer's rows by planned time.
+        Index("ix_deliveries_customer_planned", "customer_id", "planned_at", "status"),
+        # Senders pick rows that are due.
+        Index("ix_deliveries_status_send_after", "status", "send_after"),
+        Index("ix_deliveries_lease_owner", "lease_owner"),
+        Index("ix_deliveries_message_id", "message_id"),  # bounces find their mail by it
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(255))
+    campaign_version_id: Mapped[int] = mapped_column(ForeignKey("campaign_versions.id"))
+    occurrence: Mapped[str] = mapped_column(String(255))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
+    subject_variant: Mapped[int] = mapped_column(Integer, default=0)
+    # The intro segment the customer was in when planned (None: the default intro);
+    # workers render it without evaluating segments of their own.
+    intro: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_reply: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    planned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    send_after: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Coupon(Base):
+    __tablename__ = "coupons"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    campaign: Mapped[str] = mapped_column(String(255))
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL"), index=True)
+    value: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RateSlot(Base):
+    """One of `rate_per_second` send permits shared by the senders of a PostgreSQL
+    database (mailer.delivery.ratelimit.SharedRateLimit): held while a mail is on the wire and
+    free again one second after its reply."""
+
+    __tablename__ = "rate_slots"
+    __table_args__ = (Index("ix_rate_slots_free_at", "free_at"),)
+
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    free_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PlanRun(Base):
+    """Counts of one planning run per exclusion reason (report sums them)."""
+
+    __tablename__ = "plan_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(255), index=True)
+    occurrence: Mapped[str] = mapped_column(String(255))
+    now: Mapped[datetime] = mapped_column(UTCDateTime)
+    planned: Mapped[int] = mapped_column(Integer)
+    excluded: Mapped[dict[str, int]] = mapped_column(Json)
+
+
+class DaemonState(Base):
+    """What the planning daemon (`mailer run`) last said of itself, for `mailer status`.
+
+    One row per role; the leader rewrites it at every sweep. `heartbeat_at` is wall
+    time; `last_sweep_at` and `next_due_at` are the daemon's logical time (`--now`)."""
+
+    __tablename__ = "daemon_state"
+
+    role: Mapped[str] = mapped_column(String(20), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_sweep_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_planned: Mapped[int] = mapped_column(Integer, default=0)
+    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    workspace_problems: Mapped[int] = mapped_column(Integer, default=0)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+EVENT_KINDS = ("open", "click", "unsubscribe", "preferences", "rating", "bounce", "complaint")
+
+
+class Event(Base):
+    """Something a recipient (or a mail server, later) did about a mail: an open, a
+    click (with its URL), an unsubscribe, a rating (score, comment), a bounce or a
+    complaint. `delivery_id` is the ledger row the mail came from, when known."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_campaign_kind", "campaign", "kind"),
+                      Index("ix_events_delivery_id", "delivery_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
+    campaign: Mapped[str | None] = mapped_column(String(255))
+    delivery_id: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    url: Mapped[str | None] = mapped_column(Text)
+    score: Mapped[int | None] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)

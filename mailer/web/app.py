@@ -1,0 +1,461 @@
+"""`mailer serve`: the HTTP side (DESIGN §6) on aiohttp.
+
+Paths under `tracking.base_url`, each ending in a signed token (mailer.mail.links):
+
+    GET  /u/TOKEN   a confirmation page with a button; changes nothing (scanners GET)
+    POST /u/TOKEN   one-click unsubscribe (RFC 8058), idempotent, no cookies
+    GET  /p/TOKEN   the preference centre; POST saves it
+    GET  /r/TOKEN   a rating (the score is in the token) and a thank-you page;
+                    POST adds the optional comment
+    GET  /c/TOKEN   a click: recorded, then a redirect to the URL signed into the token
+    GET  /o/TOKEN   an open: a 1×1 GIF
+    GET  /healthz   {"database": "ok"} (200) or {"database": "unavailable"} (503)
+
+A token for one purpose never works for another, a tampered one gets a plain
+"this link does not work" page (400), and the redirect goes nowhere but to the
+URL the mail carried. The database work runs in a few threads of its own (`Database`);
+unsubscribes, preferences and ratings are committed before the answer, opens and
+clicks are written in batches (`Hits`).
+
+Under abuse (`Limits`, in mailer.web.listener): a request's headers must arrive within
+10 s of its first byte (or of the connection), its body and answer within 30 s of the
+headers, else 408 and the connection is closed; aiohttp alone has only an idle timer. At most 1,000
+connections are open; the next is answered 503 and closed. A locked or unreachable
+database holds a request at most 5 s, then 503 with Retry-After; nothing answered 2xx
+is lost. Every response, aiohttp's own errors included, carries the security headers
+and `Server: mailer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from multidict import MultiDict
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from mailer.core.clock import Clock
+from mailer.core.errors import DatabaseUnavailable
+from mailer.mail.links import Claims, InvalidLink, link, verify
+from mailer.store import events as engagement
+from mailer.store.consent import OPTED_OUT
+from mailer.web.listener import HEADERS, SERVER, Connection, Limits, listen
+
+log = logging.getLogger("mailer.serve")
+
+PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00"
+         b"\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+MAX_BODY = 16 * 1024  # a comment and a few fields; more is not a person
+MAX_FIELDS = 100  # a preference form has a handful
+RETRY_AFTER = "5"  # seconds, when the database is locked or away
+T = TypeVar("T")
+
+
+@dataclass
+class _Budget:
+    """The time a request may spend waiting for the database, from its first call."""
+
+    deadline: float | None = None
+
+
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar(
+    "mailer_request_budget", default=None)  # set per request: aiohttp runs each in a task
+
+
+class Database:
+    """The service's way to the database: a few threads of its own, and a deadline
+    shared by a request's calls, so a locked or unreachable database holds a request at
+    most WAIT seconds and never starves the other requests of threads."""
+
+    THREADS = 8  # fewer than the engine's pool (5 + 10 overflow): no wait for a connection
+
+    def __init__(self, engine: Engine, *, wait: float = Limits.database) -> None:
+        self.engine = engagement.bound(engine)
+        self.wait = wait
+        self._threads = ThreadPoolExecutor(self.THREADS, thread_name_prefix="mailer-db")
+
+    async def run(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """WORK(engine, *ARGS, **KWARGS) in a thread; DatabaseUnavailable when the database
+        stays locked or unreachable for `wait` seconds (temporary failures are retried)."""
+        loop = asyncio.get_running_loop()
+        budget = _BUDGET.get()
+        if budget is None:  # not a request (the hits writer): each call waits its own
+            deadline = time.monotonic() + self.wait
+        elif budget.deadline is None:  # a request's first call starts its wait
+            deadline = budget.deadline = time.monotonic() + self.wait
+        else:
+            deadline = budget.deadline
+        context = contextvars.copy_context()
+        context.run(engagement.DEADLINE.set, deadline)  # the thread's connections obey it
+        pause = 0.05
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                # a call still queued for a thread at the deadline is dropped with the wait
+                return await asyncio.wait_for(loop.run_in_executor(
+                    self._threads, lambda: context.run(work, self.engine, *args, **kwargs)),
+                    max(left, 0.001))
+            except TimeoutError:
+                raise DatabaseUnavailable("the database did not answer in time") from None
+            except (OperationalError, PoolTimeout) as err:  # locked, refused, timed out
+                left = deadline - time.monotonic()
+                if left < 0.01:
+                    reason = str(getattr(err, "orig", err)).strip().splitlines()[:1]
+                    raise DatabaseUnavailable(f"the database is unavailable: "
+                                              f"{''.join(reason)}") from None
+                await asyncio.sleep(min(pause, left))  # a restart or a failover may be brief
+                pause = min(pause * 2, 1.0)
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+class Hits:
+    """Opens and clicks waiting to be written: the answer (a redirect, a pixel) does not
+    wait for the database; a writer task stores them every FLUSH_EVERY seconds in one
+    transaction, and keeps them through a database outage. What is pending when the
+    process is killed is lost (at most that long's worth of opens and clicks); a clean
+    stop writes it. Past MAX_PENDING (a long outage under a flood) new hits are counted
+    in the log only, so memory stays bounded."""
+
+    FLUSH_EVERY = 0.2
+    MAX_PENDING = 1_000_000
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._pending: list[engagement.Hit] = []
+        self._ready = asyncio.Event()
+        self._dropped = 0
+
+    def add(self, hit: engagement.Hit) -> None:
+        if len(self._pending) >= self.MAX_PENDING:
+            self._dropped += 1
+            return
+        self._pending.append(hit)
+        if len(self._pending) >= 1000:
+            self._ready.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), self.FLUSH_EVERY)
+            self._ready.clear()
+            await self.flush()
+        await self.flush()
+
+    async def flush(self) -> None:
+        hits, self._pending = self._pending, []
+        if self._dropped:
+            log.warning("%d opens and clicks not recorded: %d waiting for the database",
+                        self._dropped, self.MAX_PENDING)
+            self._dropped = 0
+        if hits:
+            try:
+                await self.db.run(engagement.record_many, hits)
+            except Exception as err:  # the database away: keep them for the next try
+                log.warning("could not record %d opens and clicks (%s); retrying",
+                            len(hits), err)
+                self._pending[:0] = hits
+
+
+@dataclass(frozen=True)
+class Service:
+    db: Database
+    keys: Sequence[str]  # MAILER_SECRET_KEY, then the old ones
+    store: str
+    base_url: str
+    topics: Sequence[str]  # of the workspace's campaigns, for the preference centre
+    clock: Clock
+    hits: Hits
+    limits: Limits = field(default_factory=Limits)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+_SERVICE = web.AppKey("service", Service)
+
+
+@web.middleware
+async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The body deadline, and a page for what went wrong: 408, 503, 500."""
+    service = request.app[_SERVICE]
+    connection = request.protocol if isinstance(request.protocol, Connection) else None
+    if connection is not None:
+        connection.request_started()
+    _BUDGET.set(_Budget())
+    try:
+        async with asyncio.timeout(service.limits.body):
+            return await handler(request)
+    except TimeoutError:
+        response = _page(service, "timeout.html", 408, title="Too slow")
+        response.force_close()  # the rest of the body is not read
+        return response
+    except DatabaseUnavailable as err:
+        log.warning("%s %s: %s", request.method, request.path[:3], err)
+        response = _page(service, "unavailable.html", 503, title="Try again in a moment")
+        response.headers["Retry-After"] = RETRY_AFTER
+        return response
+    except web.HTTPException:
+        raise  # 302, 404, 405, 413…: aiohttp's own answers, our headers added on prepare
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path[:3])
+        return _page(service, "error.html", 500, title="Something went wrong")
+    finally:
+        if connection is not None:
+            connection.request_finished()
+
+
+async def _secured(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response the application prepares: our headers, our Server."""
+    response.headers.update(HEADERS)
+    response.headers["Server"] = SERVER
+
+
+def make_app(service: Service) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_guarded])
+    app[_SERVICE] = service
+    app.on_response_prepare.append(_secured)
+    routes = [
+        web.get("/u/{token}", _signed(service, "unsubscribe", _unsubscribe_page)),
+        web.post("/u/{token}", _signed(service, "unsubscribe", _unsubscribe)),
+        web.get("/p/{token}", _signed(service, "preferences", _preferences_page)),
+        web.post("/p/{token}", _signed(service, "preferences", _save_preferences)),
+        web.get("/r/{token}", _signed(service, "rating", _rating)),
+        web.post("/r/{token}", _signed(service, "rating", _comment)),
+        web.get("/c/{token}", _signed(service, "click", _click)),
+        web.get("/o/{token}", _open(service)),
+        web.get("/healthz", _health(service)),
+    ]
+    app.add_routes(routes)
+    return app
+
+
+def _html(body: str, status: int = 200) -> web.Response:
+    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+
+
+def _page(service: Service, name: str, status: int = 200, **values: Any) -> web.Response:
+    from mailer.web.pages import page
+
+    return _html(page(name, store=service.store, **values), status)
+
+
+def _signed(service: Service, purpose: str,
+            handler: Callable[[Service, web.Request, Claims], Awaitable[web.StreamResponse]]
+            ) -> Handler:
+    """HANDLER with the token's claims, or the "does not work" page (400)."""
+    async def checked(request: web.Request) -> web.StreamResponse:
+        try:
+            claims = verify(request.match_info["token"], purpose, service.keys)
+        except InvalidLink:
+            return _page(service, "invalid.html", 400, title="Link not valid")
+        return await handler(service, request, claims)
+    return checked
+
+
+def _here(service: Service, purpose: str, claims: Claims) -> str:
+    """The path of another of the mail's links on this service (relative, so forms and
+    links work on whatever host and port the service answers)."""
+    from urllib.parse import urlsplit
+
+    other = Claims(purpose, claims.customer, claims.campaign, claims.message)
+    return urlsplit(link(service.base_url, other, service.keys[0])).path
+
+
+def _masked(email: str) -> str:
+    """Enough of the address for its owner to recognise it: a forwarded mail's reader
+    does not learn it whole."""
+    local, _, domain = email.partition("@")
+    return f"{local[:2]}{'•' * max(1, len(local) - 2)}@{domain}"
+
+
+async def _unsubscribe_page(service: Service, request: web.Request,
+                            claims: Claims) -> web.StreamResponse:
+    found = await service.db.run(engagement.person, claims)
+    if found is None:
+        return _page(service, "invalid.html", 404, title="Link not valid")
+    preferences = _here(service, "preferences", claims)
+    if found.consent in OPTED_OUT:
+        return _page(service, "unsubscribed.html", title="Unsubscribed",
+                     email=_masked(found.email))
+    return _page(service, "unsubscribe.html", title="Unsubscribe", email=_masked(found.email),
+                 preferences=preferences)
+
+
+async def _unsubscribe(service: Service, request: web.Request,
+                       claims: Claims) -> web.StreamResponse:
+    await request.read()  # RFC 8058 sends "List-Unsubscribe=One-Click"; any body will do
+    found = await service.db.run(engagement.person, claims)
+    if found is None:
+        return _page(service, "invalid.html", 404, title="Link not valid")
+    await service.db.run(engagement.unsubscribe, claims, service.clock.now())
+    return _page(service, "unsubscribed.html", title="Unsubscribed", email=_masked(found.email))
+
+
+async def _preferences_page(service: Service, request: web.Request, claims: Claims,
+                            saved: bool = False) -> web.StreamResponse:
+    found = await service.db.run(engagement.person, claims)
+    if found is None:
+        return _page(service, "invalid.html", 404, title="Link not valid")
+    now = service.clock.now()
+    paused = found.paused_until.strftime("%d %B %Y") \
+        if found.paused_until and found.paused_until > now else None
+    unsubscribe = _here(service, "unsubscribe", claims)
+    return _page(service, "preferences.html", title="Your preferences",
+                 email=_masked(found.email), opted_out=found.consent in OPTED_OUT,
+                 paused=paused, cap=found.weekly_cap, topics=found.topics,
+                 all_topics=sorted(set(service.topics) | set(found.topics or [])),
+                 unsubscribe=unsubscribe, saved=saved)
+
+
+async def _save_preferences(service: Service, request: web.Request,
+                            claims: Claims) -> web.StreamResponse:
+    try:
+        form = await _form(request)
+    except BadForm as err:
+        return _bad_form(service, str(err))
+    found = await service.db.run(engagement.person, claims)
+    if found is None:
+        return _page(service, "invalid.html", 404, title="Link not valid")
+    try:
+        pause, cap, chosen = _preferences(form, offered=set(service.topics) |
+                                          set(found.topics or []))
+    except BadForm as err:
+        return _bad_form(service, str(err))
+    wanted = sorted(chosen & set(service.topics))  # a topic no campaign has any more goes
+    topics = None if set(wanted) == set(service.topics) else wanted
+    await service.db.run(engagement.set_preferences, claims, service.clock.now(),
+                         pause=pause, weekly_cap=cap, topics=topics)
+    return await _preferences_page(service, request, claims, saved=True)
+
+
+class BadForm(ValueError):
+    """A posted form that our pages would not have sent; the message says what."""
+
+
+async def _form(request: web.Request) -> MultiDict[str]:
+    """The fields of a form our pages post (application/x-www-form-urlencoded, UTF-8)."""
+    if request.content_type not in ("", "application/x-www-form-urlencoded"):
+        raise BadForm(f"a form sent as {request.content_type}")
+    if (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
+        raise BadForm(f"a form in {request.charset}")
+    try:
+        return MultiDict(parse_qsl((await request.read()).decode(), keep_blank_values=True,
+                                   errors="strict", max_num_fields=MAX_FIELDS))
+    except UnicodeDecodeError:
+        raise BadForm("a form that is not UTF-8") from None
+    except ValueError:
+        raise BadForm(f"a form of more than {MAX_FIELDS} fields") from None
+
+
+def _preferences(form: MultiDict[str], *, offered: set[str]
+                 ) -> tuple[bool, int | None, set[str]]:
+    """(pause, weekly cap, topics chosen) of the preference form, or BadForm."""
+    pause = form.get("pause", "")
+    if pause not in ("", "30d"):
+        raise BadForm(f"pause: {pause[:20]!r} is not 30d")
+    cap_text = form.get("weekly_cap", "").strip()
+    cap = None
+    if cap_text:
+        # isdigit() says yes to "²" and int() takes any length: ASCII, two digits at most
+        if not (cap_text.isascii() and cap_text.isdigit() and len(cap_text) <= 2
+                and 1 <= int(cap_text) <= 50):
+            raise BadForm(f"weekly_cap: {cap_text[:20]!r} is not a number from 1 to 50")
+        cap = int(cap_text)
+    chosen = set(form.getall("topic", []))
+    if unknown := sorted(chosen - offered):
+        raise BadForm(f"topic: {unknown[0][:40]!r} is not a topic of this store")
+    return bool(pause), cap, chosen
+
+
+def _bad_form(service: Service, problem: str) -> web.Response:
+    return _page(service, "bad_form.html", 400, title="Form not valid", problem=problem)
+
+
+async def _rating(service: Service, request: web.Request,
+                  claims: Claims) -> web.StreamResponse:
+    if not claims.extra.isdigit() or not 1 <= int(claims.extra) <= 5:
+        return _page(service, "invalid.html", 400, title="Link not valid")
+    score = int(claims.extra)
+    await service.db.run(engagement.rate, claims, score, service.clock.now())
+    return _page(service, "rated.html", title="Thank you", score=score, commented=False)
+
+
+async def _comment(service: Service, request: web.Request,
+                   claims: Claims) -> web.StreamResponse:
+    try:
+        form = await _form(request)
+    except BadForm as err:
+        return _bad_form(service, str(err))
+    text = form.get("comment", "").strip()
+    if text:
+        await service.db.run(engagement.comment, claims, text, service.clock.now())
+    score = int(claims.extra) if claims.extra.isdigit() else 0
+    return _page(service, "rated.html", title="Thank you", score=score, commented=True)
+
+
+async def _click(service: Service, request: web.Request, claims: Claims) -> web.StreamResponse:
+    target = claims.extra
+    if not target.startswith(("https://", "http://")):
+        return _page(service, "invalid.html", 400, title="Link not valid")
+    service.hits.add(("click", claims, service.clock.now(), target))
+    raise web.HTTPFound(target, headers={"Cache-Control": "no-store",
+                                         "Referrer-Policy": "no-referrer"})
+
+
+def _open(service: Service) -> Handler:
+    async def pixel(request: web.Request) -> web.StreamResponse:
+        token = request.match_info["token"]
+        try:
+            claims = verify(token, "open", service.keys)
+        except InvalidLink:
+            claims = None  # a pixel never shows an error page
+        if claims is not None:
+            service.hits.add(("open", claims, service.clock.now(), None))
+        return web.Response(body=PIXEL, content_type="image/gif",
+                            headers={"Cache-Control": "no-store"})
+    return pixel
+
+
+def _health(service: Service) -> Handler:
+    async def health(request: web.Request) -> web.StreamResponse:
+        try:
+            await service.db.run(engagement.ping)
+        except DatabaseUnavailable as err:
+            log.warning("health check: %s", err)
+            return web.json_response({"database": "unavailable"}, status=503,
+                                     headers={"Retry-After": RETRY_AFTER})
+        return web.json_response({"database": "ok"})
+    return health
+
+
+async def serve(service: Service, host: str, port: int, say: Callable[[str], None],
+                stop: asyncio.Event, *, app: web.Application | None = None) -> None:
+    """Run the service (APP, else make_app's) until STOP; the first line said is
+    `listening on HOST:PORT`."""
+    runner = web.AppRunner(app or make_app(service), access_log=None)
+    await runner.setup()
+    assert runner.server is not None  # set up above
+    listener = await listen(runner.server, service.limits, host, port)
+    bound = listener.sockets[0].getsockname()
+    say(f"listening on {bound[0]}:{bound[1]}")
+    writer = asyncio.create_task(service.hits.run(stop))
+    try:
+        await stop.wait()
+    finally:
+        listener.close()
+        await runner.cleanup()
+        await writer  # what is pending is written before the process ends
+        service.db.close()
