@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import hmac
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,14 +32,13 @@ from sqlalchemy import Connection, Engine, insert, select
 
 from mailer.core.addresses import Address, email_key, parse_address
 from mailer.core.errors import InvalidValue, UserError
-from mailer.mail.links import address_signature
+from mailer.mail.links import verp_row
 from mailer.store.consent import opt_out, suppress
 from mailer.store.models import Customer, Delivery, Event
 
 _STATUS = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}$")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 # local+<row id>-<signature>@domain (the signature: 20 hex digits, see links)
-_VERP = re.compile(r"[^@+\s]+\+(\d{1,18})-([0-9a-f]{20})@[^@\s]+", re.IGNORECASE)
 MAX_REPORT_BYTES = 10 * 1024 * 1024  # a report quotes a mail; anything bigger is not one
 NOT_OURS = "not about a mail we sent"
 MATCHED_STATES = ("sent", "unknown")  # a bounce can only be about mail that went out
@@ -74,25 +72,6 @@ class Report:
     findings: tuple[Finding, ...]
     message_id: str | None  # of the mail it is about, when it quotes one
     return_paths: tuple[str, ...]  # where it was sent, or the envelope sender it quotes
-
-
-def verp_address(return_path: str, row_id: int, key: str) -> str:
-    """The envelope sender of a row's mail: `bounces+<row id>-<signature>@domain`, so a
-    bounce sent back to it names the row even when it quotes nothing of the mail."""
-    local, domain = return_path.rsplit("@", 1)
-    return f"{local}+{row_id}-{address_signature(str(row_id), key)}@{domain}"
-
-
-def verp_row(address: str, keys: Sequence[str]) -> int | None:
-    """The row id of a VERP address signed with one of KEYS; None for any other address.
-    The base address is not compared, so bounces to an earlier return_path still count."""
-    match = _VERP.fullmatch(address.strip())
-    if match is None:
-        return None
-    row_id, signature = match.group(1), match.group(2).lower()
-    if any(hmac.compare_digest(address_signature(row_id, key), signature) for key in keys):
-        return int(row_id)
-    return None
 
 
 # --- reading a report (pure) ------------------------------------------------------------

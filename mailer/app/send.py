@@ -27,7 +27,8 @@ from mailer.core.clock import Clock
 from mailer.core.errors import EnvironmentFailure
 from mailer.delivery.ratelimit import rate_limit
 from mailer.delivery.transport import FolderTransport, Transport
-from mailer.delivery.worker import Delivery, Renderer, Sign
+from mailer.delivery.worker import Delivery, Renderer
+from mailer.mail.dkim import Sign
 from mailer.mail.version import compile_version, definition, first_intro
 from mailer.planning.planner import PlanResult, plan_due
 from mailer.segments.runner import memberships, scope_for

@@ -7,7 +7,7 @@ from pathlib import Path
 from mailer.config.settings import Environment, Settings
 from mailer.core.errors import MissingSecret
 from mailer.delivery.transport import SmtpTransport, parse_smtp_url
-from mailer.delivery.worker import Sign
+from mailer.mail.dkim import Sign
 
 
 def secret_key(env: Environment) -> str:

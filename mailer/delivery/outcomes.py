@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from mailer.core.states import EXPIRED_REASON
+
 Kind = Literal["sent", "temporary", "permanent", "unknown", "expired"]
 
 FIRST_RETRY = timedelta(minutes=5)
@@ -66,7 +68,6 @@ OUTCOME_COLUMNS = ("status", "reason", "next_attempt_at", "last_reply", "sent_at
                    "lease_owner", "lease_until")
 
 
-EXPIRED_REASON = "not sent by its expiry"
 
 
 def settle(outcome: Outcome, *, attempts: int, now: datetime, send_after: datetime,

@@ -31,14 +31,16 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, exists, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from mailer.app.bounces import verp_address
 from mailer.config.settings import Settings
 from mailer.core.clock import Clock
 from mailer.core.errors import MailerError
-from mailer.delivery.outcomes import EXPIRED_REASON, Outcome, settle
+from mailer.core.states import EXPIRED_REASON
+from mailer.delivery.outcomes import Outcome, settle
 from mailer.delivery.ratelimit import RateLimit
 from mailer.delivery.transport import Transport
 from mailer.mail.context import build_context, load_customers, load_stats
+from mailer.mail.dkim import Sign
+from mailer.mail.links import verp_address
 from mailer.mail.message import Mail, build, message_id
 from mailer.mail.tracking import tracked
 from mailer.mail.version import Version, compose, from_definition
@@ -62,7 +64,6 @@ log = logging.getLogger("mailer.send")
 _EXPIRED = {"status": "expired", "reason": EXPIRED_REASON, "next_attempt_at": None,
             "lease_owner": None, "lease_until": None}
 
-Sign = Callable[[bytes], bytes]  # DKIM, when configured
 REASON_LENGTH = 500  # characters of an exception's text kept in a row's reason
 
 

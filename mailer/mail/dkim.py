@@ -14,6 +14,7 @@ import base64
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -21,7 +22,6 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from mailer.config.settings import Dkim
 from mailer.core.errors import UserError
-from mailer.delivery.worker import Sign
 
 SIGNED = ("from", "to", "cc", "reply-to", "subject", "date", "message-id",
           "list-unsubscribe", "list-unsubscribe-post", "mime-version", "content-type")
@@ -52,6 +52,9 @@ def _headers(head: bytes) -> list[tuple[bytes, bytes]]:
             name, _, value = line.partition(b":")
             fields.append((name, value))
     return fields
+
+
+Sign = Callable[[bytes], bytes]  # a signer as the sender uses it: message in, signed out
 
 
 class Signer:

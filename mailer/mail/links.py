@@ -15,12 +15,13 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from json.encoder import encode_basestring
 from typing import Any
 
+from mailer.core.claims import Claims as Claims  # links make and read them
 from mailer.core.errors import MailerError
 
 # `preview` and `validate` sign with this fixed key (DESIGN §4.0): their links are
@@ -34,15 +35,6 @@ PURPOSES = {"unsubscribe": "u", "preferences": "p", "browser": "b", "click": "c"
 class InvalidLink(MailerError):
     """A token that is malformed, tampered with, signed with an unknown key, or for
     another purpose."""
-
-
-@dataclass(frozen=True)
-class Claims:
-    purpose: str  # a key of PURPOSES
-    customer: str  # the customer's store id
-    campaign: str  # the campaign's file stem
-    message: str  # the ledger row's id, or "preview"
-    extra: str = ""  # the target URL of a click, the score of a rating
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -80,6 +72,29 @@ def address_signature(text: str, key: str) -> str:
     mac.update(b"address:" + text.encode("ascii"))
     digest: bytes = mac.digest()
     return digest[:10].hex()
+
+
+# A VERP return path: bounces+<row id>-<signature>@domain (sender.return_path).
+_VERP = re.compile(r"[^@+\s]+\+(\d{1,18})-([0-9a-f]{20})@[^@\s]+", re.IGNORECASE)
+
+
+def verp_address(return_path: str, row_id: int, key: str) -> str:
+    """The envelope sender of a row's mail: `bounces+<row id>-<signature>@domain`, so a
+    bounce sent back to it names the row even when it quotes nothing of the mail."""
+    local, domain = return_path.rsplit("@", 1)
+    return f"{local}+{row_id}-{address_signature(str(row_id), key)}@{domain}"
+
+
+def verp_row(address: str, keys: Sequence[str]) -> int | None:
+    """The row id of a VERP address signed with one of KEYS; None for any other address.
+    The base address is not compared, so bounces to an earlier return_path still count."""
+    match = _VERP.fullmatch(address.strip())
+    if match is None:
+        return None
+    row_id, signature = match.group(1), match.group(2).lower()
+    if any(hmac.compare_digest(address_signature(row_id, key), signature) for key in keys):
+        return int(row_id)
+    return None
 
 
 def _json(fields: list[str]) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event, insert, select, text, update
 from sqlalchemy.exc import DisconnectionError
 
-from mailer.mail.links import Claims
+from mailer.core.claims import Claims
 from mailer.store.consent import OPTED_OUT, opt_out
 from mailer.store.models import Customer, Event
 

@@ -39,7 +39,7 @@ from sqlalchemy import (
     update,
 )
 
-from mailer.delivery.outcomes import EXPIRED_REASON
+from mailer.core.states import EXPIRED_REASON
 from mailer.store.locks import file_lock, lock_path
 from mailer.store.models import DELIVERY_STATES, Customer, Delivery, Suppression, naive_utc
 
