@@ -1,1 +1,1 @@
-"""app"""
+"""One use case per command, called by cli/."""

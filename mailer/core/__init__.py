@@ -1,1 +1,1 @@
-"""core"""
+"""Pure building blocks every stage uses: errors, clock, money, addresses, the case fold."""

@@ -1,1 +1,1 @@
-"""daemon"""
+"""mailer run: leadership, sweeps and hot reload."""

@@ -1,1 +1,1 @@
-"""delivery"""
+"""Getting messages to a server: outcomes, transport, rate limit, the sending loop."""

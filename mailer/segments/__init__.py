@@ -1,1 +1,1 @@
-"""segments"""
+"""Audiences as SQL: the segment compiler and the runner."""
