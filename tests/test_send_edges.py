@@ -107,7 +107,7 @@ def test_any_exception_while_building_one_mail_fails_that_row_as_a_render_error(
         db: Workspace) -> None:
     from mailer.core.clock import Clock
     from mailer.delivery.ratelimit import rate_limit
-    from mailer.delivery.worker import Delivery, Renderer
+    from mailer.delivery.worker import Renderer, SendingLoop
     from mailer.store.ledger import new_owner
 
     shop(db, ["ok1@example.com", "poison@example.com", "ok2@example.com"])
@@ -123,7 +123,7 @@ def test_any_exception_while_building_one_mail_fails_that_row_as_a_render_error(
     try:
         with FaultServer() as server:
             transport = SmtpTransport(parse_smtp_url(server.url + "?timeout=2"), 2)
-            delivery = Delivery(engine, transport, Renderer(engine, KEY, sign), new_owner(),
+            delivery = SendingLoop(engine, transport, Renderer(engine, KEY, sign), new_owner(),
                                 Clock(NOW_UTC), concurrency=2,
                                 limit=rate_limit(engine, 100))
 
@@ -256,7 +256,7 @@ def test_a_template_bomb_in_every_row_neither_blocks_the_loop_nor_holds_the_stop
     run within seconds, and every row is terminal or back in the queue, unleased."""
     from mailer.core.clock import Clock
     from mailer.delivery.ratelimit import rate_limit
-    from mailer.delivery.worker import Delivery, Renderer
+    from mailer.delivery.worker import Renderer, SendingLoop
     from mailer.store.ledger import new_owner
 
     _bomb_shop(db)
@@ -267,7 +267,7 @@ def test_a_template_bomb_in_every_row_neither_blocks_the_loop_nor_holds_the_stop
             async def deliver() -> float:
                 stop = asyncio.Event()
                 transport = SmtpTransport(parse_smtp_url(server.url + "?timeout=2"), 4)
-                delivery = Delivery(engine, _StopAtFirstSent(transport, stop),
+                delivery = SendingLoop(engine, _StopAtFirstSent(transport, stop),
                                     Renderer(engine, KEY), new_owner(), Clock(NOW_UTC),
                                     concurrency=4, limit=rate_limit(engine, 100))
 

@@ -27,7 +27,7 @@ from mailer.core.clock import Clock
 from mailer.core.errors import EnvironmentFailure
 from mailer.delivery.ratelimit import rate_limit
 from mailer.delivery.transport import FolderTransport, Transport
-from mailer.delivery.worker import Delivery, Renderer
+from mailer.delivery.worker import Renderer, SendingLoop
 from mailer.mail.dkim import Sign
 from mailer.mail.version import compile_version, definition, first_intro
 from mailer.planning.planner import PlanResult, plan_due
@@ -65,7 +65,7 @@ class Summary:
 class Worker:
     """A sending process's loop, opened by open_worker."""
 
-    delivery: Delivery
+    delivery: SendingLoop
     recovered: int  # rows dead senders left `sending`, made `unknown` at start
 
 
@@ -81,7 +81,7 @@ def open_worker(engine: Engine, transport: Transport, settings: Settings, *, own
     with sending_lock(engine, owner):
         relax_commits(engine)
         recovered = recover(engine, owner, clock.now())
-        delivery = Delivery(engine, transport, Renderer(engine, key, sign), owner, clock,
+        delivery = SendingLoop(engine, transport, Renderer(engine, key, sign), owner, clock,
                             concurrency=settings.delivery.concurrency,
                             limit=rate_limit(engine, settings.delivery.rate_per_second),
                             campaigns=campaigns, on_outcome=on_outcome)
@@ -150,7 +150,7 @@ def send(engine: Engine, root: Path, specs: dict[str, SegmentSpec],
     return summaries
 
 
-async def _deliver(delivery: Delivery, transport: Transport,
+async def _deliver(delivery: SendingLoop, transport: Transport,
                    probe: Callable[[], Any] | None) -> Counter[tuple[str, str]]:
     try:
         if probe is not None and delivery.has_due():

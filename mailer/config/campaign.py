@@ -64,7 +64,7 @@ Cron = Annotated[str, BeforeValidator(_cron)]
 Subjects = Annotated[tuple[str, ...], BeforeValidator(lambda v: (v,) if isinstance(v, str) else v)]
 
 
-class Coupon(Spec):
+class CouponSpec(Spec):
     prefix: str = Field(pattern=r"^[A-Za-z0-9-]{1,12}$")
     value: str = Field(min_length=1)  # shown as written: "30%", "10 EUR", "free shipping"
     valid_for: Duration
@@ -101,7 +101,7 @@ class Campaign(Spec):
     ends: Moment | None = None
     at: Moment | None = None
     after: Duration | None = None
-    coupon: Coupon | None = None
+    coupon: CouponSpec | None = None
     reminder: Reminder | None = None
     referral: Referral | None = None
     winner: Winner | None = None

@@ -151,7 +151,7 @@ class Policy(Spec):
     quiet_hours: Annotated[QuietHours | None, BeforeValidator(_quiet_hours)] = None
 
 
-class Delivery(Spec):
+class DeliverySettings(Spec):
     concurrency: int = Field(default=10, ge=1, le=1000)
     rate_per_second: float = Field(default=100, gt=0)
     retry_for: Duration = timedelta(days=2)
@@ -174,7 +174,7 @@ class Settings(Spec):
     sender: Sender
     timezone: str = "UTC"
     policy: Policy = Policy()
-    delivery: Delivery = Delivery()
+    delivery: DeliverySettings = DeliverySettings()
     tracking: Tracking = Tracking()
     dkim: Dkim | None = None
     database: str | None = None

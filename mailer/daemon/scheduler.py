@@ -14,7 +14,7 @@ One asyncio loop runs three tasks:
 - watching: the workspace's files (every few seconds, or at once on SIGHUP). A
   change is validated and compiled off the loop; a valid workspace is swapped in
   and its jobs rebuilt, a broken one is logged problem by problem and ignored.
-- delivering: the same `Delivery` loop as `mailer worker`, over every campaign's
+- delivering: the same sending loop (`SendingLoop`) as `mailer worker`, over every campaign's
   rows, so rows of a campaign whose file is gone finish from their version.
 
 Stopping (SIGTERM, SIGINT) ends planning between batches, lets the mails in
@@ -46,7 +46,7 @@ from mailer.config.settings import SETTINGS_FILE, Settings
 from mailer.config.workspace import load_valid_workspace, open_workspace
 from mailer.core.clock import Clock, iso_z, zone
 from mailer.core.errors import ConfigError, MailerError
-from mailer.delivery.worker import Delivery
+from mailer.delivery.worker import SendingLoop
 from mailer.planning.wakeups import next_wakeup
 from mailer.store.daemon_state import write_state
 from mailer.store.ledger import DELIVERIES, DUE_STATES
@@ -116,7 +116,7 @@ class Daemon:
     """`mailer run`: leadership, sweeps, hot reload and delivery in one loop."""
 
     def __init__(self, engine: Engine, root: Path, clock: Clock, loaded: Loaded, *,
-                 owner: str, delivery: Delivery | None, interval: float = 60.0,
+                 owner: str, delivery: SendingLoop | None, interval: float = 60.0,
                  watch_every: float = 2.0, leadership: Leadership | None = None) -> None:
         self.engine = engine
         self.root = root
@@ -300,7 +300,7 @@ class Daemon:
 
     # --- delivering -------------------------------------------------------------------------
 
-    async def _deliver(self, delivery: Delivery, stop: asyncio.Event) -> None:
+    async def _deliver(self, delivery: SendingLoop, stop: asyncio.Event) -> None:
         """The delivery loop; a failure (the database away) restarts it after a pause."""
         while not stop.is_set():
             try:

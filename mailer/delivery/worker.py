@@ -248,7 +248,7 @@ class _Turn:
 
 
 @dataclass
-class Delivery:
+class SendingLoop:
     """One sending process's loop over due rows."""
 
     engine: Engine

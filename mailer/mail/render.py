@@ -1040,7 +1040,7 @@ def origin(source: str, line: int) -> tuple[str, int]:
 
 
 @dataclass(frozen=True)
-class Compiled:
+class CompiledTemplate:
     """A template ready to render: its (flattened, inlined) source and Jinja's code."""
 
     name: str
@@ -1102,7 +1102,7 @@ class Compiled:
         return origin(self.source, line) if "{#@" in self.source else (self.name, line)
 
 
-def compile_source(env: jinja2.Environment, source: str, name: str) -> Compiled:
+def compile_source(env: jinja2.Environment, source: str, name: str) -> CompiledTemplate:
     """Compile one source; a syntax error names its file and line."""
     try:
         # compile() with the name, so autoescaping follows the file's extension
@@ -1117,10 +1117,10 @@ def compile_source(env: jinja2.Environment, source: str, name: str) -> Compiled:
     # Jinja prints text without tags as it is, but for newlines (made "\n") and, without
     # keep_trailing_newline, the last one; a source with none of these renders to itself.
     static = not any(mark in source for mark in ("{", "\r", "\n"))
-    return Compiled(name=name, source=source, template=template, static=static)
+    return CompiledTemplate(name=name, source=source, template=template, static=static)
 
 
-def compile_html(env: jinja2.Environment, name: str, templates: Path) -> Compiled:
+def compile_html(env: jinja2.Environment, name: str, templates: Path) -> CompiledTemplate:
     """Flatten, inline and compile an HTML template of the workspace. The templates it
     loads by other tags (import, from) are read now and added to ENV's VersionLoader,
     so a version renders from what it carries; nothing outside TEMPLATES is read."""

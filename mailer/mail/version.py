@@ -18,7 +18,7 @@ import jinja2
 from mailer.config.campaign import Campaign
 from mailer.config.settings import SETTINGS_FILE, Settings, parse_settings
 from mailer.mail.render import (
-    Compiled,
+    CompiledTemplate,
     TemplateFolder,
     VersionLoader,
     add_parts,
@@ -34,15 +34,15 @@ from mailer.mail.render import (
 class Version:
     slug: str
     spec: Campaign
-    html: Compiled
-    text: Compiled
-    subjects: tuple[Compiled, ...]
-    intros: tuple[tuple[str, Compiled], ...]  # (segment or "default", intro) in file order
-    reminder_subjects: tuple[Compiled, ...] = ()  # a promotion's reminder has its own
+    html: CompiledTemplate
+    text: CompiledTemplate
+    subjects: tuple[CompiledTemplate, ...]
+    intros: tuple[tuple[str, CompiledTemplate], ...]  # (segment or "default", intro) in file order
+    reminder_subjects: tuple[CompiledTemplate, ...] = ()  # a promotion's reminder has its own
     # templates loaded by import, from and other tags the flattener leaves (name: source)
     parts: Mapping[str, str] = field(default_factory=dict)
 
-    def subject_for(self, variant: int, occurrence: str) -> Compiled:
+    def subject_for(self, variant: int, occurrence: str) -> CompiledTemplate:
         """The subject template of a variant; a promotion's reminder uses its own."""
         if occurrence == "reminder" and self.reminder_subjects:
             return self.reminder_subjects[variant % len(self.reminder_subjects)]
@@ -89,8 +89,8 @@ def _with_parts(version: Version, parts: Mapping[str, str]) -> Version:
     return replace(version, parts=dict(parts))
 
 
-def _assemble(env: jinja2.Environment, slug: str, spec: Campaign, html: Compiled,
-              text: Compiled) -> Version:
+def _assemble(env: jinja2.Environment, slug: str, spec: Campaign, html: CompiledTemplate,
+              text: CompiledTemplate) -> Version:
     where = f"campaigns/{slug}.yaml"
     subjects = tuple(compile_source(env, subject, f"{where} subject")
                      for subject in spec.subject)

@@ -620,7 +620,7 @@ def birthday_days(today: date, days: int) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Compiled:
+class CompiledSegment:
     """A segment's membership test, and the FROM clauses that feed it."""
 
     where: ColumnElement[bool]
@@ -629,7 +629,8 @@ class Compiled:
     steps: tuple[ColumnElement[bool], ...]  # cumulative tests of a top-level all:
 
 
-def compile_segment(spec: SegmentSpec, specs: dict[str, SegmentSpec], scope: Scope) -> Compiled:
+def compile_segment(spec: SegmentSpec, specs: dict[str, SegmentSpec],
+                    scope: Scope) -> CompiledSegment:
     """Compile a segment; every aggregation it needs is built once and joined once."""
     compiler = _Compiler(specs, scope)
     items = spec.root.items if isinstance(spec.root, All) else (spec.root,)
@@ -664,18 +665,19 @@ def compile_segment(spec: SegmentSpec, specs: dict[str, SegmentSpec], scope: Sco
                           else members_source.outerjoin(sub, on))
     parts = [step(refs) for step in step_builds]
     steps = tuple(and_(*parts[:count]) for count in range(1, len(parts) + 1))
-    return Compiled(where=steps[-1], source=source, members_source=members_source, steps=steps)
+    return CompiledSegment(where=steps[-1], source=source, members_source=members_source,
+                           steps=steps)
 
 
-def members_query(compiled: Compiled, *columns: Any) -> Select[Any]:
+def members_query(compiled: CompiledSegment, *columns: Any) -> Select[Any]:
     return select(*columns).select_from(compiled.members_source).where(compiled.where)
 
 
-def count_query(compiled: Compiled) -> Select[Any]:
+def count_query(compiled: CompiledSegment) -> Select[Any]:
     return select(func.count()).select_from(compiled.members_source).where(compiled.where)
 
 
-def funnel_query(compiled: Compiled) -> Select[Any]:
+def funnel_query(compiled: CompiledSegment) -> Select[Any]:
     """One pass: how many customers remain after each step."""
     return select(*(func.sum(case((step, 1), else_=0)) for step in compiled.steps)) \
         .select_from(compiled.source)

@@ -17,7 +17,7 @@ from mailer.core.errors import NotFoundError
 from mailer.core.suggest import did_you_mean
 from mailer.segments.compiler import (
     CUSTOMERS,
-    Compiled,
+    CompiledSegment,
     Scope,
     compile_segment,
     count_query,
@@ -60,7 +60,7 @@ def reading(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
-def compiled(specs: dict[str, SegmentSpec], name: str, scope: Scope) -> Compiled:
+def compiled(specs: dict[str, SegmentSpec], name: str, scope: Scope) -> CompiledSegment:
     return compile_segment(pick(specs, name), specs, scope)
 
 
