@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine, insert, select
 
 from mailer.core.addresses import Address, email_key, parse_address
 from mailer.core.errors import InvalidValue, UserError
+from mailer.core.states import WENT_OUT, Consent
 from mailer.mail.links import verp_row
 from mailer.store.consent import opt_out, suppress
 from mailer.store.models import Customer, Delivery, Event
@@ -41,7 +42,7 @@ _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 # local+<row id>-<signature>@domain (the signature: 20 hex digits, see links)
 MAX_REPORT_BYTES = 10 * 1024 * 1024  # a report quotes a mail; anything bigger is not one
 NOT_OURS = "not about a mail we sent"
-MATCHED_STATES = ("sent", "unknown")  # a bounce can only be about mail that went out
+MATCHED_STATES = WENT_OUT  # a bounce can only be about mail that went out
 
 
 class SetAside(UserError):
@@ -288,6 +289,7 @@ def apply(engine: Engine, report: Report, now: datetime, source: str, *,
         complaint = permanent.kind == "complaint"
         reason = "complaint" if complaint else f"bounce {permanent.status}"
         added = suppress(conn, [target], now=now, source=source, reason=reason)
-        opt_out(conn, Customer.id == row.customer_id, "complained" if complaint else "bounced",
-                now=now, source=source, reason=reason)
+        opt_out(conn, Customer.id == row.customer_id,
+                Consent.COMPLAINED if complaint else Consent.BOUNCED, now=now, source=source,
+                reason=reason)
     return Applied(row.email, findings, suppressed=bool(added))

@@ -25,6 +25,7 @@ from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Settings
 from mailer.core.clock import Clock
 from mailer.core.errors import EnvironmentFailure
+from mailer.core.states import OUTCOMES
 from mailer.delivery.ratelimit import rate_limit
 from mailer.delivery.transport import FolderTransport, Transport
 from mailer.delivery.worker import Renderer, SendingLoop
@@ -43,7 +44,7 @@ from mailer.store.ledger import (
 )
 from mailer.store.locks import planning
 
-STATES = ("sent", "deferred", "failed", "unknown", "skipped", "expired")
+STATES = OUTCOMES
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ async def _deliver(delivery: SendingLoop, transport: Transport,
 
 
 def _summary(engine: Engine, plan: PlanResult, tally: Counter[tuple[str, str]]) -> Summary:
-    outcomes = {state: tally[(plan.campaign, state)] for state in STATES}
+    outcomes: dict[str, int] = {state: tally[(plan.campaign, state)] for state in STATES}
     return Summary(plan.campaign, plan.planned_count, outcomes, waiting(engine, plan.campaign),
                    plan.counts())
 

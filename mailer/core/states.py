@@ -1,6 +1,40 @@
-"""Reasons the ledger writes from more than one place (kept here so the store and the
-sender's pure state machine name them the same)."""
+"""The ledger's and the customer's states, one definition each (DESIGN §3, §6), and the
+reasons written from more than one place. StrEnums: each member is its text, so it is
+stored, compared and printed as the plain string the contract names."""
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DeliveryState(StrEnum):
+    """A ledger row's status; the order is the order reports list them in."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    SKIPPED = "skipped"
+    EXPIRED = "expired"
+
+
+class Consent(StrEnum):
+    """A customer's consent to marketing mail."""
+
+    SUBSCRIBED = "subscribed"
+    NOT_SUBSCRIBED = "not_subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+
+
+S = DeliveryState
+DUE = (S.QUEUED, S.DEFERRED)  # a sender may lease these when their time has come
+LIVE = (S.QUEUED, S.SENDING, S.DEFERRED, S.SENT, S.UNKNOWN)  # count toward frequency caps
+WENT_OUT = (S.SENT, S.UNKNOWN)  # a bounce or a reminder can only be about these
+OUTCOMES = (S.SENT, S.DEFERRED, S.FAILED, S.UNKNOWN, S.SKIPPED, S.EXPIRED)  # of one send
+OPTED_OUT = (Consent.UNSUBSCRIBED, Consent.BOUNCED, Consent.COMPLAINED)
 
 EXPIRED_REASON = "not sent by its expiry"

@@ -44,9 +44,10 @@ from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Cap, Settings
 from mailer.core.addresses import has_control_character
 from mailer.core.clock import as_local, format_duration, zone
+from mailer.core.states import LIVE, WENT_OUT
 from mailer.mail.message import new_message_id
 from mailer.mail.version import first_intro
-from mailer.planning.policy import LIVE, Facts, decide, in_test_group, winning_variant
+from mailer.planning.policy import Facts, decide, in_test_group, winning_variant
 from mailer.planning.triggers import (
     after_order_window,
     birthday_keys,
@@ -187,7 +188,7 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
                         .join(Customer, Customer.id == Delivery.customer_id)
                         .where(Delivery.campaign == slug,
                                Delivery.occurrence == "main",
-                               Delivery.status.in_(("sent", "unknown"))))
+                               Delivery.status.in_(WENT_OUT)))
                 queries.append((main, reminder.expires))
         due = promotion_due(starts, ends, now)
         if due is not None:

@@ -21,8 +21,6 @@ from zoneinfo import ZoneInfo
 from mailer.config.settings import Cap, QuietHours
 from mailer.core.clock import localize
 
-LIVE = ("queued", "sending", "deferred", "sent", "unknown")
-
 
 @dataclass(frozen=True)
 class Facts:

@@ -19,14 +19,14 @@ from sqlalchemy import ColumnElement, Connection, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from mailer.core.states import Consent
 from mailer.store.models import Customer, Suppression
 
-OPTED_OUT = ("unsubscribed", "bounced", "complained")
-RANK = {"subscribed": 0, "not_subscribed": 0, "unsubscribed": 1, "bounced": 2,
-        "complained": 3}
+RANK = {Consent.SUBSCRIBED: 0, Consent.NOT_SUBSCRIBED: 0, Consent.UNSUBSCRIBED: 1,
+        Consent.BOUNCED: 2, Consent.COMPLAINED: 3}
 
 
-def opt_out(conn: Connection, which: ColumnElement[bool], consent: str, *, now: datetime,
+def opt_out(conn: Connection, which: ColumnElement[bool], consent: Consent, *, now: datetime,
             source: str, reason: str) -> int:
     """Set CONSENT on the customers WHICH selects, where it ranks above theirs; how many
     changed."""

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, delete, func, select
 
 from mailer.core.addresses import parse_address
 from mailer.core.errors import InvalidValue
+from mailer.core.states import Consent
 from mailer.store.consent import opt_out, suppress
 from mailer.store.models import DELIVERY_STATES, Base, Customer, Delivery, Order
 
@@ -39,7 +40,7 @@ def unsubscribe(engine: Engine, emails: list[str], *, now: datetime, source: str
             if row is None:
                 suppress(conn, [address.key], now=now, source=source, reason=reason)
                 results.append(OptOut(address.email, "suppressed"))
-            elif opt_out(conn, Customer.id == row.id, "unsubscribed", now=now, source=source,
+            elif opt_out(conn, Customer.id == row.id, Consent.UNSUBSCRIBED, now=now, source=source,
                          reason=reason):
                 results.append(OptOut(address.email, "unsubscribed"))
             else:
@@ -59,7 +60,7 @@ def status_counts(engine: Engine) -> dict[str, Any]:
         subscribed = conn.execute(select(func.count()).select_from(Customer)
                                   .where(Customer.consent == "subscribed")).scalar_one()
         orders = conn.execute(select(func.count()).select_from(Order)).scalar_one()
-        deliveries = dict.fromkeys(DELIVERY_STATES, 0)
+        deliveries: dict[str, int] = dict.fromkeys(DELIVERY_STATES, 0)
         for state, count in conn.execute(select(Delivery.status, func.count())
                                          .group_by(Delivery.status)):
             deliveries[state] = int(count)

@@ -24,7 +24,8 @@ from sqlalchemy import Connection, Engine, event, insert, select, text, update
 from sqlalchemy.exc import DisconnectionError
 
 from mailer.core.claims import Claims
-from mailer.store.consent import OPTED_OUT, opt_out
+from mailer.core.states import OPTED_OUT, Consent
+from mailer.store.consent import opt_out
 from mailer.store.models import Customer, Event
 
 PAUSE = timedelta(days=30)
@@ -119,7 +120,7 @@ def unsubscribe(engine: Engine, claims: Claims, now: datetime, *,
         found = _person(conn, claims)
         if found is None or found.consent in OPTED_OUT:
             return False
-        changed = opt_out(conn, Customer.id == found.id, "unsubscribed", now=now,
+        changed = opt_out(conn, Customer.id == found.id, Consent.UNSUBSCRIBED, now=now,
                           source="link", reason=f"{reason} ({claims.campaign})")
         if changed:
             _event(conn, "unsubscribe", claims, found.id, now)

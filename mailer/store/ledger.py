@@ -39,13 +39,13 @@ from sqlalchemy import (
     update,
 )
 
-from mailer.core.states import EXPIRED_REASON
+from mailer.core.states import DUE, EXPIRED_REASON, Consent
 from mailer.store.locks import file_lock, lock_path
 from mailer.store.models import DELIVERY_STATES, Customer, Delivery, Suppression, naive_utc
 
 LEASE = timedelta(minutes=5)  # how long claimed rows stay with a sender before others may take them
 IN_FLIGHT = timedelta(minutes=10)  # a `sending` row older than this is certainly abandoned
-DUE_STATES = ("queued", "deferred")
+DUE_STATES = DUE
 DELIVERIES = cast(Table, Delivery.__table__)
 
 
@@ -227,7 +227,7 @@ def suppress(conn: Connection, emails: Sequence[str], now: datetime) -> None:
     if not keys:
         return
     add_suppressions(conn, keys, now=now, source="smtp", reason="bounced")
-    opt_out(conn, Customer.email_key.in_(keys), "bounced", now=now, source="smtp",
+    opt_out(conn, Customer.email_key.in_(keys), Consent.BOUNCED, now=now, source="smtp",
             reason="mailbox does not exist")
 
 
@@ -322,7 +322,7 @@ def sending_lock(engine: Engine, owner: str) -> Iterator[None]:
 
 def counts(engine: Engine, campaign: str) -> dict[str, int]:
     """The campaign's rows by state (every state, zeros included)."""
-    found = dict.fromkeys(DELIVERY_STATES, 0)
+    found: dict[str, int] = dict.fromkeys(DELIVERY_STATES, 0)
     with engine.connect() as conn:
         for state, n in conn.execute(select(DELIVERIES.c.status, func.count())
                                      .where(DELIVERIES.c.campaign == campaign)

@@ -28,11 +28,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from mailer.core.folding import fold
+from mailer.core.states import Consent, DeliveryState
 
-CONSENT_STATES = ("subscribed", "not_subscribed", "unsubscribed", "bounced", "complained")
+CONSENT_STATES = tuple(Consent)
 ORDER_STATUSES = ("paid", "refunded", "cancelled")
-DELIVERY_STATES = ("queued", "sending", "sent", "deferred", "failed", "unknown", "skipped",
-                   "expired")
+DELIVERY_STATES = tuple(DeliveryState)
 
 # None is stored as SQL NULL, not the JSON null, so "IS NULL" means missing on both databases.
 Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")

@@ -47,9 +47,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from mailer.core.clock import Clock
 from mailer.core.errors import DatabaseUnavailable
+from mailer.core.states import OPTED_OUT
 from mailer.mail.links import Claims, InvalidLink, link, verify
 from mailer.store import events as engagement
-from mailer.store.consent import OPTED_OUT
 from mailer.web.listener import HEADERS, SERVER, Connection, Limits, listen
 
 log = logging.getLogger("mailer.serve")
