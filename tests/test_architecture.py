@@ -47,35 +47,51 @@ OWNERS = {
 }
 
 
-def _imports() -> list[tuple[str, str, str]]:
-    """(file, its subpackage, the module it imports) for every import under mailer/."""
+def _imports() -> list[tuple[str, str, str, bool]]:
+    """(file, its subpackage, the module it imports, whether inside a function) for every
+    import under mailer/: relative ones resolved, `from mailer import x` as mailer.x."""
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = path.relative_to(PACKAGE).parts
-        if len(parts) < 2:
-            continue
         name = f"mailer/{'/'.join(parts)}"
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.append((name, parts[0], node.module))
+        package = parts[0] if len(parts) > 1 else ""
+        here = ["mailer", *parts[:-1]]  # the package this file is in
+        tree = ast.parse(path.read_text())
+        lazy = {id(node) for function in ast.walk(tree)
+                if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef)
+                for node in ast.walk(function)}
+        for node in ast.walk(tree):
+            modules: list[str] = []
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join([*here[:len(here) - node.level + 1], *filter(None, [base])])
+                modules = [base]
+                if base == "mailer":
+                    modules = [f"mailer.{alias.name}" for alias in node.names]
             elif isinstance(node, ast.Import):
-                found += [(name, parts[0], alias.name) for alias in node.names]
+                modules = [alias.name for alias in node.names]
+            found += [(name, package, module, id(node) in lazy) for module in modules]
     return found
+
+
+def test_every_module_lives_in_a_subpackage() -> None:
+    assert sorted(p.name for p in PACKAGE.glob("*.py")) == ["__init__.py"]
 
 
 def test_imports_point_down_the_pipeline() -> None:
     rank = {package: n for n, package in enumerate(ORDER)}
-    upward = {(file, module) for file, package, module in _imports()
+    upward = {(file, module, lazy) for file, package, module, lazy in _imports()
               if module.startswith("mailer.") and module.split(".")[1] in rank
-              and rank[module.split(".")[1]] > rank[package]}
-    assert upward == UPWARD
+              and rank[module.split(".")[1]] > rank.get(package, -1)}
+    assert upward == {(file, module, True) for file, module in UPWARD}
     assert sorted(p.name for p in PACKAGE.iterdir() if p.is_dir()
                   and (p / "__init__.py").exists()) == sorted(ORDER)
 
 
 def test_each_outside_library_is_imported_only_by_its_owners() -> None:
     stray = set()
-    for file, package, module in _imports():
+    for file, package, module, _ in _imports():
         top = module.split(".")[0]
         if top == "mailer" or top in sys.stdlib_module_names or top == "__future__":
             continue

@@ -83,3 +83,19 @@ def test_two_suppressions_of_one_address_at_once_both_succeed(pg: Workspace) -> 
         assert suppress(conn, ["new@example.com"], now=NOW, source="smtp",
                         reason="bounced") == {"new@example.com"}
     engine.dispose()
+
+
+def test_a_dead_mailbox_marks_only_the_subscribed_bounced(db: Workspace) -> None:
+    from mailer.store.ledger import suppress as smtp_suppress
+
+    _customers(db, {"S": "subscribed", "U": "unsubscribed"})
+    engine = db.engine()
+    with engine.begin() as conn:  # a 5.1.1 for both (U's mail was in flight when it opted out)
+        smtp_suppress(conn, ["s@example.com", "u@example.com"], NOW)
+        found = {row.store_id: (row.consent, row.consent_source) for row in conn.execute(
+            select(Customer.store_id, Customer.consent, Customer.consent_source))}
+        keys = sorted(conn.execute(select(Suppression.email_key)).scalars())
+    engine.dispose()
+    assert found["S"] == ("bounced", "smtp")
+    assert found["U"][0] == "unsubscribed"  # the opt-out keeps its own record
+    assert keys == ["s@example.com", "u@example.com"]  # both addresses are suppressed

@@ -8,11 +8,12 @@ transport under the rate limit, and writes each outcome before the slot is
 used again. So after a crash at most `concurrency` rows are `unknown`, and a
 row is `sending` only while it is on the wire.
 
-Rendering runs in a thread, one batch at a time (mailer.mail.render keeps one render's
-budget in a module global), so a template that costs its full CPU budget per mail
-never holds the loop: replies, a stop and the daemon's sweeps go on. A batch renders
-for about `render_for` seconds at most and stops between rows once a stop is asked;
-the rows it did not reach go back to the queue, unleased, for the next turn.
+Rendering runs in a thread, one batch at a time (each render's budget is a ContextVar
+of mailer.mail.render, its CPU the thread's own), so a template that costs its full
+CPU budget per mail never holds the loop: replies, a stop and the daemon's sweeps go
+on. A batch renders for about `render_for` seconds at most and stops between rows
+once a stop is asked; the rows it did not reach go back to the queue, unleased, for
+the next turn.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def head_revision() -> str:
 
 
 def alembic_head() -> str | None:
-    """The newest migration as alembic finds it in mailer/migrations."""
+    """The newest migration as alembic finds it in mailer/store/migrations."""
     from alembic.script import ScriptDirectory
 
     head: str | None = ScriptDirectory.from_config(_alembic_config()).get_current_head()

@@ -227,7 +227,9 @@ def suppress(conn: Connection, emails: Sequence[str], now: datetime) -> None:
     if not keys:
         return
     add_suppressions(conn, keys, now=now, source="smtp", reason="bounced")
-    opt_out(conn, Customer.email_key.in_(keys), Consent.BOUNCED, now=now, source="smtp",
+    # only the subscribed: an opt-out already recorded keeps its own source and reason
+    opt_out(conn, Customer.email_key.in_(keys) & (Customer.consent == Consent.SUBSCRIBED),
+            Consent.BOUNCED, now=now, source="smtp",
             reason="mailbox does not exist")
 
 
