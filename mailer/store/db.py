@@ -15,9 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy import Connection as Connection  # re-exported: the handle others hold
+from sqlalchemy import Engine as Engine
+from sqlalchemy import Table, create_engine, event, inspect, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL as URL
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from mailer.core.errors import DatabaseUnavailable, SchemaOutOfDate, UserError
 
@@ -182,3 +187,36 @@ def open_database(url: URL) -> Engine:
     else:
         state = f"is at schema {current}, this mailer needs {head}"
     raise SchemaOutOfDate(f"the database {where} {state}: run `mailer db upgrade`")
+
+
+# The rest of mailer holds the database through these names (sqlalchemy is the store's
+# library, docs/architecture.md): an Engine or Connection handed in, and the errors
+# worth catching above the store.
+DatabaseError = SQLAlchemyError
+UNREACHABLE = (OperationalError, PoolTimeout)  # locked, refused, timed out, pool empty
+
+
+# What each database can do, asked by capability rather than by dialect name.
+def is_server(bind: Engine | Connection) -> bool:
+    """PostgreSQL: a server shared by processes and hosts (advisory locks, a shared rate
+    limit, relaxed commits, ANALYZE after big writes). SQLite is one file on one host."""
+    return bind.dialect.name == "postgresql"
+
+
+def binds_arrays(bind: Engine | Connection) -> bool:
+    """Whether a statement can take a whole column as one array parameter (unnest)."""
+    return bind.dialect.name == "postgresql"
+
+
+def serial_plans(conn: Connection) -> None:
+    """Inside a transaction: no parallel query plans (PostgreSQL). On 2 cores the parallel
+    plan redid the aggregation per worker and ran several times slower than a serial one."""
+    if is_server(conn):
+        conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+
+
+def upsert(bind: Engine | Connection, table: Table) -> Any:
+    """The dialect's INSERT with ON CONFLICT support."""
+    if is_server(bind):
+        return postgresql.insert(table)
+    return sqlite.insert(table)
