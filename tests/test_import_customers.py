@@ -116,8 +116,31 @@ def test_bad_rows_are_reported_with_their_line_and_skipped(db: Workspace) -> Non
         "a.csv:6: timezone: unknown time zone 'Europe/Berln' (did you mean Europe/Berlin?)",
         "a.csv:7: id is missing",
     ]
-    assert result.stdout.strip() == "a.csv: 1 rows written, 5 skipped"
+    assert result.stdout.strip() == "a.csv: 1 row written, 5 skipped"
     assert list(customers(db)) == ["B6"]
+
+
+def test_every_problem_of_a_row_is_reported_in_column_order(db: Workspace) -> None:
+    db.write("a.csv", "id,email,birth_date,timezone,subscribed\n"
+                      "M1,m1@example.com,1990-02-30,Europe/Berln,perhaps\n"
+                      "M2,no-at-sign,1991-13-01,,\n"
+                      ",m3@example.com,,,yes\n"
+                      "M4,m4@example.com,1990-02-28,,\n")
+    result = db.run("import", "customers", "a.csv", *NOW)
+    assert result.code == 1
+    assert result.stderr.splitlines() == [
+        "a.csv:2: birth_date: 1990-02-30 is not a date",
+        "a.csv:2: timezone: unknown time zone 'Europe/Berln' (did you mean Europe/Berlin?)",
+        "a.csv:2: subscribed: expected true or false, got 'perhaps'",
+        "a.csv:3: invalid email 'no-at-sign': An email address must have an @-sign.",
+        "a.csv:3: birth_date: 1991-13-01 is not a date",
+        "a.csv:4: id is missing",
+    ]
+    assert result.stdout.strip() == "a.csv: 1 row written, 3 skipped"
+    assert list(customers(db)) == ["M4"]
+    as_json = db.run("import", "customers", "a.csv", "--json", *NOW).json()
+    assert as_json["skipped"] == 3
+    assert [e["line"] for e in as_json["errors"]] == [2, 2, 2, 3, 3, 4]
 
 
 def test_strict_writes_nothing_when_a_row_is_bad(db: Workspace) -> None:

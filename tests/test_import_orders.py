@@ -86,6 +86,24 @@ def test_unknown_customer_and_bad_values(db: Workspace) -> None:
     assert list(orders(db)) == ["O6"]
 
 
+def test_every_problem_of_an_order_line_is_reported(db: Workspace) -> None:
+    with_customers(db)
+    db.write("o.csv", HEADER +
+             "P1,C1,2026-02-30,shipped,EUR,10.999,A,,,0,x\n"
+             "P2,C1,2026-11-20T12:00,paid,EUR,10,A,,,1,10\n")
+    result = db.run("import", "orders", "o.csv", *NOW)
+    assert result.code == 1
+    assert result.stderr.splitlines() == [
+        "o.csv:2: placed_at: 2026-02-30 is not a date",
+        "o.csv:2: status: expected paid, refunded or cancelled, got 'shipped'",
+        "o.csv:2: total: amount 10.999 has more than 2 decimals for EUR",
+        "o.csv:2: quantity: expected a whole number of at least 1, got '0'",
+        "o.csv:2: price: expected an amount like 12.34, got 'x'",
+    ]
+    assert result.stdout.strip() == "o.csv: 1 order line written, 1 skipped"
+    assert list(orders(db)) == ["P2"]
+
+
 def test_reimport_replaces_lines_and_status(db: Workspace) -> None:
     with_customers(db)
     db.write("a.csv", HEADER + "O1,C1,2026-11-20T12:00,paid,EUR,30,A,,,1,10\n"

@@ -76,6 +76,11 @@ def localize(naive: datetime, tz: ZoneInfo) -> datetime:
 def parse_local(text: str, tz: ZoneInfo) -> datetime:
     """An ISO 8601 date-time or date; no offset means `tz`. Returns UTC."""
     stripped = text.strip()
+    if re.match(r"\d{4}-\d{2}-\d{2}(?:$|[T ])", stripped):
+        try:
+            date.fromisoformat(stripped[:10])
+        except ValueError:  # the shape is right, the calendar says no: 2026-02-30
+            raise InvalidValue(f"{stripped[:10]} is not a date") from None
     try:
         if len(stripped) == 10:
             return localize(datetime.combine(date.fromisoformat(stripped), datetime.min.time()), tz)

@@ -76,12 +76,14 @@ class _Tally:
         self.report = report
         self._on_error = on_error
 
-    def bad(self, line: int, reason: str) -> None:
-        error = RowError(line, reason)
+    def bad(self, line: int, *reasons: str) -> None:
+        """A skipped row, with every problem it has (one error each, in column order)."""
         self.report.skipped += 1
-        if len(self.report.errors) < ERRORS_KEPT:
-            self.report.errors.append(error)
-        self._on_error(error)
+        for reason in reasons:
+            error = RowError(line, reason)
+            if len(self.report.errors) < ERRORS_KEPT:
+                self.report.errors.append(error)
+            self._on_error(error)
 
     def written(self, count: int) -> None:
         self.report.written += count
@@ -203,7 +205,7 @@ class _OrderWriter:
         self._pending: OrderRow | None = None
         self._pending_id: str | None = None
         self._pending_lines: list[int] = []
-        self._poison: RowError | None = None
+        self._poison: tuple[int, tuple[str, ...]] | None = None  # line, reasons
         self._batch: list[OrderRow] = []
         with _transaction(conn, own_tx):
             # Orders written by this import, with their first line: an order whose lines
@@ -219,19 +221,19 @@ class _OrderWriter:
                 if reason is None:
                     self._pending = self._pending.with_items_of(row)
                 else:
-                    self._poison = RowError(row.lines[0], reason)
+                    self._poison = (row.lines[0], (reason,))
             self._pending_lines.append(row.lines[0])
             return
         self._close()
         self._pending, self._pending_id, self._pending_lines = row, row.store_id, list(row.lines)
 
-    def bad(self, line: int, order_id: str | None, reason: str) -> None:
+    def bad(self, line: int, order_id: str | None, *reasons: str) -> None:
         """A line that failed its own checks poisons its whole order."""
         if order_id is None or order_id != self._pending_id:
             self._close()
             self._pending, self._pending_id, self._pending_lines = None, order_id, []
         if self._poison is None:
-            self._poison = RowError(line, reason)
+            self._poison = (line, reasons)
         self._pending_lines.append(line)
 
     def _close(self) -> None:
@@ -245,12 +247,13 @@ class _OrderWriter:
                 self.flush()
         self._pending, self._pending_id, self._pending_lines, self._poison = None, None, [], None
 
-    def _reject(self, order_id: str | None, lines: list[int], cause: RowError | None) -> None:
+    def _reject(self, order_id: str | None, lines: list[int],
+                cause: tuple[int, tuple[str, ...]] | None) -> None:
         for line in sorted(lines):
-            if cause is not None and line == cause.line:
-                self._tally.bad(line, cause.reason)
+            if cause is not None and line == cause[0]:
+                self._tally.bad(line, *cause[1])
             elif cause is not None:
-                self._tally.bad(line, f"order {order_id} not imported: line {cause.line} is bad")
+                self._tally.bad(line, f"order {order_id} not imported: line {cause[0]} is bad")
 
     def flush(self) -> None:
         orders, self._batch = self._batch, []
@@ -398,7 +401,7 @@ def _feed(writer: _CustomerWriter | _OrderWriter, tally: _Tally, line: int,
         try:
             writer.add(parse_customer(line, fields, ctx, typed=typed))
         except BadRow as bad:
-            tally.bad(line, str(bad))
+            tally.bad(line, *bad.reasons)
         return
     order_id = fields.get("order_id")
     order_key = str(order_id).strip() if order_id is not None else None
@@ -408,4 +411,4 @@ def _feed(writer: _CustomerWriter | _OrderWriter, tally: _Tally, line: int,
     try:
         writer.add(parse_order(line, fields, ctx, typed=typed))
     except BadRow as bad:
-        writer.bad(line, None if typed else order_key, str(bad))
+        writer.bad(line, None if typed else order_key, *bad.reasons)

@@ -7,11 +7,11 @@ marketer reads next to the line number.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from mailer.config.settings import Settings
@@ -33,6 +33,8 @@ MAX_COLUMNS = 500  # columns of a file, attributes of a customer
 MAX_MAJOR_DIGITS = 12  # an amount is below 10**12 in major units: sums stay in int64
 MAX_QUANTITY = 1_000_000_000  # fits the 32-bit quantity column
 
+T = TypeVar("T")
+
 _TRUE = {"true", "yes", "1", "y"}
 _FALSE = {"false", "no", "0", "n"}
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
@@ -43,7 +45,39 @@ _NOT_A_NUMBER = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+inf
 
 
 class BadRow(ValueError):
-    """The reason a record cannot be imported."""
+    """Why a record cannot be imported: one reason, or every problem a row has."""
+
+    def __init__(self, *reasons: str) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = list(reasons)
+
+
+class _Problems:
+    """Every problem of one record, in the order of its columns, so a row with three
+    mistakes is reported with three lines instead of being fixed and re-imported thrice."""
+
+    def __init__(self, record: Mapping[str, Any]) -> None:
+        self._column = {key: n for n, key in enumerate(record)}
+        self._found: list[tuple[int, str]] = []
+
+    def check(self, key: str, step: Callable[..., T], *args: Any) -> T | None:
+        """What `step(*args)` returns, or None after noting why the field `key` is bad."""
+        try:
+            return step(*args)
+        except BadRow as bad:
+            self.add(key, *bad.reasons)
+            return None
+
+    def add(self, key: str, *reasons: str) -> None:
+        where = self._column.get(key, -1)  # a missing column is named first
+        self._found += [(where, reason) for reason in reasons]
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+    def raise_any(self) -> None:
+        if self._found:
+            raise BadRow(*(reason for _, reason in sorted(self._found, key=lambda f: f[0])))
 
 
 @dataclass(frozen=True)
@@ -207,12 +241,12 @@ def _birth_date(record: Mapping[str, Any], ctx: Context) -> date | None:
     value = _text(record, "birth_date")
     if value is None:
         return None
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise BadRow(f"birth_date: expected YYYY-MM-DD, got {value!r}")
     try:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-            raise ValueError(value)
         born = date.fromisoformat(value)
     except ValueError:
-        raise BadRow(f"birth_date: expected YYYY-MM-DD, got {value!r}") from None
+        raise BadRow(f"birth_date: {value} is not a date") from None
     if born > ctx.today or born.year < 1900:
         raise BadRow(f"birth_date: {value} is not a plausible birth date")
     return born
@@ -230,64 +264,91 @@ def _tags(value: Any) -> list[str] | None:
     return tags or None
 
 
+def _address(email: str) -> Any:
+    try:
+        return parse_address(email)
+    except InvalidValue as err:
+        raise BadRow(err.message) from None
+
+
+def _locale(record: Mapping[str, Any]) -> str | None:
+    locale = _text(record, "locale")
+    if locale is not None and not _LOCALE.match(locale):
+        raise BadRow(f"locale: expected a language tag like de-DE, got {locale!r}")
+    return locale
+
+
+def _timezone(record: Mapping[str, Any]) -> str | None:
+    name = _text(record, "timezone")
+    if name is not None:
+        try:
+            zone(name)
+        except InvalidValue as err:
+            raise BadRow(f"timezone: {err.message}") from None
+    return name
+
+
+def _typed_attributes(record: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON Lines: custom fields under `attributes`; any other unknown field is a mistake."""
+    unknown = [k for k in record if k not in CUSTOMER_COLUMNS and k != "attributes"]
+    if unknown:
+        guess = misspelt(unknown[0], CUSTOMER_COLUMNS)
+        hint = f"did you mean {guess}?" if guess else "custom fields go under attributes"
+        raise BadRow(f"unknown field {unknown[0]!r}: {hint}")
+    extra = record.get("attributes")
+    if extra is not None and not isinstance(extra, dict):
+        raise BadRow(f"attributes: expected an object, got {extra!r}")
+    if extra is not None and len(extra) > MAX_COLUMNS:
+        raise BadRow(f"attributes: {len(extra)} fields; a customer has at most {MAX_COLUMNS}")
+    return dict(extra or {})
+
+
+def _csv_attribute(key: str, value: Any) -> Any:
+    """CSV: an unknown column is an attribute; an empty cell clears it."""
+    if isinstance(value, str) and has_control_character(value):
+        raise BadRow(f"{key}: contains a control character")
+    cleaned = value.strip() if isinstance(value, str) else value
+    return cleaned or None
+
+
 def parse_customer(line: int, record: Mapping[str, Any], ctx: Context,
                    *, typed: bool) -> CustomerRow:
     """Check one customer record. `typed` records (JSON Lines) keep custom fields under
     `attributes`; CSV records turn unknown columns into attributes."""
-    store_id = _required(record, "id")
-    email = _required(record, "email")
-    try:
-        address = parse_address(email)
-    except InvalidValue as err:
-        raise BadRow(err.message) from None
+    problems = _Problems(record)
+    store_id = problems.check("id", _required, record, "id")
+    email = problems.check("email", _required, record, "email")
+    address = problems.check("email", _address, email) if email is not None else None
     values: dict[str, Any] = {}
     for key in ("first_name", "last_name", "city", "country"):
         if key in record:
-            values[key] = _text(record, key)
+            values[key] = problems.check(key, _text, record, key)
     if "referred_by" in record:
-        values["referred_by"] = _identifier(record, "referred_by")
+        values["referred_by"] = problems.check("referred_by", _identifier, record, "referred_by")
     if "locale" in record:
-        locale = _text(record, "locale")
-        if locale is not None and not _LOCALE.match(locale):
-            raise BadRow(f"locale: expected a language tag like de-DE, got {locale!r}")
-        values["locale"] = locale
+        values["locale"] = problems.check("locale", _locale, record)
     if "birth_date" in record:
-        values["birth_date"] = _birth_date(record, ctx)
+        values["birth_date"] = problems.check("birth_date", _birth_date, record, ctx)
     if "timezone" in record:
-        name = _text(record, "timezone")
-        if name is not None:
-            try:
-                zone(name)
-            except InvalidValue as err:
-                raise BadRow(f"timezone: {err.message}") from None
-        values["timezone"] = name
+        values["timezone"] = problems.check("timezone", _timezone, record)
     if "signed_up_at" in record:
-        values["signed_up_at"] = _when(record, "signed_up_at", ctx.tz)
+        values["signed_up_at"] = problems.check("signed_up_at", _when, record, "signed_up_at",
+                                                ctx.tz)
     if "tags" in record:
-        values["tags"] = _tags(record["tags"])
-    subscribed = _flag(record, "subscribed") if "subscribed" in record else None
+        values["tags"] = problems.check("tags", _tags, record["tags"])
+    subscribed = problems.check("subscribed", _flag, record, "subscribed") \
+        if "subscribed" in record else None
     attributes: dict[str, Any] = {}
     if typed:
-        unknown = [k for k in record if k not in CUSTOMER_COLUMNS and k != "attributes"]
-        if unknown:
-            guess = misspelt(unknown[0], CUSTOMER_COLUMNS)
-            hint = f"did you mean {guess}?" if guess else "custom fields go under attributes"
-            raise BadRow(f"unknown field {unknown[0]!r}: {hint}")
-        extra = record.get("attributes")
-        if extra is not None and not isinstance(extra, dict):
-            raise BadRow(f"attributes: expected an object, got {extra!r}")
-        if extra is not None and len(extra) > MAX_COLUMNS:
-            raise BadRow(f"attributes: {len(extra)} fields; a customer has at most {MAX_COLUMNS}")
-        attributes = dict(extra or {})
+        attributes = problems.check("attributes", _typed_attributes, record) or {}
     else:
         for key, value in record.items():
             if key not in CUSTOMER_COLUMNS:
-                if isinstance(value, str) and has_control_character(value):
-                    raise BadRow(f"{key}: contains a control character")
-                cleaned = value.strip() if isinstance(value, str) else value
-                attributes[key] = cleaned or None  # an empty cell clears the attribute
-    if store_id == values.get("referred_by"):
-        raise BadRow("referred_by: a customer cannot refer themselves")
+                attributes[key] = problems.check(key, _csv_attribute, key, value)
+    if store_id is not None and store_id == values.get("referred_by"):
+        problems.add("referred_by", "referred_by: a customer cannot refer themselves")
+    problems.raise_any()
+    assert store_id is not None and address is not None  # else raise_any raised
     return CustomerRow(line, store_id, address.email, address.key, values, subscribed, attributes)
 
 
@@ -374,57 +435,98 @@ def _amount(record: Mapping[str, Any], key: str, currency: str) -> int | None:
     return minor
 
 
-def _item(line: int, record: Mapping[str, Any], currency: str) -> LineItem:
+def _quantity(record: Mapping[str, Any]) -> int:
     quantity_raw = record.get("quantity")
-    quantity = 1
-    if quantity_raw is not None and str(quantity_raw).strip():
-        text = str(quantity_raw).strip()
-        if isinstance(quantity_raw, bool) or not re.fullmatch(r"\d+", text) or not text.strip("0"):
-            raise BadRow(f"quantity: expected a whole number of at least 1, got {quantity_raw!r}")
-        # The length first: int() of thousands of digits is slow, then refused by Python.
-        if len(text.lstrip("0")) > len(str(MAX_QUANTITY)) or int(text) > MAX_QUANTITY:
-            raise BadRow(f"quantity: expected a whole number from 1 to {MAX_QUANTITY}, "
-                         f"got {text[:20]!r}")
-        quantity = int(text)
-    return LineItem(
-        line=line,
-        sku=_text(record, "sku") if "sku" in record else None,
-        product=_text(record, "product") if "product" in record else None,
-        category=_text(record, "category") if "category" in record else None,
-        quantity=quantity,
-        price_minor=_amount(record, "price", currency),
-    )
+    if quantity_raw is None or not str(quantity_raw).strip():
+        return 1
+    text = str(quantity_raw).strip()
+    if isinstance(quantity_raw, bool) or not re.fullmatch(r"\d+", text) or not text.strip("0"):
+        raise BadRow(f"quantity: expected a whole number of at least 1, got {quantity_raw!r}")
+    # The length first: int() of thousands of digits is slow, then refused by Python.
+    if len(text.lstrip("0")) > len(str(MAX_QUANTITY)) or int(text) > MAX_QUANTITY:
+        raise BadRow(f"quantity: expected a whole number from 1 to {MAX_QUANTITY}, "
+                     f"got {text[:20]!r}")
+    return int(text)
+
+
+def _item(line: int, record: Mapping[str, Any], currency: str,
+          problems: _Problems) -> LineItem | None:
+    """One order line's item; its problems go to `problems` (None if it has any)."""
+    before = len(problems)
+    texts = {key: problems.check(key, _text, record, key) if key in record else None
+             for key in ("sku", "product", "category")}
+    quantity = problems.check("quantity", _quantity, record)
+    price = problems.check("price", _amount, record, "price", currency)
+    if len(problems) > before or quantity is None:
+        return None
+    return LineItem(line=line, sku=texts["sku"], product=texts["product"],
+                    category=texts["category"], quantity=quantity, price_minor=price)
+
+
+def _placed_at(record: Mapping[str, Any], tz: ZoneInfo) -> datetime:
+    placed_at = _when(record, "placed_at", tz) if "placed_at" in record else None
+    if placed_at is None:
+        raise BadRow("placed_at is missing")
+    return placed_at
+
+
+def _status(record: Mapping[str, Any]) -> str:
+    status = (_text(record, "status") if "status" in record else None) or "paid"
+    if status.lower() not in ORDER_STATUSES:
+        raise BadRow(f"status: expected paid, refunded or cancelled, got {status!r}")
+    return status.lower()
+
+
+def _currency(record: Mapping[str, Any], default: str) -> str:
+    currency = ((_text(record, "currency") if "currency" in record else None)
+                or default).upper()
+    if not re.fullmatch(r"[A-Z]{3}", currency):
+        raise BadRow(f"currency: expected a three-letter code like EUR, got {currency!r}")
+    return currency
+
+
+def _total(record: Mapping[str, Any], currency: str) -> int:
+    total = _amount(record, "total", currency)
+    if total is None:
+        raise BadRow("total is missing")
+    return total
+
+
+def _typed_items(line: int, record: Mapping[str, Any], currency: str) -> tuple[LineItem, ...]:
+    """JSON Lines: an order's `items`; any unknown field is a mistake."""
+    unknown = [k for k in record if k not in ORDER_COLUMNS and k != "items"]
+    if unknown:
+        guess = misspelt(unknown[0], (*ORDER_COLUMNS, "items"))
+        raise BadRow(f"unknown field {unknown[0]!r}" + (f": did you mean {guess}?" if guess
+                                                        else ""))
+    raw_items = record.get("items") or []
+    if not isinstance(raw_items, list) or not all(isinstance(i, dict) for i in raw_items):
+        raise BadRow("items: expected a list of objects")
+    problems = _Problems({})
+    items = [_item(line, item, currency, problems) for item in raw_items]
+    problems.raise_any()
+    return tuple(item for item in items if item is not None)
 
 
 def parse_order(line: int, record: Mapping[str, Any], ctx: Context, *, typed: bool) -> OrderRow:
     """Check one order line (CSV) or one whole order with `items` (JSON Lines)."""
-    store_id = _required(record, "order_id")
-    customer = _required(record, "customer_id")
-    placed_at = _when(record, "placed_at", ctx.tz) if "placed_at" in record else None
-    if placed_at is None:
-        raise BadRow("placed_at is missing")
-    status = (_text(record, "status") if "status" in record else None) or "paid"
-    if status.lower() not in ORDER_STATUSES:
-        raise BadRow(f"status: expected paid, refunded or cancelled, got {status!r}")
-    currency = ((_text(record, "currency") if "currency" in record else None)
-                or ctx.currency).upper()
-    if not re.fullmatch(r"[A-Z]{3}", currency):
-        raise BadRow(f"currency: expected a three-letter code like EUR, got {currency!r}")
-    total = _amount(record, "total", currency)
-    if total is None:
-        raise BadRow("total is missing")
-    coupon = _text(record, "coupon") if "coupon" in record else None
-    if typed:
-        unknown = [k for k in record if k not in ORDER_COLUMNS and k != "items"]
-        if unknown:
-            guess = misspelt(unknown[0], (*ORDER_COLUMNS, "items"))
-            raise BadRow(f"unknown field {unknown[0]!r}" + (f": did you mean {guess}?" if guess
-                                                            else ""))
-        raw_items = record.get("items") or []
-        if not isinstance(raw_items, list) or not all(isinstance(i, dict) for i in raw_items):
-            raise BadRow("items: expected a list of objects")
-        items = tuple(_item(line, item, currency) for item in raw_items)
-    else:
-        items = (_item(line, record, currency),)
-    return OrderRow(store_id, customer, placed_at, status.lower(), currency, total, coupon,
+    problems = _Problems(record)
+    store_id = problems.check("order_id", _required, record, "order_id")
+    customer = problems.check("customer_id", _required, record, "customer_id")
+    placed_at = problems.check("placed_at", _placed_at, record, ctx.tz)
+    status = problems.check("status", _status, record)
+    currency = problems.check("currency", _currency, record, ctx.currency)
+    total = problems.check("total", _total, record, currency) if currency else None
+    coupon = problems.check("coupon", _text, record, "coupon") if "coupon" in record else None
+    items: tuple[LineItem, ...] | None = None
+    if currency is not None:
+        if typed:
+            items = problems.check("items", _typed_items, line, record, currency)
+        else:
+            item = _item(line, record, currency, problems)
+            items = (item,) if item is not None else None
+    problems.raise_any()
+    assert store_id and customer and placed_at and status and currency and items is not None
+    assert total is not None  # else raise_any raised
+    return OrderRow(store_id, customer, placed_at, status, currency, total, coupon,
                     items, (line,))
