@@ -20,6 +20,25 @@ from mailer.core.suggest import did_you_mean
 
 WORKSPACE_PARTS = (SETTINGS_FILE, "campaigns", "segments", "templates")
 
+# A workspace is meant for git; what mailer writes into it holds customer data (the
+# database, caught and dry-run mails, previews, exports) or is scratch (locks, charts).
+GITIGNORE = """\
+# Written by `mailer init`: what mailer writes here holds customer data or is scratch.
+mailer.db
+mailer.db-wal
+mailer.db-shm
+mailer.db.*
+*.db-journal
+outbox/
+previews/
+export/
+exports/
+charts/
+*.png
+*.svg
+*.eml
+"""
+
 
 @dataclass(frozen=True)
 class Workspace:
@@ -68,7 +87,25 @@ def init_workspace(dest: Path, *, force: bool) -> list[str]:
         else:
             shutil.copy2(origin, dest / part)
         copied.append(part)
+    if _write_gitignore(dest / ".gitignore"):
+        copied.append(".gitignore")
     return copied
+
+
+def _write_gitignore(path: Path) -> bool:
+    """Write the workspace's .gitignore, or add the lines a forced init's existing one
+    lacks (the user's own lines stay). Whether anything was written."""
+    wanted = GITIGNORE.splitlines()
+    if not path.exists():
+        path.write_text(GITIGNORE, encoding="utf-8")
+        return True
+    present = set(path.read_text(encoding="utf-8").splitlines())
+    missing = [line for line in wanted if line not in present and not line.startswith("#")]
+    if not missing:
+        return False
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("\n" + "\n".join([wanted[0], *missing]) + "\n")
+    return True
 
 
 YamlFile = tuple[str, str, object | None, list[Problem]]

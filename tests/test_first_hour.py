@@ -1,0 +1,45 @@
+"""The marketer's first hour (issue 17): what a new user does in a fresh workspace."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.conftest import Workspace
+
+NOW = ["--now", "2026-11-23T10:00"]
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_init_writes_a_gitignore_that_keeps_customer_data_out_of_git(tmp_path: Path) -> None:
+    result = Workspace(tmp_path, None).run("init", "shop", "--json")
+    assert result.code == 0, result.stderr
+    assert ".gitignore" in result.json()["copied"]
+    shop = Workspace(tmp_path / "shop", None)
+    _git(shop.root, "init", "-q")
+    assert shop.run("demo-data", "--customers", "30", "--seed", "2", *NOW).code == 0
+    assert shop.run("demo-data", "--customers", "30", "--seed", "2", *NOW,
+                    "--out", "export").code == 0
+    assert shop.run("preview", "black-friday", "--sample", "2", "--out", "previews",
+                    *NOW).code == 0
+    sent = shop.run("send", "black-friday", "--dry-run", "--now", "2026-11-27T10:00")
+    assert sent.code == 0, sent.stderr
+    assert any((shop.root / "outbox").rglob("*.eml"))
+    assert (shop.root / "mailer.db").exists()
+    untracked = {line[3:].rstrip("/") for line in
+                 _git(shop.root, "status", "--porcelain", "--untracked-files=normal").splitlines()}
+    assert untracked == {".gitignore", "mailer.yaml", "campaigns", "segments", "templates"}
+
+
+def test_a_forced_init_keeps_the_users_gitignore_and_adds_what_it_lacks(tmp_path: Path) -> None:
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / ".gitignore").write_text("notes/\nmailer.db\n")
+    assert Workspace(tmp_path, None).run("init", "shop", "--force").code == 0
+    lines = (tmp_path / "shop" / ".gitignore").read_text().splitlines()
+    assert lines[:2] == ["notes/", "mailer.db"]
+    assert lines.count("mailer.db") == 1
+    assert "outbox/" in lines and "mailer.db-wal" in lines
