@@ -18,12 +18,11 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import Engine
-
 from mailer.config.settings import Settings
 from mailer.core.clock import iso_z
 from mailer.core.errors import MailerError, UserError
 from mailer.core.money import format_minor
+from mailer.store.db import Engine
 
 CUSTOMER_HEADER = ["id", "email", "first_name", "last_name", "birth_date", "timezone", "locale",
                    "country", "city", "signed_up_at", "subscribed", "tags", "referred_by",

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, select
-
 from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Settings
@@ -24,7 +22,8 @@ from mailer.mail.message import Mail, build, message_id
 from mailer.mail.version import Version, compose, pick_intro
 from mailer.segments.compiler import Scope
 from mailer.segments.runner import member_ids, memberships
-from mailer.store.models import Customer
+from mailer.store.db import Engine
+from mailer.store.profiles import id_of_address
 
 
 @dataclass(frozen=True)
@@ -43,11 +42,7 @@ def choose(engine: Engine, specs: dict[str, SegmentSpec], campaign: Campaign, sc
            *, count: int, email: str | None) -> list[int]:
     """Customer ids to preview: the one asked for, or COUNT spread over the intros."""
     if email is not None:
-        from mailer.core.addresses import email_key
-
-        with engine.connect() as conn:
-            found = conn.execute(select(Customer.id).where(
-                Customer.email_key == email_key(email.strip()))).scalar()
+        found = id_of_address(engine, email.strip())
         if found is None:
             raise NotFoundError(f"no customer with the address {email}")
         return [found]

@@ -18,8 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
-
 from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Settings
@@ -33,6 +31,7 @@ from mailer.mail.dkim import Sign
 from mailer.mail.version import compile_version, definition, first_intro
 from mailer.planning.planner import PlanResult, plan_due
 from mailer.segments.runner import memberships, scope_for
+from mailer.store.db import Engine
 from mailer.store.ledger import (
     Row,
     expire,

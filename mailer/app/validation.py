@@ -16,10 +16,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from urllib.parse import urlsplit
-
-from sqlalchemy import Engine
 
 from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
@@ -29,6 +26,8 @@ from mailer.config.yamlsrc import line_of, load_yaml
 from mailer.core.errors import ConfigError, Problem
 from mailer.mail.render import RenderError
 from mailer.segments.compiler import Scope
+from mailer.store.db import Engine
+from mailer.store.profiles import Profile
 
 
 def validate_workspace(root: Path, *, now: datetime | None = None,
@@ -93,12 +92,9 @@ def check_tracking(root: Path, settings: Settings) -> list[Problem]:
                     f"mail clients hide one-click unsubscribe otherwise), like {secure.geturl()}")]
 
 
-def synthetic_customer() -> SimpleNamespace:
+def synthetic_customer() -> Profile:
     """A customer with only the required fields: every optional one is missing."""
-    return SimpleNamespace(store_id="synthetic", email="synthetic@example.com",
-                           first_name=None, last_name=None, birth_date=None, country=None,
-                           city=None, locale=None, timezone=None, tags=None, attributes=None,
-                           signed_up_at=None, referral_code=None)
+    return Profile(store_id="synthetic", email="synthetic@example.com")
 
 
 def _long_subject(path: str, field: str, variant: int, subject: str) -> list[Problem]:
@@ -177,23 +173,19 @@ def check_real_customers(engine: Engine, root: Path, settings: Settings,
 def fallbacks(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Campaign,
               scope: Scope) -> list[Problem]:
     """'subject of birthday uses the default first_name for 12% of its segment'."""
-    from sqlalchemy import case, func, select
-
     from mailer.segments.compiler import CUSTOMERS, members_query
     from mailer.segments.runner import compiled, reading
+    from mailer.store.profiles import missing_counts
 
     notes = []
     fields = sorted({m.group(1) for subject in campaign.subject
                      for m in _DEFAULTED.finditer(subject) if m.group(1) in CUSTOMERS.c})
     if not fields:
         return []
-    members = members_query(compiled(specs, campaign.segment, scope), CUSTOMERS.c.id).subquery()
+    members = members_query(compiled(specs, campaign.segment, scope), CUSTOMERS.c.id)
     with reading(engine) as conn:
         for field in fields:
-            column = CUSTOMERS.c[field]
-            total, missing = conn.execute(
-                select(func.count(), func.sum(case((column.is_(None), 1), else_=0)))
-                .select_from(CUSTOMERS.join(members, members.c.id == CUSTOMERS.c.id))).one()
+            total, missing = missing_counts(conn, members, field)
             if total and missing:
                 notes.append(Problem(
                     f"campaigns/{slug}.yaml", None, "subject",

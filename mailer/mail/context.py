@@ -13,68 +13,40 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, select
-
 from mailer.config.campaign import Campaign
 from mailer.config.settings import Settings
 from mailer.core.clock import zone
 from mailer.core.money import exponent
 from mailer.mail.links import recipient_links
-from mailer.store.models import Customer, Order, OrderLine
+from mailer.store.db import Connection
+from mailer.store.profiles import Profile, favourite_categories, order_stats, people_by_id
 
 CUSTOMER_FIELDS = ("first_name", "last_name", "birth_date", "country", "city", "locale",
                    "timezone", "tags", "attributes", "signed_up_at", "referral_code")
 
 
-def load_customers(conn: Connection, ids: Sequence[int]) -> dict[int, Any]:
-    """The customers' rows by id (attributes named as the columns)."""
-    table = Customer.__table__
-    rows = conn.execute(select(*table.c).where(table.c.id.in_(list(ids))))
-    return {row.id: row for row in rows}
+def load_customers(conn: Connection, ids: Sequence[int]) -> dict[int, Profile]:
+    """The customers' profiles by id."""
+    return people_by_id(conn, ids)
 
 
 def load_stats(conn: Connection, ids: Sequence[int], *, now: datetime,
                currency: str) -> dict[int, dict[str, Any]]:
     """orders, spent, average_order, first/last order time and favourite category."""
-    paid = and_(Order.status == "paid", Order.placed_at <= now, Order.customer_id.in_(list(ids)))
-    in_currency = Order.currency == currency
-    rows = conn.execute(
-        select(Order.customer_id, func.count(),
-               func.sum(case((in_currency, Order.total_minor), else_=0)),
-               func.sum(case((in_currency, 1), else_=0)),
-               func.min(Order.placed_at), func.max(Order.placed_at))
-        .where(paid).group_by(Order.customer_id))
     places = exponent(currency)
     stats: dict[int, dict[str, Any]] = {}
-    for customer_id, orders, spent, counted, first, last in rows:
-        spent_major = Decimal(int(spent or 0)).scaleb(-places)
-        stats[customer_id] = {
-            "orders": int(orders), "spent": spent_major,
-            "first_order_at": _utc(first), "last_order_at": _utc(last)}
-        if counted:
-            stats[customer_id]["average_order"] = (spent_major / int(counted)).quantize(
+    for paid in order_stats(conn, ids, now=now, currency=currency):
+        spent_major = Decimal(paid.spent_minor).scaleb(-places)
+        stats[paid.customer_id] = {
+            "orders": paid.orders, "spent": spent_major,
+            "first_order_at": paid.first_at, "last_order_at": paid.last_at}
+        if paid.counted:
+            stats[paid.customer_id]["average_order"] = (spent_major / paid.counted).quantize(
                 Decimal(1).scaleb(-places))
-    favourites = conn.execute(
-        select(Order.customer_id, OrderLine.category, func.sum(OrderLine.quantity).label("n"))
-        .join(Order, Order.id == OrderLine.order_id)
-        .where(paid, OrderLine.category.is_not(None))
-        .group_by(Order.customer_id, OrderLine.category)
-        .order_by(Order.customer_id, func.sum(OrderLine.quantity).desc(), OrderLine.category))
-    for customer_id, category, _ in favourites:
+    for customer_id, category in favourite_categories(conn, ids, now=now).items():
         entry = stats.setdefault(customer_id, {"orders": 0, "spent": Decimal(0)})
         entry.setdefault("favourite_category", category)
     return stats
-
-
-def _utc(value: Any) -> Any:
-    """SQLite aggregates lose the column type: read back as aware UTC either way."""
-    from datetime import UTC
-
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if isinstance(value, datetime) and value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value
 
 
 def age(born: date, today: date) -> int:
@@ -85,7 +57,7 @@ def age(born: date, today: date) -> int:
     return years if born <= age_cutoff(today, years) else years - 1
 
 
-def build_context(customer: Any, stats: dict[str, Any] | None, *, settings: Settings,
+def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: Settings,
                   slug: str, campaign: Campaign, now: datetime, key: str,
                   message: str, coupon_code: str | None = None,
                   coupon_expires_at: datetime | None = None) -> dict[str, Any]:

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
-
 from mailer.config.conditions import All, SegmentSpec
 from mailer.config.settings import Settings
 from mailer.core.clock import zone
@@ -24,6 +22,7 @@ from mailer.segments.compiler import (
     funnel_query,
     members_query,
 )
+from mailer.store.db import Connection, Engine, serial_plans
 
 MEMBER_COLUMNS = ("store_id", "email", "first_name", "last_name", "country", "city", "consent")
 
@@ -52,11 +51,9 @@ def pick(specs: dict[str, SegmentSpec], name: str) -> SegmentSpec:
 
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
-    """A read transaction. On PostgreSQL, parallel plans are off: on 2 cores the parallel
-    plan redid the aggregation per worker and ran several times slower than a serial one."""
+    """A read transaction with serial plans (store.db.serial_plans says why)."""
     with engine.connect() as conn, conn.begin():
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+        serial_plans(conn)
         yield conn
 
 
