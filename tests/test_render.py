@@ -11,14 +11,9 @@ import jinja2
 import pytest
 from markupsafe import Markup
 
-from mailer.mail.render import (
-    RenderError,
-    RenderLimit,
-    compile_html,
-    compile_source,
-    environment,
-    html_to_text,
-)
+from mailer.mail.render import RenderError, RenderLimit, compile_html, compile_source
+from mailer.mail.sandbox import environment
+from mailer.mail.text import html_to_text
 from tests.conftest import Workspace
 from tests.smtp_server import FaultServer
 

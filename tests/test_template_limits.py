@@ -16,7 +16,8 @@ from typing import Any
 import jinja2
 import pytest
 
-from mailer.mail.render import RenderLimit, compile_source, environment
+from mailer.mail.render import RenderLimit, compile_source
+from mailer.mail.sandbox import environment
 from tests.conftest import Workspace
 from tests.smtp_server import FaultServer
 

@@ -17,17 +17,10 @@ import jinja2
 
 from mailer.config.campaign import Campaign
 from mailer.config.settings import SETTINGS_FILE, Settings, parse_settings
-from mailer.mail.render import (
-    CompiledTemplate,
-    TemplateFolder,
-    VersionLoader,
-    add_parts,
-    compile_html,
-    compile_source,
-    environment,
-    lines_of,
-    text_template,
-)
+from mailer.mail.render import CompiledTemplate, add_parts, compile_html, compile_source
+from mailer.mail.sandbox import environment
+from mailer.mail.templates import TemplateFolder, VersionLoader, lines_of
+from mailer.mail.text import text_template
 
 
 @dataclass(frozen=True)

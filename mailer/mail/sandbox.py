@@ -1,0 +1,244 @@
+"""The sandbox templates render in: Jinja's immutable sandbox with every printed value,
+loop, call, literal, `~` and binary operator counted against the render's limits
+(mailer.mail.limits, mailer.mail.sizes), bounded filters (mailer.mail.filters),
+attribute access that refuses Python internals, and the two kinds of missing value
+(Lenient for sending, Checking for validate)."""
+
+from __future__ import annotations
+
+import functools
+import math
+import types
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import jinja2
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
+
+from mailer.mail.filters import install_filters
+from mailer.mail.limits import (
+    BUDGET,
+    HUGE,
+    MAX_OUTPUT,
+    SEQUENCES,
+    TEXT,
+    Stopped,
+    check_number,
+    check_size,
+    checked,
+    checked_literal,
+    checked_operands,
+    weight,
+)
+from mailer.mail.sizes import (
+    MeteredEscapeFormatter,
+    MeteredFormatter,
+    check_percent,
+    checked_str_call,
+)
+from mailer.mail.templates import VersionLoader
+
+
+def _finalize(value: Any) -> Any:
+    """Count every printed value against the budget; runs inside the template's code,
+    so a limit hit here is reported with the template line that printed it. Inlined
+    (it runs once per printed value: the method call was a fifth of a render). A value
+    that is not text is made text here, so its real length is counted: a list printed
+    in a loop would otherwise pile up megabytes before the limit saw them."""
+    cls = value.__class__
+    if cls is not str and cls is not Markup and not hasattr(value, "__html__"):
+        if cls is not int and weight(value) > MAX_OUTPUT:  # before str() builds its text
+            raise Stopped(HUGE)
+        value = str(value)
+    budget = BUDGET.get()
+    if budget is not None:
+        budget.output += len(value)
+        budget.prints += 1
+        if budget.output > MAX_OUTPUT or not budget.prints & 63:
+            budget.spend(0)  # the output limit, and every 64 prints the CPU clock
+    return value
+
+
+def _guarded(iterable: Any) -> Iterator[Any]:
+    """What every `{% for %}` iterates: the CPU budget is read every 256 items, so
+    nested loops over long strings or lists, which neither print nor call range(),
+    are stopped too."""
+    for index, item in enumerate(iterable):
+        if not index & 255 and (budget := BUDGET.get()) is not None:
+            budget.check()
+        yield item
+
+
+class _GuardedLoops(CodeGenerator):
+    """Jinja's code generator, with each loop's iterable passed through `_guarded`."""
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        if not (isinstance(node.iter, nodes.Call) and isinstance(
+                node.iter.node, nodes.EnvironmentAttribute)):  # once, recursive loops too
+            node.iter = nodes.Call(nodes.EnvironmentAttribute("guarded"), [node.iter], [],
+                                   None, None, lineno=node.iter.lineno)
+        super().visit_For(node, frame)
+
+    def _through(self, name: str, node: nodes.Expr, frame: Frame,
+                 visit: Callable[[Any, Frame], None]) -> None:
+        """Write the code of NODE passed through the environment's NAME."""
+        if getattr(node, "ctx", "load") != "load":  # an assignment target: not a value
+            visit(node, frame)
+            return
+        self.write(f"environment.{name}(")
+        visit(node, frame)
+        self.write(")")
+
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self._through("built", node, frame, super().visit_List)
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        self._through("built", node, frame, super().visit_Tuple)
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self._through("built", node, frame, super().visit_Dict)
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        """Jinja's `~`, with its operands weighed before they are joined."""
+        if frame.eval_ctx.volatile:
+            func_name = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            func_name = "markup_join"
+        else:
+            func_name = "str_join"
+        self.write(f"{func_name}(environment.joinable((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write(")))")
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox with bounded repetition and exponents, loops under the
+    CPU budget, and an error (never a silent empty string) for anything it refuses."""
+
+    intercepted_binops = frozenset(["*", "**", "%", "+"])
+    code_generator_class = _GuardedLoops
+    guarded = staticmethod(_guarded)
+    built = staticmethod(checked_literal)
+    joinable = staticmethod(checked_operands)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """`customer.first_name` on the context's dicts: the key, at once. Jinja tries the
+        Python attribute first and falls back to the key through an AttributeError, once
+        per printed value; anything that is not a plain dict key takes the sandbox's path."""
+        if type(obj) is dict and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any,
+             **kwargs: Any) -> Any:
+        """A call from a template; a method of a string that could grow it past 1 MB is
+        refused first, the result is checked, and every 64 calls the CPU budget is read
+        (macros calling macros can spin without printing or looping)."""
+        if __obj is _guarded:  # a loop's own iterable: items are not kept, only counted
+            return super().call(__context, __obj, *args, **kwargs)
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, TEXT):
+            args = checked_str_call(owner, getattr(__obj, "__name__", ""), args, kwargs)
+        elif isinstance(owner, int) and getattr(__obj, "__name__", "") == "to_bytes":
+            length = args[0] if args else kwargs.get("length", 1)
+            if isinstance(length, int):
+                check_size(length)
+        budget = BUDGET.get()
+        if budget is not None:
+            budget.calls += 1
+            if not budget.calls & 63:
+                budget.check()
+        return checked(super().call(__context, __obj, *args, **kwargs))
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """Jinja's sandboxed str.format and format_map (wrapped where they are looked up,
+        as Jinja does), through the metered formatter."""
+        if not isinstance(value, (types.MethodType, types.BuiltinMethodType)) \
+                or value.__name__ not in ("format", "format_map") \
+                or not isinstance(value.__self__, str):
+            return None
+        text: str = value.__self__
+        formatter = MeteredEscapeFormatter(self, escape=text.escape) if isinstance(
+            text, Markup) else MeteredFormatter(self)
+        is_map = value.__name__ == "format_map"
+
+        def wrapper(*args: Any, **kwargs: Any) -> str:
+            if is_map:
+                if kwargs:
+                    raise TypeError("format_map() takes no keyword arguments")
+                if len(args) != 1:
+                    raise TypeError(f"format_map() takes exactly one argument ({len(args)} "
+                                    "given)")
+                kwargs = args[0]
+                args = ()
+            return type(text)(formatter.vformat(text, args, kwargs))
+        return functools.update_wrapper(wrapper, value)
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
+        raise SecurityError(f"access to {attribute!r} of a {type(obj).__name__} is not allowed")
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        """`*`, `**`, `%` and `+`, with the size of the result checked before Python
+        builds it: 1 MB for text and containers, MAX_DIGITS for whole numbers."""
+        if operator == "+":
+            if isinstance(left, SEQUENCES) and isinstance(right, SEQUENCES) \
+                    and weight(left) + weight(right) > MAX_OUTPUT:
+                raise Stopped("a concatenation over 1 MB")
+        elif operator == "*":
+            if isinstance(left, int) and isinstance(right, int):
+                check_number(left.bit_length() + right.bit_length())
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, SEQUENCES) and isinstance(times, int) and times > 1 \
+                        and seq:  # a list's brackets are printed once, not per copy
+                    each = weight(seq) - (0 if isinstance(seq, TEXT) else 2)
+                    if each * times > MAX_OUTPUT:
+                        raise Stopped("a repetition over 1 MB")
+        elif operator == "**":
+            if isinstance(left, int) and isinstance(right, int) and abs(left) > 1 \
+                    and right > 0:
+                check_number(right * math.log2(abs(left)))
+        elif operator == "%":
+            check_percent(left, right)
+        return super().call_binop(context, operator, left, right)
+
+
+class Lenient(jinja2.ChainableUndefined):
+    """Missing data renders empty and works with `| default(...)`: for sending."""
+
+
+# The names of the context (DESIGN §4.4); any may be missing for a given mail.
+CONTEXT_NAMES = frozenset({"customer", "stats", "campaign", "intro", "coupon", "referral",
+                           "links", "store", "now"})
+
+
+class Checking(jinja2.ChainableUndefined):
+    """For validate: a top-level name outside the context is an error (a typo); missing
+    data (no intro, an empty first name) renders empty, as when sending."""
+
+    def __init__(self, hint: str | None = None, obj: Any = jinja2.utils.missing,
+                 name: str | None = None,
+                 exc: type[jinja2.TemplateRuntimeError] = jinja2.UndefinedError) -> None:
+        if obj is jinja2.utils.missing and hint is None and name not in CONTEXT_NAMES:
+            raise exc(f"{name!r} is undefined")
+        super().__init__(hint, obj, name, exc)
+
+
+def environment(*, checking: bool = False,
+                parts: Mapping[str, str] | None = None) -> jinja2.Environment:
+    """A sandboxed environment; HTML autoescapes, subjects, intros and text do not. Its
+    loader holds PARTS, the templates a campaign version carries (VersionLoader)."""
+    env = _Sandbox(
+        autoescape=lambda name: bool(name) and str(name).endswith((".html", ".htm")),
+        undefined=Checking if checking else Lenient,
+        keep_trailing_newline=True,
+        finalize=_finalize,
+        loader=VersionLoader(parts),
+    )
+    install_filters(env)
+    return env
