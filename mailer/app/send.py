@@ -57,8 +57,25 @@ class Summary:
     excluded: dict[str, int]
 
     def as_json(self) -> dict[str, Any]:
+        """This campaign's `send --json` document: every outcome, zeros included."""
         return {"planned": self.planned, **{s: self.outcomes.get(s, 0) for s in STATES},
                 "waiting": self.waiting, "excluded": dict(sorted(self.excluded.items()))}
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What one `send` or `run --once` did, campaign by campaign (in SUMMARIES' order)."""
+
+    summaries: tuple[Summary, ...]
+    named: tuple[str, ...] = ()  # the campaigns the command named (`run` names none)
+
+    def as_json(self) -> dict[str, Any]:
+        """The `--json` document: the one campaign named, alone; else every campaign's
+        document under "campaigns", by slug."""
+        documents = {s.campaign: s.as_json() for s in self.summaries}
+        if len(self.named) == 1:
+            return documents[self.named[0]]
+        return {"campaigns": documents}
 
 
 @dataclass(frozen=True)
