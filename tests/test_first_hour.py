@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import Workspace
 
 NOW = ["--now", "2026-11-23T10:00"]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _git(root: Path, *args: str) -> str:
@@ -43,3 +46,26 @@ def test_a_forced_init_keeps_the_users_gitignore_and_adds_what_it_lacks(tmp_path
     assert lines[:2] == ["notes/", "mailer.db"]
     assert lines.count("mailer.db") == 1
     assert "outbox/" in lines and "mailer.db-wal" in lines
+
+
+def _block_after(heading: str) -> str:
+    """The first ```sh block after a README heading."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(heading):]
+    start = section.index("```sh\n") + len("```sh\n")
+    return section[start:section.index("```", start)]
+
+
+def test_the_readme_tour_runs_verbatim(tmp_path: Path) -> None:
+    tour = _block_after("## A five-minute tour")
+    assert "mailer init shop" in tour and "mailer send" in tour
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MAILER_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", tour], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    shop = tmp_path / "shop"
+    assert "500 customers" in done.stdout
+    assert len(list((shop / "previews").glob("*.html"))) >= 4
+    assert (shop / "forecast.html").exists()
+    assert any((shop / "outbox" / "dry-run" / "black-friday").glob("*.eml"))
