@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+
+from sqlalchemy import text
 
 from tests.conftest import Workspace
 
@@ -69,3 +72,38 @@ def test_the_readme_tour_runs_verbatim(tmp_path: Path) -> None:
     assert len(list((shop / "previews").glob("*.html"))) >= 4
     assert (shop / "forecast.html").exists()
     assert any((shop / "outbox" / "dry-run" / "black-friday").glob("*.eml"))
+
+
+def test_resubscribe_records_a_new_opt_in_and_needs_force_after_a_bounce(
+        db: Workspace) -> None:
+    db.write("c.csv", "id,email\nU1,u1@example.com\nB1,b1@example.com\nS1,s1@example.com\n")
+    assert db.run("import", "customers", "c.csv", *NOW).code == 0
+    assert db.run("unsubscribe", "u1@example.com", *NOW).code == 0
+    with db.engine().begin() as conn:
+        conn.execute(text("UPDATE customers SET consent = 'bounced' WHERE store_id = 'B1'"))
+        conn.execute(text("INSERT INTO suppressions (email_key, reason, source, created_at) "
+                          "VALUES ('b1@example.com', 'bounce', 'smtp', :at)"),
+                     {"at": datetime(2026, 11, 1, tzinfo=UTC)})
+    result = db.run("resubscribe", "u1@example.com", "b1@example.com", "s1@example.com",
+                    "nobody@example.com", "--source", "phone call", "--json", *NOW)
+    assert result.code == 1
+    assert result.json() == {
+        "resubscribed": ["u1@example.com"], "already": ["s1@example.com"],
+        "refused": [{"email": "b1@example.com", "consent": "bounced",
+                     "reason": "the address bounced: mail to it failed or was reported as "
+                               "spam; use --force if the person asked again"}],
+        "unknown": ["nobody@example.com"], "invalid": []}
+    rows = {r.store_id: tuple(r)[1:] for r in db.query(
+        "SELECT store_id, consent, consent_source, consent_reason FROM customers")}
+    assert rows["U1"] == ("subscribed", "phone call", "opt_in")
+    assert rows["B1"][0] == "bounced"
+    forced = db.run("resubscribe", "b1@example.com", "--source", "asked at the till",
+                    "--force", *NOW)
+    assert forced.code == 0, forced.stderr
+    assert forced.stdout == ("b1@example.com: subscribed again (was bounced), "
+                             "source 'asked at the till'\n")
+    assert db.query("SELECT consent FROM customers WHERE store_id = 'B1'")[0][0] == "subscribed"
+    assert db.query("SELECT count(*) FROM suppressions")[0][0] == 0
+    refused = db.run("resubscribe", "u1@example.com", "--source", " ", *NOW)
+    assert refused.code == 2
+    assert "--source" in refused.stderr
