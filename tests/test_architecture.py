@@ -38,6 +38,7 @@ OWNERS = {
     "markupsafe": {"mail"},
     "premailer": {"mail"},
     "cryptography": {"mail"},
+    "babel": {"mail"},
     "yaml": {"config"},
     "pydantic": {"config"},
     "click": {"cli"},
