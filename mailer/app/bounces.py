@@ -28,21 +28,20 @@ from email.header import Header
 from email.message import Message
 from email.utils import getaddresses
 
-from sqlalchemy import Connection, Engine, insert, select
-
 from mailer.core.addresses import Address, email_key, parse_address
 from mailer.core.errors import InvalidValue, UserError
-from mailer.core.states import WENT_OUT, Consent
+from mailer.core.states import Consent
 from mailer.mail.links import verp_row
-from mailer.store.consent import opt_out, suppress
-from mailer.store.models import Customer, Delivery, Event
+from mailer.store import events
+from mailer.store.consent import suppress
+from mailer.store.db import Connection, Engine
+from mailer.store.pending_b1 import SentMail, opt_out_customer, sent_mail, sent_mail_with_message_id
 
 _STATUS = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}$")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 # local+<row id>-<signature>@domain (the signature: 20 hex digits, see links)
 MAX_REPORT_BYTES = 10 * 1024 * 1024  # a report quotes a mail; anything bigger is not one
 NOT_OURS = "not about a mail we sent"
-MATCHED_STATES = WENT_OUT  # a bounce can only be about mail that went out
 
 
 class SetAside(UserError):
@@ -237,29 +236,18 @@ class Applied:
     suppressed: bool  # newly suppressed by this report
 
 
-@dataclass(frozen=True)
-class _Sent:
-    id: int
-    campaign: str
-    customer_id: int
-    email: str
-
-
-def _sent_row(conn: Connection, report: Report, keys: Sequence[str]) -> _Sent | None:
+def _sent_row(conn: Connection, report: Report, keys: Sequence[str]) -> SentMail | None:
     """The sent or unknown row the report is about: by Message-ID, else by VERP."""
-    columns = (Delivery.id, Delivery.campaign, Delivery.customer_id, Delivery.email)
-    live = Delivery.status.in_(MATCHED_STATES)
     if report.message_id is not None:
-        found = conn.execute(select(*columns).where(
-            Delivery.message_id == report.message_id, live)).first()
+        found = sent_mail_with_message_id(conn, report.message_id)
         if found is not None:
-            return _Sent(*found)
+            return found
     for address in report.return_paths:
         row_id = verp_row(address, keys)
         if row_id is not None:
-            found = conn.execute(select(*columns).where(Delivery.id == row_id, live)).first()
+            found = sent_mail(conn, row_id)
             if found is not None:
-                return _Sent(*found)
+                return found
     return None
 
 
@@ -280,16 +268,15 @@ def apply(engine: Engine, report: Report, now: datetime, source: str, *,
         if not findings:
             raise NotOurs
         for finding in findings:
-            conn.execute(insert(Event).values(
-                kind=finding.kind, customer_id=row.customer_id, at=now, campaign=row.campaign,
-                delivery_id=row.id, comment=finding.status))
+            events.add(conn, finding.kind, customer_id=row.customer_id, at=now,
+                       campaign=row.campaign, delivery_id=row.id, comment=finding.status)
         permanent = next((f for f in findings if f.permanent), None)
         if permanent is None:
             return Applied(row.email, findings, suppressed=False)
         complaint = permanent.kind == "complaint"
         reason = "complaint" if complaint else f"bounce {permanent.status}"
         added = suppress(conn, [target], now=now, source=source, reason=reason)
-        opt_out(conn, Customer.id == row.customer_id,
-                Consent.COMPLAINED if complaint else Consent.BOUNCED, now=now, source=source,
-                reason=reason)
+        opt_out_customer(conn, row.customer_id,
+                         Consent.COMPLAINED if complaint else Consent.BOUNCED, now=now,
+                         source=source, reason=reason)
     return Applied(row.email, findings, suppressed=bool(added))

@@ -9,7 +9,7 @@ broken by one slow reply). Below one mail per second there is one permit that
 rests 1/RATE seconds.
 
 `LocalRateLimit` keeps the permits in memory: enough where one process sends
-(SQLite). `SharedRateLimit` keeps them in the `rate_slots` table of PostgreSQL,
+(SQLite). `SharedRateLimit` keeps them in PostgreSQL (mailer.store.rate_slots),
 taken with FOR UPDATE SKIP LOCKED and timed by the database's clock, so workers
 on several hosts share one limit. A permit taken by a sender that dies comes
 back after a minute.
@@ -22,7 +22,8 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from sqlalchemy import Connection, Engine, text
+from mailer.store import rate_slots
+from mailer.store.db import Connection, Engine, is_server
 
 MOST_PERMITS = 10_000  # a higher rate_per_second is limited to this
 
@@ -71,46 +72,26 @@ class LocalRateLimit:
         return max(0.0, self._free_at[0][0] - time.monotonic())
 
 
-HELD = "60 seconds"  # a taken permit's free time: a dead sender's permit returns then
-_TAKE = text(
-    "UPDATE rate_slots SET free_at = clock_timestamp() AT TIME ZONE 'UTC' "
-    f"+ interval '{HELD}' WHERE slot IN (SELECT slot FROM rate_slots "
-    "WHERE free_at <= clock_timestamp() AT TIME ZONE 'UTC' ORDER BY free_at "
-    "LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING slot")
-# clock_timestamp(): the time of the give-back itself, after the replies were recorded
-_GIVE_BACK = text(
-    "UPDATE rate_slots SET free_at = clock_timestamp() AT TIME ZONE 'UTC' "
-    "+ make_interval(secs => :rest) WHERE slot = ANY(:slots)")
-
-
 class SharedRateLimit:
     def __init__(self, engine: Engine, rate: float) -> None:
         self.engine = engine
         self.capacity, self.rest = _shape(rate)
-        with engine.begin() as conn:  # exactly `capacity` permits exist
-            conn.execute(text("INSERT INTO rate_slots (slot, free_at) "
-                              "SELECT n, now() AT TIME ZONE 'UTC' - interval '1 second' "
-                              "FROM generate_series(0, :last) AS n "
-                              "ON CONFLICT (slot) DO NOTHING"), {"last": self.capacity - 1})
-            conn.execute(text("DELETE FROM rate_slots WHERE slot >= :n"), {"n": self.capacity})
+        rate_slots.keep_permits(engine, self.capacity)
 
     def take(self, conn: Connection, wanted: int) -> list[int]:
-        return [row[0] for row in conn.execute(_TAKE, {"n": wanted})]
+        return rate_slots.take(conn, wanted)
 
     def give_back(self, conn: Connection, permits: Sequence[int]) -> None:
         if permits:
-            conn.execute(_GIVE_BACK, {"rest": self.rest, "slots": list(permits)})
+            rate_slots.give_back(conn, permits, self.rest)
 
     def retry_in(self) -> float:
-        with self.engine.connect() as conn:
-            wait = conn.execute(text(
-                "SELECT EXTRACT(EPOCH FROM min(free_at) - clock_timestamp() AT TIME ZONE 'UTC') "
-                "FROM rate_slots")).scalar()
-        return min(max(float(wait or 0.0), 0.005), 1.0)
+        wait = rate_slots.seconds_to_free(self.engine)
+        return min(max(wait or 0.0, 0.005), 1.0)
 
 
 def rate_limit(engine: Engine, rate: float) -> RateLimit:
     """The shared limit on PostgreSQL, the in-memory one where a single process sends."""
-    if engine.dialect.name == "postgresql":
+    if is_server(engine):
         return SharedRateLimit(engine, rate)
     return LocalRateLimit(rate)

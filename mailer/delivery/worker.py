@@ -29,9 +29,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, select
-from sqlalchemy.exc import SQLAlchemyError
-
 from mailer.config.settings import Settings
 from mailer.core.clock import Clock
 from mailer.core.errors import MailerError
@@ -45,12 +42,11 @@ from mailer.mail.links import verp_address
 from mailer.mail.message import Mail, build, message_id
 from mailer.mail.tracking import tracked
 from mailer.mail.version import Version, compose, from_definition
+from mailer.store.db import Connection, DatabaseError, Engine
 from mailer.store.ledger import (
-    DELIVERIES,
     DUE_STATES,
     Row,
     claim,
-    due,
     durable,
     expire,
     finish,
@@ -59,7 +55,13 @@ from mailer.store.ledger import (
     start,
     suppress,
 )
-from mailer.store.models import CampaignVersion, Coupon, Customer, Suppression
+from mailer.store.pending_b1 import (
+    any_due,
+    consent_of_rows,
+    coupons_of_rows,
+    unlease,
+    version_definition,
+)
 
 log = logging.getLogger("mailer.send")
 _EXPIRED = {"status": "expired", "reason": EXPIRED_REASON, "next_attempt_at": None,
@@ -110,10 +112,8 @@ class Renderer:
 
     def version(self, version_id: int) -> tuple[Version, Settings]:
         if version_id not in self._versions:
-            with self.engine.connect() as conn:
-                stored = conn.execute(select(CampaignVersion.definition)
-                                      .where(CampaignVersion.id == version_id)).scalar_one()
-            self._versions[version_id] = from_definition(stored)
+            self._versions[version_id] = from_definition(
+                version_definition(self.engine, version_id))
         return self._versions[version_id]
 
     def render(self, rows: Sequence[Row], now: datetime
@@ -139,7 +139,7 @@ class Renderer:
         for version_id in sorted({row.campaign_version_id for row in rows}):
             try:
                 self.version(version_id)
-            except SQLAlchemyError:
+            except DatabaseError:
                 raise
             except Exception as err:
                 broken[version_id] = render_error(err)
@@ -149,9 +149,7 @@ class Renderer:
                           for row in rows if row.campaign_version_id not in broken}
             stats = {currency: load_stats(conn, ids, now=now, currency=currency)
                      for currency in currencies}
-            coupons = {int(row[0] or 0): (row[1], row[2]) for row in conn.execute(
-                select(Coupon.delivery_id, Coupon.code, Coupon.expires_at)
-                .where(Coupon.delivery_id.in_([row.id for row in rows])))}
+            coupons = coupons_of_rows(conn, [row.id for row in rows])
         ready: list[Ready] = []
         failed: list[tuple[int, dict[str, Any]]] = []
         for index, row in enumerate(rows):
@@ -214,11 +212,7 @@ def _opted_out(conn: Connection, ids: Sequence[int], now: datetime
     if not ids:
         return []
     changes = []
-    for row_id, consent, paused_until, suppressed in conn.execute(
-            select(DELIVERIES.c.id, Customer.consent, Customer.paused_until,
-                   exists().where(Suppression.email_key == Customer.email_key))
-            .join(Customer, Customer.id == DELIVERIES.c.customer_id)
-            .where(DELIVERIES.c.id.in_(list(ids)))):
+    for row_id, consent, paused_until, suppressed in consent_of_rows(conn, ids):
         paused = paused_until is not None and paused_until > now
         reason = (consent if consent != "subscribed" else "suppressed" if suppressed
                   else "paused" if paused else None)
@@ -279,9 +273,7 @@ class SendingLoop:
 
     def has_due(self) -> bool:
         """Whether any row is due now (nothing is leased by asking)."""
-        with self.engine.connect() as conn:
-            return conn.execute(select(DELIVERIES.c.id).where(
-                due(self.clock.now(), self.campaigns)).limit(1)).first() is not None
+        return any_due(self.engine, self.clock.now(), self.campaigns)
 
     async def run(self, stop: asyncio.Event, *, until_idle: bool,
                   poll: float = 1.0) -> Counter[tuple[str, str]]:
@@ -479,11 +471,5 @@ class SendingLoop:
 
     def _unlease(self, conn: Connection, ids: Sequence[int]) -> None:
         """Give up this sender's lease of rows it has not started: others may claim them."""
-        if not ids:
-            return
-        from sqlalchemy import update
-
-        conn.execute(update(DELIVERIES).where(
-            and_(DELIVERIES.c.id.in_(list(ids)), DELIVERIES.c.lease_owner == self.owner,
-                 DELIVERIES.c.status.in_(DUE_STATES))).values(
-            lease_owner=None, lease_until=None))
+        if ids:
+            unlease(conn, self.owner, ids)

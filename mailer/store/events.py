@@ -1,5 +1,6 @@
 """What recipients do with their mails, written to the store (DESIGN §6): one-click
-unsubscribes, the preference centre, opens, clicks and ratings.
+unsubscribes, the preference centre, opens, clicks and ratings; the bounces and
+complaints about them; and the counts a campaign's report reads back.
 
 Every function takes the verified claims of a signed link: the customer's store
 id, the campaign and the ledger row the mail came from. Writes are idempotent
@@ -20,12 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, insert, select, text, update
+from sqlalchemy import event, func, insert, select, text, update
 from sqlalchemy.exc import DisconnectionError
 
 from mailer.core.claims import Claims
 from mailer.core.states import OPTED_OUT, Consent
 from mailer.store.consent import opt_out
+from mailer.store.db import Connection, Engine, is_server
 from mailer.store.models import Customer, Event
 
 PAUSE = timedelta(days=30)
@@ -43,7 +45,7 @@ def bound(engine: Engine) -> Engine:
     """ENGINE, its connections made to wait no longer than DEADLINE: on each checkout
     SQLite's busy timeout, PostgreSQL's lock and statement timeouts, and on connecting
     PostgreSQL's connect timeout are set to the time left."""
-    postgres = engine.dialect.name == "postgresql"
+    postgres = is_server(engine)
 
     @event.listens_for(engine, "do_connect")
     def _connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
@@ -106,11 +108,17 @@ def _delivery_id(claims: Claims) -> int | None:
     return int(claims.message) if claims.message.isdigit() else None
 
 
+def add(conn: Connection, kind: str, *, customer_id: int | None, campaign: str | None,
+        delivery_id: int | None, at: datetime, **values: str | int | None) -> None:
+    """One event of a mail; VALUES: its score, comment or URL."""
+    conn.execute(insert(Event).values(kind=kind, customer_id=customer_id, campaign=campaign,
+                                      delivery_id=delivery_id, at=at, **values))
+
+
 def _event(conn: Connection, kind: str, claims: Claims, customer_id: int | None,
-           now: datetime, **values: Any) -> None:
-    conn.execute(insert(Event).values(kind=kind, customer_id=customer_id,
-                                      campaign=claims.campaign,
-                                      delivery_id=_delivery_id(claims), at=now, **values))
+           now: datetime, **values: str | int | None) -> None:
+    add(conn, kind, customer_id=customer_id, campaign=claims.campaign,
+        delivery_id=_delivery_id(claims), at=now, **values)
 
 
 def unsubscribe(engine: Engine, claims: Claims, now: datetime, *,
@@ -207,3 +215,28 @@ def _rating(conn: Connection, claims: Claims, customer_id: int) -> int | None:
         else query.where(Event.delivery_id.is_(None))
     found = conn.execute(query.limit(1)).scalar()
     return None if found is None else int(found)
+
+
+# --- what a campaign's report reads back ------------------------------------------------
+
+
+def count_with_mails(conn: Connection, campaign: str, kind: str) -> tuple[int, int]:
+    """CAMPAIGN's events of KIND: (how many, how many mails had one)."""
+    total, mails = conn.execute(
+        select(func.count(), func.count(func.distinct(Event.delivery_id)))
+        .where(Event.campaign == campaign, Event.kind == kind)).one()
+    return int(total), int(mails)
+
+
+def count(conn: Connection, campaign: str, kind: str) -> int:
+    """How many events of KIND CAMPAIGN has."""
+    return int(conn.execute(select(func.count()).where(
+        Event.campaign == campaign, Event.kind == kind)).scalar_one())
+
+
+def ratings_given(conn: Connection, campaign: str) -> list[tuple[int, int, datetime]]:
+    """CAMPAIGN's ratings, oldest first: (customer id, score, when); 0 for a missing id or
+    score."""
+    return [(int(customer or 0), int(score or 0), at) for customer, score, at in conn.execute(
+        select(Event.customer_id, Event.score, Event.at).where(
+            Event.campaign == campaign, Event.kind == "rating").order_by(Event.at))]

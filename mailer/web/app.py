@@ -41,15 +41,13 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 from multidict import MultiDict
-from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from mailer.core.clock import Clock
 from mailer.core.errors import DatabaseUnavailable
 from mailer.core.states import OPTED_OUT
 from mailer.mail.links import Claims, InvalidLink, link, verify
 from mailer.store import events as engagement
+from mailer.store.db import UNREACHABLE, Engine
 from mailer.web.listener import HEADERS, SERVER, Connection, Limits, listen
 
 log = logging.getLogger("mailer.serve")
@@ -108,7 +106,7 @@ class Database:
                     max(left, 0.001))
             except TimeoutError:
                 raise DatabaseUnavailable("the database did not answer in time") from None
-            except (OperationalError, PoolTimeout) as err:  # locked, refused, timed out
+            except UNREACHABLE as err:  # locked, refused, timed out
                 left = deadline - time.monotonic()
                 if left < 0.01:
                     reason = str(getattr(err, "orig", err)).strip().splitlines()[:1]
