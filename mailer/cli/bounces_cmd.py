@@ -7,15 +7,12 @@ from pathlib import Path
 
 import click
 
-from mailer.cli.common import emit_json, json_option, now_option, session, workspace_option
+from mailer.cli.common import emit_json, session, workspace_json_now
 
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@workspace_option
-@json_option
-@now_option
-@click.pass_context
+@workspace_json_now
 def bounces(ctx: click.Context, path: Path, workspace: str | None, as_json: bool,
             now: str | None) -> None:
     """Read RFC 3464 bounce reports and ARF complaints from a Maildir, a folder of .eml

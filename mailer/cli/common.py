@@ -17,12 +17,10 @@ import click
 if TYPE_CHECKING:
     import asyncio
 
-    from sqlalchemy import Engine
-    from sqlalchemy.engine import URL
-
     from mailer.config.settings import Environment
     from mailer.config.workspace import Workspace
     from mailer.core.clock import Clock
+    from mailer.store.db import URL, Engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -68,6 +66,41 @@ def allow_past_option(f: F) -> F:
     """`--allow-past`, for the commands that write plans (see refuse_past)."""
     return click.option("--allow-past", is_flag=True,
                         help="Plan at a --now before the store's latest planning run.")(f)
+
+
+def chart_option(f: F) -> F:
+    """`--chart FILE`, checked by check_chart when the command runs."""
+    return click.option("--chart", type=click.Path(dir_okay=False, path_type=Path),
+                        help="Write a chart: FILE.png, FILE.html (with labels) or FILE.svg.")(f)
+
+
+def check_chart(chart: Path | None) -> None:
+    """Refuse a --chart of a kind no chart is written as, before any work is done."""
+    from mailer.core.errors import UserError
+
+    if chart is not None and chart.suffix.lower() not in (".png", ".html", ".svg"):
+        raise UserError(f"{chart}: charts are written as .png, .html or .svg")
+
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def command_options(*options: Decorator) -> Decorator:
+    """OPTIONS as if written one above the other in this order (the order --help lists
+    them), on a command that takes the click context first."""
+    def stack(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.pass_context(f)
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return stack
+
+
+# The option sets the commands share.
+workspace_json = command_options(workspace_option, json_option)
+workspace_json_now = command_options(workspace_option, json_option, now_option)
+planning_options = command_options(workspace_option, json_option, now_option, allow_past_option)
+now_json_workspace = command_options(now_option, json_option, workspace_option)
 
 
 @dataclass

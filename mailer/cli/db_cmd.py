@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mailer.cli.common import emit_json, json_option, session, workspace_option
+from mailer.cli.common import emit_json, session, workspace_json
 
 
 @click.group()
@@ -13,9 +13,7 @@ def db() -> None:
 
 
 @db.command()
-@workspace_option
-@json_option
-@click.pass_context
+@workspace_json
 def upgrade(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
     """Create or migrate the schema (on PostgreSQL under an advisory lock)."""
     from mailer.store.db import create

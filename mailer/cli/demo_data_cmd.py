@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mailer.cli.common import emit_json, json_option, now_option, session, workspace_option
+from mailer.cli.common import emit_json, session, workspace_json_now
 
 
 @click.command("demo-data")
@@ -17,10 +17,7 @@ from mailer.cli.common import emit_json, json_option, now_option, session, works
 @click.option("--replace", is_flag=True, help="Delete the store's data first.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write customers.csv and orders.csv into DIR instead of the database.")
-@workspace_option
-@json_option
-@now_option
-@click.pass_context
+@workspace_json_now
 def demo_data(ctx: click.Context, count: int, seed: int, replace: bool, out_dir: Path | None,
               workspace: str | None, as_json: bool, now: str | None) -> None:
     """Fill the store with a realistic synthetic shop, through the import path."""

@@ -7,12 +7,13 @@ from pathlib import Path
 import click
 
 from mailer.cli.common import (
+    chart_option,
+    check_chart,
     check_time,
     emit_json,
-    json_option,
     print_table,
     session,
-    workspace_option,
+    workspace_json,
 )
 
 
@@ -22,22 +23,17 @@ from mailer.cli.common import (
 @click.option("--from", "start_text", metavar="TIME", default=None, callback=check_time,
               help="Start of the simulation (ISO 8601; no offset = workspace zone; "
                    "default: now).")
-@click.option("--chart", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a chart: FILE.png, FILE.html (with labels) or FILE.svg.")
-@workspace_option
-@json_option
-@click.pass_context
+@chart_option
+@workspace_json
 def forecast(ctx: click.Context, days: int, start_text: str | None, chart: Path | None,
              workspace: str | None, as_json: bool) -> None:
     """Simulate the daemon hour by hour on a scratch ledger: mails per day and campaign."""
     from mailer.app.forecast import chart_html, chart_png, run_forecast
     from mailer.config.workspace import load_valid_workspace
     from mailer.core.clock import iso_z
-    from mailer.core.errors import UserError
     from mailer.mail.version import compile_version, definition
 
-    if chart is not None and chart.suffix.lower() not in (".png", ".html", ".svg"):
-        raise UserError(f"{chart}: charts are written as .png, .html or .svg")
+    check_chart(chart)
     run = session(ctx, workspace, start_text)
     settings = run.workspace.settings
     specs, campaigns = load_valid_workspace(run.root)

@@ -9,14 +9,7 @@ from typing import Any, BinaryIO
 
 import click
 
-from mailer.cli.common import (
-    emit_json,
-    json_option,
-    now_option,
-    session,
-    stderr_is_terminal,
-    workspace_option,
-)
+from mailer.cli.common import emit_json, now_json_workspace, session, stderr_is_terminal
 
 
 @click.group("import")
@@ -31,12 +24,11 @@ def _options(f: Callable[..., Any]) -> Callable[..., Any]:
                           "with JSON Lines).")(f)
     f = click.option("--strict", is_flag=True,
                      help="One transaction: nothing is written if any row is bad.")(f)
-    return now_option(json_option(workspace_option(f)))
+    return now_json_workspace(f)
 
 
 @import_group.command()
 @_options
-@click.pass_context
 def customers(ctx: click.Context, /, **options: Any) -> None:
     """Upsert customers by `id` from FILE (- for standard input)."""
     _import(ctx, "customers", **options)
@@ -44,7 +36,6 @@ def customers(ctx: click.Context, /, **options: Any) -> None:
 
 @import_group.command()
 @_options
-@click.pass_context
 def orders(ctx: click.Context, /, **options: Any) -> None:
     """Upsert orders, one row per order line, from FILE (- for standard input)."""
     _import(ctx, "orders", **options)

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import click
 
-from mailer.cli.common import (
-    emit_json,
-    json_option,
-    now_option,
-    print_table,
-    session,
-    workspace_option,
-)
+from mailer.cli.common import emit_json, print_table, session, workspace_json_now
 
 
 @click.command()
 @click.argument("campaign")
-@workspace_option
-@json_option
-@now_option
-@click.pass_context
+@workspace_json_now
 def plan(ctx: click.Context, campaign: str, workspace: str | None, as_json: bool,
          now: str | None) -> None:
     """What `send` would plan for CAMPAIGN at --now; writes nothing."""

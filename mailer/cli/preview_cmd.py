@@ -6,14 +6,7 @@ from pathlib import Path
 
 import click
 
-from mailer.cli.common import (
-    emit_json,
-    json_option,
-    now_option,
-    print_table,
-    session,
-    workspace_option,
-)
+from mailer.cli.common import emit_json, print_table, session, workspace_json_now
 
 
 @click.command()
@@ -28,10 +21,7 @@ from mailer.cli.common import (
 @click.option("--host", default="127.0.0.1", show_default=True, help="With --serve.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8025, show_default=True,
               help="With --serve; 0 picks a free port.")
-@workspace_option
-@json_option
-@now_option
-@click.pass_context
+@workspace_json_now
 def preview(ctx: click.Context, campaign: str, email: str | None, sample: int,
             out_dir: Path | None, serve: bool, host: str, port: int, workspace: str | None,
             as_json: bool, now: str | None) -> None:

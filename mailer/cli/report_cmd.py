@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mailer.cli.common import emit_json, json_option, print_table, session, workspace_option
+from mailer.cli.common import (
+    chart_option,
+    check_chart,
+    emit_json,
+    print_table,
+    session,
+    workspace_json,
+)
 
 if TYPE_CHECKING:
     from mailer.cli.common import Session
@@ -16,20 +23,15 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.argument("campaign")
-@click.option("--chart", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a chart: FILE.png, FILE.html (with labels) or FILE.svg.")
-@workspace_option
-@json_option
-@click.pass_context
+@chart_option
+@workspace_json
 def report(ctx: click.Context, campaign: str, chart: Path | None, workspace: str | None,
            as_json: bool) -> None:
     """Planned mails by state, exclusions by reason, subject variants and the winner,
     opens, clicks, unsubscribes and ratings."""
     from mailer.app.report import campaign_report
-    from mailer.core.errors import UserError
 
-    if chart is not None and chart.suffix.lower() not in (".png", ".html", ".svg"):
-        raise UserError(f"{chart}: charts are written as .png, .html or .svg")
+    check_chart(chart)
     run = session(ctx, workspace)
     known = sorted(path.stem for path in (run.root / "campaigns").glob("*.yaml"))
     document = campaign_report(run.engine, campaign, known, _segments_of(run))

@@ -6,15 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mailer.cli.common import (
-    allow_past_option,
-    emit_json,
-    json_option,
-    now_option,
-    refuse_past,
-    session,
-    workspace_option,
-)
+from mailer.cli.common import emit_json, planning_options, refuse_past, session
 
 if TYPE_CHECKING:
     from mailer.cli.common import Session
@@ -27,11 +19,7 @@ if TYPE_CHECKING:
 @click.option("--no-deliver", is_flag=True, help="Plan only; `mailer worker`s deliver.")
 @click.option("--interval", type=click.FloatRange(0.1, 60.0), default=60.0, show_default=True,
               help="Seconds between sweeps (at most a minute).")
-@workspace_option
-@json_option
-@now_option
-@allow_past_option
-@click.pass_context
+@planning_options
 def run(ctx: click.Context, once: bool, no_deliver: bool, interval: float,
         workspace: str | None, as_json: bool, now: str | None, allow_past: bool) -> None:
     """Plan every campaign on its trigger and deliver what is due, until SIGTERM.
@@ -107,6 +95,7 @@ def _daemon(run_: Session, loaded: Loaded, *, deliver: bool, interval: float) ->
     from mailer.cli.deliver import secret_key, signer, smtp_transport
     from mailer.core.logs import configure
     from mailer.daemon.scheduler import Daemon
+    from mailer.store.db import is_server
     from mailer.store.ledger import new_owner
     from mailer.store.locks import Leadership
 
@@ -117,7 +106,7 @@ def _daemon(run_: Session, loaded: Loaded, *, deliver: bool, interval: float) ->
     key = secret_key(run_.env) if deliver else ""
     transport = smtp_transport(run_.env, settings) if deliver else None
     leadership = Leadership(engine)
-    if engine.dialect.name != "postgresql":
+    if not is_server(engine):
         leadership.try_take()  # SQLite: a second daemon exits 3 at once, never stands by
     log.info("mailer run started owner=%s deliver=%s campaigns=%d", owner,
              "yes" if deliver else "no", len(loaded.campaigns))

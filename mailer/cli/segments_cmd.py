@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from mailer.cli.common import (
+    Decorator,
     Session,
+    command_options,
     emit_json,
     json_option,
     now_option,
@@ -20,14 +25,28 @@ if TYPE_CHECKING:
     from mailer.config.conditions import SegmentSpec
     from mailer.segments.compiler import Scope
 
+T = TypeVar("T")
+
 
 @click.group()
 def segments() -> None:
     """Segments: who they pick, as of --now."""
 
 
-def _load(ctx: click.Context, workspace: str | None,
-          now: str | None) -> tuple[Session, dict[str, SegmentSpec], Scope]:
+@dataclass(frozen=True)
+class _Segments:
+    """The workspace's segments, to be asked about the store as of --now."""
+
+    run: Session
+    specs: dict[str, SegmentSpec]
+    scope: Scope
+
+    def ask(self, query: Callable[..., T], name: str, *args: Any) -> T:
+        """QUERY (count, members, sql, funnel of mailer.segments.runner) on segment NAME."""
+        return query(self.run.engine, self.specs, name, self.scope, *args)
+
+
+def _load(ctx: click.Context, workspace: str | None, now: str | None) -> _Segments:
     from mailer.config.workspace import load_segments
     from mailer.core.errors import ConfigError
     from mailer.segments.runner import scope_for
@@ -36,23 +55,33 @@ def _load(ctx: click.Context, workspace: str | None,
     specs, problems = load_segments(run.root)
     if problems:
         raise ConfigError(problems)
-    return run, specs, scope_for(run.workspace.settings, run.clock.now(), run.engine)
+    return _Segments(run, specs, scope_for(run.workspace.settings, run.clock.now(), run.engine))
 
 
-def _common(f: Any) -> Any:
-    return click.pass_context(now_option(json_option(workspace_option(f))))
+def _command(name: str, *params: Decorator) -> Callable[[Callable[..., None]], click.Command]:
+    """`segments NAME` with PARAMS, then --now, --json and --workspace: it calls
+    BODY(segments, as_json, **PARAMS) with the workspace's segments loaded."""
+    def register(body: Callable[..., None]) -> click.Command:
+        @functools.wraps(body)
+        def command(ctx: click.Context, workspace: str | None, as_json: bool, now: str | None,
+                    **values: Any) -> None:
+            body(_load(ctx, workspace, now), as_json, **values)
+
+        options = command_options(*params, now_option, json_option, workspace_option)
+        return segments.command(name)(options(command))
+    return register
 
 
-@segments.command("list")
-@_common
-def list_segments(ctx: click.Context, workspace: str | None, as_json: bool,
-                  now: str | None) -> None:
+_NAME = click.argument("name")
+
+
+@_command("list")
+def list_segments(picked: _Segments, as_json: bool) -> None:
     """Every segment with its description and size."""
     from mailer.segments.runner import count
 
-    run, specs, scope = _load(ctx, workspace, now)
     rows = [{"segment": name, "description": spec.description,
-             "count": count(run.engine, specs, name, scope)} for name, spec in specs.items()]
+             "count": picked.ask(count, name)} for name, spec in picked.specs.items()]
     if as_json:
         emit_json({"segments": rows})
         return
@@ -60,34 +89,25 @@ def list_segments(ctx: click.Context, workspace: str | None, as_json: bool,
                 ((r["segment"], r["count"], r["description"]) for r in rows))
 
 
-@segments.command("count")
-@click.argument("name")
-@_common
-def count_segment(ctx: click.Context, name: str, workspace: str | None, as_json: bool,
-                  now: str | None) -> None:
+@_command("count", _NAME)
+def count_segment(picked: _Segments, as_json: bool, name: str) -> None:
     """How many customers the segment picks."""
     from mailer.segments.runner import count
 
-    run, specs, scope = _load(ctx, workspace, now)
-    size = count(run.engine, specs, name, scope)
+    size = picked.ask(count, name)
     if as_json:
         emit_json({"segment": name, "count": size})
     else:
         click.echo(f"{name}: {size}")
 
 
-@segments.command("show")
-@click.argument("name")
-@click.option("--limit", type=click.IntRange(0), default=20, show_default=True,
-              help="How many members to list.")
-@_common
-def show_segment(ctx: click.Context, name: str, limit: int, workspace: str | None,
-                 as_json: bool, now: str | None) -> None:
+@_command("show", _NAME, click.option("--limit", type=click.IntRange(0), default=20,
+                                      show_default=True, help="How many members to list."))
+def show_segment(picked: _Segments, as_json: bool, name: str, limit: int) -> None:
     """The segment's members, ordered by store id."""
     from mailer.segments.runner import members
 
-    run, specs, scope = _load(ctx, workspace, now)
-    size, found = members(run.engine, specs, name, scope, limit)
+    size, found = picked.ask(members, name, limit)
     if as_json:
         emit_json({"segment": name, "count": size, "members": found})
         return
@@ -97,32 +117,24 @@ def show_segment(ctx: click.Context, name: str, limit: int, workspace: str | Non
                 title=f"{name}: {size} customers{shown}")
 
 
-@segments.command("sql")
-@click.argument("name")
-@_common
-def sql_segment(ctx: click.Context, name: str, workspace: str | None, as_json: bool,
-                now: str | None) -> None:
+@_command("sql", _NAME)
+def sql_segment(picked: _Segments, as_json: bool, name: str) -> None:
     """The SQL the database runs for the segment."""
     from mailer.segments.runner import sql
 
-    run, specs, scope = _load(ctx, workspace, now)
-    text = sql(run.engine, specs, name, scope)
+    text = picked.ask(sql, name)
     if as_json:
-        emit_json({"segment": name, "dialect": run.engine.dialect.name, "sql": text})
+        emit_json({"segment": name, "dialect": picked.run.engine.dialect.name, "sql": text})
     else:
         click.echo(text)
 
 
-@segments.command("funnel")
-@click.argument("name")
-@_common
-def funnel_segment(ctx: click.Context, name: str, workspace: str | None, as_json: bool,
-                   now: str | None) -> None:
+@_command("funnel", _NAME)
+def funnel_segment(picked: _Segments, as_json: bool, name: str) -> None:
     """How many customers remain after each condition of the segment."""
     from mailer.segments.runner import funnel
 
-    run, specs, scope = _load(ctx, workspace, now)
-    steps = funnel(run.engine, specs, name, scope)
+    steps = picked.ask(funnel, name)
     if as_json:
         emit_json({"segment": name, "steps": [
             {"condition": s.condition, "line": s.line, "remaining": s.remaining}

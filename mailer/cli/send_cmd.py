@@ -8,15 +8,12 @@ from typing import TYPE_CHECKING
 import click
 
 from mailer.cli.common import (
-    allow_past_option,
     emit_json,
-    json_option,
-    now_option,
+    planning_options,
     print_table,
     refuse_past,
     session,
     stderr_is_terminal,
-    workspace_option,
 )
 
 if TYPE_CHECKING:
@@ -29,11 +26,7 @@ if TYPE_CHECKING:
               "ledger is not touched.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where --dry-run writes (default: outbox/dry-run in the workspace).")
-@workspace_option
-@json_option
-@now_option
-@allow_past_option
-@click.pass_context
+@planning_options
 def send(ctx: click.Context, campaigns: tuple[str, ...], dry_run: bool, out: Path | None,
          workspace: str | None, as_json: bool, now: str | None, allow_past: bool) -> None:
     """Plan CAMPAIGNS at --now and deliver their mails that are due now.

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import click
 
-from mailer.cli.common import emit_json, json_option, print_table, session, workspace_option
+from mailer.cli.common import emit_json, print_table, session, workspace_json
 
 
 @click.command()
-@workspace_option
-@json_option
-@click.pass_context
+@workspace_json
 def status(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
     """Counts of customers, subscribers, orders and deliveries by state."""
     from datetime import UTC, datetime

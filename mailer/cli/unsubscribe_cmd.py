@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import click
 
-from mailer.cli.common import emit_json, json_option, now_option, session, workspace_option
+from mailer.cli.common import emit_json, session, workspace_json_now
 
 
 @click.command()
 @click.argument("emails", metavar="EMAIL...", nargs=-1, required=True)
-@workspace_option
-@json_option
-@now_option
-@click.pass_context
+@workspace_json_now
 def unsubscribe(ctx: click.Context, emails: tuple[str, ...], workspace: str | None,
                 as_json: bool, now: str | None) -> None:
     """Record opt-outs (reason `manual`); unknown valid addresses are suppressed anyway."""

@@ -7,16 +7,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
+from mailer.cli.common import emit_json, session, workspace_json
 
-from mailer.cli.common import emit_json, json_option, session, workspace_option
+if TYPE_CHECKING:
+    from mailer.store.db import Engine
 
 
 @click.command()
-@workspace_option
-@json_option
-@click.pass_context
+@workspace_json
 def validate(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
     """Check every workspace file; print each problem as PATH:LINE: FIELD: MESSAGE."""
     from mailer.app.validation import validate_workspace
