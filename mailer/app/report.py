@@ -5,161 +5,250 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
-
-from sqlalchemy import Connection, Engine, func, select
 
 from mailer.app.charts import Column, Segment
 from mailer.core.errors import NotFoundError
 from mailer.core.suggest import did_you_mean
+from mailer.store import events
+from mailer.store.db import Engine
 from mailer.store.ledger import counts
-from mailer.store.models import Delivery, Event, PlanRun
+from mailer.store.pending_b1 import mails_with_event_by_variant, plan_run_exclusions, variant_states
 
 Segments = Callable[[list[int]], dict[int, set[str]]]  # customer ids -> their segments
 
 
+# The dataclasses' fields are in the order of their keys in the JSON document.
+@dataclass(frozen=True)
+class Reach:
+    """Opens or clicks: the mails that had one, and all of them."""
+
+    mails: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Satisfaction:
+    """Ratings 1-5: how many, the mean, and the satisfaction index (CSAT: the share of
+    4s and 5s, in per cent, as stores report it); None without ratings."""
+
+    count: int
+    mean: float | None
+    csat: float | None
+
+    @classmethod
+    def of(cls, scores: Counter[int]) -> Satisfaction:
+        count = sum(scores.values())
+        mean = sum(score * n for score, n in scores.items()) / count if count else None
+        satisfied = scores[4] + scores[5]
+        return cls(count, round(mean, 2) if mean is not None else None,
+                   round(100 * satisfied / count, 1) if count else None)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Ratings(Satisfaction):
+    """All of a campaign's ratings, and the same per ISO week and per segment."""
+
+    scores: Mapping[int, int]  # score 1-5 -> how many
+    by_week: tuple[tuple[str, Satisfaction], ...]  # ("2026-W48", …), oldest first
+    by_segment: Mapping[str, Satisfaction]  # segments the raters are in now
+
+    def as_json(self) -> dict[str, Any]:
+        return {"count": self.count, "mean": self.mean, "csat": self.csat,
+                "scores": {str(score): n for score, n in self.scores.items()},
+                "by_week": [{"week": week, **brief.as_json()} for week, brief in self.by_week],
+                "by_segment": {segment: brief.as_json()
+                               for segment, brief in self.by_segment.items()}}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One subject variant: its rows planned and sent, its mails opened and clicked."""
+
+    variant: int  # numbered from 1
+    planned: int
+    sent: int
+    opened: int
+    clicked: int
+
+
+@dataclass(frozen=True)
+class Winner:
+    """The variant with the best click rate, and how sure it beats the runner-up."""
+
+    variant: int
+    metric: str  # what it won by: "clicks"
+    click_rate: float
+    runner_up: int
+    confidence: float
+
+
+@dataclass(frozen=True)
+class CampaignReport:
+    campaign: str
+    states: Mapping[str, int]  # rows by ledger state, every state (zeros included)
+    excluded: Mapping[str, int]  # customers excluded by reason, summed over plan runs
+    opens: Reach
+    clicks: Reach
+    unsubscribes: int
+    ratings: Ratings
+    variants: tuple[Variant, ...]
+    winner: Winner | None
+
+    @property
+    def planned(self) -> int:
+        return sum(self.states.values())
+
+    def as_json(self) -> dict[str, Any]:
+        """The document `mailer report --json` prints."""
+        return {"campaign": self.campaign, "planned": self.planned, **self.states,
+                "excluded": dict(self.excluded), "opens": asdict(self.opens),
+                "clicks": asdict(self.clicks), "unsubscribes": self.unsubscribes,
+                "ratings": self.ratings.as_json(),
+                "variants": [asdict(variant) for variant in self.variants],
+                "winner": None if self.winner is None else asdict(self.winner)}
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> CampaignReport:
+        """The report back from its as_json() document (for callers still holding that)."""
+        keys = list(document)
+        rated = document["ratings"]
+        return cls(
+            campaign=document["campaign"],
+            states={key: document[key]
+                    for key in keys[keys.index("planned") + 1:keys.index("excluded")]},
+            excluded=dict(document["excluded"]), opens=Reach(**document["opens"]),
+            clicks=Reach(**document["clicks"]), unsubscribes=document["unsubscribes"],
+            ratings=Ratings(
+                rated["count"], rated["mean"], rated["csat"],
+                scores={int(score): n for score, n in rated["scores"].items()},
+                by_week=tuple((week["week"], Satisfaction(week["count"], week["mean"],
+                                                          week["csat"]))
+                              for week in rated["by_week"]),
+                by_segment={segment: Satisfaction(**brief)
+                            for segment, brief in rated["by_segment"].items()}),
+            variants=tuple(Variant(**variant) for variant in document["variants"]),
+            winner=None if document["winner"] is None else Winner(**document["winner"]))
+
+
 def campaign_report(engine: Engine, campaign: str, known: list[str],
                     segments_of: Segments | None = None) -> dict[str, Any]:
+    """report_of(...) as its JSON document (what cli/report_cmd.py still reads)."""
+    return report_of(engine, campaign, known, segments_of).as_json()
+
+
+def report_of(engine: Engine, campaign: str, known: list[str],
+              segments_of: Segments | None = None) -> CampaignReport:
     """Rows by state (every key, zeros included), exclusions summed over plan runs,
     and per subject variant the rows planned and sent. A campaign of the workspace
     (KNOWN) that was never planned has zeros; one never heard of is an error."""
     states = counts(engine, campaign)
     excluded: Counter[str] = Counter()
-    variants: dict[int, dict[str, int]] = {}
+    planned_sent: dict[int, tuple[int, int]] = {}
     with engine.connect() as conn:
-        runs = 0
-        for (found,) in conn.execute(select(PlanRun.excluded).where(PlanRun.campaign == campaign)):
-            runs += 1
-            excluded.update({reason: int(n) for reason, n in (found or {}).items()})
-        for variant, status, n in conn.execute(
-                select(Delivery.subject_variant, Delivery.status, func.count())
-                .where(Delivery.campaign == campaign)
-                .group_by(Delivery.subject_variant, Delivery.status)):
-            entry = variants.setdefault(int(variant), {"planned": 0, "sent": 0})
-            entry["planned"] += int(n)
-            if status == "sent":
-                entry["sent"] += int(n)
-        engaged = _engagement(conn, campaign, segments_of)
-        by_variant = _by_variant(conn, campaign)
-    if runs == 0 and not any(states.values()) and campaign not in known:
+        runs = plan_run_exclusions(conn, campaign)
+        for found in runs:
+            excluded.update(found)
+        for variant, status, n in variant_states(conn, campaign):
+            planned, sent = planned_sent.get(variant, (0, 0))
+            planned_sent[variant] = (planned + n, sent + n if status == "sent" else sent)
+        opens = Reach(*events.mails_and_count(conn, campaign, "open"))
+        clicks = Reach(*events.mails_and_count(conn, campaign, "click"))
+        unsubscribes = events.count(conn, campaign, "unsubscribe")
+        ratings = _ratings(events.ratings_given(conn, campaign), segments_of)
+        opened = dict(mails_with_event_by_variant(conn, campaign, "open"))
+        clicked = dict(mails_with_event_by_variant(conn, campaign, "click"))
+    if not runs and not any(states.values()) and campaign not in known:
         raise NotFoundError(f"unknown campaign {campaign!r}{did_you_mean(campaign, known)}")
-    listed = [{"variant": v + 1, **numbers, **by_variant.get(v, {"opened": 0, "clicked": 0})}
-              for v, numbers in sorted(variants.items())]
-    return {"campaign": campaign, "planned": sum(states.values()), **states,
-            "excluded": dict(sorted(excluded.items())), **engaged,
-            "variants": listed, "winner": winner(listed)}
+    variants = tuple(Variant(v + 1, planned, sent, opened.get(v, 0), clicked.get(v, 0))
+                     for v, (planned, sent) in sorted(planned_sent.items()))
+    return CampaignReport(campaign, states, dict(sorted(excluded.items())), opens, clicks,
+                          unsubscribes, ratings, variants, winner(variants))
 
 
-def _engagement(conn: Connection, campaign: str,
-                segments_of: Segments | None) -> dict[str, Any]:
-    """Opens and clicks (mails that had one, and all of them), unsubscribes, ratings."""
-    found: dict[str, Any] = {}
-    for kind, key in (("open", "opens"), ("click", "clicks")):
-        total, unique = conn.execute(
-            select(func.count(), func.count(func.distinct(Event.delivery_id)))
-            .where(Event.campaign == campaign, Event.kind == kind)).one()
-        found[key] = {"mails": int(unique), "total": int(total)}
-    found["unsubscribes"] = int(conn.execute(select(func.count()).where(
-        Event.campaign == campaign, Event.kind == "unsubscribe")).scalar_one())
-    rated = [(int(customer or 0), int(score or 0), at) for customer, score, at in conn.execute(
-        select(Event.customer_id, Event.score, Event.at).where(
-            Event.campaign == campaign, Event.kind == "rating").order_by(Event.at))]
-    found["ratings"] = ratings(Counter(score for _, score, _ in rated))
+def _ratings(rated: list[tuple[int, int, datetime]], segments_of: Segments | None) -> Ratings:
+    """RATED ((customer id, score, when), oldest first) summed up, per ISO week and per
+    segment the customers are in (when SEGMENTS_OF can tell)."""
+    scores = Counter(score for _, score, _ in rated)
     weeks: dict[str, Counter[int]] = {}
     for _, score, at in rated:
         year, week, _ = at.isocalendar()
         weeks.setdefault(f"{year}-W{week:02d}", Counter())[score] += 1
-    found["ratings"]["by_week"] = [{"week": week, **_brief(scores)}
-                                   for week, scores in sorted(weeks.items())]
     by_segment: dict[str, Counter[int]] = {}
     if segments_of is not None and rated:
         member_of = segments_of(sorted({customer for customer, _, _ in rated}))
         for customer, score, _ in rated:
             for segment in member_of.get(customer, ()):
                 by_segment.setdefault(segment, Counter())[score] += 1
-    found["ratings"]["by_segment"] = {segment: _brief(scores)
-                                      for segment, scores in sorted(by_segment.items())}
-    return found
+    overall = Satisfaction.of(scores)
+    return Ratings(overall.count, overall.mean, overall.csat,
+                   scores={score: scores[score] for score in range(1, 6)},
+                   by_week=tuple((week, Satisfaction.of(counted))
+                                 for week, counted in sorted(weeks.items())),
+                   by_segment={segment: Satisfaction.of(counted)
+                               for segment, counted in sorted(by_segment.items())})
 
 
-def _brief(scores: Counter[int]) -> dict[str, Any]:
-    full = ratings(scores)
-    return {"count": full["count"], "mean": full["mean"], "csat": full["csat"]}
-
-
-def ratings(scores: Counter[int]) -> dict[str, Any]:
-    """Ratings 1-5: how many, the mean, and the satisfaction index (CSAT: the share of
-    4s and 5s, in per cent, as stores report it)."""
-    count = sum(scores.values())
-    mean = sum(score * n for score, n in scores.items()) / count if count else None
-    satisfied = scores[4] + scores[5]
-    return {"count": count, "mean": round(mean, 2) if mean is not None else None,
-            "csat": round(100 * satisfied / count, 1) if count else None,
-            "scores": {str(score): scores[score] for score in range(1, 6)}}
-
-
-def _by_variant(conn: Connection, campaign: str) -> dict[int, dict[str, int]]:
-    """Per subject variant, the mails opened and the mails clicked."""
-    found: dict[int, dict[str, int]] = {}
-    for kind, key in (("open", "opened"), ("click", "clicked")):
-        for variant, n in conn.execute(
-                select(Delivery.subject_variant, func.count(func.distinct(Event.delivery_id)))
-                .join(Delivery, Delivery.id == Event.delivery_id)
-                .where(Event.campaign == campaign, Event.kind == kind)
-                .group_by(Delivery.subject_variant)):
-            found.setdefault(int(variant), {"opened": 0, "clicked": 0})[key] = int(n)
-    return found
-
-
-def winner(variants: list[dict[str, Any]]) -> dict[str, Any] | None:
+def winner(variants: Sequence[Variant]) -> Winner | None:
     """The variant with the best click rate (clicked mails / sent mails) and how sure we
     are that it beats the runner-up: one minus the p-value of a one-sided
     two-proportion z-test. None with fewer than two variants or no click yet."""
-    rated = [v for v in variants if v["sent"]]
+    rated = [v for v in variants if v.sent]
     if len(rated) < 2:
         return None
-    ranked = sorted(rated, key=lambda v: v["clicked"] / v["sent"], reverse=True)
+    ranked = sorted(rated, key=lambda v: v.clicked / v.sent, reverse=True)
     best, second = ranked[0], ranked[1]
-    if not best["clicked"]:
+    if not best.clicked:
         return None
-    p1, p2 = best["clicked"] / best["sent"], second["clicked"] / second["sent"]
-    pooled = (best["clicked"] + second["clicked"]) / (best["sent"] + second["sent"])
-    spread = math.sqrt(pooled * (1 - pooled) * (1 / best["sent"] + 1 / second["sent"]))
+    p1, p2 = best.clicked / best.sent, second.clicked / second.sent
+    pooled = (best.clicked + second.clicked) / (best.sent + second.sent)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / best.sent + 1 / second.sent))
     z = (p1 - p2) / spread if spread else 0.0
     confidence = 0.5 * (1 + math.erf(z / math.sqrt(2)))
-    return {"variant": best["variant"], "metric": "clicks", "click_rate": round(p1, 4),
-            "runner_up": second["variant"], "confidence": round(confidence, 3)}
+    return Winner(best.variant, "clicks", round(p1, 4), second.variant, round(confidence, 3))
 
 
-def chart_columns(document: dict[str, Any]) -> tuple[list[Column], list[str]]:
+def _as_report(report: CampaignReport | Mapping[str, Any]) -> CampaignReport:
+    # cli/report_cmd.py hands the JSON document over until it holds the CampaignReport
+    return report if isinstance(report, CampaignReport) else CampaignReport.from_json(report)
+
+
+def chart_columns(report: CampaignReport | Mapping[str, Any]
+                  ) -> tuple[list[Column], list[str]]:
     """The report as bars: per variant its sent, opened and clicked mails, then the
     ratings 1 to 5; and the legend (one series per variant, one for ratings)."""
+    report = _as_report(report)
     columns: list[Column] = []
     legend = []
-    for number, variant in enumerate(document["variants"]):
-        legend.append(f"variant {variant['variant']}")
-        for metric in ("sent", "opened", "clicked"):
-            columns.append(Column(f"{metric[0]}{variant['variant']}", (Segment(
-                number, variant[metric], f"variant {variant['variant']} {metric}: "
-                                         f"{variant[metric]}"),)))
+    for number, variant in enumerate(report.variants):
+        legend.append(f"variant {variant.variant}")
+        for metric, value in (("sent", variant.sent), ("opened", variant.opened),
+                              ("clicked", variant.clicked)):
+            columns.append(Column(f"{metric[0]}{variant.variant}", (Segment(
+                number, value, f"variant {variant.variant} {metric}: {value}"),)))
     legend.append("ratings")
-    for score, n in document["ratings"]["scores"].items():
+    for score, n in report.ratings.scores.items():
         columns.append(Column(f"★{score}", (Segment(len(legend) - 1, n,
                                                     f"rated {score}: {n}"),)))
     return columns, legend
 
 
-def chart_notes(document: dict[str, Any]) -> list[str]:
-    notes = [f"{document['sent']} sent, {document['opens']['mails']} opened, "
-             f"{document['clicks']['mails']} clicked, {document['unsubscribes']} unsubscribed."]
-    ratings = document["ratings"]
-    if ratings["count"]:
-        notes.append(f"{ratings['count']} ratings, mean {ratings['mean']}, "
-                     f"CSAT {ratings['csat']} %.")
-    if document["winner"] is not None:
-        best = document["winner"]
-        notes.append(f"Winner by click rate: variant {best['variant']} "
-                     f"({100 * best['confidence']:.0f} % confidence).")
+def chart_notes(report: CampaignReport | Mapping[str, Any]) -> list[str]:
+    report = _as_report(report)
+    notes = [f"{report.states['sent']} sent, {report.opens.mails} opened, "
+             f"{report.clicks.mails} clicked, {report.unsubscribes} unsubscribed."]
+    ratings = report.ratings
+    if ratings.count:
+        notes.append(f"{ratings.count} ratings, mean {ratings.mean}, CSAT {ratings.csat} %.")
+    if report.winner is not None:
+        best = report.winner
+        notes.append(f"Winner by click rate: variant {best.variant} "
+                     f"({100 * best.confidence:.0f} % confidence).")
     notes.append("Bars: s = sent, o = opened, c = clicked per variant; ★ = ratings.")
     return notes

@@ -220,12 +220,12 @@ def _rating(conn: Connection, claims: Claims, customer_id: int) -> int | None:
 # --- what a campaign's report reads back ------------------------------------------------
 
 
-def count_with_mails(conn: Connection, campaign: str, kind: str) -> tuple[int, int]:
-    """CAMPAIGN's events of KIND: (how many, how many mails had one)."""
+def mails_and_count(conn: Connection, campaign: str, kind: str) -> tuple[int, int]:
+    """CAMPAIGN's events of KIND: (how many mails had one, how many there are)."""
     total, mails = conn.execute(
         select(func.count(), func.count(func.distinct(Event.delivery_id)))
         .where(Event.campaign == campaign, Event.kind == kind)).one()
-    return int(total), int(mails)
+    return int(mails), int(total)
 
 
 def count(conn: Connection, campaign: str, kind: str) -> int:
