@@ -14,6 +14,7 @@ import jinja2
 from jinja2 import filters as jinja_filters
 from jinja2.utils import generate_lorem_ipsum
 
+from mailer.mail.formats import FILTERS
 from mailer.mail.limits import (
     BUDGET,
     MAX_OUTPUT,
@@ -208,3 +209,6 @@ def install_filters(env: jinja2.Environment) -> None:
                         "wordcount": _by_chunks(env.filters["wordcount"], sum)})
     env.filters.update({name: _result_checked(function) for name, function in
                         env.filters.items() if name not in _SAME_SIZE})
+    # money, number, date, datetime: short text whatever the input (a CLDR pattern is
+    # capped), so unchecked; they take the render's context for the reader's locale.
+    env.filters.update(FILTERS)
