@@ -18,7 +18,6 @@ fresh ledger:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -32,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import ROOT, arguments, python
+
 DATA = ROOT / "bench" / ".data" / "deliver"
 SINK = "/usr/sbin/smtp-sink"
 SOURCE = "/usr/sbin/smtp-source"
@@ -55,42 +55,29 @@ coupon: {prefix: BF, value: 30%, valid_for: 3d}
 
 SETUP = """
 import sys
-from datetime import datetime, UTC
-from sqlalchemy import text
-from mailer.store.db import create, database_url, upgrade
+from datetime import datetime
 from pathlib import Path
+from harness import fresh_store, stamp, write_rows
 root, url, count = Path(sys.argv[1]), sys.argv[2] or None, int(sys.argv[3])
-engine = create(database_url(env_url=url, configured=None, root=root))
-postgres = engine.dialect.name == "postgresql"
-if postgres:
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE")); conn.execute(text("CREATE SCHEMA public"))
-upgrade(engine)
-stamp = datetime(2026, 1, 1) if postgres else "2026-01-01 00:00:00.000000"
+engine = fresh_store(url, root)
+created = stamp(engine, datetime(2026, 1, 1))
 names = ["Anna", "Bob", "Chloé", "Dmitry", "Emi", "Zoë", "Łukasz", "Giorgos"]
 zones = ["Europe/Berlin", "America/New_York", "Asia/Tokyo", None]
-rows = [(i, f"C{i:07d}", f"c{i}@example.com", f"c{i}@example.com", names[i % 8], zones[i % 4],
-         "subscribed", stamp, stamp) for i in range(1, count + 1)]
-with engine.begin() as conn:
-    cur = conn.connection.driver_connection.cursor()
-    mark = "%s" if postgres else "?"
-    for start in range(0, len(rows), 50000):
-        cur.executemany("INSERT INTO customers (id, store_id, email, email_key, first_name, "
-                        "timezone, consent, created_at, updated_at) VALUES "
-                        f"({', '.join([mark] * 9)})", rows[start:start + 50000])
-with engine.begin() as conn:
-    conn.execute(text("ANALYZE"))
+write_rows(engine, ("customers", "id, store_id, email, email_key, first_name, timezone, consent, "
+                                 "created_at, updated_at",
+                    [(i, f"C{i:07d}", f"c{i}@example.com", f"c{i}@example.com", names[i % 8],
+                      zones[i % 4], "subscribed", created, created) for i in range(1, count + 1)]))
 """
 
 RESET = """
 import sys
 from pathlib import Path
 from sqlalchemy import text
-from mailer.store.db import create, database_url
+from mailer.store.db import create, database_url, is_server
 engine = create(database_url(env_url=sys.argv[2] or None, configured=None, root=Path(sys.argv[1])))
 tables = ("coupons", "deliveries", "plan_runs", "campaign_versions", "rate_slots")
 with engine.begin() as conn:
-    if engine.dialect.name == "postgresql":  # no dead rows left for the next run to skip
+    if is_server(engine):  # no dead rows left for the next run to skip
         conn.execute(text(f"TRUNCATE {', '.join(tables)}"))
     else:
         for table in tables:
@@ -100,21 +87,8 @@ with engine.begin() as conn:
 PLAN = """
 import sys
 from pathlib import Path
-from mailer.segments.runner import scope_for
-from mailer.core.clock import parse_local, zone
-from mailer.mail.version import compile_version, definition
-from mailer.store.db import open_database, database_url
-from mailer.planning.planner import plan_due
-from mailer.config.settings import load_settings
-from mailer.config.workspace import load_valid_workspace
-root, url = Path(sys.argv[1]), sys.argv[2] or None
-settings, _ = load_settings(root)
-specs, campaigns = load_valid_workspace(root)
-engine = open_database(database_url(env_url=url, configured=None, root=root))
-scope = scope_for(settings, parse_local(sys.argv[3], zone(settings.timezone)), engine)
-version = definition(compile_version("bench", campaigns["bench"], root / "templates"), root)
-plan_due(engine, specs, campaigns, scope=scope, settings=settings, versions={"bench": version},
-         keep=False)
+from harness import plan_due_at
+plan_due_at(Path(sys.argv[1]), sys.argv[2], sys.argv[3], compiled=True)
 """
 
 
@@ -122,14 +96,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def python(code: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          cwd=ROOT, check=False)
-    if done.returncode != 0:
-        sys.exit(done.stderr[-3000:])
-    return done.stdout
 
 
 def settings(concurrency: int, dkim: bool) -> str:
@@ -290,11 +256,8 @@ def baselines(rows: list[tuple[str, int, float]], url: str, port: int, n: int, c
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipients", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=20)
-    parser.add_argument("--database-url", help="a PostgreSQL database to use (emptied first)")
-    parser.add_argument("--keep", action="store_true", help="keep bench/.data/deliver")
+    parser = arguments(__doc__, {"--recipients": 20_000, "--concurrency": 20},
+                       "bench/.data/deliver")
     parser.add_argument("--mailer-only", action="store_true",
                         help="only `mailer send`, DKIM off (the 1M-recipient memory run)")
     options = parser.parse_args()

@@ -11,16 +11,15 @@ rows/s and peak memory (max RSS) of each; deletes bench/.data/ unless --keep.
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import random
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from harness import HERE, arguments, fresh_store, python
+
 DATA = HERE / ".data"
 SETTINGS = ('store: {name: Bench, address: "1 Road"}\nsender: {from: bench@shop.example}\n'
             "timezone: Europe/Berlin\ntracking: {base_url: https://mail.shop.example}\n")
@@ -119,16 +118,12 @@ def write_data(folder: Path, customers: int) -> tuple[int, int]:
 
 
 def run(code: str, args: list[str], env_url: str | None) -> tuple[float, int]:
-    import os
-
+    """Seconds and peak memory (KB) of CODE with ARGS in a fresh interpreter."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     if env_url:
         env["MAILER_DATABASE_URL"] = env_url
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
-                          text=True, check=False)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0 or not done.stdout.strip():
+    elapsed, done = python(code, *args, env=env)
+    if not done.stdout.strip():
         sys.exit(f"failed: {args}\n{done.stderr[-2000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if result["code"] != 0:
@@ -137,11 +132,7 @@ def run(code: str, args: list[str], env_url: str | None) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=100_000)
-    parser.add_argument("--database-url", help="PostgreSQL database to use (emptied first)")
-    parser.add_argument("--keep", action="store_true", help="keep bench/.data/")
-    options = parser.parse_args()
+    options = arguments(__doc__, {"--customers": 100_000}, "bench/.data/").parse_args()
     shutil.rmtree(DATA, ignore_errors=True)
     workspace = DATA / "workspace"
     workspace.mkdir(parents=True)
@@ -152,13 +143,13 @@ def main() -> None:
               f"({sum(f.stat().st_size for f in DATA.glob('*.csv')) / 1e6:.0f} MB of CSV)")
         url = options.database_url
         if url:
-            _reset_postgres(url)
+            fresh_store(url, DATA).dispose()
         t_c, rss_c = run(REAL, ["--workspace", str(workspace), "import", "customers",
                                 str(DATA / "customers.csv")], url)
         t_o, rss_o = run(REAL, ["--workspace", str(workspace), "import", "orders",
                                 str(DATA / "orders.csv")], url)
         if url:
-            _reset_postgres(url)
+            fresh_store(url, DATA).dispose()
         t_b, rss_b = run(BASELINE, [str(DATA), url or ""], url)
         rows = customers + lines
         print(f"{'path':<34}{'seconds':>10}{'rows/s':>12}{'peak MB':>10}")
@@ -173,19 +164,6 @@ def main() -> None:
     finally:
         if not options.keep:
             shutil.rmtree(DATA, ignore_errors=True)
-
-
-def _reset_postgres(url: str) -> None:
-    from sqlalchemy import text
-
-    from mailer.store.db import create, database_url, upgrade
-
-    engine = create(database_url(env_url=url, configured=None, root=DATA))
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    upgrade(engine)
-    engine.dispose()
 
 
 if __name__ == "__main__":

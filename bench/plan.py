@@ -12,15 +12,12 @@ Prints seconds and peak memory of each and checks the ledger counts agree.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import subprocess
 import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import ROOT, arguments, python
+
 DATA = ROOT / "bench" / ".data" / "plan"
 SETTINGS = ('store: {name: Bench, address: "1 Road", currency: EUR}\n'
             "sender: {from: bench@shop.example}\ntimezone: Europe/Berlin\n"
@@ -31,52 +28,26 @@ NOW = "2026-12-01T10:30"
 
 SETUP = """
 import sys
-from datetime import datetime, UTC
-from sqlalchemy import text
-from mailer.store.db import create, database_url, upgrade
+from datetime import datetime
 from pathlib import Path
+from harness import fresh_store, stamp, write_rows
 root, url, count = Path(sys.argv[1]), sys.argv[2] or None, int(sys.argv[3])
-engine = create(database_url(env_url=url, configured=None, root=root))
-if engine.dialect.name == "postgresql":
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE")); conn.execute(text("CREATE SCHEMA public"))
-upgrade(engine)
-now = datetime(2026, 1, 1, tzinfo=UTC)
-postgres = engine.dialect.name == "postgresql"
-stamp = now.replace(tzinfo=None) if postgres else "2026-01-01 00:00:00.000000"
-rows = [(i, f"C{i:07d}", f"c{i}@example.com", f"c{i}@example.com",
-         "not_subscribed" if i % 10 == 0 else "subscribed", stamp, stamp)
-        for i in range(1, count + 1)]
-with engine.begin() as conn:
-    raw = conn.connection.driver_connection
-    mark = "%s" if engine.dialect.name == "postgresql" else "?"
-    cur = raw.cursor()
-    for start in range(0, len(rows), 50000):
-        cur.executemany("INSERT INTO customers (id, store_id, email, email_key, consent, "
-                        f"created_at, updated_at) VALUES ({', '.join([mark] * 7)})",
-                        rows[start:start + 50000])
-    conn.execute(text("INSERT INTO suppressions (email_key, reason, source, created_at) "
-                      "VALUES ('c7@example.com', 'bounced', 'bench', :now)"), {"now": stamp})
-with engine.begin() as conn:
-    conn.execute(text("ANALYZE"))
+engine = fresh_store(url, root)
+created = stamp(engine, datetime(2026, 1, 1))
+write_rows(engine,
+           ("customers", "id, store_id, email, email_key, consent, created_at, updated_at",
+            [(i, f"C{i:07d}", f"c{i}@example.com", f"c{i}@example.com",
+              "not_subscribed" if i % 10 == 0 else "subscribed", created, created)
+             for i in range(1, count + 1)]),
+           ("suppressions", "email_key, reason, source, created_at",
+            [("c7@example.com", "bounced", "bench", created)]))
 """
 
 OURS = """
 import json, resource, sys
 from pathlib import Path
-from mailer.segments.runner import scope_for
-from mailer.core.clock import parse_local, zone
-from mailer.store.db import open_database, database_url
-from mailer.planning.planner import plan_due
-from mailer.config.settings import load_settings
-from mailer.config.workspace import load_valid_workspace
-root, url = Path(sys.argv[1]), sys.argv[2] or None
-settings, _ = load_settings(root)
-specs, campaigns = load_valid_workspace(root)
-engine = open_database(database_url(env_url=url, configured=None, root=root))
-scope = scope_for(settings, parse_local(sys.argv[3], zone(settings.timezone)), engine)
-result = plan_due(engine, specs, campaigns, scope=scope, settings=settings,
-                  versions={slug: {"campaign": slug} for slug in campaigns}, keep=False)[0]
+from harness import plan_due_at
+result = plan_due_at(Path(sys.argv[1]), sys.argv[2], sys.argv[3], compiled=False)[0]
 print(json.dumps({"planned": result.planned_count, "excluded": result.counts(),
                   "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
@@ -105,22 +76,14 @@ print(json.dumps({"planned": planned,
 
 
 def run(code: str, *args: str) -> tuple[float, dict[str, object]]:
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          cwd=ROOT, check=False)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(done.stderr[-3000:])
+    """Seconds and the JSON document CODE printed last, in a fresh interpreter."""
+    elapsed, done = python(code, *args)
     lines = done.stdout.strip().splitlines()
     return elapsed, json.loads(lines[-1]) if lines else {}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=100_000)
-    parser.add_argument("--database-url", help="a PostgreSQL database to use (emptied first)")
-    parser.add_argument("--keep", action="store_true", help="keep bench/.data/plan")
-    options = parser.parse_args()
+    options = arguments(__doc__, {"--customers": 100_000}, "bench/.data/plan").parse_args()
     shutil.rmtree(DATA, ignore_errors=True)
     (DATA / "segments").mkdir(parents=True)
     (DATA / "campaigns").mkdir()

@@ -13,7 +13,6 @@ two counts agree, and prints both times and their ratio (best of 3 runs each).
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -21,19 +20,17 @@ import shutil
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
+from harness import ROOT, arguments, fresh_store, stamp, write_rows
 from sqlalchemy import Engine, bindparam, text
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mailer.config.settings import parse_settings  # noqa: E402
-from mailer.config.workspace import load_segments  # noqa: E402
-from mailer.segments.runner import count, reading, scope_for  # noqa: E402
-from mailer.store.db import create, database_url, upgrade  # noqa: E402
-from mailer.store.models import UTCDateTime  # noqa: E402
+from mailer.config.settings import parse_settings
+from mailer.config.workspace import load_segments
+from mailer.segments.runner import count, reading, scope_for
+from mailer.store.models import UTCDateTime
 
 DATA = ROOT / "bench" / ".data"
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
@@ -53,6 +50,12 @@ VIP_TAG = {
                    "WHERE lower(t) = 'vip')"),
 }
 PAID = "status = 'paid' AND placed_at <= :now"
+# Orders in the last year, what was spent in them (EUR) and the latest, by customer.
+YEAR_OF_ORDERS = f"""
+          SELECT customer_id, sum(CASE WHEN placed_at >= :year THEN 1 ELSE 0 END) AS n,
+                 sum(CASE WHEN placed_at >= :year AND currency = 'EUR' THEN total_minor
+                          ELSE 0 END) AS spent, max(placed_at) AS last
+          FROM orders WHERE {PAID} GROUP BY customer_id"""
 HAND = {
     "test-accounts": "SELECT count(*) FROM customers c WHERE {TEST}",
     "subscribers": "SELECT count(*) FROM customers c WHERE c.consent = 'subscribed' AND NOT {TEST}",
@@ -70,18 +73,10 @@ HAND = {
           ON o.customer_id = c.id
         WHERE o.spent >= 15000 AND NOT {{TEST}}""",
     "loyal-drifting": f"""
-        SELECT count(*) FROM customers c JOIN (
-          SELECT customer_id, sum(CASE WHEN placed_at >= :year THEN 1 ELSE 0 END) AS n,
-                 sum(CASE WHEN placed_at >= :year AND currency = 'EUR' THEN total_minor
-                          ELSE 0 END) AS spent, max(placed_at) AS last
-          FROM orders WHERE {PAID} GROUP BY customer_id) o ON o.customer_id = c.id
+        SELECT count(*) FROM customers c JOIN ({YEAR_OF_ORDERS}) o ON o.customer_id = c.id
         WHERE o.n >= 3 AND o.spent >= 20000 AND o.last < :days60 AND NOT {{TEST}}""",
     "rfm-champions": f"""
-        SELECT count(*) FROM customers c JOIN (
-          SELECT customer_id, sum(CASE WHEN placed_at >= :year THEN 1 ELSE 0 END) AS n,
-                 sum(CASE WHEN placed_at >= :year AND currency = 'EUR' THEN total_minor
-                          ELSE 0 END) AS spent, max(placed_at) AS last
-          FROM orders WHERE {PAID} GROUP BY customer_id) o ON o.customer_id = c.id
+        SELECT count(*) FROM customers c JOIN ({YEAR_OF_ORDERS}) o ON o.customer_id = c.id
         WHERE o.last >= :days30 AND o.n >= 5 AND o.spent >= 50000 AND NOT {{TEST}}""",
     "new-customers": f"""
         SELECT count(*) FROM customers c JOIN (
@@ -125,13 +120,7 @@ SETTINGS = ('store: {name: Bench, address: "1 Road", currency: EUR}\n'
 def generate(engine: Engine, customers: int, orders: int) -> None:
     """Write the store straight into the schema (the import path is bench/import.py's)."""
     rng = random.Random(7)
-    postgres = engine.dialect.name == "postgresql"
-
-    def stamp(moment: datetime) -> Any:
-        naive = moment.replace(tzinfo=None)
-        return naive if postgres else naive.isoformat(sep=" ", timespec="microseconds")
-
-    created = stamp(NOW)
+    created = stamp(engine, NOW)
     people = []
     for index in range(1, customers + 1):
         tags = (["vip"] if rng.random() < 0.03 else []) + (
@@ -142,7 +131,8 @@ def generate(engine: Engine, customers: int, orders: int) -> None:
                        json.dumps(tags) if tags else None,
                        f"C{rng.randrange(1, index):07d}" if index > 1 and rng.random() < 0.08
                        else None, "subscribed",
-                       stamp(NOW - timedelta(days=rng.randrange(1, 1500))), created, created))
+                       stamp(engine, NOW - timedelta(days=rng.randrange(1, 1500))), created,
+                       created))
     sales, lines = [], []
     weights = [rng.paretovariate(1.3) for _ in range(customers)]
     owners = rng.choices(range(1, customers + 1), weights=weights, k=orders)
@@ -151,27 +141,15 @@ def generate(engine: Engine, customers: int, orders: int) -> None:
         roll = rng.random()
         status = "refunded" if roll < 0.05 else "cancelled" if roll < 0.08 else "paid"
         total = rng.randrange(500, 30000)
-        sales.append((order_id, f"O{order_id:08d}", owner, stamp(placed), status,
+        sales.append((order_id, f"O{order_id:08d}", owner, stamp(engine, placed), status,
                       "EUR" if rng.random() < 0.98 else "USD", total))
         lines.append((order_id, order_id, 1, rng.choice(CATEGORIES), 1, total))
-    with engine.begin() as conn:
-        raw = conn.connection.driver_connection
-        assert raw is not None
-        cursor = raw.cursor()
-        marks = "%s" if postgres else "?"
-        for table, columns, rows in (
-            ("customers", "id, store_id, email, email_key, birth_date, birth_md, country, tags, "
-                          "referred_by, consent, signed_up_at, created_at, updated_at", people),
-            ("orders", "id, store_id, customer_id, placed_at, status, currency, total_minor",
-             sales),
-            ("order_lines", "id, order_id, position, category, quantity, price_minor", lines),
-        ):
-            width = len(columns.split(","))
-            sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join([marks] * width)})"
-            for start in range(0, len(rows), 50_000):
-                cursor.executemany(sql, rows[start:start + 50_000])
-    with engine.begin() as conn:
-        conn.execute(text("ANALYZE"))
+    write_rows(
+        engine,
+        ("customers", "id, store_id, email, email_key, birth_date, birth_md, country, tags, "
+                      "referred_by, consent, signed_up_at, created_at, updated_at", people),
+        ("orders", "id, store_id, customer_id, placed_at, status, currency, total_minor", sales),
+        ("order_lines", "id, order_id, position, category, quantity, price_minor", lines))
 
 
 def best_of(runs: int, work: Any) -> tuple[float, int]:
@@ -184,11 +162,7 @@ def best_of(runs: int, work: Any) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=100_000)
-    parser.add_argument("--orders", type=int, default=1_000_000)
-    parser.add_argument("--database-url", help="a PostgreSQL database to use (emptied first)")
-    parser.add_argument("--keep", action="store_true", help="keep bench/.data/")
+    parser = arguments(__doc__, {"--customers": 100_000, "--orders": 1_000_000}, "bench/.data/")
     parser.add_argument("--reuse", action="store_true",
                         help="query the store a previous --keep (or PostgreSQL) run left")
     options = parser.parse_args()
@@ -199,13 +173,7 @@ def main() -> None:
     if not options.reuse:
         shutil.rmtree(DATA / "segments", ignore_errors=True)
     (DATA / "segments").mkdir(parents=True, exist_ok=True)
-    url = database_url(env_url=options.database_url, configured=None, root=DATA / "segments")
-    engine = create(url)
-    if engine.dialect.name == "postgresql" and not options.reuse:
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-    upgrade(engine)
+    engine = fresh_store(options.database_url, DATA / "segments", empty=not options.reuse)
     try:
         started = time.perf_counter()
         if not options.reuse:
