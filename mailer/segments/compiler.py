@@ -37,6 +37,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal,
     literal_column,
     not_,
     or_,
@@ -682,3 +683,45 @@ def funnel_query(compiled: CompiledSegment) -> Select[Any]:
     return select(*(func.sum(case((step, 1), else_=0)) for step in compiled.steps)) \
         .select_from(compiled.source)
 
+
+# --- a trigger's candidates: (customer id, occurrence) rows for the planner -------------------
+
+CandidateQuery = Select[int, str]  # what the planner pages through (mailer.store.customers)
+
+
+def due_members(compiled: CompiledSegment, occurrence: str) -> CandidateQuery:
+    """Every member, for one occurrence (schedule, once, promotion)."""
+    return members_query(compiled, CUSTOMERS.c.id).add_columns(literal(occurrence))
+
+
+def _living_in(zone_name: str, default_zone: str) -> Select[Any]:
+    """The ids of customers living in ZONE_NAME (those without a zone live in
+    DEFAULT_ZONE)."""
+    return select(Customer.id).where(func.coalesce(Customer.timezone, default_zone) == zone_name)
+
+
+def birthday_members(compiled: CompiledSegment, zone_name: str, default_zone: str,
+                     birthdays: list[str], occurrence: str) -> CandidateQuery:
+    """The members living in one zone whose "MM-DD" birthday is among BIRTHDAYS."""
+    return (members_query(compiled, CUSTOMERS.c.id)
+            .where(CUSTOMERS.c.id.in_(_living_in(zone_name, default_zone)),
+                   CUSTOMERS.c.birth_md.in_(birthdays))
+            .add_columns(literal(occurrence)))
+
+
+def after_order_members(compiled: CompiledSegment, zone_name: str, default_zone: str,
+                        start: datetime, end: datetime) -> CandidateQuery:
+    """(customer id, "order:" + its store id) of the paid orders placed in [START, END)
+    by members living in one zone."""
+    return (select(Order.customer_id, literal("order:") + Order.store_id)
+            .join(Customer, Customer.id == Order.customer_id)
+            .where(Order.status == "paid", Order.placed_at >= start,
+                   Order.placed_at < end,
+                   Order.customer_id.in_(members_query(compiled, CUSTOMERS.c.id)),
+                   Order.customer_id.in_(_living_in(zone_name, default_zone))))
+
+
+def in_plan_order(query: CandidateQuery) -> CandidateQuery:
+    """QUERY ordered by store id, then occurrence: the planner's order, in which the
+    subject variants go round-robin."""
+    return query.order_by(Customer.store_id, query.selected_columns[1])

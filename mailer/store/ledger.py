@@ -8,6 +8,9 @@ PostgreSQL any number of senders claim with FOR UPDATE SKIP LOCKED, each
 holding an advisory lock named after itself for as long as it lives, so a
 survivor can tell at once that a lease owner is dead and resolve its rows:
 leased rows go back to the queue, `sending` rows become `unknown`.
+
+Every statement on `deliveries` lives here: besides delivery's, what planning reads
+of the ledger and the rows it writes, and the scratch copy the forecast plans into.
 """
 
 from __future__ import annotations
@@ -15,33 +18,46 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import sqlite3
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import (
-    Connection,
-    Engine,
+    Select,
     Table,
     and_,
+    any_,
     bindparam,
     event,
     exists,
     func,
+    literal,
     literal_column,
     or_,
     select,
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 
-from mailer.core.states import DUE, EXPIRED_REASON, Consent
+from mailer.core.states import DUE, EXPIRED_REASON, LIVE, WENT_OUT, Consent
+from mailer.store.db import Connection, Engine, binds_arrays, create, is_server, upsert
 from mailer.store.locks import file_lock, lock_path
-from mailer.store.models import DELIVERY_STATES, Customer, Delivery, Suppression, naive_utc
+from mailer.store.models import (
+    DELIVERY_STATES,
+    Customer,
+    Delivery,
+    Event,
+    Suppression,
+    naive_utc,
+)
 
 LEASE = timedelta(minutes=5)  # how long claimed rows stay with a sender before others may take them
 IN_FLIGHT = timedelta(minutes=10)  # a `sending` row older than this is certainly abandoned
@@ -57,7 +73,7 @@ def relax_commits(engine: Engine) -> None:
     others, a lost outcome leaves the row `sending`, which recovery makes `unknown`, a
     lost rate permit comes back after a minute. Waiting for the disk on every commit
     made PostgreSQL the bottleneck of delivery (13.3 s for 3,000 mails, 7.6 s without)."""
-    if engine.dialect.name != "postgresql":
+    if not is_server(engine):
         return
 
     def relax(dbapi_connection: Any, _record: Any) -> None:
@@ -131,7 +147,7 @@ def claim(engine: Engine, owner: str, now: datetime, limit: int,
             picked = select(DELIVERIES.c.id).where(
                 DELIVERIES.c.status == state, due(now, campaigns)) \
                 .order_by(DELIVERIES.c.send_after).limit(limit - len(rows))
-            if conn.dialect.name == "postgresql":
+            if is_server(conn):  # other senders may claim at once
                 picked = picked.with_for_update(skip_locked=True)
             rows += [Row(**row._mapping) for row in conn.execute(
                 update(DELIVERIES).where(DELIVERIES.c.id.in_(picked.scalar_subquery()))
@@ -166,7 +182,7 @@ _START = (update(DELIVERIES)
 
 def durable(conn: Connection) -> None:
     """This transaction's commit waits for the disk, whatever relax_commits set."""
-    if conn.dialect.name == "postgresql":
+    if is_server(conn):
         conn.execute(text("SET LOCAL synchronous_commit = on"))
 
 
@@ -209,7 +225,7 @@ def finish_sent(conn: Connection, owner: str,
                 changes: Sequence[tuple[int, dict[str, Any]]]) -> None:
     """Record attempts' outcomes (values from mailer.delivery.outcomes.settle plus message_id). On
     PostgreSQL one statement from one array per column, else one UPDATE per row."""
-    if not changes or conn.dialect.name != "postgresql":
+    if not changes or not binds_arrays(conn):
         finish(conn, owner, changes)
         return
     naive = {name: [naive_utc(values[name]) if name != "id" else row_id
@@ -267,7 +283,7 @@ def recover(engine: Engine, owner: str, now: datetime) -> int:
     an owner whose advisory lock can be taken is dead; a `sending` row far past its
     in-flight time is abandoned whatever its owner."""
     with engine.begin() as conn:
-        if conn.dialect.name != "postgresql":
+        if not is_server(conn):
             return _abandon(conn, None, owner)
         owners = [o for o in conn.execute(
             select(DELIVERIES.c.lease_owner).where(DELIVERIES.c.lease_owner.is_not(None),
@@ -308,7 +324,7 @@ def sending_lock(engine: Engine, owner: str) -> Iterator[None]:
     """Hold the right to send for OWNER. SQLite: one sending process per database file,
     a second raises LockHeld at once (exit 3). PostgreSQL: an advisory lock named
     after OWNER, held on its own connection while the sender lives."""
-    if engine.dialect.name == "postgresql":
+    if is_server(engine):
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _owner_key(owner)})
             conn.commit()
@@ -339,3 +355,221 @@ def waiting(engine: Engine, campaign: str) -> int:
         return int(conn.execute(select(func.count()).select_from(DELIVERIES).where(
             DELIVERIES.c.campaign == campaign,
             DELIVERIES.c.status.in_(DUE_STATES))).scalar_one())
+
+
+def next_release(engine: Engine, now: datetime) -> datetime | None:
+    """The earliest time after NOW a queued or deferred row may go (quiet hours, retries)."""
+    with engine.connect() as conn:
+        moment: datetime | None = conn.execute(
+            select(func.min(DELIVERIES.c.send_after)).where(
+                DELIVERIES.c.status.in_(DUE_STATES), DELIVERIES.c.send_after > now)).scalar()
+    return moment
+
+
+# --- planning: what the planner reads of the ledger and the rows it writes ----------------
+
+
+def among(bind: Engine | Connection, column: Any, values: list[Any]) -> Any:
+    """column IN values. Where the database binds arrays, one array parameter (= ANY): a
+    thousand separate parameters made each batch query cost more to plan than to run."""
+    if binds_arrays(bind):
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
+def campaign_rows(conn: Connection, campaign: str) -> int:
+    """How many ledger rows CAMPAIGN has, in any state."""
+    return int(conn.execute(select(func.count()).select_from(Delivery)
+                            .where(Delivery.campaign == campaign)).scalar_one())
+
+
+def planned_pairs(conn: Connection, campaign: str, occurrences: list[str],
+                  ids: list[int]) -> set[tuple[int, str]]:
+    """(customer id, occurrence) of CAMPAIGN's rows for these customers and occurrences."""
+    return {(row[0], row[1]) for row in conn.execute(
+        select(Delivery.customer_id, Delivery.occurrence)
+        .where(Delivery.campaign == campaign, Delivery.occurrence.in_(occurrences),
+               among(conn, Delivery.customer_id, ids)))}
+
+
+def live_plan_times(conn: Connection, ids: list[int], after: datetime,
+                    until: datetime) -> dict[int, list[datetime]]:
+    """Per customer, the planned times in (AFTER, UNTIL] of their live mails of any
+    campaign (the frequency caps count them)."""
+    # Statuses are filtered here, not in SQL: with `status IN (...)` SQLite chose the
+    # status index and scanned every queued row per batch (quadratic: 185 s for 1M).
+    recent: dict[int, list[datetime]] = {}
+    for customer_id, planned, status in conn.execute(
+            select(Delivery.customer_id, Delivery.planned_at, Delivery.status)
+            .where(among(conn, Delivery.customer_id, ids),
+                   Delivery.planned_at > after,
+                   Delivery.planned_at <= until)):
+        if status in LIVE:
+            recent.setdefault(customer_id, []).append(planned)
+    return recent
+
+
+def with_live_plans(conn: Connection, campaign: str, ids: list[int], after: datetime,
+                    until: datetime) -> set[int]:
+    """The customers among IDS with a live mail of CAMPAIGN planned in (AFTER, UNTIL]
+    (statuses filtered as in live_plan_times)."""
+    return {row[0] for row in conn.execute(
+        select(Delivery.customer_id, Delivery.status).where(
+            among(conn, Delivery.customer_id, ids),
+            Delivery.planned_at > after,
+            Delivery.planned_at <= until, Delivery.campaign == campaign)) if row[1] in LIVE}
+
+
+def main_recipients(campaign: str, occurrence: str) -> Select[int, str]:
+    """(customer id, OCCURRENCE) of those whose main mail of CAMPAIGN went out (or
+    probably did): a reminder's candidates, joined with customers for their store ids."""
+    return (select(Delivery.customer_id, literal(occurrence))
+            .join(Customer, Customer.id == Delivery.customer_id)
+            .where(Delivery.campaign == campaign,
+                   Delivery.occurrence == "main",
+                   Delivery.status.in_(WENT_OUT)))
+
+
+_LEDGER_COLUMNS = {
+    "campaign": "text", "campaign_version_id": "integer", "occurrence": "text",
+    "customer_id": "integer", "email": "text", "subject_variant": "integer", "intro": "text",
+    "status": "text",
+    "attempts": "integer", "planned_at": "timestamp", "send_after": "timestamp",
+    "expires_at": "timestamp", "message_id": "text"}
+# Where arrays bind, a batch is inserted from one array per column: a thousand-row VALUES
+# list of 11,000 parameters cost ~110 ms a batch to parse and plan.
+_ARRAYS = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _LEDGER_COLUMNS.items())
+_UNNEST_INSERT = text(
+    f"INSERT INTO deliveries ({', '.join(_LEDGER_COLUMNS)}) SELECT * FROM unnest({_ARRAYS}) "
+    "ON CONFLICT (customer_id, campaign, occurrence) DO NOTHING "
+    "RETURNING customer_id, occurrence, id")
+
+
+def insert_planned(conn: Connection, rows: list[dict[str, Any]]) -> dict[tuple[int, str], int]:
+    """Insert planned rows; one whose (customer, campaign, occurrence) another planner
+    wrote first is skipped. Returns the ids of the rows written, by (customer id,
+    occurrence)."""
+    if binds_arrays(conn):
+        result_rows = conn.execute(_UNNEST_INSERT, {
+            name: [naive_utc(row[name]) for row in rows] for name in _LEDGER_COLUMNS})
+    else:
+        result_rows = conn.execute(
+            upsert(conn, DELIVERIES).on_conflict_do_nothing(
+                index_elements=["customer_id", "campaign", "occurrence"])
+            .returning(DELIVERIES.c.customer_id, DELIVERIES.c.occurrence, DELIVERIES.c.id),
+            rows)
+    return {(row[0], row[1]): row[2] for row in result_rows}
+
+
+def refresh_statistics(conn: Connection) -> None:
+    """After a big plan, on a server: with the ledger's counts from before it, PostgreSQL
+    scanned every row to record each batch of outcomes."""
+    if is_server(conn):
+        conn.execute(text("ANALYZE deliveries, coupons"))
+
+
+def first_planned_at(conn: Connection, campaign: str, occurrence: str) -> datetime | None:
+    """When the occurrence's first mail was planned, None before any."""
+    first: datetime | None = conn.execute(select(func.min(Delivery.planned_at)).where(
+        Delivery.campaign == campaign, Delivery.occurrence == occurrence)).scalar()
+    return first
+
+
+def sent_by_variant(conn: Connection, campaign: str, occurrence: str) -> dict[int, int]:
+    """Subject variant -> the occurrence's sent mails."""
+    return {int(v): int(n) for v, n in conn.execute(
+        select(Delivery.subject_variant, func.count()).where(
+            Delivery.campaign == campaign, Delivery.occurrence == occurrence,
+            Delivery.status == "sent").group_by(Delivery.subject_variant))}
+
+
+def engaged_by_variant(conn: Connection, campaign: str, occurrence: str,
+                       kind: str) -> dict[int, int]:
+    """Subject variant -> the occurrence's mails with at least one event of KIND."""
+    return {int(v): int(n) for v, n in conn.execute(
+        select(Delivery.subject_variant, func.count(func.distinct(Event.delivery_id)))
+        .join(Delivery, Delivery.id == Event.delivery_id)
+        .where(Event.kind == kind, Delivery.campaign == campaign,
+               Delivery.occurrence == occurrence)
+        .group_by(Delivery.subject_variant))}
+
+
+# --- the forecast's ledger: planned into, then thrown away -----------------------------------
+
+
+class _Nested:
+    """A connection whose begin() opens a savepoint inside the scratch transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def begin(self) -> Any:
+        return self._conn.begin_nested()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def __enter__(self) -> _Nested:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class _Scratch:
+    """An engine stand-in: every connection is the one scratch connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.dialect = conn.dialect
+        self.url = conn.engine.url
+
+    def connect(self) -> _Nested:
+        return _Nested(self._conn)
+
+    @contextmanager
+    def begin(self) -> Iterator[_Nested]:
+        with self._conn.begin_nested():
+            yield _Nested(self._conn)
+
+
+@contextmanager
+def scratch_ledger(engine: Engine) -> Iterator[Engine]:
+    """A copy of the store to plan into and throw away: a backup of the SQLite file, or
+    on a server one transaction rolled back at the end."""
+    if not is_server(engine):
+        with tempfile.TemporaryDirectory(prefix="mailer-forecast-") as folder:
+            copy = Path(folder) / "forecast.db"
+            source = sqlite3.connect(str(engine.url.database))
+            target = sqlite3.connect(str(copy))
+            try:
+                source.backup(target)
+            finally:
+                source.close()
+                target.close()
+            scratch_engine = create(engine.url.set(database=str(copy)))
+            try:
+                yield scratch_engine
+            finally:
+                scratch_engine.dispose()
+        return
+    with engine.connect() as conn:
+        outer = conn.begin()
+        try:
+            yield cast(Engine, _Scratch(conn))
+        finally:
+            outer.rollback()
+
+
+def count_queued_as_sent(conn: Connection) -> None:
+    """Every queued row becomes sent at its planned time (the forecast's sweeps)."""
+    conn.execute(update(Delivery).where(Delivery.status == "queued")
+                 .values(status="sent", sent_at=Delivery.planned_at))
+
+
+def planned_times(conn: Connection, since: datetime) -> Iterator[tuple[int, datetime]]:
+    """(customer id, planned time) of the rows planned from SINCE on, by customer then
+    time, read as they come."""
+    yield from conn.execute(select(Delivery.customer_id, Delivery.planned_at)
+                            .where(Delivery.planned_at >= since)
+                            .order_by(Delivery.customer_id, Delivery.planned_at))

@@ -1,0 +1,53 @@
+"""Coupons and referral codes: the unique codes planning gives to mails and customers."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import Table, select, text, update
+
+from mailer.store.db import Connection, binds_arrays, upsert
+from mailer.store.models import Coupon, Customer, naive_utc
+
+COUPONS = cast(Table, Coupon.__table__)
+
+_COUPON_COLUMNS = {"code": "text", "customer_id": "integer", "campaign": "text",
+                   "delivery_id": "integer", "value": "text", "expires_at": "timestamp"}
+# one array per column where arrays bind, as for the ledger's planned rows
+_UNNEST_COUPONS = text(
+    f"INSERT INTO coupons ({', '.join(_COUPON_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _COUPON_COLUMNS.items())
+    + ") ON CONFLICT (code) DO NOTHING RETURNING delivery_id")
+
+
+def insert_coupons(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert coupons, skipping one whose code is taken; returns the ledger row ids
+    whose coupon was written."""
+    if binds_arrays(conn):
+        given = conn.execute(_UNNEST_COUPONS, {
+            name: [naive_utc(row[name]) for row in rows] for name in _COUPON_COLUMNS})
+    else:
+        given = conn.execute(
+            upsert(conn, COUPONS).on_conflict_do_nothing(index_elements=["code"])
+            .returning(COUPONS.c.delivery_id), rows)
+    return [delivery_id for (delivery_id,) in given]
+
+
+def without_referral_code(conn: Connection, ids: list[int]) -> list[int]:
+    """The customers among IDS who have no referral code yet."""
+    return [row[0] for row in conn.execute(
+        select(Customer.id).where(Customer.id.in_(ids), Customer.referral_code.is_(None)))]
+
+
+def taken_referral_codes(conn: Connection, codes: list[str]) -> set[str]:
+    """The codes among CODES that a customer already has."""
+    return {code for code in conn.execute(select(Customer.referral_code)
+                                          .where(Customer.referral_code.in_(codes))).scalars()
+            if code is not None}
+
+
+def give_referral_code(conn: Connection, customer_id: int, code: str) -> None:
+    """CODE becomes the customer's referral code, unless they have one already."""
+    conn.execute(update(Customer).where(Customer.id == customer_id,
+                                        Customer.referral_code.is_(None))
+                 .values(referral_code=code))

@@ -1,0 +1,42 @@
+"""Campaign versions (the definition each ledger row is sent from) and the plan runs
+(what each planning run planned and excluded)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, func, insert, select
+
+from mailer.store.db import Connection, Engine, upsert
+from mailer.store.models import CampaignVersion, PlanRun
+
+
+def stored_version_id(conn: Connection, campaign: str, definition: dict[str, Any],
+                      now: datetime) -> int:
+    """The id of the campaign version with this content, created if new."""
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
+    # Two planners may store the same version at once: insert-or-ignore, then read.
+    conn.execute(upsert(conn, cast(Table, CampaignVersion.__table__))
+                 .values(campaign=campaign, content_hash=digest, definition=definition,
+                         created_at=now)
+                 .on_conflict_do_nothing(index_elements=["content_hash"]))
+    return int(conn.execute(select(CampaignVersion.id)
+                            .where(CampaignVersion.content_hash == digest)).scalar_one())
+
+
+def record_plan_run(conn: Connection, campaign: str, occurrence: str, now: datetime,
+                    planned: int, excluded: dict[str, int]) -> None:
+    """Append one occurrence's counts of a planning run: planned, excluded by reason."""
+    conn.execute(insert(PlanRun).values(campaign=campaign, occurrence=occurrence, now=now,
+                                        planned=planned, excluded=excluded))
+
+
+def latest_plan_run(engine: Engine) -> datetime | None:
+    """The `now` of the store's latest planning run that wrote a plan, or None before any
+    (a `--now` before it is refused by the commands that write plans)."""
+    with engine.connect() as conn:
+        latest: datetime | None = conn.execute(select(func.max(PlanRun.now))).scalar()
+    return latest
