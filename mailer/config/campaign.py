@@ -1,26 +1,59 @@
-"""Campaign files (DESIGN §4.2): the typed, frozen spec and its cross-checks.
+"""Campaign files (docs/reference.md#campaign-files): the typed, frozen spec and its
+cross-checks.
 
-A campaign is named by its file stem (campaigns/black-friday.yaml is
-`black-friday`); `name:` is its display name. Every problem is reported as
-`campaigns/NAME.yaml:LINE: FIELD: MESSAGE`.
+A campaign's id is its file stem (campaigns/black-friday.yaml is `black-friday`),
+the name the command line and the ledger use; `name:` is its required display
+name. Every problem is reported as `campaigns/ID.yaml:LINE: FIELD: MESSAGE`.
+What each trigger needs and reads is the table TRIGGER_RULES, which the
+validator enforces and `mailer schema` prints.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
-from mailer.config.settings import Duration, parse_clock_time
+from mailer.config.settings import CLOCK_SCHEMA, Duration, JsonSchema, parse_clock_time
 from mailer.config.specs import Spec, check
 from mailer.config.yamlsrc import line_of
 from mailer.core.errors import InvalidValue, Problem
 from mailer.core.suggest import did_you_mean
 
 TRIGGERS = ("birthday", "schedule", "promotion", "once", "after_order")
+
+
+@dataclass(frozen=True)
+class TriggerRule:
+    """What one trigger requires and reads beyond the keys every campaign has."""
+
+    needs: tuple[str, ...]  # keys a campaign of this trigger must give
+    reads: tuple[str, ...]  # optional keys only this trigger (and those listing them) uses
+    due: str  # when a mail is due, for the reference
+
+
+TRIGGER_RULES = {
+    "birthday": TriggerRule((), ("send_at",), (
+        "On the customer's birthday in the customer's zone, from `send_at` to the end of "
+        "that local day (29 February on 28 February in other years).")),
+    "schedule": TriggerRule(("schedule",), ("grace",), (
+        "At the latest fire time of the cron line, while now is before fire time + "
+        "`grace`; earlier fire times are skipped.")),
+    "promotion": TriggerRule(("starts", "ends"), ("reminder",), (
+        "Throughout [starts, ends): each run plans the members not planned yet, so "
+        "someone a cap held back today can get it tomorrow.")),
+    "once": TriggerRule(("at",), ("grace",), "While at ≤ now < at + `grace`."),
+    "after_order": TriggerRule(("after",), ("send_at",), (
+        "For each paid order whose placed_at + `after` falls on the customer's local day, "
+        "from `send_at`.")),
+}
+# Keys refused on the other triggers (any other trigger-specific key is read by its
+# own triggers only, and ignored elsewhere).
+ONLY_FOR = {"reminder": ("promotion",)}
 
 
 def _clock(value: object) -> time:
@@ -58,56 +91,105 @@ def _share(value: object) -> float:
     return int(match.group(1)) / 100
 
 
-ClockTime = Annotated[time, BeforeValidator(_clock)]
-Moment = Annotated[datetime, BeforeValidator(_moment)]
-Cron = Annotated[str, BeforeValidator(_cron)]
-Subjects = Annotated[tuple[str, ...], BeforeValidator(lambda v: (v,) if isinstance(v, str) else v)]
+# What YAML writes. JSON Schema cannot say "a date-time Python reads": the pattern
+# covers the common shapes, and `validate` is the judge.
+MOMENT_SCHEMA: JsonSchema = {
+    "type": "string", "title": "date-time", "examples": ["2026-11-27T08:00"],
+    "pattern": r"^\s*\d{4}-\d{2}-\d{2}([T ]\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?"
+               r"(Z|[+-]\d{2}(:?\d{2})?)?)?\s*$"}
+CRON_SCHEMA: JsonSchema = {
+    "type": "string", "title": "cron line", "examples": ["0 9 1 * *"],
+    "pattern": r"^\s*\S+(\s+\S+){4}\s*$"}
+SHARE_SCHEMA: JsonSchema = {  # 1% to 99%, as _share reads it
+    "type": "string", "title": "share", "examples": ["20%"],
+    "pattern": r"^\s*(0{0,2}[1-9]|0?[1-9][0-9])\s*%\s*$"}
+SUBJECT_SCHEMA: JsonSchema = {"title": "text or list of text", "anyOf": [
+    {"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+# A campaign's own subject must say something (Campaign._subjects).
+FILLED_SUBJECT: JsonSchema = {"anyOf": [
+    {"type": "string", "pattern": r"\S"},
+    {"type": "array", "items": {"type": "string", "pattern": r"\S"}, "minItems": 1}]}
+
+ClockTime = Annotated[time, BeforeValidator(_clock), WithJsonSchema(CLOCK_SCHEMA)]
+Moment = Annotated[datetime, BeforeValidator(_moment), WithJsonSchema(MOMENT_SCHEMA)]
+Cron = Annotated[str, BeforeValidator(_cron), WithJsonSchema(CRON_SCHEMA)]
+Share = Annotated[float, BeforeValidator(_share), WithJsonSchema(SHARE_SCHEMA)]
+Subjects = Annotated[tuple[str, ...], BeforeValidator(lambda v: (v,) if isinstance(v, str) else v),
+                     WithJsonSchema(SUBJECT_SCHEMA)]
 
 
 class CouponSpec(Spec):
-    prefix: str = Field(pattern=r"^[A-Za-z0-9-]{1,12}$")
-    value: str = Field(min_length=1)  # shown as written: "30%", "10 EUR", "free shipping"
-    valid_for: Duration
+    prefix: str = Field(pattern=r"^[A-Za-z0-9-]{1,12}$", description=(
+        "Each planned mail gets its own code: PREFIX-, then 8 random characters."))
+    value: str = Field(min_length=1, description=(
+        "What the coupon is worth, shown as written: `30%`, `10 EUR`, `free shipping`."))
+    valid_for: Duration = Field(description="The coupon expires this long after planning.")
 
 
 class Reminder(Spec):
-    before_end: Duration
-    subject: Subjects
-    unless: Literal["ordered_since_start"] | None = None
+    before_end: Duration = Field(description=(
+        "Sent from `ends` minus this, to those whose main mail went out."))
+    subject: Subjects = Field(description="The reminder's own subject line (a list: variants).")
+    unless: Literal["ordered_since_start"] | None = Field(None, description=(
+        "`ordered_since_start`: leave out who paid for an order since `starts`."))
 
 
 class Referral(Spec):
-    deadline: date
-    reward: str = Field(min_length=1)
+    deadline: date = Field(description="The last day of the offer: `referral.deadline`.")
+    reward: str = Field(min_length=1, description="The reward, as written: `referral.reward`.")
 
 
 class Winner(Spec):
-    metric: Literal["clicks", "opens"]
-    test_share: Annotated[float, BeforeValidator(_share)]
-    after: Duration
+    metric: Literal["clicks", "opens"] = Field(description=(
+        "The winner has the best rate of mails clicked (or opened) per mail sent."))
+    test_share: Share = Field(description=(
+        "The share of the audience the variants are tested on first (1% to 99%)."))
+    after: Duration = Field(description=(
+        "Time after the first planned mail when the rest gets the winning subject."))
 
 
 class Campaign(Spec):
-    name: str = Field(min_length=1)
-    trigger: Literal["birthday", "schedule", "promotion", "once", "after_order"]
-    segment: str = Field(min_length=1)
-    template: str = Field(min_length=1)
-    subject: Subjects
-    intros: dict[str, str] = Field(default_factory=dict)
-    send_at: ClockTime | None = None
-    schedule: Cron | None = None
-    grace: Duration = timedelta(hours=6)
-    starts: Moment | None = None
-    ends: Moment | None = None
-    at: Moment | None = None
-    after: Duration | None = None
-    coupon: CouponSpec | None = None
-    reminder: Reminder | None = None
-    referral: Referral | None = None
-    winner: Winner | None = None
-    cooldown: Duration | None = None
-    priority: int = 0
-    topic: str = "general"
+    name: str = Field(min_length=1, description=(
+        "The display name (`campaign.name` in templates); the file stem is the id."))
+    trigger: Literal["birthday", "schedule", "promotion", "once", "after_order"] = Field(
+        description="When the campaign's mails are due.")
+    segment: str = Field(min_length=1, description=(
+        "The segment (segments/NAME.yaml) the campaign mails."))
+    template: str = Field(min_length=1, description=(
+        "The HTML template in templates/ (a `.txt` twin is the text part)."))
+    subject: Subjects = Field(json_schema_extra=FILLED_SUBJECT, description=(
+        "The subject line, a template; a list gives A/B variants, assigned round-robin."))
+    intros: dict[str, str] = Field(
+        default_factory=dict, json_schema_extra={"title": "segment name to text"},
+        description=("A personal intro (`intro` in templates) by segment: the first segment "
+                     "in file order the customer is in wins, else `default`."))
+    send_at: ClockTime | None = Field(None, description=(
+        "The local time of day in each customer's zone when mails start; unset: 09:00."))
+    schedule: Cron | None = Field(None, description=(
+        "A cron line (crontab(5), five fields) in the workspace zone."))
+    grace: Duration = Field(timedelta(hours=6), description=(
+        "How long after the fire time (or `at`) mails may still be planned; they expire "
+        "then."))
+    starts: Moment | None = Field(None, description="When the promotion starts.")
+    ends: Moment | None = Field(None, description=(
+        "When the promotion ends, after `starts`; its mails expire then."))
+    at: Moment | None = Field(None, description="When the one-off mail is due.")
+    after: Duration | None = Field(None, description=(
+        "How long after a paid order the mail is due."))
+    coupon: CouponSpec | None = Field(None, description=(
+        "A unique coupon per mail (`coupon.code`, `coupon.value`, `coupon.expires_at`)."))
+    reminder: Reminder | None = Field(None, description=(
+        "A second mail near the end of a promotion."))
+    referral: Referral | None = Field(None, description=(
+        "A referral offer: each customer gets a stable code and `referral.url`."))
+    winner: Winner | None = Field(None, description=(
+        "Test the subject variants on a share of the audience first, then send the best."))
+    cooldown: Duration | None = Field(None, description=(
+        "A customer who got this campaign within this span is not planned again."))
+    priority: int = Field(0, description=(
+        "Higher first when one run plans several campaigns and caps leave room for one."))
+    topic: str = Field("general", description=(
+        "The topic customers can turn off on the preferences page."))
 
     @field_validator("subject")
     @classmethod
@@ -118,18 +200,18 @@ class Campaign(Spec):
 
     @model_validator(mode="after")
     def _trigger_fields(self) -> Campaign:
-        needs = {"schedule": ("schedule",), "promotion": ("starts", "ends"), "once": ("at",),
-                 "after_order": ("after",)}.get(self.trigger, ())
-        missing = [name for name in needs if getattr(self, name) is None]
+        missing = [name for name in TRIGGER_RULES[self.trigger].needs
+                   if getattr(self, name) is None]
         if missing:
             raise InvalidValue(f"a {self.trigger} campaign needs {' and '.join(missing)}")
         if self.starts and self.ends and self.ends <= self.starts:
             raise InvalidValue("ends must be after starts")
-        if self.reminder is not None and self.trigger != "promotion":
-            raise InvalidValue("reminder works with promotion campaigns only")
+        for key, triggers in ONLY_FOR.items():
+            if getattr(self, key) is not None and self.trigger not in triggers:
+                raise InvalidValue(f"{key} works with {' and '.join(triggers)} campaigns only")
         if self.winner is not None and len(self.subject) < 2:
             raise InvalidValue("winner needs at least two subjects to choose from")
-        if self.winner is not None and self.trigger in ("once", "schedule") and \
+        if self.winner is not None and "grace" in TRIGGER_RULES[self.trigger].reads and \
                 self.winner.after >= self.grace:
             raise InvalidValue("winner.after must be shorter than grace, or the rest of "
                                "the audience would never get the winning subject")

@@ -1,9 +1,11 @@
-"""The segment language (DESIGN §4.1): YAML trees parsed into typed, frozen conditions.
+"""The segment language (docs/segments.md): YAML trees parsed into typed, frozen conditions.
 
 A segment file holds a `description` and one tree of `all:` / `any:` / `not:`
 over conditions. Parsing reports every problem with its line and dotted field
 (`segments/vip.yaml:4: all.1.orders.at_leest: unknown key (did you mean at_least?)`),
-never just the first.
+never just the first. The tables after the parser (ALLOWED_KEYS, REQUIRED_KEYS,
+BARE, ONE_OF) are the language's rules, which `mailer schema` also prints, with
+each condition's and key's meaning (CONDITION_DOCS, KEY_DOCS).
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ WINDOW_KEYS = ("within", "since", "during")
 DURING = ("this_month", "last_month", "this_year", "last_year")
 DATE_TESTS = ("more_than_ago", "less_than_ago", "before", "after")
 BOUGHT_WHAT = ("category", "sku", "product")
+# Families of conditions that share their keys, for the reference and its examples.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "purchase": PURCHASE, "dates": DATES, "bought": ("bought",), "texts": TEXTS,
+    "tags": ("tags",), "counts": COUNTS, "subscribed": ("subscribed",),
+    "birthday": ("birthday",), "attribute": ("attribute",), "in_segment": ("in_segment",),
+}
+# A bare value instead of a mapping: `orders: 0` is {eq: 0}, `country: [DE, AT]` is
+# {in: [DE, AT]}, `tags: vip` is {contains: vip}.
+BARE = {**{kind: "eq/in" for kind in (*PURCHASE, *TEXTS, *COUNTS)}, "tags": "contains"}
+ONE_OF = (WINDOW_KEYS, BOUGHT_WHAT)  # at most one key of each group in a condition
 
 # Limits that keep every segment one query the databases accept and plan quickly
 # (SQLite's parser overflows near 100 nested parentheses and refuses an expression more
@@ -216,9 +228,9 @@ class _Parser:
         else:
             options = value if isinstance(value, dict) else None
             if options is None:
-                if kind in (*PURCHASE, *TEXTS, *COUNTS):
+                if BARE.get(kind) == "eq/in":
                     options = {"in" if isinstance(value, list) else "eq": value}
-                elif kind == "tags":
+                elif BARE.get(kind) == "contains":
                     options = {"contains": value}
                 else:
                     self.problem(line, field, f"expected a mapping like {_EXAMPLES[kind]}, "
@@ -231,7 +243,7 @@ class _Parser:
 
     def options(self, kind: str, options: dict[Any, Any], field: str, line: int,
                 fields: dict[str, Any]) -> None:
-        allowed = _ALLOWED[kind]
+        allowed = ALLOWED_KEYS[kind]
         compares: list[Compare] = []
         dates: list[DateTest] = []
         for key, raw in options.items():
@@ -270,7 +282,7 @@ class _Parser:
             fields["compares"] = tuple(compares)
         if dates:
             fields["dates"] = tuple(dates)
-        for required, message in _REQUIRED.get(kind, ()):
+        for required, message in REQUIRED_KEYS.get(kind, ()):
             if not any(key in options for key in required):
                 self.problem(line, field, message)
 
@@ -280,7 +292,7 @@ _EXAMPLES = {
     "signed_up": "{less_than_ago: 30d}", "bought": "{category: shoes, within: 90d}",
     "birthday": "{within_next: 7d}", "attribute": "{name: tier, eq: gold}",
 }
-_ALLOWED: dict[str, tuple[str, ...]] = {
+ALLOWED_KEYS: dict[str, tuple[str, ...]] = {
     **{kind: (*COMPARISONS, *WINDOW_KEYS) for kind in PURCHASE},
     **{kind: DATE_TESTS for kind in DATES},
     "bought": (*BOUGHT_WHAT, *WINDOW_KEYS, "at_least", "at_most", "eq"),
@@ -290,7 +302,8 @@ _ALLOWED: dict[str, tuple[str, ...]] = {
     "birthday": ("within_next",),
     "attribute": ("name", *COMPARISONS),
 }
-_REQUIRED: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
+# Each condition's groups of keys of which at least one must be given, with the message.
+REQUIRED_KEYS: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
     **{kind: ((COMPARISONS, "give a comparison: eq, in, at_least or at_most"),)
        for kind in (*PURCHASE, *COUNTS)},
     **{kind: ((DATE_TESTS, "give more_than_ago, less_than_ago, before or after"),)
@@ -301,6 +314,64 @@ _REQUIRED: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
     "birthday": ((("within_next",), "give within_next, like 7d"),),
     "attribute": ((("name",), "give the attribute's name"),
                   (COMPARISONS, "give a comparison: eq, in, at_least or at_most")),
+}
+
+# What each condition means, with an example, for the reference (docs/reference.md).
+CONDITION_DOCS: dict[str, tuple[str, str]] = {
+    "orders": ("Paid orders placed (in the window, if one is given).",
+               "orders: {at_least: 3, within: 365d}"),
+    "spent": ("The sum of paid order totals in `store.currency` (in the window), compared "
+              "exactly in minor units.", "spent: {at_least: 400, during: this_year}"),
+    "average_order": ("`spent` divided by the orders in `store.currency`; a customer "
+                      "without orders matches none.", "average_order: {at_least: 50}"),
+    "first_order": ("When the first paid order was placed; a customer without orders "
+                    "matches none.", "first_order: {less_than_ago: 30d}"),
+    "last_order": ("When the latest paid order was placed; a customer without orders "
+                   "matches none.", "last_order: {more_than_ago: 60d}"),
+    "signed_up": ("When the customer signed up.", "signed_up: {less_than_ago: 30d}"),
+    "bought": ("Paid orders with a line of this `category`, `sku` or `product` (at least "
+               "one unless compared; orders are counted, not units).",
+               "bought: {category: coffee, at_least: 2, within: 90d}"),
+    "country": ("The customer's country, case-insensitive.", "country: {in: [DE, AT]}"),
+    "locale": ("The customer's locale, case-insensitive.", "locale: de-DE"),
+    "city": ("The customer's city, case-insensitive (`MÜNCHEN` finds München).",
+             "city: {in: [Berlin, Hamburg]}"),
+    "email_domain": ("The domain of the address, in its Unicode form.",
+                     "email_domain: staff.shop.example"),
+    "tags": ("Has at least one of the tags, case-insensitive.", "tags: {contains: vip}"),
+    "age": ("Whole years in the workspace zone (29 February counts on 28 February).",
+            "age: {at_least: 18, at_most: 30}"),
+    "referrals": ("How many customers they referred.", "referrals: {at_least: 1}"),
+    "subscribed": ("`true`: the consent is `subscribed`; `false`: any other consent.",
+                   "subscribed: true"),
+    "birthday": ("The next birthday falls in [today, today + within_next), across the "
+                 "new year.", "birthday: {within_next: 7d}"),
+    "attribute": ("A custom attribute from the import: numbers compare as numbers, other "
+                  "values as text; `at_least`/`at_most` skip values that are not numbers.",
+                  "attribute: {name: tier, in: [gold, silver]}"),
+    "in_segment": ("The members of another segment (its file stem); cycles are errors.",
+                   "in_segment: test-accounts"),
+}
+# What each key inside a condition means.
+KEY_DOCS: dict[str, str] = {
+    "eq": "Equal to the value.",
+    "in": "Equal to one of the listed values.",
+    "at_least": "At least the value (inclusive).",
+    "at_most": "At most the value (inclusive).",
+    "within": f"Orders placed in [now − D, now], D up to {MAX_SPAN.days}d.",
+    "since": "Orders placed from that day, 00:00 in the workspace zone.",
+    "during": "Orders in a calendar period of the workspace zone: `this_month`, "
+              "`last_month`, `this_year` or `last_year`.",
+    "more_than_ago": f"Before now − D, D up to {MAX_SPAN.days}d.",
+    "less_than_ago": f"At or after now − D, D up to {MAX_SPAN.days}d.",
+    "before": "Before that day, 00:00 in the workspace zone.",
+    "after": "From the day after, 00:00 in the workspace zone.",
+    "category": "Order lines of this category, case-insensitive.",
+    "sku": "Order lines of this SKU, case-insensitive.",
+    "product": "Order lines of this product, case-insensitive.",
+    "contains": "One tag or a list of tags: the customer has at least one of them.",
+    "within_next": "A duration from 1d to 366d.",
+    "name": "The attribute's name.",
 }
 
 

@@ -1,4 +1,9 @@
-"""mailer.yaml and the environment (DESIGN §4.0)."""
+"""mailer.yaml and the environment (docs/reference.md#maileryaml).
+
+Every key carries its meaning (`Field(description=...)`) and every value type that
+YAML writes as text its JSON Schema (`WithJsonSchema`), so `mailer schema` describes
+what users write, never the Python type it becomes.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
 
 from mailer.config.specs import Spec, check
 from mailer.config.yamlsrc import YamlMap, iter_keys, load_yaml
@@ -30,7 +35,23 @@ def _duration(value: object) -> timedelta:
     return value if isinstance(value, timedelta) else parse_duration(value)
 
 
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+JsonSchema = dict[str, Any]
+
+# How YAML writes these values, for `mailer schema` (the validators word the errors).
+DURATION_SCHEMA: JsonSchema = {
+    "type": "string", "title": "duration", "pattern": r"^\s*\d+\s*[smhdw]\s*$",
+    "examples": ["7d", "12h"]}
+Duration = Annotated[timedelta, BeforeValidator(_duration), WithJsonSchema(DURATION_SCHEMA)]
+CLOCK_PATTERN = r"\s*([01]?[0-9]|2[0-3]):[0-5][0-9]\s*"  # 09:00, hours 0-23
+CLOCK_SCHEMA: JsonSchema = {
+    "type": "string", "title": "time of day", "pattern": f"^{CLOCK_PATTERN}$",
+    "examples": ["09:00"]}
+QUIET_HOURS_SCHEMA: JsonSchema = {
+    "type": "string", "title": "span of local time",
+    "pattern": f"^{CLOCK_PATTERN}-{CLOCK_PATTERN}$", "examples": ["21:00-08:00"]}
+HTTP_URL_SCHEMA: JsonSchema = {
+    "type": "string", "title": "http(s) URL", "pattern": "^https?://[^/?#]",
+    "examples": ["https://shop.example"]}
 
 
 def _http_url(value: str) -> str:
@@ -71,12 +92,24 @@ def _quiet_hours(value: object) -> QuietHours | None:
     return QuietHours(start, end)
 
 
+HttpUrl = Annotated[str, BeforeValidator(_http_url), WithJsonSchema(HTTP_URL_SCHEMA)]
+
+
 class Store(Spec):
-    name: str = Field(min_length=1)
-    address: str = Field(min_length=1)
-    url: Annotated[str, BeforeValidator(_http_url)] | None = None
-    currency: str = "EUR"
-    referral_url: str | None = None
+    name: str = Field(min_length=1, description="The store's name, in mails and templates "
+                                                "as `store.name`.")
+    address: str = Field(min_length=1, description="The postal address the footer of every "
+                                                   "marketing mail carries.")
+    url: HttpUrl | None = Field(None, description="The shop's web address, for templates as "
+                                                  "`store.url`.")
+    # Patterns as schema only: the validators below word the errors.
+    currency: str = Field("EUR", json_schema_extra={"pattern": "^[A-Za-z]{3}$"}, description=(
+        "ISO 4217 code: `spent` and `average_order` count orders in this currency only."))
+    referral_url: str | None = Field(
+        None, json_schema_extra={"anyOf": [{"type": "string", "pattern": r"^https?://.*\{code\}"},
+                                           {"type": "null"}]},
+        description="The link a referral code goes into, at `{code}`: `referral.url` in "
+                    "templates.")
 
     @field_validator("currency")
     @classmethod
@@ -102,11 +135,18 @@ def _address_of(text: str) -> str:
 
 
 class Sender(Spec):
-    from_: str = Field(alias="from")
-    reply_to: str | None = None
-    unsubscribe_mailto: str | None = None
+    from_: str = Field(alias="from", description=(
+        "The From header, an address with an optional display name: "
+        "`Pine & Co <hello@shop.example>`."))
+    reply_to: str | None = Field(None, description="Where replies go, if not to `from`.")
+    unsubscribe_mailto: str | None = Field(None, description=(
+        "The mailto address of the List-Unsubscribe header; default unsubscribe@ the "
+        "domain of `from`."))
     # The envelope sender's base (VERP): bounces go to local+<row id>-<signature>@domain.
-    return_path: str | None = None
+    return_path: str | None = Field(None, description=(
+        "The base of the envelope sender (VERP): a bounce comes back to "
+        "local+ROW-SIGNATURE@domain, so `mailer bounces` knows the mail; a plain ASCII "
+        "address without a name or a `+`. Unset: the envelope sender is `from`."))
 
     @field_validator("from_", "reply_to", "unsubscribe_mailto")
     @classmethod
@@ -139,45 +179,69 @@ class Sender(Spec):
 
 
 class Cap(Spec):
-    max: int = Field(ge=1)
-    per: Duration
+    max: int = Field(ge=1, description="The most mails of every campaign one customer gets "
+                                       "within `per`.")
+    per: Duration = Field(description=(
+        "The span the cap looks back over; a mail planned exactly this long ago no longer "
+        "counts."))
 
 
 DEFAULT_CAPS = (Cap(max=1, per=timedelta(hours=24)), Cap(max=3, per=timedelta(days=7)))
 
 
 class Policy(Spec):
-    frequency: tuple[Cap, ...] = DEFAULT_CAPS
-    quiet_hours: Annotated[QuietHours | None, BeforeValidator(_quiet_hours)] = None
+    frequency: tuple[Cap, ...] = Field(DEFAULT_CAPS, description=(
+        "Caps on the mails one customer gets; `[]` for none."))
+    quiet_hours: Annotated[QuietHours | None, BeforeValidator(_quiet_hours),
+                           WithJsonSchema({"anyOf": [QUIET_HOURS_SCHEMA, {"type": "null"}]})
+                           ] = Field(None, description=(
+        "In each customer's local time (the workspace's for customers without a zone), no "
+        "mail is released: it waits for the end, and is not planned if that is after its "
+        "expiry."))
 
 
 class DeliverySettings(Spec):
-    concurrency: int = Field(default=10, ge=1, le=1000)
-    rate_per_second: float = Field(default=100, gt=0)
-    retry_for: Duration = timedelta(days=2)
+    concurrency: int = Field(default=10, ge=1, le=1000, description=(
+        "Mails one sender has in flight over SMTP at the same time."))
+    rate_per_second: float = Field(default=100, gt=0, description=(
+        "At most this many mails in any one second, across every sender of the database."))
+    retry_for: Duration = Field(timedelta(days=2), description=(
+        "Temporary failures are retried for this long after the first attempt, or until "
+        "the mail's expiry if that comes first."))
 
 
 class Tracking(Spec):
-    base_url: Annotated[str, BeforeValidator(_http_url)] = DEFAULT_TRACKING_URL
-    opens: bool = True  # an open pixel in each sent mail
-    clicks: bool = True  # links of the HTML part go through signed click redirects
+    base_url: HttpUrl = Field(DEFAULT_TRACKING_URL, description=(
+        "The public address of `mailer serve` that unsubscribe, preference, tracking and "
+        "rating links point at; https except on this machine."))
+    opens: bool = Field(True, description="An open pixel in each sent mail.")
+    clicks: bool = Field(True, description=(
+        "Links of the HTML part go through signed click redirects."))
 
 
 class Dkim(Spec):
-    domain: str
-    selector: str
-    key_file: str | None = None
+    domain: str = Field(description="The signing domain (`d=`).")
+    selector: str = Field(description=(
+        "The selector (`s=`): the public key is published at SELECTOR._domainkey.DOMAIN."))
+    key_file: str | None = Field(None, description=(
+        "The PEM private key, relative to the workspace; MAILER_DKIM_KEY (the PEM itself) "
+        "is used instead when set."))
 
 
 class Settings(Spec):
-    store: Store
-    sender: Sender
-    timezone: str = "UTC"
-    policy: Policy = Policy()
-    delivery: DeliverySettings = DeliverySettings()
-    tracking: Tracking = Tracking()
-    dkim: Dkim | None = None
-    database: str | None = None
+    store: Store = Field(description="The shop the mails come from.")
+    sender: Sender = Field(description="The addresses mails are sent from and answered to.")
+    timezone: str = Field("UTC", json_schema_extra={"examples": ["Europe/Berlin"]},
+                          description=(
+        "IANA time zone of customers without one, and of times written without an offset."))
+    policy: Policy = Field(Policy(), description="Rules every campaign obeys, per customer.")
+    delivery: DeliverySettings = Field(DeliverySettings(), description="How mails are sent.")
+    tracking: Tracking = Field(Tracking(), description=(
+        "The links in mails: where they point and what they track."))
+    dkim: Dkim | None = Field(None, description="Sign every mail with DKIM; unset: unsigned.")
+    database: str | None = Field(None, description=(
+        "The database URL without a password (a SQLite path is relative to the workspace); "
+        "MAILER_DATABASE_URL wins. Unset: mailer.db in the workspace."))
 
     @field_validator("timezone")
     @classmethod
@@ -235,9 +299,24 @@ def load_settings(root: Path) -> tuple[Settings, list[Problem]]:
     return parse_settings(text)
 
 
+# The variables Environment reads, with their meaning (for docs/reference.md).
+ENVIRONMENT_DOCS = {
+    "MAILER_DATABASE_URL": "The database URL (postgresql://... or sqlite:///...); wins over "
+                           "`database:`.",
+    "MAILER_SMTP_URL": f"Where mails go (default {DEFAULT_SMTP_URL}, where `mailer sink` "
+                       "listens): `smtp://` is plain unless `?starttls=true`, `smtps://` is "
+                       "implicit TLS, `user:pass@` logs in.",
+    "MAILER_SECRET_KEY": "Signs links and tokens; `send`, `run`, `worker` and `serve` need it.",
+    "MAILER_SECRET_KEY_OLD": "Comma-separated earlier keys whose links are still accepted.",
+    "MAILER_DKIM_KEY": "The DKIM private key (PEM), instead of `dkim.key_file`.",
+    "MAILER_LOG_FORMAT": "`json` for one JSON object per log line; default `text`.",
+    "MAILER_WORKSPACE": "The workspace folder when `--workspace` is not given.",
+}
+
+
 @dataclass(frozen=True)
 class Environment:
-    """The MAILER_* variables (DESIGN §4.0), read once at the edge."""
+    """The MAILER_* variables (docs/reference.md#environment), read once at the edge."""
 
     database_url: str | None = None
     smtp_url: str = DEFAULT_SMTP_URL

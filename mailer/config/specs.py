@@ -2,16 +2,19 @@
 
 `check()` validates a loaded YAML document against a pydantic model and turns
 every error into a `Problem` with the file, the line of the offending key and
-the dotted field path, with "did you mean" for misspelt keys.
+the dotted field path, with "did you mean" for misspelt keys. `json_schema()`
+describes a model as users write it, for `mailer schema`.
 """
 
 from __future__ import annotations
 
 import types
 import typing
+from datetime import time, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.json_schema import GenerateJsonSchema
 
 from mailer.config.yamlsrc import line_of
 from mailer.core.errors import Problem
@@ -93,3 +96,41 @@ def check(model: type[M], data: Any, path: str) -> tuple[M | None, list[Problem]
         return model.model_validate(data), []
     except ValidationError as err:
         return None, problems_from(err, data, path, model)
+
+
+def _as_written(value: Any) -> Any:
+    """A default as a user would write it in YAML: `6h`, not ISO 8601's `PT6H`."""
+    if isinstance(value, timedelta):
+        seconds = int(value.total_seconds())
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds and seconds % size == 0:
+                return f"{seconds // size}{unit}"
+        return f"{seconds}s"
+    if isinstance(value, time):
+        return f"{value:%H:%M}"
+    if isinstance(value, BaseModel):
+        return {field.alias or name: _as_written(getattr(value, name))
+                for name, field in type(value).model_fields.items()
+                if getattr(value, name) is not None}
+    if isinstance(value, (list, tuple)):
+        return [_as_written(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _as_written(item) for key, item in value.items()}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+class _AsWritten(GenerateJsonSchema):
+    """JSON Schema of the YAML: defaults as written, no titles made from field names."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+    def encode_default(self, dft: Any) -> Any:
+        return _as_written(dft)
+
+
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """MODEL's JSON Schema (draft 2020-12) with its keys as users write them (`from`)."""
+    return model.model_json_schema(by_alias=True, schema_generator=_AsWritten)
