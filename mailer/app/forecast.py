@@ -9,17 +9,11 @@ plans reaches the real ledger.
 
 from __future__ import annotations
 
-import sqlite3
-import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from pathlib import Path
-from typing import Any, cast
-
-from sqlalchemy import Connection, Engine, select, update
+from typing import Any
 
 from mailer.app.charts import Column, Segment, page, png, svg
 from mailer.config.campaign import Campaign
@@ -28,8 +22,8 @@ from mailer.config.settings import Settings
 from mailer.core.clock import zone
 from mailer.planning.planner import plan_due
 from mailer.segments.runner import scope_for
-from mailer.store.db import create
-from mailer.store.models import Delivery
+from mailer.store.db import Engine
+from mailer.store.ledger import count_queued_as_sent, planned_times, scratch_ledger
 
 
 @dataclass
@@ -48,69 +42,6 @@ class Forecast:
                 "max_per_customer_7d": self.max_per_customer_7d}
 
 
-class _Nested:
-    """A connection whose begin() opens a savepoint inside the scratch transaction."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def begin(self) -> Any:
-        return self._conn.begin_nested()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-    def __enter__(self) -> _Nested:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-
-class _Scratch:
-    """An engine stand-in: every connection is the one scratch connection."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self.dialect = conn.dialect
-        self.url = conn.engine.url
-
-    def connect(self) -> _Nested:
-        return _Nested(self._conn)
-
-    @contextmanager
-    def begin(self) -> Iterator[_Nested]:
-        with self._conn.begin_nested():
-            yield _Nested(self._conn)
-
-
-@contextmanager
-def scratch(engine: Engine) -> Iterator[Engine]:
-    """A ledger to plan into and throw away."""
-    if engine.dialect.name == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="mailer-forecast-") as folder:
-            copy = Path(folder) / "forecast.db"
-            source = sqlite3.connect(str(engine.url.database))
-            target = sqlite3.connect(str(copy))
-            try:
-                source.backup(target)
-            finally:
-                source.close()
-                target.close()
-            scratch_engine = create(engine.url.set(database=str(copy)))
-            try:
-                yield scratch_engine
-            finally:
-                scratch_engine.dispose()
-        return
-    with engine.connect() as conn:
-        outer = conn.begin()
-        try:
-            yield cast(Engine, _Scratch(conn))
-        finally:
-            outer.rollback()
-
-
 def run_forecast(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str, Campaign],
                  *, settings: Settings, start: datetime, days: int,
                  versions: dict[str, dict[str, Any]]) -> Forecast:
@@ -118,7 +49,7 @@ def run_forecast(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[
     tz = zone(settings.timezone)
     first = start.astimezone(tz).date()
     result = Forecast(start=start, days=[first + timedelta(days=n) for n in range(days)])
-    with scratch(engine) as ledger:
+    with scratch_ledger(engine) as ledger:
         for hour in range(days * 24):
             now = start + timedelta(hours=hour)
             scope = scope_for(settings, now, ledger)
@@ -130,17 +61,13 @@ def run_forecast(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[
                     if excluded.reason == "frequency_cap":
                         result.caps_hit[excluded.cap].add(excluded.customer_id)
             with ledger.begin() as conn:  # planned mails count as sent
-                conn.execute(update(Delivery).where(Delivery.status == "queued")
-                             .values(status="sent", sent_at=Delivery.planned_at))
+                count_queued_as_sent(conn)
         with ledger.connect() as conn:
-            rows = conn.execute(select(Delivery.customer_id, Delivery.planned_at)
-                                .where(Delivery.planned_at >= start)
-                                .order_by(Delivery.customer_id, Delivery.planned_at))
-            result.max_per_customer_7d = _busiest_week(rows)
+            result.max_per_customer_7d = _busiest_week(planned_times(conn, start))
     return result
 
 
-def _busiest_week(rows: Any) -> int:
+def _busiest_week(rows: Iterable[tuple[int, datetime]]) -> int:
     """The most mails any one customer gets in any 7-day window."""
     best, current = 0, None
     window: list[datetime] = []

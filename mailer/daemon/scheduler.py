@@ -37,7 +37,6 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, func, select
 
 from mailer.app.send import compile_versions, plan_now
 from mailer.config.campaign import Campaign
@@ -48,10 +47,11 @@ from mailer.core.clock import Clock, iso_z, zone
 from mailer.core.errors import ConfigError, MailerError
 from mailer.delivery.worker import SendingLoop
 from mailer.planning.wakeups import next_wakeup
+from mailer.store.customers import time_zones
 from mailer.store.daemon_state import write_state
-from mailer.store.ledger import DELIVERIES, DUE_STATES
+from mailer.store.db import Engine
+from mailer.store.ledger import next_release
 from mailer.store.locks import Leadership
-from mailer.store.models import Customer
 
 log = logging.getLogger("mailer.run")
 
@@ -334,18 +334,13 @@ def next_due(engine: Engine, loaded: Loaded, now: datetime) -> datetime | None:
     tz = zone(loaded.settings.timezone)
     zones = store_zones(engine, loaded.settings)
     moments = [next_wakeup(spec, now, tz, zones) for spec in loaded.campaigns.values()]
-    with engine.connect() as conn:
-        moments.append(conn.execute(select(func.min(DELIVERIES.c.send_after)).where(
-            DELIVERIES.c.status.in_(DUE_STATES), DELIVERIES.c.send_after > now)).scalar())
+    moments.append(next_release(engine, now))
     return min((m for m in moments if m is not None), default=None)
 
 
 def store_zones(engine: Engine, settings: Settings) -> list[str]:
     """The time zones of the store's customers and the workspace's own."""
-    with engine.connect() as conn:
-        found = {z for z in conn.execute(select(Customer.timezone).distinct()).scalars() if z}
-    found.add(settings.timezone)
-    return sorted(found)
+    return sorted(time_zones(engine) | {settings.timezone})
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -13,38 +13,18 @@ counted as `already_sent`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import secrets
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
-
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Table,
-    any_,
-    bindparam,
-    column,
-    func,
-    insert,
-    literal,
-    select,
-    table,
-    text,
-    update,
-)
-from sqlalchemy.dialects.postgresql import ARRAY
+from typing import Any
 
 from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Cap, Settings
 from mailer.core.addresses import has_control_character
 from mailer.core.clock import as_local, format_duration, zone
-from mailer.core.states import LIVE, WENT_OUT
 from mailer.mail.message import new_message_id
 from mailer.mail.version import first_intro
 from mailer.planning.policy import Facts, decide, in_test_group, winning_variant
@@ -58,19 +38,27 @@ from mailer.planning.triggers import (
     reminder_due,
     schedule_due,
 )
-from mailer.segments.compiler import CUSTOMERS, Scope, members_query
-from mailer.segments.runner import compiled, memberships
-from mailer.store.models import (
-    CampaignVersion,
-    Coupon,
-    Customer,
-    Delivery,
-    Event,
-    Order,
-    PlanRun,
-    Suppression,
-    naive_utc,
+from mailer.segments.compiler import (
+    CandidateQuery,
+    Scope,
+    after_order_members,
+    birthday_members,
+    due_members,
+    in_plan_order,
 )
+from mailer.segments.runner import compiled, memberships
+from mailer.store import coupons, ledger
+from mailer.store.customers import (
+    Person,
+    candidate_pages,
+    paid_between,
+    people_by_id,
+    suppressed_keys,
+    time_zones,
+)
+from mailer.store.db import Connection, Engine
+from mailer.store.versions import latest_plan_run as latest_plan_run  # where cli/ looks
+from mailer.store.versions import record_plan_run, stored_version_id
 
 BATCH = 1000
 ANALYZE_AFTER = 5000  # planned rows after which PostgreSQL's statistics are refreshed
@@ -156,172 +144,72 @@ PLANNED = ""  # the tally's reason for a planned mail
 # --- what is due --------------------------------------------------------------------------
 
 
-def _zones(conn: Connection, default: str) -> list[str]:
-    """Every zone customers live in (the workspace's for those without one)."""
-    found = {row[0] for row in conn.execute(select(Customer.timezone).distinct()) if row[0]}
-    return sorted(found | {default})
-
-
 def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Campaign,
                scope: Scope, settings: Settings) -> Iterator[list[Candidate]]:
     """Batches of due candidates, ordered by store id within each occurrence."""
     now, tz = scope.now, zone(settings.timezone)
-    members = members_query(compiled(specs, campaign.segment, scope), CUSTOMERS.c.id)
-    effective_zone = func.coalesce(Customer.timezone, settings.timezone)
-    queries: list[tuple[Any, Any]] = []  # (select of customer id, occurrence), expiry
+    segment = compiled(specs, campaign.segment, scope)
+    queries: list[tuple[CandidateQuery, datetime]] = []  # (customer id, occurrence), expiry
     trigger = campaign.trigger
     if trigger == "schedule" and campaign.schedule:
         due = schedule_due(parse_cron(campaign.schedule), campaign.grace, now, tz)
         if due is not None:
-            queries.append((members.add_columns(literal(due.occurrence)), due.expires))
+            queries.append((due_members(segment, due.occurrence), due.expires))
     elif trigger == "once" and campaign.at is not None:
         due = once_due(as_local(campaign.at, tz), campaign.grace, now)
         if due is not None:
-            queries.append((members.add_columns(literal(due.occurrence)), due.expires))
+            queries.append((due_members(segment, due.occurrence), due.expires))
     elif trigger == "promotion" and campaign.starts is not None and campaign.ends is not None:
         starts, ends = as_local(campaign.starts, tz), as_local(campaign.ends, tz)
         if campaign.reminder is not None:
             reminder = reminder_due(ends, campaign.reminder.before_end, now)
             if reminder is not None:
                 # To those whose main mail went out (or probably did), not to the segment.
-                main = (select(Delivery.customer_id, literal(reminder.occurrence))
-                        .join(Customer, Customer.id == Delivery.customer_id)
-                        .where(Delivery.campaign == slug,
-                               Delivery.occurrence == "main",
-                               Delivery.status.in_(WENT_OUT)))
-                queries.append((main, reminder.expires))
+                queries.append((ledger.main_recipients(slug, reminder.occurrence),
+                                reminder.expires))
         due = promotion_due(starts, ends, now)
         if due is not None:
-            queries.insert(0, (members.add_columns(literal(due.occurrence)), due.expires))
+            queries.insert(0, (due_members(segment, due.occurrence), due.expires))
     elif trigger in ("birthday", "after_order"):
-        with engine.connect() as conn:
-            zones = _zones(conn, settings.timezone)
-        for name in zones:
+        # every zone customers live in (the workspace's for those without one)
+        for name in sorted(time_zones(engine) | {settings.timezone}):
             day = local_day(name, campaign.send_time, now)
             if day is None:
                 continue
-            in_zone = CUSTOMERS.c.id.in_(select(Customer.id).where(effective_zone == name))
-            query: Any
             if trigger == "birthday":
-                query = members.where(in_zone, CUSTOMERS.c.birth_md.in_(birthday_keys(day.day)))
-                queries.append((query.add_columns(literal(f"birthday:{day.day.year}")),
-                                day.end))
+                queries.append((birthday_members(segment, name, settings.timezone,
+                                                 birthday_keys(day.day),
+                                                 f"birthday:{day.day.year}"), day.end))
             else:
                 assert campaign.after is not None
                 start, end = after_order_window(day, campaign.after)
-                query = (select(Order.customer_id, literal("order:") + Order.store_id)
-                         .join(Customer, Customer.id == Order.customer_id)
-                         .where(Order.status == "paid", Order.placed_at >= start,
-                                Order.placed_at < end, Order.customer_id.in_(members),
-                                Order.customer_id.in_(select(Customer.id)
-                                                      .where(effective_zone == name))))
-                queries.append((query, day.end))
+                queries.append((after_order_members(segment, name, settings.timezone,
+                                                    start, end), day.end))
     for query, expires in queries:
-        # plan order is store-id order: variants go round-robin in it
-        ordered = query.order_by(Customer.store_id, query.selected_columns[1])
-        for page in _pages(engine, ordered):
+        for page in candidate_pages(engine, in_plan_order(query), BATCH):
             yield [Candidate(customer_id, occurrence, expires) for customer_id, occurrence in page]
-
-
-_CANDIDATES = table("plan_candidates", column("seq"), column("customer_id"),
-                    column("occurrence"))
-
-
-def _pages(engine: Engine, query: Any) -> Iterator[list[tuple[int, str]]]:
-    """The query's rows, BATCH at a time, in its order, in flat memory. The rows go to a
-    temporary table first and are read back page by page, each page a short read: a
-    reader held open while the planner writes keeps SQLite's WAL from being
-    checkpointed, and planning 1M customers slowed from linear to 200 s."""
-    with engine.connect() as conn, conn.begin():
-        if conn.dialect.name == "postgresql":  # see mailer.segments.runner.reading
-            conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-        first = [(row[0], row[1]) for row in conn.execute(query.limit(BATCH + 1))]
-    if len(first) <= BATCH:  # most sweeps find a handful: no temporary table for those
-        if first:
-            yield first
-        return
-    serial = ("INTEGER PRIMARY KEY" if engine.dialect.name == "sqlite"
-              else "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
-    with engine.connect() as conn:
-        with conn.begin():
-            if conn.dialect.name == "postgresql":  # see mailer.segments.runner.reading
-                conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-            conn.execute(text(f"CREATE TEMPORARY TABLE IF NOT EXISTS plan_candidates "
-                              f"(seq {serial}, customer_id INTEGER NOT NULL, "
-                              f"occurrence TEXT NOT NULL)"))
-            conn.execute(text("DELETE FROM plan_candidates"))
-            conn.execute(insert(_CANDIDATES).from_select(["customer_id", "occurrence"], query))
-        last = 0
-        while True:
-            with conn.begin():
-                rows = conn.execute(
-                    select(_CANDIDATES.c.seq, _CANDIDATES.c.customer_id,
-                           _CANDIDATES.c.occurrence)
-                    .where(_CANDIDATES.c.seq > last).order_by(_CANDIDATES.c.seq)
-                    .limit(BATCH)).all()
-            if not rows:
-                break
-            last = rows[-1][0]
-            yield [(row[1], row[2]) for row in rows]
-        with conn.begin():
-            conn.execute(text("DROP TABLE IF EXISTS plan_candidates"))
 
 
 # --- the facts about a batch -----------------------------------------------------------------
 
 
-def _among(conn: Connection, column: Any, values: list[Any]) -> Any:
-    """column IN values. On PostgreSQL one array parameter (= ANY): a thousand separate
-    parameters made each batch query cost more to plan than to run."""
-    if conn.dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
-    return column.in_(values)
-
-
 def _facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Candidate],
            now: datetime, caps_span: timedelta, run: Counter[int],
-           starts: datetime | None) -> tuple[dict[int, Any], dict[tuple[int, str], Facts]]:
+           starts: datetime | None) -> tuple[dict[int, Person], dict[tuple[int, str], Facts]]:
     """The batch's customers by id, and the facts of each candidate mail."""
     ids = sorted({c.customer_id for c in batch})
-    people = {row.id: row for row in conn.execute(
-        select(Customer.id, Customer.store_id, Customer.email, Customer.email_key,
-               Customer.consent, Customer.timezone, Customer.paused_until,
-               Customer.weekly_cap, Customer.topics)
-        .where(_among(conn, Customer.id, ids)))}
+    people = people_by_id(conn, ids)
     if any(p.weekly_cap for p in people.values()):  # personal caps look back a week
         caps_span = max(caps_span, PERSONAL_CAP_SPAN)
-    keys = [p.email_key for p in people.values()]
-    suppressed = {row[0] for row in conn.execute(
-        select(Suppression.email_key).where(_among(conn, Suppression.email_key, keys)))}
-    occurrences = sorted({c.occurrence for c in batch})
-    existing = {(row[0], row[1]) for row in conn.execute(
-        select(Delivery.customer_id, Delivery.occurrence)
-        .where(Delivery.campaign == slug, Delivery.occurrence.in_(occurrences),
-               _among(conn, Delivery.customer_id, ids)))}
-    # Statuses are filtered here, not in SQL: with `status IN (...)` SQLite chose the
-    # status index and scanned every queued row per batch (quadratic: 185 s for 1M).
-    recent: dict[int, list[datetime]] = {}
-    for customer_id, planned, status in conn.execute(
-            select(Delivery.customer_id, Delivery.planned_at, Delivery.status)
-            .where(_among(conn, Delivery.customer_id, ids),
-                   Delivery.planned_at > now - caps_span,
-                   Delivery.planned_at <= now)):
-        if status in LIVE:
-            recent.setdefault(customer_id, []).append(planned)
+    suppressed = suppressed_keys(conn, [p.email_key for p in people.values()])
+    existing = ledger.planned_pairs(conn, slug, sorted({c.occurrence for c in batch}), ids)
+    recent = ledger.live_plan_times(conn, ids, now - caps_span, now)
     cooling: set[int] = set()
     if campaign.cooldown is not None:
-        cooling = {row[0] for row in conn.execute(
-            select(Delivery.customer_id, Delivery.status).where(
-                _among(conn, Delivery.customer_id, ids),
-                Delivery.planned_at > now - campaign.cooldown,
-                Delivery.planned_at <= now, Delivery.campaign == slug)) if row[1] in LIVE}
+        cooling = ledger.with_live_plans(conn, slug, ids, now - campaign.cooldown, now)
     ordered: set[int] = set()
     if starts is not None:
-        ordered = {row[0] for row in conn.execute(
-            select(Order.customer_id).where(_among(conn, Order.customer_id, ids),
-                                            Order.status == "paid",
-                                            Order.placed_at >= starts,
-                                            Order.placed_at <= now))}
+        ordered = paid_between(conn, ids, starts, now)
     facts = {}
     for candidate in batch:
         person = people[candidate.customer_id]
@@ -354,30 +242,6 @@ def plausible_address(email: str) -> bool:
     local, at, domain = email.rpartition("@")
     return bool(at and local and "." in domain and " " not in email
                 and not has_control_character(email))
-
-
-def store_version(conn: Connection, slug: str, definition: dict[str, Any],
-                  now: datetime) -> int:
-    """The id of the campaign version with this content, created if new."""
-    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
-    # Two planners may store the same version at once: insert-or-ignore, then read.
-    conn.execute(_upsert(conn, cast(Table, CampaignVersion.__table__))
-                 .values(campaign=slug, content_hash=digest, definition=definition,
-                         created_at=now)
-                 .on_conflict_do_nothing(index_elements=["content_hash"]))
-    return int(conn.execute(select(CampaignVersion.id)
-                            .where(CampaignVersion.content_hash == digest)).scalar_one())
-
-
-def _upsert(conn: Connection, table: Table) -> Any:
-    """The dialect's INSERT with ON CONFLICT support."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as postgres_insert
-
-        return postgres_insert(table)
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table)
 
 
 def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Campaign, *,
@@ -425,8 +289,7 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
             break
         with engine.begin() as conn:
             if base is None:
-                base = int(conn.execute(select(func.count()).select_from(Delivery)
-                                        .where(Delivery.campaign == slug)).scalar_one())
+                base = ledger.campaign_rows(conn, slug)
             people, facts = _facts(conn, slug, campaign, batch, now, caps_span,
                                    planned_in_run, reminder_starts)
             groups = intro_groups(batch)
@@ -469,31 +332,21 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                              "message_id": new_message_id(domain)})
             if version is not None and rows:
                 if version_id is None:
-                    version_id = store_version(conn, slug, version, now)
+                    version_id = stored_version_id(conn, slug, version, now)
                 written = _insert_rows(conn, [{**row, "campaign_version_id": version_id}
                                               for row in rows], result)
                 _give_codes(conn, slug, campaign, written, now)
     if version is not None:
         with engine.begin() as conn:
             for occurrence in sorted({o for o, _ in result.tally}) or ["-"]:
-                conn.execute(insert(PlanRun).values(
-                    campaign=slug, occurrence=occurrence, now=now,
-                    planned=result.tally[(occurrence, PLANNED)],
-                    excluded={reason: n for (o, reason), n in sorted(result.tally.items())
-                              if o == occurrence and reason != PLANNED and n}))
-            if conn.dialect.name == "postgresql" and result.planned_count >= ANALYZE_AFTER:
-                # Fresh statistics for the senders: with the ledger's counts from before a
-                # big plan, PostgreSQL scanned every row to record each batch of outcomes.
-                conn.execute(text("ANALYZE deliveries, coupons"))
+                record_plan_run(conn, slug, occurrence, now,
+                                planned=result.tally[(occurrence, PLANNED)],
+                                excluded={reason: n for (o, reason), n
+                                          in sorted(result.tally.items())
+                                          if o == occurrence and reason != PLANNED and n})
+            if result.planned_count >= ANALYZE_AFTER:  # fresh statistics for the senders
+                ledger.refresh_statistics(conn)
     return result
-
-
-def latest_plan_run(engine: Engine) -> datetime | None:
-    """The `now` of the store's latest planning run that wrote a plan, or None before any
-    (a `--now` before it is refused by the commands that write plans)."""
-    with engine.connect() as conn:
-        latest: datetime | None = conn.execute(select(func.max(PlanRun.now))).scalar()
-    return latest
 
 
 def _ab_winner(engine: Engine, slug: str, occurrence: str, campaign: Campaign,
@@ -503,21 +356,12 @@ def _ab_winner(engine: Engine, slug: str, occurrence: str, campaign: Campaign,
     the chosen metric among its sent mails."""
     assert campaign.winner is not None
     with engine.connect() as conn:
-        first = conn.execute(select(func.min(Delivery.planned_at)).where(
-            Delivery.campaign == slug, Delivery.occurrence == occurrence)).scalar()
+        first = ledger.first_planned_at(conn, slug, occurrence)
         if first is None or now < first + campaign.winner.after:
             return None
-        sent = {int(v): int(n) for v, n in conn.execute(
-            select(Delivery.subject_variant, func.count()).where(
-                Delivery.campaign == slug, Delivery.occurrence == occurrence,
-                Delivery.status == "sent").group_by(Delivery.subject_variant))}
+        sent = ledger.sent_by_variant(conn, slug, occurrence)
         kind = "click" if campaign.winner.metric == "clicks" else "open"
-        engaged = {int(v): int(n) for v, n in conn.execute(
-            select(Delivery.subject_variant, func.count(func.distinct(Event.delivery_id)))
-            .join(Delivery, Delivery.id == Event.delivery_id)
-            .where(Event.kind == kind, Delivery.campaign == slug,
-                   Delivery.occurrence == occurrence)
-            .group_by(Delivery.subject_variant))}
+        engaged = ledger.engaged_by_variant(conn, slug, occurrence, kind)
     return winning_variant(sent, engaged)
 
 
@@ -528,7 +372,6 @@ def _give_codes(conn: Connection, slug: str, campaign: Campaign,
     already taken is drawn again."""
     if campaign.coupon is not None and written:
         coupon = campaign.coupon
-        table = cast(Table, Coupon.__table__)
         owed = {delivery_id: customer_id for (customer_id, _), delivery_id in written.items()}
         for _ in range(DRAWS):
             if not owed:
@@ -537,26 +380,16 @@ def _give_codes(conn: Connection, slug: str, campaign: Campaign,
                      "campaign": slug, "delivery_id": delivery_id, "value": coupon.value,
                      "expires_at": now + coupon.valid_for}
                     for delivery_id, customer_id in sorted(owed.items())]
-            if conn.dialect.name == "postgresql":  # one array per column, as for the ledger
-                given = conn.execute(_UNNEST_COUPONS, {
-                    name: [naive_utc(row[name]) for row in rows] for name in _COUPON_COLUMNS})
-            else:
-                given = conn.execute(
-                    _upsert(conn, table).on_conflict_do_nothing(index_elements=["code"])
-                    .returning(table.c.delivery_id), rows)
-            for (delivery_id,) in given:
+            for delivery_id in coupons.insert_coupons(conn, rows):
                 owed.pop(delivery_id, None)
         if owed:
             raise RuntimeError(f"no free coupon code after {DRAWS} draws")
     if campaign.referral is not None and written:
         ids = sorted({customer_id for customer_id, _ in written})
-        missing = [row[0] for row in conn.execute(
-            select(Customer.id).where(Customer.id.in_(ids), Customer.referral_code.is_(None)))]
+        missing = coupons.without_referral_code(conn, ids)
         codes = _fresh_codes(conn, len(missing))
         for customer_id, code in zip(missing, codes, strict=True):
-            conn.execute(update(Customer).where(Customer.id == customer_id,
-                                                Customer.referral_code.is_(None))
-                         .values(referral_code=code))
+            coupons.give_referral_code(conn, customer_id, code)
 
 
 DRAWS = 5
@@ -567,8 +400,7 @@ def _fresh_codes(conn: Connection, count: int) -> list[str]:
     codes: set[str] = set()
     for _ in range(DRAWS):
         wanted = {_code() for _ in range(count - len(codes))}
-        taken = set(conn.execute(select(Customer.referral_code)
-                                 .where(Customer.referral_code.in_(sorted(wanted)))).scalars())
+        taken = coupons.taken_referral_codes(conn, sorted(wanted))
         codes |= wanted - taken
         if len(codes) >= count:
             break
@@ -585,48 +417,15 @@ def _code() -> str:
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
-_LEDGER_COLUMNS = {
-    "campaign": "text", "campaign_version_id": "integer", "occurrence": "text",
-    "customer_id": "integer", "email": "text", "subject_variant": "integer", "intro": "text",
-    "status": "text",
-    "attempts": "integer", "planned_at": "timestamp", "send_after": "timestamp",
-    "expires_at": "timestamp", "message_id": "text"}
-# On PostgreSQL a batch is inserted from one array per column: a thousand-row VALUES
-# list of 11,000 parameters cost ~110 ms a batch to parse and plan.
-_ARRAYS = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _LEDGER_COLUMNS.items())
-_UNNEST_INSERT = text(
-    f"INSERT INTO deliveries ({', '.join(_LEDGER_COLUMNS)}) SELECT * FROM unnest({_ARRAYS}) "
-    "ON CONFLICT (customer_id, campaign, occurrence) DO NOTHING "
-    "RETURNING customer_id, occurrence, id")
-
-
-_COUPON_COLUMNS = {"code": "text", "customer_id": "integer", "campaign": "text",
-                   "delivery_id": "integer", "value": "text", "expires_at": "timestamp"}
-_UNNEST_COUPONS = text(
-    f"INSERT INTO coupons ({', '.join(_COUPON_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _COUPON_COLUMNS.items())
-    + ") ON CONFLICT (code) DO NOTHING RETURNING delivery_id")
-
-
 def _insert_rows(conn: Connection, rows: list[dict[str, Any]],
                  result: PlanResult) -> dict[tuple[int, str], int]:
     """Insert ledger rows; one another planner wrote first is skipped as already_sent.
     Returns the ids of the rows written, by (customer id, occurrence)."""
-    table = cast(Table, Delivery.__table__)
-    if conn.dialect.name == "postgresql":
-        result_rows = conn.execute(_UNNEST_INSERT, {
-            name: [naive_utc(row[name]) for row in rows] for name in _LEDGER_COLUMNS})
-    else:
-        result_rows = conn.execute(
-            _upsert(conn, table).on_conflict_do_nothing(
-                index_elements=["customer_id", "campaign", "occurrence"])
-            .returning(table.c.customer_id, table.c.occurrence, table.c.id), rows)
-    written = {(row[0], row[1]): row[2] for row in result_rows}
+    written = ledger.insert_planned(conn, rows)
     lost = {(row["customer_id"], row["occurrence"]) for row in rows} - set(written)
     if lost:
         result.lose(lost)
     return written
-
 
 
 def plan_due(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str, Campaign], *,
