@@ -93,6 +93,19 @@ def test_every_link_of_the_reference_leads_to_a_file() -> None:
     assert [link for link in links if not (ROOT / "docs" / link).exists()] == []
 
 
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_guides_link_to_sections_the_reference_has() -> None:
+    anchors = {_anchor(line.lstrip("#")) for line in reference_markdown().splitlines()
+               if line.startswith("#")}
+    linked = {anchor for page in (ROOT / "docs").glob("*.md")
+              for anchor in re.findall(r"\(reference\.md#([\w-]+)\)", page.read_text())}
+    assert linked and linked <= anchors
+
+
 # --- (3) the JSON Schema -------------------------------------------------------------------
 
 ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "default", "examples",

@@ -319,15 +319,21 @@ small file per trigger and per family of conditions, each of which validates in 
 workspace made by `mailer init`.
 
 `mailer schema` prints the same definitions as JSON Schema (draft 2020-12): one JSON
-object holding a schema per kind of file, `{{"mailer": …, "campaign": …, "segment":
-…}}`, or one schema alone with `--file mailer`, `--file campaign` or `--file segment`.
-Each has an `$id` like `{BASE_ID}campaign.json` (a name, not a download)
-and refuses unknown keys, as `validate` does. Save one (`mailer schema --file campaign >
-campaign.schema.json`) and point an editor at it, for instance with a first line
-`# yaml-language-server: $schema=../campaign.schema.json` in a campaign file. Values that
-YAML gives as text (durations, times of day, date-times) are described as the text you
-write, with a pattern; what JSON Schema cannot say is left to `validate` and named in
-each schema's description.
+object holding a schema per kind of file,
+
+```json
+{{"mailer": {{...}}, "campaign": {{...}}, "segment": {{...}}}}
+```
+
+or one schema alone with `--file mailer` (mailer.yaml), `--file campaign` or
+`--file segment`. Each has an `$id` like `{BASE_ID}campaign.json`
+(a name, not a download) and refuses unknown keys, as `validate` does. Save one
+(`mailer schema --file campaign > campaign.schema.json`) and point an editor at it,
+for instance with a first line `# yaml-language-server: $schema=../campaign.schema.json`
+in a campaign file.
+Values that YAML gives as text (durations, times of day, date-times) are described as
+the text you write, with a pattern; what JSON Schema cannot say is left to `validate`
+and named in each schema's description.
 
 In the tables, "required" inside a nested mapping means required when the mapping is
 given; "—" means unset.
