@@ -34,7 +34,8 @@ from mailer.config.settings import parse_settings  # noqa: E402
 from mailer.mail.context import build_context  # noqa: E402
 from mailer.mail.links import PREVIEW_KEY  # noqa: E402
 from mailer.mail.message import Mail, build, message_id  # noqa: E402
-from mailer.mail.render import flatten, html_to_text, inline_css  # noqa: E402
+from mailer.mail.templates import flatten, inline_css  # noqa: E402
+from mailer.mail.text import html_to_text  # noqa: E402
 from mailer.mail.version import compile_version, compose  # noqa: E402
 
 CARDS = """\

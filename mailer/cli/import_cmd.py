@@ -64,6 +64,7 @@ def _open(path: str) -> Iterator[tuple[BinaryIO, int | None]]:
 
 def _import(ctx: click.Context, kind: str, *, file: str, fmt: str | None, strict: bool,
             workspace: str | None, as_json: bool, now: str | None) -> None:
+    from mailer.core.wording import counted
     from mailer.store.importer import RowError, import_file
     from mailer.store.records import Context
     from mailer.store.sources import format_for
@@ -85,9 +86,9 @@ def _import(ctx: click.Context, kind: str, *, file: str, fmt: str | None, strict
     if as_json:
         emit_json(report.as_json())
     else:
-        rows = "rows" if kind == "customers" else "order lines"
+        written = counted(report.written, "row" if kind == "customers" else "order line")
         note = " (--strict: nothing written)" if strict and report.skipped else ""
-        click.echo(f"{name}: {report.written} {rows} written, {report.skipped} skipped{note}")
+        click.echo(f"{name}: {written} written, {report.skipped:,} skipped{note}")
     if report.skipped:
         ctx.exit(1)
 

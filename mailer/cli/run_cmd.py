@@ -42,7 +42,7 @@ def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> Non
     from collections import Counter
     from datetime import UTC, datetime
 
-    from mailer.app.send import Summary, plan_now, send
+    from mailer.app.send import SendResult, Summary, plan_now, send
     from mailer.cli.deliver import secret_key, signer, smtp_transport
     from mailer.cli.send_cmd import print_summaries
     from mailer.core.clock import iso_z
@@ -80,7 +80,7 @@ def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> Non
     finally:
         leadership.release()
     if as_json:
-        emit_json({"campaigns": {s.campaign: s.as_json() for s in summaries}})
+        emit_json(SendResult(tuple(summaries)).as_json())
         return
     title = f"run --once at {iso_z(moment)}" + ("" if deliver else " --no-deliver")
     print_summaries(summaries, title=title, skip_idle=True)

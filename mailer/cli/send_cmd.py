@@ -32,6 +32,7 @@ def send(ctx: click.Context, campaigns: tuple[str, ...], dry_run: bool, out: Pat
     """Plan CAMPAIGNS at --now and deliver their mails that are due now.
 
     Several campaigns are planned in one run in priority order, sharing the caps."""
+    from mailer.app.send import SendResult
     from mailer.app.send import dry_run as plan_and_render
     from mailer.app.send import send as plan_and_send
     from mailer.cli.deliver import secret_key, signer, smtp_transport
@@ -67,8 +68,7 @@ def send(ctx: click.Context, campaigns: tuple[str, ...], dry_run: bool, out: Pat
             if progress is not None:
                 progress.stop()
     if as_json:
-        documents = {s.campaign: s.as_json() for s in summaries}
-        emit_json(documents[campaigns[0]] if len(campaigns) == 1 else {"campaigns": documents})
+        emit_json(SendResult(tuple(summaries), tuple(campaigns)).as_json())
         return
     print_summaries(summaries, title="dry run: nothing sent" if dry_run else "send")
     if dry_run:
