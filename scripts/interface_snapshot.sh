@@ -33,6 +33,7 @@ for at in "$now" 2026-11-27T10:00 2026-12-01T10:00; do
 done
 echo "== forecast --json"; m forecast --days 14 --from "$now" --json
 # A real SMTP sink on a free port, stopped on exit.
+: > "$work/sink.log"
 "$mailer" sink --port 0 --maildir "$work/outbox" > "$work/sink.log" 2>&1 &
 sink=$!
 trap 'kill $sink 2>/dev/null; rm -rf "$work"' EXIT

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import insert, select, text
 
-from mailer.store.consent import opt_out, suppress
+from mailer.store.customers import opt_out, suppress
 from mailer.store.db import upgrade
 from mailer.store.models import Customer, Suppression
 from tests.conftest import Workspace

@@ -33,9 +33,9 @@ from mailer.core.errors import InvalidValue, UserError
 from mailer.core.states import Consent
 from mailer.mail.links import verp_row
 from mailer.store import events
-from mailer.store.consent import suppress
+from mailer.store.customers import opt_out_customer, suppress
 from mailer.store.db import Connection, Engine
-from mailer.store.pending_b1 import SentMail, opt_out_customer, sent_mail, sent_mail_with_message_id
+from mailer.store.ledger import SentMail, sent_mail, sent_mail_with_message_id
 
 _STATUS = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}$")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")

@@ -22,8 +22,8 @@ from mailer.mail.message import Mail, build, message_id
 from mailer.mail.version import Version, compose, pick_intro
 from mailer.segments.compiler import Scope
 from mailer.segments.runner import member_ids, memberships
+from mailer.store.customers import id_of_address
 from mailer.store.db import Engine
-from mailer.store.profiles import id_of_address
 
 
 @dataclass(frozen=True)

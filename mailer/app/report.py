@@ -15,8 +15,8 @@ from mailer.core.errors import NotFoundError
 from mailer.core.suggest import did_you_mean
 from mailer.store import events
 from mailer.store.db import Engine
-from mailer.store.ledger import counts
-from mailer.store.pending_b1 import mails_with_event_by_variant, plan_run_exclusions, variant_states
+from mailer.store.ledger import counts, mails_with_event_by_variant, variant_states
+from mailer.store.versions import plan_run_exclusions
 
 Segments = Callable[[list[int]], dict[int, set[str]]]  # customer ids -> their segments
 

@@ -26,8 +26,8 @@ from mailer.config.yamlsrc import line_of, load_yaml
 from mailer.core.errors import ConfigError, Problem
 from mailer.mail.render import RenderError
 from mailer.segments.compiler import Scope
+from mailer.store.customers import Profile
 from mailer.store.db import Engine
-from mailer.store.profiles import Profile
 
 
 def validate_workspace(root: Path, *, now: datetime | None = None,
@@ -175,7 +175,7 @@ def fallbacks(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign
     """'subject of birthday uses the default first_name for 12% of its segment'."""
     from mailer.segments.compiler import CUSTOMERS, members_query
     from mailer.segments.runner import compiled, reading
-    from mailer.store.profiles import missing_counts
+    from mailer.store.customers import missing_counts
 
     notes = []
     fields = sorted({m.group(1) for subject in campaign.subject

@@ -171,7 +171,7 @@ def refuse_past(run: Session, *, allow_past: bool) -> None:
         return
     from mailer.core.clock import iso_z
     from mailer.core.errors import UserError
-    from mailer.planning.planner import latest_plan_run
+    from mailer.store.versions import latest_plan_run
 
     latest, now = latest_plan_run(run.engine), run.clock.now()
     if latest is not None and now < latest - PAST_TOLERANCE:

@@ -22,7 +22,7 @@ def resubscribe(ctx: click.Context, emails: tuple[str, ...], source: str, force:
     """Record a new opt-in for each address (consent `subscribed`, with --source and the
     time), and take it off the suppression list; bounced or complained needs --force."""
     from mailer.core.addresses import has_control_character
-    from mailer.store.consent import resubscribe as record
+    from mailer.store.customers import resubscribe as record
 
     cleaned = source.strip()
     if not cleaned or len(cleaned) > MAX_SOURCE or has_control_character(cleaned):

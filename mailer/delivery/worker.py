@@ -42,11 +42,14 @@ from mailer.mail.links import verp_address
 from mailer.mail.message import Mail, build, message_id
 from mailer.mail.tracking import tracked
 from mailer.mail.version import Version, compose, from_definition
+from mailer.store.coupons import coupons_of_rows
 from mailer.store.db import Connection, DatabaseError, Engine
 from mailer.store.ledger import (
     DUE_STATES,
     Row,
+    any_due,
     claim,
+    consent_of_rows,
     durable,
     expire,
     finish,
@@ -54,14 +57,9 @@ from mailer.store.ledger import (
     recover,
     start,
     suppress,
-)
-from mailer.store.pending_b1 import (
-    any_due,
-    consent_of_rows,
-    coupons_of_rows,
     unlease,
-    version_definition,
 )
+from mailer.store.versions import version_definition
 
 log = logging.getLogger("mailer.send")
 _EXPIRED = {"status": "expired", "reason": EXPIRED_REASON, "next_attempt_at": None,

@@ -18,8 +18,8 @@ from mailer.config.settings import Settings
 from mailer.core.clock import zone
 from mailer.core.money import exponent
 from mailer.mail.links import recipient_links
+from mailer.store.customers import Profile, favourite_categories, order_stats, people_by_id
 from mailer.store.db import Connection
-from mailer.store.profiles import Profile, favourite_categories, order_stats, people_by_id
 
 CUSTOMER_FIELDS = ("first_name", "last_name", "birth_date", "country", "city", "locale",
                    "timezone", "tags", "attributes", "signed_up_at", "referral_code")

@@ -49,15 +49,14 @@ from mailer.segments.compiler import (
 from mailer.segments.runner import compiled, memberships
 from mailer.store import coupons, ledger
 from mailer.store.customers import (
-    Person,
+    Addressee,
+    addressees_by_id,
     candidate_pages,
     paid_between,
-    people_by_id,
     suppressed_keys,
     time_zones,
 )
 from mailer.store.db import Connection, Engine
-from mailer.store.versions import latest_plan_run as latest_plan_run  # where cli/ looks
 from mailer.store.versions import record_plan_run, stored_version_id
 
 BATCH = 1000
@@ -195,10 +194,10 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
 
 def _facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Candidate],
            now: datetime, caps_span: timedelta, run: Counter[int],
-           starts: datetime | None) -> tuple[dict[int, Person], dict[tuple[int, str], Facts]]:
+           starts: datetime | None) -> tuple[dict[int, Addressee], dict[tuple[int, str], Facts]]:
     """The batch's customers by id, and the facts of each candidate mail."""
     ids = sorted({c.customer_id for c in batch})
-    people = people_by_id(conn, ids)
+    people = addressees_by_id(conn, ids)
     if any(p.weekly_cap for p in people.values()):  # personal caps look back a week
         caps_span = max(caps_span, PERSONAL_CAP_SPAN)
     suppressed = suppressed_keys(conn, [p.email_key for p in people.values()])

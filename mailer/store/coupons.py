@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, select, text, update
@@ -51,3 +53,11 @@ def give_referral_code(conn: Connection, customer_id: int, code: str) -> None:
     conn.execute(update(Customer).where(Customer.id == customer_id,
                                         Customer.referral_code.is_(None))
                  .values(referral_code=code))
+
+
+def coupons_of_rows(conn: Connection, delivery_ids: Sequence[int]
+                    ) -> dict[int, tuple[str, datetime]]:
+    """Ledger row id -> (code, expiry) of the coupon made for it."""
+    return {int(row[0] or 0): (row[1], row[2]) for row in conn.execute(
+        select(Coupon.delivery_id, Coupon.code, Coupon.expires_at)
+        .where(Coupon.delivery_id.in_(list(delivery_ids))))}

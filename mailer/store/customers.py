@@ -1,23 +1,145 @@
-"""Store-wide reads and writes: counts, opt-outs, clearing the store; what planning
-reads about customers (who they are, suppressions, paid orders, time zones) and the
-pages of candidates it plans."""
+"""The customers table family: every consent and suppression write, and what the
+rest of mailer reads about customers.
+
+Consent (DESIGN §3): one guard for every opt-out — consent only moves up `RANK`
+(subscribed or not_subscribed < unsubscribed < bounced < complained), so a replayed
+unsubscribe changes nothing, a bounce never hides a complaint, and nothing automatic
+ever re-subscribes anyone (imports move only between the two lowest ranks, and never
+from an opt-out). The one way back down is `resubscribe`: a person's new opt-in,
+recorded by hand with where it came from; a bounce or a complaint needs `force`,
+because the address itself was the problem. Suppressions are one upsert
+(`INSERT … ON CONFLICT DO NOTHING`): two processes suppressing one address at once
+both succeed, where a select-then-insert let the second fail on the unique key.
+
+Reads: store-wide counts; what planning reads (who they are, suppressions, paid
+orders, time zones, the pages of candidates); what templates and previews read
+(profiles, paid-order stats, favourite categories), in batches, never a query per
+recipient.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, NamedTuple
+from datetime import UTC, date, datetime
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Select, column, delete, func, insert, select, table, text
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    case,
+    column,
+    delete,
+    func,
+    insert,
+    select,
+    table,
+    text,
+    update,
+)
 
 from mailer.core.addresses import parse_address
 from mailer.core.errors import InvalidValue
 from mailer.core.states import Consent
-from mailer.store.consent import opt_out, suppress
-from mailer.store.db import Connection, Engine, is_server, serial_plans
-from mailer.store.ledger import among
-from mailer.store.models import DELIVERY_STATES, Base, Customer, Delivery, Order, Suppression
+from mailer.store.db import Connection, Engine, among, is_server, serial_plans, upsert
+from mailer.store.models import (
+    DELIVERY_STATES,
+    Base,
+    Customer,
+    Delivery,
+    Order,
+    OrderLine,
+    Suppression,
+)
+
+# --- consent and suppressions -----------------------------------------------------
+
+RANK = {Consent.SUBSCRIBED: 0, Consent.NOT_SUBSCRIBED: 0, Consent.UNSUBSCRIBED: 1,
+        Consent.BOUNCED: 2, Consent.COMPLAINED: 3}
+
+
+def opt_out(conn: Connection, which: ColumnElement[bool], consent: Consent, *, now: datetime,
+            source: str, reason: str) -> int:
+    """Set CONSENT on the customers WHICH selects, where it ranks above theirs; how many
+    changed."""
+    below = [state for state, rank in RANK.items() if rank < RANK[consent]]
+    return conn.execute(update(Customer).where(which, Customer.consent.in_(below)).values(
+        consent=consent, consent_at=now, consent_source=source, consent_reason=reason,
+        updated_at=now)).rowcount
+
+
+def suppress(conn: Connection, keys: Iterable[str], *, now: datetime, source: str,
+             reason: str) -> set[str]:
+    """Put the address keys on the suppression list; the keys that were not on it yet."""
+    rows = [{"email_key": key, "reason": reason, "source": source, "created_at": now}
+            for key in sorted(set(keys))]
+    if not rows:
+        return set()
+    statement = (upsert(conn, cast(Table, Suppression.__table__)).values(rows)
+                 .on_conflict_do_nothing(index_elements=[Suppression.email_key])
+                 .returning(Suppression.email_key))
+    return set(conn.execute(statement).scalars())
+
+
+@dataclass(frozen=True)
+class OptIn:
+    """What `resubscribe` did with one address."""
+
+    email: str
+    outcome: str  # resubscribed | already | refused | unknown | invalid
+    consent: str | None = None  # the consent it had
+    reason: str | None = None
+
+
+NEEDS_FORCE = {Consent.BOUNCED, Consent.COMPLAINED}
+
+
+def resubscribe(engine: Engine, emails: list[str], *, now: datetime, source: str,
+                force: bool = False) -> list[OptIn]:
+    """Record a new opt-in for each address: consent `subscribed` with SOURCE and NOW, and
+    the address off the suppression list. A bounced or complained customer only with
+    FORCE; an address no customer has is `unknown` (its suppression stays)."""
+    results = []
+    with engine.begin() as conn:
+        for raw in emails:
+            try:
+                address = parse_address(raw)
+            except InvalidValue as err:
+                results.append(OptIn(raw, "invalid", reason=err.message))
+                continue
+            row = conn.execute(select(Customer.id, Customer.consent)
+                               .where(Customer.email_key == address.key)).first()
+            if row is None:
+                results.append(OptIn(address.email, "unknown",
+                                     reason="no customer has this address: import it first"))
+                continue
+            consent = Consent(row.consent)
+            if consent == Consent.SUBSCRIBED:
+                results.append(OptIn(address.email, "already", consent))
+                continue
+            if consent in NEEDS_FORCE and not force:
+                results.append(OptIn(address.email, "refused", consent,
+                                     f"the address {consent}: mail to it failed or was "
+                                     "reported as spam; use --force if the person asked again"))
+                continue
+            conn.execute(update(Customer).where(Customer.id == row.id).values(
+                consent=Consent.SUBSCRIBED, consent_at=now, consent_source=source,
+                consent_reason="opt_in", updated_at=now))
+            conn.execute(delete(Suppression).where(Suppression.email_key == address.key))
+            results.append(OptIn(address.email, "resubscribed", consent))
+    return results
+
+
+def opt_out_customer(conn: Connection, customer_id: int, consent: Consent, *, now: datetime,
+                     source: str, reason: str) -> int:
+    """opt_out for one customer by id; how many changed (0 or 1)."""
+    return opt_out(conn, Customer.id == customer_id, consent, now=now, source=source,
+                   reason=reason)
+
+
+# --- opt-outs by address, store-wide counts ----------------------------------
 
 
 @dataclass(frozen=True)
@@ -83,7 +205,7 @@ def clear_store(engine: Engine) -> None:
 # --- what planning reads ------------------------------------------------------------------
 
 
-class Person(NamedTuple):
+class Addressee(NamedTuple):
     """What planning reads about a customer (a tuple: one is made per candidate)."""
 
     id: int
@@ -97,9 +219,9 @@ class Person(NamedTuple):
     topics: list[str] | None
 
 
-def people_by_id(conn: Connection, ids: list[int]) -> dict[int, Person]:
-    """The customers with these ids, by id."""
-    return {row[0]: Person(*row) for row in conn.execute(
+def addressees_by_id(conn: Connection, ids: list[int]) -> dict[int, Addressee]:
+    """The customers with these ids, by id, as the planner addresses them."""
+    return {row[0]: Addressee(*row) for row in conn.execute(
         select(Customer.id, Customer.store_id, Customer.email, Customer.email_key,
                Customer.consent, Customer.timezone, Customer.paused_until,
                Customer.weekly_cap, Customer.topics)
@@ -169,3 +291,118 @@ def candidate_pages(engine: Engine, query: Select[int, str],
             yield [(row[1], row[2]) for row in rows]
         with conn.begin():
             conn.execute(text("DROP TABLE IF EXISTS plan_candidates"))
+
+
+# --- what templates and previews read -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A customer as the template context reads them: the two required fields, then
+    the optional ones (None when missing)."""
+
+    store_id: str
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    birth_date: date | None = None
+    country: str | None = None
+    city: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    tags: list[str] | None = None
+    attributes: dict[str, Any] | None = None
+    signed_up_at: datetime | None = None
+    referral_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStats:
+    """One customer's paid orders placed by then: SPENT_MINOR and COUNTED are over the
+    orders in the store's currency only."""
+
+    customer_id: int
+    orders: int
+    spent_minor: int
+    counted: int
+    first_at: datetime
+    last_at: datetime
+
+
+def people_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, Profile]:
+    """The profiles of these customers, by id (ids not found are left out)."""
+    table = Customer.__table__
+    rows = conn.execute(select(*table.c).where(table.c.id.in_(list(ids))))
+    return {row.id: Profile(
+        store_id=row.store_id, email=row.email, first_name=row.first_name,
+        last_name=row.last_name, birth_date=row.birth_date, country=row.country,
+        city=row.city, locale=row.locale, timezone=row.timezone, tags=row.tags,
+        attributes=row.attributes, signed_up_at=row.signed_up_at,
+        referral_code=row.referral_code) for row in rows}
+
+
+def _paid(ids: Sequence[int], now: datetime) -> Any:
+    """Their paid orders placed by NOW: what stats and favourites count."""
+    return and_(Order.status == "paid", Order.placed_at <= now,
+                Order.customer_id.in_(list(ids)))
+
+
+def order_stats(conn: Connection, ids: Sequence[int], *, now: datetime,
+                currency: str) -> list[OrderStats]:
+    """One aggregation over these customers' paid orders (those with any)."""
+    in_currency = Order.currency == currency
+    rows = conn.execute(
+        select(Order.customer_id, func.count(),
+               func.sum(case((in_currency, Order.total_minor), else_=0)),
+               func.sum(case((in_currency, 1), else_=0)),
+               func.min(Order.placed_at), func.max(Order.placed_at))
+        .where(_paid(ids, now)).group_by(Order.customer_id))
+    return [OrderStats(customer_id, int(orders), int(spent or 0), int(counted or 0),
+                       _utc(first), _utc(last))
+            for customer_id, orders, spent, counted, first, last in rows]
+
+
+def favourite_categories(conn: Connection, ids: Sequence[int], *,
+                         now: datetime) -> dict[int, str]:
+    """Each customer's most bought category over their paid orders (by quantity; a tie
+    goes to the first by name); customers without one are left out."""
+    rows = conn.execute(
+        select(Order.customer_id, OrderLine.category, func.sum(OrderLine.quantity).label("n"))
+        .join(Order, Order.id == OrderLine.order_id)
+        .where(_paid(ids, now), OrderLine.category.is_not(None))
+        .group_by(Order.customer_id, OrderLine.category)
+        .order_by(Order.customer_id, func.sum(OrderLine.quantity).desc(), OrderLine.category))
+    favourites: dict[int, str] = {}
+    for customer_id, category, _ in rows:
+        favourites.setdefault(customer_id, str(category))  # never NULL: filtered above
+    return favourites
+
+
+def _utc(value: Any) -> Any:
+    """SQLite aggregates lose the column type: read back as aware UTC either way."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def id_of_address(engine: Engine, address: str) -> int | None:
+    """The id of the customer with this address (compared by its key), or None."""
+    from mailer.core.addresses import email_key  # email-validator and idna: only when asked
+
+    with engine.connect() as conn:
+        found = conn.execute(select(Customer.id).where(
+            Customer.email_key == email_key(address))).scalar()
+    return None if found is None else int(found)
+
+
+def missing_counts(conn: Connection, members: Select[Any], field: str) -> tuple[int, int]:
+    """(members, members whose FIELD is NULL) for MEMBERS, a query of customers' ids."""
+    table = Customer.__table__
+    column = table.c[field]
+    chosen = members.subquery()
+    total, missing = conn.execute(
+        select(func.count(), func.sum(case((column.is_(None), 1), else_=0)))
+        .select_from(table.join(chosen, chosen.c.id == table.c.id))).one()
+    return int(total), int(missing or 0)

@@ -26,7 +26,7 @@ from sqlalchemy.exc import DisconnectionError
 
 from mailer.core.claims import Claims
 from mailer.core.states import OPTED_OUT, Consent
-from mailer.store.consent import opt_out
+from mailer.store.customers import opt_out
 from mailer.store.db import Connection, Engine, is_server
 from mailer.store.models import Customer, Event
 

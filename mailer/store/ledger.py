@@ -33,7 +33,6 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
-    any_,
     bindparam,
     event,
     exists,
@@ -45,10 +44,9 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from mailer.core.states import DUE, EXPIRED_REASON, LIVE, WENT_OUT, Consent
-from mailer.store.db import Connection, Engine, binds_arrays, create, is_server, upsert
+from mailer.store.db import Connection, Engine, among, binds_arrays, create, is_server, upsert
 from mailer.store.locks import file_lock, lock_path
 from mailer.store.models import (
     DELIVERY_STATES,
@@ -236,8 +234,8 @@ def finish_sent(conn: Connection, owner: str,
 def suppress(conn: Connection, emails: Sequence[str], now: datetime) -> None:
     """Suppress addresses whose mailbox the server says does not exist (5.1.x)."""
     from mailer.core.addresses import email_key
-    from mailer.store.consent import opt_out
-    from mailer.store.consent import suppress as add_suppressions
+    from mailer.store.customers import opt_out
+    from mailer.store.customers import suppress as add_suppressions
 
     keys = {email_key(address) for address in emails}
     if not keys:
@@ -368,13 +366,6 @@ def next_release(engine: Engine, now: datetime) -> datetime | None:
 
 # --- planning: what the planner reads of the ledger and the rows it writes ----------------
 
-
-def among(bind: Engine | Connection, column: Any, values: list[Any]) -> Any:
-    """column IN values. Where the database binds arrays, one array parameter (= ANY): a
-    thousand separate parameters made each batch query cost more to plan than to run."""
-    if binds_arrays(bind):
-        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
-    return column.in_(values)
 
 
 def campaign_rows(conn: Connection, campaign: str) -> int:
@@ -573,3 +564,75 @@ def planned_times(conn: Connection, since: datetime) -> Iterator[tuple[int, date
     yield from conn.execute(select(Delivery.customer_id, Delivery.planned_at)
                             .where(Delivery.planned_at >= since)
                             .order_by(Delivery.customer_id, Delivery.planned_at))
+
+
+def any_due(engine: Engine, now: datetime, campaigns: Sequence[str] | None) -> bool:
+    """Whether any row (of CAMPAIGNS, None: of any) is due at NOW; nothing is leased."""
+    with engine.connect() as conn:
+        return conn.execute(select(DELIVERIES.c.id).where(
+            due(now, campaigns)).limit(1)).first() is not None
+
+
+def consent_of_rows(conn: Connection, ids: Sequence[int]
+                    ) -> list[tuple[int, str, datetime | None, bool]]:
+    """Per row id: its customer's consent, paused_until, and whether the address is
+    suppressed."""
+    return [(int(row_id), consent, paused_until, bool(suppressed))
+            for row_id, consent, paused_until, suppressed in conn.execute(
+                select(DELIVERIES.c.id, Customer.consent, Customer.paused_until,
+                       exists().where(Suppression.email_key == Customer.email_key))
+                .join(Customer, Customer.id == DELIVERIES.c.customer_id)
+                .where(DELIVERIES.c.id.in_(list(ids))))]
+
+
+def unlease(conn: Connection, owner: str, ids: Sequence[int]) -> None:
+    """OWNER's lease of these due rows given up: others may claim them."""
+    conn.execute(update(DELIVERIES).where(
+        and_(DELIVERIES.c.id.in_(list(ids)), DELIVERIES.c.lease_owner == owner,
+             DELIVERIES.c.status.in_(DUE_STATES))).values(
+        lease_owner=None, lease_until=None))
+
+
+def variant_states(conn: Connection, campaign: str) -> list[tuple[int, str, int]]:
+    """(subject variant, state, rows) of CAMPAIGN's ledger."""
+    return [(int(variant), str(status), int(n)) for variant, status, n in conn.execute(
+        select(Delivery.subject_variant, Delivery.status, func.count())
+        .where(Delivery.campaign == campaign)
+        .group_by(Delivery.subject_variant, Delivery.status))]
+
+
+def mails_with_event_by_variant(conn: Connection, campaign: str, kind: str
+                                ) -> list[tuple[int, int]]:
+    """(subject variant, mails with at least one event of KIND) of CAMPAIGN."""
+    return [(int(variant), int(n)) for variant, n in conn.execute(
+        select(Delivery.subject_variant, func.count(func.distinct(Event.delivery_id)))
+        .join(Delivery, Delivery.id == Event.delivery_id)
+        .where(Event.campaign == campaign, Event.kind == kind)
+        .group_by(Delivery.subject_variant))]
+
+
+@dataclass(frozen=True)
+class SentMail:
+    """A ledger row whose mail went out: what a bounce or complaint about it needs."""
+
+    id: int
+    campaign: str
+    customer_id: int
+    email: str
+
+
+_SENT_COLUMNS = (Delivery.id, Delivery.campaign, Delivery.customer_id, Delivery.email)
+_WENT_OUT = Delivery.status.in_(WENT_OUT)  # a bounce can only be about mail that went out
+
+
+def sent_mail_with_message_id(conn: Connection, message_id: str) -> SentMail | None:
+    """The sent or unknown row whose mail had MESSAGE_ID."""
+    found = conn.execute(select(*_SENT_COLUMNS).where(
+        Delivery.message_id == message_id, _WENT_OUT)).first()
+    return None if found is None else SentMail(*found)
+
+
+def sent_mail(conn: Connection, row_id: int) -> SentMail | None:
+    """Row ROW_ID, if its mail went out (sent or unknown)."""
+    found = conn.execute(select(*_SENT_COLUMNS).where(Delivery.id == row_id, _WENT_OUT)).first()
+    return None if found is None else SentMail(*found)

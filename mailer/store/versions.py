@@ -40,3 +40,19 @@ def latest_plan_run(engine: Engine) -> datetime | None:
     with engine.connect() as conn:
         latest: datetime | None = conn.execute(select(func.max(PlanRun.now))).scalar()
     return latest
+
+
+def version_definition(engine: Engine, version_id: int) -> dict[str, Any]:
+    """The stored definition of one campaign version (what a row is rendered from)."""
+    with engine.connect() as conn:
+        stored: dict[str, Any] = conn.execute(
+            select(CampaignVersion.definition)
+            .where(CampaignVersion.id == version_id)).scalar_one()
+    return stored
+
+
+def plan_run_exclusions(conn: Connection, campaign: str) -> list[dict[str, int]]:
+    """Per plan run of CAMPAIGN, the customers it excluded by reason."""
+    return [{reason: int(n) for reason, n in (found or {}).items()}
+            for (found,) in conn.execute(select(PlanRun.excluded)
+                                         .where(PlanRun.campaign == campaign))]
