@@ -114,34 +114,6 @@ class CampaignReport:
                 "variants": [asdict(variant) for variant in self.variants],
                 "winner": None if self.winner is None else asdict(self.winner)}
 
-    @classmethod
-    def from_json(cls, document: Mapping[str, Any]) -> CampaignReport:
-        """The report back from its as_json() document (for callers still holding that)."""
-        keys = list(document)
-        rated = document["ratings"]
-        return cls(
-            campaign=document["campaign"],
-            states={key: document[key]
-                    for key in keys[keys.index("planned") + 1:keys.index("excluded")]},
-            excluded=dict(document["excluded"]), opens=Reach(**document["opens"]),
-            clicks=Reach(**document["clicks"]), unsubscribes=document["unsubscribes"],
-            ratings=Ratings(
-                rated["count"], rated["mean"], rated["csat"],
-                scores={int(score): n for score, n in rated["scores"].items()},
-                by_week=tuple((week["week"], Satisfaction(week["count"], week["mean"],
-                                                          week["csat"]))
-                              for week in rated["by_week"]),
-                by_segment={segment: Satisfaction(**brief)
-                            for segment, brief in rated["by_segment"].items()}),
-            variants=tuple(Variant(**variant) for variant in document["variants"]),
-            winner=None if document["winner"] is None else Winner(**document["winner"]))
-
-
-def campaign_report(engine: Engine, campaign: str, known: list[str],
-                    segments_of: Segments | None = None) -> dict[str, Any]:
-    """report_of(...) as its JSON document (what cli/report_cmd.py still reads)."""
-    return report_of(engine, campaign, known, segments_of).as_json()
-
 
 def report_of(engine: Engine, campaign: str, known: list[str],
               segments_of: Segments | None = None) -> CampaignReport:
@@ -214,16 +186,9 @@ def winner(variants: Sequence[Variant]) -> Winner | None:
     return Winner(best.variant, "clicks", round(p1, 4), second.variant, round(confidence, 3))
 
 
-def _as_report(report: CampaignReport | Mapping[str, Any]) -> CampaignReport:
-    # cli/report_cmd.py hands the JSON document over until it holds the CampaignReport
-    return report if isinstance(report, CampaignReport) else CampaignReport.from_json(report)
-
-
-def chart_columns(report: CampaignReport | Mapping[str, Any]
-                  ) -> tuple[list[Column], list[str]]:
+def chart_columns(report: CampaignReport) -> tuple[list[Column], list[str]]:
     """The report as bars: per variant its sent, opened and clicked mails, then the
     ratings 1 to 5; and the legend (one series per variant, one for ratings)."""
-    report = _as_report(report)
     columns: list[Column] = []
     legend = []
     for number, variant in enumerate(report.variants):
@@ -239,8 +204,7 @@ def chart_columns(report: CampaignReport | Mapping[str, Any]
     return columns, legend
 
 
-def chart_notes(report: CampaignReport | Mapping[str, Any]) -> list[str]:
-    report = _as_report(report)
+def chart_notes(report: CampaignReport) -> list[str]:
     notes = [f"{report.states['sent']} sent, {report.opens.mails} opened, "
              f"{report.clicks.mails} clicked, {report.unsubscribes} unsubscribed."]
     ratings = report.ratings

@@ -18,6 +18,7 @@ from mailer.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from mailer.app.report import CampaignReport
     from mailer.cli.common import Session
 
 
@@ -29,36 +30,33 @@ def report(ctx: click.Context, campaign: str, chart: Path | None, workspace: str
            as_json: bool) -> None:
     """Planned mails by state, exclusions by reason, subject variants and the winner,
     opens, clicks, unsubscribes and ratings."""
-    from mailer.app.report import campaign_report
+    from mailer.app.report import report_of
 
     check_chart(chart)
     run = session(ctx, workspace)
     known = sorted(path.stem for path in (run.root / "campaigns").glob("*.yaml"))
-    document = campaign_report(run.engine, campaign, known, _segments_of(run))
+    found = report_of(run.engine, campaign, known, _segments_of(run))
     if chart is not None:
-        _write_chart(chart, campaign, document)
+        _write_chart(chart, campaign, found)
     if as_json:
-        emit_json(document)
+        emit_json(found.as_json())
         return
-    rows = [(state, document[state]) for state in ("planned", "queued", "sending", "sent",
-                                                    "deferred", "failed", "unknown",
-                                                    "skipped", "expired")]
-    rows += [(f"excluded: {reason}", n) for reason, n in document["excluded"].items()]
-    rows += [(f"variant {v['variant']}: sent", f"{v['sent']} of {v['planned']} "
-              f"({v['opened']} opened, {v['clicked']} clicked)") for v in document["variants"]]
-    if document["winner"] is not None:
-        best = document["winner"]
-        rows.append(("winner by click rate", f"variant {best['variant']} "
-                     f"({100 * best['click_rate']:.1f} %, confidence "
-                     f"{100 * best['confidence']:.0f} % over variant {best['runner_up']})"))
-    rows += [("opened mails", f"{document['opens']['mails']} ({document['opens']['total']} opens)"),
-             ("clicked mails",
-              f"{document['clicks']['mails']} ({document['clicks']['total']} clicks)"),
-             ("unsubscribes", document["unsubscribes"])]
-    rated = document["ratings"]
-    if rated["count"]:
-        rows.append(("ratings", f"{rated['count']}, mean {rated['mean']}, "
-                                f"CSAT {rated['csat']} %"))
+    rows: list[tuple[str, object]] = [("planned", found.planned)]
+    rows += list(found.states.items())
+    rows += [(f"excluded: {reason}", n) for reason, n in found.excluded.items()]
+    rows += [(f"variant {v.variant}: sent", f"{v.sent} of {v.planned} "
+              f"({v.opened} opened, {v.clicked} clicked)") for v in found.variants]
+    if found.winner is not None:
+        best = found.winner
+        rows.append(("winner by click rate", f"variant {best.variant} "
+                     f"({100 * best.click_rate:.1f} %, confidence "
+                     f"{100 * best.confidence:.0f} % over variant {best.runner_up})"))
+    rows += [("opened mails", f"{found.opens.mails} ({found.opens.total} opens)"),
+             ("clicked mails", f"{found.clicks.mails} ({found.clicks.total} clicks)"),
+             ("unsubscribes", found.unsubscribes)]
+    rated = found.ratings
+    if rated.count:
+        rows.append(("ratings", f"{rated.count}, mean {rated.mean}, CSAT {rated.csat} %"))
     print_table(("", campaign), rows, title=f"report of {campaign}")
     if chart is not None:
         click.echo(f"chart: {chart}")
@@ -76,14 +74,14 @@ def _segments_of(run: Session) -> Callable[[list[int]], dict[int, set[str]]]:
     return segments_of
 
 
-def _write_chart(path: Path, campaign: str, document: dict[str, object]) -> None:
+def _write_chart(path: Path, campaign: str, found: CampaignReport) -> None:
     from mailer.app.charts import page, png, svg
     from mailer.app.report import chart_columns, chart_notes
 
-    columns, legend = chart_columns(document)
+    columns, legend = chart_columns(found)
     if path.suffix.lower() == ".png":
         path.write_bytes(png(columns))
         return
     drawn = svg(columns, caption=f"{campaign}: mails and ratings")
     path.write_text(drawn if path.suffix.lower() == ".svg" else page(
-        f"Report of {campaign}", drawn, legend, chart_notes(document)), encoding="utf-8")
+        f"Report of {campaign}", drawn, legend, chart_notes(found)), encoding="utf-8")
