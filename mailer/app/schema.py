@@ -31,6 +31,7 @@ from mailer.config.settings import (
     Settings,
 )
 from mailer.config.specs import json_schema
+from mailer.config.yamlsrc import flow
 
 Schema = dict[str, Any]
 
@@ -211,17 +212,6 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _flow(value: Any) -> str:
-    """A value as YAML flow style: {max: 1, per: 1d}."""
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{key}: {_flow(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_flow(item) for item in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "null" if value is None else str(value)
-
-
 def _target(prop: Schema) -> tuple[str | None, bool]:
     """The $defs model a property holds (one, or a list of them), and whether a list."""
     for option in [prop, *prop.get("anyOf", ())]:
@@ -271,7 +261,7 @@ def _default(prop: Schema, required: bool) -> str:
     value = prop.get("default")
     if isinstance(value, dict):
         return ""  # a mapping's defaults are its keys'
-    return "—" if value is None else f"`{_flow(value)}`"
+    return "—" if value is None else f"`{flow(value)}`"
 
 
 def _rows(schema: Schema, defs: Schema, prefix: str = "") -> list[tuple[str, Schema, bool]]:

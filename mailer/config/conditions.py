@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Union
 
-from mailer.config.yamlsrc import YamlList, YamlMap
+from mailer.config.yamlsrc import YamlList, YamlMap, flow
 from mailer.core.clock import parse_duration
 from mailer.core.errors import InvalidValue, Problem
 from mailer.core.suggest import did_you_mean
@@ -134,17 +134,6 @@ class Parsed:
     references: list[tuple[str, int]]
 
 
-def _flow(value: Any) -> str:
-    """A compact YAML-like rendering: {at_least: 3, within: 365d}."""
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_flow(v) for v in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 class _Parser:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -162,7 +151,7 @@ class _Parser:
             keys = ", ".join(str(k) for k in data) if isinstance(data, dict) else None
             self.problem(getattr(data, "line", line), field,
                          "expected one condition or all/any/not per item"
-                         + (f", got {keys}" if keys else f", got {_flow(data)!r}"))
+                         + (f", got {keys}" if keys else f", got {flow(data)!r}"))
             return None
         key, value = next(iter(data.items()))
         key_line = data.key_lines.get(key, line) if isinstance(data, YamlMap) else line
@@ -211,17 +200,17 @@ class _Parser:
     # --- conditions -------------------------------------------------------------------
 
     def condition(self, kind: str, value: Any, field: str, line: int) -> Condition | None:
-        text = f"{kind}: {_flow(value)}"
+        text = f"{kind}: {flow(value)}"
         before = len(self.problems)
         fields: dict[str, Any] = {}
         if kind in ("subscribed",):
             if not isinstance(value, bool):
-                self.problem(line, field, f"expected true or false, got {_flow(value)!r}")
+                self.problem(line, field, f"expected true or false, got {flow(value)!r}")
             else:
                 fields["flag"] = value
         elif kind == "in_segment":
             if not isinstance(value, str) or not value:
-                self.problem(line, field, f"expected a segment name, got {_flow(value)!r}")
+                self.problem(line, field, f"expected a segment name, got {flow(value)!r}")
             else:
                 fields["name"] = value
                 self.references.append((value, line))
@@ -234,7 +223,7 @@ class _Parser:
                     options = {"contains": value}
                 else:
                     self.problem(line, field, f"expected a mapping like {_EXAMPLES[kind]}, "
-                                              f"got {_flow(value)!r}")
+                                              f"got {flow(value)!r}")
                     return None
             self.options(kind, options, field, line, fields)
         if len(self.problems) > before:
@@ -377,7 +366,7 @@ KEY_DOCS: dict[str, str] = {
 
 def _text(raw: Any) -> str:
     if isinstance(raw, bool) or not isinstance(raw, (str, int, float)) or str(raw).strip() == "":
-        raise InvalidValue(f"expected text, got {_flow(raw)!r}")
+        raise InvalidValue(f"expected text, got {flow(raw)!r}")
     return str(raw).strip()
 
 
@@ -391,15 +380,15 @@ def _texts(raw: Any) -> tuple[str, ...]:
 def _number(raw: Any, *, whole: bool) -> Decimal:
     wanted = "a whole number" if whole else "a number"
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-        raise InvalidValue(f"expected {wanted}, got {_flow(raw)!r}")
+        raise InvalidValue(f"expected {wanted}, got {flow(raw)!r}")
     try:
         number = Decimal(str(raw).strip())
     except InvalidOperation:
-        raise InvalidValue(f"expected {wanted}, got {_flow(raw)!r}") from None
+        raise InvalidValue(f"expected {wanted}, got {flow(raw)!r}") from None
     if not number.is_finite() or number < 0 or (whole and number != number.to_integral_value()):
-        raise InvalidValue(f"expected {wanted} of at least 0, got {_flow(raw)!r}")
+        raise InvalidValue(f"expected {wanted} of at least 0, got {flow(raw)!r}")
     if number > MAX_NUMBER:
-        raise InvalidValue(f"expected {wanted} of at most 10^15, got {_flow(raw)!r}")
+        raise InvalidValue(f"expected {wanted} of at most 10^15, got {flow(raw)!r}")
     return number
 
 
@@ -407,14 +396,14 @@ def _comparison_value(kind: str, op: str, raw: Any) -> Any:
     """Counts are whole numbers, money is a Decimal in major units, text is text."""
     if op == "in":
         if not isinstance(raw, list) or not raw:
-            raise InvalidValue(f"expected a list, got {_flow(raw)!r}")
+            raise InvalidValue(f"expected a list, got {flow(raw)!r}")
         if kind == "average_order" and len(raw) > MAX_EACH:
             raise InvalidValue(f"at most {MAX_EACH} values, got {len(raw)}")
         return tuple(_comparison_value(kind, "eq", item) for item in raw)
     if kind == "age":
         age = int(_number(raw, whole=True))
         if age > MAX_AGE:
-            raise InvalidValue(f"expected an age from 0 to {MAX_AGE}, got {_flow(raw)!r}")
+            raise InvalidValue(f"expected an age from 0 to {MAX_AGE}, got {flow(raw)!r}")
         return age
     if kind in ("orders", "bought", *COUNTS):
         return int(_number(raw, whole=True))
@@ -437,7 +426,7 @@ def _span(raw: Any) -> timedelta:
     """A duration that `now` minus it is a date (a million days back is year -800)."""
     span = parse_duration(raw)
     if span > MAX_SPAN:
-        raise InvalidValue(f"expected at most {MAX_SPAN.days}d, got {_flow(raw)!r}")
+        raise InvalidValue(f"expected at most {MAX_SPAN.days}d, got {flow(raw)!r}")
     return span
 
 
@@ -447,7 +436,7 @@ def _window_value(key: str, raw: Any) -> Any:
     if key == "since":
         return _date(raw)
     if raw not in DURING:
-        raise InvalidValue(f"expected one of {', '.join(DURING)}, got {_flow(raw)!r}"
+        raise InvalidValue(f"expected one of {', '.join(DURING)}, got {flow(raw)!r}"
                            + did_you_mean(str(raw), DURING))
     return raw
 
@@ -461,9 +450,9 @@ def _date(raw: Any) -> date:
         try:
             day = date.fromisoformat(str(raw))
         except ValueError:
-            raise InvalidValue(f"expected a date like 2026-01-31, got {_flow(raw)!r}") from None
+            raise InvalidValue(f"expected a date like 2026-01-31, got {flow(raw)!r}") from None
     if not 1900 <= day.year <= 2999:  # midnight of year 1 in Berlin is before year 1 in UTC
-        raise InvalidValue(f"expected a date from 1900 to 2999, got {_flow(raw)!r}")
+        raise InvalidValue(f"expected a date from 1900 to 2999, got {flow(raw)!r}")
     return day
 
 

@@ -218,3 +218,15 @@ def iter_keys(data: Any, prefix: Loc = ()) -> list[tuple[Loc, int]]:
         for index, value in enumerate(data):
             found.extend(iter_keys(value, (*prefix, index)))
     return found
+
+
+def flow(value: Any) -> str:
+    """A value written back in YAML flow style, for messages and the reference:
+    {at_least: 3, within: 365d}, [a, b], true, null."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {flow(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(flow(item) for item in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)

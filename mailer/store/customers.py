@@ -40,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 
-from mailer.core.addresses import parse_address
+from mailer.core.addresses import Address, parse_address
 from mailer.core.errors import InvalidValue
 from mailer.core.states import Consent
 from mailer.store.db import Connection, Engine, among, is_server, serial_plans, upsert
@@ -96,6 +96,20 @@ class OptIn:
 NEEDS_FORCE = {Consent.BOUNCED, Consent.COMPLAINED}
 
 
+def _customers_of(conn: Connection, emails: Iterable[str]
+                  ) -> Iterator[tuple[str, Address | InvalidValue, Any]]:
+    """Each address as given, parsed (or why it is not an address), with its customer's
+    (id, consent) row, None when no customer has it."""
+    for raw in emails:
+        try:
+            address = parse_address(raw)
+        except InvalidValue as err:
+            yield raw, err, None
+            continue
+        yield raw, address, conn.execute(select(Customer.id, Customer.consent)
+                                         .where(Customer.email_key == address.key)).first()
+
+
 def resubscribe(engine: Engine, emails: list[str], *, now: datetime, source: str,
                 force: bool = False) -> list[OptIn]:
     """Record a new opt-in for each address: consent `subscribed` with SOURCE and NOW, and
@@ -103,14 +117,10 @@ def resubscribe(engine: Engine, emails: list[str], *, now: datetime, source: str
     FORCE; an address no customer has is `unknown` (its suppression stays)."""
     results = []
     with engine.begin() as conn:
-        for raw in emails:
-            try:
-                address = parse_address(raw)
-            except InvalidValue as err:
-                results.append(OptIn(raw, "invalid", reason=err.message))
+        for raw, address, row in _customers_of(conn, emails):
+            if isinstance(address, InvalidValue):
+                results.append(OptIn(raw, "invalid", reason=address.message))
                 continue
-            row = conn.execute(select(Customer.id, Customer.consent)
-                               .where(Customer.email_key == address.key)).first()
             if row is None:
                 results.append(OptIn(address.email, "unknown",
                                      reason="no customer has this address: import it first"))
@@ -156,14 +166,10 @@ def unsubscribe(engine: Engine, emails: list[str], *, now: datetime, source: str
     """Record opt-outs; an unknown but valid address is suppressed anyway."""
     results = []
     with engine.begin() as conn:
-        for raw in emails:
-            try:
-                address = parse_address(raw)
-            except InvalidValue as err:
-                results.append(OptOut(raw, "invalid", err.message))
+        for raw, address, row in _customers_of(conn, emails):
+            if isinstance(address, InvalidValue):
+                results.append(OptOut(raw, "invalid", address.message))
                 continue
-            row = conn.execute(select(Customer.id, Customer.consent)
-                               .where(Customer.email_key == address.key)).first()
             if row is None:
                 suppress(conn, [address.key], now=now, source=source, reason=reason)
                 results.append(OptOut(address.email, "suppressed"))
