@@ -151,7 +151,7 @@ class Renderer:
         ready: list[Ready] = []
         failed: list[tuple[int, dict[str, Any]]] = []
         for index, row in enumerate(rows):
-            # Between rows only: one row's render is bounded by mailer.mail.render's budget.
+            # Between rows only: one row's render is bounded by mailer.mail.limits' budget.
             if (stop is not None and stop()) or (
                     within is not None and index and time.monotonic() - began >= within):
                 return Rendering(ready, failed, list(rows[index:]))

@@ -13,7 +13,7 @@ ASCII folded at spaces, or as RFC 2047 encoded-words of at most 75 characters
 A part goes as 7bit when it can: ASCII, no control character, no line over 998
 octets (RFC 2045 §2.7). The HTML part gets there by writing non-ASCII characters
 as numeric references (`&#8212;`), which every client shows as the character;
-a compiled template's own text already is (mailer.mail.render.ascii_markup), so only
+a compiled template's own text already is (mailer.mail.templates.ascii_markup), so only
 a customer's data can still need it. CSS does not read references, so a
 non-ASCII `<style>` keeps quoted-printable. Quoted-printable is the fallback
 for the rest (RFC 2045 §6.7): it costs about 8 ns a byte here, 7bit about 1.

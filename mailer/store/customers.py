@@ -267,7 +267,7 @@ def candidate_pages(engine: Engine, query: Select[int, str],
     page a short read: a reader held open while the planner writes keeps SQLite's WAL
     from being checkpointed, and planning 1M customers slowed from linear to 200 s."""
     with engine.connect() as conn, conn.begin():
-        serial_plans(conn)  # see mailer.segments.runner.reading
+        serial_plans(conn)  # as every audience query: see store.db.serial_plans
         first = [(row[0], row[1]) for row in conn.execute(query.limit(size + 1))]
     if len(first) <= size:  # most sweeps find a handful: no temporary table for those
         if first:
