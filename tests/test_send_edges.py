@@ -324,12 +324,12 @@ def test_a_stop_between_rows_hands_the_rest_of_the_batch_back(db: Workspace) -> 
             asked.append(time.monotonic())
             return len(asked) > 1
 
-        began = time.monotonic()
         batch = Renderer(engine, KEY).render_batch(bombs, NOW_UTC, stop=stop, within=60.0)
-        took = time.monotonic() - began
     finally:
         engine.dispose()
-    assert took < 5, f"rendering went on for {took:.1f} s after the stop"
+    # Asked before each row; the second answer was "stop", so no third row was begun.
+    # (Counted, not timed: the one bomb rendered may take long on a loaded machine.)
+    assert len(asked) == 2
     assert batch.ready == []
     [(_, values)] = batch.failed
     assert values["status"] == "failed" and "render stopped" in values["reason"]
