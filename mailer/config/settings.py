@@ -95,6 +95,9 @@ def _quiet_hours(value: object) -> QuietHours | None:
 HttpUrl = Annotated[str, BeforeValidator(_http_url), WithJsonSchema(HTTP_URL_SCHEMA)]
 
 
+_LOCALE_TAG = r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$"
+
+
 class Store(Spec):
     name: str = Field(min_length=1, description="The store's name, in mails and templates "
                                                 "as `store.name`.")
@@ -105,6 +108,9 @@ class Store(Spec):
     # Patterns as schema only: the validators below word the errors.
     currency: str = Field("EUR", json_schema_extra={"pattern": "^[A-Za-z]{3}$"}, description=(
         "ISO 4217 code: `spent` and `average_order` count orders in this currency only."))
+    locale: str = Field("en", json_schema_extra={"pattern": _LOCALE_TAG}, description=(
+        "The language tag money, dates and numbers are written in (`| money`, `| date`) "
+        "for a customer without a `locale` Babel knows (one it does not know means en)."))
     referral_url: str | None = Field(
         None, json_schema_extra={"anyOf": [{"type": "string", "pattern": r"^https?://.*\{code\}"},
                                            {"type": "null"}]},
@@ -117,6 +123,13 @@ class Store(Spec):
         if not re.fullmatch(r"[A-Za-z]{3}", value):
             raise InvalidValue(f"expected a three-letter ISO 4217 code like EUR, got {value!r}")
         return value.upper()
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, value: str) -> str:
+        if not re.fullmatch(_LOCALE_TAG, value):
+            raise InvalidValue(f"expected a language tag like en, de-DE or pt-BR, got {value!r}")
+        return value
 
     @field_validator("referral_url")
     @classmethod

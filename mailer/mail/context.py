@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from mailer.config.campaign import Campaign
 from mailer.config.settings import Settings
-from mailer.core.clock import zone
+from mailer.core.clock import as_local, zone
 from mailer.core.money import exponent
 from mailer.mail.links import recipient_links
 from mailer.store.customers import Profile, favourite_categories, order_stats, people_by_id
@@ -57,12 +58,18 @@ def age(born: date, today: date) -> int:
     return years if born <= age_cutoff(today, years) else years - 1
 
 
+def _moment(value: datetime, tz: ZoneInfo) -> datetime:
+    """A campaign file's date-time (naive: the workspace's zone) as an aware one there."""
+    return as_local(value, tz).astimezone(tz)
+
+
 def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: Settings,
                   slug: str, campaign: Campaign, now: datetime, key: str,
                   message: str, coupon_code: str | None = None,
                   coupon_expires_at: datetime | None = None) -> dict[str, Any]:
     """The context of §4.4 for one recipient (pure)."""
     tz = zone(customer.timezone or settings.timezone)
+    workspace_tz = zone(settings.timezone)
     person: dict[str, Any] = {"id": customer.store_id, "email": customer.email,
                               "now": now.astimezone(tz)}
     for name in CUSTOMER_FIELDS:
@@ -76,9 +83,12 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
         "customer": person,
         "stats": stats or {"orders": 0, "spent": Decimal(0)},
         "campaign": {"name": campaign.name, "slug": slug,
-                     **({"starts": campaign.starts} if campaign.starts else {}),
-                     **({"ends": campaign.ends} if campaign.ends else {})},
+                     # aware, on the workspace's wall clock (what the file says)
+                     **({"starts": _moment(campaign.starts, workspace_tz)}
+                        if campaign.starts else {}),
+                     **({"ends": _moment(campaign.ends, workspace_tz)} if campaign.ends else {})},
         "store": {"name": settings.store.name, "address": settings.store.address,
+                  "currency": settings.store.currency, "locale": settings.store.locale,
                   **({"url": settings.store.url} if settings.store.url else {})},
         "links": recipient_links(settings.tracking.base_url, customer=customer.store_id,
                                  campaign=slug, message=message, key=key),

@@ -118,6 +118,16 @@ class Row:
 _ROW_COLUMNS = [DELIVERIES.c[name] for name in Row.__dataclass_fields__]
 
 
+def row_by_id(conn: Connection, row_id: int) -> tuple[Row, str, datetime | None] | None:
+    """Ledger row ROW_ID with its state and when it was sent (None: never), or None."""
+    found = conn.execute(select(*_ROW_COLUMNS, DELIVERIES.c.status, DELIVERIES.c.sent_at)
+                         .where(DELIVERIES.c.id == row_id)).first()
+    if found is None:
+        return None
+    *values, status, sent_at = found
+    return Row(*values), str(status), sent_at
+
+
 def due(now: datetime, campaigns: Sequence[str] | None) -> Any:
     condition = and_(
         DELIVERIES.c.status.in_(DUE_STATES),
