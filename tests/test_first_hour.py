@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mailbox
 import os
 import subprocess
 import sys
@@ -107,3 +108,76 @@ def test_resubscribe_records_a_new_opt_in_and_needs_force_after_a_bounce(
     refused = db.run("resubscribe", "u1@example.com", "--source", " ", *NOW)
     assert refused.code == 2
     assert "--source" in refused.stderr
+
+
+def test_the_promotion_example_sends_into_the_sink(db: Workspace, tmp_path: Path) -> None:
+    """docs/examples/promotion.yaml, copied into a fresh workspace as the reference says,
+    is planned and delivered into `mailer sink` (a real SMTP server in its own process)."""
+    from mailer.config.workspace import init_workspace
+
+    init_workspace(db.root, force=True)
+    (db.root / "campaigns" / "spring-sale.yaml").write_text(
+        (ROOT / "docs" / "examples" / "promotion.yaml").read_text(encoding="utf-8"))
+    assert db.run("validate").code == 0
+    assert db.run("demo-data", "--customers", "120", "--seed", "5",
+                  "--now", "2026-04-10T10:00").code == 0
+    maildir = tmp_path / "caught"
+    sink = subprocess.Popen([sys.executable, "-m", "mailer.cli", "sink", "--port", "0",
+                             "--maildir", str(maildir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert sink.stdout is not None
+        first = sink.stdout.readline()  # waits for the server: its first line is the port
+        assert first.startswith("listening on "), first
+        db.env = {**db.env, "MAILER_SMTP_URL": f"smtp://{first.split()[-1]}",
+                  "MAILER_SECRET_KEY": "a-test-key-of-enough-length-0123456789"}
+        sent = db.run("send", "spring-sale", "--now", "2026-04-17T10:00", "--json")
+        assert sent.code == 0, sent.stderr
+        summary = sent.json()
+        assert summary["sent"] > 0 and summary["failed"] == 0
+    finally:
+        sink.terminate()
+        sink.wait(timeout=30)
+    mails = [mailbox.MaildirMessage(path.read_bytes())
+             for path in (maildir / "new").iterdir()]
+    assert len(mails) == summary["sent"]
+    subjects = {str(mail["Subject"]) for mail in mails}
+    assert "Our spring sale: 25% until Sunday" in subjects
+    assert any(subject.endswith(", 48 hours only: 25% off") for subject in subjects)
+    assert all("SPRING-" in mail.get_payload(0).get_payload(decode=True).decode()
+               for mail in mails if mail.is_multipart())
+
+
+def test_money_and_dates_are_written_in_each_readers_language_and_zone(
+        db: Workspace, tmp_path: Path) -> None:
+    from mailer.config.workspace import init_workspace
+
+    init_workspace(db.root, force=True)
+    db.write("c.csv", "id,email,first_name,locale,timezone\n"
+                      "D1,d1@example.com,Dora,de-DE,Europe/Berlin\n"
+                      "N1,n1@example.com,Ned,en-US,America/New_York\n"
+                      "X1,x1@example.com,Xena,xx-XX,\n")
+    db.write("o.csv", "order_id,customer_id,placed_at,total\n"
+                      "O1,D1,2026-10-01T10:00,255.50\nO2,N1,2026-10-02T10:00,1234\n"
+                      "O3,X1,2026-10-03T10:00,12.5\n")
+    assert db.run("import", "customers", "c.csv", *NOW).code == 0
+    assert db.run("import", "orders", "o.csv", *NOW).code == 0
+    texts = {}
+    for customer in ("d1@example.com", "n1@example.com", "x1@example.com"):
+        out = tmp_path / customer
+        result = db.run("preview", "black-friday", "--customer", customer, "--out", str(out),
+                        "--now", "2026-11-27T10:00")
+        assert result.code == 0, result.stderr
+        texts[customer] = next(out.glob("*.txt")).read_text(encoding="utf-8")
+    # The sale ends 2026-11-29T08:00 on the workspace's clock (Europe/Berlin).
+    assert "Sonntag, 29. November 2026, 08:00 CET" in texts["d1@example.com"]
+    assert "Sunday, November 29, 2026, 2:00\u202fAM EST" in texts["n1@example.com"]
+    # An unknown locale falls back to store.locale (en); no zone of their own: the store's.
+    assert "Sunday, November 29, 2026, 8:00\u202fAM CET" in texts["x1@example.com"]
+    spent = {}
+    for customer in ("d1@example.com", "n1@example.com"):
+        out = tmp_path / f"thanks-{customer}"
+        assert db.run("preview", "big-spender-thanks", "--customer", customer, "--out",
+                      str(out), "--now", "2026-11-27T10:00").code == 0
+        spent[customer] = next(out.glob("*.txt")).read_text(encoding="utf-8")
+    assert "for 255,50\xa0€ with us" in spent["d1@example.com"]
+    assert "for €1,234.00 with us" in spent["n1@example.com"]
