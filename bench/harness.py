@@ -76,7 +76,8 @@ def stamp(engine: Engine, moment: datetime) -> Any:
 
 def write_rows(engine: Engine, *tables: tuple[str, str, list[tuple[Any, ...]]]) -> None:
     """TABLES (name, "column, column", rows) in one transaction through the driver's own
-    executemany (mailer's import path is what bench/import.py times), then ANALYZE."""
+    executemany (mailer's import path is what bench/import.py times), then ANALYZE. The
+    folded shadow of every case-insensitive column is added as the importer adds it."""
     from sqlalchemy import text
 
     from mailer.store.db import is_server
@@ -86,13 +87,44 @@ def write_rows(engine: Engine, *tables: tuple[str, str, list[tuple[Any, ...]]]) 
         raw = conn.connection.driver_connection
         assert raw is not None
         cursor = raw.cursor()
-        for table, columns, rows in tables:
+        for table, given, given_rows in tables:
+            columns, rows = with_shadows(table, given, given_rows)
             marks = ", ".join([mark] * len(columns.split(",")))
             sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
             for start in range(0, len(rows), BATCH):
                 cursor.executemany(sql, rows[start:start + BATCH])
     with engine.begin() as conn:
         conn.execute(text("ANALYZE"))
+
+
+def with_shadows(table: str, columns: str, rows: list[tuple[Any, ...]]
+                 ) -> tuple[str, list[tuple[Any, ...]]]:
+    """COLUMNS and ROWS with `<name>_folded` appended for each column segments match
+    case-insensitively (mailer.store.models.folded): segments read only the shadows, so
+    a store written without them has no tags, countries or categories to a segment.
+    JSON columns (tags, attributes) arrive as JSON text and leave as JSON text."""
+    import json
+
+    from mailer.store.models import FOLDED, folded
+
+    names = [name.strip() for name in columns.split(",")]
+    matched = [name for name in FOLDED.get(table, ())
+               if name in names and f"{name}_folded" not in names]
+    if not matched:
+        return columns, rows
+    where = {name: names.index(name) for name in matched}
+    textual = {name for name in matched if name in ("tags", "attributes")}
+
+    def shadows(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        values = {name: row[at] if name not in textual or row[at] is None
+                  else json.loads(row[at]) for name, at in where.items()}
+        shadow = folded(table, values)
+        return tuple(json.dumps(shadow[f"{name}_folded"])
+                     if name in textual and values[name] is not None
+                     else shadow[f"{name}_folded"] for name in matched)
+
+    extra = "".join(f", {name}_folded" for name in matched)
+    return columns + extra, [row + shadows(row) for row in rows]
 
 
 def plan_due_at(root: Path, url: str | None, now: str, *, compiled: bool) -> list[PlanResult]:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from mailer.config.settings import parse_settings
 from mailer.config.workspace import load_segments
+from mailer.core.addresses import email_key
 from mailer.segments.runner import count, reading, scope_for
 from mailer.store.models import UTCDateTime
 
@@ -118,15 +119,19 @@ SETTINGS = ('store: {name: Bench, address: "1 Road", currency: EUR}\n'
 
 
 def generate(engine: Engine, customers: int, orders: int) -> None:
-    """Write the store straight into the schema (the import path is bench/import.py's)."""
+    """Write the store straight into the schema (the import path is bench/import.py's;
+    write_rows adds the folded shadows the importer would)."""
     rng = random.Random(7)
     created = stamp(engine, NOW)
     people = []
     for index in range(1, customers + 1):
-        tags = (["vip"] if rng.random() < 0.03 else []) + (
-            ["test-account"] if rng.random() < 0.01 else [])
+        # Tags and domains in any case, as shops write them: segments fold them.
+        tags = ([rng.choice(["vip", "VIP", "Vip"])] if rng.random() < 0.03 else []) + (
+            [rng.choice(["test-account", "Test-Account"])] if rng.random() < 0.01 else [])
+        domain = "Staff.Shop.example" if rng.random() < 0.005 else "example.com"
+        email = f"c{index}@{domain}"
         born = datetime(1950, 1, 1) + timedelta(days=rng.randrange(0, 20000))
-        people.append((index, f"C{index:07d}", f"c{index}@example.com", f"c{index}@example.com",
+        people.append((index, f"C{index:07d}", email, email_key(email),
                        born.date(), born.strftime("%m-%d"), "DE",
                        json.dumps(tags) if tags else None,
                        f"C{rng.randrange(1, index):07d}" if index > 1 and rng.random() < 0.08
@@ -143,7 +148,9 @@ def generate(engine: Engine, customers: int, orders: int) -> None:
         total = rng.randrange(500, 30000)
         sales.append((order_id, f"O{order_id:08d}", owner, stamp(engine, placed), status,
                       "EUR" if rng.random() < 0.98 else "USD", total))
-        lines.append((order_id, order_id, 1, rng.choice(CATEGORIES), 1, total))
+        category = rng.choice(CATEGORIES)
+        lines.append((order_id, order_id, 1, category.title() if rng.random() < 0.2 else category,
+                      1, total))
     write_rows(
         engine,
         ("customers", "id, store_id, email, email_key, birth_date, birth_md, country, tags, "
