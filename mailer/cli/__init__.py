@@ -35,6 +35,7 @@ COMMANDS = {
     "send": ("mailer.cli.send_cmd:send", "Plan campaigns now and deliver what is due."),
     "worker": ("mailer.cli.worker_cmd:worker", "Deliver due mails until stopped."),
     "run": ("mailer.cli.run_cmd:run", "The scheduler daemon (--once: one sweep, then exit)."),
+    "campaigns": ("mailer.cli.campaigns_cmd:campaigns", "Every campaign: state, next due, counts."),
     "report": ("mailer.cli.report_cmd:report", "Where every mail of a campaign stands."),
     "sink": ("mailer.cli.sink_cmd:sink", "A local SMTP server catching mail into a Maildir."),
     "bounces": ("mailer.cli.bounces_cmd:bounces", "Suppress addresses from bounce reports."),

@@ -240,3 +240,32 @@ def ratings_given(conn: Connection, campaign: str) -> list[tuple[int, int, datet
     return [(int(customer or 0), int(score or 0), at) for customer, score, at in conn.execute(
         select(Event.customer_id, Event.score, Event.at).where(
             Event.campaign == campaign, Event.kind == "rating").order_by(Event.at))]
+
+
+def comments_given(conn: Connection, campaign: str, limit: int
+                   ) -> list[tuple[datetime, str | None, int, str]]:
+    """CAMPAIGN's latest LIMIT rating comments, newest first (by the rating's time):
+    (when, the customer's store id or None, score, comment)."""
+    return [(at, store_id, int(score or 0), str(text)) for at, store_id, score, text in
+            conn.execute(select(Event.at, Customer.store_id, Event.score, Event.comment)
+                         .outerjoin(Customer, Customer.id == Event.customer_id)
+                         .where(Event.campaign == campaign, Event.kind == "rating",
+                                Event.comment.is_not(None), Event.comment != "")
+                         .order_by(Event.at.desc(), Event.id.desc()).limit(limit))]
+
+
+# --- the overview of campaigns (`mailer campaigns`) ------------------------------------------
+
+
+def mails_with_event_by_campaign(conn: Connection, kind: str) -> dict[str, int]:
+    """Campaign -> its mails with at least one event of KIND."""
+    return {str(campaign): int(n) for campaign, n in conn.execute(
+        select(Event.campaign, func.count(func.distinct(Event.delivery_id)))
+        .where(Event.kind == kind, Event.campaign.is_not(None)).group_by(Event.campaign))}
+
+
+def count_by_campaign(conn: Connection, kind: str) -> dict[str, int]:
+    """Campaign -> how many events of KIND it has."""
+    return {str(campaign): int(n) for campaign, n in conn.execute(
+        select(Event.campaign, func.count())
+        .where(Event.kind == kind, Event.campaign.is_not(None)).group_by(Event.campaign))}

@@ -646,3 +646,22 @@ def sent_mail(conn: Connection, row_id: int) -> SentMail | None:
     """Row ROW_ID, if its mail went out (sent or unknown)."""
     found = conn.execute(select(*_SENT_COLUMNS).where(Delivery.id == row_id, _WENT_OUT)).first()
     return None if found is None else SentMail(*found)
+
+
+# --- the overview of campaigns (`mailer campaigns`) ------------------------------------------
+
+
+def sent_by_campaign(conn: Connection) -> dict[str, int]:
+    """Campaign -> its rows whose mail was sent."""
+    return {str(campaign): int(n) for campaign, n in conn.execute(
+        select(Delivery.campaign, func.count()).where(Delivery.status == "sent")
+        .group_by(Delivery.campaign))}
+
+
+def pending_by_campaign(conn: Connection, now: datetime) -> dict[str, int]:
+    """Campaign -> its rows that may still go out at or after NOW: `sending`, or queued
+    or deferred before their expiry (a row past it can only become `expired`)."""
+    may_go = or_(Delivery.status == "sending",
+                 and_(Delivery.status.in_(DUE_STATES), Delivery.expires_at > now))
+    return {str(campaign): int(n) for campaign, n in conn.execute(
+        select(Delivery.campaign, func.count()).where(may_go).group_by(Delivery.campaign))}

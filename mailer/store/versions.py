@@ -56,3 +56,9 @@ def plan_run_exclusions(conn: Connection, campaign: str) -> list[dict[str, int]]
     return [{reason: int(n) for reason, n in (found or {}).items()}
             for (found,) in conn.execute(select(PlanRun.excluded)
                                          .where(PlanRun.campaign == campaign))]
+
+
+def last_planned_by_campaign(conn: Connection) -> dict[str, datetime]:
+    """Campaign -> the `now` of its latest planning run that wrote a plan."""
+    return {str(campaign): moment for campaign, moment in conn.execute(
+        select(PlanRun.campaign, func.max(PlanRun.now)).group_by(PlanRun.campaign))}

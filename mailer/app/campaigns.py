@@ -1,0 +1,159 @@
+"""`mailer campaigns`: every campaign of the workspace at a glance (docs/campaigns.md).
+
+A campaign is `draft` while its file does not validate, `ended` when its trigger can
+never be due again and none of its rows may still go out, `running` while it is due
+or has rows that may still go out, else `scheduled`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from mailer.config.campaign import TRIGGERS, Campaign
+from mailer.config.settings import Settings
+from mailer.config.workspace import load_campaigns, load_segments
+from mailer.config.yamlsrc import load_yaml
+from mailer.core.clock import as_local, iso_z, zone
+from mailer.core.errors import ConfigError, Problem
+from mailer.planning.triggers import (
+    local_day,
+    once_due,
+    parse_cron,
+    promotion_due,
+    reminder_due,
+    schedule_due,
+)
+from mailer.planning.wakeups import next_wakeup
+from mailer.segments.runner import count, scope_for
+from mailer.store import events
+from mailer.store.customers import time_zones
+from mailer.store.db import Engine
+from mailer.store.ledger import pending_by_campaign, sent_by_campaign
+from mailer.store.versions import last_planned_by_campaign
+
+
+class State(StrEnum):
+    DRAFT = "draft"
+    ENDED = "ended"
+    RUNNING = "running"
+    SCHEDULED = "scheduled"
+
+
+@dataclass(frozen=True)
+class Overview:
+    """One campaign's line; the fields up to `unsubscribed` are its JSON keys in order."""
+
+    campaign: str  # the file stem
+    name: str | None  # None: a draft whose name cannot be read
+    trigger: str | None
+    state: State
+    next_due: datetime | None  # None: never again (or a draft)
+    last_planned: datetime | None  # the latest planning run that wrote a plan for it
+    audience: int | None  # its segment's size now; None for a draft
+    sent: int
+    opened: int  # mails with at least one open
+    clicked: int  # mails with at least one click
+    unsubscribed: int  # unsubscribes through its mails' links
+    problem: Problem | None = None  # a draft's first problem
+
+    def as_json(self) -> dict[str, Any]:
+        return {"campaign": self.campaign, "name": self.name, "trigger": self.trigger,
+                "state": str(self.state),
+                "next_due": None if self.next_due is None else iso_z(self.next_due),
+                "last_planned": None if self.last_planned is None else iso_z(self.last_planned),
+                "audience": self.audience, "sent": self.sent, "opened": self.opened,
+                "clicked": self.clicked, "unsubscribed": self.unsubscribed}
+
+
+def due_now(campaign: Campaign, now: datetime, tz: ZoneInfo, zones: list[str]) -> bool:
+    """Whether CAMPAIGN's trigger is due at NOW (the planner's rules, without the
+    audience): a cron fire or `once` within its grace, a promotion or its reminder
+    window, or `send_at` passed today in a zone of the store (birthday, after_order)."""
+    if campaign.trigger == "schedule" and campaign.schedule is not None:
+        return schedule_due(parse_cron(campaign.schedule), campaign.grace, now, tz) is not None
+    if campaign.trigger == "once" and campaign.at is not None:
+        return once_due(as_local(campaign.at, tz), campaign.grace, now) is not None
+    if campaign.trigger == "promotion" and campaign.starts and campaign.ends:
+        ends = as_local(campaign.ends, tz)
+        if promotion_due(as_local(campaign.starts, tz), ends, now) is not None:
+            return True
+        return campaign.reminder is not None and reminder_due(
+            ends, campaign.reminder.before_end, now) is not None
+    if campaign.trigger in ("birthday", "after_order"):
+        return any(local_day(name, campaign.send_time, now) is not None for name in zones)
+    return False
+
+
+def never_due_again(campaign: Campaign, now: datetime, tz: ZoneInfo) -> bool:
+    """A `once` past at + grace, a promotion past its end (its reminder ends with it);
+    a cron line always fires again, birthdays and orders always come."""
+    if campaign.trigger == "once" and campaign.at is not None:
+        return now >= as_local(campaign.at, tz) + campaign.grace
+    if campaign.trigger == "promotion" and campaign.ends is not None:
+        return now >= as_local(campaign.ends, tz)
+    return False
+
+
+def campaign_files(root: Path) -> dict[str, str]:
+    """Campaign id -> its file's path in the workspace, as the loader reads them."""
+    return {file.stem: f"campaigns/{file.name}"
+            for file in sorted((root / "campaigns").glob("*.y*ml"))
+            if file.suffix in (".yaml", ".yml")}
+
+
+def _readable(root: Path, relative: str) -> tuple[str | None, str | None]:
+    """A draft's name and trigger, when its YAML can be read and they are plain values."""
+    try:
+        data = load_yaml((root / relative).read_text(encoding="utf-8"), relative)
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    name, trigger = data.get("name"), data.get("trigger")
+    return (name.strip() or None if isinstance(name, str) else None,
+            trigger if trigger in TRIGGERS else None)
+
+
+def overview(root: Path, settings: Settings, engine: Engine, now: datetime) -> list[Overview]:
+    """Every campaign file of the workspace at ROOT, by id, as of NOW."""
+    specs, _ = load_segments(root)
+    campaigns, problems = load_campaigns(root, set(specs))
+    tz = zone(settings.timezone)
+    zones = sorted(time_zones(engine) | {settings.timezone})
+    scope = scope_for(settings, now, engine)
+    with engine.connect() as conn:
+        sent, pending = sent_by_campaign(conn), pending_by_campaign(conn, now)
+        opened = events.mails_with_event_by_campaign(conn, "open")
+        clicked = events.mails_with_event_by_campaign(conn, "click")
+        unsubscribed = events.count_by_campaign(conn, "unsubscribe")
+        last_planned = last_planned_by_campaign(conn)
+    audiences: dict[str, int] = {}  # by segment: campaigns often share one
+    found = []
+    for slug, relative in campaign_files(root).items():
+        counts = (sent.get(slug, 0), opened.get(slug, 0), clicked.get(slug, 0),
+                  unsubscribed.get(slug, 0))
+        spec = campaigns.get(slug)
+        if spec is None:
+            name, trigger = _readable(root, relative)
+            first = next((p for p in problems if p.path == relative), None)
+            found.append(Overview(slug, name, trigger, State.DRAFT, None,
+                                  last_planned.get(slug), None, *counts, problem=first))
+            continue
+        due = due_now(spec, now, tz, zones)
+        if pending.get(slug) or due:
+            state = State.RUNNING
+        elif never_due_again(spec, now, tz):
+            state = State.ENDED
+        else:
+            state = State.SCHEDULED
+        if spec.segment not in audiences:
+            audiences[spec.segment] = count(engine, specs, spec.segment, scope)
+        found.append(Overview(slug, spec.name, spec.trigger, state,
+                              now if due else next_wakeup(spec, now, tz, zones),
+                              last_planned.get(slug), audiences[spec.segment], *counts))
+    return found
