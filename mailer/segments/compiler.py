@@ -239,13 +239,16 @@ class _Compiler:
             if c.name in stack:
                 raise ValueError("segment cycle: " + " -> ".join((*stack, c.name)))
             return self.node(self.specs[c.name].root, (*stack, c.name), top)
-        if top and _needs_rows(c):
-            self.required.add("lines" if kind == "bought" else "orders")
         presence = _presence(c.compares or (Compare("at_least", 1),))
         if kind in ("orders", "bought", "referrals") and presence is not None:
             # "none" or "any" is a semi-join on an index, not an aggregation of every row.
+            # It requires no aggregation: those read only their own conditions' rows, and
+            # a buyer with none of them is still a member when the rest holds.
             found = self.exists(c)
             return lambda refs: found if presence else not_(found)
+        if top and _needs_rows(c):
+            # C reads its own rows, so every member has rows in this aggregation.
+            self.required.add("lines" if kind == "bought" else "orders")
         if kind == "orders":
             label = self.order_agg("n", c.window)
             return lambda refs: _compare(_agg(refs.orders, label), c.compares, self.among)
