@@ -1,5 +1,6 @@
-"""The numbers of one campaign (DESIGN §5 `report`): ledger states, exclusions, variants,
-and what recipients did: opens, clicks, unsubscribes and ratings."""
+"""The numbers of one campaign (DESIGN §5 `report`): ledger states, exclusions (summed
+per planning run), variants, and what recipients did: opens, clicks, unsubscribes,
+ratings and the comments left with them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from mailer.app.charts import Column, Segment
+from mailer.core.clock import iso_z
 from mailer.core.errors import NotFoundError
 from mailer.core.suggest import did_you_mean
 from mailer.store import events
@@ -19,6 +21,7 @@ from mailer.store.ledger import counts, mails_with_event_by_variant, variant_sta
 from mailer.store.versions import plan_run_exclusions
 
 Segments = Callable[[list[int]], dict[int, set[str]]]  # customer ids -> their segments
+COMMENTS = 100  # the newest rating comments a report holds
 
 
 # The dataclasses' fields are in the order of their keys in the JSON document.
@@ -90,6 +93,20 @@ class Winner:
 
 
 @dataclass(frozen=True)
+class Comment:
+    """A comment left with a rating: when it was rated, by whom (store id), the score."""
+
+    at: datetime
+    customer: str | None
+    score: int
+    text: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"at": iso_z(self.at), "customer": self.customer, "score": self.score,
+                "text": self.text}
+
+
+@dataclass(frozen=True)
 class CampaignReport:
     campaign: str
     states: Mapping[str, int]  # rows by ledger state, every state (zeros included)
@@ -100,6 +117,7 @@ class CampaignReport:
     ratings: Ratings
     variants: tuple[Variant, ...]
     winner: Winner | None
+    comments: tuple[Comment, ...]  # rating comments, the newest COMMENTS, newest first
 
     @property
     def planned(self) -> int:
@@ -112,7 +130,8 @@ class CampaignReport:
                 "clicks": asdict(self.clicks), "unsubscribes": self.unsubscribes,
                 "ratings": self.ratings.as_json(),
                 "variants": [asdict(variant) for variant in self.variants],
-                "winner": None if self.winner is None else asdict(self.winner)}
+                "winner": None if self.winner is None else asdict(self.winner),
+                "comments": [comment.as_json() for comment in self.comments]}
 
 
 def report_of(engine: Engine, campaign: str, known: list[str],
@@ -136,12 +155,14 @@ def report_of(engine: Engine, campaign: str, known: list[str],
         ratings = _ratings(events.ratings_given(conn, campaign), segments_of)
         opened = dict(mails_with_event_by_variant(conn, campaign, "open"))
         clicked = dict(mails_with_event_by_variant(conn, campaign, "click"))
+        comments = tuple(Comment(*found) for found in events.comments_given(
+            conn, campaign, COMMENTS))
     if not runs and not any(states.values()) and campaign not in known:
         raise NotFoundError(f"unknown campaign {campaign!r}{did_you_mean(campaign, known)}")
     variants = tuple(Variant(v + 1, planned, sent, opened.get(v, 0), clicked.get(v, 0))
                      for v, (planned, sent) in sorted(planned_sent.items()))
     return CampaignReport(campaign, states, dict(sorted(excluded.items())), opens, clicks,
-                          unsubscribes, ratings, variants, winner(variants))
+                          unsubscribes, ratings, variants, winner(variants), comments)
 
 
 def _ratings(rated: list[tuple[int, int, datetime]], segments_of: Segments | None) -> Ratings:

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 @workspace_json
 def report(ctx: click.Context, campaign: str, chart: Path | None, workspace: str | None,
            as_json: bool) -> None:
-    """Planned mails by state, exclusions by reason, subject variants and the winner,
-    opens, clicks, unsubscribes and ratings."""
+    """Planned mails by state, exclusions by reason (summed per planning run), subject
+    variants and the winner, opens, clicks, unsubscribes, ratings and their comments."""
     from mailer.app.report import report_of
 
     check_chart(chart)
@@ -58,8 +58,29 @@ def report(ctx: click.Context, campaign: str, chart: Path | None, workspace: str
     if rated.count:
         rows.append(("ratings", f"{rated.count}, mean {rated.mean}, CSAT {rated.csat} %"))
     print_table(("", campaign), rows, title=f"report of {campaign}")
+    if found.excluded:
+        click.echo("excluded: summed per planning run (a customer held back by 3 runs "
+                   "counts 3 times)")
+    if found.comments:
+        _print_comments(campaign, found)
     if chart is not None:
         click.echo(f"chart: {chart}")
+
+
+COMMENTS_SHOWN = 10  # the newest comments the text shows; --json has up to app.report.COMMENTS
+
+
+def _print_comments(campaign: str, found: CampaignReport) -> None:
+    from mailer.app.report import COMMENTS
+    from mailer.core.clock import iso_z
+
+    print_table(("rated at", "customer", "score", "comment"),
+                ((iso_z(c.at), c.customer or "-", c.score, c.text)
+                 for c in found.comments[:COMMENTS_SHOWN]),
+                title="latest comments, newest first")
+    if len(found.comments) > COMMENTS_SHOWN:
+        click.echo(f"the {COMMENTS_SHOWN} newest comments shown; `mailer report {campaign} "
+                   f"--json` lists the {COMMENTS} newest")
 
 
 def _segments_of(run: Session) -> Callable[[list[int]], dict[int, set[str]]]:
