@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from mailer.app.charts import Column, Segment, page, png, svg
 from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Settings
@@ -79,29 +78,3 @@ def _busiest_week(rows: Iterable[tuple[int, datetime]]) -> int:
             window.pop(0)
         best = max(best, len(window))
     return best
-
-
-def _columns(forecast: Forecast, campaigns: list[str]) -> list[Column]:
-    every = max(1, len(forecast.days) // 10)  # about ten date labels
-    return [Column(f"{day:%d %b}" if index % every == 0 else "",
-                   tuple(Segment(number, forecast.mails[day][slug], f"{slug} {day}: "
-                                 f"{forecast.mails[day][slug]}")
-                         for number, slug in enumerate(campaigns)))
-            for index, day in enumerate(forecast.days)]
-
-
-def chart_html(forecast: Forecast, campaigns: list[str]) -> str:
-    """A self-contained HTML page with a stacked bar chart (inline SVG) per day."""
-    days = forecast.days
-    peak = max((sum(forecast.mails[d].values()) for d in days), default=0) or 1
-    caps = ", ".join(f"{label}: {len(ids)} customers" for label, ids in
-                     sorted(forecast.caps_hit.items())) or "none"
-    return page(f"Forecast from {days[0]} to {days[-1]}",
-                svg(_columns(forecast, campaigns), caption=f"mails per day (peak {peak})"),
-                campaigns, [f"Caps hit: {caps}. The most mails one customer gets in 7 days: "
-                            f"{forecast.max_per_customer_7d}."])
-
-
-def chart_png(forecast: Forecast, campaigns: list[str]) -> bytes:
-    """The same stacked bars as a PNG; the HTML chart carries the labels and the legend."""
-    return png(_columns(forecast, campaigns))

@@ -28,7 +28,7 @@ from mailer.cli.common import (
 def forecast(ctx: click.Context, days: int, start_text: str | None, chart: Path | None,
              workspace: str | None, as_json: bool) -> None:
     """Simulate the daemon hour by hour on a scratch ledger: mails per day and campaign."""
-    from mailer.app.forecast import chart_html, chart_png, run_forecast
+    from mailer.app.forecast import run_forecast
     from mailer.config.workspace import load_valid_workspace
     from mailer.core.clock import iso_z
     from mailer.mail.version import compile_version, definition
@@ -45,13 +45,10 @@ def forecast(ctx: click.Context, days: int, start_text: str | None, chart: Path 
     result = run_forecast(run.engine, specs, campaigns, settings=settings, start=start,
                           days=days, versions=versions)
     order = sorted(campaigns)
-    if chart is not None and chart.suffix.lower() == ".png":
-        chart.write_bytes(chart_png(result, order))
-    elif chart is not None:
-        page = chart_html(result, order)
-        if chart.suffix.lower() == ".svg":
-            page = page[page.index("<svg"):page.index("</svg>") + 6] + "\n"
-        chart.write_text(page, encoding="utf-8")
+    if chart is not None:
+        from mailer.app.charts import forecast_chart
+
+        forecast_chart(result, chart)
     if as_json:
         emit_json({"from": iso_z(start), **result.as_json(order)})
         return
