@@ -9,13 +9,17 @@ Paths under `tracking.base_url`, each ending in a signed token (mailer.mail.link
                     POST adds the optional comment
     GET  /c/TOKEN   a click: recorded, then a redirect to the URL signed into the token
     GET  /o/TOKEN   an open: a 1×1 GIF
+    GET  /b/TOKEN   "view in your browser": the sent mail's HTML part, re-rendered as its
+                    reader got it (mailer.app.browser_view); one open; HEAD records none
     GET  /healthz   {"database": "ok"} (200) or {"database": "unavailable"} (503)
 
 A token for one purpose never works for another, a tampered one gets a plain
 "this link does not work" page (400), and the redirect goes nowhere but to the
-URL the mail carried. The database work runs in a few threads of its own (`Database`);
+URL the mail carried (the browser view answers 404 instead: the page a reader
+looks for is not there). The database work runs in a few threads of its own (`Database`);
 unsubscribes, preferences and ratings are committed before the answer, opens and
-clicks are written in batches (`Hits`).
+clicks are written in batches (`Hits`). Rendering a mail again runs in threads of its
+own (`Renders`), so a slow template holds neither the loop nor the database threads.
 
 Under abuse (`Limits`, in mailer.web.listener): a request's headers must arrive within
 10 s of its first byte (or of the connection), its body and answer within 30 s of the
@@ -42,6 +46,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from multidict import MultiDict
 
+from mailer.app.browser_view import BrowserView, NotRenderable, Reading
 from mailer.core.clock import Clock
 from mailer.core.errors import DatabaseUnavailable
 from mailer.core.states import OPTED_OUT
@@ -57,6 +62,13 @@ PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x
 MAX_BODY = 16 * 1024  # a comment and a few fields; more is not a person
 MAX_FIELDS = 100  # a preference form has a handful
 RETRY_AFTER = "5"  # seconds, when the database is locked or away
+# A mail shown in the browser: its own styles and images (and web fonts and stylesheets
+# over https, as a mail program loads them), never a script, a form or a frame.
+BROWSER_VIEW_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src * data:; "
+                               "style-src 'unsafe-inline' https:; font-src https: data:; "
+                               "form-action 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "Cache-Control": "private, no-store"}
 T = TypeVar("T")
 
 
@@ -167,6 +179,33 @@ class Hits:
                 self._pending[:0] = hits
 
 
+class RendersBusy(Exception):
+    """No render thread came free in time: the answer is 503, try again."""
+
+
+class Renders:
+    """CPU work off the event loop, in THREADS of its own: a template that takes its
+    whole render budget holds one of them, never the loop or the database threads.
+    A render still queued after WAIT seconds is dropped (RendersBusy)."""
+
+    THREADS = 4
+    WAIT = 10.0
+
+    def __init__(self) -> None:
+        self._threads = ThreadPoolExecutor(self.THREADS, thread_name_prefix="mailer-render")
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._threads, work, *args),
+                                          self.WAIT)
+        except TimeoutError:
+            raise RendersBusy(f"no render done within {self.WAIT:g} s") from None
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
 @dataclass(frozen=True)
 class Service:
     db: Database
@@ -216,8 +255,10 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 async def _secured(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response the application prepares: our headers, our Server."""
-    response.headers.update(HEADERS)
+    """Every response the application prepares: our headers (unless the handler chose
+    its own value: the browser view's policy lets a mail's images in), our Server."""
+    for name, value in HEADERS.items():
+        response.headers.setdefault(name, value)
     response.headers["Server"] = SERVER
 
 
@@ -225,6 +266,7 @@ def make_app(service: Service) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_guarded])
     app[_SERVICE] = service
     app.on_response_prepare.append(_secured)
+    renders = Renders()
     routes = [
         web.get("/u/{token}", _signed(service, "unsubscribe", _unsubscribe_page)),
         web.post("/u/{token}", _signed(service, "unsubscribe", _unsubscribe)),
@@ -234,9 +276,15 @@ def make_app(service: Service) -> web.Application:
         web.post("/r/{token}", _signed(service, "rating", _comment)),
         web.get("/c/{token}", _signed(service, "click", _click)),
         web.get("/o/{token}", _open(service)),
+        web.get("/b/{token}", _browser_view(service, BrowserView(service.keys[0]), renders)),
         web.get("/healthz", _health(service)),
     ]
     app.add_routes(routes)
+
+    async def close(app: web.Application) -> None:
+        renders.close()
+
+    app.on_cleanup.append(close)
     return app
 
 
@@ -425,6 +473,36 @@ def _open(service: Service) -> Handler:
         return web.Response(body=PIXEL, content_type="image/gif",
                             headers={"Cache-Control": "no-store"})
     return pixel
+
+
+def _browser_view(service: Service, views: BrowserView, renders: Renders) -> Handler:
+    """The sent mail a `/b/` link names, as its reader got it; one open per GET (as the
+    pixel counts them: every view, batched), none for HEAD. 404 for any link that does
+    not name a sent mail, 500 (and a log line) for one that no longer renders."""
+    async def view(request: web.Request) -> web.StreamResponse:
+        try:
+            claims = verify(request.match_info["token"], "browser", service.keys)
+        except InvalidLink:
+            return _page(service, "invalid.html", 404, title="Link not valid")
+        try:
+            reading: Reading | None = await service.db.run(views.find, claims)
+            if reading is None:
+                return _page(service, "invalid.html", 404, title="Link not valid")
+            body = await renders.run(views.render, reading)
+        except NotRenderable as err:
+            log.warning("browser view of row %s: %s", claims.message, err)
+            return _page(service, "view_failed.html", 500, title="Mail not available")
+        except RendersBusy as err:
+            log.warning("browser view of row %s: %s", claims.message, err)
+            response = _page(service, "busy.html", 503, title="Try again in a moment")
+            response.headers["Retry-After"] = RETRY_AFTER
+            return response
+        if request.method == "GET" and reading.tracks_opens:
+            opened = Claims("open", claims.customer, claims.campaign, claims.message)
+            service.hits.add(("open", opened, service.clock.now(), None))
+        return web.Response(text=body, content_type="text/html", charset="utf-8",
+                            headers=BROWSER_VIEW_HEADERS)
+    return view
 
 
 def _health(service: Service) -> Handler:

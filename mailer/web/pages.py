@@ -97,6 +97,16 @@ Try again in a minute: your link keeps working.</p>
 <h1>Something went wrong on our side</h1>
 <p>Nothing was changed. Please try again later, or reply to the mail and we will help.</p>
 {% endblock %}""",
+    "view_failed.html": """{% extends "layout.html" %}{% block body %}
+<h1>This mail cannot be shown here</h1>
+<p>We could not put this mail together again just now. The copy in your inbox is
+still the one to read; its links keep working.</p>
+{% endblock %}""",
+    "busy.html": """{% extends "layout.html" %}{% block body %}
+<h1>Please try again in a moment</h1>
+<p>We are showing many mails just now. Open the link again in a minute: it keeps
+working.</p>
+{% endblock %}""",
     "invalid.html": """{% extends "layout.html" %}{% block body %}
 <h1>This link does not work</h1>
 <p>It may have been cut off by your mail program. Open the link from the mail again,
