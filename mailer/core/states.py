@@ -32,7 +32,8 @@ class Consent(StrEnum):
 
 S = DeliveryState
 DUE = (S.QUEUED, S.DEFERRED)  # a sender may lease these when their time has come
-LIVE = (S.QUEUED, S.SENDING, S.DEFERRED, S.SENT, S.UNKNOWN)  # count toward frequency caps
+# planned mails that count toward frequency caps (and cooldowns): all but failed, skipped, expired
+COUNT_TOWARD_CAPS = (S.QUEUED, S.SENDING, S.DEFERRED, S.SENT, S.UNKNOWN)
 WENT_OUT = (S.SENT, S.UNKNOWN)  # a bounce or a reminder can only be about these
 OUTCOMES = (S.SENT, S.DEFERRED, S.FAILED, S.UNKNOWN, S.SKIPPED, S.EXPIRED)  # of one send
 OPTED_OUT = (Consent.UNSUBSCRIBED, Consent.BOUNCED, Consent.COMPLAINED)

@@ -45,7 +45,7 @@ from sqlalchemy import (
     update,
 )
 
-from mailer.core.states import DUE, EXPIRED_REASON, LIVE, WENT_OUT, Consent
+from mailer.core.states import COUNT_TOWARD_CAPS, DUE, EXPIRED_REASON, WENT_OUT, Consent
 from mailer.store.db import Connection, Engine, among, binds_arrays, create, is_server, upsert
 from mailer.store.locks import file_lock, lock_path
 from mailer.store.models import (
@@ -405,7 +405,7 @@ def live_plan_times(conn: Connection, ids: list[int], after: datetime,
             .where(among(conn, Delivery.customer_id, ids),
                    Delivery.planned_at > after,
                    Delivery.planned_at <= until)):
-        if status in LIVE:
+        if status in COUNT_TOWARD_CAPS:
             recent.setdefault(customer_id, []).append(planned)
     return recent
 
@@ -418,7 +418,8 @@ def with_live_plans(conn: Connection, campaign: str, ids: list[int], after: date
         select(Delivery.customer_id, Delivery.status).where(
             among(conn, Delivery.customer_id, ids),
             Delivery.planned_at > after,
-            Delivery.planned_at <= until, Delivery.campaign == campaign)) if row[1] in LIVE}
+            Delivery.planned_at <= until, Delivery.campaign == campaign))
+        if row[1] in COUNT_TOWARD_CAPS}
 
 
 def main_recipients(campaign: str, occurrence: str) -> Select[int, str]:
