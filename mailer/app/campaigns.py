@@ -12,22 +12,14 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from mailer.config.campaign import TRIGGERS, Campaign
+from mailer.config.campaign import TRIGGERS
 from mailer.config.settings import Settings
 from mailer.config.workspace import load_campaigns, load_segments
 from mailer.config.yamlsrc import load_yaml
-from mailer.core.clock import as_local, iso_z, zone
+from mailer.core.clock import iso_z, zone
 from mailer.core.errors import ConfigError, Problem
-from mailer.planning.triggers import (
-    local_day,
-    once_due,
-    parse_cron,
-    promotion_due,
-    reminder_due,
-    schedule_due,
-)
+from mailer.planning.triggers import due_now, never_due_again
 from mailer.planning.wakeups import next_wakeup
 from mailer.segments.runner import count, scope_for
 from mailer.store import events
@@ -68,35 +60,6 @@ class Overview:
                 "last_planned": None if self.last_planned is None else iso_z(self.last_planned),
                 "audience": self.audience, "sent": self.sent, "opened": self.opened,
                 "clicked": self.clicked, "unsubscribed": self.unsubscribed}
-
-
-def due_now(campaign: Campaign, now: datetime, tz: ZoneInfo, zones: list[str]) -> bool:
-    """Whether CAMPAIGN's trigger is due at NOW (the planner's rules, without the
-    audience): a cron fire or `once` within its grace, a promotion or its reminder
-    window, or `send_at` passed today in a zone of the store (birthday, after_order)."""
-    if campaign.trigger == "schedule" and campaign.schedule is not None:
-        return schedule_due(parse_cron(campaign.schedule), campaign.grace, now, tz) is not None
-    if campaign.trigger == "once" and campaign.at is not None:
-        return once_due(as_local(campaign.at, tz), campaign.grace, now) is not None
-    if campaign.trigger == "promotion" and campaign.starts and campaign.ends:
-        ends = as_local(campaign.ends, tz)
-        if promotion_due(as_local(campaign.starts, tz), ends, now) is not None:
-            return True
-        return campaign.reminder is not None and reminder_due(
-            ends, campaign.reminder.before_end, now) is not None
-    if campaign.trigger in ("birthday", "after_order"):
-        return any(local_day(name, campaign.send_time, now) is not None for name in zones)
-    return False
-
-
-def never_due_again(campaign: Campaign, now: datetime, tz: ZoneInfo) -> bool:
-    """A `once` past at + grace, a promotion past its end (its reminder ends with it);
-    a cron line always fires again, birthdays and orders always come."""
-    if campaign.trigger == "once" and campaign.at is not None:
-        return now >= as_local(campaign.at, tz) + campaign.grace
-    if campaign.trigger == "promotion" and campaign.ends is not None:
-        return now >= as_local(campaign.ends, tz)
-    return False
 
 
 def campaign_files(root: Path) -> dict[str, str]:

@@ -17,10 +17,14 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from mailer.core.clock import iso_z, localize
+from mailer.core.clock import as_local, iso_z, localize
 from mailer.core.errors import InvalidValue
+
+if TYPE_CHECKING:  # config/campaign imports this module's cron parser
+    from mailer.config.campaign import Campaign
 
 _MONTHS = {name.lower(): number for number, name in enumerate(calendar.month_abbr) if name}
 _DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
@@ -250,3 +254,33 @@ def after_order_window(day: LocalDay, after: timedelta) -> tuple[datetime, datet
     return day.start - after, day.end - after
 
 
+# --- a campaign as a whole: due now, or never again (the campaigns overview) ----------
+
+
+def due_now(campaign: Campaign, now: datetime, tz: ZoneInfo, zones: list[str]) -> bool:
+    """Whether CAMPAIGN's trigger is due at NOW (the planner's rules, without the
+    audience): a cron fire or `once` within its grace, a promotion or its reminder
+    window, or `send_at` passed today in a zone of the store (birthday, after_order)."""
+    if campaign.trigger == "schedule" and campaign.schedule is not None:
+        return schedule_due(parse_cron(campaign.schedule), campaign.grace, now, tz) is not None
+    if campaign.trigger == "once" and campaign.at is not None:
+        return once_due(as_local(campaign.at, tz), campaign.grace, now) is not None
+    if campaign.trigger == "promotion" and campaign.starts and campaign.ends:
+        ends = as_local(campaign.ends, tz)
+        if promotion_due(as_local(campaign.starts, tz), ends, now) is not None:
+            return True
+        return campaign.reminder is not None and reminder_due(
+            ends, campaign.reminder.before_end, now) is not None
+    if campaign.trigger in ("birthday", "after_order"):
+        return any(local_day(name, campaign.send_time, now) is not None for name in zones)
+    return False
+
+
+def never_due_again(campaign: Campaign, now: datetime, tz: ZoneInfo) -> bool:
+    """A `once` past at + grace, a promotion past its end (its reminder ends with it);
+    a cron line always fires again, birthdays and orders always come."""
+    if campaign.trigger == "once" and campaign.at is not None:
+        return now >= as_local(campaign.at, tz) + campaign.grace
+    if campaign.trigger == "promotion" and campaign.ends is not None:
+        return now >= as_local(campaign.ends, tz)
+    return False
