@@ -89,7 +89,8 @@ def forecast_chart(forecast: Forecast, path: Path) -> None:
             for day, counted in zip(days, per_day, strict=True)]
     _write(figure, path, Page(
         title=f"Forecast from {days[0]} to {days[-1]}",
-        legend=[(styles[slug][0], slug) for slug in campaigns],
+        legend=[Key(styles[slug][0], "#ffffff" if styles[slug][1] else "", slug)
+                for slug in campaigns],
         header=["day", *campaigns, "all"], rows=rows,
         notes=[f"Caps hit: {caps}. The most mails one customer gets in 7 days: "
                f"{forecast.max_per_customer_7d}."] if campaigns else [
@@ -148,16 +149,17 @@ def report_chart(report: CampaignReport, subjects: Mapping[int, str], path: Path
         rates_axes = figure.add_subplot()
     _draw_rates(rates_axes, report, unsubscribed, labels, colour)
     figure.suptitle(_text(title), fontsize="x-large")
-    legend = [(_variant_style(colour, index)[0], labels[v.variant])
+    legend = [_variant_key(colour, index, labels[v.variant])
               for index, v in enumerate(variants)]
     if unsubscribed is None:
-        legend.append((ALL_VARIANTS, "all variants (unsubscribes)"))
+        legend.append(Key(ALL_VARIANTS, "", "all variants (unsubscribes)"))
     if legend:
         figure.legend(loc="outside lower center", ncols=min(2, len(legend)),
                       title="subject variant")
     _write(figure, path, Page(
         title=title, legend=legend,
         header=["variant", "subject", "sent", "opened", "clicked", "unsubscribed"],
+        text_columns=2,
         rows=_report_rows(report, subjects, unsubscribed),
         notes=_report_notes(report, unsubscribed),
         ratings=report.ratings.scores if rated else None))
@@ -323,15 +325,39 @@ def _tidy(axes: Axes) -> None:
 
 
 @dataclass(frozen=True)
+class Key:
+    """One entry of a legend: its fill, the colour of its hatching ("" for none), text."""
+
+    fill: str
+    stripes: str
+    text: str
+
+
+def _variant_key(colour: str, index: int, text: str) -> Key:
+    face, edge, hatch = _variant_style(colour, index)
+    return Key(face, edge if hatch else "", text)
+
+
+def _swatch(key: Key) -> str:
+    """A legend swatch's CSS: its fill, and stripes where the chart's bars are hatched."""
+    style = f"background:{key.fill}"
+    if key.stripes:
+        style += (";background-image:repeating-linear-gradient(135deg,transparent 0 3px,"
+                  f"{key.stripes} 3px 4.5px)")
+    return style
+
+
+@dataclass(frozen=True)
 class Page:
     """What the HTML page says besides the chart: legend, numbers and notes."""
 
     title: str
-    legend: list[tuple[str, str]]  # (colour, text)
+    legend: list[Key]
     header: list[str]
     rows: list[list[str]]
     notes: list[str]
     ratings: Mapping[int, int] | None = None  # score -> how many, as a second table
+    text_columns: int = 1  # the table's first columns hold text (aligned left)
 
 
 def _write(figure: Figure, path: Path, page: Page) -> None:
@@ -363,8 +389,8 @@ def _html(drawn: str, page: Page) -> str:
     title = html.escape(page.title)
     chart = drawn[drawn.index("<svg"):].replace(
         "<svg ", f'<svg role="img" aria-label="{title}" ', 1)
-    legend = "".join(f'<li><span class="swatch" style="background:{colour}"></span>'
-                     f"{html.escape(text)}</li>" for colour, text in page.legend)
+    legend = "".join(f'<li><span class="swatch" style="{_swatch(key)}"></span>'
+                     f"{html.escape(key.text)}</li>" for key in page.legend)
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in page.header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row)
                    + "</tr>" for row in page.rows)
@@ -373,7 +399,8 @@ def _html(drawn: str, page: Page) -> str:
              f"<h1>{title}</h1>", f"<figure>{chart}</figure>"]
     if legend:
         parts.append(f'<h2>Legend</h2><ul class="legend">{legend}</ul>')
-    parts.append(f"<h2>The numbers</h2><table><thead><tr>{head}</tr></thead>"
+    parts.append(f'<h2>The numbers</h2><table class="text-{page.text_columns}">'
+                 f"<thead><tr>{head}</tr></thead>"
                  f"<tbody>{body}</tbody></table>")
     if page.ratings is not None:
         parts.append("<h2>Ratings</h2><table><thead><tr><th>score</th><th>ratings</th>"
@@ -392,7 +419,7 @@ STYLE = ("body{font-family:sans-serif;margin:1.5rem;max-width:75rem;color:#222}"
          "vertical-align:-.1em;border:1px solid #999}"
          "table{border-collapse:collapse;margin:.5rem 0}"
          "th,td{border:1px solid #ccc;padding:.2rem .6rem;text-align:right}"
-         "th:first-child,td:first-child{text-align:left}")
+         "th:first-child,td:first-child,.text-2 :is(th,td):nth-child(2){text-align:left}")
 
 
 # --- the hand-drawn bars `mailer report` still writes until cli/report_cmd calls
