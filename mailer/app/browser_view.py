@@ -23,9 +23,9 @@ from mailer.config.settings import Settings
 from mailer.core.claims import Claims
 from mailer.core.errors import MailerError
 from mailer.delivery.worker import render_error
-from mailer.mail.context import build_context, load_customers, load_stats
+from mailer.mail.context import load_customers, load_stats
 from mailer.mail.tracking import tracked
-from mailer.mail.version import Version, compose, from_definition
+from mailer.mail.version import Version, compose_row, from_definition
 from mailer.store.coupons import coupons_of_rows
 from mailer.store.customers import Profile
 from mailer.store.db import DatabaseError, Engine
@@ -115,16 +115,10 @@ class BrowserView:
         the open pixel. NotRenderable when its templates no longer render (the data
         they read changed, say)."""
         row, settings = reading.row, reading.settings
-        coupon = reading.coupon
         try:
-            context = build_context(
-                reading.person, reading.stats, settings=settings, slug=row.campaign,
-                campaign=reading.version.spec, now=reading.sent_at, key=self.key,
-                message=str(row.id), coupon_code=coupon[0] if coupon else None,
-                coupon_expires_at=coupon[1] if coupon else None)
-            mail = compose(reading.version, context, variant=row.subject_variant,
-                           occurrence=row.occurrence,
-                           member_of={row.intro} if row.intro else set())
+            mail, _ = compose_row(reading.version, row, reading.person, reading.stats,
+                                  settings=settings, coupon=reading.coupon,
+                                  now=reading.sent_at, key=self.key)
         except Exception as err:  # the sender fails a row for any of these too
             raise NotRenderable(render_error(err)) from None
         tracking = settings.tracking

@@ -36,12 +36,12 @@ from mailer.core.states import EXPIRED_REASON
 from mailer.delivery.outcomes import Outcome, settle
 from mailer.delivery.ratelimit import RateLimit
 from mailer.delivery.transport import Transport
-from mailer.mail.context import build_context, load_customers, load_stats
+from mailer.mail.context import load_customers, load_stats
 from mailer.mail.dkim import Sign
 from mailer.mail.links import verp_address
 from mailer.mail.message import Mail, build, message_id
 from mailer.mail.tracking import tracked
-from mailer.mail.version import Version, compose, from_definition
+from mailer.mail.version import Version, compose_row, from_definition
 from mailer.store.coupons import coupons_of_rows
 from mailer.store.db import Connection, DatabaseError, Engine
 from mailer.store.ledger import (
@@ -172,14 +172,9 @@ class Renderer:
     def _one(self, row: Row, person: Any, stats: dict[str, dict[int, Any]],
              coupons: dict[int, tuple[str, datetime]], now: datetime) -> Ready:
         version, settings = self.version(row.campaign_version_id)
-        coupon = coupons.get(row.id)
-        context = build_context(
-            person, stats[settings.store.currency].get(row.customer_id), settings=settings,
-            slug=row.campaign, campaign=version.spec, now=now, key=self.key,
-            message=str(row.id), coupon_code=coupon[0] if coupon else None,
-            coupon_expires_at=coupon[1] if coupon else None)
-        mail = compose(version, context, variant=row.subject_variant, occurrence=row.occurrence,
-                       member_of={row.intro} if row.intro else set())
+        mail, context = compose_row(
+            version, row, person, stats[settings.store.currency].get(row.customer_id),
+            settings=settings, coupon=coupons.get(row.id), now=now, key=self.key)
         sender = settings.sender.from_address
         name = " ".join(p for p in (person.first_name, person.last_name) if p)
         # the id made at plan time; rows planned before random ids keep the derived one

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,13 @@ import jinja2
 
 from mailer.config.campaign import Campaign
 from mailer.config.settings import SETTINGS_FILE, Settings, parse_settings
+from mailer.mail.context import build_context
 from mailer.mail.render import CompiledTemplate, add_parts, compile_html, compile_source
 from mailer.mail.sandbox import environment
 from mailer.mail.templates import TemplateFolder, VersionLoader, lines_of
 from mailer.mail.text import text_template
+from mailer.store.customers import Profile
+from mailer.store.ledger import Row
 
 
 @dataclass(frozen=True)
@@ -170,3 +174,17 @@ def compile_subject_only(version: Version, context: dict[str, Any], variant: int
                          occurrence: str = "") -> str:
     """The subject of one variant for one context (intros are not needed for it)."""
     return version.subject_for(variant, occurrence).render(context).strip()
+
+
+def compose_row(version: Version, row: Row, person: Profile, stats: dict[str, Any] | None, *,
+                settings: Settings, coupon: tuple[str, datetime] | None, now: datetime,
+                key: str) -> tuple[Composed, dict[str, Any]]:
+    """A ledger row's mail as its reader gets it at NOW, and the context it was made from:
+    what the sender sends and the browser view shows again."""
+    context = build_context(
+        person, stats, settings=settings, slug=row.campaign, campaign=version.spec, now=now,
+        key=key, message=str(row.id), coupon_code=coupon[0] if coupon else None,
+        coupon_expires_at=coupon[1] if coupon else None)
+    mail = compose(version, context, variant=row.subject_variant, occurrence=row.occurrence,
+                   member_of={row.intro} if row.intro else set())
+    return mail, context
