@@ -2,38 +2,86 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
 import click
 
 from mailer.cli.common import emit_json, print_table, session, workspace_json
+from mailer.core.wording import counted
+
+if TYPE_CHECKING:
+    from mailer.store.daemon_state import DaemonView
 
 
 @click.command()
 @workspace_json
 def status(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
-    """Counts of customers, subscribers, orders and deliveries by state."""
-    from datetime import UTC, datetime
+    """Counts of customers, subscribed, orders and deliveries by state; the daemon."""
+    from datetime import UTC
 
     from mailer.store.customers import status_counts
-    from mailer.store.daemon_state import read_state
+    from mailer.store.daemon_state import NEVER_RUN, read_state
 
     engine = session(ctx, workspace).engine
     counts = status_counts(engine)
-    counts["daemon"] = daemon = read_state(engine, datetime.now(UTC))
+    now = datetime.now(UTC)
+    daemon = read_state(engine, now)
     if as_json:
-        emit_json(counts)
+        emit_json({**counts.as_json(),
+                   "daemon": NEVER_RUN if daemon is None else daemon.as_json()})
         return
-    rows = [("customers", counts["customers"]), ("subscribed", counts["subscribed"]),
-            ("orders", counts["orders"])]
-    rows += [(f"deliveries {state}", n) for state, n in counts["deliveries"].items()]
-    if daemon["leader"] is None:
-        rows.append(("daemon", "never run on this database"))
-    else:
-        rows.append(("daemon", f"running, led by {daemon['leader']}" if daemon["running"]
-                     else f"not running (last: {daemon['leader']})"))
-        rows += [("last sweep", daemon["last_sweep"] or "-"),
-                 ("planned by it", daemon["last_planned"]),
-                 ("next due", daemon["next_due"] or "-")]
-        if daemon["workspace_problems"]:
-            rows.append(("workspace", f"{daemon['workspace_problems']} problems ignored "
-                                      "(the last good workspace runs)"))
+    rows = [("customers", counts.customers), ("subscribed", counts.subscribed),
+            ("orders", counts.orders)]
+    rows += [(f"deliveries {state}", n) for state, n in counts.deliveries.items()]
     print_table(("", ""), rows, title="mailer status", show_header=False)
+    for line in daemon_lines(daemon, now):
+        click.echo(line)
+
+
+def daemon_lines(daemon: DaemonView | None, now: datetime) -> list[str]:
+    """The daemon in words: where it runs (or ran), its last sweep, what is next."""
+    if daemon is None:
+        return ["daemon: never run on this database"]
+    where = f"on host {daemon.host}" + ("" if daemon.pid is None else f" as pid {daemon.pid}")
+    if daemon.running:
+        sweep = ("no sweep yet" if daemon.last_sweep is None else
+                 f"last sweep {_ago(now - daemon.heartbeat)} (planned {daemon.last_planned})")
+        said = f"running {where} since {_when(daemon.started)}, {sweep}"
+    else:
+        how = ("when it stopped" if daemon.stopped is not None
+               else "and it never said it stopped: killed, or its host is down")
+        said = f"not running (last seen {_when(daemon.heartbeat)} {where}, {how})"
+        if daemon.last_sweep is not None:
+            said += f"; its last sweep planned {daemon.last_planned}"
+    lines = [f"daemon: {said}"]
+    if daemon.next_due is None:
+        lines.append("next due: nothing (no campaign can become due, no row waits)")
+    else:
+        at = _when(daemon.next_due, seconds=daemon.next_due.second != 0)
+        lines.append(f"next due: {daemon.next_due_campaign} at {at}"
+                     if daemon.next_due_campaign else f"next due: {at}")
+    if daemon.workspace_problems:
+        lines.append(f"workspace: {counted(daemon.workspace_problems, 'problem')} ignored "
+                     "(the last good workspace runs)")
+    return lines
+
+
+def _when(moment: datetime, *, seconds: bool = False) -> str:
+    """'2026-11-23 10:00 UTC' (with ':SS' when SECONDS)."""
+    from datetime import UTC
+
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M" + (":%S" if seconds else "")
+                                           + " UTC")
+
+
+def _ago(span: timedelta) -> str:
+    """'just now', '40 seconds ago', '2 minutes ago', '3 hours ago', '4 days ago'."""
+    seconds = max(0, int(span.total_seconds()))
+    if seconds == 0:
+        return "just now"
+    for unit, size, below in (("second", 1, 60), ("minute", 60, 120 * 60),
+                              ("hour", 3600, 48 * 3600)):
+        if seconds < below:
+            return f"{counted(seconds // size, unit)} ago"
+    return f"{counted(seconds // 86400, 'day')} ago"

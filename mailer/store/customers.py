@@ -19,7 +19,7 @@ recipient.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple, cast
@@ -186,7 +186,21 @@ def customer_count(engine: Engine) -> int:
         return int(conn.execute(select(func.count()).select_from(Customer)).scalar_one())
 
 
-def status_counts(engine: Engine) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StatusCounts:
+    """What `mailer status` counts; the fields are in the order of its JSON keys."""
+
+    customers: int
+    subscribed: int
+    orders: int  # every stored order, whatever its status
+    deliveries: Mapping[str, int]  # every ledger state, in DELIVERY_STATES order, zeros too
+
+    def as_json(self) -> dict[str, Any]:
+        return {"customers": self.customers, "subscribed": self.subscribed,
+                "orders": self.orders, "deliveries": dict(self.deliveries)}
+
+
+def status_counts(engine: Engine) -> StatusCounts:
     """Customers, subscribed, every stored order, deliveries by state (zeros included)."""
     with engine.connect() as conn:
         customers = conn.execute(select(func.count()).select_from(Customer)).scalar_one()
@@ -197,8 +211,7 @@ def status_counts(engine: Engine) -> dict[str, Any]:
         for state, count in conn.execute(select(Delivery.status, func.count())
                                          .group_by(Delivery.status)):
             deliveries[state] = int(count)
-    return {"customers": int(customers), "subscribed": int(subscribed), "orders": int(orders),
-            "deliveries": deliveries}
+    return StatusCounts(int(customers), int(subscribed), int(orders), deliveries)
 
 
 def clear_store(engine: Engine) -> None:
