@@ -15,7 +15,8 @@ One asyncio loop runs three tasks:
   change is validated and compiled off the loop; a valid workspace is swapped in
   and its jobs rebuilt, a broken one is logged problem by problem and ignored.
 - delivering: the same sending loop (`SendingLoop`) as `mailer worker`, over every campaign's
-  rows, so rows of a campaign whose file is gone finish from their version.
+  rows, so rows of a campaign whose file is gone finish from their version. An
+  APScheduler job logs what it sent each interval (a minute by default).
 
 Stopping (SIGTERM, SIGINT) ends planning between batches, lets the mails in
 flight finish and be recorded, and returns.
@@ -27,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -45,17 +47,22 @@ from mailer.config.settings import SETTINGS_FILE, Settings
 from mailer.config.workspace import load_valid_workspace, open_workspace
 from mailer.core.clock import Clock, iso_z, zone
 from mailer.core.errors import ConfigError, MailerError
+from mailer.core.states import DeliveryState
 from mailer.delivery.worker import SendingLoop
 from mailer.planning.wakeups import next_wakeup
 from mailer.store.customers import time_zones
-from mailer.store.daemon_state import write_state
+from mailer.store.daemon_state import next_release_of, queued_rows, write_state
 from mailer.store.db import Engine
-from mailer.store.ledger import next_release
 from mailer.store.locks import Leadership
 
 log = logging.getLogger("mailer.run")
 
 WATCHED = ("campaigns", "segments", "templates")
+COUNTS_JOB = "delivery-counts"  # the one job that outlives leadership and reloads
+# The outcomes every counts line names; skipped and expired join them when there were any.
+COUNTED = (DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED,
+           DeliveryState.UNKNOWN)
+ALSO_COUNTED = (DeliveryState.SKIPPED, DeliveryState.EXPIRED)
 Fingerprint = tuple[tuple[str, int, int], ...]
 
 
@@ -92,6 +99,15 @@ def load(root: Path) -> Loaded:
     return Loaded(settings, specs, campaigns, compile_versions(root, campaigns), seen)
 
 
+@dataclass(frozen=True, order=True)
+class NextDue:
+    """The next instant something may go out, and the campaign it is for (ordered by
+    time, then name: the earliest, the first by name among those due at once)."""
+
+    at: datetime
+    campaign: str
+
+
 def problems_of(err: MailerError) -> list[str]:
     if isinstance(err, ConfigError):
         return [str(problem) for problem in err.problems]
@@ -117,7 +133,8 @@ class Daemon:
 
     def __init__(self, engine: Engine, root: Path, clock: Clock, loaded: Loaded, *,
                  owner: str, delivery: SendingLoop | None, interval: float = 60.0,
-                 watch_every: float = 2.0, leadership: Leadership | None = None) -> None:
+                 watch_every: float = 2.0, leadership: Leadership | None = None,
+                 counts_every: float | None = None) -> None:
         self.engine = engine
         self.root = root
         self.clock = clock
@@ -125,6 +142,9 @@ class Daemon:
         self.owner = owner
         self.delivery = delivery
         self.interval = interval
+        # The delivery counts come at the sweep interval unless told: each minute by
+        # default, every second in tests that run with --interval 1.
+        self.counts_every = counts_every or interval
         self.watch_every = watch_every
         self.leadership = leadership or Leadership(engine)
         self.planned: Counter[str] = Counter()  # by campaign, over the daemon's life
@@ -132,6 +152,9 @@ class Daemon:
         self._stopping = threading.Event()  # read by the planner between batches
         self._started = datetime.now(UTC)
         self._scheduler: AsyncIOScheduler | None = None
+        self._counted: Counter[str] = Counter()  # the sender's outcomes at the last line
+        self._counted_at = time.monotonic()
+        self._queued_said: int | None = None  # the queue the last line named
         # The logical clock's lead over the wall clock (zero unless --now was given).
         self._offset = clock.now() - datetime.now(UTC) if clock.simulated else timedelta(0)
 
@@ -143,11 +166,16 @@ class Daemon:
                                        self._mark_stopping(stop)]
         if self.delivery is not None:
             tasks.append(self._deliver(self.delivery, stop))
+            self._counted_at = time.monotonic()
+            self._jobs().add_job(self._count_deliveries, IntervalTrigger(
+                seconds=self.counts_every), id=COUNTS_JOB)
         try:
             await asyncio.gather(*tasks)
         finally:
             if self._scheduler is not None:
                 self._scheduler.shutdown(wait=False)
+            if self.delivery is not None:  # what went out since the last line, recorded
+                await self._count_deliveries()
             if self.leadership.held:
                 await asyncio.to_thread(self._write_state, stopped_at=datetime.now(UTC))
                 await asyncio.to_thread(self.leadership.release)
@@ -206,17 +234,26 @@ class Daemon:
             self.planned[plan.campaign] += plan.planned_count
             planned += plan.planned_count
             excluded.update(plan.counts())
-        next_due = self.next_due(now)
-        self._write_state(last_sweep=now, planned=planned, next_due=next_due)
+        upcoming = self.next_due(now)
+        self._write_state(last_sweep=now, planned=planned, next_due=upcoming)
         per_campaign = " ".join(f"{p.campaign}={p.planned_count}" for p in plans
                                 if p.planned_count)
         why_not = " ".join(f"{reason}={n}" for reason, n in sorted(excluded.items()) if n)
-        log.info("sweep now=%s planned=%d%s excluded=%d%s next_due=%s", iso_z(now), planned,
+        fields = {"event": "sweep", "now": iso_z(now), "planned": planned,
+                  "by_campaign": {p.campaign: p.planned_count for p in plans
+                                  if p.planned_count},
+                  "excluded": {reason: n for reason, n in sorted(excluded.items()) if n},
+                  "next_due": iso_z(upcoming.at) if upcoming else None,
+                  "next_due_campaign": upcoming.campaign if upcoming else None}
+        log.info("sweep now=%s planned=%d%s excluded=%d%s next_due=%s%s", iso_z(now), planned,
                  f" {per_campaign}" if per_campaign else "", sum(excluded.values()),
-                 f" {why_not}" if why_not else "", iso_z(next_due) if next_due else "none")
+                 f" {why_not}" if why_not else "",
+                 iso_z(upcoming.at) if upcoming else "none",
+                 f" next_due_campaign={upcoming.campaign}" if upcoming else "",
+                 extra={"fields": fields})
 
-    def next_due(self, now: datetime) -> datetime | None:
-        return next_due(self.engine, self.loaded, now)
+    def next_due(self, now: datetime) -> NextDue | None:
+        return find_next_due(self.engine, self.loaded, now)
 
     def _zones(self) -> list[str]:
         return store_zones(self.engine, self.loaded.settings)
@@ -225,22 +262,30 @@ class Daemon:
         """Jobs from the current workspace: the sweep interval and a wake-up per campaign.
         Coalesced, never skipped for lateness, one at a time: all they do is ask for a
         sweep, and a sweep is right whenever it runs."""
+        jobs = self._jobs()
+        self._unschedule()
+        jobs.add_job(self._wake, IntervalTrigger(seconds=self.interval), id="sweep",
+                     args=["interval"])
+        tz = zone(self.loaded.settings.timezone)
+        zones = self._zones()
+        for slug, spec in sorted(self.loaded.campaigns.items()):
+            jobs.add_job(self._wake, _Wakeup(spec, tz, zones, self._offset),
+                         id=f"campaign:{slug}", args=[slug])
+
+    def _jobs(self) -> AsyncIOScheduler:
+        """The one APScheduler of this daemon, started on first use (inside the loop)."""
         if self._scheduler is None:
             self._scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={
                 "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
             self._scheduler.start()
-        self._unschedule()
-        self._scheduler.add_job(self._wake, IntervalTrigger(seconds=self.interval),
-                                id="sweep", args=["interval"])
-        tz = zone(self.loaded.settings.timezone)
-        zones = self._zones()
-        for slug, spec in sorted(self.loaded.campaigns.items()):
-            self._scheduler.add_job(self._wake, _Wakeup(spec, tz, zones, self._offset),
-                                    id=f"campaign:{slug}", args=[slug])
+        return self._scheduler
 
     def _unschedule(self) -> None:
+        """Drop the planning jobs; the delivery counts go on (a standby delivers too)."""
         if self._scheduler is not None:
-            self._scheduler.remove_all_jobs()
+            for job in self._scheduler.get_jobs():
+                if job.id != COUNTS_JOB:
+                    job.remove()
 
     async def _wake(self, reason: str) -> None:
         log.debug("wake-up: %s", reason)
@@ -309,18 +354,51 @@ class Daemon:
                 log.exception("delivery failed; starting again in 5 s")
                 await _wait(stop, 5.0)
 
+    async def _count_deliveries(self) -> None:
+        """One line with what this daemon's sender recorded since the last such line and
+        how many rows are queued now; only when either changed, so an idle daemon stays
+        quiet (its sweeps say it is alive)."""
+        if self.delivery is None:
+            return
+        try:
+            queued = await asyncio.to_thread(queued_rows, self.engine)
+        except Exception:  # the database away: the next line covers this interval too
+            log.warning("delivery counts skipped: the database did not answer")
+            return
+        outcomes: Counter[str] = Counter()
+        for (_, status), n in self.delivery.tally.items():
+            outcomes[status] += n
+        since = outcomes - self._counted
+        seconds = round(time.monotonic() - self._counted_at)
+        if not since and queued == (self._queued_said or 0):
+            return
+        self._counted, self._counted_at, self._queued_said = outcomes, time.monotonic(), queued
+        said = [f"{since[state]} {state}" for state in COUNTED]
+        said += [f"{since[state]} {state}" for state in ALSO_COUNTED if since[state]]
+        fields: dict[str, Any] = {"event": "delivery_counts", "seconds": seconds}
+        fields.update({str(state): since[state] for state in (*COUNTED, *ALSO_COUNTED)})
+        fields["queued"] = queued
+        log.info("deliveries in the last %s: %s; %d queued", _span(seconds), ", ".join(said),
+                 queued, extra={"fields": fields})
+
     # --- the operator's view -----------------------------------------------------------------
 
     def _write_state(self, *, started: bool = False, last_sweep: datetime | None = None,
-                     planned: int | None = None, next_due: datetime | None = None,
+                     planned: int | None = None, next_due: NextDue | None = None,
                      problems: int | None = None, stopped_at: datetime | None = None) -> None:
-        values: dict[str, Any] = {"owner": self.owner, "heartbeat_at": datetime.now(UTC)}
+        # The heartbeat is the wall time of the last sweep, start or stop (not of a
+        # reload), so `status` can say how long ago the last sweep was.
+        values: dict[str, Any] = {"owner": self.owner}
+        if started or last_sweep is not None or stopped_at is not None:
+            values["heartbeat_at"] = datetime.now(UTC)
         if started:
             values.update(started_at=self._started, stopped_at=None, last_planned=0,
-                          workspace_problems=0, last_sweep_at=None, next_due_at=None)
+                          workspace_problems=0, last_sweep_at=None, next_due_at=None,
+                          next_due_campaign=None)
         if last_sweep is not None:
             values.update(last_sweep_at=last_sweep, last_planned=planned or 0,
-                          next_due_at=next_due)
+                          next_due_at=next_due.at if next_due else None,
+                          next_due_campaign=next_due.campaign if next_due else None)
         if problems is not None:
             values["workspace_problems"] = problems
         if stopped_at is not None:
@@ -328,19 +406,37 @@ class Daemon:
         write_state(self.engine, values, started=self._started)
 
 
-def next_due(engine: Engine, loaded: Loaded, now: datetime) -> datetime | None:
-    """The next instant something may go out: a campaign's next wake-up, or a queued or
-    deferred row's release (quiet hours, retries)."""
+def find_next_due(engine: Engine, loaded: Loaded, now: datetime) -> NextDue | None:
+    """The next instant something may go out and its campaign: a campaign's next
+    wake-up, or a queued or deferred row's release (quiet hours, retries)."""
     tz = zone(loaded.settings.timezone)
     zones = store_zones(engine, loaded.settings)
-    moments = [next_wakeup(spec, now, tz, zones) for spec in loaded.campaigns.values()]
-    moments.append(next_release(engine, now))
-    return min((m for m in moments if m is not None), default=None)
+    found = [NextDue(moment, slug) for slug, spec in loaded.campaigns.items()
+             if (moment := next_wakeup(spec, now, tz, zones)) is not None]
+    release = next_release_of(engine, now)
+    if release is not None:
+        found.append(NextDue(*release))
+    return min(found, default=None)
+
+
+def next_due(engine: Engine, loaded: Loaded, now: datetime) -> datetime | None:
+    """The time of find_next_due alone (what `run --once` writes today)."""
+    found = find_next_due(engine, loaded, now)
+    return None if found is None else found.at
 
 
 def store_zones(engine: Engine, settings: Settings) -> list[str]:
     """The time zones of the store's customers and the workspace's own."""
     return sorted(time_zones(engine) | {settings.timezone})
+
+
+def _span(seconds: int) -> str:
+    """'minute', '5 seconds', '2 minutes': how long a counts line covers."""
+    if seconds == 60:
+        return "minute"
+    if seconds < 120:
+        return "second" if seconds == 1 else f"{seconds} seconds"
+    return f"{round(seconds / 60)} minutes"
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
