@@ -1,4 +1,4 @@
-"""`mailer preview CAMPAIGN [--customer EMAIL] [--sample 5] [--out DIR]`."""
+"""`mailer preview CAMPAIGN [--customer ID|EMAIL] [--sample 5] [--out DIR]`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from mailer.cli.common import emit_json, print_table, session, workspace_json_no
 
 @click.command()
 @click.argument("campaign")
-@click.option("--customer", "email", metavar="EMAIL", help="Preview the mail of this customer.")
+@click.option("--customer", "email", metavar="ID|EMAIL",
+              help="Preview the mail of this customer (by store id or address).")
 @click.option("--sample", type=click.IntRange(1, 100), default=5, show_default=True,
               help="How many customers, spread over intro segments and subject variants.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -25,8 +26,10 @@ from mailer.cli.common import emit_json, print_table, session, workspace_json_no
 def preview(ctx: click.Context, campaign: str, email: str | None, sample: int,
             out_dir: Path | None, serve: bool, host: str, port: int, workspace: str | None,
             as_json: bool, now: str | None) -> None:
-    """Render real mails of CAMPAIGN for real customers, without sending anything."""
-    from mailer.app.preview import Sample, choose, render_samples, write_samples
+    """Render real mails of CAMPAIGN for real customers, without sending anything.
+
+    Samples are customers the plan at --now would mail; each says whether it would."""
+    from mailer.app.preview import Sample, choose_mailable, render_samples, write_samples
     from mailer.config.workspace import load_valid_workspace
     from mailer.core.clock import iso_z
     from mailer.mail.version import compile_version
@@ -38,11 +41,16 @@ def preview(ctx: click.Context, campaign: str, email: str | None, sample: int,
     moment = run.clock.now().replace(microsecond=0)
     scope = scope_for(settings, moment, run.engine)
 
+    stand_ins: set[str] = set()  # campaigns the plan would mail nobody of at --now
+
     def samples_of(slug: str) -> list[Sample]:
         version = compile_version(slug, campaigns[slug], run.root / "templates")
-        ids = choose(run.engine, specs, version.spec, scope, count=sample, email=email)
+        chosen = choose_mailable(run.engine, specs, slug, version.spec, scope, settings,
+                                 count=sample, customer=email)
+        if chosen.stand_ins:
+            stand_ins.add(slug)
         return render_samples(run.engine, version, specs, settings=settings, scope=scope,
-                              now=moment, ids=ids)
+                              now=moment, ids=chosen.ids, judged=chosen.verdicts)
 
     if serve:
         from mailer.web.preview_server import serve as serve_samples
@@ -57,12 +65,20 @@ def preview(ctx: click.Context, campaign: str, email: str | None, sample: int,
         emit_json({"campaign": campaign, "now": iso_z(moment),
                    "out": str(index) if index else None,
                    "samples": [{"id": s.customer, "email": s.email, "intro": s.intro,
-                                "variant": s.variant + 1, "subject": s.subject}
+                                "variant": s.variant + 1, "subject": s.subject,
+                                "mailable": s.mailable, "reason": s.reason}
                                for s in samples]})
         return
-    print_table(("id", "email", "intro", "variant", "subject"),
-                ((s.customer, s.email, s.intro or "", s.variant + 1, s.subject)
-                 for s in samples), title=f"preview of {campaign}")
+    if campaign in stand_ins:
+        click.echo(f"the plan at {iso_z(moment)} would mail nobody of {campaign}: these "
+                   "members of its segment stand in, with the reason each would not get it")
+    print_table(("id", "email", "intro", "variant", "subject", "mailable"),
+                ((s.customer, s.email, s.intro or "", s.variant + 1, s.subject,
+                  "yes" if s.mailable else f"no: {s.reason}") for s in samples),
+                title=f"preview of {campaign}")
+    if email is not None and samples and not samples[0].mailable:
+        click.echo(f"{samples[0].customer} would not get this mail at {iso_z(moment)}: "
+                   f"{samples[0].reason}")
     if index is not None:
         click.echo(f"wrote {len(samples)} samples: {index}")
     elif samples:
