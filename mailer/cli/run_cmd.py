@@ -18,7 +18,8 @@ if TYPE_CHECKING:
               "(retries included), then exit: one sweep of the daemon.")
 @click.option("--no-deliver", is_flag=True, help="Plan only; `mailer worker`s deliver.")
 @click.option("--interval", type=click.FloatRange(0.1, 60.0), default=60.0, show_default=True,
-              help="Seconds between sweeps (at most a minute).")
+              help="Seconds between sweeps and between the delivery counts lines "
+              "(at most a minute).")
 @planning_options
 def run(ctx: click.Context, once: bool, no_deliver: bool, interval: float,
         workspace: str | None, as_json: bool, now: str | None, allow_past: bool) -> None:
@@ -46,7 +47,7 @@ def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> Non
     from mailer.cli.deliver import secret_key, signer, smtp_transport
     from mailer.cli.send_cmd import print_summaries
     from mailer.core.clock import iso_z
-    from mailer.daemon.scheduler import next_due
+    from mailer.daemon.scheduler import find_next_due
     from mailer.store.daemon_state import write_state
     from mailer.store.ledger import new_owner, waiting
     from mailer.store.locks import Leadership
@@ -72,10 +73,12 @@ def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> Non
                                  waiting(engine, p.campaign), p.counts())
                          for p in sorted(plans, key=lambda p: p.campaign)]
         finished = datetime.now(UTC)
+        upcoming = find_next_due(engine, loaded, moment)
         write_state(engine, {"owner": new_owner(), "heartbeat_at": finished,
                              "last_sweep_at": moment, "stopped_at": finished,
                              "last_planned": sum(s.planned for s in summaries),
-                             "next_due_at": next_due(engine, loaded, moment)},
+                             "next_due_at": upcoming.at if upcoming else None,
+                             "next_due_campaign": upcoming.campaign if upcoming else None},
                     started=started)
     finally:
         leadership.release()

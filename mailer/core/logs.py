@@ -16,6 +16,10 @@ class _Json(logging.Formatter):
                         timespec="milliseconds").replace("+00:00", "Z"),
                     "level": record.levelname.lower(), "logger": record.name,
                     "message": record.getMessage()}
+        fields = getattr(record, "fields", None)  # log.info(..., extra={"fields": {...}})
+        if isinstance(fields, dict):
+            document.update({key: value for key, value in fields.items()
+                             if key not in document})
         if record.exc_info:
             document["error"] = self.formatException(record.exc_info)
         return json.dumps(document, ensure_ascii=False)

@@ -20,15 +20,8 @@ STALE_AFTER = timedelta(minutes=3)  # a leader silent for longer is not running
 # What `status --json` says of a database no daemon ever ran on (its keys since 0.1).
 NEVER_RUN: dict[str, Any] = {"running": False, "leader": None, "last_sweep": None,
                              "next_due": None}
-# The column arrives with migration 0008; until the schema has it, the campaign of the
-# next due instant is logged but not kept.
-KEEPS_CAMPAIGN = "next_due_campaign" in DaemonState.__table__.c
-
-
 def write_state(engine: Engine, values: dict[str, Any], *, started: datetime) -> None:
     """Update the planner's row of daemon_state, creating it the first time."""
-    if not KEEPS_CAMPAIGN:
-        values = {key: value for key, value in values.items() if key != "next_due_campaign"}
     with engine.begin() as conn:
         if conn.execute(update(DaemonState).where(DaemonState.role == ROLE)
                         .values(**values)).rowcount == 0:
@@ -92,7 +85,7 @@ def read_state(engine: Engine, now: datetime, stale_after: timedelta = STALE_AFT
                       heartbeat=row.heartbeat_at, stopped=row.stopped_at,
                       last_sweep=row.last_sweep_at, last_planned=row.last_planned,
                       next_due=row.next_due_at,
-                      next_due_campaign=row.next_due_campaign if KEEPS_CAMPAIGN else None,
+                      next_due_campaign=row.next_due_campaign,
                       workspace_problems=row.workspace_problems)
 
 

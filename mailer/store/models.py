@@ -291,6 +291,7 @@ class DaemonState(Base):
     last_sweep_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_planned: Mapped[int] = mapped_column(Integer, default=0)
     next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_due_campaign: Mapped[str | None] = mapped_column(String(255))  # what is due then
     workspace_problems: Mapped[int] = mapped_column(Integer, default=0)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
