@@ -4,7 +4,8 @@ The plan is written first (ledger rows with their campaign version), then the
 sender delivers the campaigns' due rows until none is left due; rows held by
 quiet hours or waiting for a retry are reported as `waiting`, never waited for.
 `--dry-run` plans without writing and renders every planned mail into .eml
-files through the folder transport.
+files through the folder transport. `--test-to` (send_test) plans nothing: it renders
+one customer's mail as the preview does and sends it to another address.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Settings
 from mailer.core.clock import Clock
-from mailer.core.errors import EnvironmentFailure
+from mailer.core.errors import DeliveryError, EnvironmentFailure, NotFoundError, UserError
 from mailer.core.states import OUTCOMES
+from mailer.delivery.outcomes import Outcome
 from mailer.delivery.ratelimit import rate_limit
 from mailer.delivery.transport import FolderTransport, Transport
 from mailer.delivery.worker import Renderer, SendingLoop
@@ -220,3 +222,62 @@ def dry_run(engine: Engine, root: Path, specs: dict[str, SegmentSpec],
         summaries.append(Summary(plan.campaign, plan.planned_count, dict(tally), 0,
                                  plan.counts()))
     return summaries
+
+
+@dataclass(frozen=True)
+class SentTest:
+    """What `send CAMPAIGN --test-to ADDRESS` sent."""
+
+    campaign: str
+    to: str
+    customer: str  # the store id of the customer whose mail it is
+    subject: str
+    message_id: str
+    reason: str | None  # why the plan at now would not mail that customer (None: it would)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"campaign": self.campaign, "to": self.to, "customer": self.customer,
+                "subject": self.subject, "message_id": self.message_id}
+
+
+def send_test(engine: Engine, root: Path, specs: dict[str, SegmentSpec], slug: str,
+              campaign: Campaign, *, settings: Settings, now: datetime, transport: Transport,
+              to: str, customer: str | None, sign: Sign | None = None) -> SentTest:
+    """Render CUSTOMER's mail of the campaign (else the first preview sample's) for TO, the
+    subject prefixed `[TEST] ` and its links signed with the preview key, and send it
+    through TRANSPORT on one connection. Nothing is planned, no ledger row, coupon or
+    event is written, no cap counts it. A bad address: exit 1; a 5.1.x refusal of it:
+    exit 1; any other refusal or a server that cannot be reached: exit 3."""
+    from mailer.app.preview import choose_mailable, render_test
+    from mailer.core.addresses import parse_address
+
+    address = parse_address(to).email  # exit 1 with email-validator's reason
+    version = compile_version(slug, campaign, root / "templates")
+    scope = scope_for(settings, now, engine)
+    chosen = choose_mailable(engine, specs, slug, version.spec, scope, settings, count=1,
+                             customer=customer)
+    if not chosen.ids:
+        raise NotFoundError(f"{slug} has no customer whose mail could be sent: its segment "
+                            f"{campaign.segment} is empty (name one with --customer)")
+    customer_id = chosen.ids[0]
+    verdict = chosen.verdicts[customer_id]
+    mail = render_test(engine, version, specs, settings=settings, scope=scope, now=now,
+                       customer_id=customer_id, verdict=verdict, to=address)
+    message = sign(mail.eml) if sign is not None else mail.eml
+    outcome = asyncio.run(_send_once(transport, settings.sender.from_address, address,
+                                     message))
+    if outcome.kind == "sent":
+        return SentTest(slug, address, mail.customer, mail.subject, mail.message_id,
+                        verdict.reason)
+    if outcome.kind == "permanent" and outcome.suppress:
+        raise UserError(f"the SMTP server refused {address}: {outcome.reply}")
+    if outcome.kind == "unknown":
+        raise DeliveryError(f"the test mail may or may not have arrived: {outcome.reply}")
+    raise DeliveryError(f"the SMTP server did not take the test mail: {outcome.reply}")
+
+
+async def _send_once(transport: Transport, sender: str, to: str, message: bytes) -> Outcome:
+    try:
+        return await transport.send(sender, to, message)
+    finally:
+        await transport.close()
