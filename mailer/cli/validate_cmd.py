@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 @click.command()
 @workspace_json
 def validate(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
-    """Check every workspace file; print each problem as PATH:LINE: FIELD: MESSAGE."""
-    from mailer.app.validation import validate_workspace
+    """Check every workspace file; print each problem as PATH:LINE: FIELD: MESSAGE, then how
+    many files were read and how many problems they have."""
+    from mailer.app.validation import check_workspace
+    from mailer.core.wording import counted
 
     run = session(ctx, workspace)
 
@@ -36,19 +38,21 @@ def validate(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
             click.echo(f"note: not checked against real customers: {err}", err=True)
             return None
 
-    problems = validate_workspace(run.root, store=store)
-    errors = [p for p in problems if not p.warning]
-    warnings = [p for p in problems if p.warning]
-    for problem in problems:
+    checked = check_workspace(run.root, store=store)
+    errors = [p for p in checked.problems if not p.warning]
+    warnings = [p for p in checked.problems if p.warning]
+    for problem in checked.problems:
         click.echo(str(problem), err=True)
-    files = len({p.path for p in errors})
-    click.echo(f"{len(errors)} problems in {files} files", err=True)
+    click.echo(f"checked {counted(checked.files, 'file')}", err=True)
+    with_errors = len({p.path for p in errors})
+    click.echo(f"{counted(len(errors), 'problem')} in {counted(with_errors, 'file')}", err=True)
     if as_json:
         emit_json({
             "problems": [{"path": p.path, "line": p.line, "field": p.field, "message": p.message}
                          for p in errors],
             "warnings": [{"path": p.path, "line": p.line, "field": p.field, "message": p.message}
                          for p in warnings],
+            "files": checked.files,
         })
     if errors:
         ctx.exit(1)

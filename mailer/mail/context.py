@@ -1,4 +1,6 @@
-"""Template contexts (DESIGN §4.4), built for a batch of recipients at once.
+"""Template contexts (DESIGN §4.4), built for a batch of recipients at once, and their
+schema (CONTEXT_SCHEMA: every name and field, and when a mail has it), which validate
+checks templates against.
 
 `stats` come from one aggregation over the batch's orders and one over its order
 lines (for the favourite category): never a query per recipient. Missing data is
@@ -8,7 +10,8 @@ works) and never as None.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -24,6 +27,93 @@ from mailer.store.db import Connection
 
 CUSTOMER_FIELDS = ("first_name", "last_name", "birth_date", "country", "city", "locale",
                    "timezone", "tags", "attributes", "signed_up_at", "referral_code")
+
+# --- the context's schema: every name a template may read, and when a mail has it ---------
+
+ALWAYS = "always"  # in every mail
+READER = "reader"  # missing for a reader without the data (no first name, no orders)
+CAMPAIGN = "campaign"  # there when the campaign file (or mailer.yaml) gives it
+
+
+@dataclass(frozen=True)
+class ContextName:
+    """A top-level name of the context: when a mail has it, and its fields with theirs
+    (None: a value such as `now`, whose attributes are Python's, not checked)."""
+
+    presence: str
+    fields: Mapping[str, str] | None = None
+    open: frozenset[str] = frozenset()  # fields whose own keys are the store's data
+
+
+CONTEXT_SCHEMA: Mapping[str, ContextName] = {
+    "customer": ContextName(ALWAYS, {
+        **dict.fromkeys(CUSTOMER_FIELDS, READER),
+        "id": ALWAYS, "email": ALWAYS, "now": ALWAYS,
+        "timezone": ALWAYS,  # the workspace's zone when the customer has none
+        "age": READER}, open=frozenset({"attributes"})),
+    "stats": ContextName(ALWAYS, {
+        "orders": ALWAYS, "spent": ALWAYS, "average_order": READER, "first_order_at": READER,
+        "last_order_at": READER, "favourite_category": READER}),
+    "campaign": ContextName(ALWAYS, {
+        "name": ALWAYS, "slug": ALWAYS, "starts": CAMPAIGN, "ends": CAMPAIGN}),
+    "intro": ContextName(READER),  # the first intro whose segment the reader is in, or default
+    "coupon": ContextName(ALWAYS, dict.fromkeys(("code", "value", "expires_at"), CAMPAIGN)),
+    "referral": ContextName(ALWAYS, dict.fromkeys(("code", "url", "deadline", "reward"),
+                                                  CAMPAIGN)),
+    "links": ContextName(ALWAYS, dict.fromkeys(("unsubscribe", "preferences", "browser",
+                                                "rating"), ALWAYS)),
+    "store": ContextName(ALWAYS, {
+        "name": ALWAYS, "address": ALWAYS, "currency": ALWAYS, "locale": ALWAYS,
+        "url": CAMPAIGN}),
+    "now": ContextName(ALWAYS),
+}
+
+# What a record (a dict) answers besides its keys: the sandbox lets templates read these.
+_DICT_READS = frozenset({"get", "items", "keys", "values", "copy"})
+
+
+@dataclass(frozen=True)
+class Known:
+    """A use of the context checked against the schema: KEY is how deep the schema
+    knows it (`customer.first_name`, `customer.attributes.size`, `now`), PRESENCE when
+    a mail has it, OPEN whether its last part is a key of the store's own data."""
+
+    key: tuple[str, ...]
+    presence: str
+    open: bool = False
+
+
+def look_up(path: tuple[str, ...]) -> Known | str:
+    """PATH (a name and the attributes read after it) in the schema, or why it is not
+    there: `unknown variable customer.frist_name (did you mean first_name?)`."""
+    from mailer.core.suggest import did_you_mean
+
+    entry = CONTEXT_SCHEMA.get(path[0])
+    if entry is None:
+        return f"unknown variable {path[0]}" + did_you_mean(
+            path[0], CONTEXT_SCHEMA, otherwise=f"; the context has {', '.join(CONTEXT_SCHEMA)}")
+    if entry.fields is None or len(path) == 1:
+        return Known(path[:1], entry.presence)
+    field = path[1]
+    if field not in entry.fields:
+        if field in _DICT_READS:
+            return Known(path[:1], entry.presence)
+        return f"unknown variable {'.'.join(path[:2])}" + did_you_mean(
+            field, entry.fields, otherwise=f"; {path[0]} has {', '.join(entry.fields)}")
+    presence = entry.fields[field] if entry.presence == ALWAYS else entry.presence
+    if field in entry.open and len(path) > 2 and path[2] not in _DICT_READS:
+        return Known(path[:3], READER, open=True)
+    return Known(path[:2], presence)
+
+
+def has(context: Mapping[str, Any], key: tuple[str, ...]) -> bool:
+    """Whether CONTEXT holds the value at KEY (a Known's key)."""
+    value: Any = context
+    for part in key:
+        if not isinstance(value, Mapping) or part not in value:
+            return False
+        value = value[part]
+    return True
 
 
 def load_customers(conn: Connection, ids: Sequence[int]) -> dict[int, Profile]:

@@ -1,15 +1,17 @@
 """The sandbox templates render in: Jinja's immutable sandbox with every printed value,
 loop, call, literal, `~` and binary operator counted against the render's limits
 (mailer.mail.limits, mailer.mail.sizes), bounded filters (mailer.mail.filters),
-attribute access that refuses Python internals, and the two kinds of missing value
-(Lenient for sending, Checking for validate)."""
+attribute access that refuses Python internals, the two kinds of missing value
+(Lenient for sending, Checking for validate), and what a template reads of the
+context, found in its source without rendering it (context_uses, for validate)."""
 
 from __future__ import annotations
 
 import functools
 import math
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -19,6 +21,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
+from mailer.mail.context import CONTEXT_SCHEMA
 from mailer.mail.filters import install_filters
 from mailer.mail.limits import (
     BUDGET,
@@ -40,7 +43,8 @@ from mailer.mail.sizes import (
     check_percent,
     checked_str_call,
 )
-from mailer.mail.templates import VersionLoader
+from mailer.mail.templates import TemplateFolder, VersionLoader
+from mailer.mail.templates import _resolve as resolve_marked  # flatten()'s marked source
 
 
 def _finalize(value: Any) -> Any:
@@ -212,9 +216,9 @@ class Lenient(jinja2.ChainableUndefined):
     """Missing data renders empty and works with `| default(...)`: for sending."""
 
 
-# The names of the context (DESIGN §4.4); any may be missing for a given mail.
-CONTEXT_NAMES = frozenset({"customer", "stats", "campaign", "intro", "coupon", "referral",
-                           "links", "store", "now"})
+# The names of the context (DESIGN §4.4, mailer.mail.context's schema); any may be
+# missing for a given mail.
+CONTEXT_NAMES = frozenset(CONTEXT_SCHEMA)
 
 
 class Checking(jinja2.ChainableUndefined):
@@ -242,3 +246,162 @@ def environment(*, checking: bool = False,
     )
     install_filters(env)
     return env
+
+
+# --- what a template reads of the context, without rendering it --------------------------------
+
+
+@dataclass(frozen=True)
+class Use:
+    """A context value a template reads: the name and the attributes or quoted keys read
+    after it (`customer.first_name.upper` is ("customer", "first_name", "upper")), the
+    source line, and whether a missing value is handled there: `| default(...)`, `is
+    defined`, an `if` or `x if ... else` that tests it, or `or`."""
+
+    path: tuple[str, ...]
+    line: int
+    guarded: bool
+
+
+_DEFAULTS = frozenset({"default", "d"})
+_DEFINED = frozenset({"defined", "undefined"})
+# Names Jinja gives a block and a macro's body itself.
+_JINJA_NAMES = frozenset({"loop", "self", "super", "varargs", "kwargs", "caller"})
+
+
+def _chain(node: nodes.Node) -> tuple[nodes.Name, tuple[str, ...]] | None:
+    """`a.b["c"].d` as (the Name a, ("b", "c", "d")); None for anything else."""
+    parts: list[str] = []
+    while True:
+        if isinstance(node, nodes.Getattr):
+            parts.append(node.attr)
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
+                and isinstance(node.arg.value, str):
+            parts.append(node.arg.value)
+        else:
+            break
+        node = node.node
+    if isinstance(node, nodes.Name) and node.ctx == "load":
+        return node, tuple(reversed(parts))
+    return None
+
+
+def _declared(tree: nodes.Template) -> set[str]:
+    """Names the template makes itself anywhere: `set`, macros, imports. Taken as known
+    everywhere in it (a typo that matches one is missed; none is reported falsely)."""
+    found: set[str] = set()
+    for node in tree.find_all((nodes.Assign, nodes.AssignBlock)):
+        assert isinstance(node, (nodes.Assign, nodes.AssignBlock))
+        found |= _targets(node.target)
+    for macro in tree.find_all(nodes.Macro):
+        found.add(macro.name)
+    for imported in tree.find_all(nodes.Import):
+        found.add(imported.target)
+    for names in tree.find_all(nodes.FromImport):
+        found.update(name[1] if isinstance(name, tuple) else name for name in names.names)
+    return found
+
+
+def _targets(node: nodes.Node) -> set[str]:
+    return {name.name for name in ([node] if isinstance(node, nodes.Name) else [])
+            + list(node.find_all(nodes.Name))}
+
+
+class _Reader:
+    """Walks a template's tree, keeping which names are bound where (loop targets in
+    their loop, macro and call-block arguments in their body, `with` targets in theirs)
+    and which values an enclosing test has checked."""
+
+    def __init__(self, known: set[str]) -> None:
+        self.known = known
+        self.uses: list[Use] = []
+
+    def use(self, name: nodes.Name, path: tuple[str, ...], bound: frozenset[str],
+            tested: frozenset[tuple[str, ...]], guarded: bool) -> None:
+        if name.name in bound or name.name in self.known:
+            return
+        full = (name.name, *path)
+        covered = any(full[:len(t)] == t or t[:len(full)] == full for t in tested)
+        self.uses.append(Use(full, name.lineno, guarded or covered))
+
+    def tested(self, test: nodes.Node, bound: frozenset[str]) -> frozenset[tuple[str, ...]]:
+        """The values a test reads: each is checked there and in the branch it guards."""
+        reader = _Reader(self.known)
+        reader.walk(test, bound, frozenset())
+        return frozenset(use.path for use in reader.uses)
+
+    def walk(self, node: nodes.Node, bound: frozenset[str],
+             tested: frozenset[tuple[str, ...]], guarded: bool = False) -> None:
+        chain = _chain(node) if isinstance(node, (nodes.Name, nodes.Getattr,
+                                                  nodes.Getitem)) else None
+        if chain is not None:
+            self.use(chain[0], chain[1], bound, tested, guarded)
+        elif isinstance(node, nodes.For):
+            self.walk(node.iter, bound, tested)
+            inner = bound | _targets(node.target) | {"loop"}
+            self.each([node.test, *node.body], inner, tested)
+            self.each(node.else_, bound, tested)
+        elif isinstance(node, (nodes.Macro, nodes.CallBlock)):
+            self.each(node.defaults, bound, tested)
+            if isinstance(node, nodes.CallBlock):
+                self.walk(node.call, bound, tested)
+            inner = bound.union(*(_targets(arg) for arg in node.args))
+            self.each(node.body, inner, tested)
+        elif isinstance(node, nodes.With):
+            self.each(node.values, bound, tested)
+            inner = bound.union(*(_targets(target) for target in node.targets))
+            self.each(node.body, inner, tested)
+        elif isinstance(node, (nodes.If, nodes.CondExpr)):
+            checked = tested | self.tested(node.test, bound)
+            self.walk(node.test, bound, checked)
+            if isinstance(node, nodes.If):
+                self.each(node.body, bound, checked)
+                self.each([*node.elif_, *node.else_], bound, tested)
+            else:
+                self.walk(node.expr1, bound, checked)
+                self.each([node.expr2], bound, tested)
+        elif isinstance(node, (nodes.Filter, nodes.Test)):
+            handled = node.name in (_DEFAULTS if isinstance(node, nodes.Filter) else _DEFINED)
+            self.each([node.node], bound, tested, guarded=handled)
+            self.each([*node.args, *node.kwargs, node.dyn_args, node.dyn_kwargs], bound,
+                      tested)
+        elif isinstance(node, nodes.Or):
+            self.walk(node.left, bound, tested, guarded=True)
+            self.walk(node.right, bound, tested)
+        else:
+            self.each(list(node.iter_child_nodes()), bound, tested)
+
+    def each(self, children: Sequence[nodes.Node | None], bound: frozenset[str],
+             tested: frozenset[tuple[str, ...]], guarded: bool = False) -> None:
+        for child in children:
+            if child is not None:
+                self.walk(child, bound, tested, guarded)
+
+
+def context_uses(env: jinja2.Environment, source: str) -> list[Use]:
+    """Every value of the context SOURCE reads, in source order, with its line; names the
+    template binds itself (loop variables, `set`, macro arguments, `with`) and Jinja's
+    globals (`range`, `namespace`, ...) are not the context's and are left out. A
+    dynamic key (`links.rating[score]`) ends a path. A source that does not parse reads
+    nothing here: compiling it reports the syntax error."""
+    try:
+        tree = env.parse(source)
+    except jinja2.TemplateSyntaxError:
+        return []
+    reader = _Reader(_declared(tree) | set(env.globals) | _JINJA_NAMES)
+    reader.walk(tree, frozenset(), frozenset())
+    return sorted(reader.uses, key=lambda use: use.line)
+
+
+def marked_template(name: str, folder: TemplateFolder, read: list[str]) -> str:
+    """Template NAME with its layouts and includes pulled in, every line marked with the
+    file and line it came from (templates.origin reads them); each file read is added
+    to READ, also when a later one fails. flatten() also drops the marks of the head and
+    of <style> for premailer; validate needs a line there to name its file, so it reads
+    this source instead."""
+    def load(part: str) -> str:
+        source = folder.read(part)
+        read.append(f"templates/{part}")
+        return source
+
+    return resolve_marked(name, load, ())
