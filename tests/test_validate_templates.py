@@ -328,3 +328,25 @@ def test_a_bare_context_has_what_the_schema_says_every_mail_has() -> None:
     for name, fields in always.items():
         assert fields is None or fields <= (keys[name] or set()), name
         assert (keys[name] or set()) <= (_schema(optional=True)[name] or set()), name
+
+
+# --- what the daemon's reload stops on -----------------------------------------------------
+
+
+def test_template_errors_are_the_errors_only(ws: Workspace) -> None:
+    """For the daemon's reload (mailer.daemon.scheduler.load): a typo stops it, a warning
+    (an optional value without a default, plain http on this machine) never does."""
+    from mailer.app.validation import template_errors
+    from mailer.config.settings import load_settings
+    from mailer.config.workspace import load_valid_workspace
+
+    demo(ws)
+    edit(ws, "campaigns/black-friday.yaml", "{{ customer.first_name | default('Friends') }}",
+         "{{ customer.first_name }}")
+    settings, _ = load_settings(ws.root)
+    _, campaigns = load_valid_workspace(ws.root)
+    now = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    assert template_errors(ws.root, settings, campaigns, now=now) == []
+    edit(ws, "templates/footer.html", "{{ links.preferences }}", "{{ link.preferences }}")
+    assert [str(p) for p in template_errors(ws.root, settings, campaigns, now=now)] == [
+        "templates/footer.html:4: unknown variable link (did you mean links?)"]

@@ -103,6 +103,15 @@ def check_workspace(root: Path, *, now: datetime | None = None,
     return Checked(_once(problems), len(files))
 
 
+def template_errors(root: Path, settings: Settings, campaigns: dict[str, Campaign], *,
+                    now: datetime) -> list[Problem]:
+    """The unknown variables of the campaigns' templates, subjects and intros, each once:
+    errors only, without a store. What the daemon's reload stops on besides the files'
+    own problems; a warning never stops it."""
+    return _once([problem for slug, campaign in campaigns.items()
+                  for problem in read_context(root, settings, slug, campaign, now).errors()])
+
+
 def _compiled(root: Path, slug: str, campaign: Campaign) -> Version | None:
     """The campaign's version, compiled once for every check; None when it does not
     compile (check_rendering reports why)."""
