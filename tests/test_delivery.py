@@ -379,7 +379,7 @@ def test_report_counts_every_state_and_exclusion_and_knows_its_campaigns(db: Wor
                                   "scores": {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0},
                                   "by_week": [], "by_segment": {}},
                       "variants": [{"variant": 1, "planned": 2, "sent": 1, "opened": 0,
-                                    "clicked": 0}],
+                                    "clicked": 0, "unsubscribed": 0}],
                       "winner": None, "comments": []}
     unknown = db.run("report", "nte", "--json")
     assert unknown.code == 1 and "did you mean note?" in unknown.json()["error"]["message"]

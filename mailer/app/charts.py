@@ -14,8 +14,6 @@ import hashlib
 import html
 import io
 import re
-import struct
-import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,7 +38,6 @@ CAMPAIGN_COLOURS = (
 )
 # What tells apart bars of one colour: campaigns that hash alike, a report's variants.
 HATCHES = ("", "//", "..", "xx", "\\\\", "++", "oo", "--")
-ALL_VARIANTS = "#999999"  # a bar that counts every variant together
 SUBJECT_LENGTH = 40  # a legend's subject text, ellipsis included
 EXPRESSION = re.compile(r"\{\{-?\s*([^|}]*?)\s*(?:\|[^}]*)?-?\}\}")  # {{ x | f }} in a subject
 WIDTH, HEIGHT, DPI = 12, 6, 100  # inches: 1200 x 600 pixels in a PNG
@@ -138,7 +135,6 @@ def report_chart(report: CampaignReport, subjects: Mapping[int, str], path: Path
     variants = report.variants
     labels = {v.variant: f"{variant_letter(v.variant)}: " + short_subject(
         subjects.get(v.variant) or f"variant {v.variant}") for v in variants}
-    unsubscribed = _unsubscribed(report)
     title = f"{report.campaign}: rates by subject variant"
     figure = _figure()
     rated = report.ratings.count > 0
@@ -147,12 +143,10 @@ def report_chart(report: CampaignReport, subjects: Mapping[int, str], path: Path
         _draw_ratings(ratings_axes, report, colour)
     else:
         rates_axes = figure.add_subplot()
-    _draw_rates(rates_axes, report, unsubscribed, labels, colour)
+    _draw_rates(rates_axes, report, labels, colour)
     figure.suptitle(_text(title), fontsize="x-large")
     legend = [_variant_key(colour, index, labels[v.variant])
               for index, v in enumerate(variants)]
-    if unsubscribed is None:
-        legend.append(Key(ALL_VARIANTS, "", "all variants (unsubscribes)"))
     if legend:
         figure.legend(loc="outside lower center", ncols=min(2, len(legend)),
                       title="subject variant")
@@ -160,37 +154,21 @@ def report_chart(report: CampaignReport, subjects: Mapping[int, str], path: Path
         title=title, legend=legend,
         header=["variant", "subject", "sent", "opened", "clicked", "unsubscribed"],
         text_columns=2,
-        rows=_report_rows(report, subjects, unsubscribed),
-        notes=_report_notes(report, unsubscribed),
+        rows=_report_rows(report, subjects),
+        notes=_report_notes(report),
         ratings=report.ratings.scores if rated else None))
 
 
-def _unsubscribed(report: CampaignReport) -> dict[int, int] | None:
-    """Unsubscribes per variant number, None when they are known for the campaign only.
-    The report has them per variant when its Variant has `unsubscribed`; without it, a
-    single variant has the campaign's."""
-    found = {v.variant: getattr(v, "unsubscribed", None) for v in report.variants}
-    counted = {number: n for number, n in found.items() if isinstance(n, int)}
-    if len(counted) == len(found):
-        return counted
-    if len(report.variants) == 1:
-        return {report.variants[0].variant: report.unsubscribes}
-    return None
-
-
-def _draw_rates(axes: Axes, report: CampaignReport, unsubscribed: Mapping[int, int] | None,
-                labels: Mapping[int, str], colour: str) -> None:
-    """Three groups of bars (open, click, unsubscribe rate), one bar per variant; one grey
-    bar for all variants where unsubscribes are not counted per variant."""
+def _draw_rates(axes: Axes, report: CampaignReport, labels: Mapping[int, str],
+                colour: str) -> None:
+    """Three groups of bars (open, click, unsubscribe rate), one bar per variant."""
     from matplotlib.ticker import PercentFormatter
 
     variants = report.variants
     width = 0.8 / max(1, len(variants))
     peak = 0.0
     for index, variant in enumerate(variants):
-        counted = [variant.opened, variant.clicked]
-        if unsubscribed is not None:
-            counted.append(unsubscribed[variant.variant])
+        counted = [variant.opened, variant.clicked, variant.unsubscribed]
         rates = [_rate(n, variant.sent) for n in counted]
         peak = max(peak, *rates)
         face, edge, hatch = _variant_style(colour, index)
@@ -202,13 +180,6 @@ def _draw_rates(axes: Axes, report: CampaignReport, unsubscribed: Mapping[int, i
             bar.set_gid(f"bar-{variant_letter(variant.variant)}-{metric}")
         axes.bar_label(bars, labels=[f"{rate:.1f} %" if variant.sent else "none sent"
                                      for rate in rates], padding=2, fontsize=9)
-    if unsubscribed is None:
-        rate = _rate(report.unsubscribes, sum(v.sent for v in variants))
-        peak = max(peak, rate)
-        bars = axes.bar([2], [rate], 0.8 * 0.92, color=ALL_VARIANTS, edgecolor="white",
-                        label="all variants (unsubscribes)")
-        bars[0].set_gid("bar-all-unsubscribed")
-        axes.bar_label(bars, labels=[f"{rate:.1f} % (all variants)"], padding=2, fontsize=9)
     if not any(v.sent for v in variants):
         axes.text(0.5, 0.5, "no mails sent yet", transform=axes.transAxes, ha="center",
                   va="center", color="#555555")
@@ -250,13 +221,12 @@ def _share(n: int, sent: int) -> str:
     return f"{n} ({_rate(n, sent):.1f} %)" if sent else str(n)
 
 
-def _report_rows(report: CampaignReport, subjects: Mapping[int, str],
-                 unsubscribed: Mapping[int, int] | None) -> list[list[str]]:
+def _report_rows(report: CampaignReport, subjects: Mapping[int, str]) -> list[list[str]]:
     """The table under a report chart: per variant its full subject and counts, then all
     variants together when there are several."""
     rows = [[variant_letter(v.variant), subjects.get(v.variant, ""), str(v.sent),
              _share(v.opened, v.sent), _share(v.clicked, v.sent),
-             "–" if unsubscribed is None else _share(unsubscribed[v.variant], v.sent)]
+             _share(v.unsubscribed, v.sent)]
             for v in report.variants]
     if len(report.variants) > 1:
         sent = sum(v.sent for v in report.variants)
@@ -266,13 +236,10 @@ def _report_rows(report: CampaignReport, subjects: Mapping[int, str],
     return rows
 
 
-def _report_notes(report: CampaignReport, unsubscribed: Mapping[int, int] | None
-                  ) -> list[str]:
+def _report_notes(report: CampaignReport) -> list[str]:
     notes = [f"{report.states.get('sent', 0)} sent, {report.opens.mails} opened, "
              f"{report.clicks.mails} clicked, {report.unsubscribes} unsubscribed. Rates are "
              "in per cent of the mails sent with that subject."]
-    if unsubscribed is None:
-        notes.append("Unsubscribes are counted for all variants together.")
     ratings = report.ratings
     if ratings.count:
         notes.append(f"{ratings.count} ratings, mean {ratings.mean}, CSAT {ratings.csat} % "
@@ -420,83 +387,3 @@ STYLE = ("body{font-family:sans-serif;margin:1.5rem;max-width:75rem;color:#222}"
          "table{border-collapse:collapse;margin:.5rem 0}"
          "th,td{border:1px solid #ccc;padding:.2rem .6rem;text-align:right}"
          "th:first-child,td:first-child,.text-2 :is(th,td):nth-child(2){text-align:left}")
-
-
-# --- the hand-drawn bars `mailer report` still writes until cli/report_cmd calls
-# report_chart; they go with app.report.chart_columns and chart_notes ----------------
-
-PALETTE = ["#24553d", "#d9822b", "#3b7dd8", "#b04a7a", "#7a9a2b", "#8a5a2b", "#2ba3a3",
-           "#a33b3b", "#6b5bb0", "#888888"]
-
-
-@dataclass(frozen=True)
-class Segment:
-    series: int  # the colour's index
-    value: float
-    title: str  # shown on hover in the HTML
-
-
-@dataclass(frozen=True)
-class Column:
-    label: str  # under the bar ("" for none)
-    segments: tuple[Segment, ...]
-
-
-def svg(columns: Sequence[Column], *, caption: str, step: int = 24) -> str:
-    """Stacked bars as inline SVG, scaled to the tallest column."""
-    peak = max((sum(s.value for s in c.segments) for c in columns), default=0) or 1
-    width, height, bar = max(600, step * len(columns) + 80), 320, step - 6
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 60}" '
-             'font-family="sans-serif" font-size="11">',
-             f'<text x="8" y="16">{html.escape(caption)}</text>']
-    for index, column in enumerate(columns):
-        x, y = 60 + index * step, float(height)
-        for segment in column.segments:
-            if not segment.value:
-                continue
-            size = segment.value / peak * (height - 40)
-            y -= size
-            parts.append(f'<rect x="{x}" y="{y:.1f}" width="{bar}" height="{size:.1f}" '
-                         f'fill="{PALETTE[segment.series % len(PALETTE)]}">'
-                         f"<title>{html.escape(segment.title)}</title></rect>")
-        if column.label:
-            parts.append(f'<text x="{x}" y="{height + 14}">{html.escape(column.label)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def page(title: str, chart: str, legend: Sequence[str], notes: Sequence[str]) -> str:
-    """A self-contained HTML page around an SVG chart."""
-    key = "".join(f'<span style="color:{PALETTE[n % len(PALETTE)]}">■</span> '
-                  f"{html.escape(name)} &nbsp; " for n, name in enumerate(legend))
-    text = "".join(f"<p>{html.escape(note)}</p>" for note in notes)
-    return (f'<!doctype html><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f'<body style="font-family:sans-serif"><h1>{html.escape(title)}</h1>{chart}'
-            f"<p>{key}</p>{text}</body>\n")
-
-
-def png(columns: Sequence[Column]) -> bytes:
-    """The same stacked bars as a PNG."""
-    colours = [bytes.fromhex(c[1:]) for c in PALETTE]
-    width, height, bar, gap, margin = max(200, len(columns) * 20 + 40), 240, 14, 6, 20
-    pixels = [bytearray(b"\xff\xff\xff" * width) for _ in range(height)]
-    peak = max((sum(s.value for s in c.segments) for c in columns), default=0) or 1
-    for x in range(margin - 2, width - margin + 2):  # the base line
-        pixels[height - margin][x * 3:x * 3 + 3] = b"\x44\x44\x44"
-    for index, column in enumerate(columns):
-        left, top = margin + index * (bar + gap), height - margin
-        for segment in column.segments:
-            size = round(segment.value / peak * (height - 2 * margin))
-            colour = colours[segment.series % len(colours)]
-            for y in range(max(top - size, 0), top):
-                pixels[y][left * 3:(left + bar) * 3] = colour * bar
-            top -= size
-    raw = b"".join(b"\x00" + bytes(row) for row in pixels)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    return (b"\x89PNG\r\n\x1a\n"
-            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from mailer.app.charts import Column, Segment
 from mailer.core.clock import iso_z
 from mailer.core.errors import NotFoundError
 from mailer.core.suggest import did_you_mean
@@ -72,13 +71,15 @@ class Ratings(Satisfaction):
 
 @dataclass(frozen=True)
 class Variant:
-    """One subject variant: its rows planned and sent, its mails opened and clicked."""
+    """One subject variant: its rows planned and sent, its mails opened, clicked and
+    unsubscribed from."""
 
     variant: int  # numbered from 1
     planned: int
     sent: int
     opened: int
     clicked: int
+    unsubscribed: int = 0
 
 
 @dataclass(frozen=True)
@@ -155,11 +156,13 @@ def report_of(engine: Engine, campaign: str, known: list[str],
         ratings = _ratings(events.ratings_given(conn, campaign), segments_of)
         opened = dict(mails_with_event_by_variant(conn, campaign, "open"))
         clicked = dict(mails_with_event_by_variant(conn, campaign, "click"))
+        unsubscribed = dict(mails_with_event_by_variant(conn, campaign, "unsubscribe"))
         comments = tuple(Comment(*found) for found in events.comments_given(
             conn, campaign, COMMENTS))
     if not runs and not any(states.values()) and campaign not in known:
         raise NotFoundError(f"unknown campaign {campaign!r}{did_you_mean(campaign, known)}")
-    variants = tuple(Variant(v + 1, planned, sent, opened.get(v, 0), clicked.get(v, 0))
+    variants = tuple(Variant(v + 1, planned, sent, opened.get(v, 0), clicked.get(v, 0),
+                             unsubscribed.get(v, 0))
                      for v, (planned, sent) in sorted(planned_sent.items()))
     return CampaignReport(campaign, states, dict(sorted(excluded.items())), opens, clicks,
                           unsubscribes, ratings, variants, winner(variants), comments)
@@ -205,35 +208,3 @@ def winner(variants: Sequence[Variant]) -> Winner | None:
     z = (p1 - p2) / spread if spread else 0.0
     confidence = 0.5 * (1 + math.erf(z / math.sqrt(2)))
     return Winner(best.variant, "clicks", round(p1, 4), second.variant, round(confidence, 3))
-
-
-def chart_columns(report: CampaignReport) -> tuple[list[Column], list[str]]:
-    """The report as bars: per variant its sent, opened and clicked mails, then the
-    ratings 1 to 5; and the legend (one series per variant, one for ratings)."""
-    columns: list[Column] = []
-    legend = []
-    for number, variant in enumerate(report.variants):
-        legend.append(f"variant {variant.variant}")
-        for metric, value in (("sent", variant.sent), ("opened", variant.opened),
-                              ("clicked", variant.clicked)):
-            columns.append(Column(f"{metric[0]}{variant.variant}", (Segment(
-                number, value, f"variant {variant.variant} {metric}: {value}"),)))
-    legend.append("ratings")
-    for score, n in report.ratings.scores.items():
-        columns.append(Column(f"★{score}", (Segment(len(legend) - 1, n,
-                                                    f"rated {score}: {n}"),)))
-    return columns, legend
-
-
-def chart_notes(report: CampaignReport) -> list[str]:
-    notes = [f"{report.states['sent']} sent, {report.opens.mails} opened, "
-             f"{report.clicks.mails} clicked, {report.unsubscribes} unsubscribed."]
-    ratings = report.ratings
-    if ratings.count:
-        notes.append(f"{ratings.count} ratings, mean {ratings.mean}, CSAT {ratings.csat} %.")
-    if report.winner is not None:
-        best = report.winner
-        notes.append(f"Winner by click rate: variant {best.variant} "
-                     f"({100 * best.confidence:.0f} % confidence).")
-    notes.append("Bars: s = sent, o = opened, c = clicked per variant; ★ = ratings.")
-    return notes

@@ -37,7 +37,9 @@ def report(ctx: click.Context, campaign: str, chart: Path | None, workspace: str
     known = sorted(path.stem for path in (run.root / "campaigns").glob("*.yaml"))
     found = report_of(run.engine, campaign, known, _segments_of(run))
     if chart is not None:
-        _write_chart(chart, campaign, found)
+        from mailer.app.charts import report_chart
+
+        report_chart(found, _subjects(run, campaign), chart)
     if as_json:
         emit_json(found.as_json())
         return
@@ -95,14 +97,12 @@ def _segments_of(run: Session) -> Callable[[list[int]], dict[int, set[str]]]:
     return segments_of
 
 
-def _write_chart(path: Path, campaign: str, found: CampaignReport) -> None:
-    from mailer.app.charts import page, png, svg
-    from mailer.app.report import chart_columns, chart_notes
+def _subjects(run: Session, campaign: str) -> dict[int, str]:
+    """Each subject variant's text (numbered from 1) as the campaign file has it; none for
+    a campaign whose file is gone or does not load."""
+    from mailer.config.workspace import load_campaigns, load_segments
 
-    columns, legend = chart_columns(found)
-    if path.suffix.lower() == ".png":
-        path.write_bytes(png(columns))
-        return
-    drawn = svg(columns, caption=f"{campaign}: mails and ratings")
-    path.write_text(drawn if path.suffix.lower() == ".svg" else page(
-        f"Report of {campaign}", drawn, legend, chart_notes(found)), encoding="utf-8")
+    specs, _ = load_segments(run.root)
+    campaigns, _ = load_campaigns(run.root, set(specs))
+    spec = campaigns.get(campaign)
+    return dict(enumerate(spec.subject, start=1)) if spec is not None else {}
