@@ -22,7 +22,7 @@ from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Settings
 from mailer.core.clock import as_local, zone
-from mailer.planning.planner import Candidate, _ab_winner, _facts, candidates
+from mailer.planning.planner import Candidate, ab_winner, batch_facts, candidates
 from mailer.planning.policy import decide, in_test_group
 from mailer.segments.compiler import Scope
 from mailer.segments.runner import member_ids
@@ -102,7 +102,7 @@ def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: 
         if not batch:
             continue
         with engine.connect() as conn:
-            people, facts = _facts(conn, slug, campaign, batch, now, caps_span, Counter(),
+            people, facts = batch_facts(conn, slug, campaign, batch, now, caps_span, Counter(),
                                    reminder_starts)
         for candidate in batch:
             person = people[candidate.customer_id]
@@ -113,7 +113,7 @@ def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: 
             reason = decision.reason
             if reason is None and winner is not None and candidate.occurrence != "reminder":
                 if candidate.occurrence not in winners:
-                    winners[candidate.occurrence] = _ab_winner(engine, slug,
+                    winners[candidate.occurrence] = ab_winner(engine, slug,
                                                                candidate.occurrence,
                                                                campaign, now)
                 if winners[candidate.occurrence] is None and not in_test_group(

@@ -192,7 +192,7 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
 # --- the facts about a batch -----------------------------------------------------------------
 
 
-def _facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Candidate],
+def batch_facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Candidate],
            now: datetime, caps_span: timedelta, run: Counter[int],
            starts: datetime | None) -> tuple[dict[int, Addressee], dict[tuple[int, str], Facts]]:
     """The batch's customers by id, and the facts of each candidate mail."""
@@ -273,7 +273,7 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
 
     def ab_variant(occurrence: str) -> int | None:
         if occurrence not in ab:
-            ab[occurrence] = _ab_winner(engine, slug, occurrence, campaign, now)
+            ab[occurrence] = ab_winner(engine, slug, occurrence, campaign, now)
         return ab[occurrence]
 
     def intro_groups(batch: list[Candidate]) -> dict[int, set[str]]:
@@ -289,7 +289,7 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
         with engine.begin() as conn:
             if base is None:
                 base = ledger.campaign_rows(conn, slug)
-            people, facts = _facts(conn, slug, campaign, batch, now, caps_span,
+            people, facts = batch_facts(conn, slug, campaign, batch, now, caps_span,
                                    planned_in_run, reminder_starts)
             groups = intro_groups(batch)
             rows = []
@@ -348,7 +348,7 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
     return result
 
 
-def _ab_winner(engine: Engine, slug: str, occurrence: str, campaign: Campaign,
+def ab_winner(engine: Engine, slug: str, occurrence: str, campaign: Campaign,
                now: datetime) -> int | None:
     """`winner:` (DESIGN §4.2): None while the test share is being sent (until `after`
     from the occurrence's first planned mail), then the variant with the best rate of
