@@ -226,7 +226,7 @@ def test_validate_warns_about_plain_http_on_a_loopback_host(ws: Workspace, url: 
 
 def test_validate_accepts_https_links(ws: Workspace) -> None:
     assert _tracking(ws, "https://mail.shop.example").json() == {"problems": [],
-                                                                 "warnings": []}
+                                                                 "warnings": [], "files": 1}
 
 
 def test_validate_warns_when_a_subject_is_longer_than_a_mail_shows(ws: Workspace) -> None:

@@ -122,7 +122,7 @@ def test_validate_reports_template_and_campaign_problems(shop: Workspace) -> Non
             "(did you mean vip?)") in shop.run("validate").stderr.splitlines()
     assert ("campaigns/newsletter.yaml:3: schedule: a cron line has five fields "
             "(minute hour day month weekday), got 6: '0 0 10 1 * *'") in lines
-    assert "templates/win-back.html:4: 'custmer' is undefined" in lines
+    assert "templates/win-back.html:4: unknown variable custmer (did you mean customer?)" in lines
     assert ("campaigns/birthday.yaml:1: template: the rendered mail of birthday.html lacks "
             "the unsubscribe link ({{ links.unsubscribe }})") in lines
     assert ("campaigns/referral.yaml:1: template: the rendered mail of referral.html lacks "

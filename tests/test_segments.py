@@ -214,6 +214,7 @@ def test_validation_lists_every_problem_with_its_line(ws: Workspace) -> None:
         "loop-a -> loop-b -> loop-a",
         "segments/loop-b.yaml:2: in_segment: segments refer to each other in a cycle: "
         "loop-b -> loop-a -> loop-b",
+        "checked 5 files",
         "8 problems in 3 files",
     ]
 
@@ -248,6 +249,7 @@ def test_an_alias_bomb_is_refused_by_the_loader_with_its_line(ws: Workspace) -> 
         "use fewer aliases",
         "segments/bomb.yaml:6: aliases expand to more than 10,000 values; write the values out "
         "or use fewer aliases",
+        "checked 2 files",
         "2 problems in 2 files",
     ]
 
@@ -288,6 +290,7 @@ def test_yaml_recursion_and_nul_are_validate_errors(ws: Workspace) -> None:
     assert result.stderr.splitlines() == [
         "segments/loop.yaml:2: the alias *a is inside the node it names",
         "segments/nul.yaml:3: a value holds a NUL character (\\0), which cannot be stored",
+        "checked 3 files",
         "2 problems in 2 files",
     ]
 
@@ -306,6 +309,7 @@ def test_values_yaml_cannot_construct_are_validate_errors_with_their_line(
         "segments/digits.yaml:3: cannot read '" + "9" * 40 + "': Exceeds the limit (4300 "
         "digits) for integer string conversion: value has 5000 digits",
         "segments/float.yaml:3: cannot read 'x': could not convert string to float: 'x'",
+        "checked 4 files",
         "3 problems in 3 files",
     ]
 
@@ -362,6 +366,7 @@ def test_segment_size_limits_are_validate_errors(ws: Workspace) -> None:
         "all/any/not (at most 10)",
         "segments/whole.yaml:2: in_segment: with in_segment inlined, it holds 550 conditions "
         "(at most 500)",
+        "checked 8 files",
         "8 problems in 5 files",
     ]
 

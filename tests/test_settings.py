@@ -111,7 +111,8 @@ def test_validate_lists_every_problem(ws: Workspace) -> None:
         "mailer.yaml:1: store.address: required key is missing",
         "mailer.yaml:2: sender.password: secrets never live in mailer.yaml: put them in the "
         "environment (MAILER_SMTP_URL, MAILER_SECRET_KEY, ...)",
-        "2 problems in 1 files",
+        "checked 1 file",
+        "2 problems in 1 file",
     ]
     assert ws.run("validate", "--json").json()["problems"][0] == {
         "path": "mailer.yaml", "line": 1, "field": "store.address",
@@ -121,8 +122,8 @@ def test_validate_lists_every_problem(ws: Workspace) -> None:
 def test_a_valid_workspace_validates(ws: Workspace) -> None:
     result = ws.run("validate", "--json")
     assert result.code == 0
-    assert result.json() == {"problems": [], "warnings": []}
-    assert result.stderr.strip() == "0 problems in 0 files"
+    assert result.json() == {"problems": [], "warnings": [], "files": 1}
+    assert result.stderr.strip() == "checked 1 file\n0 problems in 0 files"
 
 
 @pytest.mark.parametrize("content", [b"store: {name: \xff}\n", None])

@@ -240,3 +240,22 @@ def test_run_once_leaves_the_campaign_due_next_for_status(db: Workspace) -> None
     assert (document["next_due"], document["next_due_campaign"]) == (
         "2026-11-27T07:00:00Z", "black-friday")
     assert "\nnext due: black-friday at 2026-11-27 07:00 UTC\n" in db.run("status").stdout
+
+
+def test_a_template_typo_stops_run_before_anything_is_planned(ws: Workspace) -> None:
+    """The daemon loads a workspace as validate checks it: an unknown variable is an error
+    (a reload keeps the last good workspace), a missing optional field only a warning."""
+    from mailer.config.workspace import init_workspace
+
+    init_workspace(ws.root, force=True)
+    template = ws.root / "templates" / "thank-you.html"
+    template.write_text(template.read_text().replace("customer.first_name",
+                                                     "customer.frist_name", 1))
+    ws.env.update({"MAILER_SMTP_URL": "smtp://127.0.0.1:9",
+                   "MAILER_SECRET_KEY": "a-test-key-of-enough-length-0123456789"})
+    result = ws.run("run", "--once", "--now", "2026-11-23T10:00")
+    assert result.code == 1
+    assert ("templates/thank-you.html:3: unknown variable customer.frist_name "
+            "(did you mean first_name?)") in result.stderr
+    # refused before the store was even opened: nothing planned
+    assert not (ws.root / "mailer.db").exists()

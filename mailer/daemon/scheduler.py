@@ -41,6 +41,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from mailer.app.send import compile_versions, plan_now
+from mailer.app.validation import template_errors
 from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import SETTINGS_FILE, Settings
@@ -51,8 +52,9 @@ from mailer.core.states import DeliveryState
 from mailer.delivery.worker import SendingLoop
 from mailer.planning.wakeups import next_wakeup
 from mailer.store.customers import time_zones
-from mailer.store.daemon_state import next_release_of, queued_rows, write_state
+from mailer.store.daemon_state import write_state
 from mailer.store.db import Engine
+from mailer.store.ledger import next_release_of, queued_rows
 from mailer.store.locks import Leadership
 
 log = logging.getLogger("mailer.run")
@@ -96,6 +98,10 @@ def load(root: Path) -> Loaded:
     seen = fingerprint(root)  # before reading: a change made meanwhile is seen next time
     settings = open_workspace(root).settings
     specs, campaigns = load_valid_workspace(root)
+    # A template typo (an unknown variable) stops a load like a broken file; warnings never.
+    errors = template_errors(root, settings, campaigns, now=datetime.now(UTC))
+    if errors:
+        raise ConfigError(errors)
     return Loaded(settings, specs, campaigns, compile_versions(root, campaigns), seen)
 
 

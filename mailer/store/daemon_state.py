@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 
 from mailer.core.clock import iso_z
-from mailer.core.states import DUE, DeliveryState
 from mailer.store.db import Engine
-from mailer.store.models import DaemonState, Delivery
+from mailer.store.models import DaemonState
 
 ROLE = "planner"
 STALE_AFTER = timedelta(minutes=3)  # a leader silent for longer is not running
@@ -91,29 +90,3 @@ def read_state(engine: Engine, now: datetime, stale_after: timedelta = STALE_AFT
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else iso_z(moment)
-
-
-# -> store/ledger.py: what the daemon reads of the ledger for its own lines, here until
-# the ledger's owner takes them.
-
-
-def queued_rows(engine: Engine) -> int:
-    """How many ledger rows are queued (due now or later)."""
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(Delivery)
-                                .where(Delivery.status == DeliveryState.QUEUED)).scalar_one())
-
-
-def next_release_of(engine: Engine, now: datetime) -> tuple[datetime, str] | None:
-    """The earliest time after NOW a queued or deferred row may go (quiet hours, retries),
-    with that row's campaign (the first by name when several are due then). One query
-    per state: each walks the (status, send_after) index to its first row."""
-    with engine.connect() as conn:
-        found = [row for state in DUE for row in conn.execute(
-            select(Delivery.send_after, Delivery.campaign)
-            .where(Delivery.status == state, Delivery.send_after > now)
-            .order_by(Delivery.send_after, Delivery.campaign).limit(1))]
-    if not found:
-        return None
-    at, campaign = min((row[0], str(row[1])) for row in found)
-    return at, campaign

@@ -45,7 +45,14 @@ from sqlalchemy import (
     update,
 )
 
-from mailer.core.states import COUNT_TOWARD_CAPS, DUE, EXPIRED_REASON, WENT_OUT, Consent
+from mailer.core.states import (
+    COUNT_TOWARD_CAPS,
+    DUE,
+    EXPIRED_REASON,
+    WENT_OUT,
+    Consent,
+    DeliveryState,
+)
 from mailer.store.db import Connection, Engine, among, binds_arrays, create, is_server, upsert
 from mailer.store.locks import file_lock, lock_path
 from mailer.store.models import (
@@ -365,17 +372,29 @@ def waiting(engine: Engine, campaign: str) -> int:
             DELIVERIES.c.status.in_(DUE_STATES))).scalar_one())
 
 
-def next_release(engine: Engine, now: datetime) -> datetime | None:
-    """The earliest time after NOW a queued or deferred row may go (quiet hours, retries)."""
+def queued_rows(engine: Engine) -> int:
+    """How many ledger rows are queued (due now or later)."""
     with engine.connect() as conn:
-        moment: datetime | None = conn.execute(
-            select(func.min(DELIVERIES.c.send_after)).where(
-                DELIVERIES.c.status.in_(DUE_STATES), DELIVERIES.c.send_after > now)).scalar()
-    return moment
+        return int(conn.execute(select(func.count()).select_from(Delivery)
+                                .where(Delivery.status == DeliveryState.QUEUED)).scalar_one())
+
+
+def next_release_of(engine: Engine, now: datetime) -> tuple[datetime, str] | None:
+    """The earliest time after NOW a queued or deferred row may go (quiet hours, retries),
+    with that row's campaign (the first by name when several are due then). One query
+    per state: each walks the (status, send_after) index to its first row."""
+    with engine.connect() as conn:
+        found = [row for state in DUE for row in conn.execute(
+            select(Delivery.send_after, Delivery.campaign)
+            .where(Delivery.status == state, Delivery.send_after > now)
+            .order_by(Delivery.send_after, Delivery.campaign).limit(1))]
+    if not found:
+        return None
+    at, campaign = min((row[0], str(row[1])) for row in found)
+    return at, campaign
 
 
 # --- planning: what the planner reads of the ledger and the rows it writes ----------------
-
 
 
 def campaign_rows(conn: Connection, campaign: str) -> int:
