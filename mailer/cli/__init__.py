@@ -28,6 +28,7 @@ COMMANDS = {
     "validate": ("mailer.cli.validate_cmd:validate", "Check every workspace file."),
     "schema": ("mailer.cli.schema_cmd:schema", "Print the JSON Schema of the workspace files."),
     "segments": ("mailer.cli.segments_cmd:segments", "Segments: sizes, members, SQL, funnel."),
+    "stages": ("mailer.cli.stages_cmd:stages", "Record stage changes; a month's stage flow."),
     "preview": ("mailer.cli.preview_cmd:preview", "Render real sample mails without sending."),
     "plan": ("mailer.cli.plan_cmd:plan", "Who a campaign would mail now (a dry run)."),
     "forecast": ("mailer.cli.forecast_cmd:forecast", "Simulate the next days on a scratch ledger."),

@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Union
 
+from mailer.config.settings import STAGE_NAMES
 from mailer.config.yamlsrc import YamlList, YamlMap, flow
 from mailer.core.clock import parse_duration
 from mailer.core.errors import InvalidValue, Problem
@@ -24,8 +25,8 @@ PURCHASE = ("orders", "spent", "average_order")
 DATES = ("first_order", "last_order", "signed_up")
 TEXTS = ("country", "locale", "city", "email_domain")
 COUNTS = ("age", "referrals")
-CONDITIONS = (*PURCHASE, *DATES, "bought", *TEXTS, "tags", *COUNTS, "subscribed", "birthday",
-              "attribute", "in_segment")
+CONDITIONS = (*PURCHASE, *DATES, "bought", "stage", *TEXTS, "tags", *COUNTS, "subscribed",
+              "birthday", "attribute", "in_segment")
 COMBINATORS = ("all", "any", "not")
 COMPARISONS = ("eq", "in", "at_least", "at_most")
 WINDOW_KEYS = ("within", "since", "during")
@@ -34,13 +35,15 @@ DATE_TESTS = ("more_than_ago", "less_than_ago", "before", "after")
 BOUGHT_WHAT = ("category", "sku", "product")
 # Families of conditions that share their keys, for the reference and its examples.
 FAMILIES: dict[str, tuple[str, ...]] = {
-    "purchase": PURCHASE, "dates": DATES, "bought": ("bought",), "texts": TEXTS,
+    "purchase": PURCHASE, "dates": DATES, "bought": ("bought",), "stage": ("stage",),
+    "texts": TEXTS,
     "tags": ("tags",), "counts": COUNTS, "subscribed": ("subscribed",),
     "birthday": ("birthday",), "attribute": ("attribute",), "in_segment": ("in_segment",),
 }
 # A bare value instead of a mapping: `orders: 0` is {eq: 0}, `country: [DE, AT]` is
-# {in: [DE, AT]}, `tags: vip` is {contains: vip}.
-BARE = {**{kind: "eq/in" for kind in (*PURCHASE, *TEXTS, *COUNTS)}, "tags": "contains"}
+# {in: [DE, AT]}, `tags: vip` is {contains: vip}, `stage: commitment` is {eq: commitment}.
+BARE = {**{kind: "eq/in" for kind in (*PURCHASE, "stage", *TEXTS, *COUNTS)},
+        "tags": "contains"}
 ONE_OF = (WINDOW_KEYS, BOUGHT_WHAT)  # at most one key of each group in a condition
 
 # Limits that keep every segment one query the databases accept and plan quickly
@@ -285,6 +288,7 @@ ALLOWED_KEYS: dict[str, tuple[str, ...]] = {
     **{kind: (*COMPARISONS, *WINDOW_KEYS) for kind in PURCHASE},
     **{kind: DATE_TESTS for kind in DATES},
     "bought": (*BOUGHT_WHAT, *WINDOW_KEYS, "at_least", "at_most", "eq"),
+    "stage": ("eq", "in"),
     **{kind: ("eq", "in") for kind in TEXTS},
     "tags": ("contains",),
     **{kind: COMPARISONS for kind in COUNTS},
@@ -298,6 +302,7 @@ REQUIRED_KEYS: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
     **{kind: ((DATE_TESTS, "give more_than_ago, less_than_ago, before or after"),)
        for kind in DATES},
     "bought": ((BOUGHT_WHAT, "give category, sku or product"),),
+    "stage": ((("eq", "in"), "give eq or in"),),
     **{kind: ((("eq", "in"), "give eq or in"),) for kind in TEXTS},
     "tags": ((("contains",), "give contains"),),
     "birthday": ((("within_next",), "give within_next, like 7d"),),
@@ -321,6 +326,9 @@ CONDITION_DOCS: dict[str, tuple[str, str]] = {
     "bought": ("Paid orders with a line of this `category`, `sku` or `product` (at least "
                "one unless compared; orders are counted, not units).",
                "bought: {category: coffee, at_least: 2, within: 90d}"),
+    "stage": ("The relationship stage as of now (docs/customers.md): `awareness`, "
+              "`exploration`, `expansion`, `commitment` or `termination`, by the rules of "
+              "`stages:` in mailer.yaml.", "stage: {in: [expansion, commitment]}"),
     "country": ("The customer's country, case-insensitive.", "country: {in: [DE, AT]}"),
     "locale": ("The customer's locale, case-insensitive.", "locale: de-DE"),
     "city": ("The customer's city, case-insensitive (`MÜNCHEN` finds München).",
@@ -411,6 +419,11 @@ def _comparison_value(kind: str, op: str, raw: Any) -> Any:
         return _number(raw, whole=False)
     if kind in TEXTS:
         return _text(raw)
+    if kind == "stage":
+        if raw not in STAGE_NAMES:
+            raise InvalidValue(f"expected a stage: {', '.join(STAGE_NAMES)}, got {flow(raw)!r}"
+                               + did_you_mean(str(raw), STAGE_NAMES))
+        return str(raw)
     # attribute: numbers compare as numbers, anything else as text
     if op in ("at_least", "at_most"):
         return _number(raw, whole=False) if not isinstance(raw, (int, float)) else Decimal(

@@ -241,6 +241,30 @@ class Dkim(Spec):
         "is used instead when set."))
 
 
+# The relationship stages, in the order a customer usually passes through them
+# (mailer.insight.stages holds the rules; segments and templates name them).
+STAGE_NAMES = ("awareness", "exploration", "expansion", "commitment", "termination")
+MAX_COMMITTED_ORDERS = 100  # mail contexts read each customer's latest orders up to this many
+
+
+class StageSettings(Spec):
+    lapsed_after: Duration = Field(timedelta(days=180), description=(
+        "A customer whose latest paid order was placed more than this long before now is in "
+        "`termination` (an order exactly this long ago still counts)."))
+    committed_orders: int = Field(4, ge=2, le=MAX_COMMITTED_ORDERS, description=(
+        "At least this many paid orders within `committed_within` make a customer "
+        "`commitment` (from 2 to 100)."))
+    committed_within: Duration = Field(timedelta(days=365), description=(
+        "The span `committed_orders` are counted over: orders placed in [now − this, now]."))
+
+    @field_validator("lapsed_after", "committed_within")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0) or value > timedelta(days=36_600):
+            raise InvalidValue("expected a duration from 1s to 36600d")
+        return value
+
+
 class Settings(Spec):
     store: Store = Field(description="The shop the mails come from.")
     sender: Sender = Field(description="The addresses mails are sent from and answered to.")
@@ -252,6 +276,9 @@ class Settings(Spec):
     tracking: Tracking = Field(Tracking(), description=(
         "The links in mails: where they point and what they track."))
     dkim: Dkim | None = Field(None, description="Sign every mail with DKIM; unset: unsigned.")
+    stages: StageSettings = Field(StageSettings(), description=(
+        "The rules of the relationship stages (docs/customers.md): when a customer has "
+        "lapsed and what makes one committed."))
     database: str | None = Field(None, description=(
         "The database URL without a password (a SQLite path is relative to the workspace); "
         "MAILER_DATABASE_URL wins. Unset: mailer.db in the workspace."))

@@ -2,8 +2,9 @@
 schema (CONTEXT_SCHEMA: every name and field, and when a mail has it), which validate
 checks templates against.
 
-`stats` come from one aggregation over the batch's orders and one over its order
-lines (for the favourite category): never a query per recipient. Missing data is
+`stats` come from one aggregation over the batch's orders, one over its order
+lines (for the favourite category) and one reading each recipient's latest paid
+orders (for `customer.stage`): never a query per recipient. Missing data is
 left out of the context, so templates see it as undefined (`| default(...)`
 works) and never as None.
 """
@@ -18,12 +19,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from mailer.config.campaign import Campaign
-from mailer.config.settings import Settings
+from mailer.config.settings import MAX_COMMITTED_ORDERS, Settings
 from mailer.core.clock import as_local, zone
 from mailer.core.money import exponent
+from mailer.insight.stages import stage_of_latest
 from mailer.mail.links import recipient_links
 from mailer.store.customers import Profile, favourite_categories, order_stats, people_by_id
 from mailer.store.db import Connection
+from mailer.store.stages import latest_paid_times
 
 CUSTOMER_FIELDS = ("first_name", "last_name", "birth_date", "country", "city", "locale",
                    "timezone", "tags", "attributes", "signed_up_at", "referral_code")
@@ -50,7 +53,9 @@ CONTEXT_SCHEMA: Mapping[str, ContextName] = {
         **dict.fromkeys(CUSTOMER_FIELDS, READER),
         "id": ALWAYS, "email": ALWAYS, "now": ALWAYS,
         "timezone": ALWAYS,  # the workspace's zone when the customer has none
-        "age": READER}, open=frozenset({"attributes"})),
+        "age": READER,
+        "stage": ALWAYS},  # the relationship stage as of the mail's now
+                            open=frozenset({"attributes"})),
     "stats": ContextName(ALWAYS, {
         "orders": ALWAYS, "spent": ALWAYS, "average_order": READER, "first_order_at": READER,
         "last_order_at": READER, "favourite_category": READER}),
@@ -67,6 +72,10 @@ CONTEXT_SCHEMA: Mapping[str, ContextName] = {
         "url": CAMPAIGN}),
     "now": ContextName(ALWAYS),
 }
+
+# The stats key holding the times of the latest paid orders, newest first (the stage
+# reads them); build_context takes it out, so templates never see it.
+LATEST = "_latest_orders"
 
 # What a record (a dict) answers besides its keys: the sandbox lets templates read these.
 _DICT_READS = frozenset({"get", "items", "keys", "values", "copy"})
@@ -137,6 +146,11 @@ def load_stats(conn: Connection, ids: Sequence[int], *, now: datetime,
     for customer_id, category in favourite_categories(conn, ids, now=now).items():
         entry = stats.setdefault(customer_id, {"orders": 0, "spent": Decimal(0)})
         entry.setdefault("favourite_category", category)
+    # As many as the strictest commitment rule reads: the stage is computed per mail
+    # with the workspace's rules (mailer.insight.stages.stage_of_latest).
+    for customer_id, times in latest_paid_times(conn, ids, now=now,
+                                                limit=MAX_COMMITTED_ORDERS).items():
+        stats.setdefault(customer_id, {"orders": 0, "spent": Decimal(0)})[LATEST] = times
     return stats
 
 
@@ -169,9 +183,12 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
     person.setdefault("timezone", tz.key)
     if customer.birth_date is not None:
         person["age"] = age(customer.birth_date, now.astimezone(tz).date())
+    stats = dict(stats or {"orders": 0, "spent": Decimal(0)})
+    person["stage"] = str(stage_of_latest(int(stats["orders"]), stats.pop(LATEST, []),
+                                          now=now, rules=settings.stages))
     context: dict[str, Any] = {
         "customer": person,
-        "stats": stats or {"orders": 0, "spent": Decimal(0)},
+        "stats": stats,
         "campaign": {"name": campaign.name, "slug": slug,
                      # aware, on the workspace's wall clock (what the file says)
                      **({"starts": _moment(campaign.starts, workspace_tz)}

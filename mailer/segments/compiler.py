@@ -63,12 +63,14 @@ from mailer.config.conditions import (
     SegmentSpec,
     Window,
 )
+from mailer.config.settings import StageSettings
 from mailer.core.clock import localize
 from mailer.core.errors import Problem
 from mailer.core.folding import fold, fold_domain
 from mailer.core.money import exponent
 from mailer.core.suggest import did_you_mean
 from mailer.store.models import Customer, Order, OrderLine
+from mailer.store.stages import AWARENESS, stage_case
 
 CUSTOMERS = cast(Table, Customer.__table__)
 ORDERS = cast(Table, Order.__table__)
@@ -80,16 +82,19 @@ LINES = cast(Table, OrderLine.__table__)
 # more to plan than to run. (JSON, not a PostgreSQL array: psycopg took 0.4 s to send
 # an array of 70,000 texts, the same values as JSON 0.02 s.)
 INLINE_VALUES = 100
+DEFAULT_STAGES = StageSettings()  # mailer.yaml's defaults
 
 
 @dataclass(frozen=True)
 class Scope:
-    """What a segment is evaluated against: now (UTC), the workspace zone and currency."""
+    """What a segment is evaluated against: now (UTC), the workspace zone and currency,
+    and the rules of the relationship stages."""
 
     now: datetime
     tz: ZoneInfo
     currency: str
     dialect: str  # "sqlite" or "postgresql": tags and non-ASCII case folding differ
+    stages: StageSettings = DEFAULT_STAGES
 
     @property
     def today(self) -> date:
@@ -262,6 +267,8 @@ class _Compiler:
             places = exponent(self.scope.currency)
             return lambda refs: _compare_average(_agg(refs.orders, total),
                                                  _agg(refs.orders, count), c.compares, places)
+        if kind == "stage":
+            return self.stage(c)
         if kind in ("first_order", "last_order"):
             label = self.order_agg("first" if kind == "first_order" else "last", None)
             return lambda refs: self.dates(_column(refs.orders, label), c)
@@ -297,6 +304,17 @@ class _Compiler:
             assert c.name is not None
             return lambda refs: self.attribute(c.name or "", c.compares)
         raise AssertionError(f"no compiler for {kind}")
+
+    def stage(self, c: Condition) -> Build:
+        """The stage from the orders aggregation's count, latest time and count within
+        committed_within (mailer.store.stages.stage_case: the rules in SQL)."""
+        rules = self.scope.stages
+        orders, last = self.order_agg("n", None), self.order_agg("last", None)
+        recent = self.order_agg("n", Window("within", rules.committed_within))
+        return lambda refs: self.among(
+            stage_case(_agg(refs.orders, orders), _column(refs.orders, last),
+                       _agg(refs.orders, recent), now=self.scope.now, rules=rules),
+            _values(c.compares))
 
     # --- aggregations --------------------------------------------------------------------
 
@@ -478,6 +496,8 @@ def _needs_rows(c: Condition) -> bool:
     """Whether a customer without orders (or matching lines) can never meet C."""
     if c.kind in ("average_order", "first_order", "last_order"):
         return True
+    if c.kind == "stage":  # every stage but awareness has a paid order
+        return AWARENESS not in _values(c.compares)
     if c.kind not in ("orders", "spent", "bought"):
         return False
     compares = c.compares or (Compare("at_least", 1),)

@@ -38,7 +38,8 @@ def scope_for(settings: Settings, now: datetime, engine: Engine) -> Scope:
     """Segments are evaluated as of the start of the current second, so that window
     boundaries given to the second (`--now`) hold exactly."""
     return Scope(now=now.replace(microsecond=0), tz=zone(settings.timezone),
-                 currency=settings.store.currency, dialect=engine.dialect.name)
+                 currency=settings.store.currency, dialect=engine.dialect.name,
+                 stages=settings.stages)
 
 
 def pick(specs: dict[str, SegmentSpec], name: str) -> SegmentSpec:

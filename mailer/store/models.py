@@ -317,3 +317,18 @@ class Event(Base):
     url: Mapped[str | None] = mapped_column(Text)
     score: Mapped[int | None] = mapped_column(Integer)
     comment: Mapped[str | None] = mapped_column(Text)
+
+
+class StageChange(Base):
+    """A customer's relationship stage as `mailer stages update` found it changed
+    (mailer.insight.stages): FROM_STAGE None is the first recording of the customer, a
+    stage without a change."""
+
+    __tablename__ = "stage_history"
+    __table_args__ = (Index("ix_stage_history_customer_detected", "customer_id", "detected_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    from_stage: Mapped[str | None] = mapped_column(String(16))
+    to_stage: Mapped[str] = mapped_column(String(16))
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime)
