@@ -252,8 +252,8 @@ class StageSettings(Spec):
         "A customer whose latest paid order was placed more than this long before now is in "
         "`termination` (an order exactly this long ago still counts)."))
     committed_orders: int = Field(4, ge=2, le=MAX_COMMITTED_ORDERS, description=(
-        "At least this many paid orders within `committed_within` make a customer "
-        "`commitment` (from 2 to 100)."))
+        "At least this many paid orders within `committed_within` put a customer in "
+        "`commitment`."))
     committed_within: Duration = Field(timedelta(days=365), description=(
         "The span `committed_orders` are counted over: orders placed in [now − this, now]."))
 
