@@ -134,6 +134,27 @@ def test_names_the_template_binds_are_not_the_contexts(ws: Workspace) -> None:
                                                    "files": DEMO_FILES}
 
 
+def test_an_include_may_read_what_its_includer_binds(ws: Workspace) -> None:
+    """A part included with context sees its includer's loop variables and `set` names:
+    unknown names there are warnings (the daemon would refuse an error), while a typo on
+    a context name stays an error."""
+    demo(ws)
+    edit(ws, "templates/newsletter.html", "{% block content %}", "{% block content %}\n"
+         "{% set label = 'L' %}{% for t in customer.tags | default([]) %}"
+         "{% include 'tagcard.html' with context %}{% endfor %}")
+    ws.write("templates/tagcard.html", "<span>{{ t }} {{ label }}</span>\n")
+    result = ws.run("validate", "--json")
+    assert result.code == 0, result.stderr
+    warned = [w["message"] for w in result.json()["warnings"] if "tagcard" in w["path"]]
+    assert len(warned) == 2 and all("fine if the template including this one sets it" in w
+                                    for w in warned)
+    ws.write("templates/tagcard.html", "<span>{{ t }} {{ customer.frist_name }}</span>\n")
+    code, found = lines(ws)
+    assert code == 1
+    assert ("templates/tagcard.html:1: unknown variable customer.frist_name "
+            "(did you mean first_name?)") in found
+
+
 def test_a_loop_variable_is_unknown_outside_its_loop(ws: Workspace) -> None:
     demo(ws)
     edit(ws, "templates/win-back.html", "{% endblock %}",

@@ -327,6 +327,9 @@ class _Source:
     field: str | None = None
     intro: str | None = None
     sample: str | None = None
+    # A part included or imported with context sees the names its includer binds (a loop
+    # variable, a `set`): a name unknown here may be one of those.
+    part: bool = False
 
 
 def _campaign_sources(path: str, data: object, version: Version,
@@ -381,7 +384,7 @@ def read_context(root: Path, settings: Settings, slug: str, campaign: Campaign,
             sources.append(_Source(folder.read(text_name), lines_of(f"templates/{text_name}")))
         for name, part in version.parts.items():
             read.files.append(f"templates/{name}")
-            sources.append(_Source(part, lines_of(f"templates/{name}")))
+            sources.append(_Source(part, lines_of(f"templates/{name}"), part=True))
         data = load_yaml((root / path).read_text(encoding="utf-8"), path)
         sources += _campaign_sources(path, data, version, context)
     except RenderError:  # check_rendering reports it
@@ -402,6 +405,11 @@ def _check_use(read: ContextRead, source: _Source, use: Use, context: dict[str, 
     where, line = source.where(use.line)
     path = where or "templates"
     if isinstance(known, str):
+        if source.part and use.path[0] not in CONTEXT_SCHEMA:
+            read.problems.append(Problem(
+                path, line, source.field, f"{known}; fine if the template including this "
+                "one sets it (a loop variable, a `set`)", warning=True))
+            return
         read.problems.append(Problem(path, line, source.field, known))
         if use.path[0] not in CONTEXT_SCHEMA:
             read.unknown_names.add(use.path[0])
