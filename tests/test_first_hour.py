@@ -108,6 +108,32 @@ def test_resubscribe_records_a_new_opt_in_and_needs_force_after_a_bounce(
     refused = db.run("resubscribe", "u1@example.com", "--source", " ", *NOW)
     assert refused.code == 2
     assert "--source" in refused.stderr
+    # What each opt-in replaced stays on record as an event.
+    history = [r.comment for r in db.query(
+        "SELECT comment FROM events WHERE kind = 'resubscribe' ORDER BY id")]
+    assert history[0].startswith("was unsubscribed since 2026-11-23 09:00 UTC (source cli, "
+                                 "reason manual); new source phone call")
+    assert "was bounced" in history[1] and "suppression lifted: bounce" in history[1]
+
+
+def test_a_bounced_address_needs_force_even_when_its_customer_unsubscribed_first(
+        db: Workspace) -> None:
+    """An unsubscribe recorded while the mail was in flight keeps consent `unsubscribed`
+    when the bounce comes back; the suppression still says the address failed."""
+    db.write("c.csv", "id,email\nU1,u1@example.com\n")
+    assert db.run("import", "customers", "c.csv", *NOW).code == 0
+    assert db.run("unsubscribe", "u1@example.com", *NOW).code == 0
+    with db.engine().begin() as conn:
+        conn.execute(text("INSERT INTO suppressions (email_key, reason, source, created_at) "
+                          "VALUES ('u1@example.com', 'bounced', 'smtp', :at)"),
+                     {"at": datetime(2026, 11, 1, tzinfo=UTC)})
+    refused = db.run("resubscribe", "u1@example.com", "--source", "form", "--json", *NOW)
+    assert refused.code == 1
+    assert refused.json()["refused"] == [{
+        "email": "u1@example.com", "consent": "unsubscribed",
+        "reason": "the address is suppressed (bounced): mail to it failed or was reported "
+                  "as spam; use --force if the person asked again"}]
+    assert db.query("SELECT count(*) FROM suppressions")[0][0] == 1
 
 
 def test_the_promotion_example_sends_into_the_sink(db: Workspace, tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ from mailer.store.models import (
     Base,
     Customer,
     Delivery,
+    Event,
     Order,
     OrderLine,
     Suppression,
@@ -96,6 +97,13 @@ class OptIn:
 NEEDS_FORCE = {Consent.BOUNCED, Consent.COMPLAINED}
 
 
+def _address_failed(suppression_reason: str | None) -> bool:
+    """Whether a suppression is about the address itself: a bounce or a complaint (as
+    the sender and `mailer bounces` write them), not a manual opt-out."""
+    return suppression_reason is not None and suppression_reason.startswith(
+        ("bounce", "complain"))
+
+
 def _customers_of(conn: Connection, emails: Iterable[str]
                   ) -> Iterator[tuple[str, Address | InvalidValue, Any]]:
     """Each address as given, parsed (or why it is not an address), with its customer's
@@ -106,8 +114,9 @@ def _customers_of(conn: Connection, emails: Iterable[str]
         except InvalidValue as err:
             yield raw, err, None
             continue
-        yield raw, address, conn.execute(select(Customer.id, Customer.consent)
-                                         .where(Customer.email_key == address.key)).first()
+        yield raw, address, conn.execute(
+            select(Customer.id, Customer.consent, Customer.consent_at, Customer.consent_source,
+                   Customer.consent_reason).where(Customer.email_key == address.key)).first()
 
 
 def resubscribe(engine: Engine, emails: list[str], *, now: datetime, source: str,
@@ -126,18 +135,35 @@ def resubscribe(engine: Engine, emails: list[str], *, now: datetime, source: str
                                      reason="no customer has this address: import it first"))
                 continue
             consent = Consent(row.consent)
-            if consent == Consent.SUBSCRIBED:
+            suppressed = conn.execute(select(Suppression.reason).where(
+                Suppression.email_key == address.key)).scalar()
+            if consent == Consent.SUBSCRIBED and suppressed is None:
                 results.append(OptIn(address.email, "already", consent))
                 continue
-            if consent in NEEDS_FORCE and not force:
+            # The address itself failed (a bounce) or its owner called our mail spam: a
+            # suppression says so even when consent ranked lower first (an unsubscribe
+            # recorded while the mail was in flight keeps its own source).
+            failed = consent in NEEDS_FORCE or _address_failed(suppressed)
+            if failed and not force:
+                why = consent if consent in NEEDS_FORCE else f"is suppressed ({suppressed})"
                 results.append(OptIn(address.email, "refused", consent,
-                                     f"the address {consent}: mail to it failed or was "
+                                     f"the address {why}: mail to it failed or was "
                                      "reported as spam; use --force if the person asked again"))
                 continue
             conn.execute(update(Customer).where(Customer.id == row.id).values(
                 consent=Consent.SUBSCRIBED, consent_at=now, consent_source=source,
                 consent_reason="opt_in", updated_at=now))
             conn.execute(delete(Suppression).where(Suppression.email_key == address.key))
+            # What the opt-in replaced stays on record: the consent columns now hold the
+            # new one, and the suppression row is gone.
+            previous = (f"was {consent} since {row.consent_at:%Y-%m-%d %H:%M} UTC "
+                        if row.consent_at else f"was {consent} ")
+            previous += f"(source {row.consent_source or '-'}, reason {row.consent_reason or '-'})"
+            if suppressed is not None:
+                previous += f"; suppression lifted: {suppressed}"
+            conn.execute(insert(Event).values(kind="resubscribe", customer_id=row.id,
+                                              campaign=None, delivery_id=None, at=now,
+                                              comment=f"{previous}; new source {source}"))
             results.append(OptIn(address.email, "resubscribed", consent))
     return results
 
