@@ -180,10 +180,18 @@ def test_a_bad_address_is_exit_1_and_a_refusing_server_as_the_transport_says(
 def test_a_secret_key_equal_to_the_preview_key_is_refused(db: Workspace) -> None:
     shop(db, STORE)
     db.env["MAILER_SECRET_KEY"] = PREVIEW_KEY
+    refusal = ("MAILER_SECRET_KEY (or an old key) is the public preview key: "
+               "choose another secret")
     result = db.run("send", "note", "--test-to", "m@shop.example", "--now", NOW, "--json")
     assert result.code == 1
-    assert result.json()["error"]["message"] == (
-        "MAILER_SECRET_KEY is the preview key: choose another secret")
+    assert result.json()["error"]["message"] == refusal
+    # every command that signs or honours links refuses it: serve, send, run, worker
+    db.env["MAILER_SMTP_URL"] = "smtp://127.0.0.1:9"
+    for command in (["serve", "--port", "0"], ["send", "note", "--now", NOW],
+                    ["worker", "--now", NOW]):
+        refused = db.run(*command)
+        assert refused.code == 1, command
+        assert refusal in refused.stderr, command
 
 
 # --- the summary tables ------------------------------------------------------------------

@@ -95,14 +95,10 @@ def send(ctx: click.Context, campaigns: tuple[str, ...], dry_run: bool, out: Pat
 def _test_send(run: Session, campaign: str, to: str, customer: str | None, *,
                as_json: bool) -> None:
     from mailer.app.send import send_test
-    from mailer.cli.deliver import signer, smtp_transport
+    from mailer.cli.deliver import refuse_preview_key, signer, smtp_transport
     from mailer.config.workspace import load_valid_workspace
-    from mailer.core.errors import UserError
-    from mailer.mail.links import PREVIEW_KEY
 
-    if PREVIEW_KEY in (run.env.secret_key, *run.env.old_secret_keys):
-        # the service would then accept the test mail's links as real ones
-        raise UserError("MAILER_SECRET_KEY is the preview key: choose another secret")
+    refuse_preview_key(run.env)  # the service would accept the test mail's links as real
     settings = run.workspace.settings
     specs, campaigns = load_valid_workspace(run.root, campaign)
     sent = send_test(run.engine, run.root, specs, campaign, campaigns[campaign],
