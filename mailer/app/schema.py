@@ -28,6 +28,7 @@ from mailer.config.settings import (
     ENVIRONMENT_DOCS,
     HTTP_URL_SCHEMA,
     QUIET_HOURS_SCHEMA,
+    STAGE_NAMES,
     Settings,
 )
 from mailer.config.specs import json_schema
@@ -89,7 +90,7 @@ _AGE = {"type": "integer", "title": "whole number", "minimum": 0, "maximum": lan
 _TEXT = {"type": ["string", "number"], "title": "text", "pattern": r"\S"}
 _ANY_VALUE = {"type": ["string", "number", "boolean"], "title": "text, number or true/false",
               "pattern": r"\S"}
-_PLURAL = {"whole number": "whole numbers", "amount": "amounts", "text": "text",
+_PLURAL = {"stage": "stages", "whole number": "whole numbers", "amount": "amounts", "text": "text",
            _ANY_VALUE["title"]: "values (text, numbers or true/false)"}
 DATE_SCHEMA = {"type": "string", "title": "date", "examples": ["2026-01-31"],
                "pattern": r"^(19|2[0-9])[0-9]{2}-[0-9]{2}-[0-9]{2}([Tt ][0-9:.]+.*)?$"}
@@ -99,6 +100,8 @@ def _compared(kind: str) -> Schema:
     """What `eq` of KIND compares with (mailer.config.conditions._comparison_value)."""
     if kind == "age":
         return _AGE
+    if kind == "stage":
+        return {"title": "stage", "enum": list(STAGE_NAMES)}
     if kind in ("orders", "bought", *lang.COUNTS):
         return _COUNT
     if kind in ("spent", "average_order"):
