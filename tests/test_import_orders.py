@@ -104,6 +104,24 @@ def test_every_problem_of_an_order_line_is_reported(db: Workspace) -> None:
     assert list(orders(db)) == ["P2"]
 
 
+def test_every_bad_line_of_an_order_reports_its_own_problems(db: Workspace) -> None:
+    with_customers(db)
+    db.write("o.csv", HEADER +
+             "Q1,C1,2026-11-20T12:00,paid,EUR,30,A,,,1,10\n"
+             "Q1,C1,2026-11-20T12:00,paid,EUR,30,B,,,x,10\n"
+             "Q1,C1,2026-11-20T12:00,paid,EUR,30,C,,,0,y\n")
+    result = db.run("import", "orders", "o.csv", *NOW)
+    assert result.code == 1
+    assert result.stderr.splitlines() == [
+        "o.csv:2: order Q1 not imported: line 3 is bad",
+        "o.csv:3: quantity: expected a whole number of at least 1, got 'x'",
+        "o.csv:4: quantity: expected a whole number of at least 1, got '0'",
+        "o.csv:4: price: expected an amount like 12.34, got 'y'",
+    ]
+    assert result.stdout.strip() == "o.csv: 0 order lines written, 3 skipped"
+    assert orders(db) == {}
+
+
 def test_reimport_replaces_lines_and_status(db: Workspace) -> None:
     with_customers(db)
     db.write("a.csv", HEADER + "O1,C1,2026-11-20T12:00,paid,EUR,30,A,,,1,10\n"

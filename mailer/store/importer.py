@@ -206,6 +206,7 @@ class _OrderWriter:
         self._pending_id: str | None = None
         self._pending_lines: list[int] = []
         self._poison: tuple[int, tuple[str, ...]] | None = None  # line, reasons
+        self._own: dict[int, tuple[str, ...]] = {}  # every bad line's own problems
         self._batch: list[OrderRow] = []
         with _transaction(conn, own_tx):
             # Orders written by this import, with their first line: an order whose lines
@@ -234,6 +235,7 @@ class _OrderWriter:
             self._pending, self._pending_id, self._pending_lines = None, order_id, []
         if self._poison is None:
             self._poison = (line, reasons)
+        self._own[line] = reasons
         self._pending_lines.append(line)
 
     def _close(self) -> None:
@@ -246,12 +248,15 @@ class _OrderWriter:
             if len(self._batch) >= BATCH:
                 self.flush()
         self._pending, self._pending_id, self._pending_lines, self._poison = None, None, [], None
+        self._own = {}
 
     def _reject(self, order_id: str | None, lines: list[int],
                 cause: tuple[int, tuple[str, ...]] | None) -> None:
         for line in sorted(lines):
             if cause is not None and line == cause[0]:
                 self._tally.bad(line, *cause[1])
+            elif line in self._own:  # a later bad line of the order: its own problems too
+                self._tally.bad(line, *self._own[line])
             elif cause is not None:
                 self._tally.bad(line, f"order {order_id} not imported: line {cause[0]} is bad")
 
