@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from mailer.mail.links import PREVIEW_KEY, InvalidLink, verify
 from tests.conftest import SETTINGS, Workspace
@@ -175,6 +176,23 @@ def test_a_bad_address_is_exit_1_and_a_refusing_server_as_the_transport_says(
     # a refused test suppresses nothing and records nothing
     assert counts(db) == (0, 0, 0, 0)
     assert db.query("SELECT count(*) FROM suppressions")[0][0] == 0
+
+
+def test_a_test_send_never_carries_the_real_customers_referral_code(db: Workspace) -> None:
+    referral = NOTE.replace("coupon: {prefix: NT, value: 10%, valid_for: 3d}\n",
+                            "referral: {deadline: 2026-12-31, reward: 20%}\n").replace(
+        '"A note for {{ customer.first_name }}"', '"Your code {{ referral.code }}"')
+    shop(db, STORE, campaign=referral)
+    with db.engine().begin() as conn:
+        conn.execute(text("UPDATE customers SET referral_code = 'BOB-REAL' "
+                          "WHERE store_id = 'C2'"))
+    with FaultServer() as server:
+        code, out, err = send_note(db, server, "--test-to", "marketer@shop.example",
+                                   "--customer", "C2", "--json")
+        assert code == 0, out + err
+        (caught,) = server.caught
+    assert json.loads(out)["subject"] == "[TEST] Your code PREVIEW"
+    assert b"BOB-REAL" not in caught.data
 
 
 def test_a_secret_key_equal_to_the_preview_key_is_refused(db: Workspace) -> None:

@@ -10,6 +10,7 @@ renders one of these mails for another address.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from dataclasses import dataclass
 from datetime import datetime
@@ -176,6 +177,9 @@ def render_test(engine: Engine, version: Version, specs: dict[str, SegmentSpec],
     with engine.connect() as conn:
         person = load_customers(conn, [customer_id])[customer_id]
         stats = load_stats(conn, [customer_id], now=now, currency=settings.store.currency)
+    # The mail goes to someone else: a friend signing up through it must not credit the
+    # real customer, so the referral code is the preview's.
+    person = dataclasses.replace(person, referral_code=None)
     mid = new_message_id(settings.sender.from_address.rsplit("@", 1)[1])
     mail, eml = _message(person, stats.get(customer_id), version, settings=settings, now=now,
                          variant=0, member_of=groups[customer_id],
