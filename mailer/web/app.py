@@ -37,6 +37,7 @@ import contextlib
 import contextvars
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -475,10 +476,33 @@ def _open(service: Service) -> Handler:
     return pixel
 
 
+class RecentViews:
+    """The browser views rendered last, by ledger row: a sent mail renders the same each
+    time (now = its sent_at), so a link opened again, or by many at once, costs a
+    lookup instead of a render. Used on the event loop only."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._bodies: OrderedDict[tuple[int, int], str] = OrderedDict()
+        self._size = size
+
+    def get(self, key: tuple[int, int]) -> str | None:
+        body = self._bodies.get(key)
+        if body is not None:
+            self._bodies.move_to_end(key)
+        return body
+
+    def put(self, key: tuple[int, int], body: str) -> None:
+        self._bodies[key] = body
+        if len(self._bodies) > self._size:
+            self._bodies.popitem(last=False)
+
+
 def _browser_view(service: Service, views: BrowserView, renders: Renders) -> Handler:
     """The sent mail a `/b/` link names, as its reader got it; one open per GET (as the
     pixel counts them: every view, batched), none for HEAD. 404 for any link that does
     not name a sent mail, 500 (and a log line) for one that no longer renders."""
+    recent = RecentViews()
+
     async def view(request: web.Request) -> web.StreamResponse:
         try:
             claims = verify(request.match_info["token"], "browser", service.keys)
@@ -488,7 +512,11 @@ def _browser_view(service: Service, views: BrowserView, renders: Renders) -> Han
             reading: Reading | None = await service.db.run(views.find, claims)
             if reading is None:
                 return _page(service, "invalid.html", 404, title="Link not valid")
-            body = await renders.run(views.render, reading)
+            key = (reading.row.id, reading.row.campaign_version_id)
+            body = recent.get(key)
+            if body is None:
+                body = await renders.run(views.render, reading)
+                recent.put(key, body)
         except NotRenderable as err:
             log.warning("browser view of row %s: %s", claims.message, err)
             return _page(service, "view_failed.html", 500, title="Mail not available")
