@@ -13,8 +13,10 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -332,3 +334,49 @@ class StageChange(Base):
     from_stage: Mapped[str | None] = mapped_column(String(16))
     to_stage: Mapped[str] = mapped_column(String(16))
     detected_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+CHURN_RISKS = ("low", "medium", "high")
+
+
+class Prediction(Base):
+    """A customer's purchase predictions from the latest fit (`mailer predict`,
+    mailer.insight.bgnbd and gamma_gamma); replaced as a whole at each fit, and none at
+    all when the latest fit failed. FITTED_AT is the moment they describe (the fit's now)."""
+
+    __tablename__ = "predictions"
+
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True, autoincrement=False)
+    p_alive: Mapped[float] = mapped_column(Float)
+    expected_orders_90d: Mapped[float] = mapped_column(Float)
+    predicted_clv_365d: Mapped[int] = mapped_column(BigInteger)  # minor units, store currency
+    next_order_expected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    churn_risk: Mapped[str] = mapped_column(String(8))
+    fitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PredictionFit(Base):
+    """One `mailer predict` run: the data it saw, the parameters (None when unfit, with
+    the reason) and the holdout check. FITTED_AT is wall time, NOW the clock it fitted as of."""
+
+    __tablename__ = "prediction_fits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    now: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    fitted: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    customers: Mapped[int] = mapped_column(Integer)
+    repeat_buyers: Mapped[int] = mapped_column(Integer)
+    days_of_history: Mapped[int] = mapped_column(Integer)
+    r: Mapped[float | None] = mapped_column(Float)
+    alpha: Mapped[float | None] = mapped_column(Float)
+    a: Mapped[float | None] = mapped_column(Float)
+    b: Mapped[float | None] = mapped_column(Float)
+    p: Mapped[float | None] = mapped_column(Float)
+    q: Mapped[float | None] = mapped_column(Float)
+    gamma: Mapped[float | None] = mapped_column(Float)
+    holdout_days: Mapped[int] = mapped_column(Integer)
+    holdout_predicted: Mapped[float | None] = mapped_column(Float)
+    holdout_actual: Mapped[int | None] = mapped_column(Integer)
