@@ -118,7 +118,7 @@ def _compiled(root: Path, slug: str, campaign: Campaign) -> Version | None:
     from mailer.mail.version import compile_version
 
     try:
-        return compile_version(slug, campaign, root / "templates", checking=True)
+        return compile_version(slug, campaign, root / "templates")
     except RenderError:
         return None
 
@@ -199,8 +199,7 @@ def check_rendering(root: Path, settings: Settings, slug: str, campaign: Campaig
 
     path = f"campaigns/{slug}.yaml"
     try:
-        version = version or compile_version(slug, campaign, root / "templates",
-                                             checking=True)
+        version = version or compile_version(slug, campaign, root / "templates")
         context = build_context(synthetic_customer(), None, settings=settings, slug=slug,
                                 campaign=campaign, now=now, key=PREVIEW_KEY, message="preview")
         problems = []
@@ -242,8 +241,7 @@ def check_real_customers(engine: Engine, root: Path, settings: Settings,
 
     scope = scope_for(settings, now, engine)
     try:
-        version = version or compile_version(slug, campaign, root / "templates",
-                                             checking=True)
+        version = version or compile_version(slug, campaign, root / "templates")
         ids = choose(engine, specs, campaign, scope,
                      count=SAMPLES_PER_INTRO * (len(campaign.intros) + 1), email=None)
         render_samples(engine, version, specs, settings=settings, scope=scope, now=now,
@@ -373,8 +371,7 @@ def read_context(root: Path, settings: Settings, slug: str, campaign: Campaign,
     path = f"campaigns/{slug}.yaml"
     try:
         html = marked_template(campaign.template, folder, read.files)
-        version = version or compile_version(slug, campaign, root / "templates",
-                                             checking=True)
+        version = version or compile_version(slug, campaign, root / "templates")
         context = build_context(synthetic_customer(), None, settings=settings, slug=slug,
                                 campaign=campaign, now=now, key=PREVIEW_KEY, message="preview")
         sources = [_Source(html, lambda line: origin(html, line))]
@@ -389,7 +386,7 @@ def read_context(root: Path, settings: Settings, slug: str, campaign: Campaign,
         sources += _campaign_sources(path, data, version, context)
     except RenderError:  # check_rendering reports it
         return read
-    env = environment(checking=True)
+    env = environment()
     for source in sources:
         for use in context_uses(env, source.text):
             _check_use(read, source, use, context)

@@ -1,9 +1,9 @@
 """The sandbox templates render in: Jinja's immutable sandbox with every printed value,
 loop, call, literal, `~` and binary operator counted against the render's limits
 (mailer.mail.limits, mailer.mail.sizes), bounded filters (mailer.mail.filters),
-attribute access that refuses Python internals, the two kinds of missing value
-(Lenient for sending, Checking for validate), and what a template reads of the
-context, found in its source without rendering it (context_uses, for validate)."""
+attribute access that refuses Python internals, missing values that render empty
+(Lenient), and what a template reads of the context, found in its source without
+rendering it (context_uses: validate's check for unknown names)."""
 
 from __future__ import annotations
 
@@ -221,25 +221,12 @@ class Lenient(jinja2.ChainableUndefined):
 CONTEXT_NAMES = frozenset(CONTEXT_SCHEMA)
 
 
-class Checking(jinja2.ChainableUndefined):
-    """For validate: a top-level name outside the context is an error (a typo); missing
-    data (no intro, an empty first name) renders empty, as when sending."""
-
-    def __init__(self, hint: str | None = None, obj: Any = jinja2.utils.missing,
-                 name: str | None = None,
-                 exc: type[jinja2.TemplateRuntimeError] = jinja2.UndefinedError) -> None:
-        if obj is jinja2.utils.missing and hint is None and name not in CONTEXT_NAMES:
-            raise exc(f"{name!r} is undefined")
-        super().__init__(hint, obj, name, exc)
-
-
-def environment(*, checking: bool = False,
-                parts: Mapping[str, str] | None = None) -> jinja2.Environment:
+def environment(*, parts: Mapping[str, str] | None = None) -> jinja2.Environment:
     """A sandboxed environment; HTML autoescapes, subjects, intros and text do not. Its
     loader holds PARTS, the templates a campaign version carries (VersionLoader)."""
     env = _Sandbox(
         autoescape=lambda name: bool(name) and str(name).endswith((".html", ".htm")),
-        undefined=Checking if checking else Lenient,
+        undefined=Lenient,
         keep_trailing_newline=True,
         finalize=_finalize,
         loader=VersionLoader(parts),

@@ -55,11 +55,10 @@ class Composed:
     variant: int
 
 
-def compile_version(slug: str, spec: Campaign, templates: Path, *,
-                    checking: bool = False) -> Version:
+def compile_version(slug: str, spec: Campaign, templates: Path) -> Version:
     """Compile everything a campaign's mails share; RenderError names file and line.
     Every template is read through one TemplateFolder: nothing outside TEMPLATES."""
-    env: jinja2.Environment = environment(checking=checking)
+    env: jinja2.Environment = environment()
     folder = TemplateFolder(templates)
     folder.path(spec.template, where=(f"campaigns/{slug}.yaml", None))
     html = compile_html(env, spec.template, templates)
