@@ -43,6 +43,10 @@ def test_numbers_and_refusals() -> None:
     assert number(12345.5, reader_locale("de", "en")) == "12.345,5"
     with pytest.raises(ValueError, match="not a number"):
         money(float("inf"), "EUR", reader_locale("en", "en"))
+    with pytest.raises(ValueError, match="too large to show"):
+        money(Decimal("1e30"), "EUR", reader_locale("en", "en"))
+    assert money(Decimal("123456789012345678901.5"), "EUR", reader_locale("en", "en")) == (
+        "€123,456,789,012,345,678,901.50")
     with pytest.raises(TypeError, match="expected a number"):
         number("12", reader_locale("en", "en"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="CLDR pattern"):

@@ -26,6 +26,7 @@ from mailer.core.clock import zone
 
 DEFAULT_LOCALE = "en"
 DATE_STYLES = ("short", "medium", "long", "full")
+MAX_DIGITS = 24  # before the decimal point: no price or count of a store comes near
 MAX_PATTERN = 64  # a CLDR pattern from a template is parsed per mail: keep it short
 
 
@@ -52,6 +53,8 @@ def _finite(value: object) -> Decimal:
     amount = Decimal(str(value))
     if not amount.is_finite():
         raise ValueError(f"{value} is not a number to show")
+    if amount and amount.adjusted() >= MAX_DIGITS:  # Babel's own context fails past ~28
+        raise ValueError(f"a number of more than {MAX_DIGITS} digits is too large to show")
     return amount
 
 
