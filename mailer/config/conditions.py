@@ -25,8 +25,10 @@ PURCHASE = ("orders", "spent", "average_order")
 DATES = ("first_order", "last_order", "signed_up")
 TEXTS = ("country", "locale", "city", "email_domain")
 COUNTS = ("age", "referrals")
-CONDITIONS = (*PURCHASE, *DATES, "bought", "stage", *TEXTS, "tags", *COUNTS, "subscribed",
-              "birthday", "attribute", "in_segment")
+PREDICTED = ("p_alive", "predicted_clv")  # from the latest `mailer predict`
+CHURN_RISKS = ("low", "medium", "high")
+CONDITIONS = (*PURCHASE, *DATES, "bought", "stage", "churn_risk", *PREDICTED, *TEXTS, "tags",
+              *COUNTS, "subscribed", "birthday", "attribute", "in_segment")
 COMBINATORS = ("all", "any", "not")
 COMPARISONS = ("eq", "in", "at_least", "at_most")
 WINDOW_KEYS = ("within", "since", "during")
@@ -36,13 +38,13 @@ BOUGHT_WHAT = ("category", "sku", "product")
 # Families of conditions that share their keys, for the reference and its examples.
 FAMILIES: dict[str, tuple[str, ...]] = {
     "purchase": PURCHASE, "dates": DATES, "bought": ("bought",), "stage": ("stage",),
-    "texts": TEXTS,
+    "churn_risk": ("churn_risk",), "predictions": PREDICTED, "texts": TEXTS,
     "tags": ("tags",), "counts": COUNTS, "subscribed": ("subscribed",),
     "birthday": ("birthday",), "attribute": ("attribute",), "in_segment": ("in_segment",),
 }
 # A bare value instead of a mapping: `orders: 0` is {eq: 0}, `country: [DE, AT]` is
 # {in: [DE, AT]}, `tags: vip` is {contains: vip}, `stage: commitment` is {eq: commitment}.
-BARE = {**{kind: "eq/in" for kind in (*PURCHASE, "stage", *TEXTS, *COUNTS)},
+BARE = {**{kind: "eq/in" for kind in (*PURCHASE, "stage", "churn_risk", *TEXTS, *COUNTS)},
         "tags": "contains"}
 ONE_OF = (WINDOW_KEYS, BOUGHT_WHAT)  # at most one key of each group in a condition
 
@@ -283,12 +285,15 @@ _EXAMPLES = {
     "first_order": "{more_than_ago: 60d}", "last_order": "{more_than_ago: 60d}",
     "signed_up": "{less_than_ago: 30d}", "bought": "{category: shoes, within: 90d}",
     "birthday": "{within_next: 7d}", "attribute": "{name: tier, eq: gold}",
+    "p_alive": "{at_most: 0.3}", "predicted_clv": "{at_least: 500}",
 }
 ALLOWED_KEYS: dict[str, tuple[str, ...]] = {
     **{kind: (*COMPARISONS, *WINDOW_KEYS) for kind in PURCHASE},
     **{kind: DATE_TESTS for kind in DATES},
     "bought": (*BOUGHT_WHAT, *WINDOW_KEYS, "at_least", "at_most", "eq"),
     "stage": ("eq", "in"),
+    "churn_risk": ("eq", "in"),
+    **{kind: ("at_least", "at_most") for kind in PREDICTED},
     **{kind: ("eq", "in") for kind in TEXTS},
     "tags": ("contains",),
     **{kind: COMPARISONS for kind in COUNTS},
@@ -303,6 +308,8 @@ REQUIRED_KEYS: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
        for kind in DATES},
     "bought": ((BOUGHT_WHAT, "give category, sku or product"),),
     "stage": ((("eq", "in"), "give eq or in"),),
+    "churn_risk": ((("eq", "in"), "give eq or in"),),
+    **{kind: ((("at_least", "at_most"), "give at_least or at_most"),) for kind in PREDICTED},
     **{kind: ((("eq", "in"), "give eq or in"),) for kind in TEXTS},
     "tags": ((("contains",), "give contains"),),
     "birthday": ((("within_next",), "give within_next, like 7d"),),
@@ -329,6 +336,15 @@ CONDITION_DOCS: dict[str, tuple[str, str]] = {
     "stage": ("The relationship stage as of now (docs/customers.md): `awareness`, "
               "`exploration`, `expansion`, `commitment` or `termination`, by the rules of "
               "`stages:` in mailer.yaml.", "stage: {in: [expansion, commitment]}"),
+    "churn_risk": ("From the latest `mailer predict` (docs/customers.md): `low` when `p_alive` "
+                   "is at least 2/3, `high` below 1/3, else `medium`; a customer without a "
+                   "prediction matches none.", "churn_risk: {in: [medium, high]}"),
+    "p_alive": ("The probability from the latest `mailer predict` that the customer is still "
+                "a customer, from 0 to 1; a customer without a prediction matches none.",
+                "p_alive: {at_most: 0.3}"),
+    "predicted_clv": ("The predicted value of the next 365 days' orders in `store.currency` "
+                      "(latest `mailer predict`), in major units like `spent`; a customer "
+                      "without a prediction matches none.", "predicted_clv: {at_least: 500}"),
     "country": ("The customer's country, case-insensitive.", "country: {in: [DE, AT]}"),
     "locale": ("The customer's locale, case-insensitive.", "locale: de-DE"),
     "city": ("The customer's city, case-insensitive (`MÜNCHEN` finds München).",
@@ -419,6 +435,18 @@ def _comparison_value(kind: str, op: str, raw: Any) -> Any:
         return _number(raw, whole=False)
     if kind in TEXTS:
         return _text(raw)
+    if kind == "predicted_clv":
+        return _number(raw, whole=False)
+    if kind == "p_alive":
+        probability = _number(raw, whole=False)
+        if probability > 1:
+            raise InvalidValue(f"expected a probability from 0 to 1, got {flow(raw)!r}")
+        return probability
+    if kind == "churn_risk":
+        if raw not in CHURN_RISKS:
+            raise InvalidValue(f"expected a churn risk: {', '.join(CHURN_RISKS)}, got "
+                               f"{flow(raw)!r}" + did_you_mean(str(raw), CHURN_RISKS))
+        return str(raw)
     if kind == "stage":
         if raw not in STAGE_NAMES:
             raise InvalidValue(f"expected a stage: {', '.join(STAGE_NAMES)}, got {flow(raw)!r}"

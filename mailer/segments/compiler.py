@@ -69,12 +69,14 @@ from mailer.core.errors import Problem
 from mailer.core.folding import fold, fold_domain
 from mailer.core.money import exponent
 from mailer.core.suggest import did_you_mean
-from mailer.store.models import Customer, Order, OrderLine
+from mailer.store.models import Customer, Order, OrderLine, Prediction
 from mailer.store.stages import AWARENESS, stage_case
 
 CUSTOMERS = cast(Table, Customer.__table__)
 ORDERS = cast(Table, Order.__table__)
 LINES = cast(Table, OrderLine.__table__)
+PREDICTIONS = cast(Table, Prediction.__table__)  # one row per customer: joined, no fan-out
+PREDICTED = ("churn_risk", "p_alive", "predicted_clv")
 
 # Lists longer than this go to the database as one JSON array parameter, read by
 # jsonb_array_elements_text on PostgreSQL and json_each on SQLite: PostgreSQL takes at
@@ -218,6 +220,7 @@ class _Compiler:
     order_rows: list[ColumnElement[bool]] = field(default_factory=list)
     line_rows: list[ColumnElement[bool]] = field(default_factory=list)
     referrals: bool = False
+    predictions: bool = False
     # Aggregations every member must have rows in (a top-level condition that 0 fails):
     # the member query joins those with an inner join.
     required: set[str] = field(default_factory=set)
@@ -269,6 +272,8 @@ class _Compiler:
                                                  _agg(refs.orders, count), c.compares, places)
         if kind == "stage":
             return self.stage(c)
+        if kind in PREDICTED:
+            return self.predicted(c, top)
         if kind in ("first_order", "last_order"):
             label = self.order_agg("first" if kind == "first_order" else "last", None)
             return lambda refs: self.dates(_column(refs.orders, label), c)
@@ -315,6 +320,23 @@ class _Compiler:
             stage_case(_agg(refs.orders, orders), _column(refs.orders, last),
                        _agg(refs.orders, recent), now=self.scope.now, rules=rules),
             _values(c.compares))
+
+    def predicted(self, c: Condition, top: bool) -> Build:
+        """A column of the customer's stored prediction (LEFT JOINed): a customer without
+        one matches none of these conditions."""
+        self.predictions = True
+        if top:  # every member has a prediction
+            self.required.add("predictions")
+        if c.kind == "churn_risk":
+            risk = PREDICTIONS.c.churn_risk
+            return lambda refs: _known(risk, self.among(risk, _values(c.compares)))
+        if c.kind == "p_alive":
+            alive = PREDICTIONS.c.p_alive
+            compares = tuple(Compare(k.op, float(k.value)) for k in c.compares)
+            return lambda refs: _known(alive, _compare(alive, compares, self.among))
+        clv = PREDICTIONS.c.predicted_clv_365d
+        places = exponent(self.scope.currency)
+        return lambda refs: _known(clv, _compare_money(clv, c.compares, places, self.among))
 
     # --- aggregations --------------------------------------------------------------------
 
@@ -661,7 +683,7 @@ def compile_segment(spec: SegmentSpec, specs: dict[str, SegmentSpec],
     step_builds = [compiler.node(item, (spec.name,), top=True) for item in items]
     refs = _Refs()
     paid = and_(ORDERS.c.status == "paid", ORDERS.c.placed_at <= scope.now)
-    joins: list[tuple[str, Subquery, ColumnElement[bool]]] = []
+    joins: list[tuple[str, Subquery | Table, ColumnElement[bool]]] = []
     if compiler.order_aggs:
         refs.orders = (select(ORDERS.c.customer_id, *compiler.order_aggs.values())
                        .where(paid, _any_row(compiler.order_rows))
@@ -681,6 +703,9 @@ def compile_segment(spec: SegmentSpec, specs: dict[str, SegmentSpec],
                           .group_by(referrer.c.referred_by).subquery("agg_referrals"))
         joins.append(("referrals", refs.referrals,
                       refs.referrals.c.referred_by == CUSTOMERS.c.store_id))
+    if compiler.predictions:
+        joins.append(("predictions", PREDICTIONS,
+                      PREDICTIONS.c.customer_id == CUSTOMERS.c.id))
     source: Any = CUSTOMERS
     members_source: Any = CUSTOMERS
     for name, sub, on in joins:

@@ -336,8 +336,6 @@ class StageChange(Base):
     detected_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-CHURN_RISKS = ("low", "medium", "high")
-
 
 class Prediction(Base):
     """A customer's purchase predictions from the latest fit (`mailer predict`,
