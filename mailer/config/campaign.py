@@ -24,7 +24,9 @@ from mailer.config.yamlsrc import line_of
 from mailer.core.errors import InvalidValue, Problem
 from mailer.core.suggest import did_you_mean
 
-TRIGGERS = ("birthday", "schedule", "promotion", "once", "after_order")
+TRIGGERS = ("birthday", "schedule", "promotion", "once", "after_order", "stage_change")
+# The relationship stages a stage_change campaign names (mailer.config.settings.STAGE_NAMES).
+StageName = Literal["awareness", "exploration", "expansion", "commitment", "termination"]
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,15 @@ TRIGGER_RULES = {
     "after_order": TriggerRule(("after",), ("send_at",), (
         "For each paid order whose placed_at + `after` falls on the customer's local day, "
         "from `send_at`.")),
+    "stage_change": TriggerRule(("to",), ("from",), (
+        "For each recorded change of stage to `to` (from `from`, when given) detected "
+        "today or yesterday in the customer's zone, never a customer's first recording; "
+        "the mail expires at the end of the day after the change's local day.")),
 }
 # Keys refused on the other triggers (any other trigger-specific key is read by its
 # own triggers only, and ignored elsewhere).
-ONLY_FOR = {"reminder": ("promotion",)}
+ONLY_FOR = {"reminder": ("promotion",), "to": ("stage_change",), "from": ("stage_change",)}
+ATTRIBUTE = {"from": "from_"}  # keys that are Python keywords, and the field holding each
 
 
 def _clock(value: object) -> time:
@@ -151,7 +158,8 @@ class Winner(Spec):
 class Campaign(Spec):
     name: str = Field(min_length=1, description=(
         "The display name (`campaign.name` in templates); the file stem is the id."))
-    trigger: Literal["birthday", "schedule", "promotion", "once", "after_order"] = Field(
+    trigger: Literal["birthday", "schedule", "promotion", "once", "after_order",
+                     "stage_change"] = Field(
         description="When the campaign's mails are due.")
     segment: str = Field(min_length=1, description=(
         "The segment (segments/NAME.yaml) the campaign mails."))
@@ -176,6 +184,10 @@ class Campaign(Spec):
     at: Moment | None = Field(None, description="When the one-off mail is due.")
     after: Duration | None = Field(None, description=(
         "How long after a paid order the mail is due."))
+    to: StageName | None = Field(None, description=(
+        "The stage a customer's recorded change enters (`stages update` records changes)."))
+    from_: StageName | None = Field(None, alias="from", description=(
+        "Only changes out of this stage; unset: from any stage."))
     coupon: CouponSpec | None = Field(None, description=(
         "A unique coupon per mail (`coupon.code`, `coupon.value`, `coupon.expires_at`)."))
     reminder: Reminder | None = Field(None, description=(
@@ -201,14 +213,17 @@ class Campaign(Spec):
     @model_validator(mode="after")
     def _trigger_fields(self) -> Campaign:
         missing = [name for name in TRIGGER_RULES[self.trigger].needs
-                   if getattr(self, name) is None]
+                   if getattr(self, ATTRIBUTE.get(name, name)) is None]
         if missing:
             raise InvalidValue(f"a {self.trigger} campaign needs {' and '.join(missing)}")
         if self.starts and self.ends and self.ends <= self.starts:
             raise InvalidValue("ends must be after starts")
         for key, triggers in ONLY_FOR.items():
-            if getattr(self, key) is not None and self.trigger not in triggers:
+            if getattr(self, ATTRIBUTE.get(key, key)) is not None and \
+                    self.trigger not in triggers:
                 raise InvalidValue(f"{key} works with {' and '.join(triggers)} campaigns only")
+        if self.to is not None and self.to == self.from_:
+            raise InvalidValue("from and to name the same stage: a change leaves its stage")
         if self.winner is not None and len(self.subject) < 2:
             raise InvalidValue("winner needs at least two subjects to choose from")
         if self.winner is not None and "grace" in TRIGGER_RULES[self.trigger].reads and \

@@ -14,6 +14,9 @@ One asyncio loop runs three tasks:
 - watching: the workspace's files (every few seconds, or at once on SIGHUP). A
   change is validated and compiled off the loop; a valid workspace is swapped in
   and its jobs rebuilt, a broken one is logged problem by problem and ignored.
+- stages: `stages update` at the start of leading and then hourly (an APScheduler
+  job on the daemon's clock), one log line with its counts, then a sweep, so a
+  stage_change campaign mails a recorded change at once.
 - delivering: the same sending loop (`SendingLoop`) as `mailer worker`, over every campaign's
   rows, so rows of a campaign whose file is gone finish from their version. An
   APScheduler job logs what it sent each interval (a minute by default).
@@ -41,6 +44,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from mailer.app.send import compile_versions, plan_now
+from mailer.app.stages import update as update_stages
 from mailer.app.validation import template_errors
 from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
@@ -61,6 +65,8 @@ log = logging.getLogger("mailer.run")
 
 WATCHED = ("campaigns", "segments", "templates")
 COUNTS_JOB = "delivery-counts"  # the one job that outlives leadership and reloads
+STAGES_JOB = "stages-update"  # outlives reloads (a reload must not rerun it), not leadership
+STAGES_EVERY = 3600.0  # seconds between `stages update` runs
 # The outcomes every counts line names; skipped and expired join them when there were any.
 COUNTED = (DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED,
            DeliveryState.UNKNOWN)
@@ -140,7 +146,7 @@ class Daemon:
     def __init__(self, engine: Engine, root: Path, clock: Clock, loaded: Loaded, *,
                  owner: str, delivery: SendingLoop | None, interval: float = 60.0,
                  watch_every: float = 2.0, leadership: Leadership | None = None,
-                 counts_every: float | None = None) -> None:
+                 counts_every: float | None = None, stages_every: float = STAGES_EVERY) -> None:
         self.engine = engine
         self.root = root
         self.clock = clock
@@ -152,6 +158,7 @@ class Daemon:
         # default, every second in tests that run with --interval 1.
         self.counts_every = counts_every or interval
         self.watch_every = watch_every
+        self.stages_every = stages_every
         self.leadership = leadership or Leadership(engine)
         self.planned: Counter[str] = Counter()  # by campaign, over the daemon's life
         self.sweeps = 0
@@ -218,7 +225,7 @@ class Daemon:
                 break
             if not await asyncio.to_thread(self.leadership.still_held):
                 log.warning("lost the planning lock (database session ended): standing by")
-                self._unschedule()
+                self._unschedule(keep_stages=False)
                 leading = False
                 continue
             try:
@@ -272,6 +279,9 @@ class Daemon:
         self._unschedule()
         jobs.add_job(self._wake, IntervalTrigger(seconds=self.interval), id="sweep",
                      args=["interval"])
+        if jobs.get_job(STAGES_JOB) is None:  # at once, then every stages_every
+            jobs.add_job(self._update_stages, IntervalTrigger(seconds=self.stages_every),
+                         id=STAGES_JOB, next_run_time=datetime.now(UTC))
         tz = zone(self.loaded.settings.timezone)
         zones = self._zones()
         for slug, spec in sorted(self.loaded.campaigns.items()):
@@ -286,12 +296,33 @@ class Daemon:
             self._scheduler.start()
         return self._scheduler
 
-    def _unschedule(self) -> None:
-        """Drop the planning jobs; the delivery counts go on (a standby delivers too)."""
+    def _unschedule(self, *, keep_stages: bool = True) -> None:
+        """Drop the planning jobs; the delivery counts go on (a standby delivers too), and
+        the stages update too unless leadership is lost (KEEP_STAGES)."""
+        kept = {COUNTS_JOB, STAGES_JOB} if keep_stages else {COUNTS_JOB}
         if self._scheduler is not None:
             for job in self._scheduler.get_jobs():
-                if job.id != COUNTS_JOB:
+                if job.id not in kept:
                     job.remove()
+
+    async def _update_stages(self) -> None:
+        """`stages update` as of the daemon's clock, one line with its counts, then a
+        sweep for the stage_change campaigns. A failure waits for the next run."""
+        try:
+            found = await asyncio.to_thread(update_stages, self.engine, self.loaded.settings,
+                                            self.clock.now())
+        except MailerError as err:  # e.g. --now before the latest recording
+            log.warning("stages update skipped: %s", err)
+            return
+        except Exception:  # the database away: the next run records what this one missed
+            log.exception("stages update failed; the next one retries")
+            return
+        moves = " ".join(f"{m['from']}->{m['to']}={m['customers']}" for m in found["moves"])
+        log.info("stages update now=%s recorded=%d changed=%d%s", found["now"],
+                 found["recorded"], found["changed"], f" {moves}" if moves else "",
+                 extra={"fields": {"event": "stages_update", **found}})
+        if found["changed"]:
+            self._sweep_wanted.set()
 
     async def _wake(self, reason: str) -> None:
         log.debug("wake-up: %s", reason)

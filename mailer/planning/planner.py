@@ -37,14 +37,17 @@ from mailer.planning.triggers import (
     promotion_due,
     reminder_due,
     schedule_due,
+    stage_change_days,
 )
 from mailer.segments.compiler import (
+    CUSTOMERS,
     CandidateQuery,
     Scope,
     after_order_members,
     birthday_members,
     due_members,
     in_plan_order,
+    members_query,
 )
 from mailer.segments.runner import compiled, memberships
 from mailer.store import coupons, ledger
@@ -57,6 +60,7 @@ from mailer.store.customers import (
     time_zones,
 )
 from mailer.store.db import Connection, Engine
+from mailer.store.stages import changes_into
 from mailer.store.versions import record_plan_run, stored_version_id
 
 BATCH = 1000
@@ -184,6 +188,14 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
                 start, end = after_order_window(day, campaign.after)
                 queries.append((after_order_members(segment, name, settings.timezone,
                                                     start, end), day.end))
+    elif trigger == "stage_change" and campaign.to is not None:
+        members = members_query(segment, CUSTOMERS.c.id)
+        for name in sorted(time_zones(engine) | {settings.timezone}):
+            for change in stage_change_days(name, campaign.to, now):
+                queries.append((changes_into(members, campaign.to, campaign.from_,
+                                             zone_name=name, default_zone=settings.timezone,
+                                             start=change.start, end=change.end, now=now,
+                                             occurrence=change.occurrence), change.expires))
     for query, expires in queries:
         for page in candidate_pages(engine, in_plan_order(query), BATCH):
             yield [Candidate(customer_id, occurrence, expires) for customer_id, occurrence in page]

@@ -260,7 +260,8 @@ def after_order_window(day: LocalDay, after: timedelta) -> tuple[datetime, datet
 def due_now(campaign: Campaign, now: datetime, tz: ZoneInfo, zones: list[str]) -> bool:
     """Whether CAMPAIGN's trigger is due at NOW (the planner's rules, without the
     audience): a cron fire or `once` within its grace, a promotion or its reminder
-    window, or `send_at` passed today in a zone of the store (birthday, after_order)."""
+    window, `send_at` passed today in a zone of the store (birthday, after_order), or
+    a stage_change campaign (its changes come with each `stages update`)."""
     if campaign.trigger == "schedule" and campaign.schedule is not None:
         return schedule_due(parse_cron(campaign.schedule), campaign.grace, now, tz) is not None
     if campaign.trigger == "once" and campaign.at is not None:
@@ -273,7 +274,8 @@ def due_now(campaign: Campaign, now: datetime, tz: ZoneInfo, zones: list[str]) -
             ends, campaign.reminder.before_end, now) is not None
     if campaign.trigger in ("birthday", "after_order"):
         return any(local_day(name, campaign.send_time, now) is not None for name in zones)
-    return False
+    # A recorded change may come with any `stages update`: always live.
+    return campaign.trigger == "stage_change"
 
 
 def never_due_again(campaign: Campaign, now: datetime, tz: ZoneInfo) -> bool:
@@ -284,3 +286,28 @@ def never_due_again(campaign: Campaign, now: datetime, tz: ZoneInfo) -> bool:
     if campaign.trigger == "promotion" and campaign.ends is not None:
         return now >= as_local(campaign.ends, tz)
     return False
+
+
+@dataclass(frozen=True)
+class ChangeDay:
+    """One local day whose recorded stage changes a stage_change campaign may mail now."""
+
+    occurrence: str  # stage:<to>:<the local date>
+    start: datetime  # 00:00 local, as UTC
+    end: datetime  # the next 00:00 local, as UTC
+    expires: datetime  # the end of the next local day
+
+
+def stage_change_days(zone_name: str, to: str, now: datetime) -> list[ChangeDay]:
+    """`stage_change`: the changes detected yesterday and today in ZONE are due (the
+    planner leaves out those recorded after NOW); each day's mails expire at the end of
+    the day after it, so a change recorded late in the evening has a whole day to go."""
+    tz = ZoneInfo(zone_name)
+    today = now.astimezone(tz).date()
+    days = []
+    for day in (today - timedelta(days=1), today):
+        start = localize(datetime.combine(day, time()), tz)
+        end = localize(datetime.combine(day + timedelta(days=1), time()), tz)
+        expires = localize(datetime.combine(day + timedelta(days=2), time()), tz)
+        days.append(ChangeDay(f"stage:{to}:{day.isoformat()}", start, end, expires))
+    return days

@@ -4,6 +4,9 @@ The daemon's minute sweep alone is correct (it plans whatever is due whenever
 it runs); these instants only make it punctual: a cron fire, a `once` time, a
 promotion's start and its reminder, and for the triggers that run on each
 customer's local day the next moment `send_at` is reached in a zone of the store.
+A stage_change campaign has no instant of its own: its changes appear when
+`stages update` records them, and the daemon sweeps right after each of its
+updates (hourly, mailer.daemon.scheduler), so it needs no wake-up here.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from mailer.planning.triggers import next_fire, next_local_time, parse_cron
 def next_wakeup(campaign: Campaign, after: datetime, tz: ZoneInfo,
                 zones: Iterable[str]) -> datetime | None:
     """The first instant strictly after AFTER at which CAMPAIGN may have something new
-    to plan, or None when it never will again (a past `once`, an ended promotion)."""
+    to plan, or None when it never will again (a past `once`, an ended promotion) or
+    when only a `stages update` can make it due (stage_change: the daemon sweeps after
+    each)."""
     moments: list[datetime | None] = []
     if campaign.trigger == "schedule" and campaign.schedule is not None:
         moments.append(next_fire(parse_cron(campaign.schedule), after, tz))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, literal, or_, select, text
+from sqlalchemy import ColumnElement, Select, and_, case, func, insert, literal, or_, select, text
 
 from mailer.config.settings import STAGE_NAMES, StageSettings
 from mailer.store.db import Connection, Engine
@@ -175,3 +175,22 @@ def latest_paid_times(conn: Connection, ids: Sequence[int], *, now: datetime,
         found.setdefault(customer_id, []).append(placed_at)
     return found
 
+
+
+def changes_into(members: Any, to: str, from_: str | None, *, zone_name: str,
+                 default_zone: str, start: datetime, end: datetime, now: datetime,
+                 occurrence: str) -> Select[int, str]:
+    """(customer id, OCCURRENCE) of the customers among MEMBERS (a query of customer
+    ids) living in ZONE_NAME (those without a zone live in DEFAULT_ZONE) with a recorded
+    change into TO (out of FROM_, when given) detected in [START, END) and by NOW: a
+    stage_change campaign's candidates for one local day. A first recording (no
+    from_stage) is never a change; several changes the same day give one row."""
+    changed = select(StageChange.customer_id).where(
+        StageChange.to_stage == to, StageChange.from_stage.is_not(None),
+        StageChange.detected_at >= start, StageChange.detected_at < end,
+        StageChange.detected_at <= now)
+    if from_ is not None:
+        changed = changed.where(StageChange.from_stage == from_)
+    return (select(Customer.id, literal(occurrence))
+            .where(Customer.id.in_(changed), Customer.id.in_(members),
+                   func.coalesce(Customer.timezone, default_zone) == zone_name))
