@@ -5,7 +5,7 @@ Orders are read once (mailer.store.predictions.paid_orders), counted in local da
 workspace zone, summarised and fitted by mailer.insight; when the data cannot support the
 models the run is recorded with its reason and no prediction is kept. The holdout refits
 on all but the last HOLDOUT_DAYS with the same thresholds and compares the repeat purchase
-days it predicts for them with those that happened.
+days the purchase model predicts for them with those that happened.
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ from zoneinfo import ZoneInfo
 from mailer.config.conditions import CHURN_RISKS
 from mailer.config.settings import Settings
 from mailer.core.clock import iso_z, zone
-from mailer.insight.bgnbd import expected_purchases, p_alive, time_to_likely_purchase
+from mailer.insight.bgnbd import (
+    BgNbd,
+    expected_purchases,
+    fit_bgnbd,
+    p_alive,
+    time_to_likely_purchase,
+)
 from mailer.insight.gamma_gamma import conditional_expected_value
 from mailer.insight.purchases import Fitted, Summary, Thresholds, fit_or_reason, summarise
 from mailer.store.db import Engine
@@ -83,20 +89,37 @@ def _scores(fitted: Fitted, summary: Summary, ids: Sequence[int],
     return scored
 
 
+def _purchase_model(summary: Summary, thresholds: Thresholds) -> BgNbd | None:
+    """The purchase model alone, under the same thresholds and checks as fit_or_reason:
+    the holdout compares orders, so a value model that fails on the shorter history
+    does not void it."""
+    fitted = fit_or_reason(summary, thresholds)
+    if isinstance(fitted, Fitted):
+        return fitted.purchases
+    if (fitted.repeat_buyers < thresholds.repeat_buyers
+            or fitted.days_of_history < thresholds.days_of_history):
+        return None
+    b = summary.buyer
+    if bool((summary.m_x[b][summary.x[b] > 0] <= 0).any()):
+        return None
+    purchases = fit_bgnbd(summary.x[b], summary.t_x[b], summary.T[b])
+    return purchases.params if purchases.converged and not purchases.at_bound else None
+
+
 def _holdout(customer: Sequence[int], at: Sequence[float], value: Sequence[float],
              now_days: float, summary: Summary, thresholds: Thresholds) -> dict[str, Any]:
     """Refit as of HOLDOUT_DAYS before now and compare the repeat purchase days it
     predicts for its buyers in those days with the ones they made (None: unfit)."""
     cut = now_days - HOLDOUT_DAYS
     before = summarise(customer, at, cut, value=value, customers=summary.x.size)
-    fitted = fit_or_reason(before, thresholds)
     b = before.buyer
+    model = _purchase_model(before, thresholds)
     # a buyer before the cut keeps their first day, so new purchase days are the new x
     actual = round(float((summary.x[b] - before.x[b]).sum()))
     predicted = None
-    if isinstance(fitted, Fitted):
-        predicted = float(expected_purchases(fitted.purchases, HOLDOUT_DAYS, before.x[b],
-                                             before.t_x[b], before.T[b]).sum())
+    if model is not None:
+        predicted = float(expected_purchases(model, HOLDOUT_DAYS, before.x[b], before.t_x[b],
+                                             before.T[b]).sum())
     return {"days": HOLDOUT_DAYS,
             "predicted_orders": None if predicted is None else round(predicted, 2),
             "actual_orders": actual if predicted is not None else None}
