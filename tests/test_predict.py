@@ -240,7 +240,7 @@ SEGMENTS = {
 def test_segment_conditions_pick_the_stored_values(
         fitted: tuple[Workspace, dict[str, object]]) -> None:
     db, _ = fitted
-    for name, (condition, sql) in SEGMENTS.items():
+    for name, (condition, _) in SEGMENTS.items():
         db.write(f"segments/{name}.yaml", f"description: {name}\n{condition}\n")
     for name, (_, sql) in SEGMENTS.items():
         result = db.run("segments", "show", name, "--now", NOW, "--limit", "1000", "--json")
