@@ -90,7 +90,7 @@ _AGE = {"type": "integer", "title": "whole number", "minimum": 0, "maximum": lan
 _TEXT = {"type": ["string", "number"], "title": "text", "pattern": r"\S"}
 _ANY_VALUE = {"type": ["string", "number", "boolean"], "title": "text, number or true/false",
               "pattern": r"\S"}
-_PLURAL = {"stage": "stages", "whole number": "whole numbers", "amount": "amounts", "text": "text",
+_PLURAL = {"stage": "stages", "churn risk": "churn risks", "probability": "probabilities", "whole number": "whole numbers", "amount": "amounts", "text": "text",
            _ANY_VALUE["title"]: "values (text, numbers or true/false)"}
 DATE_SCHEMA = {"type": "string", "title": "date", "examples": ["2026-01-31"],
                "pattern": r"^(19|2[0-9])[0-9]{2}-[0-9]{2}-[0-9]{2}([Tt ][0-9:.]+.*)?$"}
@@ -102,6 +102,12 @@ def _compared(kind: str) -> Schema:
         return _AGE
     if kind == "stage":
         return {"title": "stage", "enum": list(STAGE_NAMES)}
+    if kind == "churn_risk":
+        return {"title": "churn risk", "enum": list(lang.CHURN_RISKS)}
+    if kind == "p_alive":
+        return {"type": "number", "title": "probability", "minimum": 0, "maximum": 1}
+    if kind == "predicted_clv":
+        return _AMOUNT
     if kind in ("orders", "bought", *lang.COUNTS):
         return _COUNT
     if kind in ("spent", "average_order"):
