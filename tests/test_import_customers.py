@@ -116,7 +116,7 @@ def test_bad_rows_are_reported_with_their_line_and_skipped(db: Workspace) -> Non
         "a.csv:6: timezone: unknown time zone 'Europe/Berln' (did you mean Europe/Berlin?)",
         "a.csv:7: id is missing",
     ]
-    assert result.stdout.strip() == "a.csv: 1 row written, 5 skipped"
+    assert result.stdout.splitlines()[0] == "a.csv: 1 row written, 5 skipped"
     assert list(customers(db)) == ["B6"]
 
 
@@ -136,7 +136,7 @@ def test_every_problem_of_a_row_is_reported_in_column_order(db: Workspace) -> No
         "a.csv:3: birth_date: 1991-13-01 is not a date",
         "a.csv:4: id is missing",
     ]
-    assert result.stdout.strip() == "a.csv: 1 row written, 3 skipped"
+    assert result.stdout.splitlines()[0] == "a.csv: 1 row written, 3 skipped"
     assert list(customers(db)) == ["M4"]
     as_json = db.run("import", "customers", "a.csv", "--json", *NOW).json()
     assert as_json["skipped"] == 3

@@ -313,7 +313,7 @@ def test_families_cover_the_conditions_and_share_their_rules() -> None:
 def test_the_trigger_table_names_every_trigger_and_real_keys() -> None:
     literal = typing.get_args(Campaign.model_fields["trigger"].annotation)
     assert set(TRIGGER_RULES) == set(TRIGGERS) == set(literal)
-    keys = set(Campaign.model_fields)
+    keys = {field.alias or name for name, field in Campaign.model_fields.items()}
     for rule in TRIGGER_RULES.values():
         assert set(rule.needs) | set(rule.reads) <= keys
     assert set(ONLY_FOR) <= keys

@@ -90,7 +90,8 @@ _AGE = {"type": "integer", "title": "whole number", "minimum": 0, "maximum": lan
 _TEXT = {"type": ["string", "number"], "title": "text", "pattern": r"\S"}
 _ANY_VALUE = {"type": ["string", "number", "boolean"], "title": "text, number or true/false",
               "pattern": r"\S"}
-_PLURAL = {"stage": "stages", "churn risk": "churn risks", "probability": "probabilities", "whole number": "whole numbers", "amount": "amounts", "text": "text",
+_PLURAL = {"stage": "stages", "churn risk": "churn risks", "probability": "probabilities",
+           "whole number": "whole numbers", "amount": "amounts", "text": "text",
            _ANY_VALUE["title"]: "values (text, numbers or true/false)"}
 DATE_SCHEMA = {"type": "string", "title": "date", "examples": ["2026-01-31"],
                "pattern": r"^(19|2[0-9])[0-9]{2}-[0-9]{2}-[0-9]{2}([Tt ][0-9:.]+.*)?$"}

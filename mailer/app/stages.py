@@ -41,6 +41,16 @@ def update(engine: Engine, settings: Settings, now: datetime) -> dict[str, Any]:
             "changed": sum(recorded.moves.values()), "moves": _moves(recorded.moves.items())}
 
 
+def update_forward(engine: Engine, settings: Settings, now: datetime
+                   ) -> dict[str, Any] | UserError:
+    """update() as a step of another command (an import, a sweep of `run --once`): a now
+    before the latest recording leaves the history as it is and says why instead."""
+    try:
+        return update(engine, settings, now)
+    except UserError as err:
+        return err
+
+
 def month_bounds(month: date, settings: Settings) -> tuple[datetime, datetime]:
     """00:00 of the month's first day and of the next month's, in the workspace zone."""
     tz = zone(settings.timezone)

@@ -111,14 +111,13 @@ def _import(ctx: click.Context, kind: str, *, file: str, fmt: str | None, strict
 def _update_stages(engine: Engine, settings: Settings, now: datetime) -> dict[str, Any] | None:
     """`stages update` after an import; an import dated before the latest recording (the
     history only moves forward) says so on stderr and leaves the history as it is."""
-    from mailer.app.stages import update
-    from mailer.core.errors import UserError
+    from mailer.app.stages import update_forward
 
-    try:
-        return update(engine, settings, now)
-    except UserError as err:
-        click.echo(f"stages not updated: {err}", err=True)
+    found = update_forward(engine, settings, now)
+    if isinstance(found, Exception):
+        click.echo(f"stages not updated: {found}", err=True)
         return None
+    return found
 
 
 @contextmanager

@@ -44,6 +44,7 @@ def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> Non
     from datetime import UTC, datetime
 
     from mailer.app.send import SendResult, Summary, plan_now, send
+    from mailer.app.stages import update_forward
     from mailer.cli.deliver import secret_key, signer, smtp_transport
     from mailer.cli.send_cmd import print_summaries
     from mailer.core.clock import iso_z
@@ -58,6 +59,10 @@ def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> Non
     leadership.take(timeout=30.0)  # a daemon leading planning: wait, then exit 3
     started = datetime.now(UTC)
     try:
+        # one sweep of the daemon: its stages update first, so stage_change is due now
+        stages = update_forward(engine, settings, moment)
+        if isinstance(stages, Exception):
+            click.echo(f"stages not updated: {stages}", err=True)
         if deliver:
             transport = smtp_transport(run_.env, settings)
             summaries = send(engine, run_.root, loaded.specs, loaded.campaigns,
