@@ -1,8 +1,11 @@
 """`mailer import customers FILE` and `mailer import orders FILE`.
 
-An import that wrote rows ends with `stages update` as of the same now (mailer.app.stages),
-so a stage_change campaign sees the moves new orders made without waiting for the
-daemon's hourly update; the text output says what it recorded.
+An orders import that wrote rows ends with `stages update` as of the same now
+(mailer.app.stages), so a stage_change campaign sees the moves new orders made without
+waiting for the daemon's hourly update; the text output says what it recorded. A
+customers import does not: in a first load (customers, then their orders) it would
+record everyone as `awareness` and the orders import would then "move" every buyer,
+mailing each stage_change campaign to the whole store.
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ def _import(ctx: click.Context, kind: str, *, file: str, fmt: str | None, strict
     for warning in report.warnings:
         click.echo(str(warning), err=True)
     stages = _update_stages(run.engine, run.workspace.settings, moment) \
-        if report.written else None
+        if report.written and kind == "orders" else None
     if as_json:
         emit_json(report.as_json())
     else:
