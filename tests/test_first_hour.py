@@ -69,7 +69,7 @@ def test_the_readme_tour_runs_verbatim(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     shop = tmp_path / "shop"
-    assert "500 customers" in done.stdout
+    assert "200 customers" in done.stdout
     assert len(list((shop / "previews").glob("*.html"))) >= 4
     assert (shop / "forecast.html").exists()
     assert any((shop / "outbox" / "dry-run" / "black-friday").glob("*.eml"))
