@@ -19,6 +19,7 @@ from sqlalchemy import text as sql
 from mailer.config.settings import STAGE_NAMES, StageSettings
 from mailer.insight.stages import Stage, stage_from_counts, stage_of, stage_of_latest
 from tests.conftest import Workspace
+from tests.test_segments import members
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = "2026-11-23T10:00"
@@ -82,13 +83,6 @@ def store(db: Workspace) -> Workspace:
     result = db.run("import", "orders", "orders.csv", "--now", NOW)
     assert result.code == 0, result.stderr
     return db
-
-
-def members(store: Workspace, condition: str, now: str = NOW) -> list[str]:
-    store.write("segments/probe.yaml", f"description: probe\n{condition}\n")
-    result = store.run("segments", "show", "probe", "--now", now, "--json")
-    assert result.code == 0, result.stderr
-    return [member["id"] for member in result.json()["members"]]
 
 
 def by_stage(stages: dict[str, str]) -> dict[str, list[str]]:
