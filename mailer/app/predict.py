@@ -1,7 +1,7 @@
 """`mailer predict`: fit the purchase models on the store's paid orders and store every
 buyer's predictions (docs/customers.md, "Predictions").
 
-Orders are read once (mailer.store.predictions.paid_orders), counted in local days of the
+Orders are read once (mailer.store.insight.predictions.paid_orders), counted in local days of the
 workspace zone, summarised and fitted by mailer.insight; when the data cannot support the
 models the run is recorded with its reason and no prediction is kept. The holdout refits
 on all but the last HOLDOUT_DAYS with the same thresholds and compares the repeat purchase
@@ -29,7 +29,7 @@ from mailer.insight.bgnbd import (
 from mailer.insight.gamma_gamma import conditional_expected_value
 from mailer.insight.purchases import Fitted, Summary, Thresholds, fit_or_reason, summarise
 from mailer.store.db import Engine
-from mailer.store.predictions import Fit, Scored, paid_orders, replace_predictions
+from mailer.store.insight.predictions import Fit, Scored, paid_orders, replace_predictions
 
 HOLDOUT_DAYS = 90
 HORIZON_DAYS = 365  # predicted_clv_365d, and how far next_order_expected_at looks

@@ -17,7 +17,7 @@ from mailer.core.clock import iso_z, localize, zone
 from mailer.core.errors import UserError
 from mailer.insight.stages import Stage
 from mailer.store.db import Engine
-from mailer.store.stages import flow, latest_detection, record_changes
+from mailer.store.insight.stages import flow, latest_detection, record_changes
 
 ORDER = {stage.value: n for n, stage in enumerate(Stage)}
 

@@ -1,5 +1,5 @@
 """Relationship stages (docs/customers.md): where a customer stands with the store, from
-their paid orders as of now. Pure: the store's SQL (mailer.store.stages) computes the same
+their paid orders as of now. Pure: the store's SQL (mailer.store.insight.stages) computes the same
 rules for every customer at once, and tests hold the two to each other.
 
 The first rule that matches, over paid orders placed at or before now:

@@ -26,7 +26,7 @@ from mailer.insight.stages import stage_of_latest
 from mailer.mail.links import recipient_links
 from mailer.store.customers import Profile, favourite_categories, order_stats, people_by_id
 from mailer.store.db import Connection
-from mailer.store.stages import latest_paid_times
+from mailer.store.insight.stages import latest_paid_times
 
 CUSTOMER_FIELDS = ("first_name", "last_name", "birth_date", "country", "city", "locale",
                    "timezone", "tags", "attributes", "signed_up_at", "referral_code")

@@ -60,7 +60,7 @@ from mailer.store.customers import (
     time_zones,
 )
 from mailer.store.db import Connection, Engine
-from mailer.store.stages import changes_into
+from mailer.store.insight.stages import changes_into
 from mailer.store.versions import record_plan_run, stored_version_id
 
 BATCH = 1000

@@ -69,8 +69,8 @@ from mailer.core.errors import Problem
 from mailer.core.folding import fold, fold_domain
 from mailer.core.money import exponent
 from mailer.core.suggest import did_you_mean
+from mailer.store.insight.stages import AWARENESS, stage_case
 from mailer.store.models import Customer, Order, OrderLine, Prediction
-from mailer.store.stages import AWARENESS, stage_case
 
 CUSTOMERS = cast(Table, Customer.__table__)
 ORDERS = cast(Table, Order.__table__)
@@ -312,7 +312,7 @@ class _Compiler:
 
     def stage(self, c: Condition) -> Build:
         """The stage from the orders aggregation's count, latest time and count within
-        committed_within (mailer.store.stages.stage_case: the rules in SQL)."""
+        committed_within (mailer.store.insight.stages.stage_case: the rules in SQL)."""
         rules = self.scope.stages
         orders, last = self.order_agg("n", None), self.order_agg("last", None)
         recent = self.order_agg("n", Window("within", rules.committed_within))

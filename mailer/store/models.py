@@ -327,14 +327,15 @@ class StageChange(Base):
     stage without a change."""
 
     __tablename__ = "stage_history"
-    __table_args__ = (Index("ix_stage_history_customer_detected", "customer_id", "detected_at"),)
+    __table_args__ = (Index("ix_stage_history_customer_detected", "customer_id", "detected_at"),
+                      # stage_change campaigns read the changes into a stage by time
+                      Index("ix_stage_history_to_detected", "to_stage", "detected_at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
     from_stage: Mapped[str | None] = mapped_column(String(16))
     to_stage: Mapped[str] = mapped_column(String(16))
     detected_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
 
 
 class Prediction(Base):
@@ -378,3 +379,35 @@ class PredictionFit(Base):
     holdout_days: Mapped[int] = mapped_column(Integer)
     holdout_predicted: Mapped[float | None] = mapped_column(Float)
     holdout_actual: Mapped[int | None] = mapped_column(Integer)
+
+
+class ConsentChange(Base):
+    """A customer's consent as it became (state, since, source, reason): written with every
+    consent change (mailer.store.customers and the importer), the customer card's
+    consent_history. Migration 0011 recorded each customer's consent of that moment."""
+
+    __tablename__ = "consent_history"
+    __table_args__ = (Index("ix_consent_history_customer", "customer_id", "since"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16))
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    source: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Recommendation(Base):
+    """One of a customer's "you may like" products (mailer.store.recommendations), RANK 1
+    first; replaced as a whole by each daily computation. COMPUTED_AT is the moment they
+    describe (the computation's now)."""
+
+    __tablename__ = "recommendations"
+
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True, autoincrement=False)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    sku: Mapped[str] = mapped_column(String(255))
+    product: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(Text)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,1 @@
+"""The tables of knowing the customer: stage history, predictions, recommendations."""
