@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select
 
-from mailer.store.db import Engine
+from mailer.store.db import Connection, Engine
 from mailer.store.models import Order, Prediction, PredictionFit
 
 READ_BATCH = 50_000  # order rows fetched at a time
@@ -130,14 +130,13 @@ def latest_fit(engine: Engine) -> Fit | None:
                holdout_actual=row.holdout_actual)
 
 
-def predictions_of(engine: Engine, ids: Sequence[int]) -> dict[int, Scored]:
+def predictions_of(conn: Connection, ids: Sequence[int]) -> dict[int, Scored]:
     """The stored predictions of the customers IDS (those without one are left out): what
-    a mail's `customer.predictions` and the customer card would read, once per batch."""
+    a mail's `customer.predictions` and the customer card read, once per batch."""
     if not ids:
         return {}
-    with engine.connect() as conn:
-        rows = conn.execute(select(Prediction).where(Prediction.customer_id.in_(list(ids))))
-        return {row.customer_id: Scored(row.customer_id, row.p_alive, row.expected_orders_90d,
-                                        row.predicted_clv_365d, row.next_order_expected_at,
-                                        row.churn_risk)
-                for row in rows.scalars()}
+    rows = conn.execute(select(Prediction).where(Prediction.customer_id.in_(list(ids))))
+    return {row.customer_id: Scored(row.customer_id, row.p_alive, row.expected_orders_90d,
+                                    row.predicted_clv_365d, row.next_order_expected_at,
+                                    row.churn_risk)
+            for row in rows.scalars()}
