@@ -7,7 +7,9 @@ unsubscribe changes nothing, a bounce never hides a complaint, and nothing autom
 ever re-subscribes anyone (imports move only between the two lowest ranks, and never
 from an opt-out). The one way back down is `resubscribe`: a person's new opt-in,
 recorded by hand with where it came from; a bounce or a complaint needs `force`,
-because the address itself was the problem. Suppressions are one upsert
+because the address itself was the problem. Every consent write adds
+the consent it set to consent_history (the customer card's history), in the same
+transaction. Suppressions are one upsert
 (`INSERT … ON CONFLICT DO NOTHING`): two processes suppressing one address at once
 both succeed, where a select-then-insert let the second fail on the unique key.
 
@@ -47,6 +49,7 @@ from mailer.store.db import Connection, Engine, among, is_server, serial_plans, 
 from mailer.store.models import (
     DELIVERY_STATES,
     Base,
+    ConsentChange,
     Customer,
     Delivery,
     Event,
@@ -66,9 +69,27 @@ def opt_out(conn: Connection, which: ColumnElement[bool], consent: Consent, *, n
     """Set CONSENT on the customers WHICH selects, where it ranks above theirs; how many
     changed."""
     below = [state for state, rank in RANK.items() if rank < RANK[consent]]
-    return conn.execute(update(Customer).where(which, Customer.consent.in_(below)).values(
+    # RETURNING names exactly the customers this statement moved (not those already
+    # opted out, nor one a concurrent writer moved first): each gets its history row in
+    # the same transaction.
+    moved = list(conn.execute(update(Customer).where(which, Customer.consent.in_(below)).values(
         consent=consent, consent_at=now, consent_source=source, consent_reason=reason,
-        updated_at=now)).rowcount
+        updated_at=now).returning(Customer.id)).scalars())
+    if moved:
+        conn.execute(insert(ConsentChange), [
+            {"customer_id": customer_id, "state": str(consent), "since": now, "source": source,
+             "reason": reason} for customer_id in moved])
+    return len(moved)
+
+
+def record_consent(conn: Connection, which: ColumnElement[bool]) -> None:
+    """Add the consent the customers WHICH selects hold now to their consent history, in
+    one INSERT … SELECT: the importer calls it once per batch for the customers it
+    created or whose consent it moved."""
+    conn.execute(insert(ConsentChange).from_select(
+        ["customer_id", "state", "since", "source", "reason"],
+        select(Customer.id, Customer.consent, Customer.consent_at, Customer.consent_source,
+               Customer.consent_reason).where(which)))
 
 
 def suppress(conn: Connection, keys: Iterable[str], *, now: datetime, source: str,
@@ -153,6 +174,9 @@ def resubscribe(engine: Engine, emails: list[str], *, now: datetime, source: str
             conn.execute(update(Customer).where(Customer.id == row.id).values(
                 consent=Consent.SUBSCRIBED, consent_at=now, consent_source=source,
                 consent_reason="opt_in", updated_at=now))
+            conn.execute(insert(ConsentChange).values(
+                customer_id=row.id, state=Consent.SUBSCRIBED, since=now, source=source,
+                reason="opt_in"))
             conn.execute(delete(Suppression).where(Suppression.email_key == address.key))
             # What the opt-in replaced stays on record: the consent columns now hold the
             # new one, and the suppression row is gone.

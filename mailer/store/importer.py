@@ -9,7 +9,8 @@ byte that is not UTF-8, an unclosed quote) keeps what was written before it.
 Consent on import: a new customer is `subscribed` unless the file says
 `subscribed=false`; `false` moves only `subscribed` to `not_subscribed`, `true`
 moves only `not_subscribed` to `subscribed`; `unsubscribed`, `bounced` and
-`complained` are never changed here.
+`complained` are never changed here. Each new customer and each consent moved gets its
+row in consent_history (mailer.store.customers.record_consent), batch by batch.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from sqlalchemy import (
 )
 
 from mailer.core.errors import ConfigError, Problem
+from mailer.store.customers import record_consent
+from mailer.store.db import among
 from mailer.store.locks import importing
 from mailer.store.models import Customer, Order, OrderLine, folded
 from mailer.store.records import (
@@ -146,6 +149,15 @@ class _CustomerWriter:
                          .values({name: bindparam(f"v_{name}") for name in columns}))
             self._conn.execute(statement, [
                 {"_id": p["_id"], **{f"v_{name}": p[name] for name in columns}} for p in params])
+        # The consent history of the batch: one INSERT … SELECT each for the new customers
+        # and for those whose consent this import moved (never a query per row).
+        if inserts:
+            record_consent(self._conn, among(self._conn, c.store_id,
+                                             [row["store_id"] for row in inserts]))
+        moved = [p["_id"] for columns, params in updates.items() if "consent" in columns
+                 for p in params]
+        if moved:
+            record_consent(self._conn, among(self._conn, c.id, moved))
         self._tally.written(len(inserts) + sum(len(p) for p in updates.values()))
 
     def _new(self, row: CustomerRow) -> dict[str, Any]:
