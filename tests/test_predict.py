@@ -16,10 +16,12 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from mailer.insight.bgnbd import BgNbd, expected_purchases, p_alive, time_to_likely_purchase
 from mailer.insight.gamma_gamma import GammaGamma, conditional_expected_value
@@ -274,3 +276,60 @@ def test_validate_accepts_the_conditions_and_names_typos(db: Workspace) -> None:
         ("all.2.predicted_clv", "give at_least or at_most"),
         ("all.3.p_alive.at_most", "expected a probability from 0 to 1, got '1.5'"),
     }
+
+
+PREDICTIONS_TEMPLATE = """<html><body>
+{% if customer.predictions is defined %}alive={{ '%.4f' % customer.predictions.p_alive }}
+risk={{ customer.predictions.churn_risk }} clv={{ customer.predictions.predicted_clv_365d }}
+{% else %}no prediction{% endif %}
+{% for item in recommendations %}[{{ item.sku }}|{{ item.product }}]{% endfor %}
+<a href="{{ links.unsubscribe }}">Unsubscribe</a> {{ store.address }}
+</body></html>
+"""
+
+
+def test_templates_read_the_stored_predictions_and_recommendations(
+        fitted: tuple[Workspace, dict[str, object]], tmp_path: Path) -> None:
+    db, _ = fitted
+    db.write("segments/everyone.yaml", "description: everyone\norders: {at_least: 0}\n")
+    db.write("templates/insight.html", PREDICTIONS_TEMPLATE)
+    db.write("campaigns/insight.yaml", "name: Insight\ntrigger: once\nat: 2026-11-24T10:00\n"
+                                       "segment: everyone\ntemplate: insight.html\n"
+                                       "subject: Hi\n")
+    assert db.run("validate").code == 0
+    stored = _predictions(db)
+    # the table `mailer recommend` fills, written here as it would: rank 1 first
+    db_id = db.query("SELECT id FROM customers WHERE store_id = 'C000'")[0][0]
+    engine = db.engine()
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO recommendations (customer_id, rank, sku, product, "
+                          "category, computed_at) VALUES (:c, 2, 'B-2', 'Mug', 'home', :t), "
+                          "(:c, 1, 'A-9', 'Tea', 'food', :t)"),
+                     {"c": db_id, "t": datetime(2026, 11, 23)})
+    engine.dispose()
+    pages = {}
+    for customer in ("C000", "NONE"):
+        out = tmp_path / customer
+        result = db.run("preview", "insight", "--customer", customer, "--out", str(out),
+                        "--now", NOW)
+        assert result.code == 0, result.stderr
+        pages[customer] = (out / f"insight-01-{customer}.html").read_text()
+    mine = stored["C000"]
+    assert f"alive={float(str(mine['p_alive'])):.4f}" in pages["C000"]
+    assert f"risk={mine['churn_risk']}" in pages["C000"]
+    clv = int(str(mine["clv"]))
+    assert f"clv={clv // 100}.{clv % 100:02d}" in pages["C000"]  # euros, like stats.spent
+    assert "[A-9|Tea][B-2|Mug]" in pages["C000"]
+    assert "no prediction" in pages["NONE"] and "[" not in pages["NONE"].split("prediction")[1]
+
+
+def test_validate_names_a_misspelt_prediction_field(db: Workspace) -> None:
+    db.write("segments/everyone.yaml", "description: everyone\norders: {at_least: 0}\n")
+    db.write("templates/t.html", "<p>{{ customer.predictions.p_alvie }}</p>\n"
+                                 '<a href="{{ links.unsubscribe }}">x</a>{{ store.address }}\n')
+    db.write("campaigns/c.yaml", "name: C\ntrigger: once\nat: 2026-11-24T10:00\n"
+                                 "segment: everyone\ntemplate: t.html\nsubject: Hi\n")
+    result = db.run("validate")
+    assert result.code == 1
+    assert ("templates/t.html:1: unknown variable customer.predictions.p_alvie (did you mean "
+            "p_alive?)") in result.stdout + result.stderr

@@ -15,7 +15,7 @@ from mailer.config.campaign import parse_campaign
 from mailer.config.settings import parse_settings
 from mailer.config.workspace import init_workspace
 from mailer.config.yamlsrc import load_yaml
-from mailer.mail.context import ALWAYS, CONTEXT_SCHEMA, build_context
+from mailer.mail.context import ALWAYS, CONTEXT_SCHEMA, PREDICTIONS, build_context
 from mailer.store.customers import Profile
 from tests.conftest import SETTINGS, Workspace
 
@@ -163,7 +163,8 @@ def test_a_loop_variable_is_unknown_outside_its_loop(ws: Workspace) -> None:
     code, output = lines(ws)
     assert code == 1
     assert output[0] == ("templates/win-back.html:9: unknown variable tag; the context has "
-                         "customer, stats, campaign, intro, coupon, referral, links, store, now")
+                         "customer, stats, campaign, intro, coupon, referral, links, store, now, "
+                         "recommendations")
 
 
 # --- optional values printed without a default: warnings ------------------------------------
@@ -332,7 +333,8 @@ def test_a_full_context_has_every_name_and_field_of_the_schema() -> None:
                        signed_up_at=datetime(2025, 1, 1, tzinfo=UTC), referral_code="R1")
     stats = {"orders": 2, "spent": Decimal(10), "average_order": Decimal(5),
              "first_order_at": datetime(2026, 1, 1, tzinfo=UTC),
-             "last_order_at": datetime(2026, 2, 1, tzinfo=UTC), "favourite_category": "tea"}
+             "last_order_at": datetime(2026, 2, 1, tzinfo=UTC), "favourite_category": "tea",
+             PREDICTIONS: {"p_alive": 0.5}}
     context = _context(everyone, stats, FULL_SETTINGS, FULL_CAMPAIGN)
     context["intro"] = "Hello"  # compose() adds it
     assert _keys(context) == _schema(optional=True)

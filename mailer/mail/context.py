@@ -4,7 +4,9 @@ checks templates against.
 
 `stats` come from one aggregation over the batch's orders, one over its order
 lines (for the favourite category) and one reading each recipient's latest paid
-orders (for `customer.stage`): never a query per recipient. Missing data is
+orders (for `customer.stage`); `customer.predictions` and `recommendations` are one
+read each of what `mailer predict` and `mailer recommend` stored: never a query per
+recipient. Missing data is
 left out of the context, so templates see it as undefined (`| default(...)`
 works) and never as None.
 """
@@ -26,6 +28,8 @@ from mailer.insight.stages import stage_of_latest
 from mailer.mail.links import recipient_links
 from mailer.store.customers import Profile, favourite_categories, order_stats, people_by_id
 from mailer.store.db import Connection
+from mailer.store.insight.predictions import Scored, predictions_of
+from mailer.store.insight.recommendations import recommendations_of
 from mailer.store.insight.stages import latest_paid_times
 
 CUSTOMER_FIELDS = ("first_name", "last_name", "birth_date", "country", "city", "locale",
@@ -54,7 +58,8 @@ CONTEXT_SCHEMA: Mapping[str, ContextName] = {
         "id": ALWAYS, "email": ALWAYS, "now": ALWAYS,
         "timezone": ALWAYS,  # the workspace's zone when the customer has none
         "age": READER,
-        "stage": ALWAYS},  # the relationship stage as of the mail's now
+        "stage": ALWAYS,  # the relationship stage as of the mail's now
+        "predictions": READER},  # missing until `mailer predict` fitted the store
                             open=frozenset({"attributes"})),
     "stats": ContextName(ALWAYS, {
         "orders": ALWAYS, "spent": ALWAYS, "average_order": READER, "first_order_at": READER,
@@ -71,11 +76,22 @@ CONTEXT_SCHEMA: Mapping[str, ContextName] = {
         "name": ALWAYS, "address": ALWAYS, "currency": ALWAYS, "locale": ALWAYS,
         "url": CAMPAIGN}),
     "now": ContextName(ALWAYS),
+    # "you may like", best first: [] for a reader without any (`mailer recommend`)
+    "recommendations": ContextName(ALWAYS),
 }
 
-# The stats key holding the times of the latest paid orders, newest first (the stage
-# reads them); build_context takes it out, so templates never see it.
+# Fields of a field: what `customer.predictions.<name>` may read.
+PREDICTION_FIELDS = ("p_alive", "expected_orders_90d", "predicted_clv_365d",
+                     "next_order_expected_at", "churn_risk")
+NESTED: Mapping[tuple[str, str], tuple[str, ...]] = {
+    ("customer", "predictions"): PREDICTION_FIELDS}
+
+# The stats keys holding the times of the latest paid orders, newest first (the stage
+# reads them), the stored predictions and recommendations; build_context takes them
+# out, so templates never see them in `stats`.
 LATEST = "_latest_orders"
+PREDICTIONS = "_predictions"
+RECOMMENDATIONS = "_recommendations"
 
 # What a record (a dict) answers besides its keys: the sandbox lets templates read these.
 _DICT_READS = frozenset({"get", "items", "keys", "values", "copy"})
@@ -110,6 +126,12 @@ def look_up(path: tuple[str, ...]) -> Known | str:
         return f"unknown variable {'.'.join(path[:2])}" + did_you_mean(
             field, entry.fields, otherwise=f"; {path[0]} has {', '.join(entry.fields)}")
     presence = entry.fields[field] if entry.presence == ALWAYS else entry.presence
+    nested = NESTED.get((path[0], field))
+    if nested is not None and len(path) > 2:
+        if path[2] not in nested:
+            return f"unknown variable {'.'.join(path[:3])}" + did_you_mean(
+                path[2], nested, otherwise=f"; {'.'.join(path[:2])} has {', '.join(nested)}")
+        return Known(path[:3], presence)
     if field in entry.open and len(path) > 2 and path[2] not in _DICT_READS:
         return Known(path[:3], READER, open=True)
     return Known(path[:2], presence)
@@ -132,7 +154,9 @@ def load_customers(conn: Connection, ids: Sequence[int]) -> dict[int, Profile]:
 
 def load_stats(conn: Connection, ids: Sequence[int], *, now: datetime,
                currency: str) -> dict[int, dict[str, Any]]:
-    """orders, spent, average_order, first/last order time and favourite category."""
+    """orders, spent, average_order, first/last order time and favourite category, and
+    (under the keys build_context takes out) what the stage, predictions and
+    recommendations read."""
     places = exponent(currency)
     stats: dict[int, dict[str, Any]] = {}
     for paid in order_stats(conn, ids, now=now, currency=currency):
@@ -151,7 +175,26 @@ def load_stats(conn: Connection, ids: Sequence[int], *, now: datetime,
     for customer_id, times in latest_paid_times(conn, ids, now=now,
                                                 limit=MAX_COMMITTED_ORDERS).items():
         stats.setdefault(customer_id, {"orders": 0, "spent": Decimal(0)})[LATEST] = times
+    for customer_id, scored in predictions_of(conn, ids).items():
+        stats.setdefault(customer_id, {"orders": 0, "spent": Decimal(0)})[PREDICTIONS] = (
+            prediction_fields(scored, currency))
+    for customer_id, products in recommendations_of(conn, ids).items():
+        stats.setdefault(customer_id, {"orders": 0, "spent": Decimal(0)})[RECOMMENDATIONS] = [
+            product.as_json() for product in products]
     return stats
+
+
+def prediction_fields(scored: Scored, currency: str) -> dict[str, Any]:
+    """A customer's stored predictions as templates (and the card) read them: the
+    lifetime value in major units of CURRENCY, like `stats.spent`; no expected next
+    order is left out, not None."""
+    fields: dict[str, Any] = {
+        "p_alive": scored.p_alive, "expected_orders_90d": scored.expected_orders_90d,
+        "predicted_clv_365d": Decimal(scored.predicted_clv_365d).scaleb(-exponent(currency)),
+        "churn_risk": scored.churn_risk}
+    if scored.next_order_expected_at is not None:
+        fields["next_order_expected_at"] = scored.next_order_expected_at
+    return fields
 
 
 def age(born: date, today: date) -> int:
@@ -189,6 +232,10 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
     latest = stats.pop(LATEST, [stats["last_order_at"]] if "last_order_at" in stats else [])
     person["stage"] = str(stage_of_latest(int(stats["orders"]), latest, now=now,
                                           rules=settings.stages))
+    predictions = stats.pop(PREDICTIONS, None)
+    if predictions is not None:
+        person["predictions"] = predictions
+    recommendations = stats.pop(RECOMMENDATIONS, [])
     context: dict[str, Any] = {
         "customer": person,
         "stats": stats,
@@ -205,6 +252,7 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
         "now": now,
         "coupon": {},
         "referral": {},
+        "recommendations": recommendations,
     }
     if campaign.coupon is not None:
         context["coupon"] = {"code": coupon_code or f"{campaign.coupon.prefix}-PREVIEW",

@@ -135,8 +135,8 @@ def predictions_of(conn: Connection, ids: Sequence[int]) -> dict[int, Scored]:
     a mail's `customer.predictions` and the customer card read, once per batch."""
     if not ids:
         return {}
-    rows = conn.execute(select(Prediction).where(Prediction.customer_id.in_(list(ids))))
-    return {row.customer_id: Scored(row.customer_id, row.p_alive, row.expected_orders_90d,
-                                    row.predicted_clv_365d, row.next_order_expected_at,
-                                    row.churn_risk)
-            for row in rows.scalars()}
+    rows = conn.execute(select(Prediction.customer_id, Prediction.p_alive,
+                               Prediction.expected_orders_90d, Prediction.predicted_clv_365d,
+                               Prediction.next_order_expected_at, Prediction.churn_risk)
+                        .where(Prediction.customer_id.in_(list(ids))))
+    return {row[0]: Scored(*row) for row in rows}
