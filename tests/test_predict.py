@@ -14,6 +14,7 @@ refuses typos with a did-you-mean.
 from __future__ import annotations
 
 import math
+import threading
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from sqlalchemy import text
 
 from mailer.insight.bgnbd import BgNbd, expected_purchases, p_alive, time_to_likely_purchase
 from mailer.insight.gamma_gamma import GammaGamma, conditional_expected_value
+from mailer.store.locks import PREDICT_KEY
 from tests.conftest import Workspace
 
 NOW = "2026-11-23T10:00"  # Berlin, 09:00Z
@@ -333,3 +335,35 @@ def test_validate_names_a_misspelt_prediction_field(db: Workspace) -> None:
     assert result.code == 1
     assert ("templates/t.html:1: unknown variable customer.predictions.p_alvie (did you mean "
             "p_alive?)") in result.stdout + result.stderr
+
+
+def test_two_runs_at_once_on_postgresql_store_one_set(pg: Workspace) -> None:
+    """A second `predict` while one is storing waits for it (without the lock, both would
+    insert the same customers and one would fail on the primary key)."""
+    _import(pg, ORDERS)
+    assert pg.run("predict", "--now", NOW).code == 0
+    engine = pg.engine()
+    try:
+        with engine.connect() as holder:
+            holder.begin()
+            holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PREDICT_KEY})
+            done = threading.Event()
+            outcome: list[int] = []
+            second = threading.Thread(target=lambda: (outcome.append(
+                pg.run("predict", "--now", NOW).code), done.set()))
+            second.start()
+            waiting = 0
+            for _ in range(600):  # until the second run waits on the lock (up to a minute)
+                waiting = holder.execute(text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND NOT granted")).scalar_one()
+                if waiting or done.wait(0.1):
+                    break
+            assert waiting == 1 and not done.is_set()
+            holder.rollback()
+        second.join(timeout=60)
+        assert outcome == [0]
+        assert pg.query("SELECT count(*) FROM predictions")[0][0] == CUSTOMERS
+        assert pg.query("SELECT count(*) FROM prediction_fits")[0][0] == 2
+    finally:
+        engine.dispose()

@@ -187,12 +187,17 @@ def test_the_daemon_updates_stages_at_its_start_and_mails_the_change(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             arrived = _wait_for(lambda: len(server.caught) == 3, 30)
+            # the same hourly job refits the purchase models (none fitted yet)
+            refitted = _wait_for(lambda: store.query(
+                "SELECT count(*) FROM prediction_fits")[0][0] == 1, 30)
         finally:
             _, log = _stop(daemon)
-    assert arrived, log
+    assert arrived and refitted, log
     # back to B and D, regulars (from commitment) to D.
     assert sorted(c.message()["To"] for c in server.caught) == [
         "Bob <bob@example.com>", "Dora <dora@example.com>", "Dora <dora@example.com>"]
     line = next(line for line in log.splitlines() if "stages update now=" in line)
     assert line.endswith("stages update now=2026-11-29T03:00:00Z recorded=0 changed=2 "
                          "exploration->termination=1 commitment->termination=1")
+    line = next(line for line in log.splitlines() if "predict now=" in line)
+    assert "predict now=2026-11-29T03:00:00Z not fitted: " in line, line

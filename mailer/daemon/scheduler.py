@@ -16,7 +16,9 @@ One asyncio loop runs three tasks:
   and its jobs rebuilt, a broken one is logged problem by problem and ignored.
 - stages: `stages update` at the start of leading and then hourly (an APScheduler
   job on the daemon's clock), one log line with its counts, then a sweep, so a
-  stage_change campaign mails a recorded change at once.
+  stage_change campaign mails a recorded change at once. The same job refits the
+  purchase models (`mailer predict`) when the latest fit is a day old on the daemon's
+  clock (or from another day than it), one log line with its outcome.
 - delivering: the same sending loop (`SendingLoop`) as `mailer worker`, over every campaign's
   rows, so rows of a campaign whose file is gone finish from their version. An
   APScheduler job logs what it sent each interval (a minute by default).
@@ -43,6 +45,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from mailer.app.predict import predict
 from mailer.app.send import compile_versions, plan_now
 from mailer.app.stages import update as update_stages
 from mailer.app.validation import template_errors
@@ -58,6 +61,7 @@ from mailer.planning.wakeups import next_wakeup
 from mailer.store.customers import time_zones
 from mailer.store.daemon_state import write_state
 from mailer.store.db import Engine
+from mailer.store.insight.predictions import latest_fit
 from mailer.store.ledger import next_release_of, queued_rows
 from mailer.store.locks import Leadership
 
@@ -67,6 +71,7 @@ WATCHED = ("campaigns", "segments", "templates")
 COUNTS_JOB = "delivery-counts"  # the one job that outlives leadership and reloads
 STAGES_JOB = "stages-update"  # outlives reloads (a reload must not rerun it), not leadership
 STAGES_EVERY = 3600.0  # seconds between `stages update` runs
+REFIT_AFTER = timedelta(days=1)  # the daemon refits the purchase models daily
 # The outcomes every counts line names; skipped and expired join them when there were any.
 COUNTED = (DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED,
            DeliveryState.UNKNOWN)
@@ -323,6 +328,25 @@ class Daemon:
                  extra={"fields": {"event": "stages_update", **found}})
         if found["changed"]:
             self._sweep_wanted.set()
+        await self._refit_if_stale()
+
+    async def _refit_if_stale(self) -> None:
+        """`mailer predict` as of the daemon's clock when the latest fit is REFIT_AFTER old
+        (or newer than the clock: it described another moment), one line with what came
+        of it. A failure waits for the next hourly look."""
+        now = self.clock.now()
+        try:
+            fit = await asyncio.to_thread(latest_fit, self.engine)
+            if fit is not None and timedelta(0) <= now - fit.now < REFIT_AFTER:
+                return
+            found = await asyncio.to_thread(predict, self.engine, self.loaded.settings, now)
+        except Exception:  # the database away: the next hourly look retries
+            log.exception("predict failed; the next hourly look retries")
+            return
+        outcome = (f"fitted customers={found['customers']} repeat_buyers={found['repeat_buyers']}"
+                   if found["fitted"] else f"not fitted: {found['reason']}")
+        log.info("predict now=%s %s", found["now"], outcome,
+                 extra={"fields": {"event": "predict", **found}})
 
     async def _wake(self, reason: str) -> None:
         log.debug("wake-up: %s", reason)

@@ -31,6 +31,8 @@ from mailer.core.errors import LockHeld
 PLANNING_KEY = 0x6D61_696C_6572_0001
 LEADER_KEY = 0x6D61_696C_6572_0002
 IMPORT_KEY = 0x6D61_696C_6572_0003
+STAGES_KEY = 0x6D61_696C_6572_0004  # "mailer stages"
+PREDICT_KEY = 0x6D61_696C_6572_0005  # "mailer predict"
 
 
 def lock_path(engine: Engine, suffix: str) -> str:
@@ -73,6 +75,20 @@ def _unflock(handle: IO[str]) -> None:
 def _pid_in(handle: IO[str]) -> str:
     handle.seek(0)
     return handle.read().strip() or "?"
+
+
+@contextmanager
+def one_writer(engine: Engine, conn: Connection, *, key: int, name: str,
+               doing: str) -> Iterator[None]:
+    """One writer at a time for CONN's transaction (two would both write the same rows):
+    a transaction-scoped advisory lock KEY on PostgreSQL, the file lock NAME elsewhere;
+    both wait for the other writer to finish."""
+    if engine.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        yield
+        return
+    with file_lock(lock_path(engine, name), wait=True, doing=doing):
+        yield
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 
 from mailer.store.db import Connection, Engine
+from mailer.store.locks import PREDICT_KEY, one_writer
 from mailer.store.models import Order, Prediction, PredictionFit
 
 READ_BATCH = 50_000  # order rows fetched at a time
@@ -93,9 +94,11 @@ def _fit_values(fit: Fit) -> dict[str, Any]:
 
 def replace_predictions(engine: Engine, fit: Fit, scored: Iterable[Scored]) -> int:
     """Record FIT and make SCORED the only predictions (none when unfit), in one
-    transaction: readers see the old set or the new one, never a mix. The count written."""
+    transaction: readers see the old set or the new one, never a mix; a second run at the
+    same time waits (both would insert the same customers). The count written."""
     written = 0
-    with engine.begin() as conn:
+    with engine.connect() as conn, conn.begin(), one_writer(
+            engine, conn, key=PREDICT_KEY, name="predict", doing="storing predictions"):
         conn.execute(insert(PredictionFit), [_fit_values(fit)])
         conn.execute(delete(Prediction))
         batch: list[dict[str, Any]] = []

@@ -10,22 +10,20 @@ serves it); none runs per customer.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, insert, literal, or_, select, text
+from sqlalchemy import ColumnElement, Select, and_, case, func, insert, literal, or_, select
 
 from mailer.config.settings import STAGE_NAMES, StageSettings
 from mailer.store.db import Connection, Engine
-from mailer.store.locks import file_lock, lock_path
+from mailer.store.locks import STAGES_KEY, one_writer
 from mailer.store.models import Customer, Order, StageChange
 
 AWARENESS, EXPLORATION, EXPANSION, COMMITMENT, TERMINATION = STAGE_NAMES
 BATCH = 20_000  # customers per statement of `stages update`
-STAGES_KEY = 0x6D61_696C_6572_0004  # the advisory lock "mailer stages"
 
 
 def stage_case(orders: ColumnElement[Any], last_at: ColumnElement[Any],
@@ -77,23 +75,13 @@ class Recorded:
     moves: Counter[tuple[str, str]]
 
 
-@contextmanager
-def _one_updater(engine: Engine, conn: Connection) -> Iterator[None]:
-    """One update at a time: two would both record the same change."""
-    if engine.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": STAGES_KEY})
-        yield
-        return
-    with file_lock(lock_path(engine, "stages"), wait=True, doing="updating stages"):
-        yield
-
-
 def record_changes(engine: Engine, *, now: datetime, rules: StageSettings) -> Recorded:
     """Compute every customer's stage as of NOW, BATCH customers a statement, and record
     each that differs from the customer's latest recording (a customer never recorded
     gets a row without from_stage). One transaction: all of it, or none."""
     first, moves = 0, Counter[tuple[str, str]]()
-    with engine.connect() as conn, conn.begin(), _one_updater(engine, conn):
+    with engine.connect() as conn, conn.begin(), one_writer(
+            engine, conn, key=STAGES_KEY, name="stages", doing="updating stages"):
         low, high = conn.execute(select(func.min(Customer.id), func.max(Customer.id))).one()
         for lo in range(low or 0, (high or -1) + 1, BATCH):
             hi = lo + BATCH - 1
