@@ -30,6 +30,7 @@ COMMANDS = {
     "segments": ("mailer.cli.segments_cmd:segments", "Segments: sizes, members, SQL, funnel."),
     "stages": ("mailer.cli.stages_cmd:stages", "Record stage changes; a month's stage flow."),
     "predict": ("mailer.cli.predict_cmd:predict", "Fit the purchase models; store predictions."),
+    "customer": ("mailer.cli.customer_cmd:customer", "One customer's card (id or email)."),
     "recommend": ("mailer.cli.recommend_cmd:recommend", "Store every customer's recommendations."),
     "preview": ("mailer.cli.preview_cmd:preview", "Render real sample mails without sending."),
     "plan": ("mailer.cli.plan_cmd:plan", "Who a campaign would mail now (a dry run)."),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import calendar
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -675,14 +675,24 @@ class CompiledSegment:
     steps: tuple[ColumnElement[bool], ...]  # cumulative tests of a top-level all:
 
 
-def compile_segment(spec: SegmentSpec, specs: dict[str, SegmentSpec],
-                    scope: Scope) -> CompiledSegment:
-    """Compile a segment; every aggregation it needs is built once and joined once."""
+def compile_segment(spec: SegmentSpec, specs: dict[str, SegmentSpec], scope: Scope, *,
+                    among: Sequence[int] | None = None) -> CompiledSegment:
+    """Compile a segment; every aggregation it needs is built once and joined once.
+
+    With AMONG (customer ids) the segment is asked about those customers only, and the
+    restriction goes into every aggregation too: the orders and lines are then read
+    through the customer-led index ix_orders_customer_placed for those customers alone,
+    where a filter on the outer query only would leave both databases aggregating every
+    order of the store first (the customer card asks about one customer)."""
     compiler = _Compiler(specs, scope)
     items = spec.root.items if isinstance(spec.root, All) else (spec.root,)
     step_builds = [compiler.node(item, (spec.name,), top=True) for item in items]
     refs = _Refs()
     paid = and_(ORDERS.c.status == "paid", ORDERS.c.placed_at <= scope.now)
+    chosen: ColumnElement[bool] = true()
+    if among is not None:
+        chosen = CUSTOMERS.c.id.in_(list(among))
+        paid = and_(ORDERS.c.customer_id.in_(list(among)), paid)
     joins: list[tuple[str, Subquery | Table, ColumnElement[bool]]] = []
     if compiler.order_aggs:
         refs.orders = (select(ORDERS.c.customer_id, *compiler.order_aggs.values())
@@ -697,10 +707,13 @@ def compile_segment(spec: SegmentSpec, specs: dict[str, SegmentSpec],
         joins.append(("lines", refs.lines, refs.lines.c.customer_id == CUSTOMERS.c.id))
     if compiler.referrals:
         referrer = CUSTOMERS.alias("referred")
-        refs.referrals = (select(referrer.c.referred_by,
-                                 func.count().label("referrals"))
-                          .where(referrer.c.referred_by.is_not(None))
-                          .group_by(referrer.c.referred_by).subquery("agg_referrals"))
+        referred = select(referrer.c.referred_by, func.count().label("referrals")).where(
+            referrer.c.referred_by.is_not(None))
+        if among is not None:  # the referrals of these customers alone (ix on referred_by)
+            referred = referred.where(referrer.c.referred_by.in_(
+                select(CUSTOMERS.c.store_id).where(chosen).correlate(None)))
+        refs.referrals = (referred.group_by(referrer.c.referred_by)
+                          .subquery("agg_referrals"))
         joins.append(("referrals", refs.referrals,
                       refs.referrals.c.referred_by == CUSTOMERS.c.store_id))
     if compiler.predictions:
@@ -713,6 +726,8 @@ def compile_segment(spec: SegmentSpec, specs: dict[str, SegmentSpec],
         members_source = (members_source.join(sub, on) if name in compiler.required
                           else members_source.outerjoin(sub, on))
     parts = [step(refs) for step in step_builds]
+    if among is not None:
+        parts[0] = and_(chosen, parts[0])
     steps = tuple(and_(*parts[:count]) for count in range(1, len(parts) + 1))
     return CompiledSegment(where=steps[-1], source=source, members_source=members_source,
                            steps=steps)

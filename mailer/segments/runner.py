@@ -1,4 +1,5 @@
-"""Running segments against the store: sizes, members, SQL and the funnel."""
+"""Running segments against the store: sizes, members, one customer's memberships, SQL
+and the funnel."""
 
 from __future__ import annotations
 
@@ -104,6 +105,20 @@ def memberships(engine: Engine, specs: dict[str, SegmentSpec], segments: list[st
         if name != "default" and ids:
             for member in member_ids(engine, specs, name, scope, limit=len(ids), among=ids):
                 found[member].add(name)
+    return found
+
+
+def memberships_of(engine: Engine, specs: dict[str, SegmentSpec], customer_id: int,
+                   scope: Scope) -> list[str]:
+    """The names of every segment the customer is in, sorted: each segment compiled for
+    this customer alone (compile_segment's AMONG), so the answer reads their own rows
+    through the customer-led indexes and never scans the store."""
+    found = []
+    with reading(engine) as conn:
+        for name in sorted(specs):
+            segment = compile_segment(specs[name], specs, scope, among=[customer_id])
+            if conn.execute(members_query(segment, CUSTOMERS.c.id)).first() is not None:
+                found.append(name)
     return found
 
 
