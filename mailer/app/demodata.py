@@ -96,21 +96,68 @@ _PLACES = (
 )
 _PLACE_WEIGHTS = [p.weight for p in _PLACES]
 
-# category -> (sku prefix, [(product, price in minor units)])
+# category -> (sku prefix, [(product, price in minor units, popularity)]); a product's sku is
+# its prefix and its place in the list (SH-001 ...), so new products go at the end.
 _CATALOG = {
-    "shoes": ("SH", [("Trail runner", 8900), ("City sneaker", 6990), ("Wool slipper", 3450)]),
-    "outdoor": ("OD", [("Rain jacket", 12900), ("Daypack 20 l", 5990), ("Camping mug", 1290)]),
-    "kitchen": ("KI", [("Cast iron pan", 4990), ("Chef's knife", 7900), ("Linen apron", 2450)]),
-    "coffee": ("CO", [("Espresso beans 1 kg", 2390), ("Pour-over kettle", 4490),
-                      ("Filter papers", 490)]),
-    "books": ("BO", [("Field guide to birds", 2400), ("Sourdough handbook", 1999)]),
-    "garden": ("GA", [("Pruning shears", 2890), ("Seed collection", 990)]),
-    "beauty": ("BE", [("Hand cream", 1250), ("Beard oil", 1690)]),
-    "toys": ("TO", [("Wooden train", 3990), ("Puzzle 1000", 1890)]),
+    "shoes": ("SH", [("Trail runner", 8900, 3), ("City sneaker", 6990, 4),
+                     ("Wool slipper", 3450, 2), ("Merino socks", 1490, 5),
+                     ("Shoe care kit", 1990, 2)]),
+    "outdoor": ("OD", [("Rain jacket", 12900, 2), ("Daypack 20 l", 5990, 3),
+                       ("Camping mug", 1290, 4), ("Headlamp", 2990, 3)]),
+    "kitchen": ("KI", [("Cast iron pan", 4990, 4), ("Chef's knife", 7900, 2),
+                       ("Linen apron", 2450, 2), ("Cutting board", 3290, 3)]),
+    "coffee": ("CO", [("Espresso beans 1 kg", 2390, 8), ("Pour-over kettle", 4490, 2),
+                      ("Filter papers", 490, 4), ("Ceramic dripper", 2190, 2)]),
+    "books": ("BO", [("Field guide to birds", 2400, 2), ("Sourdough handbook", 1999, 3)]),
+    "garden": ("GA", [("Pruning shears", 2890, 2), ("Seed collection", 990, 4),
+                      ("Watering can", 2490, 2)]),
+    "beauty": ("BE", [("Hand cream", 1250, 4), ("Beard oil", 1690, 2), ("Lip balm", 590, 3)]),
+    "toys": ("TO", [("Wooden train", 3990, 2), ("Puzzle 1000", 1890, 3)]),
 }
+# Products bought together (a kettle needs filter papers): after the first, the second joins
+# the basket with probability _BUNDLE_P, so item-to-item co-purchase has something to find.
+_BUNDLES = {"Pour-over kettle": "Filter papers", "Ceramic dripper": "Filter papers",
+            "Trail runner": "Merino socks", "City sneaker": "Shoe care kit",
+            "Daypack 20 l": "Camping mug", "Rain jacket": "Headlamp",
+            "Cast iron pan": "Sourdough handbook", "Chef's knife": "Cutting board",
+            "Wooden train": "Puzzle 1000", "Pruning shears": "Seed collection"}
+_BUNDLE_P = 0.35
+# Each customer favours one category (weights: how many do) and its companion a little.
+_FAVOURITE_WEIGHTS = {"coffee": 4, "shoes": 3, "outdoor": 2, "kitchen": 3, "books": 1,
+                      "garden": 1, "beauty": 1, "toys": 1}
+_COMPANION = {"coffee": "kitchen", "kitchen": "coffee", "shoes": "outdoor", "outdoor": "shoes",
+              "books": "garden", "garden": "books", "beauty": "toys", "toys": "beauty"}
 _CATEGORIES = sorted(_CATALOG)
+_SKUS = {product: (f"{prefix}-{number + 1:03d}", product, category, price)
+         for category, (prefix, products) in _CATALOG.items()
+         for number, (product, price, _) in enumerate(products)}
 _DOMAINS = ["example.com", "example.org", "example.net", "shop.example", "mail.example.com"]
 _TAGS = ["newsletter-2025", "wholesale", "vip", "gift-buyer", "app-user", "test-account"]
+
+# The purchase lifecycle is BG/NBD's own story (Fader, Hardie & Lee 2005), in days, so
+# `mailer predict` has something true to find: a customer buys at rate λ ~ Gamma(shape R,
+# rate ALPHA) while alive and drops out after each repeat purchase with probability
+# p ~ Beta(A, B). Spend is Gamma-Gamma's: a customer's orders are worth Gamma(P, ν) each,
+# ν ~ Gamma(Q, rate GAMMA) (minor units). Values are picked to look like a small web shop:
+# a buyer orders every two or three months while alive, half stop within a few orders.
+_GROWTH = 1.5  # signup age is 4 years × u^_GROWTH: more customers every year
+_NEVER_BUY = 0.28  # signed up, never ordered
+_RATE_R, _RATE_ALPHA = 0.6, 40.0
+_DROP_A, _DROP_B = 1.3, 4.0
+_SPEND_P, _SPEND_Q, _SPEND_GAMMA = 5.0, 4.0, 4500.0
+_FIRST_ORDER_DAYS = 20.0  # mean wait from signup to the first order of those who wait
+_REFUNDED, _CANCELLED = 0.05, 0.03  # per paid order, an extra order that is not a purchase
+_MAX_LINES = 5
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class _Buyer:
+    store_id: str
+    signed_up: datetime
+    currency: str
+    favourite: str
+    nu: float  # Gamma-Gamma's ν: this customer's orders are worth Gamma(P, ν) each
 
 
 def generate(customers_out: TextIO, orders_out: TextIO, *, customers: int, seed: int,
@@ -122,12 +169,14 @@ def generate(customers_out: TextIO, orders_out: TextIO, *, customers: int, seed:
     people.writerow(CUSTOMER_HEADER)
     sales.writerow(ORDER_HEADER)
     order_number, lines = 0, 0
+    favourites, favourite_weights = list(_FAVOURITE_WEIGHTS), list(_FAVOURITE_WEIGHTS.values())
     for index in range(1, customers + 1):
         store_id = f"C{index:06d}"
         place = rng.choices(_PLACES, weights=_PLACE_WEIGHTS)[0]
         first, first_ascii = rng.choice(place.names[0])
         last, last_ascii = rng.choice(place.names[1])
-        signed_up = now - timedelta(seconds=rng.randrange(1, 4 * 365 * 86400))
+        # The shop grows: of four years of signups, the recent ones are the most.
+        signed_up = now - timedelta(seconds=1 + int(4 * 365 * DAY * rng.random() ** _GROWTH))
         local = f"{first_ascii}.{last_ascii}{index}"
         if rng.random() < 0.05:
             local = local.capitalize()  # addresses arrive in mixed case
@@ -148,11 +197,48 @@ def generate(customers_out: TextIO, orders_out: TextIO, *, customers: int, seed:
             f"C{rng.randrange(1, index):06d}" if index > 1 and rng.random() < 0.08 else "",
             rng.choice(("bronze", "bronze", "silver", "gold")),
         ])
-        for _ in range(_order_count(rng)):
+        # A few American customers pay in dollars, always: the models read the store
+        # currency only, so their whole history is left out rather than thinned.
+        paying = ("USD" if place.country == "US" and currency != "USD" and rng.random() < 0.15
+                  else currency)
+        buyer = _Buyer(store_id, signed_up, paying,
+                       rng.choices(favourites, weights=favourite_weights)[0],
+                       rng.gammavariate(_SPEND_Q, 1.0 / _SPEND_GAMMA))
+        for placed, status in _orders(rng, signed_up, now):
             order_number += 1
-            lines += _write_order(sales, rng, f"O{order_number:07d}", store_id, signed_up, now,
-                                  currency)
+            lines += _write_order(sales, rng, f"O{order_number:07d}", buyer, placed, status)
     return customers, lines
+
+
+def _orders(rng: random.Random, signed_up: datetime, now: datetime) -> list[tuple[datetime, str]]:
+    """One customer's orders (placed, status) before NOW, in time order: the paid ones
+    follow the BG/NBD lifecycle, and about one in twelve has a refunded or cancelled order
+    shortly before it (a first try), which is not a purchase and changes nothing after."""
+    if rng.random() < _NEVER_BUY:
+        return []
+    rate = rng.gammavariate(_RATE_R, 1.0 / _RATE_ALPHA)  # purchases per day while alive
+    dropout = rng.betavariate(_DROP_A, _DROP_B)
+    horizon = (now - signed_up).total_seconds() / DAY
+    # Half buy while signing up, the others come back for a first order later.
+    t = rng.random() * 0.02 if rng.random() < 0.5 else rng.expovariate(1 / _FIRST_ORDER_DAYS)
+    paid: list[float] = []
+    while t < horizon:
+        paid.append(t)
+        if len(paid) > 1 and rng.random() < dropout:
+            break  # gone after this repeat purchase (BG/NBD never drops at the first)
+        if rate <= 0.0:
+            break
+        t += rng.expovariate(rate)
+    placed: list[tuple[float, str]] = []
+    for moment in paid:
+        roll = rng.random()
+        if roll < _REFUNDED + _CANCELLED:
+            earlier = max(moment - rng.uniform(1 / 24, 10.0), 0.0)
+            placed.append((earlier, "refunded" if roll < _REFUNDED else "cancelled"))
+        placed.append((moment, "paid"))
+    return [(signed_up + timedelta(seconds=round(days * DAY)), status)
+            for days, status in sorted(placed)
+            if signed_up + timedelta(seconds=round(days * DAY)) < now]
 
 
 def _birth_date(rng: random.Random, now: datetime) -> str:
@@ -170,34 +256,43 @@ def _birth_date(rng: random.Random, now: datetime) -> str:
     return born.isoformat()
 
 
-def _order_count(rng: random.Random) -> int:
-    """About 30 % never order; the rest follow a long tail."""
-    if rng.random() < 0.3:
-        return 0
-    return min(int(rng.paretovariate(1.2)), 60)
+def _basket(rng: random.Random, favourite: str, target: float) -> dict[str, int]:
+    """Products (name -> quantity) worth about TARGET minor units, mostly from the
+    customer's favourite category, some from its companion, a few from anywhere."""
+    basket: dict[str, int] = {}
+    total = 0
+    while len(basket) < _MAX_LINES:
+        roll = rng.random()
+        category = (favourite if roll < 0.6 else _COMPANION[favourite] if roll < 0.85
+                    else rng.choice(_CATEGORIES))
+        products = _CATALOG[category][1]
+        room = max(target - total, 0.0) * 1.3
+        fitting = [p for p in products if p[1] <= room] or [min(products, key=lambda p: p[1])]
+        name, price, _ = rng.choices(fitting, weights=[p[2] for p in fitting])[0]
+        basket[name] = basket.get(name, 0) + 1
+        total += price
+        partner = _BUNDLES.get(name)
+        if partner is not None and rng.random() < _BUNDLE_P:
+            basket[partner] = basket.get(partner, 0) + 1
+            total += _SKUS[partner][3]
+        if total >= 0.85 * target:
+            break
+    return basket
 
 
-def _write_order(sales: Any, rng: random.Random, order_id: str,
-                 customer: str, signed_up: datetime, now: datetime, currency: str) -> int:
-    span = max(int((now - signed_up).total_seconds()), 1)
-    # Recent orders are more common than old ones.
-    placed = now - timedelta(seconds=int(span * rng.random() ** 1.6))
-    roll = rng.random()
-    status = "refunded" if roll < 0.05 else "cancelled" if roll < 0.08 else "paid"
-    order_currency = "USD" if rng.random() < 0.02 and currency != "USD" else currency
-    items = []
-    for category in rng.sample(_CATEGORIES, k=rng.choice((1, 1, 1, 2, 2, 3))):
-        prefix, products = _CATALOG[category]
-        number = rng.randrange(len(products))
-        product, price = products[number]
-        items.append((f"{prefix}-{number + 1:03d}", product, category, rng.choice((1, 1, 1, 2)),
-                      price))
-    total = sum(quantity * price for *_, quantity, price in items)
+def _write_order(sales: Any, rng: random.Random, order_id: str, buyer: _Buyer,
+                 placed: datetime, status: str) -> int:
+    """One order's lines; returns how many. Its basket is filled up to a value drawn from
+    the customer's own spend distribution (the last product may overshoot it)."""
+    target = rng.gammavariate(_SPEND_P, 1.0 / buyer.nu)
+    items = [(_SKUS[name], quantity) for name, quantity in
+             sorted(_basket(rng, buyer.favourite, target).items())]
+    total = sum(price * quantity for (*_, price), quantity in items)
     coupon = f"WELCOME{rng.randrange(1000, 9999)}" if rng.random() < 0.04 else ""
-    for sku, product, category, quantity, price in items:
-        sales.writerow([order_id, customer, iso_z(placed), status, order_currency,
-                        format_minor(total, order_currency), sku, product, category, quantity,
-                        format_minor(price, order_currency), coupon])
+    for (sku, product, category, price), quantity in items:
+        sales.writerow([order_id, buyer.store_id, iso_z(placed), status, buyer.currency,
+                        format_minor(total, buyer.currency), sku, product, category, quantity,
+                        format_minor(price, buyer.currency), coupon])
     return len(items)
 
 
