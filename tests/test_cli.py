@@ -80,7 +80,7 @@ def test_init_copies_the_demo_workspace_and_refuses_a_full_folder(tmp_path: Path
     shop = tmp_path / "shop"
     assert (shop / "mailer.yaml").read_text() == (ROOT / "mailer.yaml").read_text()
     assert {p.name for p in shop.iterdir()} == {"mailer.yaml", "campaigns", "segments",
-                                                "templates", ".gitignore"}
+                                                "surveys", "templates", ".gitignore"}
     again = target.run("init", "shop", "--json")
     assert again.code == 1
     assert again.json()["error"]["message"] == (

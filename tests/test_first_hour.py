@@ -39,7 +39,8 @@ def test_init_writes_a_gitignore_that_keeps_customer_data_out_of_git(tmp_path: P
     assert (shop.root / "mailer.db").exists()
     untracked = {line[3:].rstrip("/") for line in
                  _git(shop.root, "status", "--porcelain", "--untracked-files=normal").splitlines()}
-    assert untracked == {".gitignore", "mailer.yaml", "campaigns", "segments", "templates"}
+    assert untracked == {".gitignore", "mailer.yaml", "campaigns", "segments", "surveys",
+                         "templates"}
 
 
 def test_a_forced_init_keeps_the_users_gitignore_and_adds_what_it_lacks(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """`mailer validate`: every problem in every workspace file, never just the first.
 
-Settings, segments and campaigns are checked as files; then each campaign is
+Settings, segments, surveys and campaigns are checked as files; then each campaign is
 compiled and rendered for a synthetic customer with every optional field empty
 (unknown variables, sandbox refusals and runtime errors are reported with the
 template's file and line), and the rendered mail must carry the unsubscribe
@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import SETTINGS_FILE, Settings, load_settings
-from mailer.config.workspace import load_campaigns, load_segments
+from mailer.config.workspace import load_campaigns, load_segments, load_surveys
 from mailer.config.yamlsrc import line_of, load_yaml
 from mailer.core.errors import ConfigError, Problem
 from mailer.mail.render import RenderError
@@ -58,9 +58,10 @@ def validate_workspace(root: Path, *, now: datetime | None = None,
 
 
 def _yaml_files(root: Path) -> list[str]:
-    """The YAML files validate reads: mailer.yaml and those of campaigns/ and segments/."""
+    """The YAML files validate reads: mailer.yaml and those of campaigns/, segments/ and
+    surveys/."""
     found = [SETTINGS_FILE] if (root / SETTINGS_FILE).is_file() else []
-    for folder in ("campaigns", "segments"):
+    for folder in ("campaigns", "segments", "surveys"):
         found += [f"{folder}/{file.name}" for file in (root / folder).glob("*.y*ml")
                   if file.suffix in (".yaml", ".yml")]
     return found
@@ -80,7 +81,9 @@ def check_workspace(root: Path, *, now: datetime | None = None,
         settings, problems = None, list(err.problems)
     specs, segment_problems = load_segments(root)
     campaigns, campaign_problems = load_campaigns(root, set(specs))
-    problems += segment_problems + campaign_problems
+    # load_campaigns reports the surveys' errors; their warnings are validate's alone
+    survey_warnings = [p for p in load_surveys(root)[1] if p.warning]
+    problems += segment_problems + campaign_problems + survey_warnings
     if settings is None:
         return Checked(_once(problems), len(files))
     problems += check_tracking(root, settings)

@@ -14,7 +14,8 @@ from mailer.cli.common import emit_json, json_option
 @click.option("--force", is_flag=True, help="Copy into DIR even when it is not empty.")
 @json_option
 def init(directory: Path, force: bool, as_json: bool) -> None:
-    """Copy the demo workspace (mailer.yaml, campaigns, segments, templates) into DIR."""
+    """Copy the demo workspace (mailer.yaml, campaigns, segments, surveys, templates) into
+    DIR."""
     from mailer.config.workspace import init_workspace
 
     copied = init_workspace(directory, force=force)

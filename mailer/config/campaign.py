@@ -11,10 +11,11 @@ validator enforces and `mailer schema` prints.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
@@ -23,6 +24,9 @@ from mailer.config.specs import Spec, check
 from mailer.config.yamlsrc import line_of
 from mailer.core.errors import InvalidValue, Problem
 from mailer.core.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from mailer.config.survey import Survey
 
 TRIGGERS = ("birthday", "schedule", "promotion", "once", "after_order", "stage_change")
 # The relationship stages a stage_change campaign names (mailer.config.settings.STAGE_NAMES).
@@ -202,6 +206,9 @@ class Campaign(Spec):
         "Higher first when one run plans several campaigns and caps leave room for one."))
     topic: str = Field("general", description=(
         "The topic customers can turn off on the preferences page."))
+    survey: str | None = Field(None, min_length=1, description=(
+        "The survey (surveys/NAME.yaml) the mail asks; frozen into the campaign version "
+        "with the templates."))
 
     @field_validator("subject")
     @classmethod
@@ -245,9 +252,16 @@ def parse_campaign(data: Any, path: str) -> tuple[Campaign | None, list[Problem]
 
 
 def cross_check(slug: str, spec: Campaign, data: Any, path: str, *, segments: set[str],
-                templates: Path) -> list[Problem]:
-    """Problems that need the rest of the workspace: segments and templates it names."""
+                templates: Path, surveys: Mapping[str, Survey | None] | None = None
+                ) -> list[Problem]:
+    """Problems that need the rest of the workspace: segments, templates and the survey it
+    names (SURVEYS by name, None for a file with problems of its own; None: not checked)."""
     problems = []
+    if spec.survey is not None and surveys is not None and surveys.get(spec.survey) is None:
+        message = (f"survey {spec.survey!r} has problems of its own (surveys/{spec.survey}.yaml)"
+                   if spec.survey in surveys else f"unknown survey {spec.survey!r}"
+                   + did_you_mean(spec.survey, sorted(surveys)))
+        problems.append(Problem(path, line_of(data, ("survey",)), "survey", message))
     for field, name in [("segment", spec.segment),
                         *((f"intros.{k}", k) for k in spec.intros if k != "default")]:
         if name not in segments:

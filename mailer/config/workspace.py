@@ -1,4 +1,4 @@
-"""The workspace: a folder with mailer.yaml, campaigns/, segments/ and templates/.
+"""The workspace: a folder with mailer.yaml, campaigns/, segments/, surveys/ and templates/.
 
 `mailer init` copies the demo workspace the package bundles. A wheel carries it
 as `mailer/_demo`; a source checkout (an editable install) uses the repository
@@ -14,11 +14,12 @@ from pathlib import Path
 from mailer.config.campaign import Campaign
 from mailer.config.conditions import Parsed, SegmentSpec, parse_segment
 from mailer.config.settings import SETTINGS_FILE, Environment, Settings, load_settings
+from mailer.config.survey import Survey, parse_survey
 from mailer.config.yamlsrc import load_yaml
 from mailer.core.errors import ConfigError, Problem, UserError
 from mailer.core.suggest import did_you_mean
 
-WORKSPACE_PARTS = (SETTINGS_FILE, "campaigns", "segments", "templates")
+WORKSPACE_PARTS = (SETTINGS_FILE, "campaigns", "segments", "surveys", "templates")
 
 # A workspace is meant for git; what mailer writes into it holds customer data (the
 # database, caught and dry-run mails, previews, exports) or is scratch (locks, charts).
@@ -131,11 +132,13 @@ def _yaml_files(root: Path, folder: str) -> list[YamlFile]:
 
 
 def load_campaigns(root: Path, segments: set[str]) -> tuple[dict[str, Campaign], list[Problem]]:
-    """Every campaign of the workspace by file stem, and every problem in them."""
+    """Every campaign of the workspace by file stem, and every problem in them and in the
+    survey files (errors only: validate adds the surveys' warnings, load_surveys)."""
     from mailer.config.campaign import cross_check, parse_campaign
 
     campaigns: dict[str, Campaign] = {}
-    problems: list[Problem] = []
+    surveys, found_in_surveys = _surveys(root)
+    problems: list[Problem] = [p for p in found_in_surveys if not p.warning]
     for slug, relative, data, found in _yaml_files(root, "campaigns"):
         problems.extend(found)
         if data is None:
@@ -145,7 +148,7 @@ def load_campaigns(root: Path, segments: set[str]) -> tuple[dict[str, Campaign],
         if spec is None:
             continue
         found = cross_check(slug, spec, data, relative, segments=segments,
-                            templates=root / "templates")
+                            templates=root / "templates", surveys=surveys)
         problems.extend(found)
         if not found:
             campaigns[slug] = spec
@@ -181,3 +184,42 @@ def load_segments(root: Path) -> tuple[dict[str, SegmentSpec], list[Problem]]:
         parsed.append(segment)
     problems.extend(check_references(parsed))
     return {p.name: p.spec for p in parsed if p.spec is not None}, problems
+
+
+def _surveys(root: Path) -> tuple[dict[str, Survey | None], list[Problem]]:
+    """Every survey file by name (None for one with problems), and the problems."""
+    surveys: dict[str, Survey | None] = {}
+    problems: list[Problem] = []
+    for name, relative, data, found in _yaml_files(root, "surveys"):
+        spec = None
+        if data is not None:
+            spec, found = parse_survey(data, relative)
+        problems.extend(found)
+        surveys[name] = spec
+    return surveys, problems
+
+
+def load_surveys(root: Path) -> tuple[dict[str, Survey], list[Problem]]:
+    """Every valid survey of the workspace by name, and every problem (and warning)."""
+    surveys, problems = _surveys(root)
+    return {name: spec for name, spec in surveys.items() if spec is not None}, problems
+
+
+def read_survey(root: Path, name: str) -> tuple[Survey, str]:
+    """One survey and its file as written (what a campaign version freezes); a missing or
+    invalid file raises ConfigError."""
+    relative = next((f"surveys/{name}{suffix}" for suffix in (".yaml", ".yml")
+                     if (root / "surveys" / f"{name}{suffix}").is_file()), f"surveys/{name}.yaml")
+    try:
+        source = (root / relative).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise ConfigError([Problem(relative, None, None, "cannot read the survey")]) from None
+    return parse_survey_source(source, relative), source
+
+
+def parse_survey_source(source: str, relative: str) -> Survey:
+    """The survey a file's text describes; its problems raise ConfigError."""
+    spec, problems = parse_survey(load_yaml(source, relative), relative)
+    if spec is None:
+        raise ConfigError(problems)
+    return spec

@@ -67,7 +67,7 @@ from mailer.store.locks import Leadership
 
 log = logging.getLogger("mailer.run")
 
-WATCHED = ("campaigns", "segments", "templates")
+WATCHED = ("campaigns", "segments", "surveys", "templates")
 COUNTS_JOB = "delivery-counts"  # the one job that outlives leadership and reloads
 STAGES_JOB = "stages-update"  # outlives reloads (a reload must not rerun it), not leadership
 STAGES_EVERY = 3600.0  # seconds between `stages update` runs

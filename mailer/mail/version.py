@@ -1,7 +1,8 @@
 """A campaign version compiled once, and the mails rendered from it (DESIGN §3, §4.4).
 
 `compile_version` flattens and inlines the HTML template, compiles the optional
-`.txt` twin, the subjects and the intros: once per campaign version. `compose`
+`.txt` twin, the subjects and the intros, and reads the survey the campaign names
+(surveys/NAME.yaml): once per campaign version. `compose`
 then fills one recipient's context in and returns the finished parts; only
 values change per mail.
 """
@@ -18,6 +19,7 @@ import jinja2
 
 from mailer.config.campaign import Campaign
 from mailer.config.settings import SETTINGS_FILE, Settings, parse_settings
+from mailer.config.survey import Survey
 from mailer.mail.context import build_context
 from mailer.mail.render import CompiledTemplate, add_parts, compile_html, compile_source
 from mailer.mail.sandbox import environment
@@ -38,6 +40,8 @@ class Version:
     reminder_subjects: tuple[CompiledTemplate, ...] = ()  # a promotion's reminder has its own
     # templates loaded by import, from and other tags the flattener leaves (name: source)
     parts: Mapping[str, str] = field(default_factory=dict)
+    survey: Survey | None = None  # the survey the campaign names, as its file said then
+    survey_source: str | None = None  # that file as written (the definition stores it)
 
     def subject_for(self, variant: int, occurrence: str) -> CompiledTemplate:
         """The subject template of a variant; a promotion's reminder uses its own."""
@@ -76,13 +80,19 @@ def compile_version(slug: str, spec: Campaign, templates: Path) -> Version:
                      *version.reminder_subjects):
         add_parts(env, compiled.source, folder, lines_of(compiled.name))
     assert isinstance(env.loader, VersionLoader)
-    return _with_parts(version, env.loader.parts)
+    survey, survey_source = None, None
+    if spec.survey is not None:  # the workspace is the templates folder's parent
+        from mailer.config.workspace import read_survey
+
+        survey, survey_source = read_survey(templates.parent, spec.survey)
+    return _with_parts(version, env.loader.parts, survey, survey_source)
 
 
-def _with_parts(version: Version, parts: Mapping[str, str]) -> Version:
+def _with_parts(version: Version, parts: Mapping[str, str], survey: Survey | None = None,
+                survey_source: str | None = None) -> Version:
     from dataclasses import replace
 
-    return replace(version, parts=dict(parts))
+    return replace(version, parts=dict(parts), survey=survey, survey_source=survey_source)
 
 
 def _assemble(env: jinja2.Environment, slug: str, spec: Campaign, html: CompiledTemplate,
@@ -109,7 +119,11 @@ def definition(version: Version, root: Path) -> dict[str, Any]:
             "html": version.html.source, "text": version.text.source,
             "text_name": version.text.name,
             # only when there are any: the content hash of other versions stays the same
-            **({"parts": dict(version.parts)} if version.parts else {})}
+            **({"parts": dict(version.parts)} if version.parts else {}),
+            # the survey as its file was: a response stores this version's hash, and an
+            # edited question makes a new version (campaigns without one keep their hash)
+            **({"survey": {"name": version.spec.survey, "source": version.survey_source}}
+               if version.survey_source is not None else {})}
 
 
 def from_definition(stored: dict[str, Any]) -> tuple[Version, Settings]:
@@ -128,7 +142,14 @@ def from_definition(stored: dict[str, Any]) -> tuple[Version, Settings]:
     env = environment(parts=parts)  # renders what the version carries, never a file
     html = compile_source(env, stored["html"], f"templates/{spec.template}")
     text = compile_source(env, stored["text"], stored["text_name"])
-    return _with_parts(_assemble(env, slug, spec, html, text), parts), settings
+    survey, survey_source = None, None
+    if "survey" in stored:
+        from mailer.config.workspace import parse_survey_source
+
+        survey_source = str(stored["survey"]["source"])
+        survey = parse_survey_source(survey_source, f"surveys/{stored['survey']['name']}.yaml")
+    return _with_parts(_assemble(env, slug, spec, html, text), parts, survey,
+                       survey_source), settings
 
 
 def _tidy(text: str) -> str:
