@@ -376,3 +376,13 @@ def test_subjects_as_the_campaign_wrote_them() -> None:
     assert subject_of(None, 0, "main") is None
     assert subject_of("subject: [", 0, "main") is None  # a broken file: no subject
     assert json.dumps(subject_of("a: 1\n", 0, "main")) == "null"
+
+
+def test_a_broken_segment_leaves_the_card_without_it(store: Workspace) -> None:
+    store.write("segments/broken.yaml", "description: Typo\norders: {at_lest: 1}\n")
+    store.write("segments/refers.yaml", "description: Refers\nin_segment: broken\n")
+    store.write("segments/buyers-too.yaml", "description: Also\nin_segment: buyers\n")
+    result = store.run("customer", "A", "--now", NOW, "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["segments"] == ["buyers", "buyers-too", "coffee", "everyone",
+                                         "referrers", "spenders", "vip-active"]

@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from mailer.config.campaign import Campaign
-from mailer.config.conditions import SegmentSpec
+from mailer.config.conditions import All, AnyOf, Node, Not, SegmentSpec
 from mailer.config.settings import MAX_COMMITTED_ORDERS, Settings
 from mailer.core.clock import as_local, iso_z, localize, zone
 from mailer.core.errors import NotFoundError
@@ -30,7 +30,6 @@ from mailer.core.states import Consent
 from mailer.core.suggest import did_you_mean
 from mailer.insight.stages import stage_of_latest
 from mailer.planning.triggers import birthday_keys, latest_fire, next_fire, parse_cron
-from mailer.segments.compiler import Scope, compile_segment
 from mailer.segments.runner import memberships_of, scope_for
 from mailer.store.db import Engine
 from mailer.store.insight import card as store_card
@@ -200,7 +199,7 @@ def card(engine: Engine, root: Path, settings: Settings, now: datetime, who: str
         planned = store_card.occurrences(conn, int(customer.id))
     specs, problems = load_segments(root)
     scope = scope_for(settings, now, engine)
-    usable = usable_segments(specs, {p.path for p in problems}, scope)
+    usable = usable_segments(specs, {p.path for p in problems})
     campaigns, _ = load_campaigns(root, set(usable))
     segments = memberships_of(engine, usable, int(customer.id), scope)
     return assemble(facts, settings=settings, now=now, segments=segments,
@@ -213,22 +212,28 @@ def _key(email: str) -> str:
     return email_key(email.strip())
 
 
-def usable_segments(specs: Mapping[str, SegmentSpec], broken_paths: set[str],
-                    scope: Scope) -> dict[str, SegmentSpec]:
-    """The segments that compile: those whose file has no problem, less those referring
-    to one that does not compile (validate names the problems; the card shows the rest)."""
-    usable = {name: spec for name, spec in specs.items()
-              if f"segments/{name}.yaml" not in broken_paths}
-    changed = True
-    while changed:
-        changed = False
-        for name in sorted(usable):
-            try:
-                compile_segment(usable[name], usable, scope, among=[])
-            except (KeyError, ValueError):
-                del usable[name]
-                changed = True
-    return usable
+def usable_segments(specs: Mapping[str, SegmentSpec],
+                    broken_paths: set[str]) -> dict[str, SegmentSpec]:
+    """The segments that compile: those whose file has no problem (a cycle or an unknown
+    reference is a problem of the file that refers), less those referring to a segment
+    left out, directly or not (validate names the problems; the card shows the rest)."""
+    usable = {name: spec for name, spec in specs.items() if spec.path not in broken_paths}
+    while True:
+        dropped = [name for name, spec in usable.items()
+                   if not _references(spec.root) <= usable.keys()]
+        if not dropped:
+            return usable
+        for name in dropped:
+            del usable[name]
+
+
+def _references(node: Node) -> set[str]:
+    """The segments NODE names in in_segment (not those they name in turn)."""
+    if isinstance(node, (All, AnyOf)):
+        return set().union(*(_references(item) for item in node.items))
+    if isinstance(node, Not):
+        return _references(node.item)
+    return {node.name} if node.kind == "in_segment" and node.name else set()
 
 
 # --- the card, from the facts (pure) -------------------------------------------------
