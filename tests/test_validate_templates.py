@@ -20,7 +20,7 @@ from mailer.store.customers import Profile
 from tests.conftest import SETTINGS, Workspace
 
 NOW = "2026-11-23T10:00"
-DEMO_FILES = 30  # mailer.yaml, 7 campaigns, 13 segments, 9 templates
+DEMO_FILES = 31  # mailer.yaml, 7 campaigns, 13 segments, 1 survey, 9 templates
 
 
 def demo(ws: Workspace) -> Workspace:
@@ -266,7 +266,7 @@ intros:
         f"{len(subscribers)} customers in welcome's segment has it (did you mean loyalty_tier?)")
     assert [w for w in result.json()["warnings"] if w["path"] == "templates/welcome.html"
             and w["line"] != 3] == []
-    assert "checked 32 files" in result.stderr
+    assert f"checked {DEMO_FILES + 2} files" in result.stderr
     assert unnamed  # the demo data has customers without a first name: the count form ran
 
 

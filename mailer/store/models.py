@@ -411,3 +411,30 @@ class Recommendation(Base):
     product: Mapped[str | None] = mapped_column(Text)
     category: Mapped[str | None] = mapped_column(Text)
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Response(Base):
+    """One answer to one survey question (mailer.store.insight.responses): a rating or nps
+    answer in VALUE_NUMBER, a choice or comment in VALUE_TEXT. One row per mail and
+    question, so a later answer to the same mail replaces it; VERSION_HASH is the content
+    hash of the campaign version whose frozen survey the answer was given to, AT when the
+    answer was recorded (the latest time, for a replaced one)."""
+
+    __tablename__ = "responses"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "campaign", "occurrence", "question",
+                         name="uq_responses_answer"),
+        # `mailer responses` reads one survey over a span of time, grouped by question and
+        # value: the index holds every column it reads for the scores (no table lookups)
+        Index("ix_responses_survey_at", "survey", "at", "question", "value_number"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    campaign: Mapped[str] = mapped_column(String(255))
+    occurrence: Mapped[str] = mapped_column(String(255))
+    survey: Mapped[str] = mapped_column(String(255))
+    version_hash: Mapped[str] = mapped_column(String(64))
+    question: Mapped[str] = mapped_column(String(40))
+    value_number: Mapped[int | None] = mapped_column(Integer)
+    value_text: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,1 @@
+"""Surveys: what customers answered (`mailer responses`; the monthly review builds on it)."""
