@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from mailer.config.campaign import Campaign
@@ -27,6 +28,7 @@ from mailer.core.addresses import has_control_character
 from mailer.core.clock import as_local, format_duration, zone
 from mailer.mail.message import new_message_id
 from mailer.mail.version import first_intro
+from mailer.planning.frozen import FrozenStore
 from mailer.planning.policy import Facts, decide, in_test_group, winning_variant
 from mailer.planning.triggers import (
     after_order_window,
@@ -148,20 +150,26 @@ PLANNED = ""  # the tally's reason for a planned mail
 
 
 def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Campaign,
-               scope: Scope, settings: Settings) -> Iterator[list[Candidate]]:
-    """Batches of due candidates, ordered by store id within each occurrence."""
+               scope: Scope, settings: Settings,
+               frozen: FrozenStore | None = None) -> Iterator[list[Candidate]]:
+    """Batches of due candidates, ordered by store id within each occurrence. FROZEN (a
+    forecast's fixed store data) leaves out the per-zone queries that cannot find anyone;
+    the segment is compiled only for a query that runs (most sweeps run none)."""
     now, tz = scope.now, zone(settings.timezone)
-    segment = compiled(specs, campaign.segment, scope)
+    segment = cache(lambda: compiled(specs, campaign.segment, scope))
     queries: list[tuple[CandidateQuery, datetime]] = []  # (customer id, occurrence), expiry
     trigger = campaign.trigger
+    zones = (frozen.zones if frozen is not None else
+             sorted(time_zones(engine) | {settings.timezone})) \
+        if trigger in ("birthday", "after_order", "stage_change") else []
     if trigger == "schedule" and campaign.schedule:
         due = schedule_due(parse_cron(campaign.schedule), campaign.grace, now, tz)
         if due is not None:
-            queries.append((due_members(segment, due.occurrence), due.expires))
+            queries.append((due_members(segment(), due.occurrence), due.expires))
     elif trigger == "once" and campaign.at is not None:
         due = once_due(as_local(campaign.at, tz), campaign.grace, now)
         if due is not None:
-            queries.append((due_members(segment, due.occurrence), due.expires))
+            queries.append((due_members(segment(), due.occurrence), due.expires))
     elif trigger == "promotion" and campaign.starts is not None and campaign.ends is not None:
         starts, ends = as_local(campaign.starts, tz), as_local(campaign.ends, tz)
         if campaign.reminder is not None:
@@ -172,27 +180,34 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
                                 reminder.expires))
         due = promotion_due(starts, ends, now)
         if due is not None:
-            queries.insert(0, (due_members(segment, due.occurrence), due.expires))
+            queries.insert(0, (due_members(segment(), due.occurrence), due.expires))
     elif trigger in ("birthday", "after_order"):
         # every zone customers live in (the workspace's for those without one)
-        for name in sorted(time_zones(engine) | {settings.timezone}):
+        for name in zones:
             day = local_day(name, campaign.send_time, now)
             if day is None:
                 continue
             if trigger == "birthday":
-                queries.append((birthday_members(segment, name, settings.timezone,
-                                                 birthday_keys(day.day),
+                keys = birthday_keys(day.day)
+                if frozen is not None and not frozen.may_have_birthdays(name, keys):
+                    continue
+                queries.append((birthday_members(segment(), name, settings.timezone, keys,
                                                  f"birthday:{day.day.year}"), day.end))
             else:
                 assert campaign.after is not None
                 start, end = after_order_window(day, campaign.after)
-                queries.append((after_order_members(segment, name, settings.timezone,
+                if frozen is not None and not frozen.may_have_orders(name, start, end):
+                    continue
+                queries.append((after_order_members(segment(), name, settings.timezone,
                                                     start, end), day.end))
     elif trigger == "stage_change" and campaign.to is not None:
-        members = members_query(segment, CUSTOMERS.c.id)
-        for name in sorted(time_zones(engine) | {settings.timezone}):
+        members = cache(lambda: members_query(segment(), CUSTOMERS.c.id))
+        for name in zones:
             for change in stage_change_days(name, campaign.to, now):
-                queries.append((changes_into(members, campaign.to, campaign.from_,
+                if frozen is not None and not frozen.may_have_changes(
+                        name, campaign.to, campaign.from_, change.start, change.end, now):
+                    continue
+                queries.append((changes_into(members(), campaign.to, campaign.from_,
                                              zone_name=name, default_zone=settings.timezone,
                                              start=change.start, end=change.end, now=now,
                                              occurrence=change.occurrence), change.expires))
@@ -258,13 +273,16 @@ def plausible_address(email: str) -> bool:
 def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Campaign, *,
          scope: Scope, settings: Settings, version: dict[str, Any] | None = None,
          run: Counter[int] | None = None, keep: bool = True,
-         choose_intros: bool = True, stop: Callable[[], bool] | None = None) -> PlanResult:
+         choose_intros: bool = True, stop: Callable[[], bool] | None = None,
+         frozen: FrozenStore | None = None, record_runs: bool = True) -> PlanResult:
     """Plan what is due at scope.now. With VERSION (the definition to store), rows are
     written; without, nothing is (the dry run). RUN carries the planned times of
     mails planned earlier in the same planning run, so caps see them. Written rows
     carry the intro segment each customer is in (CHOOSE_INTROS; the forecast skips it).
     STOP, asked between batches, ends the plan early (a stopping daemon): what was
-    written stays, and the next planning run goes on from there."""
+    written stays, and the next planning run goes on from there. FROZEN: the forecast's
+    store data, fixed over its sweeps (mailer.planning.frozen). RECORD_RUNS appends the
+    plan runs of written rows (the forecast's scratch copy, thrown away, needs none)."""
     now, tz_default = scope.now, zone(settings.timezone)
     result = PlanResult(slug, now, keep=keep)
     planned_in_run: Counter[int] = run if run is not None else Counter()
@@ -295,7 +313,7 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
         return memberships(engine, specs, intro_segments,
                            scope, sorted({c.customer_id for c in batch}))
 
-    for batch in candidates(engine, specs, slug, campaign, scope, settings):
+    for batch in candidates(engine, specs, slug, campaign, scope, settings, frozen):
         if stop is not None and stop():
             break
         with engine.begin() as conn:
@@ -347,15 +365,17 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                 written = _insert_rows(conn, [{**row, "campaign_version_id": version_id}
                                               for row in rows], result)
                 _give_codes(conn, slug, campaign, written, now)
-    if version is not None:
+    runs = (sorted({o for o, _ in result.tally}) or ["-"]) if record_runs else []
+    analyze = result.planned_count >= ANALYZE_AFTER
+    if version is not None and (runs or analyze):
         with engine.begin() as conn:
-            for occurrence in sorted({o for o, _ in result.tally}) or ["-"]:
+            for occurrence in runs:
                 record_plan_run(conn, slug, occurrence, now,
                                 planned=result.tally[(occurrence, PLANNED)],
                                 excluded={reason: n for (o, reason), n
                                           in sorted(result.tally.items())
                                           if o == occurrence and reason != PLANNED and n})
-            if result.planned_count >= ANALYZE_AFTER:  # fresh statistics for the senders
+            if analyze:  # fresh statistics for the senders
                 ledger.refresh_statistics(conn)
     return result
 
@@ -443,7 +463,8 @@ def plan_due(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str,
              scope: Scope, settings: Settings,
              versions: dict[str, dict[str, Any]] | None = None,
              keep: bool = True, choose_intros: bool = True,
-             stop: Callable[[], bool] | None = None) -> list[PlanResult]:
+             stop: Callable[[], bool] | None = None,
+             frozen: FrozenStore | None = None, record_runs: bool = True) -> list[PlanResult]:
     """One planning run: every campaign, higher priority first, sharing the caps' view
     of what this run has planned. With VERSIONS (definitions by campaign), rows are
     written; a queued mail is never withdrawn for a later one."""
@@ -451,5 +472,6 @@ def plan_due(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str,
     order = sorted(campaigns, key=lambda slug: (-campaigns[slug].priority, slug))
     return [plan(engine, specs, slug, campaigns[slug], scope=scope, settings=settings,
                  version=versions[slug] if versions is not None else None, run=run,
-                 keep=keep, choose_intros=choose_intros, stop=stop)
+                 keep=keep, choose_intros=choose_intros, stop=stop, frozen=frozen,
+                 record_runs=record_runs)
             for slug in order if stop is None or not stop()]

@@ -1,0 +1,100 @@
+"""The store as a forecast holds it still: what its hourly sweeps may read once.
+
+A forecast (mailer.app.forecast) plans hour after hour into a scratch copy whose
+store data stays as it was at the start: only the ledger changes (and the codes its
+mails get). The per-zone triggers (birthday, after_order, stage_change) build one
+query per zone of the store and sweep, most of which find nobody: no customer of
+that zone has a birthday today, placed an order in the window, or changed stage.
+`FrozenStore` answers that from the store data read once, so the planner neither
+builds nor runs those queries. Each answer is about a superset of the query's rows
+(everyone in the zone, whatever the segment), so a "no" is certain and a "maybe"
+runs the real query: the forecast's result is the same with or without it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from mailer.config.campaign import Campaign
+from mailer.config.settings import Settings
+from mailer.store import ledger
+from mailer.store.customers import time_zones
+from mailer.store.db import Engine
+
+# The per-zone trigger windows reach this far around an hour of the forecast (a local day
+# in any zone, its yesterday for stage changes, plus daylight-saving shifts); a window
+# outside what was read is answered "maybe".
+REACH = timedelta(days=3)
+
+
+@dataclass(frozen=True)
+class FrozenStore:
+    """Fixed facts of a store over [SINCE, UNTIL), for the forecast's sweeps."""
+
+    zones: list[str]  # every zone customers live in and the workspace's, sorted
+    since: datetime
+    until: datetime
+    birthdays: frozenset[tuple[str, str]]  # (zone, "MM-DD")
+    orders: dict[str, list[datetime]]  # zone -> placed_at of its paid orders, sorted
+    changes: dict[tuple[str, str], list[tuple[datetime, str]]]  # (zone, to) -> sorted
+    # (detected_at, from). ZoneInfo keeps only 8 zones strongly cached and a store has
+    # dozens: holding them all makes each sweep's ZoneInfo(name) a lookup, not a file read.
+    held: tuple[ZoneInfo, ...] = ()
+
+    def may_have_birthdays(self, zone_name: str, keys: Iterable[str]) -> bool:
+        """Whether anyone living in ZONE_NAME has one of these "MM-DD" birthdays."""
+        return any((zone_name, key) in self.birthdays for key in keys)
+
+    def may_have_orders(self, zone_name: str, start: datetime, end: datetime) -> bool:
+        """Whether anyone living in ZONE_NAME placed a paid order in [START, END)."""
+        if start < self.since or end > self.until:
+            return True
+        times = self.orders.get(zone_name, [])
+        first = bisect.bisect_left(times, start)
+        return first < len(times) and times[first] < end
+
+    def may_have_changes(self, zone_name: str, to: str, from_: str | None, start: datetime,
+                         end: datetime, now: datetime) -> bool:
+        """Whether anyone living in ZONE_NAME changed into TO (out of FROM_, when given)
+        with the change detected in [START, END) and by NOW."""
+        if start < self.since or end > self.until:
+            return True
+        return any(start <= detected < end and detected <= now
+                   and (from_ is None or found == from_)
+                   for detected, found in self.changes.get((zone_name, to), []))
+
+
+def freeze(engine: Engine, settings: Settings, campaigns: dict[str, Campaign], *,
+           start: datetime, end: datetime) -> FrozenStore:
+    """Read the facts the sweeps from START to END need, once (ENGINE: the scratch copy)."""
+    default = settings.timezone
+    zones = sorted(time_zones(engine) | {default})
+    longest = max((c.after for c in campaigns.values()
+                   if c.trigger == "after_order" and c.after is not None), default=timedelta(0))
+    since, until = start - longest - REACH, end + REACH
+    orders: dict[str, list[datetime]] = defaultdict(list)
+    changes: dict[tuple[str, str], list[tuple[datetime, str]]] = defaultdict(list)
+    with engine.connect() as conn:
+        birthdays = frozenset(ledger.birthdays_by_zone(conn, default))
+        for zone_name, placed in ledger.paid_order_times(conn, default, since, until):
+            orders[zone_name].append(placed)
+        for zone_name, to, from_, detected in ledger.stage_change_times(conn, default, since,
+                                                                        until):
+            changes[(zone_name, to)].append((detected, from_))
+    return FrozenStore(zones=zones, since=since, until=until, birthdays=birthdays,
+                       orders={z: sorted(times) for z, times in orders.items()},
+                       changes={k: sorted(found) for k, found in changes.items()},
+                       held=tuple(ZoneInfo(z) for z in zones if _known_zone(z)))
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        return False
+    return True
