@@ -26,6 +26,9 @@ SCALES = {"rating": range(1, 6), "nps": range(0, 11)}  # the answers each scored
 MAX_QUESTIONS = 6  # an error above; a warning above ADVISED_QUESTIONS
 ADVISED_QUESTIONS = 5
 TEXT_LIMIT = 2000  # characters of a comment the page keeps (issue 19)
+# Characters of a choice option: the responses table indexes answers this short (a long
+# comment does not fit a PostgreSQL index entry), which is how choices are counted.
+OPTION_LIMIT = 200
 
 
 class Question(Spec):
@@ -64,6 +67,8 @@ class Question(Spec):
                 raise InvalidValue("a choice question needs options: at least two")
             if any(not option.strip() for option in self.options):
                 raise InvalidValue("options must not be empty")
+            if any(len(option) > OPTION_LIMIT for option in self.options):
+                raise InvalidValue(f"an option is at most {OPTION_LIMIT} characters")
             twice = [o for o, n in Counter(self.options).items() if n > 1]
             if twice:
                 raise InvalidValue(f"option {twice[0]!r} is listed twice")

@@ -23,12 +23,14 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from mailer.config.survey import OPTION_LIMIT
 from mailer.core.folding import fold
 from mailer.core.states import Consent, DeliveryState
 
@@ -413,6 +415,9 @@ class Recommendation(Base):
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+SHORT_TEXT = f"value_number IS NULL AND length(value_text) <= {OPTION_LIMIT}"
+
+
 class Response(Base):
     """One answer to one survey question (mailer.store.insight.responses): a rating or nps
     answer in VALUE_NUMBER, a choice or comment in VALUE_TEXT. One row per mail and
@@ -424,9 +429,17 @@ class Response(Base):
     __table_args__ = (
         UniqueConstraint("customer_id", "campaign", "occurrence", "question",
                          name="uq_responses_answer"),
-        # `mailer responses` reads one survey over a span of time, grouped by question and
-        # value: the index holds every column it reads for the scores (no table lookups)
-        Index("ix_responses_survey_at", "survey", "at", "question", "value_number"))
+        # `mailer responses` reads one survey: its first and latest answer (survey, at);
+        # the counts per question and value in the index's order, every column in it (no
+        # sort, no table lookup); the mails that answered, grouped in the index's order
+        Index("ix_responses_survey_at", "survey", "at"),
+        Index("ix_responses_survey_question", "survey", "question", "value_number", "at"),
+        Index("ix_responses_survey_mail", "survey", "customer_id", "campaign", "occurrence",
+              "at"),
+        # choices counted by value: the short texts only (a 2,000-character comment would
+        # not fit a PostgreSQL index entry); queries repeat SHORT_TEXT to use it
+        Index("ix_responses_survey_choice", "survey", "question", "value_text",
+              sqlite_where=text(SHORT_TEXT), postgresql_where=text(SHORT_TEXT)))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))

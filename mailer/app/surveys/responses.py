@@ -103,7 +103,8 @@ def _read(engine: Engine, survey: Survey, found: Window, starts: list[datetime])
             numbers[month][question][value] = n
         for (question, text), n in text_counts(conn, found, choices).items():
             texts[question][text] = n
-        answered = answer_counts(conn, found)
+        answered = answer_counts(conn, found, [q.id for q in survey.questions
+                                               if q.kind == "text"])
         responses = response_counts(conn, found, starts)
     return _Counts(numbers, texts, answered, responses)
 

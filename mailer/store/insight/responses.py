@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, case, func, literal, select
+from sqlalchemy import ColumnElement, Table, and_, case, func, literal, select, text
 
 from mailer.store.db import Connection, upsert
-from mailer.store.models import Customer, Response
+from mailer.store.models import SHORT_TEXT, Customer, Response
 
 
 @dataclass(frozen=True)
@@ -92,19 +92,29 @@ def _where(window: Window) -> ColumnElement[bool]:
     return and_(*conditions)
 
 
-def _month(at: Any, starts: Sequence[datetime]) -> ColumnElement[int]:
-    """The index of the month AT falls in: STARTS are the months' first instants, in order
-    (before the first is month 0: the caller's first start is at or before every answer)."""
-    if len(starts) < 2:
-        return literal(0)
-    return case(*((at < start, index) for index, start in enumerate(starts[1:])),
-                else_=len(starts) - 1)
+def _months(at: Any, starts: Sequence[datetime]) -> list[ColumnElement[Any]]:
+    """One count per month: how many rows have AT in [starts[i], starts[i + 1]) (before
+    the first start counts in month 0: the caller's first start is at or before every
+    answer). Sums beside a GROUP BY the index is ordered by, not a GROUP BY the month:
+    SQLite would sort every answer for that (it has no hash aggregate)."""
+    sums: list[ColumnElement[Any]] = []
+    for index in range(len(starts)):
+        bounds = []
+        if index > 0:
+            bounds.append(at >= starts[index])
+        if index + 1 < len(starts):
+            bounds.append(at < starts[index + 1])
+        inside = and_(*bounds) if bounds else literal(True)
+        sums.append(func.coalesce(func.sum(case((inside, 1), else_=0)), 0))
+    return sums
 
 
 def answer_span(conn: Connection, window: Window) -> tuple[datetime, datetime] | None:
-    """The first and the latest time an answer in WINDOW was recorded; None: no answers."""
-    first, last = conn.execute(select(func.min(Response.at), func.max(Response.at))
-                               .where(_where(window))).one()
+    """The first and the latest time an answer in WINDOW was recorded; None: no answers.
+    Two queries: each is one step down ix_responses_survey_at, where min and max in one
+    statement would read every answer."""
+    first = conn.execute(select(func.min(Response.at)).where(_where(window))).scalar()
+    last = conn.execute(select(func.max(Response.at)).where(_where(window))).scalar()
     if first is None or last is None:
         return None
     return first, last
@@ -112,12 +122,17 @@ def answer_span(conn: Connection, window: Window) -> tuple[datetime, datetime] |
 
 def scored_counts(conn: Connection, window: Window, starts: Sequence[datetime]
                   ) -> dict[tuple[int, str, int], int]:
-    """(month index, question, number) -> answers, for the numeric answers (rating, nps)."""
-    month = _month(Response.at, starts).label("month")
-    query = (select(month, Response.question, Response.value_number, func.count())
+    """(month index, question, number) -> answers, for the numeric answers (rating, nps):
+    one pass over ix_responses_survey_question, in its order."""
+    query = (select(Response.question, Response.value_number, *_months(Response.at, starts))
              .where(_where(window), Response.value_number.is_not(None))
-             .group_by(month, Response.question, Response.value_number))
-    return {(int(m), str(q), int(v or 0)): int(n) for m, q, v, n in conn.execute(query)}
+             .group_by(Response.question, Response.value_number))
+    found = {}
+    for question, value, *months in conn.execute(query):
+        for month, n in enumerate(months):
+            if n:
+                found[(month, str(question), int(value))] = int(n)
+    return found
 
 
 def text_counts(conn: Connection, window: Window, questions: Sequence[str]
@@ -128,14 +143,19 @@ def text_counts(conn: Connection, window: Window, questions: Sequence[str]
         return {}
     query = (select(Response.question, Response.value_text, func.count())
              .where(_where(window), Response.question.in_(list(questions)),
-                    Response.value_text.is_not(None))
-             .group_by(Response.question, Response.value_text))
+                    text(SHORT_TEXT))  # as ix_responses_survey_choice says it: the planner
+             .group_by(Response.question, Response.value_text))  # then reads that index
     return {(str(q), str(t)): int(n) for q, t, n in conn.execute(query)}
 
 
-def answer_counts(conn: Connection, window: Window) -> dict[str, int]:
-    """Question -> how many answers it has in WINDOW (any kind)."""
-    query = (select(Response.question, func.count()).where(_where(window))
+def answer_counts(conn: Connection, window: Window, questions: Sequence[str]
+                  ) -> dict[str, int]:
+    """Question -> how many answers it has in WINDOW, for QUESTIONS (the text ones: the
+    others are counted by value)."""
+    if not questions:
+        return {}
+    query = (select(Response.question, func.count())
+             .where(_where(window), Response.question.in_(list(questions)))
              .group_by(Response.question))
     return {str(q): int(n) for q, n in conn.execute(query)}
 
@@ -143,13 +163,14 @@ def answer_counts(conn: Connection, window: Window) -> dict[str, int]:
 def response_counts(conn: Connection, window: Window, starts: Sequence[datetime]
                     ) -> dict[int, int]:
     """Month index -> responses (mails with any answer in WINDOW), each in the month of its
-    first answer there."""
+    first answer there: one ordered pass over ix_responses_survey_mail."""
     first = (select(func.min(Response.at).label("first")).where(_where(window))
              .group_by(Response.customer_id, Response.campaign, Response.occurrence)
              .subquery("responses"))
-    month = _month(first.c.first, starts).label("month")
-    query = select(month, func.count()).select_from(first).group_by(month)
-    return {int(m): int(n) for m, n in conn.execute(query)}
+    if not starts:
+        return {}
+    months = conn.execute(select(*_months(first.c.first, starts)).select_from(first)).one()
+    return {month: int(n) for month, n in enumerate(months) if n}
 
 
 def latest_comments(conn: Connection, window: Window, questions: Sequence[str], *,
@@ -174,6 +195,6 @@ def answers(conn: Connection, window: Window, *, batch: int = 10_000) -> Iterato
              .join(Customer, Customer.id == Response.customer_id)
              .where(_where(window)).order_by(Response.at, Response.id))
     result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
-    for at, customer, campaign, occurrence, version, question, number, text in result:
+    for at, customer, campaign, occurrence, version, question, number, words in result:
         yield Row(at, str(customer), str(campaign), str(occurrence), str(version),
-                  str(question), number, text)
+                  str(question), number, words)

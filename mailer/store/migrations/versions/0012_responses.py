@@ -30,10 +30,20 @@ def upgrade() -> None:
         sa.UniqueConstraint("customer_id", "campaign", "occurrence", "question",
                             name="uq_responses_answer"),
     )
-    op.create_index("ix_responses_survey_at", "responses",
-                    ["survey", "at", "question", "value_number"])
+    op.create_index("ix_responses_survey_at", "responses", ["survey", "at"])
+    op.create_index("ix_responses_survey_question", "responses",
+                    ["survey", "question", "value_number", "at"])
+    op.create_index("ix_responses_survey_mail", "responses",
+                    ["survey", "customer_id", "campaign", "occurrence", "at"])
+    # choices are short (200 characters at most); comments need not fit an index entry
+    short = sa.text("value_number IS NULL AND length(value_text) <= 200")
+    op.create_index("ix_responses_survey_choice", "responses", ["survey", "question", "value_text"],
+                    sqlite_where=short, postgresql_where=short)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_responses_survey_choice", "responses")
+    op.drop_index("ix_responses_survey_mail", "responses")
+    op.drop_index("ix_responses_survey_question", "responses")
     op.drop_index("ix_responses_survey_at", "responses")
     op.drop_table("responses")
