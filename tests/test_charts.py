@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import html
 import re
+import shutil
+import sqlite3
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,13 +35,24 @@ subject: "Spring is coming"
 """
 
 
-def demo_shop(tmp_path: Path) -> Workspace:
-    """`mailer init` and a demo store of 60 customers, plus the dormant campaign."""
-    assert Workspace(tmp_path, None).run("init", "shop").code == 0
-    shop = Workspace(tmp_path / "shop", None)
+@pytest.fixture(scope="module")
+def built_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`mailer init` and a demo store of 60 customers, plus the dormant campaign, built
+    once a module (a worker): each test works in its own copy (demo_shop)."""
+    folder = tmp_path_factory.mktemp("charts")
+    assert Workspace(folder, None).run("init", "shop").code == 0
+    shop = Workspace(folder / "shop", None)
     assert shop.run("demo-data", "--customers", "60", "--seed", "7", "--now", NOW).code == 0
     shop.write("campaigns/dormant.yaml", DORMANT)
-    return shop
+    with sqlite3.connect(shop.root / "mailer.db") as conn:  # the copy needs no WAL file
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return shop.root
+
+
+def demo_shop(built: Path, tmp_path: Path) -> Workspace:
+    """A copy of the built demo shop in TMP_PATH/shop, for one test to change."""
+    shutil.copytree(built, tmp_path / "shop")
+    return Workspace(tmp_path / "shop", None)
 
 
 def forecast(shop: Workspace, chart: Path, *args: str) -> dict[str, Any]:
@@ -134,9 +147,9 @@ def test_a_campaigns_colour_comes_from_its_id_alone() -> None:
 
 
 def test_the_forecast_chart_has_dates_axes_a_title_and_only_campaigns_with_mails(
-        tmp_path: Path) -> None:
+        built_shop: Path, tmp_path: Path) -> None:
     _chromium()
-    shop = demo_shop(tmp_path)
+    shop = demo_shop(built_shop, tmp_path)
     chart = tmp_path / "forecast.html"
     document = forecast(shop, chart, "--days", "5", "--from", NOW)
     shown = with_mails(document)
@@ -167,8 +180,8 @@ def test_the_forecast_chart_has_dates_axes_a_title_and_only_campaigns_with_mails
     look_at(chart, "chart-forecast.png")
 
 
-def test_the_forecast_chart_as_png_and_svg(tmp_path: Path) -> None:
-    shop = demo_shop(tmp_path)
+def test_the_forecast_chart_as_png_and_svg(built_shop: Path, tmp_path: Path) -> None:
+    shop = demo_shop(built_shop, tmp_path)
     png = tmp_path / "forecast.png"
     document = forecast(shop, png, "--days", "1", "--from", FRIDAY)
     size, colours, inked = pixels(png)
@@ -215,13 +228,13 @@ def _read_some_mails(shop: Workspace) -> None:
 
 
 def test_the_report_chart_shows_rates_per_subject_variant_in_the_campaigns_colour(
-        tmp_path: Path) -> None:
+        built_shop: Path, tmp_path: Path) -> None:
     from mailer.app.charts import report_chart
     from mailer.app.report import report_of
     from mailer.config.workspace import load_valid_workspace
 
     _chromium()
-    shop = demo_shop(tmp_path)
+    shop = demo_shop(built_shop, tmp_path)
     forecast_svg = tmp_path / "forecast.svg"
     forecast(shop, forecast_svg, "--days", "1", "--from", FRIDAY)  # before anything is sent
     with FaultServer() as server:
