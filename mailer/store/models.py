@@ -310,7 +310,9 @@ class Event(Base):
 
     __tablename__ = "events"
     __table_args__ = (Index("ix_events_campaign_kind", "campaign", "kind"),
-                      Index("ix_events_delivery_id", "delivery_id"))
+                      Index("ix_events_delivery_id", "delivery_id"),
+                      # the customer card reads one customer's events, newest first
+                      Index("ix_events_customer_at", "customer_id", "at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))

@@ -1,5 +1,5 @@
-"""consent_history and recommendations (the customer card), and an index for
-stage_change campaigns.
+"""consent_history and recommendations (the customer card), and indexes for
+stage_change campaigns and the card's events.
 
 consent_history starts here: each customer's consent of this moment is its first row.
 
@@ -42,9 +42,11 @@ def upgrade() -> None:
         sa.Column("computed_at", sa.DateTime, nullable=False),
     )
     op.create_index("ix_stage_history_to_detected", "stage_history", ["to_stage", "detected_at"])
+    op.create_index("ix_events_customer_at", "events", ["customer_id", "at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_events_customer_at", "events")
     op.drop_index("ix_stage_history_to_detected", "stage_history")
     op.drop_table("recommendations")
     op.drop_table("consent_history")
