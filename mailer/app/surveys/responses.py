@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from mailer.config.settings import Settings
-from mailer.config.survey import Survey
+from mailer.config.survey import SCALES, Survey
 from mailer.config.workspace import load_surveys
 from mailer.core.clock import iso_z, localize, zone
 from mailer.core.errors import ConfigError, NotFoundError, UserError
@@ -99,7 +99,8 @@ def _read(engine: Engine, survey: Survey, found: Window, starts: list[datetime])
     choices = [q.id for q in survey.questions if q.kind == "choice"]
     with engine.begin() as conn:  # one transaction: one snapshot on PostgreSQL
         serial_plans(conn)
-        for (month, question, value), n in scored_counts(conn, found, starts).items():
+        scales = {q.id: SCALES[q.kind] for q in survey.questions if q.kind in SCALES}
+        for (month, question, value), n in scored_counts(conn, found, starts, scales).items():
             numbers[month][question][value] = n
         for (question, text), n in text_counts(conn, found, choices).items():
             texts[question][text] = n
