@@ -38,88 +38,106 @@ from mailer.store.locks import file_lock, lock_path
 from mailer.store.models import Recommendation, UTCDateTime
 
 MAX_RECOMMENDATIONS = 6  # per customer: what a mail and the card show
-NEIGHBOURS = 30  # co-purchased products kept per product
+NEIGHBOURS = 10  # co-purchased products kept per product
 MAX_BASKET = 50  # distinct products an order may hold and still count for pairs
 BATCH = 10_000  # customer ids per statement (favourite_categories binds their ids)
+WORK_MEM = "64MB"  # per sort or hash of a batch, PostgreSQL
 RECOMMEND_KEY = 0x6D61_696C_6572_1805  # the advisory lock "mailer recommend"
 
 PAID = "o.status = 'paid' AND o.placed_at <= :now"
-TEMPORARY = ("recommend_lines", "recommend_catalogue", "recommend_pairs",
-             "recommend_favourites", "recommend_staging")
+TEMPORARY = ("recommend_products", "recommend_lines", "recommend_bought", "recommend_ranks",
+             "recommend_pairs", "recommend_favourites", "recommend_staging")
 
-# Each paid order's distinct skus, with its customer: everything below reads this one
-# snapshot of the orders, never the orders again.
-LINES = f"""
-INSERT INTO recommend_lines (order_id, customer_id, sku)
-SELECT DISTINCT o.id, o.customer_id, l.sku
-FROM orders o JOIN order_lines l ON l.order_id = o.id
-WHERE {PAID} AND l.sku IS NOT NULL"""
-
-# Each sku's name and category as its latest paid line gives them, the paid orders that
-# hold it, and its place among its category's bestsellers (ties by sku).
-CATALOGUE = f"""
-INSERT INTO recommend_catalogue (sku, product, category, orders, category_rank)
-SELECT n.sku, n.product, n.category, c.orders,
-       ROW_NUMBER() OVER (PARTITION BY n.category ORDER BY c.orders DESC, n.sku)
+# Every sku of a paid line, numbered in sku order (so "ties by sku" is "by number", and the
+# tables below hash and sort integers, not text), with the name and category of its
+# latest paid line. {binary}: code point order on both databases, whatever PostgreSQL's
+# collation.
+PRODUCTS = f"""
+INSERT INTO recommend_products (id, sku, product, category)
+SELECT ROW_NUMBER() OVER (ORDER BY sku {{binary}}), sku, product, category
 FROM (SELECT l.sku, l.product, l.category,
              ROW_NUMBER() OVER (PARTITION BY l.sku ORDER BY o.placed_at DESC, l.id DESC)
                AS latest
       FROM orders o JOIN order_lines l ON l.order_id = o.id
       WHERE {PAID} AND l.sku IS NOT NULL) n
-JOIN (SELECT sku, count(*) AS orders FROM recommend_lines GROUP BY sku) c ON c.sku = n.sku
-WHERE n.latest = 1"""
+WHERE latest = 1"""
+
+# Each paid order's distinct products, with its customer.
+LINES = f"""
+INSERT INTO recommend_lines (order_id, customer_id, product_id)
+SELECT DISTINCT o.id, o.customer_id, p.id
+FROM orders o JOIN order_lines l ON l.order_id = o.id JOIN recommend_products p ON p.sku = l.sku
+WHERE {PAID}"""
+
+# What each customer bought: the products never to recommend them.
+BOUGHT = """
+INSERT INTO recommend_bought (customer_id, product_id)
+SELECT DISTINCT customer_id, product_id FROM recommend_lines"""
+
+# Each product's paid orders and its place among its category's bestsellers (ties by sku).
+RANKS = """
+INSERT INTO recommend_ranks (product_id, category, orders, category_rank)
+SELECT p.id, p.category, c.orders,
+       ROW_NUMBER() OVER (PARTITION BY p.category ORDER BY c.orders DESC, p.id)
+FROM recommend_products p
+JOIN (SELECT product_id, count(*) AS orders FROM recommend_lines GROUP BY product_id) c
+  ON c.product_id = p.id"""
 
 # For each product, the NEIGHBOURS products most often in the same paid order with it
 # (ties by sku), counted over orders of 2 to MAX_BASKET distinct products.
 PAIRS = """
-INSERT INTO recommend_pairs (sku, other, together)
-SELECT sku, other, together FROM (
-  SELECT a.sku, b.sku AS other, count(*) AS together,
-         ROW_NUMBER() OVER (PARTITION BY a.sku ORDER BY count(*) DESC, b.sku) AS k
-  FROM recommend_lines a JOIN recommend_lines b ON b.order_id = a.order_id AND b.sku <> a.sku
+INSERT INTO recommend_pairs (product_id, other, together)
+SELECT product_id, other, together FROM (
+  SELECT a.product_id, b.product_id AS other, count(*) AS together,
+         ROW_NUMBER() OVER (PARTITION BY a.product_id ORDER BY count(*) DESC, b.product_id)
+           AS k
+  FROM recommend_lines a
+  JOIN recommend_lines b ON b.order_id = a.order_id AND b.product_id <> a.product_id
   WHERE a.order_id IN (SELECT order_id FROM recommend_lines GROUP BY order_id
                        HAVING count(*) BETWEEN 2 AND :basket)
-  GROUP BY a.sku, b.sku) ranked
+  GROUP BY a.product_id, b.product_id) ranked
 WHERE k <= :neighbours"""
 
 # One batch of customers (ids in [lo, hi]) into the staging table: co-purchase first
 # (part 0), then their favourite category's bestsellers (part 1). The fill reads no
 # deeper into the category than 2 × MAX + the products the customer bought: at most
-# that many are excluded, so the ones it needs are always there.
+# that many are excluded, so the ones it needs are always there. The exclusions read the
+# batch's own `bought`, which the database hashes, not the whole store's.
 BATCH_SQL = """
-INSERT INTO recommend_staging (customer_id, rank, sku, part)
+INSERT INTO recommend_staging (customer_id, rank, product_id, part)
 WITH bought AS (
-  SELECT DISTINCT customer_id, sku FROM recommend_lines WHERE customer_id BETWEEN :lo AND :hi),
+  SELECT customer_id, product_id FROM recommend_bought
+  WHERE customer_id BETWEEN :lo AND :hi),
 scored AS (
-  SELECT b.customer_id, p.other AS sku, sum(p.together) AS score
-  FROM bought b JOIN recommend_pairs p ON p.sku = b.sku
-  WHERE NOT EXISTS (SELECT 1 FROM recommend_lines x
-                    WHERE x.customer_id = b.customer_id AND x.sku = p.other)
+  SELECT b.customer_id, p.other AS product_id, sum(p.together) AS score
+  FROM bought b JOIN recommend_pairs p ON p.product_id = b.product_id
   GROUP BY b.customer_id, p.other),
 co AS (
-  SELECT customer_id, sku,
-         ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY score DESC, sku) AS k
-  FROM scored),
-chosen AS (SELECT customer_id, sku, 0 AS part, k FROM co WHERE k <= :max),
+  SELECT customer_id, product_id,
+         ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY score DESC, product_id) AS k
+  FROM scored s
+  WHERE NOT EXISTS (SELECT 1 FROM bought x
+                    WHERE x.customer_id = s.customer_id AND x.product_id = s.product_id)),
+chosen AS (SELECT customer_id, product_id, 0 AS part, k FROM co WHERE k <= :max),
 depth AS (
-  SELECT f.customer_id, f.category, 2 * :max + count(b.sku) AS n
+  SELECT f.customer_id, f.category, 2 * :max + count(b.product_id) AS n
   FROM recommend_favourites f LEFT JOIN bought b ON b.customer_id = f.customer_id
   GROUP BY f.customer_id, f.category),
 fill AS (
-  SELECT d.customer_id, c.sku, 1 AS part, c.category_rank AS k
-  FROM depth d JOIN recommend_catalogue c
-    ON c.category = d.category AND c.category_rank <= d.n
-  WHERE NOT EXISTS (SELECT 1 FROM recommend_lines x
-                    WHERE x.customer_id = d.customer_id AND x.sku = c.sku)
+  SELECT d.customer_id, r.product_id, 1 AS part, r.category_rank AS k
+  FROM depth d JOIN recommend_ranks r
+    ON r.category = d.category AND r.category_rank <= d.n
+  WHERE NOT EXISTS (SELECT 1 FROM bought x
+                    WHERE x.customer_id = d.customer_id AND x.product_id = r.product_id)
     AND NOT EXISTS (SELECT 1 FROM chosen x
-                    WHERE x.customer_id = d.customer_id AND x.sku = c.sku)),
-merged AS (SELECT customer_id, sku, part, k FROM chosen
-           UNION ALL SELECT customer_id, sku, part, k FROM fill),
+                    WHERE x.customer_id = d.customer_id AND x.product_id = r.product_id)),
+merged AS (SELECT customer_id, product_id, part, k FROM chosen
+           UNION ALL SELECT customer_id, product_id, part, k FROM fill),
 ranked AS (
-  SELECT customer_id, sku, part,
+  SELECT customer_id, product_id, part,
          ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY part, k) AS rank
   FROM merged)
-SELECT customer_id, rank, sku, part FROM ranked WHERE rank <= :max"""
+SELECT customer_id, rank, product_id, part FROM ranked WHERE rank <= :max"""
 
 # Buyers in [lo, hi]: whose favourite category the batch asks for.
 BUYERS = f"""
@@ -128,27 +146,30 @@ WHERE {PAID} AND o.customer_id BETWEEN :lo AND :hi"""
 
 REPLACE = """
 INSERT INTO recommendations (customer_id, rank, sku, product, category, computed_at)
-SELECT s.customer_id, s.rank, s.sku, c.product, c.category, :now
-FROM recommend_staging s JOIN recommend_catalogue c ON c.sku = s.sku
+SELECT s.customer_id, s.rank, p.sku, p.product, p.category, :now
+FROM recommend_staging s JOIN recommend_products p ON p.id = s.product_id
 WHERE s.customer_id IN (SELECT id FROM customers)"""
 
 CREATE = {
+    "recommend_products": "id INTEGER PRIMARY KEY, sku VARCHAR(255) NOT NULL UNIQUE, "
+                          "product TEXT, category TEXT",
     "recommend_lines": "order_id INTEGER NOT NULL, customer_id INTEGER NOT NULL, "
-                       "sku VARCHAR(255) NOT NULL",
-    "recommend_catalogue": "sku VARCHAR(255) PRIMARY KEY, product TEXT, category TEXT, "
-                           "orders INTEGER NOT NULL, category_rank INTEGER NOT NULL",
-    "recommend_pairs": "sku VARCHAR(255) NOT NULL, other VARCHAR(255) NOT NULL, "
+                       "product_id INTEGER NOT NULL",
+    "recommend_bought": "customer_id INTEGER NOT NULL, product_id INTEGER NOT NULL, "
+                        "PRIMARY KEY (customer_id, product_id)",
+    "recommend_ranks": "product_id INTEGER PRIMARY KEY, category TEXT, "
+                       "orders INTEGER NOT NULL, category_rank INTEGER NOT NULL",
+    "recommend_pairs": "product_id INTEGER NOT NULL, other INTEGER NOT NULL, "
                        "together INTEGER NOT NULL",
     "recommend_favourites": "customer_id INTEGER PRIMARY KEY, category TEXT NOT NULL",
     "recommend_staging": "customer_id INTEGER NOT NULL, rank INTEGER NOT NULL, "
-                         "sku VARCHAR(255) NOT NULL, part INTEGER NOT NULL",
+                         "product_id INTEGER NOT NULL, part INTEGER NOT NULL",
 }
 # Indexes made after the fill (cheaper than kept up row by row); each serves one lookup.
 INDEXES = (
-    "CREATE INDEX recommend_lines_order ON recommend_lines (order_id, sku)",
-    "CREATE INDEX recommend_lines_customer ON recommend_lines (customer_id, sku)",
-    "CREATE INDEX recommend_catalogue_category ON recommend_catalogue (category, category_rank)",
-    "CREATE INDEX recommend_pairs_sku ON recommend_pairs (sku, other)",
+    "CREATE INDEX recommend_lines_order ON recommend_lines (order_id, product_id)",
+    "CREATE INDEX recommend_ranks_category ON recommend_ranks (category, category_rank)",
+    "CREATE INDEX recommend_pairs_product ON recommend_pairs (product_id, other)",
 )
 
 
@@ -215,25 +236,37 @@ def _one_run(engine: Engine, conn: Connection) -> Iterator[None]:
         conn.commit()
 
 
+def _tune(conn: Connection) -> None:
+    """PostgreSQL, first in the computing transaction: one snapshot of the orders for
+    every statement; sorts and hash tables of a batch in memory (at the default 4 MB they
+    spilled to disk and took most of its time); no JIT (it compiled each batch for a
+    second, for statements that run a few)."""
+    conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+    conn.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
+    conn.execute(text("SET LOCAL jit = off"))
+
+
 def _drop(conn: Connection) -> None:
     for name in TEMPORARY:
         conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
 
 
 def _prepare(conn: Connection, now: datetime) -> None:
-    """The temporary tables every batch reads: lines, catalogue, pairs."""
+    """The temporary tables every batch reads: products, lines, bought, ranks, pairs."""
     _drop(conn)  # a pooled connection may keep them from a run that died
     for name, columns in CREATE.items():
         conn.execute(text(f"CREATE TEMPORARY TABLE {name} ({columns})"))
+    binary = 'COLLATE "C"' if is_server(conn) else ""  # SQLite compares bytes already
+    conn.execute(_now(PRODUCTS.format(binary=binary)), {"now": now})
     conn.execute(_now(LINES), {"now": now})
     conn.execute(text(INDEXES[0]))
-    conn.execute(text(INDEXES[1]))
-    conn.execute(_now(CATALOGUE), {"now": now})
+    conn.execute(text(BOUGHT))
+    conn.execute(text(RANKS))
     conn.execute(text(PAIRS), {"basket": MAX_BASKET, "neighbours": NEIGHBOURS})
-    for index in INDEXES[2:]:
+    for index in INDEXES[1:]:
         conn.execute(text(index))
     if is_server(conn):  # autovacuum never analyses temporary tables
-        for name in TEMPORARY[:3]:
+        for name in TEMPORARY[:5]:
             conn.execute(text(f"ANALYZE {name}"))
 
 
@@ -255,8 +288,8 @@ def compute_recommendations(engine: Engine, *, now: datetime) -> Computed:
     with engine.connect() as conn, _one_run(engine, conn):
         try:
             with conn.begin():
-                if is_server(conn):  # one snapshot of the orders for every statement
-                    conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+                if is_server(conn):
+                    _tune(conn)
                 serial_plans(conn)
                 _prepare(conn, now)
                 low, high = conn.execute(text("SELECT min(id), max(id) FROM customers")).one()
@@ -271,7 +304,7 @@ def compute_recommendations(engine: Engine, *, now: datetime) -> Computed:
                     "coalesce(sum(part), 0) FROM recommend_staging "
                     "WHERE customer_id IN (SELECT id FROM customers)")).one()
                 products, pairs = conn.execute(text(
-                    "SELECT (SELECT count(*) FROM recommend_catalogue), "
+                    "SELECT (SELECT count(*) FROM recommend_products), "
                     "(SELECT count(*) FROM recommend_pairs)")).one()
         finally:
             conn.rollback()
