@@ -171,8 +171,8 @@ def sqlite_schema(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty SQLite store on the newest schema, migrated once a session: each `db`
     workspace on SQLite starts from a copy of it, as each on PostgreSQL starts from the
     session's migrated database (running the migrations into a fresh file took 0.13 s
-    a test on an idle machine, 0.3 s on a busy one). The `ws` workspaces still start without a database: the tests of a first
-    command creating its schema take those."""
+    a test on an idle machine, 0.3 s on a busy one). The `ws` workspaces still start
+    without a database: the tests of a first command creating its schema take those."""
     folder = tmp_path_factory.mktemp("sqlite-schema")
     engine = create(database_url(env_url=None, configured=None, root=folder))
     upgrade(engine)
