@@ -143,11 +143,11 @@ _TAGS = ["newsletter-2025", "wholesale", "vip", "gift-buyer", "app-user", "test-
 # rate ALPHA) while alive and drops out after each repeat purchase with probability
 # p ~ Beta(A, B). Spend is Gamma-Gamma's: a customer's orders are worth Gamma(P, ν) each,
 # ν ~ Gamma(Q, rate GAMMA) (minor units). Values are picked to look like a small web shop:
-# λ averages one order in 67 days (shape 0.6: many buy far less often, a few far more), a
+# λ averages one order in 50 days (shape 0.6: many buy far less often, a few far more), a
 # quarter of buyers drop out after each repeat order on average, an order is about 70.
 _GROWTH = 1.5  # signup age is 4 years × u^_GROWTH: more customers every year
 _NEVER_BUY = 0.28  # signed up, never ordered
-_RATE_R, _RATE_ALPHA = 0.6, 40.0
+_RATE_R, _RATE_ALPHA = 0.6, 30.0
 _DROP_A, _DROP_B = 1.3, 4.0
 _SPEND_P, _SPEND_Q, _SPEND_GAMMA = 5.0, 4.0, 4500.0
 _FIRST_ORDER_DAYS = 20.0  # mean wait from signup to the first order of those who wait
