@@ -22,9 +22,9 @@ from zoneinfo import ZoneInfo
 
 from mailer.config.campaign import Campaign
 from mailer.config.settings import Settings
-from mailer.store import ledger
-from mailer.store.customers import time_zones
+from mailer.store.customers import birthdays_by_zone, paid_order_times, time_zones
 from mailer.store.db import Engine
+from mailer.store.insight.stages import stage_change_times
 
 # The per-zone trigger windows reach this far around an hour of the forecast (a local day
 # in any zone, its yesterday for stage changes, plus daylight-saving shifts); a window
@@ -80,10 +80,10 @@ def freeze(engine: Engine, settings: Settings, campaigns: dict[str, Campaign], *
     orders: dict[str, list[datetime]] = defaultdict(list)
     changes: dict[tuple[str, str], list[tuple[datetime, str]]] = defaultdict(list)
     with engine.connect() as conn:
-        birthdays = frozenset(ledger.birthdays_by_zone(conn, default))
-        for zone_name, placed in ledger.paid_order_times(conn, default, since, until):
+        birthdays = frozenset(birthdays_by_zone(conn, default))
+        for zone_name, placed in paid_order_times(conn, default, since, until):
             orders[zone_name].append(placed)
-        for zone_name, to, from_, detected in ledger.stage_change_times(conn, default, since,
+        for zone_name, to, from_, detected in stage_change_times(conn, default, since,
                                                                         until):
             changes[(zone_name, to)].append((detected, from_))
     return FrozenStore(zones=zones, since=since, until=until, birthdays=birthdays,

@@ -475,3 +475,26 @@ def missing_counts(conn: Connection, members: Select[Any], field: str) -> tuple[
         select(func.count(), func.sum(case((column.is_(None), 1), else_=0)))
         .select_from(table.join(chosen, chosen.c.id == table.c.id))).one()
     return int(total), int(missing or 0)
+
+
+# What the forecast's sweeps take as fixed, read once from its scratch copy: a sweep
+# changes the ledger (and gives codes), never where customers live, their birthdays,
+# orders or recorded stage changes (mailer.store.insight.stages.stage_change_times).
+# mailer.planning.frozen skips by these the per-zone trigger queries that cannot find anyone.
+
+
+def birthdays_by_zone(conn: Connection, default_zone: str) -> set[tuple[str, str]]:
+    """(zone, "MM-DD") of every customer with a birthday on file; those without a zone
+    live in DEFAULT_ZONE (as the birthday trigger's query reads it)."""
+    zone_of = func.coalesce(Customer.timezone, default_zone)
+    return {(str(z), str(md)) for z, md in conn.execute(
+        select(zone_of, Customer.birth_md).where(Customer.birth_md.is_not(None)).distinct())}
+
+
+def paid_order_times(conn: Connection, default_zone: str, since: datetime,
+                     until: datetime) -> list[tuple[str, datetime]]:
+    """(zone of its customer, placed_at) of the paid orders placed in [SINCE, UNTIL)."""
+    zone_of = func.coalesce(Customer.timezone, default_zone)
+    return [(str(z), placed) for z, placed in conn.execute(
+        select(zone_of, Order.placed_at).join(Customer, Customer.id == Order.customer_id)
+        .where(Order.status == "paid", Order.placed_at >= since, Order.placed_at < until))]

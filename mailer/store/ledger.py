@@ -60,8 +60,6 @@ from mailer.store.models import (
     Customer,
     Delivery,
     Event,
-    Order,
-    StageChange,
     Suppression,
     naive_utc,
 )
@@ -596,41 +594,6 @@ def planned_times(conn: Connection, since: datetime) -> Iterator[tuple[int, date
     yield from conn.execute(select(Delivery.customer_id, Delivery.planned_at)
                             .where(Delivery.planned_at >= since)
                             .order_by(Delivery.customer_id, Delivery.planned_at))
-
-
-# What the forecast's sweeps take as fixed, read once from its scratch copy: a sweep
-# changes the ledger (and gives codes), never where customers live, their birthdays,
-# orders or recorded stage changes. mailer.planning.frozen skips by these the per-zone
-# trigger queries that cannot find anyone.
-
-
-def birthdays_by_zone(conn: Connection, default_zone: str) -> set[tuple[str, str]]:
-    """(zone, "MM-DD") of every customer with a birthday on file; those without a zone
-    live in DEFAULT_ZONE (as the birthday trigger's query reads it)."""
-    zone_of = func.coalesce(Customer.timezone, default_zone)
-    return {(str(z), str(md)) for z, md in conn.execute(
-        select(zone_of, Customer.birth_md).where(Customer.birth_md.is_not(None)).distinct())}
-
-
-def paid_order_times(conn: Connection, default_zone: str, since: datetime,
-                     until: datetime) -> list[tuple[str, datetime]]:
-    """(zone of its customer, placed_at) of the paid orders placed in [SINCE, UNTIL)."""
-    zone_of = func.coalesce(Customer.timezone, default_zone)
-    return [(str(z), placed) for z, placed in conn.execute(
-        select(zone_of, Order.placed_at).join(Customer, Customer.id == Order.customer_id)
-        .where(Order.status == "paid", Order.placed_at >= since, Order.placed_at < until))]
-
-
-def stage_change_times(conn: Connection, default_zone: str, since: datetime,
-                       until: datetime) -> list[tuple[str, str, str, datetime]]:
-    """(zone of its customer, to, from, detected_at) of the stage changes detected in
-    [SINCE, UNTIL); first recordings (no from stage) are no change and are left out."""
-    zone_of = func.coalesce(Customer.timezone, default_zone)
-    return [(str(z), str(to), str(from_), detected) for z, to, from_, detected in conn.execute(
-        select(zone_of, StageChange.to_stage, StageChange.from_stage, StageChange.detected_at)
-        .join(Customer, Customer.id == StageChange.customer_id)
-        .where(StageChange.from_stage.is_not(None), StageChange.detected_at >= since,
-               StageChange.detected_at < until))]
 
 
 def any_due(engine: Engine, now: datetime, campaigns: Sequence[str] | None) -> bool:

@@ -182,3 +182,15 @@ def changes_into(members: Any, to: str, from_: str | None, *, zone_name: str,
     return (select(Customer.id, literal(occurrence))
             .where(Customer.id.in_(changed), Customer.id.in_(members),
                    func.coalesce(Customer.timezone, default_zone) == zone_name))
+
+
+def stage_change_times(conn: Connection, default_zone: str, since: datetime,
+                       until: datetime) -> list[tuple[str, str, str, datetime]]:
+    """(zone of its customer, to, from, detected_at) of the stage changes detected in
+    [SINCE, UNTIL); first recordings (no from stage) are no change and are left out."""
+    zone_of = func.coalesce(Customer.timezone, default_zone)
+    return [(str(z), str(to), str(from_), detected) for z, to, from_, detected in conn.execute(
+        select(zone_of, StageChange.to_stage, StageChange.from_stage, StageChange.detected_at)
+        .join(Customer, Customer.id == StageChange.customer_id)
+        .where(StageChange.from_stage.is_not(None), StageChange.detected_at >= since,
+               StageChange.detected_at < until))]
