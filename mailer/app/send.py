@@ -25,6 +25,7 @@ from mailer.config.settings import Settings
 from mailer.core.clock import Clock
 from mailer.core.errors import DeliveryError, EnvironmentFailure, NotFoundError, UserError
 from mailer.core.states import OUTCOMES
+from mailer.delivery.notices import NoticeSender
 from mailer.delivery.outcomes import Outcome
 from mailer.delivery.ratelimit import rate_limit
 from mailer.delivery.transport import FolderTransport, Transport
@@ -96,14 +97,17 @@ def open_worker(engine: Engine, transport: Transport, settings: Settings, *, own
     """Hold the right to send for OWNER (a second SQLite sender: LockHeld, exit 3), with
     commits relaxed and dead senders' rows recovered, and yield the send loop as
     mailer.yaml configures it: its renderer with KEY and the DKIM signer SIGN, its
-    concurrency and rate limit. `send`, `run` and `worker` all send through here."""
+    concurrency and rate limit, and its notices (alerts, the review). `send`, `run` and
+    `worker` all send through here."""
     with sending_lock(engine, owner):
         relax_commits(engine)
         recovered = recover(engine, owner, clock.now())
+        limit = rate_limit(engine, settings.delivery.rate_per_second)
         delivery = SendingLoop(engine, transport, Renderer(engine, key, sign), owner, clock,
-                            concurrency=settings.delivery.concurrency,
-                            limit=rate_limit(engine, settings.delivery.rate_per_second),
-                            campaigns=campaigns, on_outcome=on_outcome)
+                            concurrency=settings.delivery.concurrency, limit=limit,
+                            campaigns=campaigns, on_outcome=on_outcome,
+                            notices=NoticeSender(engine, transport, settings, owner, clock,
+                                                 limit, sign))
         yield Worker(delivery, recovered)
 
 

@@ -33,6 +33,7 @@ from mailer.config.settings import Settings
 from mailer.core.clock import Clock
 from mailer.core.errors import MailerError
 from mailer.core.states import EXPIRED_REASON
+from mailer.delivery.notices import NoticeSender
 from mailer.delivery.outcomes import Outcome, settle
 from mailer.delivery.ratelimit import RateLimit
 from mailer.delivery.transport import Transport
@@ -254,6 +255,9 @@ class SendingLoop:
     render_for: float = 2.0
     on_outcome: Callable[[str, str], None] | None = None  # (campaign, new status)
     rng: random.Random = random.Random()  # noqa: RUF009 - jitter needs no secrecy
+    # notices (alerts, the review) go out between batches, over the same transport and limit
+    notices: NoticeSender | None = None
+    notices_every: float = 1.0  # seconds between looks for due notices
 
     def __post_init__(self) -> None:
         self.tally: Counter[tuple[str, str]] = Counter()  # (campaign, status)
@@ -266,7 +270,8 @@ class SendingLoop:
 
     def has_due(self) -> bool:
         """Whether any row is due now (nothing is leased by asking)."""
-        return any_due(self.engine, self.clock.now(), self.campaigns)
+        return any_due(self.engine, self.clock.now(), self.campaigns) or (
+            self.notices is not None and self.notices.has_due())
 
     async def run(self, stop: asyncio.Event, *, until_idle: bool,
                   poll: float = 1.0) -> Counter[tuple[str, str]]:
@@ -275,7 +280,12 @@ class SendingLoop:
         batch = self.batch or max(20, self.concurrency * 2)
         exhausted = False
         last_recovery = time.monotonic()
+        notices_at: float | None = None  # when notices were last looked for
         while True:
+            if self.notices is not None and not stop.is_set() and (
+                    notices_at is None or time.monotonic() - notices_at >= self.notices_every):
+                await self.notices.deliver_due()
+                notices_at = time.monotonic()
             if time.monotonic() - last_recovery > self.recover_every:
                 await asyncio.to_thread(recover, self.engine, self.owner, self.clock.now())
                 last_recovery = time.monotonic()

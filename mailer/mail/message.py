@@ -76,7 +76,7 @@ class Mail:
     text: str
     date: datetime
     message_id: str
-    unsubscribe_url: str
+    unsubscribe_url: str  # "" for a notice: no List-Unsubscribe headers
     unsubscribe_mailto: str
     reply_to: str | None = None
 
@@ -236,10 +236,12 @@ def build(mail: Mail) -> bytes:
         ("Subject", _unstructured("Subject", capped(mail.subject, SUBJECT_LIMIT))),
         ("Date", _date(mail.date)),
         ("Message-ID", clean_header(mail.message_id)),
-        ("List-Unsubscribe", f"<{clean_header(mail.unsubscribe_url)}>,\r\n "
-                             f"<mailto:{clean_header(mail.unsubscribe_mailto)}"
-                             "?subject=unsubscribe>"),
-        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        # A notice (mail that is not marketing: an alert, the review) has no unsubscribe URL
+        *([("List-Unsubscribe", f"<{clean_header(mail.unsubscribe_url)}>,\r\n "
+                                f"<mailto:{clean_header(mail.unsubscribe_mailto)}"
+                                "?subject=unsubscribe>"),
+           ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")]
+          if mail.unsubscribe_url else []),
         ("MIME-Version", "1.0"),
     ]
     text, html = _part("plain", mail.text), _part("html", mail.html)

@@ -453,3 +453,40 @@ class Response(Base):
     value_number: Mapped[int | None] = mapped_column(Integer)
     value_text: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+NOTICE_STATES = ("queued", "deferred", "sending", "sent", "failed", "unknown")
+
+
+class Notice(Base):
+    """Mail that is not marketing (mailer.store.notices): a low-score alert, the monthly
+    review. KEY makes it exactly-once (`review:2026-11`, `alert:<campaign>:<occurrence>:
+    <customer>`); its body is stored whole (a few per month, not per customer). Delivered
+    like the ledger's rows (lease, attempts, back-off) but with no caps, consent check or
+    unsubscribe footer."""
+
+    __tablename__ = "notices"
+    __table_args__ = (
+        UniqueConstraint("key", name="uq_notices_key"),
+        Index("ix_notices_status_send_after", "status", "send_after"),  # senders pick due ones
+        Index("ix_notices_kind_created", "kind", "created_at"),  # the review counts alerts
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(255))
+    to: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_reply: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    send_after: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,120 @@
+"""Notices, mail that is not marketing (issue 19): queued once per key, delivered by the
+senders (`run --once` here) through a real SMTP server, on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from mailer.config.settings import parse_settings
+from mailer.core.clock import Clock
+from mailer.delivery.notices import NoticeSender, queue_notice
+from mailer.delivery.ratelimit import rate_limit
+from mailer.delivery.transport import SmtpTransport, parse_smtp_url
+from tests.conftest import SETTINGS, Workspace
+from tests.smtp_server import Behaviour, FaultServer
+from tests.test_delivery import KEY
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+SETTINGS_TEXT = SETTINGS.replace('sender: {from: "Pine & Co <hello@shop.example>"}',
+                                 'sender: {from: "Pine & Co <hello@shop.example>", '
+                                 'reply_to: care@shop.example}')
+
+
+def _queue(db: Workspace, key: str, to: str, *, now: datetime = NOW) -> bool:
+    settings = parse_settings(SETTINGS_TEXT)[0]
+    engine = db.engine()
+    try:
+        return queue_notice(engine, settings, kind="review", key=key, to=to,
+                            subject=f"Review {key}", html=f"<p>{key}</p>", text=key, now=now)
+    finally:
+        engine.dispose()
+
+
+def _deliver(db: Workspace, server: FaultServer, now: datetime) -> None:
+    db.env.update({"MAILER_SMTP_URL": server.url + "?timeout=2", "MAILER_SECRET_KEY": KEY})
+    result = db.run("run", "--once", "--now", now.strftime("%Y-%m-%dT%H:%M:%SZ"), "--json")
+    assert result.code == 0, result.stdout + result.stderr
+
+
+def _notices(db: Workspace) -> dict[str, tuple[Any, ...]]:
+    return {row[0]: tuple(row[1:]) for row in db.query(
+        "SELECT key, status, attempts, reason, next_attempt_at, sent_at, last_reply "
+        "FROM notices")}
+
+
+def test_a_notice_is_queued_once_per_key_and_delivered_once(db: Workspace) -> None:
+    db.write("mailer.yaml", SETTINGS_TEXT)
+    assert _queue(db, "review:2026-10", "owner@shop.example")
+    assert not _queue(db, "review:2026-10", "someone@shop.example")  # the key: once
+    with FaultServer() as server:
+        _deliver(db, server, NOW)
+        _deliver(db, server, NOW + timedelta(hours=1))  # nothing left to send
+    assert [c.recipient for c in server.caught] == ["owner@shop.example"]
+    mail = server.caught[0].message()
+    assert mail["Subject"] == "Review review:2026-10"
+    assert mail["From"] == "Pine & Co <hello@shop.example>"
+    assert mail["Reply-To"] == "care@shop.example"
+    assert mail["List-Unsubscribe"] is None and mail["List-Unsubscribe-Post"] is None
+    status, attempts, reason, _, sent_at, reply = _notices(db)["review:2026-10"]
+    assert (status, attempts, reason, sent_at is not None) == ("sent", 1, None, True)
+    assert reply.startswith("250")
+    assert db.query("SELECT message_id FROM notices")[0][0] == mail["Message-ID"]
+
+
+def test_a_temporary_failure_is_retried_after_the_back_off(db: Workspace) -> None:
+    _queue(db, "review:2026-10", "temp451@shop.example")
+    with FaultServer(Behaviour(fails=1)) as server:
+        _deliver(db, server, NOW)
+        status, attempts, _, retry_at, _, reply = _notices(db)["review:2026-10"]
+        assert (status, attempts) == ("deferred", 1) and reply.startswith("451")
+        retry_at = datetime.fromisoformat(str(retry_at)).replace(tzinfo=UTC)
+        # 5 minutes ±10 %, on the logical clock
+        assert NOW + timedelta(minutes=4) < retry_at < NOW + timedelta(minutes=6)
+        _deliver(db, server, NOW + timedelta(minutes=2))  # not due yet
+        assert server.caught == []
+        _deliver(db, server, NOW + timedelta(minutes=10))
+    assert [c.recipient for c in server.caught] == ["temp451@shop.example"]
+    assert _notices(db)["review:2026-10"][:2] == ("sent", 2)
+
+
+def test_a_permanent_failure_fails_the_notice_and_suppresses_nobody(db: Workspace) -> None:
+    _queue(db, "review:2026-10", "bad550@shop.example")
+    with FaultServer() as server:
+        _deliver(db, server, NOW)
+        _deliver(db, server, NOW + timedelta(hours=2))
+    status, attempts, reason, retry_at, sent_at, reply = _notices(db)["review:2026-10"]
+    assert (status, attempts, reason, retry_at, sent_at) == ("failed", 1, "bad mailbox",
+                                                             None, None)
+    assert reply.startswith("550 5.1.1")
+    assert db.query("SELECT count(*) FROM suppressions")[0][0] == 0
+
+
+def test_two_senders_at_once_never_send_one_notice_twice(db: Workspace) -> None:
+    for n in range(40):
+        _queue(db, f"alert:{n}", f"care{n}@shop.example")
+    settings = parse_settings(SETTINGS_TEXT)[0]
+    engine = db.engine()
+    with FaultServer(Behaviour(delay=0.01)) as server:
+        async def both() -> None:
+            senders = [NoticeSender(engine, SmtpTransport(parse_smtp_url(server.url), 4),
+                                    settings, f"sender-{n}", Clock(NOW),
+                                    rate_limit(engine, 1000), batch=4) for n in range(2)]
+            try:
+                await asyncio.gather(*(sender.deliver_due() for sender in senders))
+            finally:
+                for sender in senders:
+                    await sender.transport.close()
+            # both took part, and between them every notice went once
+            assert all(sender.tally["sent"] for sender in senders)
+            assert sum(sender.tally["sent"] for sender in senders) == 40
+
+        try:
+            asyncio.run(both())
+        finally:
+            engine.dispose()
+    assert Counter(c.recipient for c in server.caught) == {
+        f"care{n}@shop.example": 1 for n in range(40)}
+    assert Counter(row[0] for row in _notices(db).values()) == {"sent": 40}
