@@ -187,7 +187,7 @@ def test_the_daemon_updates_stages_at_its_start_and_mails_the_change(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             arrived = _wait_for(lambda: len(server.caught) == 3, 30)
-            # the same hourly job refits the purchase models (none fitted yet)
+            # the same hourly job recommends and refits the purchase models (none fitted)
             refitted = _wait_for(lambda: store.query(
                 "SELECT count(*) FROM prediction_fits")[0][0] == 1, 30)
         finally:
@@ -201,3 +201,5 @@ def test_the_daemon_updates_stages_at_its_start_and_mails_the_change(
                          "exploration->termination=1 commitment->termination=1")
     line = next(line for line in log.splitlines() if "predict now=" in line)
     assert "predict now=2026-11-29T03:00:00Z not fitted: " in line, line
+    # the recommendations come first in the same job (the fit is recorded last)
+    assert "recommend now=2026-11-29T03:00:00Z customers=" in log

@@ -17,8 +17,9 @@ One asyncio loop runs three tasks:
 - stages: `stages update` at the start of leading and then hourly (an APScheduler
   job on the daemon's clock), one log line with its counts, then a sweep, so a
   stage_change campaign mails a recorded change at once. The same job refits the
-  purchase models (`mailer predict`) when the latest fit is a day old on the daemon's
-  clock (or from another day than it), one log line with its outcome.
+  purchase models (`mailer predict`) and computes the recommendations
+  (`mailer recommend`) when the latest fit is a day old on the daemon's clock (or
+  from another day than it), one log line each.
 - delivering: the same sending loop (`SendingLoop`) as `mailer worker`, over every campaign's
   rows, so rows of a campaign whose file is gone finish from their version. An
   APScheduler job logs what it sent each interval (a minute by default).
@@ -46,6 +47,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from mailer.app.predict import predict
+from mailer.app.recommend import recommend
 from mailer.app.send import compile_versions, plan_now
 from mailer.app.stages import update as update_stages
 from mailer.app.validation import template_errors
@@ -328,25 +330,37 @@ class Daemon:
                  extra={"fields": {"event": "stages_update", **found}})
         if found["changed"]:
             self._sweep_wanted.set()
-        await self._refit_if_stale()
+        await self._refresh_daily()
 
-    async def _refit_if_stale(self) -> None:
-        """`mailer predict` as of the daemon's clock when the latest fit is REFIT_AFTER old
-        (or newer than the clock: it described another moment), one line with what came
-        of it. A failure waits for the next hourly look."""
+    async def _refresh_daily(self) -> None:
+        """`mailer recommend` and `mailer predict` as of the daemon's clock when the latest
+        fit is REFIT_AFTER old (or newer than the clock: it described another moment),
+        one line each with what came of it. The fit is recorded last, so a failed one
+        has both run again at the next hourly look."""
         now = self.clock.now()
         try:
             fit = await asyncio.to_thread(latest_fit, self.engine)
             if fit is not None and timedelta(0) <= now - fit.now < REFIT_AFTER:
                 return
-            found = await asyncio.to_thread(predict, self.engine, self.loaded.settings, now)
         except Exception:  # the database away: the next hourly look retries
-            log.exception("predict failed; the next hourly look retries")
+            log.exception("daily recommend and predict skipped; the next hourly look retries")
             return
-        outcome = (f"fitted customers={found['customers']} repeat_buyers={found['repeat_buyers']}"
-                   if found["fitted"] else f"not fitted: {found['reason']}")
-        log.info("predict now=%s %s", found["now"], outcome,
-                 extra={"fields": {"event": "predict", **found}})
+        try:
+            done = await asyncio.to_thread(recommend, self.engine, now)
+            log.info("recommend now=%s customers=%d recommendations=%d", done["now"],
+                     done["customers"], done["recommendations"],
+                     extra={"fields": {"event": "recommend", **done}})
+        except Exception:
+            log.exception("recommend failed; it runs again with tomorrow's fit")
+        try:
+            found = await asyncio.to_thread(predict, self.engine, self.loaded.settings, now)
+            outcome = (f"fitted customers={found['customers']} "
+                       f"repeat_buyers={found['repeat_buyers']}"
+                       if found["fitted"] else f"not fitted: {found['reason']}")
+            log.info("predict now=%s %s", found["now"], outcome,
+                     extra={"fields": {"event": "predict", **found}})
+        except Exception:  # no fit recorded: the next hourly look runs both again
+            log.exception("predict failed; the next hourly look retries")
 
     async def _wake(self, reason: str) -> None:
         log.debug("wake-up: %s", reason)
