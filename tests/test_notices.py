@@ -27,8 +27,10 @@ def _queue(db: Workspace, key: str, to: str, *, now: datetime = NOW) -> bool:
     settings = parse_settings(SETTINGS_TEXT)[0]
     engine = db.engine()
     try:
-        return queue_notice(engine, settings, kind="review", key=key, to=to,
-                            subject=f"Review {key}", html=f"<p>{key}</p>", text=key, now=now)
+        with engine.begin() as conn:
+            return queue_notice(conn, settings, kind="review", key=key, to=to,
+                                subject=f"Review {key}", html=f"<p>{key}</p>", text=key,
+                                now=now)
     finally:
         engine.dispose()
 
@@ -118,3 +120,75 @@ def test_two_senders_at_once_never_send_one_notice_twice(db: Workspace) -> None:
     assert Counter(c.recipient for c in server.caught) == {
         f"care{n}@shop.example": 1 for n in range(40)}
     assert Counter(row[0] for row in _notices(db).values()) == {"sent": 40}
+
+
+SURVEY = """\
+title: How was your order?
+questions:
+  - {id: overall,   ask: "How happy are you with your order?", kind: rating, weight: 2}
+  - {id: recommend, ask: "How likely are you to recommend us?", kind: nps}
+  - {id: comment,   ask: "Anything we could do better?",        kind: text}
+alert: {question: overall, at_most: 2}
+"""
+
+
+def _answer(db: Workspace, answers: list[Any], *, campaign: str = "feedback",
+            occurrence: str = "order:O2") -> bool:
+    from mailer.app.surveys.alerts import alert_on_answers
+    from mailer.config.workspace import parse_survey_source
+
+    survey = parse_survey_source(SURVEY, "surveys/order.yaml")
+    settings = parse_settings(SETTINGS_TEXT)[0]
+    engine = db.engine()
+    try:
+        with engine.begin() as conn:
+            customer = conn.exec_driver_sql(
+                "SELECT id FROM customers WHERE store_id = 'C1'").scalar_one()
+            return alert_on_answers(conn, settings, "order", survey, customer_id=customer,
+                                    campaign=campaign, occurrence=occurrence,
+                                    answers=answers, now=NOW)
+    finally:
+        engine.dispose()
+
+
+def test_a_low_score_alerts_reply_to_once_per_mail_naming_customer_order_and_answers(
+        db: Workspace) -> None:
+    from mailer.store.insight.responses import Answer
+
+    db.write("mailer.yaml", SETTINGS_TEXT)
+    db.write("customers.csv", "id,email,first_name,last_name\n"
+                              "C1,ann@example.com,Ann,Lee\n")
+    db.write("orders.csv", "order_id,customer_id,placed_at,status,currency,total,sku\n"
+                           "O1,C1,2026-11-01T10:00,paid,EUR,12.50,A\n"
+                           "O2,C1,2026-11-10T10:00,paid,EUR,40.00,B\n"
+                           "O3,C1,2026-11-12T10:00,refunded,EUR,99.00,C\n"
+                           "O4,C1,2026-12-01T10:00,paid,EUR,7.00,D\n")
+    assert db.run("import", "customers", "customers.csv", "--now", "2026-11-01").code == 0
+    assert db.run("import", "orders", "orders.csv").code == 0
+    fine = [Answer("overall", 3), Answer("recommend", 9)]
+    assert not _answer(db, fine)  # 3 is above at_most: no alert
+    low = [Answer("overall", 2), Answer("recommend", 4),
+           Answer("comment", text="The box <was> crushed")]
+    assert _answer(db, low)  # the same mail answered again, lower: one alert
+    assert not _answer(db, [Answer("overall", 1)])  # replaced again: still one
+    with FaultServer() as server:
+        _deliver(db, server, NOW)
+    assert [c.recipient for c in server.caught] == ["care@shop.example"]  # sender.reply_to
+    mail = server.caught[0].message()
+    assert mail["Subject"] == "Low score from Ann Lee: overall 2 (order)"
+    assert mail["List-Unsubscribe"] is None
+    text = mail.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    # the latest paid order by then (O3 refunded, O4 later), every answer of the mail
+    assert "Customer: Ann Lee <ann@example.com> (id C1)" in text
+    assert "Latest order: order O2 of 2026-11-10 10:00, 40.00 EUR" in text
+    assert "How happy are you with your order?\n  2 of 5" in text
+    assert "How likely are you to recommend us?\n  4 of 10" in text
+    assert "The box <was> crushed" in text
+    html = mail.get_body(("html",)).get_content()
+    assert "The box &lt;was&gt; crushed" in html
+    assert db.query("SELECT kind, key FROM notices") == [
+        ("alert", f"alert:order:{_customer_id(db)}:feedback:order:O2")]
+
+
+def _customer_id(db: Workspace) -> int:
+    return int(db.query("SELECT id FROM customers WHERE store_id = 'C1'")[0][0])

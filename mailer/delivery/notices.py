@@ -27,7 +27,7 @@ from mailer.delivery.ratelimit import RateLimit
 from mailer.delivery.transport import Transport
 from mailer.mail.dkim import Sign
 from mailer.mail.message import Mail, build, new_message_id
-from mailer.store.db import Engine
+from mailer.store.db import Connection, Engine
 from mailer.store.ledger import durable
 from mailer.store.notices import NoticeRow, any_due, claim, finish, queue, recover, start, unlease
 
@@ -36,16 +36,16 @@ NEVER = datetime(9999, 1, 1, tzinfo=UTC)  # notices have no expiry: retry_for bo
 KEY_LENGTH = 255  # the column's width
 
 
-def queue_notice(engine: Engine, settings: Settings, *, kind: str, key: str, to: str,
+def queue_notice(conn: Connection, settings: Settings, *, kind: str, key: str, to: str,
                  subject: str, html: str, text: str, now: datetime) -> bool:
-    """Queue a notice once per KEY (a second call with it writes nothing); whether this call
-    queued it. The Message-ID is made now, so every attempt sends the same one."""
+    """Queue a notice once per KEY (a second call with it writes nothing), in the caller's
+    transaction; whether this call queued it. The Message-ID is made now, so every
+    attempt sends the same one."""
     if len(key) > KEY_LENGTH:
         raise ValueError(f"a notice key is at most {KEY_LENGTH} characters: {key[:40]}…")
     domain = settings.sender.from_address.rsplit("@", 1)[1]
-    with engine.begin() as conn:
-        queued = queue(conn, kind=kind, key=key, to=to, subject=subject, html=html, text=text,
-                       message_id=new_message_id(domain), now=now)
+    queued = queue(conn, kind=kind, key=key, to=to, subject=subject, html=html, text=text,
+                   message_id=new_message_id(domain), now=now)
     log.info("notice %s %s to %s", key, "queued" if queued else "already queued", to)
     return queued
 
