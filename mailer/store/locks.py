@@ -33,6 +33,7 @@ LEADER_KEY = 0x6D61_696C_6572_0002
 IMPORT_KEY = 0x6D61_696C_6572_0003
 STAGES_KEY = 0x6D61_696C_6572_0004  # "mailer stages"
 PREDICT_KEY = 0x6D61_696C_6572_0005  # "mailer predict"
+RECOMMEND_KEY = 0x6D61_696C_6572_0006  # "mailer recommend"
 
 
 def lock_path(engine: Engine, suffix: str) -> str:

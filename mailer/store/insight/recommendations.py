@@ -34,7 +34,7 @@ from sqlalchemy import bindparam, select, text
 
 from mailer.store.customers import favourite_categories
 from mailer.store.db import Connection, Engine, is_server, serial_plans
-from mailer.store.locks import file_lock, lock_path
+from mailer.store.locks import RECOMMEND_KEY, file_lock, lock_path
 from mailer.store.models import Recommendation, UTCDateTime
 
 MAX_RECOMMENDATIONS = 6  # per customer: what a mail and the card show
@@ -42,7 +42,6 @@ NEIGHBOURS = 10  # co-purchased products kept per product
 MAX_BASKET = 50  # distinct products an order may hold and still count for pairs
 BATCH = 10_000  # customer ids per statement (favourite_categories binds their ids)
 WORK_MEM = "64MB"  # per sort or hash of a batch, PostgreSQL
-RECOMMEND_KEY = 0x6D61_696C_6572_1805  # the advisory lock "mailer recommend"
 
 PAID = "o.status = 'paid' AND o.placed_at <= :now"
 TEMPORARY = ("recommend_products", "recommend_lines", "recommend_bought", "recommend_ranks",
