@@ -387,3 +387,35 @@ STYLE = ("body{font-family:sans-serif;margin:1.5rem;max-width:75rem;color:#222}"
          "table{border-collapse:collapse;margin:.5rem 0}"
          "th,td{border:1px solid #ccc;padding:.2rem .6rem;text-align:right}"
          "th:first-child,td:first-child,.text-2 :is(th,td):nth-child(2){text-align:left}")
+
+
+def review_chart(campaigns: Sequence[Mapping[str, object]],
+                 surveys: Sequence[Mapping[str, object]]) -> str:
+    """The monthly review's chart as SVG: each campaign's open, click and unsubscribe rates
+    (%), and each survey's CSI this month beside the month before."""
+    figure = _figure()
+    rates, scores = figure.subplots(1, 2, width_ratios=(2, 1))
+    names = [str(c["campaign"]) for c in campaigns]
+    width = 0.8 / len(METRICS)
+    for index, (_, label) in enumerate(METRICS):
+        key = label.replace(" ", "_")
+        values = [float(str(c[key])) if c[key] is not None else 0.0 for c in campaigns]
+        rates.bar([n + (index - 1) * width for n in range(len(names))], values, width,
+                  label=label, color=CAMPAIGN_COLOURS[index])
+    rates.set_xticks(range(len(names)), [_text(name) for name in names])
+    rates.set_ylabel("% of the mails sent in the month")
+    rates.set_title("Campaigns")
+    rates.legend(frameon=False)
+    _tidy(rates)
+    labels = [str(s["survey"]) for s in surveys]
+    for index, (key, label) in enumerate((("csi_previous", "CSI, month before"),
+                                          ("csi", "CSI, this month"))):
+        values = [float(str(s[key])) if s[key] is not None else 0.0 for s in surveys]
+        scores.bar([n + (index - 0.5) * 0.4 for n in range(len(labels))], values, 0.4,
+                   label=label, color=CAMPAIGN_COLOURS[9 if index == 0 else 0])
+    scores.set_xticks(range(len(labels)), [_text(label) for label in labels])
+    scores.set_ylim(0, 100)
+    scores.set_title("Satisfaction (CSI, 0–100)")
+    scores.legend(frameon=False)
+    _tidy(scores)
+    return _svg(figure)

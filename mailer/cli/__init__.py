@@ -42,6 +42,7 @@ COMMANDS = {
     "campaigns": ("mailer.cli.campaigns_cmd:campaigns", "Every campaign: state, next due, counts."),
     "report": ("mailer.cli.report_cmd:report", "Where every mail of a campaign stands."),
     "responses": ("mailer.cli.responses_cmd:responses", "A survey's scores, months, comments."),
+    "review": ("mailer.cli.review_cmd:review", "A month's review: HTML page, JSON, notice."),
     "sink": ("mailer.cli.sink_cmd:sink", "A local SMTP server catching mail into a Maildir."),
     "bounces": ("mailer.cli.bounces_cmd:bounces", "Suppress addresses from bounce reports."),
     "serve": ("mailer.cli.serve_cmd:serve", "Unsubscribe, preferences, tracking and ratings."),

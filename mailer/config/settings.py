@@ -265,6 +265,33 @@ class StageSettings(Spec):
         return value
 
 
+def _review_cron(value: object) -> str:
+    """The review's schedule, checked as a campaign's cron line is."""
+    from mailer.config.campaign import _cron  # same subpackage; campaign imports this module
+
+    return _cron(value)
+
+
+REVIEW_CRON_SCHEMA: JsonSchema = {
+    "type": "string", "title": "cron line", "examples": ["0 8 1 * *"],
+    "description": "Five crontab(5) fields (minute hour day-of-month month day-of-week), "
+                   "in the workspace time zone."}
+
+
+class Review(Spec):
+    send_to: str = Field(description=(
+        "Who gets the monthly review (`mailer review`) as a notice, an address."))
+    schedule: Annotated[str, BeforeValidator(_review_cron), WithJsonSchema(REVIEW_CRON_SCHEMA)
+                        ] = Field("0 8 1 * *", description=(
+        "When `mailer run` sends the previous month's review: a cron line in the workspace "
+        "zone; once per month whatever the restarts (its key is review:YYYY-MM)."))
+
+    @field_validator("send_to")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return parse_address(value).email
+
+
 class Settings(Spec):
     store: Store = Field(description="The shop the mails come from.")
     sender: Sender = Field(description="The addresses mails are sent from and answered to.")
@@ -279,6 +306,9 @@ class Settings(Spec):
     stages: StageSettings = Field(StageSettings(), description=(
         "The rules of the relationship stages (docs/customers.md): when a customer has "
         "lapsed and what makes one committed."))
+    review: Review | None = Field(None, description=(
+        "Send the previous month's review (`mailer review`) as a notice on a schedule; "
+        "unset: only on demand."))
     database: str | None = Field(None, description=(
         "The database URL without a password (a SQLite path is relative to the workspace); "
         "MAILER_DATABASE_URL wins. Unset: mailer.db in the workspace."))

@@ -1,0 +1,46 @@
+"""The review as a notice: `mailer review --send-to` and the daemon's monthly job."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from mailer.app.review.monthly import attributed_by_campaign, monthly_review
+from mailer.app.review.page import review_html, review_text, title
+from mailer.config.settings import Settings
+from mailer.delivery.notices import queue_notice
+from mailer.store.db import Engine
+
+
+def render(engine: Engine, root: Path, settings: Settings, month: date, now: datetime
+           ) -> tuple[dict[str, Any], str, str]:
+    """MONTH's review: its JSON document, HTML page and plain text."""
+    review = monthly_review(engine, root, settings, month, now)
+    store, currency = settings.store.name, settings.store.currency
+    page = review_html(review, store=store, currency=currency,
+                       by_campaign=attributed_by_campaign(engine, settings, month))
+    return review, page, review_text(review, store=store, currency=currency)
+
+
+def scheduled_key(month: date) -> str:
+    """The daemon's review of MONTH: once, whatever the restarts."""
+    return f"review:{month:%Y-%m}"
+
+
+def queue_review(engine: Engine, root: Path, settings: Settings, month: date, now: datetime,
+                 *, to: str, key: str,
+                 rendered: tuple[dict[str, Any], str, str] | None = None) -> bool:
+    """Queue MONTH's review (RENDERED already, else rendered here) for TO as the notice
+    KEY; whether it was queued now (False: a notice with that key was queued before, and
+    nothing is written)."""
+    from mailer.store.notices import exists
+
+    with engine.connect() as conn:
+        if exists(conn, key):  # the review is not computed again for nothing
+            return False
+    review, page, text = rendered or render(engine, root, settings, month, now)
+    with engine.begin() as conn:
+        return queue_notice(conn, settings, kind="review", key=key, to=to,
+                            subject=title(review, settings.store.name), html=page, text=text,
+                            now=now)
