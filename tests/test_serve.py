@@ -247,15 +247,18 @@ def test_a_click_redirects_only_to_the_url_signed_into_the_mail(
 # --- ratings --------------------------------------------------------------------------------
 
 
-def test_a_rating_click_records_the_score_a_second_click_replaces_it_and_a_comment_sticks(
+def test_a_rating_link_records_nothing_its_button_the_score_a_second_replaces_it_and_a_comment(
         db: Workspace, service: Service) -> None:
     mails = sent_mail(db)
     anna = [h for h in hrefs(mails["anna@example.com"]) if "/r/" in h]
     bob = [h for h in hrefs(mails["bob@example.com"]) if "/r/" in h]
-    status, _, body = service.request("GET", anna[3])
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, _, body = service.request("GET", anna[3])  # a mail scanner, or the reader
     assert status == 200 and b"4 of 5" in body and b"<textarea" in body
-    service.request("GET", anna[1])  # changed her mind: 2
-    service.request("GET", bob[4])
+    assert events(db, "rating") == []
+    service.request("POST", anna[3], body="comment=", headers=form)
+    service.request("POST", anna[1], body="comment=", headers=form)  # changed her mind: 2
+    service.request("POST", bob[4], body="", headers=form)
     status, _, body = service.request(
         "POST", anna[1], body="comment=Too+slow+%3Cscript%3E",
         headers={"Content-Type": "application/x-www-form-urlencoded"})

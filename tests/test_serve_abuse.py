@@ -432,7 +432,7 @@ def test_every_response_carries_the_security_headers_and_no_framework_version(
                     ("GET", "/u/not-a-token", None, 400),
                     ("GET", "/nowhere", None, 404),
                     ("PUT", f"/u/{token('unsubscribe')}", "", 405),
-                    ("POST", f"/u/{token('unsubscribe')}", "x" * 20_000, 413),
+                    ("POST", f"/u/{token('unsubscribe')}", "x" * 40_000, 413),
                     ("GET", "/broken", None, 500)]:
                 answer, headers, page = request(port, method, path, body, FORM if body else None)
                 assert answer == status, (path, answer)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -108,10 +109,16 @@ def test_six_questions_warn_and_seven_are_an_error(ws: Workspace) -> None:
     assert ws.run("validate").code == 1
 
 
+def name_survey(path: Path, survey: str | None) -> None:
+    """The campaign file at PATH naming SURVEY (None: no survey), as its last line."""
+    kept = [line for line in path.read_text().splitlines() if not line.startswith("survey:")]
+    path.write_text("\n".join(kept + ([f"survey: {survey}"] if survey else [])) + "\n")
+
+
 def test_an_unknown_survey_in_a_campaign_is_an_error_with_did_you_mean(ws: Workspace) -> None:
     demo(ws)
     path = ws.root / "campaigns" / "feedback.yaml"
-    path.write_text(path.read_text() + "survey: feedbak\n")
+    name_survey(path, "feedbak")
     line = len(path.read_text().splitlines())
     result = ws.run("validate", "--json")
     assert result.code == 1
@@ -123,7 +130,7 @@ def test_an_unknown_survey_in_a_campaign_is_an_error_with_did_you_mean(ws: Works
 def test_a_campaign_naming_a_broken_survey_says_so_and_commands_refuse(ws: Workspace) -> None:
     demo(ws)
     path = ws.root / "campaigns" / "feedback.yaml"
-    path.write_text(path.read_text() + "survey: feedback\n")
+    name_survey(path, "feedback")
     ws.write("surveys/feedback.yaml", GOOD.replace("kind: nps}", "kind: rating, weight: -1}"))
     messages = [str(p) for p in validate_workspace(ws.root, now=NOW) if not p.warning]
     assert messages == [
@@ -142,13 +149,14 @@ def _digest(stored: dict[str, object]) -> str:
 def test_the_survey_is_frozen_into_the_version_and_its_hash_follows_the_text(
         ws: Workspace) -> None:
     demo(ws)
+    name_survey(ws.root / "campaigns" / "feedback.yaml", None)
     _, campaigns = load_valid_workspace(ws.root)
     plain = definition(compile_version("feedback", campaigns["feedback"], ws.root / "templates"),
                        ws.root)
     assert "survey" not in plain  # a campaign without a survey keeps the hash it had
 
     path = ws.root / "campaigns" / "feedback.yaml"
-    path.write_text(path.read_text() + "survey: feedback\n")
+    name_survey(path, "feedback")
     ws.write("surveys/feedback.yaml", GOOD)
     _, campaigns = load_valid_workspace(ws.root)
     spec = campaigns["feedback"]

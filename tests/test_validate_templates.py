@@ -293,11 +293,17 @@ def test_without_a_store_attributes_are_not_checked(ws: Workspace) -> None:
 
 def _context(profile: Profile, stats: dict[str, Any] | None, settings_source: str,
              campaign_source: str) -> dict[str, Any]:
+    from mailer.config.workspace import parse_survey_source
+
     settings, _ = parse_settings(settings_source)
     campaign, problems = parse_campaign(load_yaml(campaign_source, "c.yaml"), "c.yaml")
     assert campaign is not None, problems
+    # a campaign naming a survey: the version freezes it, and links.survey is its scale
+    survey = parse_survey_source("title: T\nquestions: [{id: q, ask: Happy, kind: rating}]\n",
+                                 "surveys/s.yaml") if campaign.survey else None
     return build_context(profile, stats, settings=settings, slug="c", campaign=campaign,
-                         now=datetime(2026, 11, 23, 9, tzinfo=UTC), key="k", message="m")
+                         now=datetime(2026, 11, 23, 9, tzinfo=UTC), key="k", message="m",
+                         survey=survey)
 
 
 FULL_CAMPAIGN = """\
@@ -309,6 +315,7 @@ segment: s
 template: t.html
 subject: Hi
 coupon: {prefix: BF, value: 30%, valid_for: 3d}
+survey: s
 referral: {deadline: 2026-12-31, reward: "20%"}
 """
 FULL_SETTINGS = SETTINGS.replace("currency: EUR}", 'currency: EUR, url: "https://shop.example", '

@@ -196,7 +196,8 @@ def _message(person: Profile, stats: dict[str, Any] | None, version: Version, *,
     and left untracked (a preview key's click or open would not be recorded anyway): to
     the customer, or to RECIPIENT (a test send), the subject after PREFIX."""
     context = build_context(person, stats, settings=settings, slug=version.slug,
-                            campaign=version.spec, now=now, key=PREVIEW_KEY, message="preview")
+                            campaign=version.spec, now=now, key=PREVIEW_KEY, message="preview",
+                            survey=version.survey)
     mail = compose(version, context, variant=variant, member_of=member_of,
                    occurrence=occurrence)
     name = " ".join(p for p in (person.first_name, person.last_name) if p)

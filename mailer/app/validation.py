@@ -204,7 +204,8 @@ def check_rendering(root: Path, settings: Settings, slug: str, campaign: Campaig
     try:
         version = version or compile_version(slug, campaign, root / "templates")
         context = build_context(synthetic_customer(), None, settings=settings, slug=slug,
-                                campaign=campaign, now=now, key=PREVIEW_KEY, message="preview")
+                                campaign=campaign, now=now, key=PREVIEW_KEY, message="preview",
+                                survey=version.survey)
         problems = []
         for variant in range(len(version.subjects)):
             mail = compose(version, context, variant=variant, member_of=set())
@@ -376,7 +377,8 @@ def read_context(root: Path, settings: Settings, slug: str, campaign: Campaign,
         html = marked_template(campaign.template, folder, read.files)
         version = version or compile_version(slug, campaign, root / "templates")
         context = build_context(synthetic_customer(), None, settings=settings, slug=slug,
-                                campaign=campaign, now=now, key=PREVIEW_KEY, message="preview")
+                                campaign=campaign, now=now, key=PREVIEW_KEY, message="preview",
+                                survey=version.survey)
         sources = [_Source(html, lambda line: origin(html, line))]
         text_name = Path(campaign.template).with_suffix(".txt").name
         if folder.path(text_name).is_file():
@@ -416,6 +418,11 @@ def _check_use(read: ContextRead, source: _Source, use: Use, context: dict[str, 
         return
     if known.open:
         read.attributes.append(Attribute(path, line, source.field, known.key[-1]))
+    if known.key == ("links", "survey") and not use.guarded and not has(context, known.key):
+        # every mail would fail to render: the links exist only for a campaign's survey
+        read.problems.append(Problem(path, line, source.field, "links.survey is not set for "
+                                     "this campaign: it names no survey (survey: NAME)"))
+        return
     if source.sample is None or source.field is None or use.guarded \
             or known.presence == ALWAYS:
         return

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from mailer.config.campaign import Campaign
 from mailer.config.settings import MAX_COMMITTED_ORDERS, Settings
+from mailer.config.survey import SCALES, Survey
 from mailer.core.clock import as_local, zone
 from mailer.core.money import exponent
 from mailer.insight.stages import stage_of_latest
@@ -70,8 +71,9 @@ CONTEXT_SCHEMA: Mapping[str, ContextName] = {
     "coupon": ContextName(ALWAYS, dict.fromkeys(("code", "value", "expires_at"), CAMPAIGN)),
     "referral": ContextName(ALWAYS, dict.fromkeys(("code", "url", "deadline", "reward"),
                                                   CAMPAIGN)),
-    "links": ContextName(ALWAYS, dict.fromkeys(("unsubscribe", "preferences", "browser",
-                                                "rating"), ALWAYS)),
+    "links": ContextName(ALWAYS, {
+        **dict.fromkeys(("unsubscribe", "preferences", "browser", "rating"), ALWAYS),
+        "survey": CAMPAIGN}),  # links.survey[value]: only in campaigns naming a survey
     "store": ContextName(ALWAYS, {
         "name": ALWAYS, "address": ALWAYS, "currency": ALWAYS, "locale": ALWAYS,
         "url": CAMPAIGN}),
@@ -213,8 +215,10 @@ def _moment(value: datetime, tz: ZoneInfo) -> datetime:
 def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: Settings,
                   slug: str, campaign: Campaign, now: datetime, key: str,
                   message: str, coupon_code: str | None = None,
-                  coupon_expires_at: datetime | None = None) -> dict[str, Any]:
-    """The context of §4.4 for one recipient (pure)."""
+                  coupon_expires_at: datetime | None = None,
+                  survey: Survey | None = None) -> dict[str, Any]:
+    """The context of §4.4 for one recipient (pure). SURVEY is the one the campaign
+    version froze (Version.survey): its first question's scale makes `links.survey`."""
     tz = zone(customer.timezone or settings.timezone)
     workspace_tz = zone(settings.timezone)
     person: dict[str, Any] = {"id": customer.store_id, "email": customer.email,
@@ -248,7 +252,8 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
                   "currency": settings.store.currency, "locale": settings.store.locale,
                   **({"url": settings.store.url} if settings.store.url else {})},
         "links": recipient_links(settings.tracking.base_url, customer=customer.store_id,
-                                 campaign=slug, message=message, key=key),
+                                 campaign=slug, message=message, key=key,
+                                 survey=SCALES[survey.questions[0].kind] if survey else None),
         "now": now,
         "coupon": {},
         "referral": {},

@@ -1,4 +1,5 @@
-"""Signed per-recipient links (DESIGN §4.4, §6): unsubscribe, preferences, browser view.
+"""Signed per-recipient links (DESIGN §4.4, §6): unsubscribe, preferences, browser view,
+ratings and the survey page.
 
 A token is `PAYLOAD.SIGNATURE`, both base64url without padding. The payload is
 the JSON list [purpose, customer store id, campaign, message, extra]; the
@@ -29,7 +30,7 @@ from mailer.core.errors import MailerError
 PREVIEW_KEY = "mailer-preview-only"
 
 PURPOSES = {"unsubscribe": "u", "preferences": "p", "browser": "b", "click": "c", "open": "o",
-            "rating": "r"}
+            "rating": "r", "survey": "s"}
 
 
 class InvalidLink(MailerError):
@@ -138,7 +139,7 @@ def verify(token: str, purpose: str, keys: Sequence[str]) -> Claims:
 
 
 PATHS = {"unsubscribe": "u", "preferences": "p", "browser": "b", "click": "c", "open": "o",
-         "rating": "r"}  # the URL path of each purpose under tracking.base_url
+         "rating": "r", "survey": "s"}  # the URL path of each purpose under tracking.base_url
 SCORES = range(1, 6)
 
 
@@ -156,12 +157,17 @@ def signed_url(base_url: str, purpose: str, customer: str, campaign: str, messag
 
 
 def recipient_links(base_url: str, *, customer: str, campaign: str, message: str,
-                    key: str) -> dict[str, Any]:
-    """`links.unsubscribe`, `links.preferences`, `links.browser` for one mail, and
-    `links.rating[1]` … `links.rating[5]` (one link per score of a feedback request)."""
+                    key: str, survey: Sequence[int] | None = None) -> dict[str, Any]:
+    """`links.unsubscribe`, `links.preferences`, `links.browser` for one mail,
+    `links.rating[1]` … `links.rating[5]` (one link per score of a feedback request) and,
+    given the SURVEY scale of a campaign's survey (its first question's answers: 1–5, or
+    0–10 for nps), `links.survey[value]`: the survey page with that first answer chosen."""
     found: dict[str, Any] = {
         purpose: signed_url(base_url, purpose, customer, campaign, message, key)
         for purpose in ("unsubscribe", "preferences", "browser")}
     found["rating"] = {score: signed_url(base_url, "rating", customer, campaign, message, key,
                                          str(score)) for score in SCORES}
+    if survey is not None:
+        found["survey"] = {value: signed_url(base_url, "survey", customer, campaign, message,
+                                             key, str(value)) for value in survey}
     return found

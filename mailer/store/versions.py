@@ -51,6 +51,14 @@ def version_definition(engine: Engine, version_id: int) -> dict[str, Any]:
     return stored
 
 
+def stored_version(conn: Connection, version_id: int) -> tuple[str, dict[str, Any]] | None:
+    """The content hash and the definition of one campaign version, or None: what a
+    survey answer is recorded with (the hash) and its page shows (the frozen survey)."""
+    found = conn.execute(select(CampaignVersion.content_hash, CampaignVersion.definition)
+                         .where(CampaignVersion.id == version_id)).first()
+    return None if found is None else (str(found[0]), dict(found[1]))
+
+
 def plan_run_exclusions(conn: Connection, campaign: str) -> list[dict[str, int]]:
     """Per plan run of CAMPAIGN, the customers it excluded by reason."""
     return [{reason: int(n) for reason, n in (found or {}).items()}

@@ -5,8 +5,13 @@ Paths under `tracking.base_url`, each ending in a signed token (mailer.mail.link
     GET  /u/TOKEN   a confirmation page with a button; changes nothing (scanners GET)
     POST /u/TOKEN   one-click unsubscribe (RFC 8058), idempotent, no cookies
     GET  /p/TOKEN   the preference centre; POST saves it
-    GET  /r/TOKEN   a rating (the score is in the token) and a thank-you page;
-                    POST adds the optional comment
+    GET  /r/TOKEN   a rating link of an older mail (the score is in the token): a page
+                    with that score, a comment box and a button; changes nothing
+    POST /r/TOKEN   records the rating and the optional comment
+    GET  /s/TOKEN   the survey page of a mail's campaign version, the first answer (in
+                    the token) chosen; changes nothing (mail scanners follow links)
+    POST /s/TOKEN   records every answered question (mailer.app.surveys.answers); a
+                    later POST replaces answers question by question
     GET  /c/TOKEN   a click: recorded, then a redirect to the URL signed into the token
     GET  /o/TOKEN   an open: a 1×1 GIF
     GET  /b/TOKEN   "view in your browser": the sent mail's HTML part, re-rendered as its
@@ -48,6 +53,7 @@ from aiohttp import web
 from multidict import MultiDict
 
 from mailer.app.browser_view import BrowserView, NotRenderable, Reading
+from mailer.app.surveys import answers as surveys
 from mailer.core.clock import Clock
 from mailer.core.errors import DatabaseUnavailable
 from mailer.core.states import OPTED_OUT
@@ -60,7 +66,9 @@ log = logging.getLogger("mailer.serve")
 
 PIXEL = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00"
          b"\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
-MAX_BODY = 16 * 1024  # a comment and a few fields; more is not a person
+# A survey's 2,000-character comment and a few fields: each character of an emoji
+# comment is 12 bytes once form-encoded (4 UTF-8 bytes, %XX each); more is not a person.
+MAX_BODY = 32 * 1024
 MAX_FIELDS = 100  # a preference form has a handful
 RETRY_AFTER = "5"  # seconds, when the database is locked or away
 # A mail shown in the browser: its own styles and images (and web fonts and stylesheets
@@ -268,6 +276,7 @@ def make_app(service: Service) -> web.Application:
     app[_SERVICE] = service
     app.on_response_prepare.append(_secured)
     renders = Renders()
+    asking = surveys.SurveyMails()
     routes = [
         web.get("/u/{token}", _signed(service, "unsubscribe", _unsubscribe_page)),
         web.post("/u/{token}", _signed(service, "unsubscribe", _unsubscribe)),
@@ -275,6 +284,8 @@ def make_app(service: Service) -> web.Application:
         web.post("/p/{token}", _signed(service, "preferences", _save_preferences)),
         web.get("/r/{token}", _signed(service, "rating", _rating)),
         web.post("/r/{token}", _signed(service, "rating", _comment)),
+        web.get("/s/{token}", _signed(service, "survey", _survey_page(asking))),
+        web.post("/s/{token}", _signed(service, "survey", _answer(asking))),
         web.get("/c/{token}", _signed(service, "click", _click)),
         web.get("/o/{token}", _open(service)),
         web.get("/b/{token}", _browser_view(service, BrowserView(service.keys[0]), renders)),
@@ -431,26 +442,90 @@ def _bad_form(service: Service, problem: str) -> web.Response:
     return _page(service, "bad_form.html", 400, title="Form not valid", problem=problem)
 
 
+def _score(claims: Claims) -> int | None:
+    """The score a rating link carries, or None for one outside 1–5."""
+    if not claims.extra.isdigit() or not 1 <= int(claims.extra) <= 5:
+        return None
+    return int(claims.extra)
+
+
 async def _rating(service: Service, request: web.Request,
                   claims: Claims) -> web.StreamResponse:
-    if not claims.extra.isdigit() or not 1 <= int(claims.extra) <= 5:
+    """The rating links of mails sent before surveys: the page records nothing (a mail
+    scanner follows every link of a mail); its button does."""
+    score = _score(claims)
+    if score is None:
         return _page(service, "invalid.html", 400, title="Link not valid")
-    score = int(claims.extra)
-    await service.db.run(engagement.rate, claims, score, service.clock.now())
-    return _page(service, "rated.html", title="Thank you", score=score, commented=False)
+    return _page(service, "rate.html", title="Your rating", score=score)
 
 
 async def _comment(service: Service, request: web.Request,
                    claims: Claims) -> web.StreamResponse:
+    score = _score(claims)
+    if score is None:
+        return _page(service, "invalid.html", 400, title="Link not valid")
     try:
         form = await _form(request)
     except BadForm as err:
         return _bad_form(service, str(err))
+    now = service.clock.now()
+    await service.db.run(engagement.rate, claims, score, now)
     text = form.get("comment", "").strip()
     if text:
-        await service.db.run(engagement.comment, claims, text, service.clock.now())
-    score = int(claims.extra) if claims.extra.isdigit() else 0
-    return _page(service, "rated.html", title="Thank you", score=score, commented=True)
+        await service.db.run(engagement.comment, claims, text, now)
+    return _page(service, "rated.html", title="Thank you", score=score, commented=bool(text))
+
+
+def _survey_page(asking: surveys.SurveyMails
+                 ) -> Callable[[Service, web.Request, Claims], Awaitable[web.StreamResponse]]:
+    async def shown(service: Service, request: web.Request,
+                    claims: Claims) -> web.StreamResponse:
+        asked = await service.db.run(asking.find, claims)
+        if asked is None:
+            return _page(service, "invalid.html", 404, title="Link not valid")
+        try:
+            first = surveys.first_answer(asked, claims.extra)
+        except surveys.BadAnswer:
+            return _page(service, "invalid.html", 400, title="Link not valid")
+        return _survey(service, asked, {asked.first.id: str(first)})
+    return shown
+
+
+def _survey(service: Service, asked: surveys.Asked, chosen: dict[str, str],
+            problem: str | None = None, status: int = 200) -> web.Response:
+    from mailer.config.survey import SCALES, TEXT_LIMIT
+
+    return _page(service, "survey.html", status, title=asked.survey.title,
+                 questions=asked.survey.questions, scales=SCALES, chosen=chosen,
+                 limit=TEXT_LIMIT, problem=problem)
+
+
+def _answer(asking: surveys.SurveyMails
+            ) -> Callable[[Service, web.Request, Claims], Awaitable[web.StreamResponse]]:
+    async def answered(service: Service, request: web.Request,
+                       claims: Claims) -> web.StreamResponse:
+        # The token in the path is the form's CSRF guard: only the mail's reader has it.
+        try:
+            form = await _form(request)
+        except BadForm as err:
+            return _bad_form(service, str(err))
+        asked = await service.db.run(asking.find, claims)
+        if asked is None:
+            return _page(service, "invalid.html", 404, title="Link not valid")
+        try:
+            surveys.first_answer(asked, claims.extra)  # a link the mail could have carried
+        except surveys.BadAnswer:
+            return _page(service, "invalid.html", 400, title="Link not valid")
+        fields = {name: form.getall(name) for name in form}
+        try:
+            given = surveys.parse_answers(asked.survey, fields)
+        except surveys.BadAnswer as err:
+            return _survey(service, asked, {k: v[0] for k, v in fields.items() if v},
+                           problem=str(err), status=400)
+        await service.db.run(surveys.record, asked, given, service.clock.now())
+        return _page(service, "answered.html", title="Thank you", answered=len(given),
+                     asked=len(asked.survey.questions))
+    return answered
 
 
 async def _click(service: Service, request: web.Request, claims: Claims) -> web.StreamResponse:

@@ -18,17 +18,27 @@ _LAYOUT = """<!doctype html>
 <style>
 body{font-family:Georgia,'Times New Roman',serif;background:#f6f3ee;color:#222;margin:0}
 main{max-width:34rem;margin:3rem auto;background:#fff;padding:2rem 2.2rem;border-radius:8px;
-box-shadow:0 1px 4px rgba(0,0,0,.08)}
+box-shadow:0 1px 4px rgba(0,0,0,.08);overflow-wrap:anywhere}
+@media (max-width:30rem){main{margin:0;padding:1.2rem 1rem;border-radius:0}}
 h1{font-size:1.5rem;margin-top:0}
 button,.button{font:inherit;background:#24553d;color:#fff;border:0;border-radius:4px;
 padding:.6rem 1.2rem;cursor:pointer;text-decoration:none;display:inline-block}
 button.quiet{background:#fff;color:#24553d;border:1px solid #24553d}
 label{display:block;margin:.5rem 0}
-textarea{width:100%;min-height:6rem;font:inherit}
+textarea{width:100%;box-sizing:border-box;min-height:6rem;font:inherit}
 .note{color:#666;font-size:.9rem}
 .scores{display:flex;gap:.5rem;font-size:1.4rem}
 .score{padding:.3rem .8rem;border-radius:4px;border:1px solid #ccc}
 .score.chosen{background:#24553d;color:#fff}
+fieldset{border:0;margin:0 0 1.2rem;padding:0;min-width:0}
+legend{font-weight:bold;margin-bottom:.4rem;padding:0}
+.scale{display:flex;flex-wrap:wrap;gap:.4rem}
+.scale label,.options label{margin:0;border:1px solid #ccc;border-radius:4px;
+padding:.35rem .6rem;cursor:pointer}
+.scale label{min-width:1.6rem;text-align:center}
+.ends{display:flex;justify-content:space-between;color:#666;font-size:.85rem;gap:1rem}
+.options{display:flex;flex-wrap:wrap;gap:.4rem}
+.problem{color:#8a1c1c;border-left:3px solid #8a1c1c;padding-left:.6rem}
 </style></head>
 <body><main>{% block body %}{% endblock %}
 <p class="note">{{ store }}</p></main></body></html>
@@ -78,6 +88,46 @@ Pause all mails for 30 days{% if paused %} (paused until {{ paused }}){% endif %
 {% else %}<form method="post"><label for="comment">Anything you want to tell us? (optional)</label>
 <textarea id="comment" name="comment" maxlength="2000"></textarea>
 <p><button type="submit" id="send">Send</button></p></form>{% endif %}
+{% endblock %}""",
+    "rate.html": """{% extends "layout.html" %}{% block body %}
+<h1>Your rating</h1>
+<p>You chose <strong>{{ score }} of 5</strong>.</p>
+<div class="scores">{% for n in range(1, 6) %}
+<span class="score{% if n == score %} chosen{% endif %}">{{ n }}</span>{% endfor %}</div>
+<form method="post"><label for="comment">Anything you want to tell us? (optional)</label>
+<textarea id="comment" name="comment" maxlength="2000"></textarea>
+<p><button type="submit" id="send">Send</button></p></form>
+{% endblock %}""",
+    "survey.html": """{% extends "layout.html" %}{% block body %}
+<h1>{{ title }}</h1>
+{% if problem %}<p class="problem" id="problem">{{ problem }}</p>{% endif %}
+<form method="post" id="survey">
+{% for q in questions %}<fieldset id="q-{{ q.id }}"><legend>{{ q.ask }}</legend>
+{% if q.kind in scales %}{% set scale = scales[q.kind] %}<div class="scale">
+{% for n in scale %}<label for="{{ q.id }}-{{ n }}"><input type="radio" name="{{ q.id }}"
+id="{{ q.id }}-{{ n }}" value="{{ n }}"{% if chosen.get(q.id) == n|string %} checked{% endif %}>
+{{ n }}</label>{% endfor %}</div>
+<div class="ends"><span>{{ "not at all likely" if q.kind == "nps" else "not at all" }}</span>
+<span>{{ "very likely" if q.kind == "nps" else "very" }}</span></div>
+{% elif q.kind == "choice" %}<div class="options">
+{% for option in q.options %}<label for="{{ q.id }}-{{ loop.index }}"><input type="radio"
+name="{{ q.id }}" id="{{ q.id }}-{{ loop.index }}" value="{{ option }}"
+{% if chosen.get(q.id) == option %} checked{% endif %}> {{ option }}</label>{% endfor %}</div>
+{% else %}<textarea id="{{ q.id }}" name="{{ q.id }}" maxlength="{{ limit }}"
+aria-label="{{ q.ask }}">{{ chosen.get(q.id, "") }}</textarea>
+<p class="note">Optional; up to {{ "{:,}".format(limit) }} characters.</p>{% endif %}
+</fieldset>{% endfor %}
+<p><button type="submit" id="send">Send my answers</button></p>
+<p class="note">Answer what you like: every question is optional. You can come back
+to this page from the mail and change your answers.</p>
+</form>
+{% endblock %}""",
+    "answered.html": """{% extends "layout.html" %}{% block body %}
+<h1 id="thanks">Thank you!</h1>
+<p>We have your {{ answered }} answer{{ "" if answered == 1 else "s" -}}
+{% if answered < asked %} (of {{ asked }} questions){% endif %}. We read every one.</p>
+<p class="note">Changed your mind? Open the link in the mail again and send the page once
+more: your new answers replace the old ones.</p>
 {% endblock %}""",
     "bad_form.html": """{% extends "layout.html" %}{% block body %}
 <h1>This form could not be read</h1>
