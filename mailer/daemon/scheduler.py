@@ -20,6 +20,11 @@ One asyncio loop runs three tasks:
   purchase models (`mailer predict`) and computes the recommendations
   (`mailer recommend`) when the latest fit is a day old on the daemon's clock (or
   from another day than it), one log line each.
+- the review: with `review:` in mailer.yaml, a job at its cron line's fire times (on the
+  daemon's clock, in the workspace zone) and at the start of leading queues the previous
+  month's review as the notice `review:YYYY-MM` (mailer.app.review): the key makes it
+  once per month whatever the restarts, and a daemon started after a fire time catches
+  that month's review up within 7 days. The sending loop delivers it with the other notices.
 - delivering: the same sending loop (`SendingLoop`) as `mailer worker`, over every campaign's
   rows, so rows of a campaign whose file is gone finish from their version. An
   APScheduler job logs what it sent each interval (a minute by default).
@@ -48,6 +53,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from mailer.app.predict import predict
 from mailer.app.recommend import recommend
+from mailer.app.review.monthly import month_of, previous_month
+from mailer.app.review.send import queue_review, scheduled_key
 from mailer.app.send import compile_versions, plan_now
 from mailer.app.stages import update as update_stages
 from mailer.app.validation import template_errors
@@ -59,6 +66,7 @@ from mailer.core.clock import Clock, iso_z, zone
 from mailer.core.errors import ConfigError, MailerError
 from mailer.core.states import DeliveryState
 from mailer.delivery.worker import SendingLoop
+from mailer.planning.triggers import latest_fire, next_fire, parse_cron
 from mailer.planning.wakeups import next_wakeup
 from mailer.store.customers import time_zones
 from mailer.store.daemon_state import write_state
@@ -72,6 +80,8 @@ log = logging.getLogger("mailer.run")
 WATCHED = ("campaigns", "segments", "surveys", "templates")
 COUNTS_JOB = "delivery-counts"  # the one job that outlives leadership and reloads
 STAGES_JOB = "stages-update"  # outlives reloads (a reload must not rerun it), not leadership
+REVIEW_JOB = "monthly-review"
+REVIEW_GRACE = timedelta(days=7)  # a daemon down over the review's fire time catches up this long
 STAGES_EVERY = 3600.0  # seconds between `stages update` runs
 REFIT_AFTER = timedelta(days=1)  # the daemon refits the purchase models daily
 # The outcomes every counts line names; skipped and expired join them when there were any.
@@ -144,6 +154,20 @@ class _Wakeup(BaseTrigger):  # type: ignore[misc]
                            now: datetime) -> datetime | None:
         after = max(now, previous_fire_time or now).astimezone(UTC) + self.offset
         moment = next_wakeup(self.campaign, after, self.tz, self.zones)
+        return None if moment is None else moment - self.offset
+
+
+class _ReviewFire(BaseTrigger):  # type: ignore[misc]
+    """An APScheduler trigger at the review's cron fire times, computed on the daemon's
+    logical clock in the workspace zone and shifted to wall time (as _Wakeup)."""
+
+    def __init__(self, schedule: str, tz: Any, offset: timedelta):
+        self.cron, self.tz, self.offset = parse_cron(schedule), tz, offset
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
+        after = max(now, previous_fire_time or now).astimezone(UTC) + self.offset
+        moment = next_fire(self.cron, after, self.tz)
         return None if moment is None else moment - self.offset
 
 
@@ -223,6 +247,7 @@ class Daemon:
                 standing_by, leading = False, True
                 await asyncio.to_thread(self._write_state, started=True)
                 self._schedule()
+                await self._send_review()  # a fire time missed while down, before sweeping
                 self._sweep_wanted.set()
             # APScheduler sets the event; the timeout is a net should it ever not.
             with contextlib.suppress(TimeoutError):
@@ -290,6 +315,10 @@ class Daemon:
             jobs.add_job(self._update_stages, IntervalTrigger(seconds=self.stages_every),
                          id=STAGES_JOB, next_run_time=datetime.now(UTC))
         tz = zone(self.loaded.settings.timezone)
+        review = self.loaded.settings.review
+        if review is not None:  # at each fire time (_lead catches up before its first sweep)
+            jobs.add_job(self._send_review, _ReviewFire(review.schedule, tz, self._offset),
+                         id=REVIEW_JOB)
         zones = self._zones()
         for slug, spec in sorted(self.loaded.campaigns.items()):
             jobs.add_job(self._wake, _Wakeup(spec, tz, zones, self._offset),
@@ -361,6 +390,31 @@ class Daemon:
                      extra={"fields": {"event": "predict", **found}})
         except Exception:  # no fit recorded: the next hourly look runs both again
             log.exception("predict failed; the next hourly look retries")
+
+    async def _send_review(self) -> None:
+        """Queue the previous month's review as of the latest fire time of its schedule
+        (none yet: nothing), once per month by its key. A failure waits for the next
+        fire time or start."""
+        loaded = self.loaded
+        review = loaded.settings.review
+        if review is None:
+            return
+        now = self.clock.now()
+        fired = latest_fire(parse_cron(review.schedule), now, zone(loaded.settings.timezone))
+        if fired is None or now - fired > REVIEW_GRACE:  # a first start mid-month: no old review
+            return
+        month = previous_month(month_of(fired, loaded.settings))
+        try:
+            queued = await asyncio.to_thread(
+                queue_review, self.engine, self.root, loaded.settings, month, now,
+                to=review.send_to, key=scheduled_key(month))
+        except Exception:  # the database away: the next fire time or start retries
+            log.exception("review of %s not queued; the next fire time retries", f"{month:%Y-%m}")
+            return
+        said = "queued for" if queued else "already queued, not again, for"
+        log.info("review of %s %s %s", f"{month:%Y-%m}", said, review.send_to,
+                 extra={"fields": {"event": "review", "month": f"{month:%Y-%m}",
+                                   "queued": queued}})
 
     async def _wake(self, reason: str) -> None:
         log.debug("wake-up: %s", reason)
