@@ -1,5 +1,6 @@
-"""HTTP benchmark: the click redirect and the one-click unsubscribe of `mailer serve`,
-next to a minimal aiohttp "hello" endpoint on the same server software, same run.
+"""HTTP benchmark: the click redirect, the one-click unsubscribe and the survey POST of
+`mailer serve`, next to a minimal aiohttp "hello" endpoint on the same server software,
+same run.
 
     python bench/serve.py [--requests 5000] [--seconds 20] [--concurrency 32]
                           [--database-url URL]
@@ -9,7 +10,11 @@ database given, which is emptied); `mailer serve` in its own process; the load
 generator (aiohttp, keep-alive, CONCURRENCY requests in flight) in this one, on
 loopback. Each endpoint gets --requests requests or --seconds, whichever ends
 first. Clicks are real signed links (recorded as events, then 302); each
-unsubscribe is a different customer's one-click POST (a real consent write).
+unsubscribe is a different customer's one-click POST (a real consent write); each survey
+POST answers the demo's 5-question feedback survey for one of the feedback mails the
+daemon planned (a sweep with --no-deliver: the rows are real, nothing is sent), five
+answers upserted in one transaction, the mails taken in turn (so most POSTs replace
+earlier answers, as a reader pressing the button again does).
 """
 
 from __future__ import annotations
@@ -123,14 +128,22 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "mailer.cli", "init", str(DATA / "shop")], env=env,
                    check=True, stdout=subprocess.DEVNULL)
     subprocess.run([*mailer, "db", "upgrade"], env=env, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([*mailer, "demo-data", "--customers", "5000", "--seed", "3", "--replace"],
+    subprocess.run([*mailer, "demo-data", "--customers", "5000", "--seed", "3", "--replace",
+                    "--now", "2026-11-23T10:00"], env=env, check=True, stdout=subprocess.DEVNULL)
+    # the feedback mails ten days after an order (the demo's Tuesday-evening sweep)
+    subprocess.run([*mailer, "run", "--once", "--no-deliver", "--now", "2026-11-24T18:05"],
                    env=env, check=True, stdout=subprocess.DEVNULL)
     url = options.database_url or f"sqlite:///{DATA / 'shop' / 'mailer.db'}"
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.connect() as conn:
         ids = [row[0] for row in conn.execute(text(
             "SELECT store_id FROM customers WHERE consent = 'subscribed' ORDER BY id"))]
+        asked = [(str(store_id), str(row)) for store_id, row in conn.execute(text(
+            "SELECT c.store_id, d.id FROM deliveries d JOIN customers c ON c.id = "
+            "d.customer_id WHERE d.campaign = 'feedback' ORDER BY d.id"))]
     engine.dispose()
+    if not asked:
+        raise SystemExit("the sweep planned no feedback mail to answer")
     clicks = [("GET", "/c/" + sign(Claims("click", ids[n % len(ids)], "black-friday",
                                           str(n + 1), "https://shop.example/p/boots"), KEY), "")
               for n in range(options.requests)]
@@ -138,6 +151,10 @@ def main() -> None:
                                                  str(n + 1)), KEY),
                      "List-Unsubscribe=One-Click") for n in range(min(options.requests,
                                                                       len(ids)))]
+    answers = "overall={}&delivery=4&recommend=9&found_us=friend&comment=Quick+and+kind"
+    surveys = [("POST", "/s/" + sign(Claims("survey", asked[n % len(asked)][0], "feedback",
+                                            asked[n % len(asked)][1], str(n % 5 + 1)), KEY),
+                answers.format(n % 5 + 1)) for n in range(options.requests)]
     hello = [("GET", "/hello", "")] * options.requests
 
     counted: dict[str, int] = {}
@@ -150,7 +167,8 @@ def main() -> None:
         for name, target, batch in (
                 ("aiohttp hello (baseline)", hello_port, hello),
                 ("click redirect (event + 302)", port, clicks),
-                ("one-click unsubscribe (POST)", port, unsubscribes)):
+                ("one-click unsubscribe (POST)", port, unsubscribes),
+                ("survey answers (POST, 5 upserts)", port, surveys)):
             done, elapsed, latencies = asyncio.run(
                 _load(target, batch, options.seconds, options.concurrency))
             print(_row(name, done, elapsed, latencies))
@@ -165,9 +183,12 @@ def main() -> None:
         stored = conn.execute(text("SELECT count(*) FROM events WHERE kind = 'click'")).scalar()
         left = conn.execute(text("SELECT count(*) FROM customers WHERE consent = "
                                  "'unsubscribed'")).scalar()
+        answered = conn.execute(text("SELECT count(*) FROM responses")).scalar()
     engine.dispose()
     print(f"written: {stored} click events for {counted.get('click redirect (event + 302)')} "
-          f"redirects; {left} customers unsubscribed")
+          f"redirects; {left} customers unsubscribed; {answered} answers "
+          f"({len(asked)} mails x 5 questions) from "
+          f"{counted.get('survey answers (POST, 5 upserts)')} survey POSTs")
     shutil.rmtree(DATA, ignore_errors=True)
 
 
