@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from mailer.cli.common import emit_json, session, workspace_json_now
+from mailer.cli.import_cmd import stages_line, update_stages_after_import
 
 
 @click.command("demo-data")
@@ -37,8 +38,12 @@ def demo_data(ctx: click.Context, count: int, seed: int, replace: bool, out_dir:
         return
     customers, lines = fill_store(run.engine, settings=settings, customers=count, seed=seed,
                                   now=moment, replace=replace)
+    # as after an orders import: the store's first stages are recorded (no change)
+    stages = update_stages_after_import(run.engine, settings, moment)
     if as_json:
-        emit_json({"customers": customers, "order_lines": lines})
+        emit_json({"customers": customers, "order_lines": lines, "stages": stages})
     else:
         click.echo(f"created a demo store: {customers} customers, {lines} order lines "
                    f"(seed {seed})")
+        if stages is not None:
+            click.echo(stages_line(stages))

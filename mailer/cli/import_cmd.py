@@ -96,7 +96,7 @@ def _import(ctx: click.Context, kind: str, *, file: str, fmt: str | None, strict
                              now=moment, strict=strict, on_error=on_error, on_progress=progress)
     for warning in report.warnings:
         click.echo(str(warning), err=True)
-    stages = _update_stages(run.engine, run.workspace.settings, moment) \
+    stages = update_stages_after_import(run.engine, run.workspace.settings, moment) \
         if report.written and kind == "orders" else None
     if as_json:
         emit_json(report.as_json())
@@ -105,13 +105,21 @@ def _import(ctx: click.Context, kind: str, *, file: str, fmt: str | None, strict
         note = " (--strict: nothing written)" if strict and report.skipped else ""
         click.echo(f"{name}: {written} written, {report.skipped:,} skipped{note}")
         if stages is not None:
-            click.echo(f"stages: {counted(stages['recorded'], 'customer')} recorded first, "
-                       f"{counted(stages['changed'], 'change')} of stage")
+            click.echo(stages_line(stages))
     if report.skipped:
         ctx.exit(1)
 
 
-def _update_stages(engine: Engine, settings: Settings, now: datetime) -> dict[str, Any] | None:
+def stages_line(stages: dict[str, Any]) -> str:
+    """What an import (or demo-data) says of the stages it recorded."""
+    from mailer.core.wording import counted
+
+    return (f"stages: {counted(stages['recorded'], 'customer')} recorded first, "
+            f"{counted(stages['changed'], 'change')} of stage")
+
+
+def update_stages_after_import(engine: Engine, settings: Settings,
+                               now: datetime) -> dict[str, Any] | None:
     """`stages update` after an import; an import dated before the latest recording (the
     history only moves forward) says so on stderr and leaves the history as it is."""
     from mailer.app.stages import update_forward
