@@ -27,7 +27,15 @@ def customer(ctx: click.Context, who: str, workspace: str | None, as_json: bool,
     _print(found.as_json())
 
 
-def _shown(value: Any) -> str:
+# Amounts in major units of the store currency: shown with two places (705.10, not 705.1).
+MONEY = frozenset({"spent", "average_order", "predicted_clv_365d"})
+
+
+def _shown(value: Any, key: str = "") -> str:
+    if key in MONEY and isinstance(value, int | float):
+        return f"{value:,.2f}"
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".")  # 0.502, 0.839, 31.9
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -58,7 +66,7 @@ def _print(data: dict[str, Any]) -> None:
         table.add_column(style="bold")
         table.add_column()
         for key, value in values.items():
-            table.add_row(key, _shown(value))
+            table.add_row(key, _shown(value, key))
         console.print(table)
 
     def rows(title: str, columns: tuple[str, ...], items: list[dict[str, Any]],
