@@ -31,7 +31,7 @@ O3,C3,2025-01-01T10:00,10,SH-1,shoes,1,10
 
 @pytest.fixture
 def shop(db: Workspace) -> Workspace:
-    for part in ("campaigns", "segments", "templates"):
+    for part in ("campaigns", "segments", "surveys", "templates"):
         shutil.copytree(ROOT / part, db.root / part)
     db.write("customers.csv", CUSTOMERS.replace("\r\n", " "))
     db.write("orders.csv", ORDERS)

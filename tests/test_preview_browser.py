@@ -34,7 +34,7 @@ def _chromium() -> None:
 @pytest.fixture
 def server(ws: Workspace) -> Iterator[str]:
     _chromium()
-    for part in ("campaigns", "segments", "templates"):
+    for part in ("campaigns", "segments", "surveys", "templates"):
         shutil.copytree(ROOT / part, ws.root / part)
     ws.write("customers.csv", "id,email,first_name,tags\nC1,anna@example.com,Anna,vip\n"
                               "C2,bob@example.org,Bob,\n")

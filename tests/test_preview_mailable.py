@@ -38,7 +38,7 @@ SAMPLE_KEYS = {"id", "email", "intro", "variant", "subject", "mailable", "reason
 def shop(db: Workspace) -> Workspace:
     """The demo's campaigns over five customers: C1 (vip) and C3 may be mailed, C2 is not
     subscribed, C4 has no order (outside active-buyers), C5 unsubscribed."""
-    for part in ("campaigns", "segments", "templates"):
+    for part in ("campaigns", "segments", "surveys", "templates"):
         shutil.copytree(ROOT / part, db.root / part)
     db.write("mailer.yaml", SETTINGS + "policy: {frequency: [{max: 1, per: 1d}]}\n")
     db.write("customers.csv", CUSTOMERS)
