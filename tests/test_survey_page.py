@@ -33,6 +33,7 @@ questions:
   - {id: found_us,  ask: "How did you find us?",                kind: choice,
      options: [search, friend, social, ad, other]}
   - {id: comment,   ask: "Anything we could do better?",        kind: text}
+alert: {question: overall, at_most: 2, to: care@shop.example}
 """
 TEMPLATE = """<html><body><p>Hello {{ customer.first_name }}, how was it?</p>
 <p>{% for score, url in links.survey.items() %}<a href="{{ url }}">{{ score }}</a>{% endfor %}</p>
@@ -173,6 +174,7 @@ def test_post_records_every_answer_with_the_version_hash_and_a_second_post_repla
     assert answers(db) == [(*row, "comment", None, "Lovely <b>box</b>"),
                            (*row, "delivery", 5, None), (*row, "found_us", None, "friend"),
                            (*row, "overall", 4, None), (*row, "recommend", 9, None)]
+    assert db.query("SELECT count(*) FROM notices")[0][0] == 0  # 4 is no low score
     # later, from another of the mail's links: only what is sent again changes
     status, page = post(service, survey_links(mails["anna@example.com"])[1],
                         form(overall="2", delivery="", comment=""))
@@ -180,9 +182,14 @@ def test_post_records_every_answer_with_the_version_hash_and_a_second_post_repla
     assert answers(db) == [(*row, "comment", None, "Lovely <b>box</b>"),
                            (*row, "delivery", 5, None), (*row, "found_us", None, "friend"),
                            (*row, "overall", 2, None), (*row, "recommend", 9, None)]
+    # overall 2 is at the alert's at_most: one alert, queued with the answer
+    alerts = [tuple(r) for r in db.query("SELECT kind, \"to\", status FROM notices")]
+    assert alerts == [("alert", "care@shop.example", "queued")]
+    assert post(service, anna, form(overall="1"))[0] == 200
+    assert db.query("SELECT count(*) FROM notices")[0][0] == 1  # once per mail
     # and the command counts it
     scores = db.run("responses", "order", "--json").json()
-    assert scores["responses"] == 1 and scores["questions"][0]["mean"] == 2.0
+    assert scores["responses"] == 1 and scores["questions"][0]["mean"] == 1.0
 
 
 @pytest.mark.parametrize(("fields", "message"), [

@@ -33,7 +33,8 @@ def serve(ctx: click.Context, host: str, port: int, workspace: str | None) -> No
     service = Service(db=database, keys=(secret_key(run.env), *run.env.old_secret_keys),
                       store=settings.store.name, base_url=settings.tracking.base_url,
                       topics=sorted({spec.topic for spec in campaigns.values()}),
-                      clock=run.clock, hits=Hits(database), limits=limits)
+                      clock=run.clock, hits=Hits(database), limits=limits,
+                      settings=settings)
     configure(run.env.log_format)
     _enough_files(limits.connections)
 

@@ -54,6 +54,7 @@ from multidict import MultiDict
 
 from mailer.app.browser_view import BrowserView, NotRenderable, Reading
 from mailer.app.surveys import answers as surveys
+from mailer.config.settings import Settings
 from mailer.core.clock import Clock
 from mailer.core.errors import DatabaseUnavailable
 from mailer.core.states import OPTED_OUT
@@ -225,6 +226,8 @@ class Service:
     clock: Clock
     hits: Hits
     limits: Limits = field(default_factory=Limits)
+    # mailer.yaml: what a survey answer's low-score alert is sent from (None: no alerts)
+    settings: Settings | None = None
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -522,7 +525,8 @@ def _answer(asking: surveys.SurveyMails
         except surveys.BadAnswer as err:
             return _survey(service, asked, {k: v[0] for k, v in fields.items() if v},
                            problem=str(err), status=400)
-        await service.db.run(surveys.record, asked, given, service.clock.now())
+        await service.db.run(surveys.record, asked, given, service.clock.now(),
+                             service.settings)
         return _page(service, "answered.html", title="Thank you", answered=len(given),
                      asked=len(asked.survey.questions))
     return answered

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mailer.app.surveys.alerts import alert_on_answers
+from mailer.config.settings import Settings
 from mailer.config.survey import SCALES, TEXT_LIMIT, Question, Survey
 from mailer.config.workspace import parse_survey_source
 from mailer.core.claims import Claims
@@ -59,13 +61,14 @@ class Recorded:
     asked: Asked
     answers: tuple[Answer, ...]
     at: datetime
+    alerted: bool = False  # a low-score alert was queued by this press
 
     def as_json(self) -> dict[str, Any]:
         return {"survey": self.asked.name, "customer": self.asked.customer,
                 "campaign": self.asked.campaign, "occurrence": self.asked.occurrence,
                 "version_hash": self.asked.version_hash, "at": iso_z(self.at),
                 "answers": {a.question: a.number if a.number is not None else a.text
-                            for a in self.answers}}
+                            for a in self.answers}, "alerted": self.alerted}
 
 
 class SurveyMails:
@@ -179,13 +182,16 @@ def _printable(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
-def record(engine: Engine, asked: Asked, answers: Sequence[Answer], at: datetime
-           ) -> Recorded:
+def record(engine: Engine, asked: Asked, answers: Sequence[Answer], at: datetime,
+           settings: Settings | None) -> Recorded:
     """Record one press of the survey page's button: each answer replaces that question's
-    earlier answer to the same mail. What the answers should set off (a low-score alert)
-    belongs here, in the same transaction."""
+    earlier answer to the same mail; a low score queues the survey's alert (once per
+    mail) in the same transaction, so an answer is never kept without its alert."""
     with engine.begin() as conn:
         record_answers(conn, customer_id=asked.customer_id, campaign=asked.campaign,
                        occurrence=asked.occurrence, survey=asked.name,
                        version_hash=asked.version_hash, answers=answers, at=at)
-    return Recorded(asked, tuple(answers), at)
+        alerted = settings is not None and alert_on_answers(
+            conn, settings, asked.name, asked.survey, customer_id=asked.customer_id,
+            campaign=asked.campaign, occurrence=asked.occurrence, answers=answers, now=at)
+    return Recorded(asked, tuple(answers), at, alerted)
