@@ -25,6 +25,7 @@ import shutil
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from harness import ROOT, arguments, fresh_store, python, stamp, write_rows
@@ -93,19 +94,25 @@ def scalar(engine: Engine, sql: str) -> Any:
         return conn.execute(text(sql)).all()
 
 
+def survey_store(url: str | None, data: Path, answers: int) -> Engine:
+    """A fresh store in DATA (the demo's feedback survey) with ANSWERS answers, said so."""
+    shutil.rmtree(data, ignore_errors=True)
+    (data / "surveys").mkdir(parents=True)
+    (data / "mailer.yaml").write_text(SETTINGS, encoding="utf-8")
+    shutil.copy(ROOT / "surveys" / "feedback.yaml", data / "surveys" / "feedback.yaml")
+    engine = fresh_store(url, data)
+    started = time.perf_counter()
+    mails = generate(engine, answers)
+    print(f"{engine.dialect.name}: {answers:,} answers of {mails:,} mails, ready in "
+          f"{time.perf_counter() - started:.0f} s")
+    return engine
+
+
 def main() -> None:
     parser = arguments(__doc__, {"--answers": 1_000_000}, "bench/.data/responses/")
     options = parser.parse_args()
-    shutil.rmtree(DATA, ignore_errors=True)
-    (DATA / "surveys").mkdir(parents=True)
-    (DATA / "mailer.yaml").write_text(SETTINGS, encoding="utf-8")
-    shutil.copy(ROOT / "surveys" / "feedback.yaml", DATA / "surveys" / "feedback.yaml")
-    engine = fresh_store(options.database_url, DATA)
+    engine = survey_store(options.database_url, DATA, options.answers)
     try:
-        started = time.perf_counter()
-        mails = generate(engine, options.answers)
-        print(f"{engine.dialect.name}: {options.answers:,} answers of {mails:,} mails, ready in "
-              f"{time.perf_counter() - started:.0f} s")
         settings, _ = parse_settings(SETTINGS)
         seconds, result = best_of(3, lambda: survey_responses(engine, DATA, settings,
                                                               "feedback"))

@@ -19,10 +19,9 @@ import json
 import os
 import shutil
 import sys
-import time
 
-from harness import ROOT, arguments, fresh_store, python
-from responses import best_of, generate
+from harness import ROOT, arguments, python
+from responses import best_of, survey_store
 
 from segments import NOW, SETTINGS
 
@@ -40,16 +39,8 @@ DATA = ROOT / "bench" / ".data" / "review"
 def main() -> None:
     parser = arguments(__doc__, {"--answers": 1_000_000}, "bench/.data/review/")
     options = parser.parse_args()
-    shutil.rmtree(DATA, ignore_errors=True)
-    (DATA / "surveys").mkdir(parents=True)
-    (DATA / "mailer.yaml").write_text(SETTINGS, encoding="utf-8")
-    shutil.copy(ROOT / "surveys" / "feedback.yaml", DATA / "surveys" / "feedback.yaml")
-    engine = fresh_store(options.database_url, DATA)
+    engine = survey_store(options.database_url, DATA, options.answers)
     try:
-        started = time.perf_counter()
-        mails = generate(engine, options.answers)
-        print(f"{engine.dialect.name}: {options.answers:,} answers of {mails:,} mails, ready in "
-              f"{time.perf_counter() - started:.0f} s")
         settings, _ = parse_settings(SETTINGS)
         month = previous_month(month_of(NOW, settings))
         seconds, result = best_of(3, lambda: monthly_review(engine, DATA, settings, month, NOW))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mailer.cli.common import session, workspace_option
+from mailer.cli.common import now_option, session, workspace_option
 
 
 @click.command()
@@ -12,10 +12,15 @@ from mailer.cli.common import session, workspace_option
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
               help="0 picks a free port (printed as `listening on HOST:PORT`).")
 @workspace_option
+@now_option
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, workspace: str | None) -> None:
+def serve(ctx: click.Context, host: str, port: int, workspace: str | None,
+          now: str | None) -> None:
     """Serve the signed links of sent mails: one-click unsubscribe, the preference
-    centre, open and click tracking, feedback ratings. Stops on SIGTERM or SIGINT."""
+    centre, open and click tracking, the survey page. Stops on SIGTERM or SIGINT.
+
+    With --now, what readers do is recorded as if the clock had started at TIME (a demo,
+    or a replay of a day's links)."""
     from mailer.cli.common import run_server
     from mailer.cli.deliver import secret_key
     from mailer.config.workspace import load_campaigns, load_segments
@@ -24,7 +29,7 @@ def serve(ctx: click.Context, host: str, port: int, workspace: str | None) -> No
     from mailer.web.app import serve as serve_http
     from mailer.web.listener import Limits
 
-    run = session(ctx, workspace)
+    run = session(ctx, workspace, now)
     settings = run.workspace.settings
     specs, _ = load_segments(run.root)
     campaigns, _ = load_campaigns(run.root, set(specs))
