@@ -71,6 +71,7 @@ def test_two_suppressions_of_one_address_at_once_both_succeed(pg: Workspace) -> 
             waiting = watcher.execute(text(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                 "AND datname = current_database()")).scalar_one()
+            watcher.rollback()  # pg_stat_activity is a snapshot per transaction: take anew
             if waiting or not thread.is_alive():
                 break
             threading.Event().wait(0.005)
