@@ -10,6 +10,11 @@ CLEAN_ENV := env -u MAILER_DATABASE_URL -u MAILER_SMTP_URL -u MAILER_SECRET_KEY 
 MAILER := $(CLEAN_ENV) $(abspath $(BIN))/mailer --workspace $(abspath $(DEMO))
 COPY := $(CLEAN_ENV) $(abspath $(BIN))/mailer --workspace $(abspath $(DEMO))/copy
 DEMO_NOW := 2026-11-23T10:00
+# A regular whose card has something to show (stage, predictions, recommendations, mails).
+DEMO_CUSTOMER := chloe.garcia7@example.com
+# The readers open, click and answer after the last sweep; the alert and the card come later.
+DEMO_READING := 2026-12-01T11:00
+DEMO_LATER := 2026-12-01T12:00
 # A week of the daemon, one sweep at a time: Monday (birthdays, the big-spender thanks),
 # Tuesday evening (feedback ten days after an order), Wednesday (win-back), Black Friday,
 # its last-hours reminder on Saturday evening and, next morning, the reminders that quiet
@@ -59,6 +64,10 @@ demo: $(STAMP)
 	@echo "== the example segments as of $(DEMO_NOW), and where the win-back audience goes"
 	@$(MAILER) segments list --now $(DEMO_NOW)
 	@$(MAILER) segments funnel loyal-drifting --now $(DEMO_NOW)
+	@echo "== knowing the customer: the month's stage flow, the purchase models, recommendations"
+	@$(MAILER) stages show --month 2026-11 --now $(DEMO_NOW)
+	@$(MAILER) predict --now $(DEMO_NOW)
+	@$(MAILER) recommend --now $(DEMO_NOW)
 	@echo "== previews of every example campaign (nothing is sent)"
 	@for campaign in $$(ls campaigns | sed -n 's/\.yaml$$//p'); do \
 		$(MAILER) preview $$campaign --sample 3 --now $(DEMO_NOW) --out $(abspath $(DEMO))/previews/$$campaign > /dev/null || exit 1; \
@@ -77,17 +86,30 @@ demo: $(STAMP)
 			$(abspath $(BIN))/mailer --workspace $(abspath $(DEMO)) run --once --now $$when \
 			|| { kill $$(cat $(DEMO)/sink.pid); exit 1; }; \
 	done
-	@kill $$(cat $(DEMO)/sink.pid)
 	@echo "the sink caught $$(ls $(DEMO)/outbox/new | wc -l) mails: $(DEMO)/outbox/new/ (one line each in $(DEMO)/sink.log)"
-	@echo "== readers at work: mailer serve on a free port, an open, a click, a rating, a one-click unsubscribe"
+	@echo "== readers at work on $(DEMO_READING): mailer serve on a free port, an open, a click, survey answers, a one-click unsubscribe"
 	@$(CLEAN_ENV) MAILER_SECRET_KEY=demo-only-secret $(abspath $(BIN))/mailer --workspace $(abspath $(DEMO)) \
-		serve --port 0 > $(DEMO)/serve.log 2>&1 & echo $$! > $(DEMO)/serve.pid
+		serve --port 0 --now $(DEMO_READING) > $(DEMO)/serve.log 2>&1 & echo $$! > $(DEMO)/serve.pid
 	@for i in $$(seq 1 100); do grep -q "^listening on" $(DEMO)/serve.log && break; sleep 0.1; done
 	@port=$$(sed -n 's/^listening on .*://p' $(DEMO)/serve.log); \
-	$(BIN)/python scripts/demo_readers.py $(DEMO)/outbox $$port || { kill $$(cat $(DEMO)/serve.pid); exit 1; }
+	$(BIN)/python scripts/demo_readers.py $(DEMO)/outbox $$port \
+		|| { kill $$(cat $(DEMO)/serve.pid) $$(cat $(DEMO)/sink.pid); exit 1; }
 	@pid=$$(cat $(DEMO)/serve.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done
+	@echo "== the low score's alert goes out with the next run (a notice: no caps, no unsubscribe footer)"
+	@port=$$(sed -n 's/^listening on .*://p' $(DEMO)/sink.log); \
+	$(CLEAN_ENV) MAILER_SECRET_KEY=demo-only-secret MAILER_SMTP_URL=smtp://127.0.0.1:$$port \
+		$(abspath $(BIN))/mailer --workspace $(abspath $(DEMO)) run --once --now $(DEMO_LATER) > /dev/null \
+		|| { kill $$(cat $(DEMO)/sink.pid); exit 1; }
+	@kill $$(cat $(DEMO)/sink.pid)
+	@grep -- "-> care@shop.example | Low score" $(DEMO)/sink.log | sed 's/^/  in the sink: /' \
+		|| { echo "no alert reached the sink"; exit 1; }
+	@echo "== what the survey heard, and the month's review for the owner (the month so far)"
+	@$(MAILER) responses feedback
+	@$(MAILER) review --month 2026-12 --now $(DEMO_LATER) --out $(abspath $(DEMO))/review.html > /dev/null && echo "review: $(DEMO)/review.html"
 	@$(MAILER) report black-friday --chart $(abspath $(DEMO))/black-friday.html
 	@$(MAILER) report feedback --chart $(abspath $(DEMO))/feedback.html > /dev/null && echo "chart: $(DEMO)/feedback.html"
+	@echo "== one customer's card after the week"
+	@$(MAILER) customer $(DEMO_CUSTOMER) --now $(DEMO_LATER)
 	@echo "== an opt-out, then the store's status"
 	@$(MAILER) unsubscribe someone@example.com
 	@$(MAILER) status
