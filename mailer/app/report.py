@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from mailer.core import machines
 from mailer.core.clock import iso_z
 from mailer.core.errors import NotFoundError
 from mailer.core.suggest import did_you_mean
@@ -112,13 +113,16 @@ class CampaignReport:
     campaign: str
     states: Mapping[str, int]  # rows by ledger state, every state (zeros included)
     excluded: Mapping[str, int]  # customers excluded by reason, summed over plan runs
-    opens: Reach
+    opens: Reach  # a reader's (mailer.core.machines.HUMAN): machines' are apart
     clicks: Reach
     unsubscribes: int
     ratings: Ratings
     variants: tuple[Variant, ...]
     winner: Winner | None
     comments: tuple[Comment, ...]  # rating comments, the newest COMMENTS, newest first
+    # privacy proxies' prefetches, filters' and link scanners' hits (mailer.core.machines)
+    machine_opens: Reach = Reach(0, 0)
+    machine_clicks: Reach = Reach(0, 0)
 
     @property
     def planned(self) -> int:
@@ -128,7 +132,9 @@ class CampaignReport:
         """The document `mailer report --json` prints."""
         return {"campaign": self.campaign, "planned": self.planned, **self.states,
                 "excluded": dict(self.excluded), "opens": asdict(self.opens),
-                "clicks": asdict(self.clicks), "unsubscribes": self.unsubscribes,
+                "clicks": asdict(self.clicks), "machine_opens": asdict(self.machine_opens),
+                "machine_clicks": asdict(self.machine_clicks),
+                "unsubscribes": self.unsubscribes,
                 "ratings": self.ratings.as_json(),
                 "variants": [asdict(variant) for variant in self.variants],
                 "winner": None if self.winner is None else asdict(self.winner),
@@ -150,12 +156,15 @@ def report_of(engine: Engine, campaign: str, known: list[str],
         for variant, status, n in variant_states(conn, campaign):
             planned, sent = planned_sent.get(variant, (0, 0))
             planned_sent[variant] = (planned + n, sent + n if status == "sent" else sent)
-        opens = Reach(*events.mails_and_count(conn, campaign, "open"))
-        clicks = Reach(*events.mails_and_count(conn, campaign, "click"))
+        # the kinds are the split: a machine's open or click is stored as another kind
+        opens = Reach(*events.mails_and_count(conn, campaign, machines.OPEN))
+        clicks = Reach(*events.mails_and_count(conn, campaign, machines.CLICK))
+        machine_opens = Reach(*events.mails_and_count(conn, campaign, machines.MACHINE_OPEN))
+        machine_clicks = Reach(*events.mails_and_count(conn, campaign, machines.MACHINE_CLICK))
         unsubscribes = events.count(conn, campaign, "unsubscribe")
         ratings = _ratings(events.ratings_given(conn, campaign), segments_of)
-        opened = dict(mails_with_event_by_variant(conn, campaign, "open"))
-        clicked = dict(mails_with_event_by_variant(conn, campaign, "click"))
+        opened = dict(mails_with_event_by_variant(conn, campaign, machines.OPEN))
+        clicked = dict(mails_with_event_by_variant(conn, campaign, machines.CLICK))
         unsubscribed = dict(mails_with_event_by_variant(conn, campaign, "unsubscribe"))
         comments = tuple(Comment(*found) for found in events.comments_given(
             conn, campaign, COMMENTS))
@@ -165,7 +174,8 @@ def report_of(engine: Engine, campaign: str, known: list[str],
                              unsubscribed.get(v, 0))
                      for v, (planned, sent) in sorted(planned_sent.items()))
     return CampaignReport(campaign, states, dict(sorted(excluded.items())), opens, clicks,
-                          unsubscribes, ratings, variants, winner(variants), comments)
+                          unsubscribes, ratings, variants, winner(variants), comments,
+                          machine_opens, machine_clicks)
 
 
 def _ratings(rated: list[tuple[int, int, datetime]], segments_of: Segments | None) -> Ratings:

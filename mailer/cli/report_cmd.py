@@ -55,6 +55,10 @@ def report(ctx: click.Context, campaign: str, chart: Path | None, workspace: str
                      f"{100 * best.confidence:.0f} % over variant {best.runner_up})"))
     rows += [("opened mails", f"{found.opens.mails} ({found.opens.total} opens)"),
              ("clicked mails", f"{found.clicks.mails} ({found.clicks.total} clicks)"),
+             ("machine opens", f"{found.machine_opens.mails} mails "
+                               f"({found.machine_opens.total} opens)"),
+             ("machine clicks", f"{found.machine_clicks.mails} mails "
+                                f"({found.machine_clicks.total} clicks)"),
              ("unsubscribes", found.unsubscribes)]
     rated = found.ratings
     if rated.count:

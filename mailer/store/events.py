@@ -18,17 +18,18 @@ import re
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 from sqlalchemy import event, func, insert, select, text, update
 from sqlalchemy.exc import DisconnectionError
 
+from mailer.core import machines
 from mailer.core.claims import Claims
 from mailer.core.states import OPTED_OUT, Consent
 from mailer.store.customers import opt_out
 from mailer.store.db import Connection, Engine, is_server
-from mailer.store.models import Customer, Event
+from mailer.store.models import Customer, Delivery, Event
 
 PAUSE = timedelta(days=30)
 
@@ -150,26 +151,103 @@ def set_preferences(engine: Engine, claims: Claims, now: datetime, *, pause: boo
 
 
 def record(engine: Engine, kind: str, claims: Claims, now: datetime,
-           url: str | None = None) -> None:
+           url: str | None = None, *, user_agent: str | None = None,
+           ip_hash: str | None = None) -> None:
     """An open or a click (with its URL)."""
-    record_many(engine, [(kind, claims, now, url)])
+    record_many(engine, [Hit(kind, claims, now, url, user_agent, ip_hash)])
 
 
-Hit = tuple[str, Claims, datetime, str | None]  # (kind, claims, when, url)
+class Hit(NamedTuple):
+    """An open or a click as the service saw it. MACHINE: a privacy proxy's request
+    (mailer.core.machines.proxy_of, judged where the address is known, before it is
+    hashed)."""
+
+    kind: str
+    claims: Claims
+    at: datetime
+    url: str | None
+    user_agent: str | None = None
+    ip_hash: str | None = None
+    machine: bool = False
 
 
-def record_many(engine: Engine, hits: list[Hit]) -> None:
-    """Opens and clicks in one transaction: one lookup of their customers, one insert."""
+def record_many(engine: Engine, hits: list[Hit]) -> list[int]:
+    """Opens and clicks in one transaction: one lookup of their customers and mails, one
+    insert. Each is stored as a machine's (machine_open, machine_click) when it came
+    within 10 s of its mail's delivery, or is a proxy's open (mailer.core.machines).
+    Returns the ledger rows whose clicks may be a scanner's burst (two URLs within 2 s):
+    mark_bursts() decides once their link counts are known."""
     if not hits:
-        return
+        return []
     with engine.begin() as conn:
         ids = dict(conn.execute(select(Customer.store_id, Customer.id).where(
-            Customer.store_id.in_(sorted({claims.customer for _, claims, _, _ in hits})))).all())
-        conn.execute(insert(Event), [
-            {"kind": kind, "customer_id": ids.get(claims.customer), "campaign": claims.campaign,
-             "delivery_id": _delivery_id(claims), "at": at, "url": url,
-             "score": None, "comment": None}
-            for kind, claims, at, url in hits])
+            Customer.store_id.in_(sorted({hit.claims.customer for hit in hits})))).all())
+        mails = sorted({d for hit in hits if (d := _delivery_id(hit.claims)) is not None})
+        sent = _sent_at(conn, mails)
+        rows: list[dict[str, Any]] = []
+        times: dict[int, list[datetime]] = {}  # the new clicks' times, by ledger row
+        for hit in hits:
+            delivery = _delivery_id(hit.claims)
+            kind = machines.kind_of(hit.kind, at=hit.at, sent_at=sent.get(delivery or -1))
+            if hit.machine and kind in machines.MACHINE:
+                kind = machines.MACHINE[kind]
+            rows.append({"kind": kind, "customer_id": ids.get(hit.claims.customer),
+                         "campaign": hit.claims.campaign, "delivery_id": delivery,
+                         "at": hit.at, "url": hit.url, "score": None, "comment": None,
+                         "user_agent": machines.user_agent(hit.user_agent),
+                         "ip_hash": hit.ip_hash})
+            if kind in machines.CLICKS and delivery is not None:
+                times.setdefault(delivery, []).append(hit.at)
+        conn.execute(insert(Event), rows)
+        return [mail for mail in sorted(times) if machines.may_burst(
+            _clicks_around(conn, mail, min(times[mail]), max(times[mail])))]
+
+
+def _sent_at(conn: Connection, mails: list[int]) -> dict[int, datetime]:
+    """The delivery time of each of MAILS (ledger ids) that has one, in UTC."""
+    found: dict[int, datetime] = {}
+    for chunk in range(0, len(mails), 500):
+        for row_id, sent_at in conn.execute(select(Delivery.id, Delivery.sent_at).where(
+                Delivery.id.in_(mails[chunk:chunk + 500]), Delivery.sent_at.is_not(None))):
+            if sent_at is not None:
+                found[int(row_id)] = _utc(sent_at)
+    return found
+
+
+def _clicks_around(conn: Connection, mail: int, first: datetime, last: datetime
+                   ) -> list[tuple[datetime, str]]:
+    """MAIL's stored clicks (human and machine) from BURST before FIRST to BURST after
+    LAST: (when, URL)."""
+    return [(_utc(at), str(url or "")) for at, url in conn.execute(
+        select(Event.at, Event.url).where(
+            Event.delivery_id == mail, Event.kind.in_(machines.CLICKS),
+            Event.at >= first - machines.BURST, Event.at <= last + machines.BURST))]
+
+
+def mark_bursts(engine: Engine, links: dict[int, int]) -> int:
+    """Store as machine_click every click of each mail in LINKS (ledger id -> the number
+    of distinct links its mail has) that is part of a burst over all of them
+    (mailer.core.machines.bursts), reclassifying clicks first stored as a reader's;
+    returns how many changed."""
+    changed = 0
+    with engine.begin() as conn:
+        for mail, count in sorted(links.items()):
+            clicks = [(event_id, at, url, kind) for event_id, at, url, kind in conn.execute(
+                select(Event.id, Event.at, Event.url, Event.kind).where(
+                    Event.delivery_id == mail, Event.kind.in_(machines.CLICKS))
+                .order_by(Event.at, Event.id))]
+            found = machines.bursts([(_utc(at), str(url or "")) for _, at, url, _ in clicks],
+                                    count)
+            human = sorted(clicks[i][0] for i in found if clicks[i][3] == machines.CLICK)
+            if human:
+                conn.execute(update(Event).where(Event.id.in_(human))
+                             .values(kind=machines.MACHINE_CLICK))
+                changed += len(human)
+    return changed
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def rate(engine: Engine, claims: Claims, score: int, now: datetime) -> None:

@@ -300,7 +300,10 @@ class DaemonState(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-EVENT_KINDS = ("open", "click", "unsubscribe", "preferences", "rating", "bounce", "complaint")
+# machine_open / machine_click: what mailer.core.machines found a machine did (never
+# counted as opens or clicks; HUMAN there is the split)
+EVENT_KINDS = ("open", "click", "unsubscribe", "preferences", "rating", "bounce", "complaint",
+               "machine_open", "machine_click")
 
 
 class Event(Base):
@@ -326,6 +329,10 @@ class Event(Base):
 
 
 class StageChange(Base):
+    # opens and clicks: the request's user agent, and its address's keyed hash (never
+    # the address: mailer.core.machines.ip_hash)
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    ip_hash: Mapped[str | None] = mapped_column(String(64))
     """A customer's relationship stage as `mailer stages update` found it changed
     (mailer.insight.stages): FROM_STAGE None is the first recording of the customer, a
     stage without a change."""

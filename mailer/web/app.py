@@ -55,6 +55,7 @@ from multidict import MultiDict
 from mailer.app.browser_view import BrowserView, NotRenderable, Reading
 from mailer.app.surveys import answers as surveys
 from mailer.config.settings import Settings
+from mailer.core import machines
 from mailer.core.clock import Clock
 from mailer.core.errors import DatabaseUnavailable
 from mailer.core.states import OPTED_OUT
@@ -141,13 +142,20 @@ class Database:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 
+LinkCounter = Callable[[Claims], Awaitable[int | None]]  # a mail's distinct links, if known
+
+
 class Hits:
     """Opens and clicks waiting to be written: the answer (a redirect, a pixel) does not
     wait for the database; a writer task stores them every FLUSH_EVERY seconds in one
     transaction, and keeps them through a database outage. What is pending when the
     process is killed is lost (at most that long's worth of opens and clicks); a clean
     stop writes it. Past MAX_PENDING (a long outage under a flood) new hits are counted
-    in the log only, so memory stays bounded."""
+    in the log only, so memory stays bounded.
+
+    After a write, the mails whose clicks may be a link scanner's burst (two URLs within
+    2 s) get their link count from LINKS (make_app renders the mail again, once per
+    mail) and their bursts stored as machine clicks (mailer.core.machines)."""
 
     FLUSH_EVERY = 0.2
     MAX_PENDING = 1_000_000
@@ -157,6 +165,7 @@ class Hits:
         self._pending: list[engagement.Hit] = []
         self._ready = asyncio.Event()
         self._dropped = 0
+        self.links: LinkCounter | None = None
 
     def add(self, hit: engagement.Hit) -> None:
         if len(self._pending) >= self.MAX_PENDING:
@@ -182,11 +191,34 @@ class Hits:
             self._dropped = 0
         if hits:
             try:
-                await self.db.run(engagement.record_many, hits)
+                bursting = await self.db.run(engagement.record_many, hits)
             except Exception as err:  # the database away: keep them for the next try
                 log.warning("could not record %d opens and clicks (%s); retrying",
                             len(hits), err)
                 self._pending[:0] = hits
+                return
+            if bursting and self.links is not None:
+                await self._bursts(bursting, hits)
+
+    async def _bursts(self, mails: list[int], hits: list[engagement.Hit]) -> None:
+        """Store the scanners' bursts among MAILS' clicks as machine clicks; a mail whose
+        link count cannot be found keeps its clicks as they are."""
+        assert self.links is not None
+        claims = {hit.claims.message: hit.claims for hit in hits}
+        counts: dict[int, int] = {}
+        for mail in mails:
+            try:
+                count = await self.links(claims[str(mail)])
+            except Exception as err:  # never lose the loop over one mail
+                log.warning("links of row %s: %s", mail, err)
+                continue
+            if count is not None:
+                counts[mail] = count
+        if counts:
+            try:
+                await self.db.run(engagement.mark_bursts, counts)
+            except Exception as err:  # the next click of the mail looks again
+                log.warning("could not mark the bursts of %d mails (%s)", len(counts), err)
 
 
 class RendersBusy(Exception):
@@ -280,6 +312,8 @@ def make_app(service: Service) -> web.Application:
     app.on_response_prepare.append(_secured)
     renders = Renders()
     asking = surveys.SurveyMails()
+    views = BrowserView(service.keys[0])
+    service.hits.links = _link_counter(service, views, renders)
     routes = [
         web.get("/u/{token}", _signed(service, "unsubscribe", _unsubscribe_page)),
         web.post("/u/{token}", _signed(service, "unsubscribe", _unsubscribe)),
@@ -291,7 +325,7 @@ def make_app(service: Service) -> web.Application:
         web.post("/s/{token}", _signed(service, "survey", _answer(asking))),
         web.get("/c/{token}", _signed(service, "click", _click)),
         web.get("/o/{token}", _open(service)),
-        web.get("/b/{token}", _browser_view(service, BrowserView(service.keys[0]), renders)),
+        web.get("/b/{token}", _browser_view(service, views, renders)),
         web.get("/healthz", _health(service)),
     ]
     app.add_routes(routes)
@@ -536,7 +570,7 @@ async def _click(service: Service, request: web.Request, claims: Claims) -> web.
     target = claims.extra
     if not target.startswith(("https://", "http://")):
         return _page(service, "invalid.html", 400, title="Link not valid")
-    service.hits.add(("click", claims, service.clock.now(), target))
+    service.hits.add(_hit(service, request, "click", claims, target))
     raise web.HTTPFound(target, headers={"Cache-Control": "no-store",
                                          "Referrer-Policy": "no-referrer"})
 
@@ -549,10 +583,49 @@ def _open(service: Service) -> Handler:
         except InvalidLink:
             claims = None  # a pixel never shows an error page
         if claims is not None:
-            service.hits.add(("open", claims, service.clock.now(), None))
+            service.hits.add(_hit(service, request, "open", claims))
         return web.Response(body=PIXEL, content_type="image/gif",
                             headers={"Cache-Control": "no-store"})
     return pixel
+
+
+def _hit(service: Service, request: web.Request, kind: str, claims: Claims,
+         url: str | None = None) -> engagement.Hit:
+    """An open or a click of this request: its user agent, its address hashed under the
+    secret key (the address is never kept), and whether a privacy proxy made it."""
+    agent = request.headers.get("User-Agent")
+    ip = request.remote
+    return engagement.Hit(kind, claims, service.clock.now(), url, machines.user_agent(agent),
+                          machines.ip_hash(ip, service.keys[0]),
+                          machine=kind == machines.OPEN and
+                          machines.proxy_of(agent, ip) is not None)
+
+
+def _link_counter(service: Service, views: BrowserView, renders: Renders) -> LinkCounter:
+    """How many distinct tracked links a sent mail has: its HTML rendered again as the
+    browser view does, click links counted by target (tokens are deterministic: one per
+    target). Kept for the last 10,000 mails; None for a mail not renderable."""
+    counts: OrderedDict[str, int] = OrderedDict()
+    prefix = f'href="{service.base_url.rstrip("/")}/c/'
+
+    async def count(claims: Claims) -> int | None:
+        if claims.message in counts:
+            counts.move_to_end(claims.message)
+            return counts[claims.message]
+        browser = Claims("browser", claims.customer, claims.campaign, claims.message)
+        reading: Reading | None = await service.db.run(views.find, browser)
+        if reading is None:
+            return None
+        try:
+            body = await renders.run(views.render, reading)
+        except (NotRenderable, RendersBusy):
+            return None
+        found = len({part.split('"', 1)[0] for part in body.split(prefix)[1:]})
+        counts[claims.message] = found
+        if len(counts) > 10_000:
+            counts.popitem(last=False)
+        return found
+    return count
 
 
 class RecentViews:
@@ -606,7 +679,7 @@ def _browser_view(service: Service, views: BrowserView, renders: Renders) -> Han
             return response
         if request.method == "GET" and reading.tracks_opens:
             opened = Claims("open", claims.customer, claims.campaign, claims.message)
-            service.hits.add(("open", opened, service.clock.now(), None))
+            service.hits.add(_hit(service, request, "open", opened))
         return web.Response(text=body, content_type="text/html", charset="utf-8",
                             headers=BROWSER_VIEW_HEADERS)
     return view
