@@ -89,6 +89,8 @@ def test_the_demo_survey_validates_clean(ws: Workspace) -> None:
     (("at_most: 2}", "at_most: 2, to: not-an-address}"),
      "surveys/order.yaml:8: alert.to: invalid email 'not-an-address': An email address must "
      "have an @-sign."),
+    (("weight: 2", "weight: .inf"),
+     "surveys/order.yaml:3: questions.0.weight: Input should be a finite number"),
 ])
 def test_each_rule_is_an_error_at_its_line(ws: Workspace, edit: tuple[str, str],
                                            expected: str) -> None:
@@ -175,3 +177,17 @@ def test_the_survey_is_frozen_into_the_version_and_its_hash_follows_the_text(
     assert version.survey.questions[0].ask == "How happy are you?"
     assert [q.id for q in version.survey.questions] == [
         "overall", "delivery", "recommend", "found_us", "comment"]
+
+
+def test_an_alert_goes_to_the_bare_address_of_a_named_recipient() -> None:
+    """`Care Team <care@shop.example>` is fine in mailer.yaml and in the survey file; the
+    SMTP envelope takes only the address (a display name there fails the notice for good)."""
+    from mailer.config.survey import Alert, alert_recipient
+
+    named = Alert(question="overall", at_most=2, to="Care Team <care@shop.example>")
+    assert alert_recipient(named, reply_to=None, sender="x@shop.example") == "care@shop.example"
+    bare = Alert(question="overall", at_most=2)
+    assert alert_recipient(bare, reply_to="Help <help@shop.example>",
+                           sender="Pine <hello@shop.example>") == "help@shop.example"
+    assert alert_recipient(bare, reply_to=None,
+                           sender="Pine & Co <hello@shop.example>") == "hello@shop.example"

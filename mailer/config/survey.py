@@ -9,6 +9,7 @@ already sent asks. Every problem is reported as `surveys/NAME.yaml:LINE: FIELD: 
 from __future__ import annotations
 
 from collections import Counter
+from email.utils import parseaddr
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -39,7 +40,7 @@ class Question(Spec):
     kind: Literal["rating", "nps", "choice", "text"] = Field(description=(
         "`rating` 1–5, `nps` 0–10 (how likely to recommend), `choice` one of `options`, "
         "`text` a comment."))
-    weight: float = Field(1, gt=0, description=(
+    weight: float = Field(1, gt=0, allow_inf_nan=False, description=(
         "A rating question's weight in the satisfaction index (CSI)."))
     options: tuple[str, ...] | None = Field(None, description=(
         "A choice question's answers, as stored and counted."))
@@ -94,7 +95,7 @@ class Alert(Spec):
     @classmethod
     def _address(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_address(value)
+            parse_address(parseaddr(value)[1] or value)  # `Name <addr>` as in mailer.yaml
         return value
 
 
@@ -175,5 +176,7 @@ def _alert_rules(spec: Survey, alert: Alert, data: Any, path: str) -> list[Probl
 
 
 def alert_recipient(alert: Alert, *, reply_to: str | None, sender: str) -> str:
-    """Who gets an alert: its own `to`, else the sender's reply-to, else the sender."""
-    return alert.to or reply_to or sender
+    """Who gets an alert: its own `to`, else the sender's reply-to, else the sender, as
+    the bare address the SMTP envelope takes (each may be written `Name <addr>`)."""
+    chosen = alert.to or reply_to or sender
+    return parseaddr(chosen)[1] or chosen
