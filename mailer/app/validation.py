@@ -87,6 +87,7 @@ def check_workspace(root: Path, *, now: datetime | None = None,
     if settings is None:
         return Checked(_once(problems), len(files))
     problems += check_tracking(root, settings)
+    problems += check_cap_topics(root, settings, campaigns)
     moment = (now or datetime.now(UTC)).replace(microsecond=0)
     versions = {slug: _compiled(root, slug, campaign) for slug, campaign in campaigns.items()}
     checked = {slug: check_rendering(root, settings, slug, campaign, moment,
@@ -173,6 +174,27 @@ def check_tracking(root: Path, settings: Settings) -> list[Problem]:
     return [Problem(SETTINGS_FILE, line, "tracking.base_url",
                     f"{url} is plain http: unsubscribe links must be https (RFC 8058; "
                     f"mail clients hide one-click unsubscribe otherwise), like {secure.geturl()}")]
+
+
+def check_cap_topics(root: Path, settings: Settings,
+                     campaigns: dict[str, Campaign]) -> list[Problem]:
+    """A warning for each frequency cap whose topic no campaign has: it counts nothing
+    (yet), which is allowed (a topic's first campaign may come later) but usually a typo."""
+    from mailer.core.suggest import did_you_mean
+
+    topics = sorted({campaign.topic for campaign in campaigns.values()})
+    unknown = [(index, cap.topic) for index, cap in enumerate(settings.policy.frequency)
+               if cap.topic is not None and cap.topic not in topics]
+    if not unknown:
+        return []
+    data = load_yaml((root / SETTINGS_FILE).read_text(encoding="utf-8"), SETTINGS_FILE)
+    return [Problem(SETTINGS_FILE, line_of(data, ("policy", "frequency", index, "topic")),
+                    f"policy.frequency.{index}.topic",
+                    f"no campaign has topic {topic!r}, so this cap counts no mail"
+                    + did_you_mean(topic, topics, otherwise=(
+                        f" (the campaigns' topics: {', '.join(topics)})" if topics else "")),
+                    warning=True)
+            for index, topic in unknown]
 
 
 def synthetic_customer() -> Profile:

@@ -40,8 +40,10 @@ def plan(ctx: click.Context, campaign: str, workspace: str | None, as_json: bool
                             "subject": rendered[(p.customer_id, p.occurrence)],
                             "variant": p.variant + 1,
                             "send_after": iso_z(p.send_after)} for p in result.planned],
+            # `cap` names the full cap beside reason frequency_cap ("1 per 7d (promotions)")
             "excluded": [{"id": e.id, "email": e.email, "occurrence": e.occurrence,
-                          "reason": e.reason} for e in result.excluded]})
+                          "reason": e.reason, **({"cap": e.cap} if e.cap else {})}
+                         for e in result.excluded]})
         return
     counts = Counter(e.reason for e in result.excluded)
     print_table(("", "customers"), [("planned", len(result.planned)),

@@ -22,7 +22,7 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
 from mailer.config.specs import Spec, check
 from mailer.config.yamlsrc import YamlMap, iter_keys, load_yaml
 from mailer.core.addresses import parse_address
-from mailer.core.clock import parse_duration, zone
+from mailer.core.clock import format_duration, parse_duration, zone
 from mailer.core.errors import ConfigError, InvalidValue, Problem
 
 SETTINGS_FILE = "mailer.yaml"
@@ -192,11 +192,25 @@ class Sender(Spec):
 
 
 class Cap(Spec):
-    max: int = Field(ge=1, description="The most mails of every campaign one customer gets "
-                                       "within `per`.")
+    max: int = Field(ge=1, description=(
+        "The most mails one customer gets within `per`: of every campaign, or of the "
+        "campaigns with `topic` when it is given."))
     per: Duration = Field(description=(
         "The span the cap looks back over; a mail planned exactly this long ago no longer "
         "counts."))
+    topic: str | None = Field(None, min_length=1, description=(
+        "Count only the mails of campaigns with this `topic:` (`{max: 1, per: 7d, topic: "
+        "promotions}`: at most 1 promotions mail per 7 days, whatever other topics send); "
+        "without it the cap counts every campaign. A topic no campaign has is a `validate` "
+        "warning."))
+
+    def label(self) -> str:
+        """The cap in words, as plan and forecast name it: `1 per 7d (promotions)`.
+        Whole days stay days (`7d`, not `1w`): caps are written and read in days."""
+        days, rest = divmod(int(self.per.total_seconds()), 86400)
+        span = f"{days}d" if days and not rest else format_duration(self.per)
+        text = f"{self.max} per {span}"
+        return f"{text} ({self.topic})" if self.topic else text
 
 
 DEFAULT_CAPS = (Cap(max=1, per=timedelta(hours=24)), Cap(max=3, per=timedelta(days=7)))

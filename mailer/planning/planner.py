@@ -25,7 +25,7 @@ from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Cap, Settings
 from mailer.core.addresses import has_control_character
-from mailer.core.clock import as_local, format_duration, zone
+from mailer.core.clock import as_local, zone
 from mailer.mail.message import new_message_id
 from mailer.mail.version import first_intro
 from mailer.planning.frozen import FrozenStore
@@ -221,15 +221,26 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
 
 def batch_facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Candidate],
            now: datetime, caps_span: timedelta, run: Counter[int],
-           starts: datetime | None) -> tuple[dict[int, Addressee], dict[tuple[int, str], Facts]]:
-    """The batch's customers by id, and the facts of each candidate mail."""
+           starts: datetime | None, *, topics: frozenset[str] = frozenset(),
+           run_topics: Counter[tuple[int, str]] | None = None,
+           ) -> tuple[dict[int, Addressee], dict[tuple[int, str], Facts]]:
+    """The batch's customers by id, and the facts of each candidate mail. TOPICS: those
+    the caps name (their rows are counted apart); RUN_TOPICS: this run's planned mails
+    per (customer, topic)."""
     ids = sorted({c.customer_id for c in batch})
     people = addressees_by_id(conn, ids)
     if any(p.weekly_cap for p in people.values()):  # personal caps look back a week
         caps_span = max(caps_span, PERSONAL_CAP_SPAN)
     suppressed = suppressed_keys(conn, [p.email_key for p in people.values()])
     existing = ledger.planned_pairs(conn, slug, sorted({c.occurrence for c in batch}), ids)
-    recent = ledger.live_plan_times(conn, ids, now - caps_span, now)
+    plans: dict[int, list[tuple[datetime, str | None]]] = {}
+    if topics:  # the same one query, with each row's topic
+        plans = ledger.live_plans(conn, ids, now - caps_span, now)
+        recent = {customer_id: [planned for planned, _ in rows]
+                  for customer_id, rows in plans.items()}
+    else:
+        recent = ledger.live_plan_times(conn, ids, now - caps_span, now)
+    in_run = run_topics if run_topics is not None else Counter()
     cooling: set[int] = set()
     if campaign.cooldown is not None:
         cooling = ledger.with_live_plans(conn, slug, ids, now - campaign.cooldown, now)
@@ -251,7 +262,12 @@ def batch_facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Can
             paused=person.paused_until is not None and person.paused_until > now,
             topic_unwanted=person.topics is not None and campaign.topic not in person.topics,
             personal_caps=(Cap(max=person.weekly_cap, per=PERSONAL_CAP_SPAN),)
-            if person.weekly_cap else ())
+            if person.weekly_cap else (),
+            by_topic={topic: (*(planned for planned, of in plans.get(candidate.customer_id, ())
+                                if of == topic),
+                              *((now,) * in_run[(candidate.customer_id, topic)]))
+                      for topic in topics},
+            topic=campaign.topic)
     return people, facts
 
 
@@ -259,7 +275,8 @@ def batch_facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Can
 
 
 def cap_label(cap: Cap) -> str:
-    return f"{cap.max} per {format_duration(cap.per)}"
+    """`1 per 24h`, `1 per 7d (promotions)`: the words plan --json and forecast use."""
+    return cap.label()
 
 
 def plausible_address(email: str) -> bool:
@@ -272,12 +289,14 @@ def plausible_address(email: str) -> bool:
 
 def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Campaign, *,
          scope: Scope, settings: Settings, version: dict[str, Any] | None = None,
-         run: Counter[int] | None = None, keep: bool = True,
+         run: Counter[int] | None = None,
+         run_topics: Counter[tuple[int, str]] | None = None, keep: bool = True,
          choose_intros: bool = True, stop: Callable[[], bool] | None = None,
          frozen: FrozenStore | None = None, record_runs: bool = True) -> PlanResult:
     """Plan what is due at scope.now. With VERSION (the definition to store), rows are
     written; without, nothing is (the dry run). RUN carries the planned times of
-    mails planned earlier in the same planning run, so caps see them. Written rows
+    mails planned earlier in the same planning run, so caps see them (RUN_TOPICS the
+    same per customer and topic, for the caps that name a topic). Written rows
     carry the intro segment each customer is in (CHOOSE_INTROS; the forecast skips it).
     STOP, asked between batches, ends the plan early (a stopping daemon): what was
     written stays, and the next planning run goes on from there. FROZEN: the forecast's
@@ -286,7 +305,10 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
     now, tz_default = scope.now, zone(settings.timezone)
     result = PlanResult(slug, now, keep=keep)
     planned_in_run: Counter[int] = run if run is not None else Counter()
+    topics_in_run: Counter[tuple[int, str]] = run_topics if run_topics is not None \
+        else Counter()
     caps = settings.policy.frequency
+    cap_topics = frozenset(cap.topic for cap in caps if cap.topic is not None)
     caps_span = max((cap.per for cap in caps), default=timedelta(0))
     reminder_starts = (as_local(campaign.starts, tz_default)
                        if campaign.reminder is not None and campaign.starts else None)
@@ -320,7 +342,8 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
             if base is None:
                 base = ledger.campaign_rows(conn, slug)
             people, facts = batch_facts(conn, slug, campaign, batch, now, caps_span,
-                                   planned_in_run, reminder_starts)
+                                   planned_in_run, reminder_starts, topics=cap_topics,
+                                   run_topics=topics_in_run)
             groups = intro_groups(batch)
             rows = []
             for candidate in batch:
@@ -350,13 +373,14 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                                    candidate.occurrence, variant, decision.send_after,
                                    candidate.expires))
                 planned_in_run[candidate.customer_id] += 1
+                topics_in_run[(candidate.customer_id, campaign.topic)] += 1
                 rows.append({"campaign": slug, "occurrence": candidate.occurrence,
                              "customer_id": candidate.customer_id, "email": person.email,
                              "subject_variant": variant, "status": "queued", "attempts": 0,
                              "intro": first_intro(intro_segments,
                                                   groups.get(candidate.customer_id, set())),
                              "planned_at": now, "send_after": decision.send_after,
-                             "expires_at": candidate.expires,
+                             "expires_at": candidate.expires, "topic": campaign.topic,
                              # made now, so every attempt (and an `unknown` row) has it
                              "message_id": new_message_id(domain)})
             if version is not None and rows:
@@ -469,9 +493,11 @@ def plan_due(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str,
     of what this run has planned. With VERSIONS (definitions by campaign), rows are
     written; a queued mail is never withdrawn for a later one."""
     run: Counter[int] = Counter()
+    run_topics: Counter[tuple[int, str]] = Counter()
     order = sorted(campaigns, key=lambda slug: (-campaigns[slug].priority, slug))
     return [plan(engine, specs, slug, campaigns[slug], scope=scope, settings=settings,
                  version=versions[slug] if versions is not None else None, run=run,
+                 run_topics=run_topics,
                  keep=keep, choose_intros=choose_intros, stop=stop, frozen=frozen,
                  record_runs=record_runs)
             for slug in order if stop is None or not stop()]

@@ -7,14 +7,18 @@ cooldown, and every frequency cap has room (the store's and the customer's own
 planned either (reasons `paused`, `topic`). A cap {max: M, per: D} has room
 when fewer than M of the customer's live rows (queued, sending, deferred, sent,
 unknown) have a planned time in (now - D, now]; mails planned earlier in the
-same planning run count too. Quiet hours delay a mail to their end in the
-customer's zone; a mail that could only leave after its expiry is not planned.
+same planning run count too. A cap with a topic ({max: 1, per: 7d, topic: promotions})
+holds back only mails of that topic and counts only that topic's rows; one without
+holds back and counts every mail. Quiet
+hours delay a mail to their end in the customer's zone; a mail that could
+only leave after its expiry is not planned.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -36,6 +40,9 @@ class Facts:
     paused: bool = False  # the preference centre's 30-day pause is on
     topic_unwanted: bool = False  # the customer chose topics, and not this campaign's
     personal_caps: tuple[Cap, ...] = ()  # "fewer mails" from the preference centre
+    # planned times of the live rows per topic, for the caps that name one
+    by_topic: Mapping[str, tuple[datetime, ...]] = field(default_factory=dict)
+    topic: str | None = None  # the candidate mail's topic (its campaign's)
 
 
 @dataclass(frozen=True)
@@ -59,11 +66,18 @@ def quiet_release(now: datetime, tz: ZoneInfo, quiet: QuietHours | None) -> date
     return max(now, localize(datetime.combine(day, end), tz))
 
 
-def full_cap(recent: tuple[datetime, ...], caps: tuple[Cap, ...], now: datetime) -> Cap | None:
-    """The first cap without room; each counts the live rows planned in (now - per, now]."""
+def full_cap(recent: tuple[datetime, ...], caps: tuple[Cap, ...], now: datetime,
+             by_topic: Mapping[str, tuple[datetime, ...]] | None = None,
+             topic: str | None = None) -> Cap | None:
+    """The first cap without room for a mail of TOPIC; each counts the live rows planned
+    in (now - per, now]: every row (RECENT), or for a cap with a topic that topic's rows
+    (BY_TOPIC). A cap of another topic than the mail's does not apply to it."""
     for cap in caps:
+        if cap.topic is not None and cap.topic != topic:
+            continue
         start = now - cap.per
-        if sum(1 for planned in recent if start < planned <= now) >= cap.max:
+        rows = recent if cap.topic is None else (by_topic or {}).get(cap.topic, ())
+        if sum(1 for planned in rows if start < planned <= now) >= cap.max:
             return cap
     return None
 
@@ -87,7 +101,8 @@ def decide(facts: Facts, *, now: datetime, caps: tuple[Cap, ...], tz: ZoneInfo,
         return Decision("ordered_since_start")
     if facts.in_cooldown:
         return Decision("cooldown")
-    cap = full_cap(facts.recent, caps + facts.personal_caps, now)
+    cap = full_cap(facts.recent, caps + facts.personal_caps, now, facts.by_topic,
+                   facts.topic)
     if cap is not None:
         return Decision("frequency_cap", cap=cap)
     release = quiet_release(now, tz, quiet)

@@ -416,16 +416,27 @@ def live_plan_times(conn: Connection, ids: list[int], after: datetime,
                     until: datetime) -> dict[int, list[datetime]]:
     """Per customer, the planned times in (AFTER, UNTIL] of their live mails of any
     campaign (the frequency caps count them)."""
+    return {customer_id: [planned for planned, _ in plans]
+            for customer_id, plans in live_plans(conn, ids, after, until).items()}
+
+
+def live_plans(conn: Connection, ids: list[int], after: datetime,
+               until: datetime) -> dict[int, list[tuple[datetime, str | None]]]:
+    """Per customer, (planned time, topic) of their live mails of any campaign planned in
+    (AFTER, UNTIL]: the caps without a topic count them all, a cap with one its topic's."""
     # Statuses are filtered here, not in SQL: with `status IN (...)` SQLite chose the
     # status index and scanned every queued row per batch (quadratic: 185 s for 1M).
-    recent: dict[int, list[datetime]] = {}
-    for customer_id, planned, status in conn.execute(
-            select(Delivery.customer_id, Delivery.planned_at, Delivery.status)
+    # The topic is read from the row itself (ix_deliveries_customer_planned finds the
+    # rows; no join to campaign_versions per batch). The planner asks for it only when a
+    # cap names a topic: live_plan_times' callers keep their index-only scan.
+    recent: dict[int, list[tuple[datetime, str | None]]] = {}
+    for customer_id, planned, status, topic in conn.execute(
+            select(Delivery.customer_id, Delivery.planned_at, Delivery.status, Delivery.topic)
             .where(among(conn, Delivery.customer_id, ids),
                    Delivery.planned_at > after,
                    Delivery.planned_at <= until)):
         if status in COUNT_TOWARD_CAPS:
-            recent.setdefault(customer_id, []).append(planned)
+            recent.setdefault(customer_id, []).append((planned, topic))
     return recent
 
 
@@ -456,7 +467,7 @@ _LEDGER_COLUMNS = {
     "customer_id": "integer", "email": "text", "subject_variant": "integer", "intro": "text",
     "status": "text",
     "attempts": "integer", "planned_at": "timestamp", "send_after": "timestamp",
-    "expires_at": "timestamp", "message_id": "text"}
+    "expires_at": "timestamp", "message_id": "text", "topic": "text"}
 # Where arrays bind, a batch is inserted from one array per column: a thousand-row VALUES
 # list of 11,000 parameters cost ~110 ms a batch to parse and plan.
 _ARRAYS = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _LEDGER_COLUMNS.items())
@@ -472,7 +483,7 @@ def insert_planned(conn: Connection, rows: list[dict[str, Any]]) -> dict[tuple[i
     occurrence)."""
     if binds_arrays(conn):
         result_rows = conn.execute(_UNNEST_INSERT, {
-            name: [naive_utc(row[name]) for row in rows] for name in _LEDGER_COLUMNS})
+            name: [naive_utc(row.get(name)) for row in rows] for name in _LEDGER_COLUMNS})
     else:
         result_rows = conn.execute(
             upsert(conn, DELIVERIES).on_conflict_do_nothing(

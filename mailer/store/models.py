@@ -227,6 +227,9 @@ class Delivery(Base):
     # The intro segment the customer was in when planned (None: the default intro);
     # workers render it without evaluating segments of their own.
     intro: Mapped[str | None] = mapped_column(String(255))
+    # The campaign's topic when planned: caps with a topic count these rows (None: a row
+    # whose campaign version named no readable topic, counted by caps without one only).
+    topic: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
