@@ -134,8 +134,11 @@ alert: {question: overall, at_most: 2}
 
 def _answer(db: Workspace, answers: list[Any], *, campaign: str = "feedback",
             occurrence: str = "order:O2") -> bool:
+    """One press of the survey page's button, as mailer.app.surveys.answers.record makes
+    it: the answers recorded, then the alert looked at, in one transaction."""
     from mailer.app.surveys.alerts import alert_on_answers
     from mailer.config.workspace import parse_survey_source
+    from mailer.store.insight.responses import record_answers
 
     survey = parse_survey_source(SURVEY, "surveys/order.yaml")
     settings = parse_settings(SETTINGS_TEXT)[0]
@@ -144,6 +147,9 @@ def _answer(db: Workspace, answers: list[Any], *, campaign: str = "feedback",
         with engine.begin() as conn:
             customer = conn.exec_driver_sql(
                 "SELECT id FROM customers WHERE store_id = 'C1'").scalar_one()
+            record_answers(conn, customer_id=customer, campaign=campaign,
+                           occurrence=occurrence, survey="order", version_hash="h",
+                           answers=answers, at=NOW)
             return alert_on_answers(conn, settings, "order", survey, customer_id=customer,
                                     campaign=campaign, occurrence=occurrence,
                                     answers=answers, now=NOW)
@@ -155,16 +161,7 @@ def test_a_low_score_alerts_reply_to_once_per_mail_naming_customer_order_and_ans
         db: Workspace) -> None:
     from mailer.store.insight.responses import Answer
 
-    db.write("mailer.yaml", SETTINGS_TEXT)
-    db.write("customers.csv", "id,email,first_name,last_name\n"
-                              "C1,ann@example.com,Ann,Lee\n")
-    db.write("orders.csv", "order_id,customer_id,placed_at,status,currency,total,sku\n"
-                           "O1,C1,2026-11-01T10:00,paid,EUR,12.50,A\n"
-                           "O2,C1,2026-11-10T10:00,paid,EUR,40.00,B\n"
-                           "O3,C1,2026-11-12T10:00,refunded,EUR,99.00,C\n"
-                           "O4,C1,2026-12-01T10:00,paid,EUR,7.00,D\n")
-    assert db.run("import", "customers", "customers.csv", "--now", "2026-11-01").code == 0
-    assert db.run("import", "orders", "orders.csv").code == 0
+    _ann(db)
     fine = [Answer("overall", 3), Answer("recommend", 9)]
     assert not _answer(db, fine)  # 3 is above at_most: no alert
     low = [Answer("overall", 2), Answer("recommend", 4),
@@ -178,9 +175,9 @@ def test_a_low_score_alerts_reply_to_once_per_mail_naming_customer_order_and_ans
     assert mail["Subject"] == "Low score from Ann Lee: overall 2 (order)"
     assert mail["List-Unsubscribe"] is None
     text = mail.get_body(("plain",)).get_content().replace("\r\n", "\n")
-    # the latest paid order by then (O3 refunded, O4 later), every answer of the mail
+    # the order the mail asked about (order:O2), every answer of the mail by then
     assert "Customer: Ann Lee <ann@example.com> (id C1)" in text
-    assert "Latest order: order O2 of 2026-11-10 10:00, 40.00 EUR" in text
+    assert "Order: order O2 of 2026-11-10 10:00, 40.00 EUR" in text
     assert "How happy are you with your order?\n  2 of 5" in text
     assert "How likely are you to recommend us?\n  4 of 10" in text
     assert "The box <was> crushed" in text
@@ -192,3 +189,62 @@ def test_a_low_score_alerts_reply_to_once_per_mail_naming_customer_order_and_ans
 
 def _customer_id(db: Workspace) -> int:
     return int(db.query("SELECT id FROM customers WHERE store_id = 'C1'")[0][0])
+
+
+def _ann(db: Workspace) -> None:
+    db.write("mailer.yaml", SETTINGS_TEXT)
+    db.write("customers.csv", "id,email,first_name,last_name\n"
+                              "C1,ann@example.com,Ann,Lee\n"
+                              "C2,bo@example.com,Bo,\n")
+    db.write("orders.csv", "order_id,customer_id,placed_at,status,currency,total,sku\n"
+                           "O1,C1,2026-11-01T10:00,paid,EUR,12.50,A\n"
+                           "O2,C1,2026-11-10T10:00,paid,EUR,40.00,B\n"
+                           "O3,C1,2026-11-12T10:00,refunded,EUR,99.00,C\n"
+                           "O4,C1,2026-12-01T10:00,paid,EUR,7.00,D\n"
+                           "O9,C2,2026-11-20T10:00,paid,EUR,5.00,E\n")
+    assert db.run("import", "customers", "customers.csv", "--now", "2026-11-01").code == 0
+    assert db.run("import", "orders", "orders.csv").code == 0
+
+
+def _alert_text(db: Workspace) -> str:
+    with FaultServer() as server:
+        _deliver(db, server, NOW)
+    assert [c.recipient for c in server.caught] == ["care@shop.example"]
+    body = server.caught[0].message().get_body(("plain",))
+    return str(body.get_content()).replace("\r\n", "\n")
+
+
+def test_the_alert_names_the_order_the_mail_asked_about_not_a_later_one(
+        db: Workspace) -> None:
+    from mailer.store.insight.responses import Answer
+
+    _ann(db)  # Ann ordered O2 after O1: the mail asked about O1
+    assert _answer(db, [Answer("overall", 1)], occurrence="order:O1")
+    text = _alert_text(db)
+    assert "Order: order O1 of 2026-11-01 10:00, 12.50 EUR" in text
+    assert "O2" not in text
+
+
+def test_without_an_order_of_the_customers_the_alert_names_the_latest_paid_one(
+        db: Workspace) -> None:
+    from mailer.store.insight.responses import Answer
+
+    _ann(db)
+    # O9 is Bo's: never named in Ann's alert; her latest paid order by then is O2 (O3
+    # refunded, O4 after NOW)
+    assert _answer(db, [Answer("overall", 2)], occurrence="order:O9")
+    text = _alert_text(db)
+    assert "Latest order: order O2 of 2026-11-10 10:00, 40.00 EUR" in text
+    assert "O9" not in text
+
+
+def test_the_alert_lists_the_answers_of_earlier_presses(db: Workspace) -> None:
+    from mailer.store.insight.responses import Answer
+
+    _ann(db)
+    # the comment first (no alert), then a low overall on its own: the alert has both
+    assert not _answer(db, [Answer("comment", text="The lid was cracked")])
+    assert _answer(db, [Answer("overall", 1)])
+    text = _alert_text(db)
+    assert "How happy are you with your order?\n  1 of 5" in text
+    assert "Anything we could do better?\n  The lid was cracked" in text

@@ -100,28 +100,39 @@ class Ordered:
 
 @dataclass(frozen=True)
 class AlertSubject:
-    """The customer a low-score alert is about, and their latest paid order by then."""
+    """The customer a low-score alert is about and the order it names: the one the survey
+    asked about (ASKED), else their latest paid order by then."""
 
     store_id: str
     email: str
     name: str
     order: Ordered | None
+    asked: bool = False
 
 
-def alert_subject(conn: Connection, customer_id: int, now: datetime) -> AlertSubject | None:
-    """The customer (None if gone) and their latest paid order placed by NOW."""
+def alert_subject(conn: Connection, customer_id: int, now: datetime,
+                  order_store_id: str | None = None) -> AlertSubject | None:
+    """The customer (None if gone) and the order ORDER_STORE_ID of theirs (the one an
+    after_order mail asked about), else their latest paid order placed by NOW."""
     person = conn.execute(select(Customer.store_id, Customer.email, Customer.first_name,
                                  Customer.last_name).where(Customer.id == customer_id)).first()
     if person is None:
         return None
-    order = conn.execute(
-        select(Order.store_id, Order.placed_at, Order.currency, Order.total_minor)
-        .where(Order.customer_id == customer_id, Order.status == "paid",
-               Order.placed_at <= now)
-        .order_by(Order.placed_at.desc(), Order.id.desc()).limit(1)).first()
+    columns = select(Order.store_id, Order.placed_at, Order.currency, Order.total_minor)
+    order = None
+    if order_store_id is not None:  # another customer's order is never named
+        order = conn.execute(columns.where(Order.customer_id == customer_id,
+                                           Order.store_id == order_store_id)).first()
+    asked = order is not None
+    if order is None:
+        order = conn.execute(
+            columns.where(Order.customer_id == customer_id, Order.status == "paid",
+                          Order.placed_at <= now)
+            .order_by(Order.placed_at.desc(), Order.id.desc()).limit(1)).first()
     name = " ".join(part for part in (person.first_name, person.last_name) if part)
     return AlertSubject(str(person.store_id), str(person.email), name,
                         None if order is None else Ordered(str(order.store_id), order.placed_at,
                                                            str(order.currency),
-                                                           int(order.total_minor)))
+                                                           int(order.total_minor)),
+                        asked)
 

@@ -1,7 +1,8 @@
 """The low-score alert (issue 19, docs/surveys.md#alerts): when a mail's answers put the
 survey's alert question at or below `at_most`, a notice goes to `alert.to` (else
-sender.reply_to, else sender.from) naming the customer, their latest paid order and every
-answer the mail was given.
+sender.reply_to, else sender.from) naming the customer, the order the mail asked about
+(an after_order mail's occurrence `order:<store order id>`; else their latest paid order)
+and every answer the mail has, earlier presses' included.
 
 At most one alert per mail and survey: its key names the survey and the mail (customer,
 campaign, occurrence), so a second POST replacing the answers — lower again, or higher
@@ -22,7 +23,7 @@ from mailer.core.clock import zone
 from mailer.core.money import format_minor
 from mailer.delivery.notices import KEY_LENGTH, queue_notice
 from mailer.store.db import Connection
-from mailer.store.insight.responses import Answer
+from mailer.store.insight.responses import Answer, mail_answers
 from mailer.store.review import AlertSubject, alert_subject
 
 
@@ -70,7 +71,8 @@ def alert_body(survey_name: str, survey: Survey, who: AlertSubject, answers: Seq
     order = "no paid order on file" if who.order is None else (
         f"order {who.order.store_id} of {who.order.placed_at.astimezone(tz):%Y-%m-%d %H:%M}, "
         f"{format_minor(who.order.total_minor, who.order.currency)} {who.order.currency}")
-    facts = [("Customer", f"{person} (id {who.store_id})"), ("Latest order", order),
+    facts = [("Customer", f"{person} (id {who.store_id})"),
+             ("Order" if who.asked else "Latest order", order),
              ("Survey", f"{survey_name}: {survey.title}"),
              ("Answered", f"{now.astimezone(tz):%Y-%m-%d %H:%M} ({settings.timezone})")]
     lines = _lines(survey, answers)
@@ -90,20 +92,36 @@ def alert_body(survey_name: str, survey: Survey, who: AlertSubject, answers: Seq
     return subject, html, text
 
 
+ORDER_OCCURRENCE = "order:"  # an after_order campaign's occurrence: order:<store order id>
+
+
+def asked_order(occurrence: str) -> str | None:
+    """The store id of the order an after_order mail asked about, else None."""
+    if occurrence.startswith(ORDER_OCCURRENCE) and len(occurrence) > len(ORDER_OCCURRENCE):
+        return occurrence[len(ORDER_OCCURRENCE):]
+    return None
+
+
 def alert_on_answers(conn: Connection, settings: Settings, survey_name: str, survey: Survey, *,
                      customer_id: int, campaign: str, occurrence: str,
                      answers: Sequence[Answer], now: datetime) -> bool:
     """Queue the survey's alert about this mail when ANSWERS (what the page just recorded)
     answer its alert question at or below `at_most`; whether an alert was queued now
     (False: no alert rule, no low answer, or this mail's alert was queued before). Runs in
-    the caller's transaction: the page's hook calls it beside record_answers."""
+    the caller's transaction after record_answers, so the alert lists every answer the
+    mail has by then, those of earlier presses too."""
     low = is_low(survey, answers)
     if low is None or survey.alert is None:
         return False
-    who = alert_subject(conn, customer_id, now)
+    who = alert_subject(conn, customer_id, now, asked_order(occurrence))
     if who is None:
         return False
-    subject, html, text = alert_body(survey_name, survey, who, answers, low,
+    # the mail's stored answers, this press's over them (the same, once recorded)
+    every = {a.question: a for a in mail_answers(conn, customer_id=customer_id,
+                                                 campaign=campaign, occurrence=occurrence,
+                                                 survey=survey_name)}
+    every.update((a.question, a) for a in answers)
+    subject, html, text = alert_body(survey_name, survey, who, list(every.values()), low,
                                      settings=settings, now=now)
     to = alert_recipient(survey.alert, reply_to=settings.sender.reply_to,
                          sender=settings.sender.from_address)

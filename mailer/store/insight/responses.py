@@ -94,6 +94,18 @@ def record_answers(conn: Connection, *, customer_id: int, campaign: str, occurre
               for column in ("survey", "version_hash", "value_number", "value_text", "at")}))
 
 
+def mail_answers(conn: Connection, *, customer_id: int, campaign: str, occurrence: str,
+                 survey: str) -> list[Answer]:
+    """Every answer one mail has to SURVEY as stored now (the low-score alert lists
+    them all, not only the latest press's), by question id."""
+    rows = conn.execute(
+        select(Response.question, Response.value_number, Response.value_text)
+        .where(Response.customer_id == customer_id, Response.campaign == campaign,
+               Response.occurrence == occurrence, Response.survey == survey)
+        .order_by(Response.question))
+    return [Answer(str(question), number, words) for question, number, words in rows]
+
+
 def _where(window: Window) -> ColumnElement[bool]:
     conditions = [Response.survey == window.survey]
     if window.since is not None:
