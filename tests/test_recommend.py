@@ -23,6 +23,7 @@ from mailer.store.insight.recommendations import (
 from tests.conftest import Workspace
 
 NOW = "2026-11-23T10:00"  # Berlin: 09:00Z
+NOW_UTC = datetime(2026, 11, 23, 9, tzinfo=UTC)
 
 CUSTOMERS = """\
 id,email
@@ -171,7 +172,8 @@ def test_recommendations_of_reads_them_ranked(db: Workspace) -> None:
     try:
         ids = {name: id_of_address(engine, f"{name.lower()}@example.com") for name in "ADF"}
         with engine.connect() as conn:
-            found = recommendations_of(conn, [i for i in ids.values() if i is not None])
+            found = recommendations_of(conn, [i for i in ids.values() if i is not None],
+                                       now=NOW_UTC)
     finally:
         engine.dispose()
     assert found == {
@@ -219,3 +221,21 @@ def test_computed_at_is_utc(db: Workspace) -> None:
     finally:
         engine.dispose()
     assert moments == {datetime(2026, 11, 23, 9, tzinfo=UTC)}
+
+
+def test_a_product_bought_after_the_computation_is_not_recommended(db: Workspace) -> None:
+    """The table is a day old at most: D's order of K1 on the 30th (after the run, before
+    the mail) takes K1 off D's list when read on the 30th, not when read on the 23rd."""
+    _store(db)
+    assert db.run("recommend", "--now", NOW).code == 0
+    engine = db.engine()
+    try:
+        d = id_of_address(engine, "d@example.com")
+        assert d is not None
+        with engine.connect() as conn:
+            before = recommendations_of(conn, [d], now=NOW_UTC)[d]
+            after = recommendations_of(conn, [d], now=datetime(2026, 11, 30, 12, tzinfo=UTC))[d]
+    finally:
+        engine.dispose()
+    assert [r.sku for r in before] == EXPECTED["D"] and "K1" in EXPECTED["D"]
+    assert [r.sku for r in after] == [sku for sku in EXPECTED["D"] if sku != "K1"]

@@ -180,7 +180,7 @@ def load_stats(conn: Connection, ids: Sequence[int], *, now: datetime,
     for customer_id, scored in predictions_of(conn, ids).items():
         stats.setdefault(customer_id, {"orders": 0, "spent": Decimal(0)})[PREDICTIONS] = (
             prediction_fields(scored, currency))
-    for customer_id, products in recommendations_of(conn, ids).items():
+    for customer_id, products in recommendations_of(conn, ids, now=now).items():
         stats.setdefault(customer_id, {"orders": 0, "spent": Decimal(0)})[RECOMMENDATIONS] = [
             product.as_json() for product in products]
     return stats

@@ -171,7 +171,7 @@ def read(engine: Engine, conn: Connection, customer: Any, *, now: datetime, curr
         stage_history=stages,
         predictions=predicted,
         predictions_reason=None if predicted is not None else _fit_reason(engine),
-        recommendations=recommendations_of(conn, ids).get(cid, []),
+        recommendations=recommendations_of(conn, ids, now=now).get(cid, []),
         mails=mails,
         campaign_sources=_campaign_sources(conn, {m.campaign_version_id for m in mails}),
         events=_events(conn, cid))

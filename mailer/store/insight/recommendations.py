@@ -35,10 +35,10 @@ from sqlalchemy import bindparam, select, text
 from mailer.store.customers import favourite_categories
 from mailer.store.db import Connection, Engine, is_server, serial_plans
 from mailer.store.locks import RECOMMEND_KEY, file_lock, lock_path
-from mailer.store.models import Recommendation, UTCDateTime
+from mailer.store.models import Order, OrderLine, Recommendation, UTCDateTime
 
 MAX_RECOMMENDATIONS = 6  # per customer: what a mail and the card show
-NEIGHBOURS = 10  # co-purchased products kept per product
+NEIGHBOURS = 30  # co-purchased products kept per product: exact for catalogues up to 31
 MAX_BASKET = 50  # distinct products an order may hold and still count for pairs
 BATCH = 10_000  # customer ids per statement (favourite_categories binds their ids)
 WORK_MEM = "64MB"  # per sort or hash of a batch, PostgreSQL
@@ -196,19 +196,34 @@ class Computed:
     pairs: int
 
 
-def recommendations_of(conn: Connection, ids: Sequence[int]) -> dict[int, list[Recommended]]:
-    """The stored recommendations of the customers IDS, best first (those without any
-    are left out), in one query."""
+def recommendations_of(conn: Connection, ids: Sequence[int], *,
+                       now: datetime) -> dict[int, list[Recommended]]:
+    """The stored recommendations of the customers IDS as of NOW, best first (those
+    without any are left out), in two queries: the table is up to a day old, so a product
+    a customer bought after it was computed (and by NOW) is left out here too."""
     if not ids:
         return {}
     found: dict[int, list[Recommended]] = {}
+    since: datetime | None = None
     rows = conn.execute(select(Recommendation.customer_id, Recommendation.sku,
-                               Recommendation.product, Recommendation.category)
+                               Recommendation.product, Recommendation.category,
+                               Recommendation.computed_at)
                         .where(Recommendation.customer_id.in_(list(ids)))
                         .order_by(Recommendation.customer_id, Recommendation.rank))
-    for customer_id, sku, product, category in rows:
+    for customer_id, sku, product, category, computed_at in rows:
         found.setdefault(customer_id, []).append(Recommended(sku, product, category))
-    return found
+        since = computed_at if since is None else min(since, computed_at)
+    if since is None:
+        return found
+    bought = {(customer_id, sku) for customer_id, sku in conn.execute(
+        select(Order.customer_id, OrderLine.sku).join(OrderLine, OrderLine.order_id == Order.id)
+        .where(Order.customer_id.in_(list(found)), Order.status == "paid",
+               Order.placed_at > since, Order.placed_at <= now,
+               OrderLine.sku.is_not(None)))}
+    if not bought:
+        return found
+    return {customer_id: kept for customer_id, products in found.items()
+            if (kept := [p for p in products if (customer_id, p.sku) not in bought])}
 
 
 def _now(sql: str) -> Any:
