@@ -329,13 +329,13 @@ class Event(Base):
     url: Mapped[str | None] = mapped_column(Text)
     score: Mapped[int | None] = mapped_column(Integer)
     comment: Mapped[str | None] = mapped_column(Text)
-
-
-class StageChange(Base):
     # opens and clicks: the request's user agent, and its address's keyed hash (never
     # the address: mailer.core.machines.ip_hash)
     user_agent: Mapped[str | None] = mapped_column(String(512))
     ip_hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class StageChange(Base):
     """A customer's relationship stage as `mailer stages update` found it changed
     (mailer.insight.stages): FROM_STAGE None is the first recording of the customer, a
     stage without a change."""
