@@ -3,6 +3,7 @@ the previous month's review once at its schedule (issue 19)."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -144,6 +145,20 @@ def test_send_to_queues_the_review_once_per_month_and_address(db: Workspace) -> 
     assert db.query("SELECT kind, key, status FROM notices") == [
         ("review", "review:2026-11:to:Owner@shop.example", "queued")]
     assert db.run("review", "--send-to", "not an address").code == 1
+
+
+def test_send_to_a_254_character_address_keys_the_notice_by_a_digest(db: Workspace) -> None:
+    shop(db)
+    to = "o" * 64 + "@" + ".".join(["d" * 63, "d" * 63, "d" * 53]) + ".example"
+    assert len(to) == 254
+    for _ in range(2):
+        result = db.run("review", "--month", "2026-11", "--now", "2026-12-05",
+                        "--send-to", to)
+        assert result.code == 0, result.stdout + result.stderr
+    assert "already queued" in result.stdout
+    digest = hashlib.sha256(to.encode()).hexdigest()
+    assert db.query("SELECT key, \"to\" FROM notices") == [
+        (f"review:2026-11:to:{digest}", to)]
 
 
 def _daemon(db: Workspace, server: FaultServer, now: str) -> subprocess.Popen[str]:

@@ -27,7 +27,7 @@ def review(ctx: click.Context, month: date | None, out: Path | None, send_to: st
     attributed to clicks, survey scores beside the month before, the stage flow, comments,
     alerts, bounces and complaints."""
     from mailer.app.review.monthly import month_of, previous_month
-    from mailer.app.review.send import queue_review, render
+    from mailer.app.review.send import queue_review, render, send_to_key
     from mailer.core.addresses import parse_address
 
     run = session(ctx, workspace, now)
@@ -42,7 +42,7 @@ def review(ctx: click.Context, month: date | None, out: Path | None, send_to: st
     queued = None
     if to is not None:
         queued = queue_review(run.engine, run.root, settings, month, moment, to=to,
-                              key=f"review:{month:%Y-%m}:to:{to}", rendered=rendered)
+                              key=send_to_key(month, to), rendered=rendered)
     if as_json:
         emit_json(result)
         return

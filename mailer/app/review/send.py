@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from mailer.app.review.monthly import attributed_by_campaign, monthly_review
 from mailer.app.review.page import review_html, review_text, title
 from mailer.config.settings import Settings
-from mailer.delivery.notices import queue_notice
+from mailer.delivery.notices import KEY_LENGTH, queue_notice
 from mailer.store.db import Engine
 
 
@@ -26,6 +27,16 @@ def render(engine: Engine, root: Path, settings: Settings, month: date, now: dat
 def scheduled_key(month: date) -> str:
     """The daemon's review of MONTH: once, whatever the restarts."""
     return f"review:{month:%Y-%m}"
+
+
+def send_to_key(month: date, to: str) -> str:
+    """`mailer review --send-to`'s notice: `review:YYYY-MM:to:ADDRESS`, the month and a
+    digest of the address when that is longer than a key (an address may be 254
+    characters)."""
+    key = f"review:{month:%Y-%m}:to:{to}"
+    if len(key) <= KEY_LENGTH:
+        return key
+    return f"review:{month:%Y-%m}:to:" + hashlib.sha256(to.encode()).hexdigest()
 
 
 def queue_review(engine: Engine, root: Path, settings: Settings, month: date, now: datetime,
