@@ -246,3 +246,17 @@ def test_migration_0014_gives_earlier_rows_their_campaign_versions_topic(
         assert rows == [("c1", "promotions"), ("c2", "general"), ("c3", None)]
     finally:
         engine.dispose()
+
+
+def test_preview_says_a_topic_cap_holds_a_customer_back(shop: Workspace) -> None:
+    once(shop, "sale", "2026-12-01T10:00", topic="promotions")
+    once(shop, "flash", "2026-12-01T12:00", topic="promotions")
+    once(shop, "news", "2026-12-01T12:00", topic="newsletter")
+    assert planned(run_plan(shop, ["sale"], "2026-12-01T10:00")["sale"]) == ["A", "B"]
+    samples = {}
+    for slug in ("flash", "news"):
+        result = shop.run("preview", slug, "--customer", "A", "--now", "2026-12-01T12:00",
+                          "--json")
+        assert result.code == 0, result.stderr
+        samples[slug] = [(s["mailable"], s["reason"]) for s in result.json()["samples"]]
+    assert samples == {"flash": [(False, "frequency_cap")], "news": [(True, None)]}

@@ -93,6 +93,7 @@ def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: 
     now, default_zone = scope.now, zone(settings.timezone)
     caps = settings.policy.frequency
     caps_span = max((cap.per for cap in caps), default=timedelta(0))
+    topics = frozenset(cap.topic for cap in caps if cap.topic is not None)
     reminder_starts = (as_local(campaign.starts, default_zone)
                        if campaign.reminder is not None and campaign.starts else None)
     winner = campaign.winner if len(campaign.subject) > 1 else None
@@ -103,7 +104,7 @@ def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: 
             continue
         with engine.connect() as conn:
             people, facts = batch_facts(conn, slug, campaign, batch, now, caps_span, Counter(),
-                                   reminder_starts)
+                                        reminder_starts, topics=topics)
         for candidate in batch:
             person = people[candidate.customer_id]
             decision = decide(facts[(candidate.customer_id, candidate.occurrence)], now=now,
