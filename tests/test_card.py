@@ -21,6 +21,7 @@ from sqlalchemy import text as sql
 from mailer.app.card import next_birthday, subject_of
 from mailer.core.claims import Claims
 from mailer.store import events
+from mailer.store.insight.responses import Answer, record_answers
 from mailer.store.models import CampaignVersion, Delivery, Recommendation
 from tests.conftest import Workspace
 from tests.test_bounces import dsn
@@ -144,6 +145,14 @@ def store(db: Workspace) -> Workspace:
             conn.execute(insert(Recommendation).values(
                 customer_id=anna, rank=1, sku="MUG", product="Mug", category="kitchen",
                 computed_at=NOW_UTC))
+            # the survey page's answers to the mail, the second press replacing overall
+            for answers, at in (([Answer("overall", 4), Answer("comment", text="Slow")],
+                                 datetime(2026, 11, 16, 11, tzinfo=UTC)),
+                                ([Answer("overall", 2)], datetime(2026, 11, 16, 11, 5,
+                                                                  tzinfo=UTC))):
+                record_answers(conn, customer_id=anna, campaign="newsletter",
+                               occurrence="cron:2026-11-16T09:00:00Z", survey="order",
+                               version_hash="h", answers=answers, at=at)
     finally:
         engine.dispose()
     db.write("bounce.eml", dsn("bob@example.com", "5.1.1", "failed", "<m2@shop.example>")
@@ -218,7 +227,8 @@ def test_the_card_of_a_customer_with_a_history(store: Workspace) -> None:
     assert "was unsubscribed" in kinds[0][2]
     assert kinds[1:] == [("open", "2026-11-16T10:00:00Z", None),
                          ("click", "2026-11-16T10:05:00Z", "https://shop.example/k"),
-                         ("rating", "2026-11-16T10:10:00Z", "4/5: Great beans")]
+                         ("rating", "2026-11-16T10:10:00Z", "4/5: Great beans"),
+                         ("survey", "2026-11-16T11:05:00Z", "order: comment: Slow, overall 2")]
     # The same card by store id, and as text.
     by_id = store.run("customer", "A", "--now", NOW, "--json").json()
     assert by_id == card

@@ -338,7 +338,8 @@ def mail_of(row: MailRow, sources: Mapping[int, str]) -> Mail:
 
 def event_of(row: EventRow) -> CardEvent:
     """An event with what it says in one line: a click's URL, a rating's score (and its
-    comment), the status of a bounce or complaint, what a resubscription replaced."""
+    comment), a mail's survey answers, the status of a bounce or complaint, what a
+    resubscription replaced."""
     detail: str | None = row.comment
     if row.kind == "click":
         detail = row.url

@@ -34,6 +34,7 @@ from mailer.store.models import (
     Customer,
     Delivery,
     Event,
+    Response,
     StageChange,
 )
 
@@ -209,12 +210,32 @@ def _campaign_sources(conn: Connection, version_ids: set[int]) -> dict[int, str]
 
 
 def _events(conn: Connection, customer_id: int) -> list[EventRow]:
-    """The customer's latest events, oldest first."""
+    """The customer's latest events, oldest first, their survey answers among them (one
+    `survey` event per mail answered)."""
     rows = conn.execute(
         select(Event.kind, Event.at, Event.campaign, Event.url, Event.score, Event.comment)
         .where(Event.customer_id == customer_id)
         .order_by(Event.at.desc(), Event.id.desc()).limit(EVENTS_SHOWN)).all()
-    return [EventRow(*row) for row in reversed(rows)]
+    found = [EventRow(*row) for row in rows] + _survey_answers(conn, customer_id)
+    return sorted(found, key=lambda e: e.at)[-EVENTS_SHOWN:]
+
+
+def _survey_answers(conn: Connection, customer_id: int) -> list[EventRow]:
+    """Each mail's survey answers as one event, `SURVEY: overall 2, comment: …` by
+    question id, at the latest answer's time (read through the unique key of responses,
+    which the customer leads: no scan)."""
+    mails: dict[tuple[str, str, str], tuple[datetime, list[str]]] = {}
+    for survey, campaign, occurrence, question, number, value, at in conn.execute(
+            select(Response.survey, Response.campaign, Response.occurrence, Response.question,
+                   Response.value_number, Response.value_text, Response.at)
+            .where(Response.customer_id == customer_id)
+            .order_by(Response.campaign, Response.occurrence, Response.question)):
+        answer = f"{question} {number:g}" if number is not None else f"{question}: {value}"
+        latest, answers = mails.setdefault((survey, campaign, occurrence), (at, []))
+        answers.append(answer)
+        mails[(survey, campaign, occurrence)] = (max(latest, at), answers)
+    return [EventRow("survey", at, campaign, None, None, f"{survey}: " + ", ".join(answers))
+            for (survey, campaign, _), (at, answers) in mails.items()][-EVENTS_SHOWN:]
 
 
 def occurrences(conn: Connection, customer_id: int) -> set[tuple[str, str]]:
