@@ -248,3 +248,35 @@ def test_the_alert_lists_the_answers_of_earlier_presses(db: Workspace) -> None:
     text = _alert_text(db)
     assert "How happy are you with your order?\n  1 of 5" in text
     assert "Anything we could do better?\n  The lid was cracked" in text
+
+
+def test_a_notice_that_cannot_be_built_fails_and_campaign_mail_still_goes(
+        db: Workspace) -> None:
+    from tests.test_delivery import TEMPLATE
+
+    db.write("mailer.yaml", SETTINGS_TEXT + "policy: {frequency: []}\n")
+    db.write("segments/everyone.yaml", "description: all\nall: [{orders: {at_least: 0}}]\n")
+    db.write("templates/note.html", TEMPLATE)
+    db.write("campaigns/note.yaml", "name: Note\ntrigger: once\nat: 2026-11-10T09:00\n"
+             "grace: 1d\nsegment: everyone\ntemplate: note.html\nsubject: A note\n")
+    db.write("customers.csv", "id,email,first_name\nA,a@example.com,Ann\n")
+    assert db.run("import", "customers", "customers.csv", "--now", "2026-10-01").code == 0
+    # a domain with no ASCII form (a label of 64 letters): the builder refuses the To
+    bad = "care@" + "ü" * 64 + ".example"
+    assert _queue(db, "alert:bad", bad, now=datetime(2026, 11, 10, 9, 0, tzinfo=UTC))
+    assert _queue(db, "alert:good", "care@shop.example",
+                  now=datetime(2026, 11, 10, 9, 0, tzinfo=UTC))
+    with FaultServer() as server:
+        db.env.update({"MAILER_SMTP_URL": server.url + "?timeout=2", "MAILER_SECRET_KEY": KEY})
+        sent = db.run("send", "note", "--now", "2026-11-10T10:00", "--json")
+        assert sent.code == 0, sent.stdout + sent.stderr
+        assert sent.json()["sent"] == 1
+    assert sorted(c.recipient for c in server.caught) == ["a@example.com",
+                                                          "care@shop.example"]
+    notices = _notices(db)
+    status, attempts, reason, retry_at, sent_at, _ = notices["alert:bad"]
+    assert (status, attempts, retry_at, sent_at) == ("failed", 0, None, None)
+    assert reason.startswith("cannot build the message: ")
+    assert "no ASCII form" in reason
+    assert notices["alert:good"][0] == "sent"
+    assert db.query("SELECT lease_owner FROM notices WHERE key = 'alert:bad'") == [(None,)]

@@ -29,7 +29,17 @@ from mailer.mail.dkim import Sign
 from mailer.mail.message import Mail, build, new_message_id
 from mailer.store.db import Connection, Engine
 from mailer.store.ledger import durable
-from mailer.store.notices import NoticeRow, any_due, claim, finish, queue, recover, start, unlease
+from mailer.store.notices import (
+    DUE,
+    NoticeRow,
+    any_due,
+    claim,
+    finish,
+    queue,
+    recover,
+    start,
+    unlease,
+)
 
 log = logging.getLogger("mailer.notices")
 NEVER = datetime(9999, 1, 1, tzinfo=UTC)  # notices have no expiry: retry_for bounds them
@@ -96,22 +106,44 @@ class NoticeSender:
                                            self.batch)
             if not rows:
                 return attempted
-            started = await asyncio.to_thread(self._start, rows)
+            started, built = await asyncio.to_thread(self._start, rows)
             if started:
                 results = await asyncio.gather(*(self._send(row, message, permit)
                                                   for row, message, permit in started))
                 await asyncio.to_thread(self._record, results)
                 attempted += len(started)
-            if len(started) < len(rows) or len(rows) < self.batch:
+            if len(started) < built or len(rows) < self.batch:
                 return attempted  # no rate permit for the rest, or nothing more due
 
-    def _start(self, rows: list[NoticeRow]) -> list[tuple[NoticeRow, bytes, int]]:
+    def _messages(self, rows: list[NoticeRow], now: datetime
+                  ) -> tuple[dict[int, bytes], list[tuple[int, dict[str, Any]]]]:
+        """Each row's message, built and signed on its own: a row whose message cannot be
+        made (an address or header the builder refuses) is to be `failed` with the reason,
+        and the others go on."""
+        messages: dict[int, bytes] = {}
+        failed: list[tuple[int, dict[str, Any]]] = []
+        for row in rows:
+            try:
+                messages[row.id] = notice_message(row, self.settings, now, self.sign)
+            except Exception as err:  # whatever it is, it will not build next time either
+                log.exception("notice %s to %s cannot be built: failed", row.key, row.to)
+                failed.append((row.id, {
+                    "status": "failed", "reason": f"cannot build the message: "
+                    f"{type(err).__name__}: {err}"[:500], "next_attempt_at": None,
+                    "lease_owner": None, "lease_until": None}))
+                self.tally["failed"] += 1
+        return messages, failed
+
+    def _start(self, rows: list[NoticeRow]) -> tuple[list[tuple[NoticeRow, bytes, int]], int]:
         """Rate permits, then `sending`, in one durable transaction (before the wire);
-        the rows without a permit lose their lease at once."""
+        the rows without a permit lose their lease at once, and those whose message
+        cannot be built are finished `failed`. Also returns how many were built."""
         now = self.clock.now()
-        messages = {row.id: notice_message(row, self.settings, now, self.sign) for row in rows}
+        messages, failed = self._messages(rows, now)
+        rows = [row for row in rows if row.id in messages]
         with self.engine.begin() as conn:
             durable(conn)
+            finish(conn, self.owner, failed, from_states=DUE)
             permits = self.limit.take(conn, len(rows))
             chosen = rows[:len(permits)]
             started = start(conn, self.owner, [row.id for row in chosen], now)
@@ -123,7 +155,7 @@ class NoticeSender:
                 else:
                     unused.append(permit)
             self.limit.give_back(conn, unused)
-        return going
+        return going, len(rows)
 
     async def _send(self, row: NoticeRow, message: bytes, permit: int
                     ) -> tuple[NoticeRow, Outcome, int, datetime]:

@@ -284,7 +284,10 @@ class SendingLoop:
         while True:
             if self.notices is not None and not stop.is_set() and (
                     notices_at is None or time.monotonic() - notices_at >= self.notices_every):
-                await self.notices.deliver_due()
+                try:
+                    await self.notices.deliver_due()
+                except Exception:  # e.g. the database away: campaign mail goes on regardless
+                    log.exception("delivering notices failed; the next look retries")
                 notices_at = time.monotonic()
             if time.monotonic() - last_recovery > self.recover_every:
                 await asyncio.to_thread(recover, self.engine, self.owner, self.clock.now())
