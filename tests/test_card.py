@@ -260,6 +260,17 @@ def test_an_unknown_customer_exits_1_with_near_emails(store: Workspace) -> None:
     assert failed.code == 1 and "no customer with id 'Z'" in failed.json()["error"]["message"]
 
 
+
+@pytest.mark.parametrize("asked", ["\U0010ffff", "C\udcff", "x\udcff@a.example", "a\x01b",
+                                   "a" * 321 + "@x.example", " "])
+def test_what_no_customer_can_be_is_a_clear_error_not_a_traceback(store: Workspace,
+                                                                   asked: str) -> None:
+    """A shell passes undecodable bytes as surrogates; the last code point has nothing
+    above it for the near-id range."""
+    result = store.run("customer", asked, "--json")
+    assert result.code == 1, result.stderr
+    assert result.json()["error"]["message"].startswith("no customer with ")
+
 def _history(ws: Workspace, customer: str) -> list[tuple[str, str | None, str | None]]:
     return [(row[0], row[1], row[2]) for row in ws.query(
         "SELECT h.state, h.source, h.reason FROM consent_history h "

@@ -182,6 +182,7 @@ def card(engine: Engine, root: Path, settings: Settings, now: datetime, who: str
     from mailer.config.workspace import load_campaigns, load_segments
 
     now = now.replace(microsecond=0)  # as segments see it (scope_for)
+    _check_asked(who)
     is_email = "@" in who
     with engine.connect() as conn, conn.begin():
         key = _key(who) if is_email else who.strip()
@@ -204,6 +205,15 @@ def card(engine: Engine, root: Path, settings: Settings, now: datetime, who: str
     segments = memberships_of(engine, usable, int(customer.id), scope)
     return assemble(facts, settings=settings, now=now, segments=segments,
                     campaigns=campaigns, planned=planned)
+
+
+def _check_asked(who: str) -> None:
+    """Refuse what no customer can be: text that is not UTF-8 (a shell passes undecodable
+    bytes as surrogates), control characters, more than an address's 320 characters."""
+    if (len(who) > 320 or any(0xD800 <= ord(c) <= 0xDFFF or ord(c) < 32 for c in who)
+            or not who.strip()):
+        raise NotFoundError(f"no customer with {who[:80]!r}: an id or email is at most 320 "
+                            "characters of UTF-8 text without control characters")
 
 
 def _key(email: str) -> str:

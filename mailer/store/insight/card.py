@@ -128,8 +128,11 @@ def near(conn: Connection, *, store_id: str | None = None,
         prefix = wanted[:length]
         if not prefix:
             continue
-        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        found += conn.execute(select(column).where(column >= prefix, column < upper)
+        last = ord(prefix[-1])
+        within = [column >= prefix]
+        if last < 0x10FFFF:  # the last code point has nothing above it: no upper bound
+            within.append(column < prefix[:-1] + chr(last + 1))
+        found += conn.execute(select(column).where(*within)
                               .order_by(column).limit(NEAR_READ)).scalars()
         if found:
             break
