@@ -202,3 +202,43 @@ def test_the_daemon_sends_the_previous_months_review_once_at_its_schedule(
     assert mail["List-Unsubscribe"] is None and "<svg" in mail.get_body(("html",)).get_content()
     assert db.query("SELECT key, status, attempts FROM notices") == [
         ("review:2026-11", "sent", 1)]
+
+
+def test_the_hourly_look_catches_up_a_review_its_fire_time_failed_to_queue(
+        db: Workspace) -> None:
+    import asyncio
+
+    from mailer.app.review.send import due_review
+    from mailer.config.settings import parse_settings
+    from mailer.core.clock import Clock
+    from mailer.daemon.scheduler import Daemon, load
+
+    settings = parse_settings(REVIEWED)[0]
+    # 08:00 Berlin on 1 December is 07:00Z: November's is owed for 7 days, not after
+    assert due_review("0 8 1 * *", _at("2026-12-01T06:59"), settings) is None  # Nov 1st's
+    assert f"{due_review('0 8 1 * *', _at('2026-12-01T07:00'), settings):%Y-%m}" == "2026-11"
+    assert f"{due_review('0 8 1 * *', _at('2026-12-08T07:00'), settings):%Y-%m}" == "2026-11"
+    assert due_review("0 8 1 * *", _at("2026-12-08T07:01"), settings) is None
+    shop(db)
+    engine = db.engine()
+    try:
+        def hourly(now: str) -> None:
+            # the stages job of a daemon whose fire time (1 December, 08:00) passed
+            # without a review: the database was away then, say
+            daemon = Daemon(engine, db.root, Clock(_at(now)), load(db.root), owner="t",
+                            delivery=None)
+
+            async def look() -> None:
+                daemon._sweep_wanted = asyncio.Event()  # run() makes it
+                await daemon._update_stages()
+
+            asyncio.run(look())
+
+        hourly("2026-12-09T09:00")  # 8 days on: past the catch-up
+        assert db.query("SELECT key FROM notices") == []
+        hourly("2026-12-03T09:00")
+        hourly("2026-12-03T10:00")  # once: the key
+    finally:
+        engine.dispose()
+    assert db.query("SELECT kind, key, \"to\", status FROM notices") == [
+        ("review", "review:2026-11", "owner@shop.example", "queued")]

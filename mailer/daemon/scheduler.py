@@ -24,7 +24,9 @@ One asyncio loop runs three tasks:
   daemon's clock, in the workspace zone) and at the start of leading queues the previous
   month's review as the notice `review:YYYY-MM` (mailer.app.review): the key makes it
   once per month whatever the restarts, and a daemon started after a fire time catches
-  that month's review up within 7 days. The sending loop delivers it with the other notices.
+  that month's review up within 7 days. The hourly stages job looks again (one exists()
+  query on the key), so a fire time whose queueing failed — the database away — is
+  caught up within the same 7 days. The sending loop delivers it with the other notices.
 - delivering: the same sending loop (`SendingLoop`) as `mailer worker`, over every campaign's
   rows, so rows of a campaign whose file is gone finish from their version. An
   APScheduler job logs what it sent each interval (a minute by default).
@@ -53,8 +55,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from mailer.app.predict import predict
 from mailer.app.recommend import recommend
-from mailer.app.review.monthly import month_of, previous_month
-from mailer.app.review.send import queue_review, scheduled_key
+from mailer.app.review.send import due_review, queue_review, scheduled_key
 from mailer.app.send import compile_versions, plan_now
 from mailer.app.stages import update as update_stages
 from mailer.app.validation import template_errors
@@ -66,7 +67,7 @@ from mailer.core.clock import Clock, iso_z, zone
 from mailer.core.errors import ConfigError, MailerError
 from mailer.core.states import DeliveryState
 from mailer.delivery.worker import SendingLoop
-from mailer.planning.triggers import latest_fire, next_fire, parse_cron
+from mailer.planning.triggers import next_fire, parse_cron
 from mailer.planning.wakeups import next_wakeup
 from mailer.store.customers import time_zones
 from mailer.store.daemon_state import write_state
@@ -81,7 +82,6 @@ WATCHED = ("campaigns", "segments", "surveys", "templates")
 COUNTS_JOB = "delivery-counts"  # the one job that outlives leadership and reloads
 STAGES_JOB = "stages-update"  # outlives reloads (a reload must not rerun it), not leadership
 REVIEW_JOB = "monthly-review"
-REVIEW_GRACE = timedelta(days=7)  # a daemon down over the review's fire time catches up this long
 STAGES_EVERY = 3600.0  # seconds between `stages update` runs
 REFIT_AFTER = timedelta(days=1)  # the daemon refits the purchase models daily
 # The outcomes every counts line names; skipped and expired join them when there were any.
@@ -342,6 +342,12 @@ class Daemon:
                     job.remove()
 
     async def _update_stages(self) -> None:
+        """The hourly job: the stages and the daily refits, then a look for a review the
+        fire time failed to queue (docs/surveys.md, "The monthly review")."""
+        await self._stages_and_daily()
+        await self._send_review(quiet=True)
+
+    async def _stages_and_daily(self) -> None:
         """`stages update` as of the daemon's clock, one line with its counts, then a
         sweep for the stage_change campaigns. A failure waits for the next run."""
         try:
@@ -391,25 +397,28 @@ class Daemon:
         except Exception:  # no fit recorded: the next hourly look runs both again
             log.exception("predict failed; the next hourly look retries")
 
-    async def _send_review(self) -> None:
+    async def _send_review(self, *, quiet: bool = False) -> None:
         """Queue the previous month's review as of the latest fire time of its schedule
-        (none yet: nothing), once per month by its key. A failure waits for the next
-        fire time or start."""
+        if that is at most REVIEW_GRACE ago (none yet: nothing), once per month by its
+        key. A failure waits for the next hourly look, fire time or start. QUIET (the
+        hourly look) says nothing when the review was queued before."""
         loaded = self.loaded
         review = loaded.settings.review
         if review is None:
             return
         now = self.clock.now()
-        fired = latest_fire(parse_cron(review.schedule), now, zone(loaded.settings.timezone))
-        if fired is None or now - fired > REVIEW_GRACE:  # a first start mid-month: no old review
+        month = due_review(review.schedule, now, loaded.settings)
+        if month is None:  # a first start mid-month: no old review
             return
-        month = previous_month(month_of(fired, loaded.settings))
         try:
             queued = await asyncio.to_thread(
                 queue_review, self.engine, self.root, loaded.settings, month, now,
                 to=review.send_to, key=scheduled_key(month))
         except Exception:  # the database away: the next fire time or start retries
-            log.exception("review of %s not queued; the next fire time retries", f"{month:%Y-%m}")
+            log.exception("review of %s not queued; the next hourly look retries",
+                          f"{month:%Y-%m}")
+            return
+        if quiet and not queued:
             return
         said = "queued for" if queued else "already queued, not again, for"
         log.info("review of %s %s %s", f"{month:%Y-%m}", said, review.send_to,

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mailer.app.review.monthly import attributed_by_campaign, monthly_review
+from mailer.app.review.monthly import (
+    attributed_by_campaign,
+    month_of,
+    monthly_review,
+    previous_month,
+)
 from mailer.app.review.page import review_html, review_text, title
 from mailer.config.settings import Settings
+from mailer.core.clock import zone
 from mailer.delivery.notices import KEY_LENGTH, queue_notice
+from mailer.planning.triggers import latest_fire, parse_cron
 from mailer.store.db import Engine
 
 
@@ -22,6 +29,19 @@ def render(engine: Engine, root: Path, settings: Settings, month: date, now: dat
     page = review_html(review, store=store, currency=currency,
                        by_campaign=attributed_by_campaign(engine, settings, month))
     return review, page, review_text(review, store=store, currency=currency)
+
+
+REVIEW_GRACE = timedelta(days=7)  # a review missed at its fire time is caught up this long
+
+
+def due_review(schedule: str, now: datetime, settings: Settings) -> date | None:
+    """The month whose review the daemon owes at NOW: the one before the latest fire time
+    of SCHEDULE (a crontab line in the workspace zone), if that fire time is at most
+    REVIEW_GRACE ago; None otherwise (none yet, or a first start mid-month)."""
+    fired = latest_fire(parse_cron(schedule), now, zone(settings.timezone))
+    if fired is None or now - fired > REVIEW_GRACE:
+        return None
+    return previous_month(month_of(fired, settings))
 
 
 def scheduled_key(month: date) -> str:
