@@ -374,6 +374,8 @@ def test_report_counts_every_state_and_exclusion_and_knows_its_campaigns(db: Wor
                       "deferred": 0, "failed": 1, "unknown": 0, "skipped": 0, "expired": 0,
                       "excluded": {"unsubscribed": 1},
                       "opens": {"mails": 0, "total": 0}, "clicks": {"mails": 0, "total": 0},
+                      "machine_opens": {"mails": 0, "total": 0},
+                      "machine_clicks": {"mails": 0, "total": 0},
                       "unsubscribes": 0,
                       "ratings": {"count": 0, "mean": None, "csat": None,
                                   "scores": {"1": 0, "2": 0, "3": 0, "4": 0, "5": 0},
