@@ -38,6 +38,7 @@ OWNERS = {
     "premailer": {"mail"},
     "cryptography": {"mail"},
     "babel": {"mail"},
+    "holidays": {"core/holidays"},  # the owner of holiday data
     "scipy": {"insight"},  # fitting the purchase models
     "numpy": {"insight"},
     "yaml": {"config"},

@@ -163,8 +163,8 @@ def test_a_loop_variable_is_unknown_outside_its_loop(ws: Workspace) -> None:
     code, output = lines(ws)
     assert code == 1
     assert output[0] == ("templates/win-back.html:9: unknown variable tag; the context has "
-                         "customer, stats, campaign, intro, coupon, referral, links, store, now, "
-                         "recommendations")
+                         "customer, stats, campaign, intro, coupon, referral, links, store, "
+                         "holiday, now, recommendations")
 
 
 # --- optional values printed without a default: warnings ------------------------------------
@@ -344,6 +344,11 @@ def test_a_full_context_has_every_name_and_field_of_the_schema() -> None:
              PREDICTIONS: {"p_alive": 0.5}}
     context = _context(everyone, stats, FULL_SETTINGS, FULL_CAMPAIGN)
     context["intro"] = "Hello"  # compose() adds it
+    # holiday.name comes with a holiday campaign, which has no promotion's fields
+    holiday = FULL_CAMPAIGN.split("starts:")[0].replace("promotion", "holiday")
+    context["holiday"] = _context(everyone, stats, FULL_SETTINGS,
+                                  holiday + "segment: s\ntemplate: t.html\nsubject: Hi\n"
+                                  "country: true\n")["holiday"]
     assert _keys(context) == _schema(optional=True)
 
 

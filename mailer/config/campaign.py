@@ -28,7 +28,8 @@ from mailer.core.suggest import did_you_mean
 if TYPE_CHECKING:
     from mailer.config.survey import Survey
 
-TRIGGERS = ("birthday", "schedule", "promotion", "once", "after_order", "stage_change")
+TRIGGERS = ("birthday", "schedule", "promotion", "once", "after_order", "stage_change",
+            "holiday")
 # The relationship stages a stage_change campaign names (mailer.config.settings.STAGE_NAMES).
 StageName = Literal["awareness", "exploration", "expansion", "commitment", "termination"]
 
@@ -60,11 +61,22 @@ TRIGGER_RULES = {
         "For each recorded change of stage to `to` (from `from`, when given) detected "
         "today or yesterday in the customer's zone, never a customer's first recording; "
         "the mail expires at the end of the day after the change's local day.")),
+    "holiday": TriggerRule((), ("send_at", "country", "dates", "only", "except",
+                                "days_before"), (
+        "`days_before` days ahead of each public holiday of the customer's country "
+        "(`country: true`; else mailer.yaml's `holidays.country`; neither: excluded as "
+        "`no_holidays`) that `only` / `except` let through, and of each of `dates`, in "
+        "the customer's zone from `send_at`; occurrence `holiday:<CC>:<YYYY-MM-DD>` (the "
+        "holiday's date; `ZZ` for a customer without a country), expiring at the end of "
+        "the local day it is due.")),
 }
 # Keys refused on the other triggers (any other trigger-specific key is read by its
 # own triggers only, and ignored elsewhere).
-ONLY_FOR = {"reminder": ("promotion",), "to": ("stage_change",), "from": ("stage_change",)}
-ATTRIBUTE = {"from": "from_"}  # keys that are Python keywords, and the field holding each
+ONLY_FOR = {"reminder": ("promotion",), "to": ("stage_change",), "from": ("stage_change",),
+            "country": ("holiday",), "dates": ("holiday",), "only": ("holiday",),
+            "except": ("holiday",), "days_before": ("holiday",)}
+# keys that are Python keywords, and the field holding each
+ATTRIBUTE = {"from": "from_", "except": "except_"}
 
 
 def _clock(value: object) -> time:
@@ -93,6 +105,19 @@ def _cron(value: object) -> str:
         raise InvalidValue(f"expected a cron line like \"0 9 1 * *\", got {value!r}")
     parse_cron(value)
     return " ".join(value.split())
+
+
+def _month_day(value: object) -> str:
+    """A fixed occasion "MM-DD" (02-29 counts on 28 February in other years)."""
+    text = value.strip() if isinstance(value, str) else ""
+    match = re.fullmatch(r"(\d{2})-(\d{2})", text)
+    if match is None or not 1 <= int(match.group(1)) <= 12 or \
+            not 1 <= int(match.group(2)) <= _DAYS_IN[int(match.group(1))]:
+        raise InvalidValue(f"expected a month and day like 12-24, got {value!r}")
+    return text
+
+
+_DAYS_IN = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def _share(value: object) -> float:
@@ -124,6 +149,9 @@ FILLED_SUBJECT: JsonSchema = {"anyOf": [
 ClockTime = Annotated[time, BeforeValidator(_clock), WithJsonSchema(CLOCK_SCHEMA)]
 Moment = Annotated[datetime, BeforeValidator(_moment), WithJsonSchema(MOMENT_SCHEMA)]
 Cron = Annotated[str, BeforeValidator(_cron), WithJsonSchema(CRON_SCHEMA)]
+MonthDay = Annotated[str, BeforeValidator(_month_day), WithJsonSchema({
+    "type": "string", "title": "month-day", "examples": ["12-24"],
+    "pattern": r"^\s*(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])\s*$"})]
 Share = Annotated[float, BeforeValidator(_share), WithJsonSchema(SHARE_SCHEMA)]
 Subjects = Annotated[tuple[str, ...], BeforeValidator(lambda v: (v,) if isinstance(v, str) else v),
                      WithJsonSchema(SUBJECT_SCHEMA)]
@@ -163,7 +191,7 @@ class Campaign(Spec):
     name: str = Field(min_length=1, description=(
         "The display name (`campaign.name` in templates); the file stem is the id."))
     trigger: Literal["birthday", "schedule", "promotion", "once", "after_order",
-                     "stage_change"] = Field(
+                     "stage_change", "holiday"] = Field(
         description="When the campaign's mails are due.")
     segment: str = Field(min_length=1, description=(
         "The segment (segments/NAME.yaml) the campaign mails."))
@@ -192,6 +220,18 @@ class Campaign(Spec):
         "The stage a customer's recorded change enters (`stages update` records changes)."))
     from_: StageName | None = Field(None, alias="from", description=(
         "Only changes out of this stage; unset: from any stage."))
+    country: bool | None = Field(None, description=(
+        "`true`: each public holiday of the customer's own country (ISO 3166 alpha-2 "
+        "`country`; else mailer.yaml's `holidays.country`), from the holidays package."))
+    dates: tuple[MonthDay, ...] | None = Field(None, description=(
+        "Fixed occasions as MM-DD, for every customer (02-29 on 28 February in other "
+        "years)."))
+    only: tuple[str, ...] | None = Field(None, description=(
+        "Only these holidays: the package's English names, matched case-insensitively."))
+    except_: tuple[str, ...] | None = Field(None, alias="except", description=(
+        "Not these holidays: the package's English names, matched case-insensitively."))
+    days_before: int | None = Field(None, ge=0, le=60, description=(
+        "Send this many days ahead of the holiday; unset: 0, on the day."))
     coupon: CouponSpec | None = Field(None, description=(
         "A unique coupon per mail (`coupon.code`, `coupon.value`, `coupon.expires_at`)."))
     reminder: Reminder | None = Field(None, description=(
@@ -229,6 +269,11 @@ class Campaign(Spec):
             if getattr(self, ATTRIBUTE.get(key, key)) is not None and \
                     self.trigger not in triggers:
                 raise InvalidValue(f"{key} works with {' and '.join(triggers)} campaigns only")
+        if self.trigger == "holiday" and not self.country and not self.dates:
+            raise InvalidValue("a holiday campaign needs country: true or dates")
+        if (self.only is not None or self.except_ is not None) and not self.country:
+            raise InvalidValue("only and except filter the country's holidays: give "
+                               "country: true")
         if self.to is not None and self.to == self.from_:
             raise InvalidValue("from and to name the same stage: a change leaves its stage")
         if self.winner is not None and len(self.subject) < 2:

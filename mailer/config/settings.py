@@ -24,6 +24,7 @@ from mailer.config.yamlsrc import YamlMap, iter_keys, load_yaml
 from mailer.core.addresses import parse_address
 from mailer.core.clock import format_duration, parse_duration, zone
 from mailer.core.errors import ConfigError, InvalidValue, Problem
+from mailer.core.suggest import did_you_mean
 
 SETTINGS_FILE = "mailer.yaml"
 DEFAULT_SMTP_URL = "smtp://127.0.0.1:1025"
@@ -306,6 +307,26 @@ class Review(Spec):
         return parse_address(value).email
 
 
+class HolidaySettings(Spec):
+    country: str = Field(json_schema_extra={"pattern": "^[A-Za-z]{2}$", "examples": ["DE"]},
+                         description=(
+        "The ISO 3166 alpha-2 country whose public holidays a `holiday` campaign uses for "
+        "customers without a country of their own (or with one the holidays package does "
+        "not know)."))
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str) -> str:
+        from mailer.core.holidays import COUNTRIES, country_code
+
+        code = country_code(value)
+        if code is None:
+            raise InvalidValue(f"expected a country code the holidays package knows, like "
+                               f"DE, got {value!r}" + did_you_mean(value.upper(),
+                                                                    sorted(COUNTRIES)))
+        return code
+
+
 class Settings(Spec):
     store: Store = Field(description="The shop the mails come from.")
     sender: Sender = Field(description="The addresses mails are sent from and answered to.")
@@ -323,6 +344,9 @@ class Settings(Spec):
     review: Review | None = Field(None, description=(
         "Send the previous month's review (`mailer review`) as a notice on a schedule; "
         "unset: only on demand."))
+    holidays: HolidaySettings | None = Field(None, description=(
+        "The workspace's holiday calendar (`trigger: holiday`); unset: customers without a "
+        "country have none."))
     database: str | None = Field(None, description=(
         "The database URL without a password (a SQLite path is relative to the workspace); "
         "MAILER_DATABASE_URL wins. Unset: mailer.db in the workspace."))

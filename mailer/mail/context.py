@@ -13,9 +13,10 @@ works) and never as None.
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -77,6 +78,7 @@ CONTEXT_SCHEMA: Mapping[str, ContextName] = {
     "store": ContextName(ALWAYS, {
         "name": ALWAYS, "address": ALWAYS, "currency": ALWAYS, "locale": ALWAYS,
         "url": CAMPAIGN}),
+    "holiday": ContextName(ALWAYS, {"name": CAMPAIGN}),  # a holiday campaign's occasion
     "now": ContextName(ALWAYS),
     # "you may like", best first: [] for a reader without any (`mailer recommend`)
     "recommendations": ContextName(ALWAYS),
@@ -216,9 +218,11 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
                   slug: str, campaign: Campaign, now: datetime, key: str,
                   message: str, coupon_code: str | None = None,
                   coupon_expires_at: datetime | None = None,
-                  survey: Survey | None = None) -> dict[str, Any]:
+                  survey: Survey | None = None, occurrence: str = "") -> dict[str, Any]:
     """The context of §4.4 for one recipient (pure). SURVEY is the one the campaign
-    version froze (Version.survey): its first question's scale makes `links.survey`."""
+    version froze (Version.survey): its first question's scale makes `links.survey`.
+    OCCURRENCE (`holiday:DE:2026-12-25`) names a holiday campaign's occasion; without
+    one, the customer's next occasion from now is the one (a preview)."""
     tz = zone(customer.timezone or settings.timezone)
     workspace_tz = zone(settings.timezone)
     person: dict[str, Any] = {"id": customer.store_id, "email": customer.email,
@@ -257,6 +261,7 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
         "now": now,
         "coupon": {},
         "referral": {},
+        "holiday": {},
         "recommendations": recommendations,
     }
     if campaign.coupon is not None:
@@ -270,6 +275,43 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
         if settings.store.referral_url:
             referral["url"] = settings.store.referral_url.replace("{code}", code)
         context["referral"] = referral
+    if campaign.trigger == "holiday":
+        context["holiday"] = {"name": holiday_of(customer, settings, campaign, now,
+                                                 occurrence)}
     return context
+
+
+def holiday_of(customer: Profile, settings: Settings, campaign: Campaign, now: datetime,
+               occurrence: str) -> str:
+    """The name of a holiday campaign's occasion in the customer's language (where the
+    holidays package has it): OCCURRENCE's country and date, else the customer's first
+    occasion on or after their local today + days_before; "" for a fixed date that is no
+    public holiday there."""
+    from mailer.core.holidays import country_code, holiday_name, holidays_on
+
+    language = customer.locale or settings.store.locale
+    kind, _, rest = occurrence.partition(":")
+    code, _, day_text = rest.partition(":")
+    if kind == "holiday" and day_text:
+        return holiday_name(code, date.fromisoformat(day_text), language)
+    workspace = settings.holidays.country if settings.holidays is not None else None
+    country = country_code(customer.country) or workspace
+    tz = zone(customer.timezone or settings.timezone)
+    first = now.astimezone(tz).date() + timedelta(days=campaign.days_before or 0)
+    for ahead in range(367):
+        day = first + timedelta(days=ahead)
+        if campaign.country and country is not None and holidays_on(
+                day, only=campaign.only or (), except_=campaign.except_ or (),
+                countries=(country,)):
+            return holiday_name(country, day, language)
+        if campaign.dates and any(k in campaign.dates for k in _month_days(day)):
+            return holiday_name(country, day, language) if country else ""
+    return ""
+
+
+def _month_days(day: date) -> tuple[str, ...]:
+    """The "MM-DD" keys DAY celebrates: 02-29 on 28 February in other years."""
+    leapless = (day.month, day.day) == (2, 28) and not calendar.isleap(day.year)
+    return (f"{day:%m-%d}", "02-29") if leapless else (f"{day:%m-%d}",)
 
 

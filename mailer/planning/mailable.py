@@ -111,7 +111,7 @@ def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: 
                               caps=caps, tz=zone(person.timezone or settings.timezone),
                               quiet=settings.policy.quiet_hours, expires=candidate.expires,
                               reminder=candidate.occurrence == "reminder")
-            reason = decision.reason
+            reason = candidate.reason or decision.reason  # no_holidays comes decided
             if reason is None and winner is not None and candidate.occurrence != "reminder":
                 if candidate.occurrence not in winners:
                     winners[candidate.occurrence] = ab_winner(engine, slug,

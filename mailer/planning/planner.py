@@ -17,7 +17,7 @@ import secrets
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -26,6 +26,8 @@ from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Cap, Settings
 from mailer.core.addresses import has_control_character
 from mailer.core.clock import as_local, zone
+from mailer.core.folding import fold
+from mailer.core.holidays import COUNTRIES, UNKNOWN, holidays_on
 from mailer.mail.message import new_message_id
 from mailer.mail.version import first_intro
 from mailer.planning.frozen import FrozenStore
@@ -33,6 +35,9 @@ from mailer.planning.policy import Facts, decide, in_test_group, winning_variant
 from mailer.planning.triggers import (
     after_order_window,
     birthday_keys,
+    holiday_date,
+    holiday_occurrence,
+    is_fixed_occasion,
     local_day,
     once_due,
     parse_cron,
@@ -44,10 +49,12 @@ from mailer.planning.triggers import (
 from mailer.segments.compiler import (
     CUSTOMERS,
     CandidateQuery,
+    CompiledSegment,
     Scope,
     after_order_members,
     birthday_members,
     due_members,
+    holiday_members,
     in_plan_order,
     members_query,
 )
@@ -75,6 +82,7 @@ class Candidate:
     customer_id: int
     occurrence: str
     expires: datetime
+    reason: str = ""  # set: excluded before any fact is read (no_holidays)
 
 
 @dataclass(frozen=True)
@@ -157,11 +165,12 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
     the segment is compiled only for a query that runs (most sweeps run none)."""
     now, tz = scope.now, zone(settings.timezone)
     segment = cache(lambda: compiled(specs, campaign.segment, scope))
-    queries: list[tuple[CandidateQuery, datetime]] = []  # (customer id, occurrence), expiry
+    # (customer id, occurrence), expiry, the reason all its rows are excluded ("": none)
+    queries: list[tuple[CandidateQuery, datetime] | tuple[CandidateQuery, datetime, str]] = []
     trigger = campaign.trigger
     zones = (frozen.zones if frozen is not None else
              sorted(time_zones(engine) | {settings.timezone})) \
-        if trigger in ("birthday", "after_order", "stage_change") else []
+        if trigger in ("birthday", "after_order", "stage_change", "holiday") else []
     if trigger == "schedule" and campaign.schedule:
         due = schedule_due(parse_cron(campaign.schedule), campaign.grace, now, tz)
         if due is not None:
@@ -200,6 +209,15 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
                     continue
                 queries.append((after_order_members(segment(), name, settings.timezone,
                                                     start, end), day.end))
+    elif trigger == "holiday":
+        # one query for the zones sharing a local day and its end (most of a sweep's)
+        days: dict[tuple[date, datetime], list[str]] = {}
+        for name in zones:
+            day = local_day(name, campaign.send_time, now)
+            if day is not None:
+                days.setdefault((day.day, day.end), []).append(name)
+        for (today, end), names in sorted(days.items()):
+            queries += holiday_queries(segment, campaign, settings, names, today, end)
     elif trigger == "stage_change" and campaign.to is not None:
         members = cache(lambda: members_query(segment(), CUSTOMERS.c.id))
         for name in zones:
@@ -211,9 +229,44 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
                                              zone_name=name, default_zone=settings.timezone,
                                              start=change.start, end=change.end, now=now,
                                              occurrence=change.occurrence), change.expires))
-    for query, expires in queries:
+    for query, expires, *excluded in queries:
+        reason = excluded[0] if excluded else ""
         for page in candidate_pages(engine, in_plan_order(query), BATCH):
-            yield [Candidate(customer_id, occurrence, expires) for customer_id, occurrence in page]
+            yield [Candidate(customer_id, occurrence, expires, reason)
+                   for customer_id, occurrence in page]
+
+
+_KNOWN = tuple(sorted(fold(code) for code in COUNTRIES))  # as the folded column holds them
+
+
+def holiday_queries(compiled: Callable[[], CompiledSegment], campaign: Campaign, settings: Settings,
+                    zone_names: list[str], today: date, expires: datetime,
+                    ) -> list[tuple[CandidateQuery, datetime, str]]:
+    """`holiday` in the zones whose local day is TODAY and ends at EXPIRES: the members
+    with an occasion `days_before` ahead (their country's public holiday, else the
+    workspace's, or a fixed date), and, with `country: true`, those without any calendar
+    (`no_holidays`)."""
+    holiday = holiday_date(today, campaign.days_before or 0)
+    fixed = is_fixed_occasion(holiday, campaign.dates)
+    workspace = settings.holidays.country if settings.holidays is not None else None
+    found = holidays_on(holiday, only=campaign.only or (), except_=campaign.except_ or ()) \
+        if campaign.country and not fixed else {}
+    countries = _KNOWN if fixed else tuple(sorted(fold(code) for code in found))
+    others = None
+    if fixed or (workspace is not None and workspace in found):
+        others = holiday_occurrence(workspace or UNKNOWN, holiday)
+    queries = [] if not countries and others is None else [
+        (holiday_members(compiled(), zone_names, settings.timezone, known=_KNOWN,
+                         countries=countries, holiday=holiday, others=others), expires, "")]
+    if campaign.country and workspace is None and not fixed:
+        queries.append((holiday_members(compiled(), zone_names, settings.timezone,
+                                        known=_KNOWN, countries=(), holiday=holiday,
+                                        others=holiday_occurrence(UNKNOWN, holiday)),
+                        expires, NO_HOLIDAYS))
+    return queries
+
+
+NO_HOLIDAYS = "no_holidays"
 
 
 # --- the facts about a batch -----------------------------------------------------------------
@@ -348,6 +401,10 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
             rows = []
             for candidate in batch:
                 person = people[candidate.customer_id]
+                if candidate.reason:
+                    result.add(Excluded(candidate.customer_id, person.store_id, person.email,
+                                        candidate.occurrence, candidate.reason))
+                    continue
                 tz = zone(person.timezone or settings.timezone)
                 decision = decide(facts[(candidate.customer_id, candidate.occurrence)],
                                   now=now, caps=caps, tz=tz,

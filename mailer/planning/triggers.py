@@ -249,6 +249,25 @@ def birthday_occurrence(day: LocalDay) -> Due:
     return Due(f"birthday:{day.day.year}", day.end)
 
 
+def holiday_date(today: date, days_before: int) -> date:
+    """`holiday`: the holiday a mail due on the local day TODAY greets (DAYS_BEFORE
+    ahead)."""
+    return today + timedelta(days=days_before)
+
+
+def holiday_occurrence(country: str, holiday: date) -> str:
+    """`holiday:<CC>:<YYYY-MM-DD>`: the country and the holiday's date, never its name
+    (names change between releases of the holidays package); expires with day.end.
+    mailer.segments.compiler.holiday_members writes the same key in SQL."""
+    return f"holiday:{country}:{holiday.isoformat()}"
+
+
+def is_fixed_occasion(holiday: date, dates: tuple[str, ...] | None) -> bool:
+    """Whether HOLIDAY is one of a holiday campaign's `dates` ("MM-DD"; 02-29 counts on
+    28 February in other years, as birthdays do)."""
+    return bool(dates) and any(key in (dates or ()) for key in birthday_keys(holiday))
+
+
 def after_order_window(day: LocalDay, after: timedelta) -> tuple[datetime, datetime]:
     """`after_order`: orders whose placed_at + after falls on this local day."""
     return day.start - after, day.end - after
@@ -272,7 +291,7 @@ def due_now(campaign: Campaign, now: datetime, tz: ZoneInfo, zones: list[str]) -
             return True
         return campaign.reminder is not None and reminder_due(
             ends, campaign.reminder.before_end, now) is not None
-    if campaign.trigger in ("birthday", "after_order"):
+    if campaign.trigger in ("birthday", "after_order", "holiday"):
         return any(local_day(name, campaign.send_time, now) is not None for name in zones)
     # A recorded change may come with any `stages update`: always live.
     return campaign.trigger == "stage_change"

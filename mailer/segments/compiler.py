@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from functools import cache
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -770,6 +771,41 @@ def birthday_members(compiled: CompiledSegment, zone_name: str, default_zone: st
             .where(CUSTOMERS.c.id.in_(_living_in(zone_name, default_zone)),
                    CUSTOMERS.c.birth_md.in_(birthdays))
             .add_columns(literal(occurrence)))
+
+
+def holiday_members(compiled: CompiledSegment, zone_names: list[str], default_zone: str, *,
+                    known: tuple[str, ...], countries: tuple[str, ...], holiday: date,
+                    others: str | None) -> CandidateQuery:
+    """The members living in ZONE_NAMES who have an occasion on HOLIDAY: those whose
+    folded country is among COUNTRIES get `holiday:<CC>:<date>`; the rest (no country,
+    or one not among KNOWN, the folded codes of the holidays package) get OTHERS, or
+    are left out when it is None."""
+    country = CUSTOMERS.c.country_folded
+    unknown = _unknown_country(known)
+    branches: list[tuple[ColumnElement[bool], Any]] = []
+    if countries:
+        # folded codes are two ASCII letters: upper() agrees on both databases
+        branches.append((country.in_(countries), literal("holiday:") + func.upper(country)
+                         + literal(f":{holiday.isoformat()}")))
+    if others is not None:
+        branches.append((unknown, literal(others)))
+    if not branches:
+        return members_query(compiled, CUSTOMERS.c.id).where(false()) \
+            .add_columns(literal(""))
+    occurrence = case(*branches, else_=None)
+    return (members_query(compiled, CUSTOMERS.c.id)
+            .where(CUSTOMERS.c.id.in_(
+                select(Customer.id).where(func.coalesce(Customer.timezone, default_zone)
+                                          .in_(zone_names))),
+                   occurrence.is_not(None))
+            .add_columns(occurrence))
+
+
+@cache
+def _unknown_country(known: tuple[str, ...]) -> ColumnElement[bool]:
+    """No country, or one not among KNOWN: built once, a sweep builds many queries."""
+    country = CUSTOMERS.c.country_folded
+    return or_(country.is_(None), country.not_in(known))
 
 
 def after_order_members(compiled: CompiledSegment, zone_name: str, default_zone: str,
