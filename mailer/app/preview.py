@@ -197,7 +197,7 @@ def _message(person: Profile, stats: dict[str, Any] | None, version: Version, *,
     the customer, or to RECIPIENT (a test send), the subject after PREFIX."""
     context = build_context(person, stats, settings=settings, slug=version.slug,
                             campaign=version.spec, now=now, key=PREVIEW_KEY, message="preview",
-                            survey=version.survey)
+                            survey=version.survey, occurrence=occurrence)
     mail = compose(version, context, variant=variant, member_of=member_of,
                    occurrence=occurrence)
     name = " ".join(p for p in (person.first_name, person.last_name) if p)
@@ -254,7 +254,8 @@ def subjects(engine: Engine, version: Version, *, settings: Settings, now: datet
         for customer_id, variant, occurrence in batch:
             context = build_context(people[customer_id], stats.get(customer_id),
                                     settings=settings, slug=version.slug, campaign=version.spec,
-                                    now=now, key=PREVIEW_KEY, message="plan")
+                                    now=now, key=PREVIEW_KEY, message="plan",
+                                    occurrence=occurrence)
             found[(customer_id, occurrence)] = compile_subject_only(version, context, variant,
                                                                     occurrence)
     return found

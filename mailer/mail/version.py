@@ -204,7 +204,8 @@ def compose_row(version: Version, row: Row, person: Profile, stats: dict[str, An
     context = build_context(
         person, stats, settings=settings, slug=row.campaign, campaign=version.spec, now=now,
         key=key, message=str(row.id), coupon_code=coupon[0] if coupon else None,
-        coupon_expires_at=coupon[1] if coupon else None, survey=version.survey)
+        coupon_expires_at=coupon[1] if coupon else None, survey=version.survey,
+        occurrence=row.occurrence)
     mail = compose(version, context, variant=row.subject_variant, occurrence=row.occurrence,
                    member_of={row.intro} if row.intro else set())
     return mail, context
