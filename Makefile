@@ -34,10 +34,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check mailer tests bench scripts
 	$(BIN)/mypy mailer
 
-# pytest exits 5 when it collected no test: that is a failure here, not a pass. One
-# worker per core (xdist); each has its own PostgreSQL scratch database.
+# pytest exits 5 when it collected no test: that is a failure here, not a pass. Two
+# workers per core (xdist; each has its own PostgreSQL scratch database): a third of the
+# suite's time is spent waiting on daemons, servers and subprocesses, not computing.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 test: lint
-	$(BIN)/pytest -n auto; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
+	$(BIN)/pytest -n $(TEST_WORKERS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
 
 # The pure unit tests only (tests/conftest.py marks them): no database, server or
 # subprocess, for the edit loop. `make test` stays the CI command and runs everything.
