@@ -289,21 +289,11 @@ def _is_integration(item: pytest.Function) -> bool:
     return any(_reaches_integration(f, seen) for f in [item.obj, *fixtures])
 
 
-# Modules whose tests each take seconds (daemons, browsers, crash runs, the README tour):
-# run first, so that xdist's workers do not end the suite waiting on one of them.
-SLOW_MODULES = ("test_first_hour", "test_daemon", "test_review", "test_crash",
-                "test_status_daemon", "test_browser_view", "test_stage_change", "test_serve",
-                "test_machine_events", "test_charts")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test by what it uses, in this one place: `make test-fast` runs `-m unit`;
-    the slow modules go first (a stable sort keeps each module's own order)."""
+    """Mark every test by what it uses, in this one place: `make test-fast` runs `-m unit`."""
     for item in items:
         integration = not isinstance(item, pytest.Function) or _is_integration(item)
         item.add_marker(pytest.mark.integration if integration else pytest.mark.unit)
-    items.sort(key=lambda item: item.module.__name__.rsplit(".", 1)[-1] not in SLOW_MODULES
-               if isinstance(item, pytest.Function) else True)
 
 
 def _refuse(what: str) -> Callable[..., NoReturn]:
