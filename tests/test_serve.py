@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -73,10 +74,17 @@ class Service:
 
 @pytest.fixture
 def service(db: Workspace) -> Iterator[Service]:
+    shop(db, ADDRESSES)
+    with serving(db, MAILER_SECRET_KEY_OLD="an-older-key") as served:
+        yield served
+
+
+@contextmanager
+def serving(db: Workspace, **env_extra: str) -> Iterator[Service]:
+    """`mailer serve --port 0` on DB's workspace with the test key, until the block ends."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     env.update(db.env)
-    env.update({"MAILER_SECRET_KEY": KEY, "MAILER_SECRET_KEY_OLD": "an-older-key"})
-    shop(db, ADDRESSES)
+    env.update({"MAILER_SECRET_KEY": KEY, **env_extra})
     process = subprocess.Popen([sys.executable, "-m", "mailer.cli", "--workspace",
                                 str(db.root), "serve", "--port", "0"], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -84,9 +92,11 @@ def service(db: Workspace) -> Iterator[Service]:
     first = process.stdout.readline()
     assert first.startswith("listening on 127.0.0.1:"), process.stderr.read() if \
         process.stderr else first
-    yield Service(process, int(first.rsplit(":", 1)[1]))
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        yield Service(process, int(first.rsplit(":", 1)[1]))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def sent_mail(db: Workspace) -> dict[str, EmailMessage]:

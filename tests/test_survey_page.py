@@ -6,10 +6,7 @@ already sent; against the real service in a subprocess and mails that went throu
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import urllib.parse
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -21,7 +18,7 @@ from mailer.mail.links import Claims, sign, verify
 from tests.conftest import SETTINGS, Workspace
 from tests.smtp_server import FaultServer
 from tests.test_delivery import KEY, send
-from tests.test_serve import Service, hrefs
+from tests.test_serve import Service, hrefs, serving
 
 BASE = "https://mail.shop.example"
 SURVEY = """\
@@ -70,19 +67,8 @@ def survey_links(mail: EmailMessage) -> list[str]:
 def served(db: Workspace) -> Iterator[tuple[Service, dict[str, EmailMessage]]]:
     shop(db)
     mails = sent(db)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    env.update(db.env)
-    env["MAILER_SECRET_KEY"] = KEY
-    process = subprocess.Popen([sys.executable, "-m", "mailer.cli", "--workspace",
-                                str(db.root), "serve", "--port", "0"], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    assert first.startswith("listening on 127.0.0.1:"), process.stderr.read() if \
-        process.stderr else first
-    yield Service(process, int(first.rsplit(":", 1)[1])), mails
-    process.terminate()
-    process.wait(timeout=10)
+    with serving(db) as service:
+        yield service, mails
 
 
 def answers(db: Workspace) -> list[tuple[Any, ...]]:
