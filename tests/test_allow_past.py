@@ -29,7 +29,7 @@ def shop(db: Workspace, server: FaultServer) -> Workspace:
                                      "subject: Daily note\n")
     db.write("customers.csv", "id,email\nC1,c1@example.com\nC2,c2@example.com\n")
     assert db.run("import", "customers", "customers.csv", "--now", "2026-01-01").code == 0
-    db.env.update({"MAILER_SMTP_URL": server.url + "?timeout=1", "MAILER_SECRET_KEY": KEY})
+    db.env.update({"MAILER_SMTP_URL": server.url + "?timeout=10", "MAILER_SECRET_KEY": KEY})
     return db
 
 

@@ -53,7 +53,7 @@ def store(db: Workspace, customers: list[tuple[str, str, str, str]], *,
 
 
 def once(db: Workspace, server: FaultServer, now: str, *args: str) -> dict[str, Any]:
-    db.env.update({"MAILER_SMTP_URL": server.url + "?timeout=2", "MAILER_SECRET_KEY": KEY})
+    db.env.update({"MAILER_SMTP_URL": server.url + "?timeout=10", "MAILER_SECRET_KEY": KEY})
     result = db.run("run", "--once", "--now", now, "--json", *args)
     assert result.code == 0, result.stdout + result.stderr
     campaigns: dict[str, Any] = result.json()["campaigns"]

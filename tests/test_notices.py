@@ -36,7 +36,7 @@ def _queue(db: Workspace, key: str, to: str, *, now: datetime = NOW) -> bool:
 
 
 def _deliver(db: Workspace, server: FaultServer, now: datetime) -> None:
-    db.env.update({"MAILER_SMTP_URL": server.url + "?timeout=2", "MAILER_SECRET_KEY": KEY})
+    db.env.update({"MAILER_SMTP_URL": server.url + "?timeout=10", "MAILER_SECRET_KEY": KEY})
     result = db.run("run", "--once", "--now", now.strftime("%Y-%m-%dT%H:%M:%SZ"), "--json")
     assert result.code == 0, result.stdout + result.stderr
 
@@ -109,8 +109,8 @@ def test_two_senders_at_once_never_send_one_notice_twice(db: Workspace) -> None:
             finally:
                 for sender in senders:
                     await sender.transport.close()
-            # both took part, and between them every notice went once
-            assert all(sender.tally["sent"] for sender in senders)
+            # between them every notice went once (which sender claims which is the
+            # scheduler's and the database's choice: on SQLite one may find all claimed)
             assert sum(sender.tally["sent"] for sender in senders) == 40
 
         try:
@@ -267,7 +267,7 @@ def test_a_notice_that_cannot_be_built_fails_and_campaign_mail_still_goes(
     assert _queue(db, "alert:good", "care@shop.example",
                   now=datetime(2026, 11, 10, 9, 0, tzinfo=UTC))
     with FaultServer() as server:
-        db.env.update({"MAILER_SMTP_URL": server.url + "?timeout=2", "MAILER_SECRET_KEY": KEY})
+        db.env.update({"MAILER_SMTP_URL": server.url + "?timeout=10", "MAILER_SECRET_KEY": KEY})
         sent = db.run("send", "note", "--now", "2026-11-10T10:00", "--json")
         assert sent.code == 0, sent.stdout + sent.stderr
         assert sent.json()["sent"] == 1

@@ -25,7 +25,7 @@ NOW_UTC = datetime(2026, 11, 23, 9, tzinfo=UTC)  # NOW, 10:00 in Berlin
 def _transport_send(server: FaultServer, recipient: str, *, sender: str = "hello@shop.example",
                     begin: Callable[[], bool] | None = None) -> Outcome:
     async def attempt() -> Outcome:
-        transport = SmtpTransport(parse_smtp_url(server.url + "?timeout=2"), 1)
+        transport = SmtpTransport(parse_smtp_url(server.url + "?timeout=10"), 1)
         try:
             message = b"Subject: x\r\n\r\nx\r\n"
             if begin is None:
@@ -122,7 +122,7 @@ def test_any_exception_while_building_one_mail_fails_that_row_as_a_render_error(
     engine = db.engine()
     try:
         with FaultServer() as server:
-            transport = SmtpTransport(parse_smtp_url(server.url + "?timeout=2"), 2)
+            transport = SmtpTransport(parse_smtp_url(server.url + "?timeout=10"), 2)
             delivery = SendingLoop(engine, transport, Renderer(engine, KEY, sign), new_owner(),
                                 Clock(NOW_UTC), concurrency=2,
                                 limit=rate_limit(engine, 100))
@@ -266,7 +266,7 @@ def test_a_template_bomb_in_every_row_neither_blocks_the_loop_nor_holds_the_stop
         with FaultServer() as server:
             async def deliver() -> float:
                 stop = asyncio.Event()
-                transport = SmtpTransport(parse_smtp_url(server.url + "?timeout=2"), 4)
+                transport = SmtpTransport(parse_smtp_url(server.url + "?timeout=10"), 4)
                 delivery = SendingLoop(engine, _StopAtFirstSent(transport, stop),
                                     Renderer(engine, KEY), new_owner(), Clock(NOW_UTC),
                                     concurrency=4, limit=rate_limit(engine, 100))
