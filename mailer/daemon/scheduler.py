@@ -53,8 +53,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from mailer.app.predict import predict
-from mailer.app.recommend import recommend
 from mailer.app.review.send import due_review, queue_review, scheduled_key
 from mailer.app.send import compile_versions, plan_now
 from mailer.app.stages import update as update_stages
@@ -372,6 +370,11 @@ class Daemon:
         fit is REFIT_AFTER old (or newer than the clock: it described another moment),
         one line each with what came of it. The fit is recorded last, so a failed one
         has both run again at the next hourly look."""
+        # imported here: the models pull in scipy (~0.8 s), which `run --once` and a
+        # daemon's start never need
+        from mailer.app.predict import predict
+        from mailer.app.recommend import recommend
+
         now = self.clock.now()
         try:
             fit = await asyncio.to_thread(latest_fit, self.engine)
