@@ -370,11 +370,6 @@ class Daemon:
         fit is REFIT_AFTER old (or newer than the clock: it described another moment),
         one line each with what came of it. The fit is recorded last, so a failed one
         has both run again at the next hourly look."""
-        # imported here: the models pull in scipy (~0.8 s), which `run --once` and a
-        # daemon's start never need
-        from mailer.app.predict import predict
-        from mailer.app.recommend import recommend
-
         now = self.clock.now()
         try:
             fit = await asyncio.to_thread(latest_fit, self.engine)
@@ -384,14 +379,14 @@ class Daemon:
             log.exception("daily recommend and predict skipped; the next hourly look retries")
             return
         try:
-            done = await asyncio.to_thread(recommend, self.engine, now)
+            done = await asyncio.to_thread(_recommend, self.engine, now)
             log.info("recommend now=%s customers=%d recommendations=%d", done["now"],
                      done["customers"], done["recommendations"],
                      extra={"fields": {"event": "recommend", **done}})
         except Exception:
             log.exception("recommend failed; it runs again with tomorrow's fit")
         try:
-            found = await asyncio.to_thread(predict, self.engine, self.loaded.settings, now)
+            found = await asyncio.to_thread(_predict, self.engine, self.loaded.settings, now)
             outcome = (f"fitted customers={found['customers']} "
                        f"repeat_buyers={found['repeat_buyers']}"
                        if found["fitted"] else f"not fitted: {found['reason']}")
@@ -545,6 +540,21 @@ class Daemon:
         if stopped_at is not None:
             values["stopped_at"] = stopped_at
         write_state(self.engine, values, started=self._started)
+
+
+# The purchase models pull in scipy (~0.8 s of imports), which `run --once` and a daemon's
+# start never need: imported on first use, in the worker thread, never on the event loop
+# (where it held up the other jobs).
+def _predict(engine: Engine, settings: Settings, now: datetime) -> dict[str, Any]:
+    from mailer.app.predict import predict
+
+    return predict(engine, settings, now)
+
+
+def _recommend(engine: Engine, now: datetime) -> dict[str, Any]:
+    from mailer.app.recommend import recommend
+
+    return recommend(engine, now)
 
 
 def find_next_due(engine: Engine, loaded: Loaded, now: datetime) -> NextDue | None:
