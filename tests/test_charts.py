@@ -152,32 +152,47 @@ def test_the_forecast_chart_has_dates_axes_a_title_and_only_campaigns_with_mails
     shop = demo_shop(built_shop, tmp_path)
     chart = tmp_path / "forecast.html"
     document = forecast(shop, chart, "--days", "5", "--from", NOW)
-    shown = with_mails(document)
+    topics = {slug: TOPICS.get(slug, "general") for slug in document["days"][0]["campaigns"]}
+    # a topic's campaigns stack together, in the legend and the table too
+    shown = sorted(with_mails(document), key=lambda slug: (topics[slug], slug))
     assert "dormant" in document["days"][0]["campaigns"] and "dormant" not in shown
     assert {"black-friday", "birthday"} <= set(shown)
+    for day in document["days"]:  # the JSON's topics are the campaigns' sums
+        assert day["topics"] == {topic: sum(n for slug, n in day["campaigns"].items()
+                                            if topics[slug] == topic)
+                                 for topic in sorted(set(topics.values()))}
     page = chart.read_text(encoding="utf-8")
     assert "<h1>Forecast from 2026-11-23 to 2026-11-27</h1>" in page
     texts = svg_texts(page)
-    assert "Mails per day by campaign, Mon 23 Nov 2026 to Fri 27 Nov 2026" in texts
-    assert {"mails", "day", "campaign", "Mon 23 Nov", "Fri 27 Nov"} <= set(texts)
-    assert [text for _, text in legend(page)] == shown  # the text legend
-    assert [text for text in texts if text in document["days"][0]["campaigns"]] == shown
+    assert "Mails per day by campaign and topic, Mon 23 Nov 2026 to Fri 27 Nov 2026" in texts
+    assert {"mails", "day", "campaign · topic", "Mon 23 Nov", "Fri 27 Nov"} <= set(texts)
+    labels = [f"{slug} · {topics[slug]}" for slug in shown]
+    assert "black-friday · promotions" in labels and "birthday · general" in labels
+    assert [text for _, text in legend(page)] == labels  # the text legend
+    assert [text for text in texts if text in labels] == labels
     assert "dormant" not in page
-    for colour, slug in legend(page):
+    for (colour, _), slug in zip(legend(page), shown, strict=True):
         assert colour == campaign_colour(slug)
         assert fill(page, f"bar-{slug}-2026-11-27") == colour
     # two ids that hash to one colour: the later one's bars (and swatch) are hatched
     assert campaign_colour("birthday") == campaign_colour("black-friday")
     assert raw_fill(page, "bar-birthday-2026-11-23").startswith("#")
     assert raw_fill(page, "bar-black-friday-2026-11-27").startswith("url(#")
-    assert 'repeating-linear-gradient' in page.split("black-friday</li>")[0].split("<li>")[-1]
-    # the numbers as a table: a row per day, its total last
+    assert 'repeating-linear-gradient' in page.split("black-friday · promotions</li>")[0] \
+        .split("<li>")[-1]
+    # the numbers as a table: a row per day, each shown topic's total, the day's total last
+    shown_topics = sorted({topics[slug] for slug in shown})
+    assert "".join(f"<th>topic {name}</th>" for name in shown_topics) + "<th>all</th>" in page
     for day in document["days"]:
         total = sum(day["campaigns"].values())
         when = datetime.fromisoformat(day["date"])
-        row = [f"{when:%a %d %b %Y}", *(str(day["campaigns"][s]) for s in shown), str(total)]
+        row = [f"{when:%a %d %b %Y}", *(str(day["campaigns"][s]) for s in shown),
+               *(str(day["topics"][name]) for name in shown_topics), str(total)]
         assert "<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" in page
     look_at(chart, "chart-forecast.png")
+
+
+TOPICS = {"black-friday": "promotions", "feedback": "feedback", "newsletter": "newsletter"}
 
 
 def test_the_forecast_chart_as_png_and_svg(built_shop: Path, tmp_path: Path) -> None:
@@ -194,8 +209,9 @@ def test_the_forecast_chart_as_png_and_svg(built_shop: Path, tmp_path: Path) -> 
     text = drawn.read_text(encoding="utf-8")
     assert text.startswith("<?xml") and "<svg" in text and "<html" not in text
     texts = svg_texts(text)
-    assert "Mails per day by campaign, Fri 27 Nov 2026 to Fri 27 Nov 2026" in texts
-    assert set(with_mails(document)) <= set(texts) and "dormant" not in texts
+    assert "Mails per day by campaign and topic, Fri 27 Nov 2026 to Fri 27 Nov 2026" in texts
+    assert {f"{slug} · {TOPICS.get(slug, 'general')}" for slug in with_mails(document)} \
+        <= set(texts) and "dormant" not in texts
     assert "dormant" not in text
 
 

@@ -65,37 +65,50 @@ def short_subject(subject: str, length: int = SUBJECT_LENGTH) -> str:
 
 
 def forecast_chart(forecast: Forecast, path: Path) -> None:
-    """Mails per day, stacked by campaign, to PATH (.png, .svg or .html). The legend lists
-    the campaigns with at least one mail in these days."""
+    """Mails per day, stacked by campaign and grouped by topic, to PATH (.png, .svg or
+    .html). The legend lists the campaigns with at least one mail in these days, each
+    with its topic; the table adds each topic's total per day."""
     days = forecast.days
     per_day = [forecast.mails.get(day, Counter()) for day in days]
-    campaigns = sorted(slug for slug in {s for counted in per_day for s in counted}
-                       if sum(counted[slug] for counted in per_day))
+
+    def topic(slug: str) -> str:
+        return forecast.topics.get(slug, "general")
+
+    # a topic's campaigns stack together, so a day's promotions read as one block
+    campaigns = sorted((slug for slug in {s for counted in per_day for s in counted}
+                        if sum(counted[slug] for counted in per_day)),
+                       key=lambda slug: (topic(slug), slug))
+    topics = sorted({topic(slug) for slug in campaigns})
+    labels = {slug: f"{slug} · {topic(slug)}" for slug in campaigns}
     styles = _campaign_styles(campaigns)
-    title = f"Mails per day by campaign, {days[0]:%a %d %b %Y} to {days[-1]:%a %d %b %Y}"
+    title = (f"Mails per day by campaign and topic, {days[0]:%a %d %b %Y} to "
+             f"{days[-1]:%a %d %b %Y}")
     figure = _figure()
     axes = figure.add_subplot()
-    _draw_days(axes, days, per_day, campaigns, styles)
+    _draw_days(axes, days, per_day, campaigns, styles, labels)
     axes.set_title(_text(title))
     if campaigns:
-        figure.legend(loc="outside right upper", title="campaign")
+        figure.legend(loc="outside right upper", title="campaign · topic")
     caps = ", ".join(f"{label}: {len(ids)} customers" for label, ids in
                      sorted(forecast.caps_hit.items())) or "none"
     rows = [[f"{day:%a %d %b %Y}", *(str(counted[slug]) for slug in campaigns),
+             *(str(sum(counted[slug] for slug in campaigns if topic(slug) == name))
+               for name in topics),
              str(sum(counted[slug] for slug in campaigns))]
             for day, counted in zip(days, per_day, strict=True)]
     _write(figure, path, Page(
         title=f"Forecast from {days[0]} to {days[-1]}",
-        legend=[Key(styles[slug][0], "#ffffff" if styles[slug][1] else "", slug)
+        legend=[Key(styles[slug][0], "#ffffff" if styles[slug][1] else "", labels[slug])
                 for slug in campaigns],
-        header=["day", *campaigns, "all"], rows=rows,
+        header=["day", *campaigns, *(f"topic {name}" for name in topics), "all"], rows=rows,
         notes=[f"Caps hit: {caps}. The most mails one customer gets in 7 days: "
                f"{forecast.max_per_customer_7d}."] if campaigns else [
             "No campaign has a mail in these days."]))
 
 
 def _draw_days(axes: Axes, days: list[date], per_day: list[Counter[str]],
-               campaigns: list[str], styles: Mapping[str, tuple[str, str]]) -> None:
+               campaigns: list[str], styles: Mapping[str, tuple[str, str]],
+               labels: Mapping[str, str]) -> None:
     """Day N is drawn at x = N, its date under it (about ten dates on the axis)."""
     from matplotlib.ticker import MaxNLocator
 
@@ -104,7 +117,7 @@ def _draw_days(axes: Axes, days: list[date], per_day: list[Counter[str]],
     for slug in campaigns:
         values = [counted[slug] for counted in per_day]
         colour, hatch = styles[slug]
-        bars = axes.bar(places, values, width=0.8, bottom=bottom, label=_text(slug),
+        bars = axes.bar(places, values, width=0.8, bottom=bottom, label=_text(labels[slug]),
                         color=colour, hatch=hatch, edgecolor="white", linewidth=0.6)
         for bar, day in zip(bars, days, strict=True):
             bar.set_gid(f"bar-{slug}-{day.isoformat()}")

@@ -33,10 +33,19 @@ class Forecast:
     mails: dict[date, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     caps_hit: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     max_per_customer_7d: int = 0
+    topics: dict[str, str] = field(default_factory=dict)  # campaign -> its topic
+
+    def by_topic(self, day: date) -> dict[str, int]:
+        """DAY's mails per topic, every topic of the campaigns (zeros included)."""
+        counted: Counter[str] = Counter({topic: 0 for topic in self.topics.values()})
+        for slug, mails in self.mails[day].items():
+            counted[self.topics.get(slug, "general")] += mails
+        return dict(sorted(counted.items()))
 
     def as_json(self, campaigns: list[str]) -> dict[str, Any]:
         return {"days": [{"date": day.isoformat(),
-                          "campaigns": {slug: self.mails[day][slug] for slug in campaigns}}
+                          "campaigns": {slug: self.mails[day][slug] for slug in campaigns},
+                          "topics": self.by_topic(day)}
                          for day in self.days],
                 "caps_hit": {label: len(ids) for label, ids in sorted(self.caps_hit.items())},
                 "max_per_customer_7d": self.max_per_customer_7d}
@@ -51,7 +60,8 @@ def run_forecast(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[
     same result slower (the benchmark's baseline)."""
     tz = zone(settings.timezone)
     first = start.astimezone(tz).date()
-    result = Forecast(start=start, days=[first + timedelta(days=n) for n in range(days)])
+    result = Forecast(start=start, days=[first + timedelta(days=n) for n in range(days)],
+                      topics={slug: campaign.topic for slug, campaign in campaigns.items()})
     with scratch_ledger(engine) as ledger:
         frozen = freeze(ledger, settings, campaigns, start=start,
                         end=start + timedelta(days=days)) if steady else None

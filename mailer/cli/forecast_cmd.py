@@ -52,9 +52,10 @@ def forecast(ctx: click.Context, days: int, start_text: str | None, chart: Path 
     if as_json:
         emit_json({"from": iso_z(start), **result.as_json(order)})
         return
-    print_table(("date", "mails", "by campaign"),
+    print_table(("date", "mails", "by campaign", "by topic"),
                 ((f"{day:%a %d %b}", sum(result.mails[day].values()),
-                  ", ".join(f"{slug} {n}" for slug, n in sorted(result.mails[day].items()) if n))
+                  ", ".join(f"{slug} {n}" for slug, n in sorted(result.mails[day].items()) if n),
+                  ", ".join(f"{topic} {n}" for topic, n in result.by_topic(day).items() if n))
                  for day in result.days),
                 title=f"forecast from {iso_z(start)}, {days} days")
     caps = ", ".join(f"{label}: {len(ids)}" for label, ids in sorted(result.caps_hit.items()))
