@@ -18,9 +18,12 @@ DEMO_LATER := 2026-12-01T12:00
 # A week of the daemon, one sweep at a time: Monday (birthdays, the big-spender thanks),
 # Tuesday evening (feedback ten days after an order), Wednesday (win-back), Black Friday,
 # its last-hours reminder on Saturday evening and, next morning, the reminders that quiet
-# hours held overnight; the first of December (newsletter, referral).
-DEMO_SWEEPS := 2026-11-23T11:00 2026-11-24T18:05 2026-11-25T10:00 2026-11-27T10:00 \
-	2026-11-28T20:05 2026-11-29T07:30 2026-12-01T10:00
+# hours held overnight; the first of December (newsletter, referral, Cyber Monday held
+# back by the promotions cap for those Black Friday mailed twice). Holiday greetings on
+# Monday (Japan's Labor Thanksgiving), Tuesday (India's Guru Nanak's Birthday) and at
+# Thursday's sweep (the US Thanksgiving).
+DEMO_SWEEPS := 2026-11-23T11:00 2026-11-24T18:05 2026-11-25T10:00 2026-11-26T18:00 \
+	2026-11-27T10:00 2026-11-28T20:05 2026-11-29T07:30 2026-12-01T10:00
 
 .PHONY: demo test test-fast lint bench soak clean
 

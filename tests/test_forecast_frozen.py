@@ -59,3 +59,19 @@ def test_a_stage_change_counts_from_its_detection_and_with_its_from_stage() -> N
     assert not store.may_have_changes("Europe/Berlin", "champion", None, *day, AT)
     assert not store.may_have_changes("Europe/Berlin", "termination", None, AT + 2 * HOUR,
                                       AT + timedelta(days=1), AT + timedelta(days=1))
+
+
+def test_a_holiday_query_may_find_someone_only_in_a_zone_with_its_countries() -> None:
+    store = FrozenStore(zones=["Asia/Tokyo", "Europe/Berlin"], since=AT, until=AT,
+                        birthdays=frozenset(), orders={}, changes={},
+                        countries={"Europe/Berlin": frozenset({"de", None}),
+                                   "Asia/Tokyo": frozenset({"jp"})})
+    known = frozenset({"de", "jp", "us"})
+    assert store.may_have_holidays(["Europe/Berlin"], ["de"], known, others=False)
+    assert not store.may_have_holidays(["Europe/Berlin"], ["us", "jp"], known, others=False)
+    assert store.may_have_holidays(["Asia/Tokyo", "Europe/Berlin"], ["jp"], known, False)
+    # others: a customer with no country, or one the calendar does not know
+    assert store.may_have_holidays(["Europe/Berlin"], [], known, others=True)
+    assert not store.may_have_holidays(["Asia/Tokyo"], [], known, others=True)
+    assert store.may_have_holidays(["Asia/Tokyo"], [], frozenset({"de"}), others=True)
+    assert not store.may_have_holidays(["America/Lima"], ["de"], known, others=True)

@@ -148,3 +148,31 @@ def test_a_customer_who_moves_zone_gets_the_holiday_once(shop: Workspace) -> Non
         ("A", "holiday:DE:2026-10-03", "already_sent")]
     rows = shop.query("SELECT occurrence FROM deliveries")
     assert [tuple(r) for r in rows] == [("holiday:DE:2026-10-03",)]
+
+
+def test_the_forecast_with_the_held_store_is_the_full_sweeps(shop: Workspace) -> None:
+    """The forecast leaves out the holiday queries no customer of a zone group can meet
+    (mailer.planning.frozen): across 3 October (A's Unity Day, C and D without a
+    calendar) and 4 July (B, and its observed day) it counts what the full sweep counts."""
+    from mailer.app.forecast import run_forecast
+    from mailer.config.settings import parse_settings
+    from mailer.config.workspace import load_valid_workspace
+    from mailer.mail.version import compile_version, definition
+
+    campaign(shop, "country: true\n")
+    specs, campaigns = load_valid_workspace(shop.root)
+    settings = parse_settings(SETTINGS)[0]
+    versions = {slug: definition(compile_version(slug, spec, shop.root / "templates"),
+                                 shop.root) for slug, spec in campaigns.items()}
+    engine = shop.engine()
+    try:
+        # 4 July 2026 is a Saturday: the package also has its observed day, Friday 3 July
+        for start, mails in ((datetime(2026, 10, 2, tzinfo=UTC), 1),
+                             (datetime(2026, 7, 3, 12, tzinfo=UTC), 2)):
+            held, full = (run_forecast(engine, specs, campaigns, settings=settings,
+                                       start=start, days=2, versions=versions, steady=steady)
+                          for steady in (True, False))
+            assert sum(held.mails[day]["hol"] for day in held.days) == mails
+            assert held.as_json(["hol"]) == full.as_json(["hol"])
+    finally:
+        engine.dispose()

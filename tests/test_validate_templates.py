@@ -13,14 +13,19 @@ import pytest
 
 from mailer.config.campaign import parse_campaign
 from mailer.config.settings import parse_settings
-from mailer.config.workspace import init_workspace
+from mailer.config.workspace import bundled_workspace, init_workspace
 from mailer.config.yamlsrc import load_yaml
 from mailer.mail.context import ALWAYS, CONTEXT_SCHEMA, PREDICTIONS, build_context
 from mailer.store.customers import Profile
 from tests.conftest import SETTINGS, Workspace
 
 NOW = "2026-11-23T10:00"
-DEMO_FILES = 31  # mailer.yaml, 7 campaigns, 13 segments, 1 survey, 9 templates
+# mailer.yaml and every campaign, segment, survey and template of the demo workspace
+# (`mailer init` copies the repository's; each of its templates is read)
+_DEMO = bundled_workspace()
+DEMO_FILES = 1 + sum(len(list((_DEMO / folder).glob(pattern))) for folder, pattern in (
+    ("campaigns", "*.yaml"), ("segments", "*.yaml"), ("surveys", "*.yaml"),
+    ("templates", "*.html")))
 
 
 def demo(ws: Workspace) -> Workspace:

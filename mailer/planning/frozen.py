@@ -2,9 +2,10 @@
 
 A forecast (mailer.app.forecast) plans hour after hour into a scratch copy whose
 store data stays as it was at the start: only the ledger changes (and the codes its
-mails get). The per-zone triggers (birthday, after_order, stage_change) build one
+mails get). The per-zone triggers (birthday, after_order, stage_change, holiday) build one
 query per zone of the store and sweep, most of which find nobody: no customer of
-that zone has a birthday today, placed an order in the window, or changed stage.
+that zone has a birthday today, placed an order in the window, changed stage, or
+lives in a country with a public holiday that day.
 `FrozenStore` answers that from the store data read once, so the planner neither
 builds nor runs those queries. Each answer is about a superset of the query's rows
 (everyone in the zone, whatever the segment), so a "no" is certain and a "maybe"
@@ -16,13 +17,18 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from mailer.config.campaign import Campaign
 from mailer.config.settings import Settings
-from mailer.store.customers import birthdays_by_zone, paid_order_times, time_zones
+from mailer.store.customers import (
+    birthdays_by_zone,
+    countries_by_zone,
+    paid_order_times,
+    time_zones,
+)
 from mailer.store.db import Engine
 from mailer.store.insight.stages import stage_change_times
 
@@ -42,8 +48,11 @@ class FrozenStore:
     birthdays: frozenset[tuple[str, str]]  # (zone, "MM-DD")
     orders: dict[str, list[datetime]]  # zone -> placed_at of its paid orders, sorted
     changes: dict[tuple[str, str], list[tuple[datetime, str]]]  # (zone, to) -> sorted
-    # (detected_at, from). ZoneInfo keeps only 8 zones strongly cached and a store has
-    # dozens: holding them all makes each sweep's ZoneInfo(name) a lookup, not a file read.
+    # (detected_at, from)
+    # zone -> the folded countries of its customers (None: no country)
+    countries: dict[str, frozenset[str | None]] = field(default_factory=dict)
+    # ZoneInfo keeps only 8 zones strongly cached and a store has dozens: holding them
+    # all makes each sweep's ZoneInfo(name) a lookup, not a file read.
     held: tuple[ZoneInfo, ...] = ()
 
     def may_have_birthdays(self, zone_name: str, keys: Iterable[str]) -> bool:
@@ -68,6 +77,18 @@ class FrozenStore:
                    and (from_ is None or found == from_)
                    for detected, found in self.changes.get((zone_name, to), []))
 
+    def may_have_holidays(self, zone_names: Iterable[str], countries: Iterable[str],
+                          known: frozenset[str], others: bool) -> bool:
+        """Whether anyone living in ZONE_NAMES has a country among COUNTRIES (folded
+        codes) or, with OTHERS, none or one outside KNOWN (the holiday trigger's query)."""
+        wanted = frozenset(countries)
+        for name in zone_names:
+            for country in self.countries.get(name, ()):
+                if country in wanted or (others and (country is None or
+                                                     country not in known)):
+                    return True
+        return False
+
 
 def freeze(engine: Engine, settings: Settings, campaigns: dict[str, Campaign], *,
            start: datetime, end: datetime) -> FrozenStore:
@@ -81,6 +102,9 @@ def freeze(engine: Engine, settings: Settings, campaigns: dict[str, Campaign], *
     changes: dict[tuple[str, str], list[tuple[datetime, str]]] = defaultdict(list)
     with engine.connect() as conn:
         birthdays = frozenset(birthdays_by_zone(conn, default))
+        countries: dict[str, set[str | None]] = defaultdict(set)
+        for zone_name, country in countries_by_zone(conn, default):
+            countries[zone_name].add(country)
         for zone_name, placed in paid_order_times(conn, default, since, until):
             orders[zone_name].append(placed)
         for zone_name, to, from_, detected in stage_change_times(conn, default, since,
@@ -89,6 +113,7 @@ def freeze(engine: Engine, settings: Settings, campaigns: dict[str, Campaign], *
     return FrozenStore(zones=zones, since=since, until=until, birthdays=birthdays,
                        orders={z: sorted(times) for z, times in orders.items()},
                        changes={k: sorted(found) for k, found in changes.items()},
+                       countries={z: frozenset(found) for z, found in countries.items()},
                        held=tuple(ZoneInfo(z) for z in zones if _known_zone(z)))
 
 

@@ -217,7 +217,8 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
             if day is not None:
                 days.setdefault((day.day, day.end), []).append(name)
         for (today, end), names in sorted(days.items()):
-            queries += holiday_queries(segment, campaign, settings, names, today, end)
+            queries += holiday_queries(segment, campaign, settings, names, today, end,
+                                       frozen)
     elif trigger == "stage_change" and campaign.to is not None:
         members = cache(lambda: members_query(segment(), CUSTOMERS.c.id))
         for name in zones:
@@ -237,15 +238,21 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
 
 
 _KNOWN = tuple(sorted(fold(code) for code in COUNTRIES))  # as the folded column holds them
+_KNOWN_SET = frozenset(_KNOWN)
 
 
 def holiday_queries(compiled: Callable[[], CompiledSegment], campaign: Campaign, settings: Settings,
                     zone_names: list[str], today: date, expires: datetime,
+                    frozen: FrozenStore | None = None,
                     ) -> list[tuple[CandidateQuery, datetime, str]]:
     """`holiday` in the zones whose local day is TODAY and ends at EXPIRES: the members
     with an occasion `days_before` ahead (their country's public holiday, else the
     workspace's, or a fixed date), and, with `country: true`, those without any calendar
-    (`no_holidays`)."""
+    (`no_holidays`). FROZEN leaves out a query no customer of these zones can meet."""
+    def may(countries: tuple[str, ...], others: str | None) -> bool:
+        return frozen is None or frozen.may_have_holidays(
+            zone_names, countries, _KNOWN_SET, others is not None)
+
     holiday = holiday_date(today, campaign.days_before or 0)
     fixed = is_fixed_occasion(holiday, campaign.dates)
     workspace = settings.holidays.country if settings.holidays is not None else None
@@ -255,10 +262,10 @@ def holiday_queries(compiled: Callable[[], CompiledSegment], campaign: Campaign,
     others = None
     if fixed or (workspace is not None and workspace in found):
         others = holiday_occurrence(workspace or UNKNOWN, holiday)
-    queries = [] if not countries and others is None else [
+    queries = [] if (not countries and others is None) or not may(countries, others) else [
         (holiday_members(compiled(), zone_names, settings.timezone, known=_KNOWN,
                          countries=countries, holiday=holiday, others=others), expires, "")]
-    if campaign.country and workspace is None and not fixed:
+    if campaign.country and workspace is None and not fixed and may((), UNKNOWN):
         queries.append((holiday_members(compiled(), zone_names, settings.timezone,
                                         known=_KNOWN, countries=(), holiday=holiday,
                                         others=holiday_occurrence(UNKNOWN, holiday)),

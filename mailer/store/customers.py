@@ -491,6 +491,14 @@ def birthdays_by_zone(conn: Connection, default_zone: str) -> set[tuple[str, str
         select(zone_of, Customer.birth_md).where(Customer.birth_md.is_not(None)).distinct())}
 
 
+def countries_by_zone(conn: Connection, default_zone: str) -> set[tuple[str, str | None]]:
+    """(zone, folded country or None) of every customer; those without a zone live in
+    DEFAULT_ZONE (as the holiday trigger's query reads it)."""
+    zone_of = func.coalesce(Customer.timezone, default_zone)
+    return {(str(z), None if country is None else str(country)) for z, country in
+            conn.execute(select(zone_of, Customer.country_folded).distinct())}
+
+
 def paid_order_times(conn: Connection, default_zone: str, since: datetime,
                      until: datetime) -> list[tuple[str, datetime]]:
     """(zone of its customer, placed_at) of the paid orders placed in [SINCE, UNTIL)."""
