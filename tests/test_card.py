@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy import text as sql
 
-from mailer.app.card import next_birthday, subject_of
+from mailer.app.card import next_birthday, next_holiday, subject_of
+from mailer.config.campaign import Campaign
 from mailer.core.claims import Claims
 from mailer.store import events
 from mailer.store.insight.responses import Answer, record_answers
@@ -387,6 +388,39 @@ def test_the_next_birthday() -> None:
         "birthday:2027", datetime(2027, 2, 28, 9, tzinfo=UTC))
     assert next_birthday(date(2000, 2, 29), nine, "UTC", datetime(2027, 3, 1, tzinfo=UTC),
                          never) == ("birthday:2028", datetime(2028, 2, 29, 9, tzinfo=UTC))
+
+
+def test_the_next_holiday_by_the_planners_rules() -> None:
+    def holiday(**extra: Any) -> Campaign:
+        return Campaign.model_validate({"name": "H", "trigger": "holiday", "send_at": "09:00",
+                                        "segment": "s", "template": "t.html",
+                                        "subject": "Hi", **extra})
+
+    never: Any = lambda occurrence: False  # noqa: E731
+    now = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    public = holiday(country=True)
+    # a German customer: Christmas Day at 09:00 Berlin (the package's first after today)
+    assert next_holiday(public, country="de", workspace_country=None, tz_name="Europe/Berlin",
+                        now=now, planned=never) == (
+        "holiday:DE:2026-12-25", datetime(2026, 12, 25, 8, tzinfo=UTC))
+    # a Japanese customer on Labor Thanksgiving Day: today, due already; planned: the next
+    assert next_holiday(public, country="JP", workspace_country=None, tz_name="Asia/Tokyo",
+                        now=now, planned=never) == (
+        "holiday:JP:2026-11-23", datetime(2026, 11, 23, 0, tzinfo=UTC))
+    assert next_holiday(public, country="JP", workspace_country=None, tz_name="Asia/Tokyo",
+                        now=now, planned="holiday:JP:2026-11-23".__eq__)[0] == \
+        "holiday:JP:2027-01-01"  # the package's next Japanese holiday
+    # no country of their own: the workspace's calendar; neither: nothing is coming
+    assert next_holiday(public, country="Narnia", workspace_country="US",
+                        tz_name="America/New_York", now=now, planned=never)[0] == \
+        "holiday:US:2026-11-26"
+    assert next_holiday(public, country=None, workspace_country=None, tz_name="UTC",
+                        now=now, planned=never) is None
+    # a fixed date, two days ahead: due on 22 December under the customer's code (ZZ: none)
+    eve = holiday(dates=["12-24"], days_before=2)
+    assert next_holiday(eve, country=None, workspace_country=None, tz_name="UTC", now=now,
+                        planned=never) == ("holiday:ZZ:2026-12-24",
+                                           datetime(2026, 12, 22, 9, tzinfo=UTC))
 
 
 def test_subjects_as_the_campaign_wrote_them() -> None:

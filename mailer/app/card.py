@@ -3,8 +3,8 @@
 The store's facts come from one read transaction (mailer.store.insight.card); the rest is
 worked out here from them, purely: the stage by the workspace's rules, the stats'
 `days_between_orders`, each mail's subject as its campaign version wrote it, and what is
-coming — the queued ledger rows, and the next due date of each birthday, once, schedule
-and promotion campaign whose segment the customer is in now, when they can be mailed
+coming — the queued ledger rows, and the next due date of each birthday, once, schedule,
+promotion and holiday campaign whose segment the customer is in now, when they can be mailed
 (consent `subscribed`, not suppressed, the campaign's topic wanted). Segment membership
 is asked for this customer alone (mailer.segments.runner.memberships_of), so a card
 costs the same on a store of a hundred customers or of a million.
@@ -25,11 +25,20 @@ from mailer.config.conditions import All, AnyOf, Node, Not, SegmentSpec
 from mailer.config.settings import MAX_COMMITTED_ORDERS, Settings
 from mailer.core.clock import as_local, iso_z, localize, zone
 from mailer.core.errors import NotFoundError
+from mailer.core.holidays import UNKNOWN, country_code, holidays_on
 from mailer.core.money import exponent
 from mailer.core.states import Consent
 from mailer.core.suggest import did_you_mean
 from mailer.insight.stages import stage_of_latest
-from mailer.planning.triggers import birthday_keys, latest_fire, next_fire, parse_cron
+from mailer.planning.triggers import (
+    birthday_keys,
+    holiday_date,
+    holiday_occurrence,
+    is_fixed_occasion,
+    latest_fire,
+    next_fire,
+    parse_cron,
+)
 from mailer.segments.runner import memberships_of, scope_for
 from mailer.store.db import Engine
 from mailer.store.insight import card as store_card
@@ -38,7 +47,7 @@ from mailer.store.insight.card import CardFacts, ConsentEntry, EventRow, MailRow
 PROFILE_FIELDS = ("first_name", "last_name", "birth_date", "age", "country", "city", "locale",
                   "timezone", "tags", "attributes", "signed_up_at", "referral_code")
 WAITING = ("queued", "deferred")  # ledger rows still to go out
-UPCOMING_TRIGGERS = ("birthday", "once", "schedule", "promotion")
+UPCOMING_TRIGGERS = ("birthday", "once", "schedule", "promotion", "holiday")
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -271,7 +280,9 @@ def assemble(facts: CardFacts, *, settings: Settings, now: datetime, segments: l
     if mailable:
         upcoming += next_due(campaigns, segments=set(segments), topics=row.topics,
                              birth_date=row.birth_date, tz_name=tz.key,
-                             workspace_tz=settings.timezone, now=now, planned=planned)
+                             workspace_tz=settings.timezone, now=now, planned=planned,
+                             country=row.country, workspace_country=settings.holidays.country
+                             if settings.holidays is not None else None)
     upcoming.sort(key=lambda entry: (entry.at, entry.campaign, entry.occurrence))
     return Card(
         id=row.store_id, email=row.email, profile=profile_of(row, tz.key, now),
@@ -373,8 +384,11 @@ def waiting_rows(mails: Iterable[MailRow], campaigns: Mapping[str, Campaign]) ->
 
 def next_due(campaigns: Mapping[str, Campaign], *, segments: set[str],
              topics: list[str] | None, birth_date: date | None, tz_name: str,
-             workspace_tz: str, now: datetime, planned: set[tuple[str, str]]) -> list[Upcoming]:
-    """The next occurrence of each birthday, once, schedule and promotion campaign that
+             workspace_tz: str, now: datetime, planned: set[tuple[str, str]],
+             country: str | None = None,
+             workspace_country: str | None = None) -> list[Upcoming]:
+    """The next occurrence of each birthday, once, schedule, promotion and holiday
+    campaign (COUNTRY: the customer's; WORKSPACE_COUNTRY: mailer.yaml's) that
     is not in the ledger yet, for a customer who can be mailed, is in the campaign's
     segment now (membership is as of now, not as of the due date) and wants its topic.
     after_order and stage_change campaigns wait for an order or a recorded change: none."""
@@ -386,9 +400,13 @@ def next_due(campaigns: Mapping[str, Campaign], *, segments: set[str],
         if topics is not None and campaign.topic not in topics:
             continue
         mine = {occurrence for name, occurrence in planned if name == slug}
-        due = _next_occurrence(campaign, birth_date=birth_date, tz_name=tz_name,
-                               workspace_tz=zone(workspace_tz), now=now,
-                               planned=mine.__contains__)
+        if campaign.trigger == "holiday":
+            due = next_holiday(campaign, country=country, workspace_country=workspace_country,
+                               tz_name=tz_name, now=now, planned=mine.__contains__)
+        else:
+            due = _next_occurrence(campaign, birth_date=birth_date, tz_name=tz_name,
+                                   workspace_tz=zone(workspace_tz), now=now,
+                                   planned=mine.__contains__)
         if due is not None:
             found.append(Upcoming(slug, campaign.trigger, due[0], due[1], "due"))
     return found
@@ -413,6 +431,36 @@ def _next_occurrence(campaign: Campaign, *, birth_date: date | None, tz_name: st
     if campaign.trigger == "promotion" and campaign.starts and campaign.ends:
         live = now < as_local(campaign.ends, workspace_tz) and not planned("main")
         return ("main", as_local(campaign.starts, workspace_tz)) if live else None
+    return None
+
+
+def next_holiday(campaign: Campaign, *, country: str | None, workspace_country: str | None,
+                 tz_name: str, now: datetime,
+                 planned: Callable[[str], bool]) -> tuple[str, datetime] | None:
+    """(occurrence, send_at on the day it is due) of the customer's next occasion of a
+    holiday campaign within a year whose local day has not ended by NOW, by the
+    planner's rules (mailer.planning.planner.holiday_queries): a fixed date under the
+    customer's country (else the workspace's, else ZZ); with `country: true`, a public
+    holiday of the customer's country, else of the workspace's."""
+    tz = zone(tz_name)
+    today = now.astimezone(tz).date()
+    own = country_code(country)
+    calendar = own or workspace_country
+    for offset in range(367):
+        day = today + timedelta(days=offset)
+        holiday = holiday_date(day, campaign.days_before or 0)
+        if is_fixed_occasion(holiday, campaign.dates):
+            code = own or workspace_country or UNKNOWN
+        elif campaign.country and calendar is not None and holidays_on(
+                holiday, only=campaign.only or (), except_=campaign.except_ or (),
+                countries=(calendar,)):
+            code = calendar
+        else:
+            continue
+        occurrence = holiday_occurrence(code, holiday)
+        end = localize(datetime.combine(day + timedelta(days=1), time()), tz)
+        if end > now and not planned(occurrence):
+            return occurrence, localize(datetime.combine(day, campaign.send_time), tz)
     return None
 
 
