@@ -22,8 +22,10 @@ from zoneinfo import ZoneInfo
 
 from mailer.config.campaign import Campaign
 from mailer.config.settings import Settings
+from mailer.planning.send_hour import LOOKBACK, store_engagement, store_prior
 from mailer.store.customers import birthdays_by_zone, paid_order_times, time_zones
 from mailer.store.db import Engine
+from mailer.store.events import store_human_hours
 from mailer.store.insight.stages import stage_change_times
 
 # The per-zone trigger windows reach this far around an hour of the forecast (a local day
@@ -45,6 +47,8 @@ class FrozenStore:
     # (detected_at, from). ZoneInfo keeps only 8 zones strongly cached and a store has
     # dozens: holding them all makes each sweep's ZoneInfo(name) a lookup, not a file read.
     held: tuple[ZoneInfo, ...] = ()
+    # the store's distribution of engagement hours (`send_at: best`), read once
+    send_prior: tuple[float, ...] | None = None
 
     def may_have_birthdays(self, zone_name: str, keys: Iterable[str]) -> bool:
         """Whether anyone living in ZONE_NAME has one of these "MM-DD" birthdays."""
@@ -86,7 +90,13 @@ def freeze(engine: Engine, settings: Settings, campaigns: dict[str, Campaign], *
         for zone_name, to, from_, detected in stage_change_times(conn, default, since,
                                                                         until):
             changes[(zone_name, to)].append((detected, from_))
+    prior = None
+    if any(campaign.best_hour for campaign in campaigns.values()):
+        with engine.connect() as conn:
+            prior = store_prior(store_engagement(
+                store_human_hours(conn, start - LOOKBACK, start), default))
     return FrozenStore(zones=zones, since=since, until=until, birthdays=birthdays,
+                       send_prior=prior,
                        orders={z: sorted(times) for z, times in orders.items()},
                        changes={k: sorted(found) for k, found in changes.items()},
                        held=tuple(ZoneInfo(z) for z in zones if _known_zone(z)))
