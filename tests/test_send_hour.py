@@ -200,6 +200,30 @@ def test_plan_json_shows_each_mails_chosen_time(shop: Workspace) -> None:
         "2026-06-10T17:00:00Z"
 
 
+def test_preview_says_when_each_mail_would_leave(shop: Workspace) -> None:
+    engage(shop, "A", "click", 19, days=6, before="2026-06-10")
+    best(shop, "2026-06-10T09:00")
+    result = shop.run("preview", "best", "--customer", "A", "--now", "2026-06-10T09:00",
+                      "--json")
+    assert result.code == 0, result.stderr
+    assert [(s["id"], s["mailable"], s["send_after"]) for s in result.json()["samples"]] == \
+        [("A", True, "2026-06-10T17:00:00Z")]
+    text = shop.run("preview", "best", "--customer", "A", "--now", "2026-06-10T09:00")
+    assert "yes, from 2026-06-10T17:00:00Z" in text.stdout
+
+
+def test_forecast_counts_the_mails_by_the_hour_they_leave(shop: Workspace) -> None:
+    engage(shop, "A", "click", 19, days=6, before="2026-06-10")
+    engage(shop, "B", "click", 12, days=6, before="2026-06-10")
+    best(shop, "2026-06-10T09:00")
+    document = shop.run("forecast", "--days", "1", "--from", "2026-06-10T09:00",
+                        "--json").json()
+    # A at 19:00, B at 12:00, C, D (nothing: the store's 19:00 with A's 6 clicks
+    # against B's 6 at 12: a tie, so the window's earlier 12:00) in Berlin; E in New York
+    # at 12:00 EDT, 18:00 in Berlin
+    assert document["hours"] == {"12:00": 3, "18:00": 1, "19:00": 1}
+
+
 def test_best_on_a_birthday_campaign_and_a_bad_window_are_refused(shop: Workspace) -> None:
     shop.write("campaigns/bday.yaml", "name: B\ntrigger: birthday\nsegment: everyone\n"
                                       "template: mail.html\nsubject: Hi\nsend_at: best\n")
