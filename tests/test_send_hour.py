@@ -3,15 +3,16 @@ the ledger row's send_after says, on both databases."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
 
-from mailer.config.settings import parse_settings
+from mailer.config.settings import QuietHours, parse_settings
 from mailer.config.workspace import load_valid_workspace
 from mailer.core.clock import parse_local, zone
 from mailer.planning.planner import PlanResult, plan_due
+from mailer.planning.policy import at_best_hour, at_hour
 from mailer.planning.send_hour import Engagement, ranked_hours, store_prior
 from mailer.segments.runner import scope_for
 from mailer.store import events
@@ -234,6 +235,30 @@ def test_best_on_a_birthday_campaign_and_a_bad_window_are_refused(shop: Workspac
         "campaigns only" in result.stderr + result.stdout
     assert "campaigns/best.yaml:6: window: expected a span of whole local hours like " \
         "09:00-20:00, got '9am-8pm'" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("timing", [
+    "trigger: promotion\nstarts: 2026-06-10T09:00\nends: 2026-06-12T09:00\n",
+    "trigger: schedule\nschedule: \"0 9 * * *\"\ngrace: 24h\n",
+])
+def test_promotions_and_schedules_wait_for_the_best_hour_too(shop: Workspace,
+                                                             timing: str) -> None:
+    engage(shop, "A", "click", 19, days=6, before="2026-06-10")
+    shop.write("campaigns/best.yaml", "name: Best\n" + timing + "send_at: best\n"
+               "segment: everyone\ntemplate: mail.html\nsubject: Hello\n")
+    run_plan(shop, "2026-06-10T09:30")
+    assert send_after(shop)["A"] == "2026-06-10T17:00"
+
+
+def test_within_the_best_hour_the_mail_leaves_at_once_unless_quiet() -> None:
+    tz = zone("Europe/Berlin")
+    now = datetime(2026, 6, 10, 17, 40, tzinfo=UTC)  # 19:40 in Berlin
+    assert at_hour(now, tz, 19, None) == now
+    quiet = QuietHours(time(19, 30), time(8, 0))
+    assert at_hour(now, tz, 19, quiet) == datetime(2026, 6, 11, 17, 0, tzinfo=UTC)
+    assert at_best_hour(now, tz, (19, 12), None, expires=now) is None
+    assert at_best_hour(now, tz, (19, 12), quiet, expires=now + timedelta(hours=23)) == \
+        datetime(2026, 6, 11, 10, 0, tzinfo=UTC)  # tomorrow's 19:00 is past the expiry
 
 
 def test_ties_go_to_the_earliest_hour_of_the_window() -> None:

@@ -364,15 +364,12 @@ def _bucket(bind: Connection) -> Any:
     return cast(func.strftime("%s", Event.at), Integer) / BUCKET_SECONDS
 
 
-def _start(bucket: Any) -> datetime:
-    return datetime.fromtimestamp(int(bucket) * BUCKET_SECONDS, UTC)
-
-
 def human_hours(conn: Connection, ids: list[int], since: datetime, until: datetime
-                ) -> list[tuple[int, str, datetime, int]]:
+                ) -> list[tuple[int, str, int, int]]:
     """The human opens and clicks (mailer.core.machines.HUMAN) of the customers IDS in
-    [SINCE, UNTIL), counted per half hour: (customer id, kind, its start, how many).
-    One query for a batch of the planner's (ix_events_customer_at serves it)."""
+    [SINCE, UNTIL), counted per half hour: (customer id, kind, the half hour since the
+    epoch, how many). One query for a batch of the planner's (ix_events_customer_at
+    serves it)."""
     if not ids:
         return []
     bucket = _bucket(conn)
@@ -381,20 +378,21 @@ def human_hours(conn: Connection, ids: list[int], since: datetime, until: dateti
         .where(among(conn, Event.customer_id, ids), Event.kind.in_(_HUMAN),
                Event.at >= since, Event.at < until)
         .group_by(Event.customer_id, Event.kind, bucket))
-    return [(int(customer_id), str(kind), _start(start), int(n))
+    return [(int(customer_id), str(kind), int(start), int(n))
             for customer_id, kind, start, n in rows]
 
 
 def store_human_hours(conn: Connection, since: datetime, until: datetime
-                      ) -> list[tuple[str | None, str, datetime, int]]:
+                      ) -> list[tuple[str | None, str, int, int]]:
     """The whole store's human opens and clicks in [SINCE, UNTIL), counted per customer
-    zone and half hour: (the customers' `timezone`, None for none; kind; its start; how
-    many). At most zones × half hours × 2 rows, whatever the number of events."""
+    zone and half hour: (the customers' `timezone`, None for none; kind; the half hour
+    since the epoch; how many). At most zones × half hours × 2 rows, whatever the number
+    of events."""
     bucket = _bucket(conn)
     rows = conn.execute(
         select(Customer.timezone, Event.kind, bucket, func.count())
         .join(Customer, Customer.id == Event.customer_id)
         .where(Event.kind.in_(_HUMAN), Event.at >= since, Event.at < until)
         .group_by(Customer.timezone, Event.kind, bucket))
-    return [(zone_name or None, str(kind), _start(start), int(n))
+    return [(zone_name or None, str(kind), int(start), int(n))
             for zone_name, kind, start, n in rows]
