@@ -219,9 +219,9 @@ def test_forecast_counts_the_mails_by_the_hour_they_leave(shop: Workspace) -> No
     best(shop, "2026-06-10T09:00")
     document = shop.run("forecast", "--days", "1", "--from", "2026-06-10T09:00",
                         "--json").json()
-    # A at 19:00, B at 12:00, C, D (nothing: the store's 19:00 with A's 6 clicks
-    # against B's 6 at 12: a tie, so the window's earlier 12:00) in Berlin; E in New York
-    # at 12:00 EDT, 18:00 in Berlin
+    # A at 19:00, B at 12:00, C, D (nothing: the store's hours, A's 6 clicks at 19
+    # against B's 6 at 12: a tie, so the sooner 12:00) in Berlin; E in New York at
+    # 12:00 EDT, 18:00 in Berlin
     assert document["hours"] == {"12:00": 3, "18:00": 1, "19:00": 1}
 
 
@@ -256,14 +256,33 @@ def test_within_the_best_hour_the_mail_leaves_at_once_unless_quiet() -> None:
     assert at_hour(now, tz, 19, None) == now
     quiet = QuietHours(time(19, 30), time(8, 0))
     assert at_hour(now, tz, 19, quiet) == datetime(2026, 6, 11, 17, 0, tzinfo=UTC)
-    assert at_best_hour(now, tz, (19, 12), None, expires=now) is None
-    assert at_best_hour(now, tz, (19, 12), quiet, expires=now + timedelta(hours=23)) == \
+    assert at_best_hour(now, tz, ((19,), (12,)), None, expires=now) is None
+    assert at_best_hour(now, tz, ((19,), (12,)), quiet,
+                        expires=now + timedelta(hours=23)) == \
         datetime(2026, 6, 11, 10, 0, tzinfo=UTC)  # tomorrow's 19:00 is past the expiry
 
 
-def test_ties_go_to_the_earliest_hour_of_the_window() -> None:
+def test_hours_that_tie_go_together_and_the_soonest_of_them_wins() -> None:
     flat = store_prior(Engagement())
-    assert ranked_hours(Engagement(), flat, (9, 10, 11))[0] == 9
-    assert ranked_hours(Engagement(), flat, (22, 23, 0, 1))[0] == 22
+    assert ranked_hours(Engagement(), flat, (22, 23, 0, 1)) == ((22, 23, 0, 1),)
     evening = Engagement(clicks=tuple(1 if hour == 19 else 0 for hour in range(24)))
-    assert ranked_hours(Engagement(), store_prior(evening), (9, 19, 20))[0] == 19
+    assert ranked_hours(Engagement(), store_prior(evening), (9, 19, 20)) == ((19,), (9, 20))
+    tz = zone("Europe/Berlin")
+    morning = datetime(2026, 6, 10, 4, 0, tzinfo=UTC)  # 06:00 in Berlin
+    assert at_best_hour(morning, tz, ((9, 10, 11),), None, expires=morning + timedelta(
+        days=1)) == datetime(2026, 6, 10, 7, 0, tzinfo=UTC)  # 09:00, the soonest
+    late = datetime(2026, 6, 10, 8, 30, tzinfo=UTC)  # 10:30: 10 is now, 9 tomorrow
+    assert at_best_hour(late, tz, ((9, 10, 11),), None,
+                        expires=late + timedelta(days=1)) == late
+
+
+def test_a_store_without_engagement_sends_as_soon_as_the_window_allows(
+        shop: Workspace) -> None:
+    best(shop, "2026-06-10T07:00")
+    run_plan(shop, "2026-06-10T07:00")
+    found = send_after(shop)
+    assert found["A"] == "2026-06-10T07:00"  # 09:00 in Berlin, the window's start
+    assert found["E"] == "2026-06-10T13:00"  # 09:00 in New York
+    forget(shop)
+    run_plan(shop, "2026-06-10T10:30")
+    assert send_after(shop)["A"] == "2026-06-10T08:30"  # at once: 10:30 is in the window

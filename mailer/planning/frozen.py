@@ -8,7 +8,9 @@ that zone has a birthday today, placed an order in the window, or changed stage.
 `FrozenStore` answers that from the store data read once, so the planner neither
 builds nor runs those queries. Each answer is about a superset of the query's rows
 (everyone in the zone, whatever the segment), so a "no" is certain and a "maybe"
-runs the real query: the forecast's result is the same with or without it.
+runs the real query: the forecast's result is the same with or without it. The
+store's distribution of engagement hours (`send_at: best`) is read here too: once per
+forecast, and once per planning run outside one.
 """
 
 from __future__ import annotations
@@ -92,14 +94,22 @@ def freeze(engine: Engine, settings: Settings, campaigns: dict[str, Campaign], *
             changes[(zone_name, to)].append((detected, from_))
     prior = None
     if any(campaign.best_hour for campaign in campaigns.values()):
-        with engine.connect() as conn:
-            prior = store_prior(store_engagement(
-                store_human_hours(conn, start - LOOKBACK, start), default))
+        prior = send_prior(engine, default, start)
     return FrozenStore(zones=zones, since=since, until=until, birthdays=birthdays,
                        send_prior=prior,
                        orders={z: sorted(times) for z, times in orders.items()},
                        changes={k: sorted(found) for k, found in changes.items()},
                        held=tuple(ZoneInfo(z) for z in zones if _known_zone(z)))
+
+
+def send_prior(engine: Engine, default_zone: str, now: datetime) -> tuple[float, ...]:
+    """The store's share of each local hour of its human clicks (else opens) in the
+    LOOKBACK before NOW, each in its customer's zone (DEFAULT_ZONE without one): the
+    prior of every customer's best hour (mailer.planning.send_hour), read once per
+    planning run, and once per forecast."""
+    with engine.connect() as conn:
+        rows = store_human_hours(conn, now - LOOKBACK, now)
+    return store_prior(store_engagement(rows, default_zone))
 
 
 def _known_zone(name: str) -> bool:

@@ -23,13 +23,13 @@ from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Settings
 from mailer.core.clock import as_local, zone
+from mailer.planning.frozen import send_prior
 from mailer.planning.planner import (
     Candidate,
     ab_winner,
     batch_facts,
     best_hours,
     candidates,
-    send_prior,
 )
 from mailer.planning.policy import decide, in_test_group
 from mailer.segments.compiler import Scope
@@ -108,7 +108,7 @@ def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: 
                        if campaign.reminder is not None and campaign.starts else None)
     winner = campaign.winner if len(campaign.subject) > 1 else None
     winners: dict[str, int | None] = {}  # occurrence -> the winning variant, None: testing
-    prior = cache(lambda: send_prior(engine, settings, now))
+    prior = cache(lambda: send_prior(engine, settings.timezone, now))
     for page in candidates(engine, specs, slug, campaign, scope, settings):
         batch = [candidate for candidate in page if asked(candidate)]
         if not batch:

@@ -30,9 +30,10 @@ from mailer.core.folding import fold
 from mailer.core.holidays import COUNTRIES, UNKNOWN, holidays_on
 from mailer.mail.message import new_message_id
 from mailer.mail.version import first_intro
-from mailer.planning.frozen import FrozenStore
+from mailer.planning.frozen import FrozenStore, send_prior
 from mailer.planning.policy import (
     Facts,
+    Ranked,
     allowed_hours,
     decide,
     in_test_group,
@@ -43,8 +44,6 @@ from mailer.planning.send_hour import (
     NO_ENGAGEMENT,
     by_customer,
     ranked_hours,
-    store_engagement,
-    store_prior,
 )
 from mailer.planning.triggers import (
     after_order_window,
@@ -83,7 +82,7 @@ from mailer.store.customers import (
     time_zones,
 )
 from mailer.store.db import Connection, Engine
-from mailer.store.events import human_hours, store_human_hours
+from mailer.store.events import human_hours
 from mailer.store.insight.stages import changes_into
 from mailer.store.versions import record_plan_run, stored_version_id
 
@@ -342,19 +341,11 @@ def batch_facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Can
 # --- the right hour (`send_at: best`) -------------------------------------------------------
 
 
-def send_prior(engine: Engine, settings: Settings, now: datetime) -> tuple[float, ...]:
-    """The store's share of each local hour of its human clicks (else opens) in the
-    LOOKBACK before NOW, each in its customer's zone: the prior of every customer's best
-    hour, read once per planning run (mailer.planning.send_hour)."""
-    with engine.connect() as conn:
-        rows = store_human_hours(conn, now - LOOKBACK, now)
-    return store_prior(store_engagement(rows, settings.timezone))
-
-
 def best_hours(conn: Connection, campaign: Campaign, people: dict[int, Addressee],
                settings: Settings, prior: tuple[float, ...], now: datetime
-               ) -> dict[int, tuple[int, ...]]:
-    """Each of the batch's customers' allowed local hours, best first: the campaign's
+               ) -> dict[int, Ranked]:
+    """Each of the batch's customers' allowed local hours, best first (in groups that
+    tie): the campaign's
     window less the quiet hours, ranked by their own engagement and the store's PRIOR
     (one query for the batch)."""
     zones = {customer_id: zone(person.timezone or settings.timezone)
@@ -426,7 +417,7 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
     def prior() -> tuple[float, ...]:  # once per run, and only when someone is due
         if frozen is not None and frozen.send_prior is not None:
             return frozen.send_prior
-        return send_prior(engine, settings, now)
+        return send_prior(engine, settings.timezone, now)
 
     def intro_groups(batch: list[Candidate]) -> dict[int, set[str]]:
         """Intro segments of the batch's customers, looked up only when rows are written."""

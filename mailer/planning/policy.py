@@ -96,14 +96,18 @@ def at_hour(now: datetime, tz: ZoneInfo, hour: int, quiet: QuietHours | None) ->
     return quiet_release(moment, tz, quiet)
 
 
-def at_best_hour(now: datetime, tz: ZoneInfo, ranked: tuple[int, ...],
-                 quiet: QuietHours | None, expires: datetime) -> datetime | None:
-    """When a `send_at: best` mail leaves: at the best of RANKED (local hours, best first)
-    it can reach before EXPIRES; None when it reaches none of them."""
-    for hour in ranked:
-        moment = at_hour(now, tz, hour, quiet)
-        if moment < expires:
-            return moment
+Ranked = tuple[tuple[int, ...], ...]  # local hours, best first, those that tie together
+
+
+def at_best_hour(now: datetime, tz: ZoneInfo, ranked: Ranked, quiet: QuietHours | None,
+                 expires: datetime) -> datetime | None:
+    """When a `send_at: best` mail leaves: at the best of RANKED it can reach before
+    EXPIRES, the soonest of hours that tie; None when it reaches none of them."""
+    for tied in ranked:
+        reachable = [moment for moment in (at_hour(now, tz, hour, quiet) for hour in tied)
+                     if moment < expires]
+        if reachable:
+            return min(reachable)
     return None
 
 
@@ -125,10 +129,11 @@ def full_cap(recent: tuple[datetime, ...], caps: tuple[Cap, ...], now: datetime,
 
 def decide(facts: Facts, *, now: datetime, caps: tuple[Cap, ...], tz: ZoneInfo,
            quiet: QuietHours | None, expires: datetime, reminder: bool = False,
-           hours: tuple[int, ...] | None = None) -> Decision:
+           hours: Ranked | None = None) -> Decision:
     """Plan the mail, or the first reason (in the order of DESIGN §4.3) not to. HOURS:
-    the customer's allowed local hours, best first (`send_at: best`); a mail that can
-    reach none of them before its expiry leaves as soon as quiet hours allow."""
+    the customer's allowed local hours, best first in groups that tie (`send_at: best`);
+    a mail that can reach none of them before its expiry leaves as soon as quiet hours
+    allow."""
     if facts.consent != "subscribed":
         return Decision(facts.consent)
     if facts.suppressed:

@@ -8,8 +8,9 @@ smoothed toward the store's distribution (the same hours over every customer, ea
 in their own zone) with a prior worth PRIOR_CLICKS clicks: an hour's score is the
 customer's count there plus PRIOR_CLICKS times the store's share of it. The best hour
 is the allowed one (the campaign's window less quiet hours) with the highest score;
-ties go to the one earliest in the window. A customer without engagement gets the
-store's best hour; a store without any, the window's first hour.
+of hours that tie, the one that comes soonest. A customer without engagement gets
+the store's best hour; in a store without any, every hour ties and the mail leaves
+as soon as the window allows.
 """
 
 from __future__ import annotations
@@ -109,11 +110,14 @@ def scores(own: Engagement, prior: Sequence[float], k: float = PRIOR_CLICKS
 
 
 def ranked_hours(own: Engagement, prior: Sequence[float], allowed: Sequence[int],
-                 k: float = PRIOR_CLICKS) -> tuple[int, ...]:
-    """ALLOWED (hours in the window's order), best first; ties keep the window's order."""
+                 k: float = PRIOR_CLICKS) -> tuple[tuple[int, ...], ...]:
+    """ALLOWED (hours in the window's order), best first, in groups of the hours that tie
+    (in the window's order): the planner sends at the soonest of a group."""
     weight = scores(own, prior, k)
-    order = {hour: n for n, hour in enumerate(allowed)}
-    return tuple(sorted(allowed, key=lambda hour: (-weight[hour], order[hour])))
+    groups: dict[float, list[int]] = {}
+    for hour in allowed:
+        groups.setdefault(weight[hour], []).append(hour)
+    return tuple(tuple(groups[score]) for score in sorted(groups, reverse=True))
 
 
 def by_customer(rows: Iterable[tuple[int, str, int, int]],
