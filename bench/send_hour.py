@@ -21,6 +21,7 @@ customers, and the plan's time beside the same campaign planned without `send_at
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import sys
@@ -138,6 +139,7 @@ def main() -> None:
         print(f"{engine.dialect.name}: demo store of {customers:,} customers, {lines:,} order "
               f"lines, {written:,} events, ready in {time.perf_counter() - started:.0f} s")
 
+        load = os.getloadavg()[0]
         workspace(DATA, "")
         plain_seconds, _ = planned(DATA, engine, NOW)
         workspace(DATA, "send_at: best\n")
@@ -165,6 +167,9 @@ def main() -> None:
               f"fixed {BASELINE}:00 {few[2] / few[0]:.1%}")
         print(f"plan time: {best_seconds:.2f} s with send_at: best, {plain_seconds:.2f} s "
               "without")
+        # the machine may be shared: the load says how much of it the run had
+        print(f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after, on "
+              f"{os.cpu_count()} cores")
     finally:
         engine.dispose()
         if not options.keep:
