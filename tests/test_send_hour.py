@@ -262,6 +262,15 @@ def test_within_the_best_hour_the_mail_leaves_at_once_unless_quiet() -> None:
         datetime(2026, 6, 11, 10, 0, tzinfo=UTC)  # tomorrow's 19:00 is past the expiry
 
 
+def test_validate_warns_of_a_window_inside_the_quiet_hours(shop: Workspace) -> None:
+    shop.write("mailer.yaml", QUIET)
+    best(shop, "2026-06-10T09:00", extra='window: "19:00-22:00"\n')
+    result = shop.run("validate")
+    assert result.code == 0, result.stderr
+    assert "campaigns/best.yaml:6: warning: window: every hour of the window 19:00-22:00 is " \
+        "in the quiet hours (18:00-08:00): mails leave when they end" in result.stderr
+
+
 def test_hours_that_tie_go_together_and_the_soonest_of_them_wins() -> None:
     flat = store_prior(Engagement())
     assert ranked_hours(Engagement(), flat, (22, 23, 0, 1)) == ((22, 23, 0, 1),)
