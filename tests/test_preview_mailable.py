@@ -31,7 +31,8 @@ O2,C2,2026-10-01T10:00,15.50,BO-1,books,1,15.50
 O3,C3,2026-09-01T10:00,10,SH-1,shoes,1,10
 O5,C5,2026-09-02T10:00,30,SH-2,shoes,1,30
 """
-SAMPLE_KEYS = {"id", "email", "intro", "variant", "subject", "mailable", "reason"}
+SAMPLE_KEYS = {"id", "email", "intro", "variant", "subject", "mailable", "reason",
+               "send_after"}
 
 
 @pytest.fixture

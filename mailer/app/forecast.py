@@ -34,6 +34,9 @@ class Forecast:
     caps_hit: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     max_per_customer_7d: int = 0
     topics: dict[str, str] = field(default_factory=dict)  # campaign -> its topic
+    # mails by the hour of the workspace zone they may leave in (their send_after): where
+    # `send_at: best` and quiet hours spread a day's mails
+    hours: Counter[int] = field(default_factory=Counter)
 
     def by_topic(self, day: date) -> dict[str, int]:
         """DAY's mails per topic, every topic of the campaigns (zeros included)."""
@@ -48,7 +51,12 @@ class Forecast:
                           "topics": self.by_topic(day)}
                          for day in self.days],
                 "caps_hit": {label: len(ids) for label, ids in sorted(self.caps_hit.items())},
-                "max_per_customer_7d": self.max_per_customer_7d}
+                "max_per_customer_7d": self.max_per_customer_7d,
+                "hours": self.hour_labels()}
+
+    def hour_labels(self) -> dict[str, int]:
+        """{"09:00": mails, ...} for the hours that have mails, in order."""
+        return {f"{hour:02d}:00": n for hour, n in sorted(self.hours.items()) if n}
 
 
 def run_forecast(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str, Campaign],
@@ -73,6 +81,8 @@ def run_forecast(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[
                                  versions=versions, choose_intros=False, frozen=frozen,
                                  record_runs=not steady):
                 result.mails[day][plan.campaign] += plan.planned_count
+                result.hours.update(mail.send_after.astimezone(tz).hour
+                                    for mail in plan.planned)
                 for excluded in plan.excluded:
                     if excluded.reason == "frequency_cap":
                         result.caps_hit[excluded.cap].add(excluded.customer_id)

@@ -46,6 +46,7 @@ class Sample:
     eml: bytes
     mailable: bool = True  # whether the plan at now would mail this customer
     reason: str | None = None  # why not (the planner's reason, not_in_segment, not_due)
+    send_after: datetime | None = None  # mailable: when the mail would leave
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def render_samples(engine: Engine, version: Version, specs: dict[str, SegmentSpe
         samples.append(Sample(person.store_id, person.email,
                               pick_intro(version, groups[customer_id]), mail.variant,
                               mail.subject, mail.html, mail.text, eml, verdict.mailable,
-                              verdict.reason))
+                              verdict.reason, verdict.send_after))
     return samples
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from mailer.config import conditions as lang
 from mailer.config.campaign import (
+    BEST,
+    BEST_TRIGGERS,
     CRON_SCHEMA,
     MOMENT_SCHEMA,
     ONLY_FOR,
@@ -72,6 +74,11 @@ def campaign_schema() -> Schema:
     for key, triggers in ONLY_FOR.items():
         rules.append({"if": _trigger_is(triggers, among=False),
                       "then": {"properties": {key: {"type": "null"}}}})
+    # send_at: best for the campaigns mailing an audience at once, a time of day elsewhere
+    rules.append({"if": _trigger_is(BEST_TRIGGERS), "then": {"properties": {
+        "send_at": {"enum": [BEST, None]}}}})
+    rules.append({"if": _trigger_is(BEST_TRIGGERS, among=False), "then": {"properties": {
+        "send_at": {"not": {"enum": [BEST]}}}}})
     rules.append({"if": {"properties": {"winner": {"type": "object"}}, "required": ["winner"]},
                   "then": {"properties": {"subject": {"type": "array", "minItems": 2}}}})
     return _envelope("campaign", "campaign file", (

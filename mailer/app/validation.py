@@ -88,6 +88,7 @@ def check_workspace(root: Path, *, now: datetime | None = None,
         return Checked(_once(problems), len(files))
     problems += check_tracking(root, settings)
     problems += check_cap_topics(root, settings, campaigns)
+    problems += check_best_windows(root, settings, campaigns)
     moment = (now or datetime.now(UTC)).replace(microsecond=0)
     versions = {slug: _compiled(root, slug, campaign) for slug, campaign in campaigns.items()}
     checked = {slug: check_rendering(root, settings, slug, campaign, moment,
@@ -174,6 +175,27 @@ def check_tracking(root: Path, settings: Settings) -> list[Problem]:
     return [Problem(SETTINGS_FILE, line, "tracking.base_url",
                     f"{url} is plain http: unsubscribe links must be https (RFC 8058; "
                     f"mail clients hide one-click unsubscribe otherwise), like {secure.geturl()}")]
+
+
+def check_best_windows(root: Path, settings: Settings,
+                       campaigns: dict[str, Campaign]) -> list[Problem]:
+    """A warning for each `send_at: best` campaign whose window lies in the quiet hours:
+    no hour is left to choose, so its mails leave when the quiet hours end."""
+    from mailer.planning.policy import allowed_hours
+
+    notes = []
+    for slug, campaign in sorted(campaigns.items()):
+        quiet = settings.policy.quiet_hours
+        if not campaign.best_hour or allowed_hours(campaign.send_window.hours(), quiet):
+            continue
+        path = f"campaigns/{slug}.yaml"
+        data = load_yaml((root / path).read_text(encoding="utf-8"), path)
+        key = "window" if "window" in data else "send_at"
+        notes.append(Problem(path, line_of(data, (key,)), key,
+                             f"every hour of the window {campaign.send_window} is in the "
+                             f"quiet hours ({quiet}): mails leave when they end",
+                             warning=True))
+    return notes
 
 
 def check_cap_topics(root: Path, settings: Settings,

@@ -61,5 +61,7 @@ def forecast(ctx: click.Context, days: int, start_text: str | None, chart: Path 
     caps = ", ".join(f"{label}: {len(ids)}" for label, ids in sorted(result.caps_hit.items()))
     click.echo(f"customers held back by a cap: {caps or 'none'}")
     click.echo(f"the most mails one customer gets in 7 days: {result.max_per_customer_7d}")
+    hours = ", ".join(f"{label} {n}" for label, n in result.hour_labels().items())
+    click.echo(f"mails by the hour they leave ({settings.timezone}): {hours or 'none'}")
     if chart is not None:
         click.echo(f"chart: {chart}")

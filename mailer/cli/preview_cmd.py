@@ -66,7 +66,8 @@ def preview(ctx: click.Context, campaign: str, email: str | None, sample: int,
                    "out": str(index) if index else None,
                    "samples": [{"id": s.customer, "email": s.email, "intro": s.intro,
                                 "variant": s.variant + 1, "subject": s.subject,
-                                "mailable": s.mailable, "reason": s.reason}
+                                "mailable": s.mailable, "reason": s.reason,
+                                "send_after": iso_z(s.send_after) if s.send_after else None}
                                for s in samples]})
         return
     if campaign in stand_ins:
@@ -74,7 +75,9 @@ def preview(ctx: click.Context, campaign: str, email: str | None, sample: int,
                    "members of its segment stand in, with the reason each would not get it")
     print_table(("id", "email", "intro", "variant", "subject", "mailable"),
                 ((s.customer, s.email, s.intro or "", s.variant + 1, s.subject,
-                  "yes" if s.mailable else f"no: {s.reason}") for s in samples),
+                  (f"yes, from {iso_z(s.send_after)}" if s.send_after and
+                   s.send_after > moment else "yes") if s.mailable else f"no: {s.reason}")
+                 for s in samples),
                 title=f"preview of {campaign}")
     if email is not None and samples and not samples[0].mailable:
         click.echo(f"{samples[0].customer} would not get this mail at {iso_z(moment)}: "

@@ -17,7 +17,14 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from mailer.config.settings import CLOCK_SCHEMA, Duration, JsonSchema, parse_clock_time
 from mailer.config.specs import Spec, check
@@ -47,13 +54,14 @@ TRIGGER_RULES = {
     "birthday": TriggerRule((), ("send_at",), (
         "On the customer's birthday in the customer's zone, from `send_at` to the end of "
         "that local day (29 February on 28 February in other years).")),
-    "schedule": TriggerRule(("schedule",), ("grace",), (
+    "schedule": TriggerRule(("schedule",), ("grace", "send_at", "window"), (
         "At the latest fire time of the cron line, while now is before fire time + "
         "`grace`; earlier fire times are skipped.")),
-    "promotion": TriggerRule(("starts", "ends"), ("reminder",), (
+    "promotion": TriggerRule(("starts", "ends"), ("reminder", "send_at", "window"), (
         "Throughout [starts, ends): each run plans the members not planned yet, so "
         "someone a cap held back today can get it tomorrow.")),
-    "once": TriggerRule(("at",), ("grace",), "While at ≤ now < at + `grace`."),
+    "once": TriggerRule(("at",), ("grace", "send_at", "window"),
+                        "While at ≤ now < at + `grace`."),
     "after_order": TriggerRule(("after",), ("send_at",), (
         "For each paid order whose placed_at + `after` falls on the customer's local day, "
         "from `send_at`.")),
@@ -74,13 +82,67 @@ TRIGGER_RULES = {
 # own triggers only, and ignored elsewhere).
 ONLY_FOR = {"reminder": ("promotion",), "to": ("stage_change",), "from": ("stage_change",),
             "country": ("holiday",), "dates": ("holiday",), "only": ("holiday",),
-            "except": ("holiday",), "days_before": ("holiday",)}
+            "except": ("holiday",), "days_before": ("holiday",),
+            "window": ("once", "promotion", "schedule")}
+# `send_at: best` (each customer's best hour, mailer.planning.send_hour) is for the
+# campaigns that mail a whole audience at once; a time of day for the per-customer days.
+BEST = "best"
+BEST_TRIGGERS = ("once", "promotion", "schedule")
+CLOCK_TRIGGERS = ("birthday", "after_order", "holiday")
+DEFAULT_WINDOW = "09:00-20:00"
 # keys that are Python keywords, and the field holding each
 ATTRIBUTE = {"from": "from_", "except": "except_"}
 
 
 def _clock(value: object) -> time:
     return value if isinstance(value, time) else parse_clock_time(value)
+
+
+def _listed(names: tuple[str, ...]) -> str:
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _send_at(value: object) -> time | str:
+    """`best`, or a time of day."""
+    if isinstance(value, str) and value.strip() == BEST:
+        return BEST
+    return _clock(value)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The local hours a `send_at: best` mail may leave in: each whole hour whose start
+    lies in [start, end), possibly across midnight ("20:00-02:00")."""
+
+    start: int  # hours 0-23
+    end: int
+
+    def hours(self) -> tuple[int, ...]:
+        """The window's hours in its own order, from its start."""
+        span = (self.end - self.start) % 24
+        return tuple((self.start + n) % 24 for n in range(span))
+
+    def __str__(self) -> str:
+        return f"{self.start:02d}:00-{self.end:02d}:00"
+
+
+def _window(value: object) -> Window:
+    if isinstance(value, Window):
+        return value
+    parts = value.split("-") if isinstance(value, str) else []
+    if len(parts) != 2:
+        raise InvalidValue(f"expected a span of whole local hours like {DEFAULT_WINDOW}, "
+                           f"got {value!r}")
+    try:
+        start, end = parse_clock_time(parts[0]), parse_clock_time(parts[1])
+    except InvalidValue:
+        raise InvalidValue(f"expected a span of whole local hours like {DEFAULT_WINDOW}, "
+                           f"got {value!r}") from None
+    if start.minute or end.minute:
+        raise InvalidValue(f"window {value!r}: give whole hours, like {DEFAULT_WINDOW}")
+    if start == end:
+        raise InvalidValue(f"window {value!r} starts and ends at the same time")
+    return Window(start.hour, end.hour)
 
 
 def _moment(value: object) -> datetime:
@@ -147,6 +209,11 @@ FILLED_SUBJECT: JsonSchema = {"anyOf": [
     {"type": "array", "items": {"type": "string", "pattern": r"\S"}, "minItems": 1}]}
 
 ClockTime = Annotated[time, BeforeValidator(_clock), WithJsonSchema(CLOCK_SCHEMA)]
+SendAt = Annotated[time | Literal["best"], BeforeValidator(_send_at), WithJsonSchema({
+    "title": "time of day or best", "anyOf": [CLOCK_SCHEMA, {"enum": [BEST]}]})]
+WindowSpan = Annotated[Window, BeforeValidator(_window), WithJsonSchema({
+    "type": "string", "title": "span of hours", "examples": [DEFAULT_WINDOW],
+    "pattern": r"^\s*\d{1,2}:00\s*-\s*\d{1,2}:00\s*$"})]
 Moment = Annotated[datetime, BeforeValidator(_moment), WithJsonSchema(MOMENT_SCHEMA)]
 Cron = Annotated[str, BeforeValidator(_cron), WithJsonSchema(CRON_SCHEMA)]
 MonthDay = Annotated[str, BeforeValidator(_month_day), WithJsonSchema({
@@ -203,8 +270,14 @@ class Campaign(Spec):
         default_factory=dict, json_schema_extra={"title": "segment name to text"},
         description=("A personal intro (`intro` in templates) by segment: the first segment "
                      "in file order the customer is in wins, else `default`."))
-    send_at: ClockTime | None = Field(None, description=(
-        "The local time of day in each customer's zone when mails start; unset: 09:00."))
+    send_at: SendAt | None = Field(None, description=(
+        "birthday, after_order, holiday: the local time of day in each customer's zone "
+        "when mails start; unset: 09:00. once, promotion, schedule: `best` sends each "
+        "customer's mail at their best hour within `window` (docs/campaigns.md); unset: "
+        "when due."))
+    window: WindowSpan | None = Field(None, description=(
+        "With `send_at: best`: the whole local hours the mail may leave in; unset: "
+        f"{DEFAULT_WINDOW}."))
     schedule: Cron | None = Field(None, description=(
         "A cron line (crontab(5), five fields) in the workspace zone."))
     grace: Duration = Field(timedelta(hours=6), description=(
@@ -250,6 +323,30 @@ class Campaign(Spec):
         "The survey (surveys/NAME.yaml) the mail asks; frozen into the campaign version "
         "with the templates."))
 
+    @field_validator("send_at")
+    @classmethod
+    def _send_at_fits(cls, value: time | str | None, info: ValidationInfo
+                      ) -> time | str | None:
+        trigger = info.data.get("trigger")
+        if value == BEST and trigger is not None and trigger not in BEST_TRIGGERS:
+            raise InvalidValue(f"best works with {_listed(BEST_TRIGGERS)} campaigns only "
+                               f"(a {trigger} campaign takes a time of day like 09:00)")
+        if isinstance(value, time) and trigger in BEST_TRIGGERS:
+            raise InvalidValue(f"a {trigger} campaign takes best (a time of day works with "
+                               f"{_listed(CLOCK_TRIGGERS)} campaigns)")
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _window_fits(cls, value: Window | None, info: ValidationInfo) -> Window | None:
+        trigger = info.data.get("trigger")
+        if value is not None and trigger is not None and trigger not in BEST_TRIGGERS:
+            raise InvalidValue(f"works with {_listed(BEST_TRIGGERS)} campaigns only, with "
+                               "send_at: best")
+        if value is not None and "send_at" in info.data and info.data["send_at"] != BEST:
+            raise InvalidValue("works with send_at: best only")
+        return value
+
     @field_validator("subject")
     @classmethod
     def _subjects(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -286,7 +383,17 @@ class Campaign(Spec):
 
     @property
     def send_time(self) -> time:
-        return self.send_at or time(9, 0)
+        """The local time of day mails of the per-customer days start."""
+        return self.send_at if isinstance(self.send_at, time) else time(9, 0)
+
+    @property
+    def best_hour(self) -> bool:
+        """`send_at: best`: each customer's mail waits for their best hour."""
+        return self.send_at == BEST
+
+    @property
+    def send_window(self) -> Window:
+        return self.window or _window(DEFAULT_WINDOW)
 
 
 def parse_campaign(data: Any, path: str) -> tuple[Campaign | None, list[Problem]]:

@@ -9,7 +9,9 @@ lives in a country with a public holiday that day.
 `FrozenStore` answers that from the store data read once, so the planner neither
 builds nor runs those queries. Each answer is about a superset of the query's rows
 (everyone in the zone, whatever the segment), so a "no" is certain and a "maybe"
-runs the real query: the forecast's result is the same with or without it.
+runs the real query: the forecast's result is the same with or without it. The
+store's distribution of engagement hours (`send_at: best`) is read here too: once per
+forecast, and once per planning run outside one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from mailer.config.campaign import Campaign
 from mailer.config.settings import Settings
+from mailer.planning.send_hour import LOOKBACK, store_engagement, store_prior
 from mailer.store.customers import (
     birthdays_by_zone,
     countries_by_zone,
@@ -30,6 +33,7 @@ from mailer.store.customers import (
     time_zones,
 )
 from mailer.store.db import Engine
+from mailer.store.events import store_human_hours
 from mailer.store.insight.stages import stage_change_times
 
 # The per-zone trigger windows reach this far around an hour of the forecast (a local day
@@ -54,6 +58,8 @@ class FrozenStore:
     # ZoneInfo keeps only 8 zones strongly cached and a store has dozens: holding them
     # all makes each sweep's ZoneInfo(name) a lookup, not a file read.
     held: tuple[ZoneInfo, ...] = ()
+    # the store's distribution of engagement hours (`send_at: best`), read once
+    send_prior: tuple[float, ...] | None = None
 
     def may_have_birthdays(self, zone_name: str, keys: Iterable[str]) -> bool:
         """Whether anyone living in ZONE_NAME has one of these "MM-DD" birthdays."""
@@ -110,11 +116,25 @@ def freeze(engine: Engine, settings: Settings, campaigns: dict[str, Campaign], *
         for zone_name, to, from_, detected in stage_change_times(conn, default, since,
                                                                         until):
             changes[(zone_name, to)].append((detected, from_))
+    prior = None
+    if any(campaign.best_hour for campaign in campaigns.values()):
+        prior = send_prior(engine, default, start)
     return FrozenStore(zones=zones, since=since, until=until, birthdays=birthdays,
+                       send_prior=prior,
                        orders={z: sorted(times) for z, times in orders.items()},
                        changes={k: sorted(found) for k, found in changes.items()},
                        countries={z: frozenset(found) for z, found in countries.items()},
                        held=tuple(ZoneInfo(z) for z in zones if _known_zone(z)))
+
+
+def send_prior(engine: Engine, default_zone: str, now: datetime) -> tuple[float, ...]:
+    """The store's share of each local hour of its human clicks (else opens) in the
+    LOOKBACK before NOW, each in its customer's zone (DEFAULT_ZONE without one): the
+    prior of every customer's best hour (mailer.planning.send_hour), read once per
+    planning run, and once per forecast."""
+    with engine.connect() as conn:
+        rows = store_human_hours(conn, now - LOOKBACK, now)
+    return store_prior(store_engagement(rows, default_zone))
 
 
 def _known_zone(name: str) -> bool:

@@ -16,13 +16,21 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import cache
 
 from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Settings
 from mailer.core.clock import as_local, zone
-from mailer.planning.planner import Candidate, ab_winner, batch_facts, candidates
+from mailer.planning.frozen import send_prior
+from mailer.planning.planner import (
+    Candidate,
+    ab_winner,
+    batch_facts,
+    best_hours,
+    candidates,
+)
 from mailer.planning.policy import decide, in_test_group
 from mailer.segments.compiler import Scope
 from mailer.segments.runner import member_ids
@@ -38,6 +46,7 @@ class Verdict:
 
     reason: str | None  # None: mailed; else the planner's reason, not_in_segment, not_due
     occurrence: str = ""  # the occurrence they would get, or were judged for
+    send_after: datetime | None = None  # mailed: when it would leave (send_at: best's hour)
 
     @property
     def mailable(self) -> bool:
@@ -55,10 +64,10 @@ def verdicts(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign:
         known = found.get(candidate.customer_id)
         return candidate.customer_id in wanted and (known is None or not known.mailable)
 
-    for candidate, reason in _judged(engine, specs, slug, campaign, scope=scope,
-                                     settings=settings, asked=open_question):
+    for candidate, reason, leaves in _judged(engine, specs, slug, campaign, scope=scope,
+                                             settings=settings, asked=open_question):
         if candidate.customer_id not in found or reason is None:
-            found[candidate.customer_id] = Verdict(reason, candidate.occurrence)
+            found[candidate.customer_id] = Verdict(reason, candidate.occurrence, leaves)
         if len(found) == len(wanted) and all(v.mailable for v in found.values()):
             break
     rest = sorted(wanted - set(found))
@@ -74,11 +83,11 @@ def first_mailable(engine: Engine, specs: dict[str, SegmentSpec], slug: str,
                    limit: int) -> dict[int, Verdict]:
     """Up to LIMIT customers the plan at now would mail, in the planner's order."""
     found: dict[int, Verdict] = {}
-    for candidate, reason in _judged(engine, specs, slug, campaign, scope=scope,
-                                     settings=settings,
-                                     asked=lambda c: c.customer_id not in found):
+    for candidate, reason, leaves in _judged(engine, specs, slug, campaign, scope=scope,
+                                             settings=settings,
+                                             asked=lambda c: c.customer_id not in found):
         if reason is None:
-            found[candidate.customer_id] = Verdict(None, candidate.occurrence)
+            found[candidate.customer_id] = Verdict(None, candidate.occurrence, leaves)
             if len(found) >= limit:
                 break
     return found
@@ -86,10 +95,11 @@ def first_mailable(engine: Engine, specs: dict[str, SegmentSpec], slug: str,
 
 def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Campaign, *,
             scope: Scope, settings: Settings, asked: Callable[[Candidate], bool]
-            ) -> Iterator[tuple[Candidate, str | None]]:
+            ) -> Iterator[tuple[Candidate, str | None, datetime | None]]:
     """Each due candidate ASKED about, with the planner's reason not to mail it (None:
-    it would be planned), in the planner's order. The steps of planner.plan, less the
-    writing: the same facts, caps, quiet hours, expiry and A/B hold-back."""
+    it would be planned) and when it would leave, in the planner's order. The steps of
+    planner.plan, less the writing: the same facts, caps, quiet hours, best hours,
+    expiry and A/B hold-back."""
     now, default_zone = scope.now, zone(settings.timezone)
     caps = settings.policy.frequency
     caps_span = max((cap.per for cap in caps), default=timedelta(0))
@@ -98,6 +108,7 @@ def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: 
                        if campaign.reminder is not None and campaign.starts else None)
     winner = campaign.winner if len(campaign.subject) > 1 else None
     winners: dict[str, int | None] = {}  # occurrence -> the winning variant, None: testing
+    prior = cache(lambda: send_prior(engine, settings.timezone, now))
     for page in candidates(engine, specs, slug, campaign, scope, settings):
         batch = [candidate for candidate in page if asked(candidate)]
         if not batch:
@@ -105,12 +116,15 @@ def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: 
         with engine.connect() as conn:
             people, facts = batch_facts(conn, slug, campaign, batch, now, caps_span, Counter(),
                                         reminder_starts, topics=topics)
+            hours = best_hours(conn, campaign, people, settings, prior(), now) \
+                if campaign.best_hour else {}
         for candidate in batch:
             person = people[candidate.customer_id]
             decision = decide(facts[(candidate.customer_id, candidate.occurrence)], now=now,
                               caps=caps, tz=zone(person.timezone or settings.timezone),
                               quiet=settings.policy.quiet_hours, expires=candidate.expires,
-                              reminder=candidate.occurrence == "reminder")
+                              reminder=candidate.occurrence == "reminder",
+                              hours=hours.get(candidate.customer_id))
             reason = candidate.reason or decision.reason  # no_holidays comes decided
             if reason is None and winner is not None and candidate.occurrence != "reminder":
                 if candidate.occurrence not in winners:
@@ -120,4 +134,4 @@ def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: 
                 if winners[candidate.occurrence] is None and not in_test_group(
                         slug, candidate.customer_id, winner.test_share):
                     reason = "waiting_for_winner"
-            yield candidate, reason
+            yield candidate, reason, decision.send_after if reason is None else None

@@ -30,8 +30,21 @@ from mailer.core.folding import fold
 from mailer.core.holidays import COUNTRIES, UNKNOWN, holidays_on
 from mailer.mail.message import new_message_id
 from mailer.mail.version import first_intro
-from mailer.planning.frozen import FrozenStore
-from mailer.planning.policy import Facts, decide, in_test_group, winning_variant
+from mailer.planning.frozen import FrozenStore, send_prior
+from mailer.planning.policy import (
+    Facts,
+    Ranked,
+    allowed_hours,
+    decide,
+    in_test_group,
+    winning_variant,
+)
+from mailer.planning.send_hour import (
+    LOOKBACK,
+    NO_ENGAGEMENT,
+    by_customer,
+    ranked_hours,
+)
 from mailer.planning.triggers import (
     after_order_window,
     birthday_keys,
@@ -69,6 +82,7 @@ from mailer.store.customers import (
     time_zones,
 )
 from mailer.store.db import Connection, Engine
+from mailer.store.events import human_hours
 from mailer.store.insight.stages import changes_into
 from mailer.store.versions import record_plan_run, stored_version_id
 
@@ -331,6 +345,24 @@ def batch_facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Can
     return people, facts
 
 
+# --- the right hour (`send_at: best`) -------------------------------------------------------
+
+
+def best_hours(conn: Connection, campaign: Campaign, people: dict[int, Addressee],
+               settings: Settings, prior: tuple[float, ...], now: datetime
+               ) -> dict[int, Ranked]:
+    """Each of the batch's customers' allowed local hours, best first (in groups that
+    tie): the campaign's
+    window less the quiet hours, ranked by their own engagement and the store's PRIOR
+    (one query for the batch)."""
+    zones = {customer_id: zone(person.timezone or settings.timezone)
+             for customer_id, person in people.items()}
+    own = by_customer(human_hours(conn, sorted(people), now - LOOKBACK, now), zones)
+    allowed = allowed_hours(campaign.send_window.hours(), settings.policy.quiet_hours)
+    return {customer_id: ranked_hours(own.get(customer_id, NO_ENGAGEMENT), prior, allowed)
+            for customer_id in people}
+
+
 # --- planning ---------------------------------------------------------------------------------
 
 
@@ -388,6 +420,12 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
             ab[occurrence] = ab_winner(engine, slug, occurrence, campaign, now)
         return ab[occurrence]
 
+    @cache
+    def prior() -> tuple[float, ...]:  # once per run, and only when someone is due
+        if frozen is not None and frozen.send_prior is not None:
+            return frozen.send_prior
+        return send_prior(engine, settings.timezone, now)
+
     def intro_groups(batch: list[Candidate]) -> dict[int, set[str]]:
         """Intro segments of the batch's customers, looked up only when rows are written."""
         if not segmented:
@@ -405,6 +443,8 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                                    planned_in_run, reminder_starts, topics=cap_topics,
                                    run_topics=topics_in_run)
             groups = intro_groups(batch)
+            hours = best_hours(conn, campaign, people, settings, prior(), now) \
+                if campaign.best_hour else {}
             rows = []
             for candidate in batch:
                 person = people[candidate.customer_id]
@@ -416,7 +456,8 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                 decision = decide(facts[(candidate.customer_id, candidate.occurrence)],
                                   now=now, caps=caps, tz=tz,
                                   quiet=settings.policy.quiet_hours, expires=candidate.expires,
-                                  reminder=candidate.occurrence == "reminder")
+                                  reminder=candidate.occurrence == "reminder",
+                                  hours=hours.get(candidate.customer_id))
                 if decision.reason is not None:
                     result.add(Excluded(candidate.customer_id, person.store_id, person.email,
                                         candidate.occurrence, decision.reason,

@@ -11,7 +11,9 @@ same planning run count too. A cap with a topic ({max: 1, per: 7d, topic: promot
 holds back only mails of that topic and counts only that topic's rows; one without
 holds back and counts every mail. Quiet
 hours delay a mail to their end in the customer's zone; a mail that could
-only leave after its expiry is not planned.
+only leave after its expiry is not planned. A `send_at: best` mail waits for the
+first of the customer's best hours (mailer.planning.send_hour) it can reach before
+its expiry, never one in quiet hours.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from mailer.config.settings import Cap, QuietHours
@@ -52,6 +54,14 @@ class Decision:
     cap: Cap | None = None  # the cap that was full, for frequency_cap
 
 
+def is_quiet(clock: time, quiet: QuietHours | None) -> bool:
+    """Whether a local wall time falls in the quiet hours [start, end)."""
+    if quiet is None:
+        return False
+    start, end = quiet.start, quiet.end
+    return start <= clock < end if start < end else (clock >= start or clock < end)
+
+
 def quiet_release(now: datetime, tz: ZoneInfo, quiet: QuietHours | None) -> datetime:
     """NOW, or the end of the quiet hours in TZ when NOW falls inside them."""
     if quiet is None:
@@ -59,11 +69,46 @@ def quiet_release(now: datetime, tz: ZoneInfo, quiet: QuietHours | None) -> date
     local = now.astimezone(tz)
     clock = local.time().replace(tzinfo=None)
     start, end = quiet.start, quiet.end
-    inside = start <= clock < end if start < end else (clock >= start or clock < end)
-    if not inside:
+    if not is_quiet(clock, quiet):
         return now
     day = local.date() if (start < end or clock < end) else local.date() + timedelta(days=1)
     return max(now, localize(datetime.combine(day, end), tz))
+
+
+def allowed_hours(window: tuple[int, ...], quiet: QuietHours | None) -> tuple[int, ...]:
+    """The hours of WINDOW (in its order) whose start is outside the quiet hours."""
+    return tuple(hour for hour in window if not is_quiet(time(hour), quiet))
+
+
+def at_hour(now: datetime, tz: ZoneInfo, hour: int, quiet: QuietHours | None) -> datetime:
+    """The first instant at or after NOW at local HOUR of TZ outside the quiet hours: NOW
+    itself within that hour, else the next HOUR:00. A HOUR:00 that does not exist that
+    day (a daylight-saving gap) is the first instant after the gap (core.clock.localize)."""
+    local = now.astimezone(tz)
+    if local.hour == hour and quiet_release(now, tz, quiet) == now:
+        return now
+    # Today's HOUR:00 may have passed, and a gap may move one into the quiet hours.
+    for offset in range(3):
+        moment = localize(datetime.combine(local.date() + timedelta(days=offset),
+                                           time(hour)), tz)
+        if moment > now and quiet_release(moment, tz, quiet) == moment:
+            return moment
+    return quiet_release(moment, tz, quiet)
+
+
+Ranked = tuple[tuple[int, ...], ...]  # local hours, best first, those that tie together
+
+
+def at_best_hour(now: datetime, tz: ZoneInfo, ranked: Ranked, quiet: QuietHours | None,
+                 expires: datetime) -> datetime | None:
+    """When a `send_at: best` mail leaves: at the best of RANKED it can reach before
+    EXPIRES, the soonest of hours that tie; None when it reaches none of them."""
+    for tied in ranked:
+        reachable = [moment for moment in (at_hour(now, tz, hour, quiet) for hour in tied)
+                     if moment < expires]
+        if reachable:
+            return min(reachable)
+    return None
 
 
 def full_cap(recent: tuple[datetime, ...], caps: tuple[Cap, ...], now: datetime,
@@ -83,8 +128,12 @@ def full_cap(recent: tuple[datetime, ...], caps: tuple[Cap, ...], now: datetime,
 
 
 def decide(facts: Facts, *, now: datetime, caps: tuple[Cap, ...], tz: ZoneInfo,
-           quiet: QuietHours | None, expires: datetime, reminder: bool = False) -> Decision:
-    """Plan the mail, or the first reason (in the order of DESIGN §4.3) not to."""
+           quiet: QuietHours | None, expires: datetime, reminder: bool = False,
+           hours: Ranked | None = None) -> Decision:
+    """Plan the mail, or the first reason (in the order of DESIGN §4.3) not to. HOURS:
+    the customer's allowed local hours, best first in groups that tie (`send_at: best`);
+    a mail that can reach none of them before its expiry leaves as soon as quiet hours
+    allow."""
     if facts.consent != "subscribed":
         return Decision(facts.consent)
     if facts.suppressed:
@@ -105,6 +154,10 @@ def decide(facts: Facts, *, now: datetime, caps: tuple[Cap, ...], tz: ZoneInfo,
                    facts.topic)
     if cap is not None:
         return Decision("frequency_cap", cap=cap)
+    if hours:
+        best = at_best_hour(now, tz, hours, quiet, expires)
+        if best is not None:
+            return Decision(None, best)
     release = quiet_release(now, tz, quiet)
     if release >= expires:
         return Decision("quiet_hours")
