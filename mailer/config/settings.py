@@ -433,6 +433,8 @@ class Environment:
     dkim_key: str | None = None
     log_format: str = "text"
     workspace: str | None = None
+    # webhook signing secrets by source (docs/events.md): shopify, woocommerce, custom
+    hook_secrets: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Environment:
@@ -445,4 +447,8 @@ class Environment:
             dkim_key=env.get("MAILER_DKIM_KEY") or None,
             log_format=env.get("MAILER_LOG_FORMAT") or "text",
             workspace=env.get("MAILER_WORKSPACE") or None,
+            hook_secrets=tuple((source, env[name]) for source, name in (
+                ("shopify", "MAILER_SHOPIFY_SECRET"),
+                ("woocommerce", "MAILER_WOOCOMMERCE_SECRET"),
+                ("custom", "MAILER_EVENTS_SECRET")) if env.get(name)),
         )

@@ -63,6 +63,17 @@ def _object(payload: Any, what: str) -> Mapping[str, Any]:
     return payload
 
 
+def _sub(body: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """An object inside BODY, or an empty one."""
+    value = body.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _items(body: Mapping[str, Any], key: str) -> list[Any]:
+    value = body.get(key)
+    return value if isinstance(value, list) else []
+
+
 def _present(**values: Any) -> dict[str, Any]:
     """Only the fields that carry a value: absent and null keep the stored one."""
     return {k: v for k, v in values.items() if v is not None and v != ""}
@@ -105,15 +116,14 @@ def _shopify_consent(customer: Mapping[str, Any]) -> bool | None:
 
 
 def _shopify_customer(customer: Mapping[str, Any]) -> dict[str, Any]:
-    address = customer.get("default_address") if isinstance(
-        customer.get("default_address"), dict) else {}
+    address = _sub(customer, "default_address")
     tags = customer.get("tags")
     return _present(
         id=_id(customer.get("id"), "customer id"), email=customer.get("email"),
         first_name=customer.get("first_name"), last_name=customer.get("last_name"),
         country=address.get("country_code"), city=address.get("city"),
         locale=customer.get("locale"), signed_up_at=customer.get("created_at"),
-        subscribed=_shopify_consent(customer),
+        subscribed=_shopify_consent(customer), updated_at=customer.get("updated_at"),
         tags=[t.strip() for t in tags.split(",") if t.strip()] or None
         if isinstance(tags, str) else None)
 
@@ -141,8 +151,7 @@ def _shopify_buyer(payload: Mapping[str, Any]) -> dict[str, Any]:
         if "email" not in record and payload.get("email"):
             record["email"] = payload["email"]
         return record
-    billing = payload.get("billing_address") if isinstance(
-        payload.get("billing_address"), dict) else {}
+    billing = _sub(payload, "billing_address")
     return _guest(payload.get("email") or payload.get("contact_email"),
                   billing.get("first_name"), billing.get("last_name"))
 
@@ -263,19 +272,20 @@ def _woo_consent(payload: Mapping[str, Any]) -> bool | None:
 
 
 def _woo_customer(body: Mapping[str, Any]) -> dict[str, Any]:
-    billing = body.get("billing") if isinstance(body.get("billing"), dict) else {}
+    billing = _sub(body, "billing")
     return _present(id=_id(body.get("id"), "customer id"),
                     email=body.get("email") or billing.get("email"),
                     first_name=body.get("first_name") or billing.get("first_name"),
                     last_name=body.get("last_name") or billing.get("last_name"),
                     country=billing.get("country"), city=billing.get("city"),
                     signed_up_at=_gmt(body.get("date_created_gmt")),
-                    subscribed=_woo_consent(body))
+                    subscribed=_woo_consent(body),
+                    updated_at=_gmt(body.get("date_modified_gmt")))
 
 
 def _woo_order(topic: str, body: Mapping[str, Any]) -> Change:
     change = Change(topic, updated_at=_gmt(body.get("date_modified_gmt")))
-    billing = body.get("billing") if isinstance(body.get("billing"), dict) else {}
+    billing = _sub(body, "billing")
     customer_id = body.get("customer_id")
     if customer_id not in (None, 0, "0"):
         buyer = _present(id=_id(customer_id, "customer_id"), email=billing.get("email"),
@@ -292,11 +302,11 @@ def _woo_order(topic: str, body: Mapping[str, Any]) -> Change:
     if status is None:
         change.ignored = f"order {body.get('id')} is {body.get('status')}: stored once paid"
         return change
-    lines = body.get("line_items") if isinstance(body.get("line_items"), list) else []
+    lines = _items(body, "line_items")
     coupons = body.get("coupon_lines")
     coupon = coupons[0].get("code") if isinstance(coupons, list) and coupons and isinstance(
         coupons[0], dict) else None
-    refunds = body.get("refunds") if isinstance(body.get("refunds"), list) else []
+    refunds = _items(body, "refunds")
     change.orders.append(_present(
         order_id=_id(body.get("id"), "order id"), customer_id=buyer.get("id"),
         customer_email=buyer.get("email"),
@@ -343,7 +353,7 @@ def custom(payload: Any) -> tuple[str, Change]:
     data = dict(_object(body.get("data"), "data"))
     change = Change(str(kind), updated_at=body.get("updated_at"))
     if kind == "customer":
-        change.customers.append(data)
+        change.customers.append(data | _present(updated_at=body.get("updated_at")))
     elif kind == "order":
         customer = _object(data.pop("customer", None) or {"id": data.get("customer_id")},
                            "data.customer")
