@@ -286,3 +286,36 @@ def test_body_limits(db: Workspace, hooks: Service) -> None:
     assert shopify(hooks, "orders/create", json.dumps(large).encode(), "large")[0] == 200
     unsubscribe = sign(Claims("unsubscribe", "C0", "note", "1", ""), KEY)
     assert post(hooks, f"/u/{unsubscribe}", b"x" * (1024 * 1024), {})[0] == 413
+
+
+def saved(source: str, headers: dict[str, str], body: bytes) -> str:
+    return json.dumps({"source": source, "headers": headers,
+                       "body_base64": base64.b64encode(body).decode()})
+
+
+def test_replay_goes_the_same_way_and_status_shows_the_last_event(db: Workspace) -> None:
+    db.env.update(SECRETS)
+    order = sample("shopify_orders_create.json")
+    signed = {"X-Shopify-Topic": "orders/create", "X-Shopify-Webhook-Id": "r-1",
+              "X-Shopify-Hmac-Sha256": b64_hmac(SECRETS["MAILER_SHOPIFY_SECRET"], order)}
+    lines = [saved("shopify", signed, order),
+             saved("shopify", signed, order),  # the same delivery again
+             saved("shopify", {**signed, "X-Shopify-Webhook-Id": "r-2"},
+                   order.replace(b"89.90", b"1.00")),  # edited after signing
+             '{"source": "woocommerce"}']
+    db.write("saved.jsonl", "\n".join(lines) + "\n")
+    result = db.run("hooks", "replay", "saved.jsonl", "--now", "2026-11-24T20:30:05Z")
+    assert result.code == 1, result.stderr
+    assert result.stdout.splitlines() == [
+        "saved.jsonl:1: shopify 200 stored",
+        "saved.jsonl:2: shopify 200 replay: delivery seen before: nothing changed",
+        "saved.jsonl:3: shopify 401 the signature does not match the body",
+        "saved.jsonl:4: ? 400 body_base64 is missing"]
+    assert orders(db) == [("5912345678901", "ana.lima@example.com", "paid", "EUR", 8990,
+                           "WELCOME10", 1)]
+    status = db.run("status", "--json").json()["hooks"]
+    # the order changed at 19:30:02 UTC (14:30:02-05:00); heard at 20:30:05: an hour late
+    assert status == {"shopify": {"topic": "orders/create",
+                                  "received_at": "2026-11-24T20:30:05Z",
+                                  "lag_seconds": 3603}}
+    assert "hooks: shopify orders/create" in db.run("status").stdout
