@@ -319,3 +319,22 @@ def test_replay_goes_the_same_way_and_status_shows_the_last_event(db: Workspace)
                                   "received_at": "2026-11-24T20:30:05Z",
                                   "lag_seconds": 3603}}
     assert "hooks: shopify orders/create" in db.run("status").stdout
+
+
+def test_a_database_that_does_not_answer_gets_503_within_4_s_then_the_retry_is_stored(
+        db: Workspace, hooks: Service) -> None:
+    import time
+
+    from tests.test_serve_abuse import locked
+
+    shopify(hooks, "customers/create", sample("shopify_customers_create.json"), "c-1")
+    body = sample("shopify_orders_create.json")
+    with locked(db):
+        started = time.monotonic()
+        status, text = shopify(hooks, "orders/create", body, "o-1")
+        took = time.monotonic() - started
+    assert (status, text) == (503, "the database did not answer in time; retry\n")
+    assert 3.5 < took < 4.9, took  # inside Shopify's 5 s
+    assert shopify(hooks, "orders/create", body, "o-1")[0] == 200  # the platform's retry
+    assert len(orders(db)) == 1
+    assert db.query("SELECT count(*) FROM hook_deliveries")[0][0] == 2
