@@ -6,6 +6,7 @@ and what the store holds afterwards."""
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import http.client
@@ -338,3 +339,37 @@ def test_a_database_that_does_not_answer_gets_503_within_4_s_then_the_retry_is_s
     assert shopify(hooks, "orders/create", body, "o-1")[0] == 200  # the platform's retry
     assert len(orders(db)) == 1
     assert db.query("SELECT count(*) FROM hook_deliveries")[0][0] == 2
+
+
+def test_webhooks_while_the_sender_sends(db: Workspace) -> None:
+    import threading
+
+    from tests.smtp_server import Behaviour, FaultServer
+    from tests.test_delivery import send
+    from tests.test_delivery import shop as delivery_shop
+
+    addresses = [f"reader{n}@example.com" for n in range(40)]
+    delivery_shop(db, addresses)
+    template = json.loads(sample("shopify_orders_create.json"))
+    answers: list[tuple[int, str]] = []
+    with serving(db, **SECRETS) as served, \
+            FaultServer(Behaviour(fails=0, delay=0.05)) as server:
+        summary: dict[str, Any] = {}
+        sender = threading.Thread(target=lambda: summary.update(send(db, server, "note")))
+        sender.start()
+        n = 0
+        while sender.is_alive() or n < 5:
+            order = copy.deepcopy(template)
+            order["id"] = 7_000_000 + n
+            order["checkout_id"] = None
+            order["customer"]["id"] = 9_000_000 + n
+            order["customer"]["email"] = f"buyer{n}@example.com"
+            order["customer"]["email_marketing_consent"] = None  # buyers, not subscribers
+            answers.append(shopify(served, "orders/create", json.dumps(order).encode(),
+                                   f"while-{n}"))
+            n += 1
+        sender.join()
+    assert summary["sent"] == 40 and len(server.caught) == 40
+    assert answers == [(200, "stored\n")] * n
+    assert db.query("SELECT count(*) FROM orders")[0][0] == n
+    assert db.query("SELECT count(*) FROM hook_deliveries")[0][0] == n
