@@ -419,6 +419,12 @@ ENVIRONMENT_DOCS = {
     "MAILER_DKIM_KEY": "The DKIM private key (PEM), instead of `dkim.key_file`.",
     "MAILER_LOG_FORMAT": "`json` for one JSON object per log line; default `text`.",
     "MAILER_WORKSPACE": "The workspace folder when `--workspace` is not given.",
+    "MAILER_SHOPIFY_SECRET": "Checks `X-Shopify-Hmac-Sha256` of `POST /hooks/shopify` "
+                             "(docs/events.md); unset, that path answers 401.",
+    "MAILER_WOOCOMMERCE_SECRET": "Checks `X-WC-Webhook-Signature` of "
+                                 "`POST /hooks/woocommerce`.",
+    "MAILER_EVENTS_SECRET": "Checks `X-Mailer-Signature: sha256=…` of `POST /hooks/custom` "
+                            "(never the link key).",
 }
 
 
