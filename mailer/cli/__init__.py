@@ -46,6 +46,7 @@ COMMANDS = {
     "sink": ("mailer.cli.sink_cmd:sink", "A local SMTP server catching mail into a Maildir."),
     "bounces": ("mailer.cli.bounces_cmd:bounces", "Suppress addresses from bounce reports."),
     "serve": ("mailer.cli.serve_cmd:serve", "Unsubscribe, preferences, tracking and ratings."),
+    "hooks": ("mailer.cli.hooks_cmd:hooks", "Replay saved webhook requests from the shop."),
 }
 
 

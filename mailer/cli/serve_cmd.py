@@ -39,7 +39,7 @@ def serve(ctx: click.Context, host: str, port: int, workspace: str | None,
                       store=settings.store.name, base_url=settings.tracking.base_url,
                       topics=sorted({spec.topic for spec in campaigns.values()}),
                       clock=run.clock, hits=Hits(database), limits=limits,
-                      settings=settings)
+                      settings=settings, hook_secrets=dict(run.env.hook_secrets))
     configure(run.env.log_format)
     _enough_files(limits.connections)
 

@@ -20,16 +20,22 @@ def status(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
     """Counts of customers, subscribed, orders and deliveries by state; the daemon."""
     from datetime import UTC
 
+    from mailer.core.clock import iso_z
     from mailer.store.customers import status_counts
     from mailer.store.daemon_state import NEVER_RUN, read_state
+    from mailer.store.feeds.apply import last_events
 
     engine = session(ctx, workspace).engine
     counts = status_counts(engine)
     now = datetime.now(UTC)
     daemon = read_state(engine, now)
+    heard = last_events(engine)
     if as_json:
         emit_json({**counts.as_json(),
-                   "daemon": NEVER_RUN if daemon is None else daemon.as_json()})
+                   "daemon": NEVER_RUN if daemon is None else daemon.as_json(),
+                   "hooks": {e.source: {"topic": e.topic, "received_at": iso_z(e.received_at),
+                                        "lag_seconds": None if e.lag_seconds is None
+                                        else round(e.lag_seconds)} for e in heard}})
         return
     rows = [("customers", counts.customers), ("subscribed", counts.subscribed),
             ("orders", counts.orders)]
@@ -37,6 +43,10 @@ def status(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
     print_table(("", ""), rows, title="mailer status", show_header=False)
     for line in daemon_lines(daemon, now):
         click.echo(line)
+    for event in heard:  # the shop's webhooks: the last of each source, and how late
+        lag = "" if event.lag_seconds is None else \
+            f", {event.lag_seconds:.0f} s after the shop's change"
+        click.echo(f"hooks: {event.source} {event.topic} {_ago(now - event.received_at)}{lag}")
 
 
 def daemon_lines(daemon: DaemonView | None, now: datetime) -> list[str]:

@@ -419,6 +419,12 @@ ENVIRONMENT_DOCS = {
     "MAILER_DKIM_KEY": "The DKIM private key (PEM), instead of `dkim.key_file`.",
     "MAILER_LOG_FORMAT": "`json` for one JSON object per log line; default `text`.",
     "MAILER_WORKSPACE": "The workspace folder when `--workspace` is not given.",
+    "MAILER_SHOPIFY_SECRET": "Checks `X-Shopify-Hmac-Sha256` of `POST /hooks/shopify` "
+                             "(docs/events.md); unset, that path answers 401.",
+    "MAILER_WOOCOMMERCE_SECRET": "Checks `X-WC-Webhook-Signature` of "
+                                 "`POST /hooks/woocommerce`.",
+    "MAILER_EVENTS_SECRET": "Checks `X-Mailer-Signature: sha256=…` of `POST /hooks/custom` "
+                            "(never the link key).",
 }
 
 
@@ -433,6 +439,8 @@ class Environment:
     dkim_key: str | None = None
     log_format: str = "text"
     workspace: str | None = None
+    # webhook signing secrets by source (docs/events.md): shopify, woocommerce, custom
+    hook_secrets: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Environment:
@@ -445,4 +453,8 @@ class Environment:
             dkim_key=env.get("MAILER_DKIM_KEY") or None,
             log_format=env.get("MAILER_LOG_FORMAT") or "text",
             workspace=env.get("MAILER_WORKSPACE") or None,
+            hook_secrets=tuple((source, env[name]) for source, name in (
+                ("shopify", "MAILER_SHOPIFY_SECRET"),
+                ("woocommerce", "MAILER_WOOCOMMERCE_SECRET"),
+                ("custom", "MAILER_EVENTS_SECRET")) if env.get(name)),
         )

@@ -100,8 +100,10 @@ _LINES = cast(Table, OrderLine.__table__)
 
 
 class _CustomerWriter:
-    def __init__(self, conn: Connection, tally: _Tally, now: datetime, own_tx: bool) -> None:
+    def __init__(self, conn: Connection, tally: _Tally, now: datetime, own_tx: bool,
+                 source: str = "import") -> None:
         self._conn, self._tally, self._now, self._own_tx = conn, tally, now, own_tx
+        self._source = source  # consent_source of what this writer moves
         self._rows: list[CustomerRow] = []
         self._ids: set[str] = set()
         self._keys: set[str] = set()
@@ -171,7 +173,7 @@ class _CustomerWriter:
         return {**values, "store_id": row.store_id, "email": row.email,
                 "email_key": row.email_key, "birth_md": _month_day(values["birth_date"]),
                 "attributes": attributes or None, "referral_code": None,
-                "consent": consent, "consent_at": self._now, "consent_source": "import",
+                "consent": consent, "consent_at": self._now, "consent_source": self._source,
                 "consent_reason": None, "created_at": self._now, "updated_at": self._now}
 
     def _changes(self, row: CustomerRow, consent: str,
@@ -193,7 +195,7 @@ class _CustomerWriter:
             (False, "subscribed"): "not_subscribed"}
         moved = transitions.get((row.subscribed, consent))
         if moved is not None:
-            values.update(consent=moved, consent_at=self._now, consent_source="import",
+            values.update(consent=moved, consent_at=self._now, consent_source=self._source,
                           consent_reason=None)
         values.update(folded("customers", values))  # the shadows segments match
         return values
@@ -279,7 +281,7 @@ class _OrderWriter:
                 self._write(orders)
 
     def _write(self, orders: list[OrderRow]) -> None:
-        c, o = _CUSTOMERS.c, _ORDERS.c
+        c = _CUSTOMERS.c
         customers = _pairs(self._conn.execute(
             select(c.store_id, c.id).where(c.store_id.in_({r.customer_store_id for r in orders}))
         ))
@@ -305,39 +307,7 @@ class _OrderWriter:
         self._conn.execute(text("INSERT INTO import_seen_orders (store_id, line) "
                                 "VALUES (:store_id, :line)"),
                            [{"store_id": r.store_id, "line": r.lines[0]} for r in good])
-        existing = _pairs(self._conn.execute(
-            select(o.store_id, o.id).where(o.store_id.in_([r.store_id for r in good]))))
-
-        def values(order: OrderRow) -> dict[str, Any]:
-            return {"customer_id": customers[order.customer_store_id],
-                    "placed_at": order.placed_at, "status": order.status,
-                    "currency": order.currency, "total_minor": order.total_minor,
-                    "coupon_code": order.coupon}
-
-        replaced = [r for r in good if r.store_id in existing]
-        if replaced:
-            ids = [existing[r.store_id] for r in replaced]
-            self._conn.execute(delete(_LINES).where(_LINES.c.order_id.in_(ids)))
-            self._conn.execute(
-                update(_ORDERS).where(o.id == bindparam("_id")).values(
-                    {k: bindparam(f"v_{k}") for k in values(replaced[0])}),
-                [{"_id": existing[r.store_id], **{f"v_{k}": v for k, v in values(r).items()}}
-                 for r in replaced])
-        fresh = [r for r in good if r.store_id not in existing]
-        if fresh:
-            # A plain executemany and one look-up: RETURNING in parameter order makes
-            # SQLite insert row by row.
-            self._conn.execute(insert(_ORDERS), [{"store_id": r.store_id, **values(r)}
-                                                 for r in fresh])
-            existing.update(_pairs(self._conn.execute(
-                select(o.store_id, o.id).where(o.store_id.in_([r.store_id for r in fresh])))))
-        lines = [{"order_id": existing[r.store_id], "position": position, "sku": item.sku,
-                  "product": item.product, "category": item.category,
-                  "quantity": item.quantity, "price_minor": item.price_minor}
-                 for r in good for position, item in enumerate(r.items, 1)]
-        if lines:
-            self._conn.execute(insert(_LINES), [{**ln, **folded("order_lines", ln)}
-                                                for ln in lines])
+        _store_orders(self._conn, good, customers)
         self._tally.written(sum(len(r.lines) for r in good))
 
     def finish(self, stopped_at: int | None) -> None:
@@ -351,6 +321,65 @@ class _OrderWriter:
         self.flush()
         with _transaction(self._conn, self._own_tx):
             self._conn.execute(text("DROP TABLE IF EXISTS import_seen_orders"))
+
+
+def _store_orders(conn: Connection, good: list[OrderRow], customers: dict[str, int]) -> None:
+    """Upsert whole orders with their lines (CUSTOMERS: store id -> customers.id); an
+    order stored before loses its old lines."""
+    o = _ORDERS.c
+    existing = _pairs(conn.execute(
+        select(o.store_id, o.id).where(o.store_id.in_([r.store_id for r in good]))))
+
+    def values(order: OrderRow) -> dict[str, Any]:
+        return {"customer_id": customers[order.customer_store_id],
+                "placed_at": order.placed_at, "status": order.status,
+                "currency": order.currency, "total_minor": order.total_minor,
+                "coupon_code": order.coupon}
+
+    replaced = [r for r in good if r.store_id in existing]
+    if replaced:
+        ids = [existing[r.store_id] for r in replaced]
+        conn.execute(delete(_LINES).where(_LINES.c.order_id.in_(ids)))
+        conn.execute(
+            update(_ORDERS).where(o.id == bindparam("_id")).values(
+                {k: bindparam(f"v_{k}") for k in values(replaced[0])}),
+            [{"_id": existing[r.store_id], **{f"v_{k}": v for k, v in values(r).items()}}
+             for r in replaced])
+    fresh = [r for r in good if r.store_id not in existing]
+    if fresh:
+        # A plain executemany and one look-up: RETURNING in parameter order makes
+        # SQLite insert row by row.
+        conn.execute(insert(_ORDERS), [{"store_id": r.store_id, **values(r)} for r in fresh])
+        existing.update(_pairs(conn.execute(
+            select(o.store_id, o.id).where(o.store_id.in_([r.store_id for r in fresh])))))
+    lines = [{"order_id": existing[r.store_id], "position": position, "sku": item.sku,
+              "product": item.product, "category": item.category,
+              "quantity": item.quantity, "price_minor": item.price_minor}
+             for r in good for position, item in enumerate(r.items, 1)]
+    if lines:
+        conn.execute(insert(_LINES), [{**ln, **folded("order_lines", ln)} for ln in lines])
+
+
+def write_records(conn: Connection, customers: list[CustomerRow], orders: list[OrderRow], *,
+                  now: datetime, source: str) -> list[RowError]:
+    """Checked records written in the caller's transaction through the same writes as a
+    file import (webhooks: mailer.store.feeds.apply); the rows refused, with why."""
+    errors: list[RowError] = []
+    tally = _Tally(ImportReport(file=source), errors.append)
+    writer = _CustomerWriter(conn, tally, now, own_tx=False, source=source)
+    for row in customers:
+        writer.add(row)
+    writer.flush()
+    if orders and not errors:
+        c = _CUSTOMERS.c
+        known = _pairs(conn.execute(select(c.store_id, c.id).where(
+            c.store_id.in_({r.customer_store_id for r in orders}))))
+        for order in orders:
+            if order.customer_store_id not in known:
+                errors.append(RowError(0, f"unknown customer {order.customer_store_id!r}"))
+        if not errors:
+            _store_orders(conn, orders, known)
+    return errors
 
 
 def _pairs(result: Iterable[Any]) -> dict[Any, Any]:

@@ -115,6 +115,8 @@ class Customer(Base):
     locale_folded: Mapped[str | None] = mapped_column(Text)
     tags_folded: Mapped[list[str] | None] = mapped_column(Json)
     attributes_folded: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # The shop's own updated_at of the last webhook written (an older one is ignored).
+    source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Order(Base):
@@ -134,6 +136,7 @@ class Order(Base):
     currency: Mapped[str] = mapped_column(String(3))
     total_minor: Mapped[int] = mapped_column(BigInteger)
     coupon_code: Mapped[str | None] = mapped_column(String(64))
+    source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class OrderLine(Base):
@@ -500,3 +503,77 @@ class Notice(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class HookDelivery(Base):
+    """One webhook delivery taken (mailer.store.feeds.apply): the platform's delivery id
+    makes it exactly-once (a replay finds its row and changes nothing)."""
+
+    __tablename__ = "hook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("source", "delivery_id", name="uq_hook_deliveries_source_id"),
+        Index("ix_hook_deliveries_source_received", "source", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))  # shopify, woocommerce, custom
+    delivery_id: Mapped[str] = mapped_column(String(255))
+    topic: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the shop's time of it
+    outcome: Mapped[str] = mapped_column(String(64))  # stored, ignored: <why>
+
+
+class Checkout(Base):
+    """A checkout begun at the shop; completed_at set once it became an order."""
+
+    __tablename__ = "checkouts"
+    __table_args__ = (Index("ix_checkouts_open", "completed_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    store_id: Mapped[str] = mapped_column(String(255), unique=True)
+    customer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    url: Mapped[str | None] = mapped_column(Text)
+    # [{"sku", "product", "quantity", "price_minor"}], as the order lines hold them
+    items: Mapped[list[dict[str, Any]] | None] = mapped_column(Json)
+    currency: Mapped[str] = mapped_column(String(3))
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Product(Base):
+    """A product (a variant, on Shopify) by its sku; restocked_at is when it last
+    turned in stock (back-in-stock mails name that day)."""
+
+    __tablename__ = "products"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sku: Mapped[str] = mapped_column(String(255), unique=True)
+    # Shopify's inventory_item_id: inventory_levels/update names only that
+    stock_key: Mapped[str | None] = mapped_column(String(255), index=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(Text)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    price_minor: Mapped[int | None] = mapped_column(BigInteger)
+    in_stock: Mapped[bool] = mapped_column(Boolean)
+    restocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StockAlert(Base):
+    """A customer asked to hear when SKU is back; open while notified_at is None."""
+
+    __tablename__ = "stock_alerts"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "sku", name="uq_stock_alerts_customer_sku"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    sku: Mapped[str] = mapped_column(String(255), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -17,6 +17,9 @@ Paths under `tracking.base_url`, each ending in a signed token (mailer.mail.link
     GET  /b/TOKEN   "view in your browser": the sent mail's HTML part, re-rendered as its
                     reader got it (mailer.app.browser_view); one open; HEAD records none
     GET  /healthz   {"database": "ok"} (200) or {"database": "unavailable"} (503)
+    POST /hooks/shopify, /hooks/woocommerce, /hooks/custom
+                    the shop's webhooks (mailer.web.hooks, docs/events.md): signed, at
+                    most 5 MB, exactly once by delivery id, 200 once committed
 
 A token for one purpose never works for another, a tampered one gets a plain
 "this link does not work" page (400), and the redirect goes nowhere but to the
@@ -43,7 +46,7 @@ import contextvars
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -260,6 +263,8 @@ class Service:
     limits: Limits = field(default_factory=Limits)
     # mailer.yaml: what a survey answer's low-score alert is sent from (None: no alerts)
     settings: Settings | None = None
+    # the webhooks' signing secrets by source (MAILER_SHOPIFY_SECRET, …)
+    hook_secrets: Mapping[str, str] = field(default_factory=dict)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -327,6 +332,7 @@ def make_app(service: Service) -> web.Application:
         web.get("/o/{token}", _open(service)),
         web.get("/b/{token}", _browser_view(service, views, renders)),
         web.get("/healthz", _health(service)),
+        web.post("/hooks/{source}", _hook(service)),
     ]
     app.add_routes(routes)
 
@@ -683,6 +689,53 @@ def _browser_view(service: Service, views: BrowserView, renders: Renders) -> Han
         return web.Response(text=body, content_type="text/html", charset="utf-8",
                             headers=BROWSER_VIEW_HEADERS)
     return view
+
+
+def _hook(service: Service) -> Handler:
+    """A webhook (mailer.web.hooks): the body read to its own limit (5 MB, where every
+    other path has MAX_BODY), checked, then written within HOOK_WAIT seconds."""
+    from mailer.store.records import Context
+    from mailer.web import hooks
+
+    async def received(request: web.Request) -> web.StreamResponse:
+        if (request.content_length or 0) > hooks.HOOK_BODY:
+            return _plain(413, f"the body is larger than {hooks.HOOK_BODY // 2**20} MB", True)
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await request.content.read(2**16):  # a chunked body counted too
+            size += len(chunk)
+            if size > hooks.HOOK_BODY:
+                return _plain(413, f"the body is larger than {hooks.HOOK_BODY // 2**20} MB",
+                              True)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        source = request.match_info["source"]
+        verdict = hooks.check(source, request.headers, body, service.hook_secrets)
+        if isinstance(verdict, hooks.Answer):
+            return _plain(verdict.status, verdict.reason)
+        if service.settings is None:
+            return _plain(503, "the service has no workspace settings")
+        budget = _BUDGET.get()
+        if budget is not None:  # 4 s, not 5: Shopify gives up on an answer after 5 s
+            budget.deadline = time.monotonic() + hooks.HOOK_WAIT
+        now = service.clock.now()
+        try:
+            answer = await service.db.run(hooks.write, source, verdict,
+                                          Context.of(service.settings, now), now)
+        except DatabaseUnavailable as err:
+            log.warning("webhook from %s: %s", source, err)
+            response = _plain(503, "the database did not answer in time; retry")
+            response.headers["Retry-After"] = RETRY_AFTER
+            return response
+        return _plain(answer.status, answer.reason)
+    return received
+
+
+def _plain(status: int, reason: str, close: bool = False) -> web.Response:
+    response = web.Response(text=reason + "\n", status=status)
+    if close:
+        response.force_close()  # the rest of the body is not read
+    return response
 
 
 def _health(service: Service) -> Handler:
