@@ -172,3 +172,16 @@ def test_date_keys_belong_to_date_campaigns(shop: Workspace) -> None:
     out = shop.run("validate")
     assert out.code != 0
     assert "yearly works with date campaigns only" in out.stdout + out.stderr
+
+
+def test_the_occasion_in_a_preview(shop: Workspace) -> None:
+    shop.write("templates/years.html", "<p>{{ occasion.years }} years on {{ occasion.date }} "
+               "{{ store.address }} <a href='{{ links.unsubscribe }}'>unsubscribe</a></p>\n")
+    shop.write("campaigns/dates.yaml", ANNIVERSARY.replace("mail.html", "years.html"))
+    out = shop.run("preview", "dates", "--customer", "L", "--now", "2027-02-20T10:00")
+    assert out.code == 0, out.stderr
+    assert "3 years on 2027-02-28" in out.stdout
+    shop.write("campaigns/dates.yaml", RENEWAL.replace("mail.html", "years.html"))
+    out = shop.run("preview", "dates", "--customer", "R", "--now", "2026-11-20T10:00")
+    assert out.code == 0, out.stderr
+    assert "0 years on 2027-01-30" in out.stdout

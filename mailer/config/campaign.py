@@ -10,6 +10,7 @@ validator enforces and `mailer schema` prints.
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -140,6 +141,27 @@ def _date_field(value: object) -> str:
     hint = did_you_mean(text, list(DATE_FIELDS)) if text and "." not in text else ""
     raise InvalidValue(f"expected first_order_at, signed_up_at or attributes.NAME (a date "
                        f"attribute), got {value!r}{hint}")
+
+
+def written_date(value: object) -> date | None:
+    """An attribute's date as a date campaign reads it: text "YYYY-MM-DD", or a date-time
+    text whose first ten characters are that (read as written, whatever its zone); else
+    None (no_date). mailer.segments.compiler.date_text is the same rule in SQL."""
+    if not isinstance(value, str) or len(value) < 10 or (len(value) > 10 and value[10] not in "T "):
+        return None
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value[:10]):
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def anniversary_in(value: date, year: int) -> date:
+    """VALUE's anniversary in YEAR: 29 February on 28 February in years without one."""
+    if (value.month, value.day) == (2, 29) and not calendar.isleap(year):
+        return date(year, 2, 28)
+    return value.replace(year=year)
 
 
 def _offset(value: object) -> timedelta:
