@@ -185,3 +185,21 @@ def test_the_occasion_in_a_preview(shop: Workspace) -> None:
     out = shop.run("preview", "dates", "--customer", "R", "--now", "2026-11-20T10:00")
     assert out.code == 0, out.stderr
     assert "0 years on 2027-01-30" in out.stdout
+
+
+def test_the_card_shows_the_next_date_mail(shop: Workspace) -> None:
+    shop.write("campaigns/dates.yaml", ANNIVERSARY)
+    shop.write("campaigns/renew.yaml", RENEWAL)
+    card = shop.run("customer", "L", "--now", "2026-06-01T10:00", "--json").json()
+    # 29 February 2024's next anniversary: 28 February 2027, 09:00 in Berlin
+    assert [(u["campaign"], u["occurrence"], u["at"]) for u in card["upcoming"]] == [
+        ("dates", "date:first_order_at:2027", "2027-02-28T08:00:00Z")]
+    card = shop.run("customer", "R", "--now", "2026-06-01T10:00", "--json").json()
+    assert [(u["campaign"], u["occurrence"], u["at"]) for u in card["upcoming"]] == [
+        ("renew", "date:attributes.renewal_date:2027", "2026-12-01T08:00:00Z")]
+    # once it is planned, a renewal has no next mail; N's value is no date: none either
+    run_plan(shop, "renew", "2026-12-01T10:00")
+    card = shop.run("customer", "R", "--now", "2026-12-01T10:30", "--json").json()
+    assert [(u["campaign"], u["status"]) for u in card["upcoming"]] == [("renew", "queued")]
+    card = shop.run("customer", "N", "--now", "2026-06-01T10:00", "--json").json()
+    assert card["upcoming"] == []

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from mailer.config.settings import CLOCK_SCHEMA, Duration, JsonSchema, parse_clock_time
-from mailer.core.clock import parse_duration
 from mailer.config.specs import Spec, check
 from mailer.config.yamlsrc import line_of
+from mailer.core.clock import parse_duration
 from mailer.core.errors import InvalidValue, Problem
 from mailer.core.suggest import did_you_mean
 

@@ -293,7 +293,11 @@ def occasion_of(customer: Profile, stats: Mapping[str, Any], campaign: Campaign,
     year's anniversary) and `years` since the customer's date (0 without `yearly`), for
     OCCURRENCE's year (`date:first_order_at:2027`); without one (a preview), the next
     occasion whose mail day has not passed. {} for a customer without a date."""
-    value = date_value(customer, stats, campaign.field or "", local_now.tzinfo)
+    moment = stats.get("first_order_at")
+    value = date_value(campaign.field or "", attributes=customer.attributes,
+                       signed_up_at=customer.signed_up_at,
+                       first_order_at=moment if isinstance(moment, datetime) else None,
+                       tz=local_now.tzinfo)
     if value is None:
         return {}
     kind, _, rest = occurrence.partition(":")
@@ -310,14 +314,16 @@ def occasion_of(customer: Profile, stats: Mapping[str, Any], campaign: Campaign,
     return {"date": anniversary_in(value, year), "years": year - value.year}
 
 
-def date_value(customer: Profile, stats: Mapping[str, Any], field: str,
+def date_value(field: str, *, attributes: Mapping[str, Any] | None,
+               signed_up_at: datetime | None, first_order_at: datetime | None,
                tz: Any) -> date | None:
-    """FIELD's date for CUSTOMER as a date campaign reads it: a timestamp's local date in
-    TZ, an attribute's written date; None when missing or no date."""
+    """FIELD's date for a customer as a date campaign reads it (also the card's): a
+    timestamp's local date in TZ, an attribute's written date; None when missing or no
+    date."""
     if field.startswith("attributes."):
-        return written_date((customer.attributes or {}).get(field.removeprefix("attributes.")))
-    moment = stats.get("first_order_at") if field == "first_order_at" else customer.signed_up_at
-    return moment.astimezone(tz).date() if isinstance(moment, datetime) else None
+        return written_date((attributes or {}).get(field.removeprefix("attributes.")))
+    moment = first_order_at if field == "first_order_at" else signed_up_at
+    return moment.astimezone(tz).date() if moment is not None else None
 
 
 def holiday_of(customer: Profile, settings: Settings, campaign: Campaign, now: datetime,
