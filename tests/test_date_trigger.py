@@ -3,7 +3,7 @@ with an offset, no_date, on both databases."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -203,3 +203,48 @@ def test_the_card_shows_the_next_date_mail(shop: Workspace) -> None:
     assert [(u["campaign"], u["status"]) for u in card["upcoming"]] == [("renew", "queued")]
     card = shop.run("customer", "N", "--now", "2026-06-01T10:00", "--json").json()
     assert card["upcoming"] == []
+
+
+def test_the_forecasts_fixed_store_skips_only_what_finds_nobody(shop: Workspace) -> None:
+    """A forecast's sweeps leave out the date queries FrozenStore says cannot find
+    anyone: hour after hour, the candidates are the same with and without it."""
+    from mailer.config.settings import parse_settings
+    from mailer.config.workspace import load_valid_workspace
+    from mailer.planning.frozen import freeze
+    from mailer.planning.planner import candidates
+    from mailer.segments.runner import scope_for
+
+    shop.write("campaigns/dates.yaml", ANNIVERSARY)
+    shop.write("campaigns/renew.yaml", RENEWAL)
+    settings, _ = parse_settings(SETTINGS)
+    specs, campaigns = load_valid_workspace(shop.root)
+    engine = shop.engine()
+    try:
+        windows = [(datetime(2026, 3, 10, 12, tzinfo=UTC), 24),
+                   (datetime(2026, 12, 1, tzinfo=UTC), 24), (datetime(2028, 2, 29, tzinfo=UTC), 12)]
+        found = 0
+        for start, hours in windows:
+            frozen = freeze(engine, settings, campaigns, start=start,
+                            end=start + timedelta(hours=hours))
+            # what it knows: K's first order on 11 March in Kiritimati, none in Berlin then
+            assert frozen.may_have_dates("Pacific/Kiritimati", "first_order_at",
+                                         date(2026, 3, 11), yearly=True)
+            assert not frozen.may_have_dates("Pacific/Kiritimati", "first_order_at",
+                                             date(2025, 3, 11), yearly=True)  # year 0
+            assert not frozen.may_have_dates("Europe/Berlin", "first_order_at",
+                                             date(2026, 3, 11), yearly=True)
+            assert frozen.may_have_undated("Europe/Berlin", "attributes.renewal_date")
+            assert not frozen.may_have_undated("Pacific/Honolulu", "attributes.renewal_date")
+            for hour in range(hours):
+                now = start + timedelta(hours=hour)
+                scope = scope_for(settings, now, engine)
+                for slug in ("dates", "renew"):
+                    every = [c for batch in candidates(engine, specs, slug, campaigns[slug],
+                                                       scope, settings) for c in batch]
+                    fewer = [c for batch in candidates(engine, specs, slug, campaigns[slug],
+                                                       scope, settings, frozen) for c in batch]
+                    assert fewer == every, (slug, now)
+                    found += len(every)
+        assert found > 0  # the windows hold anniversaries, the renewal and a no_date
+    finally:
+        engine.dispose()

@@ -225,7 +225,7 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
         for (today, end), names in sorted(days.items()):
             queries += holiday_queries(segment, campaign, settings, names, today, end)
     elif trigger == "date" and campaign.field is not None:
-        queries += date_queries(segment, campaign, settings, zones, now)
+        queries += date_queries(segment, campaign, settings, zones, now, frozen)
     elif trigger == "stage_change" and campaign.to is not None:
         members = cache(lambda: members_query(segment(), CUSTOMERS.c.id))
         for name in zones:
@@ -278,12 +278,14 @@ NO_HOLIDAYS = "no_holidays"
 
 
 def date_queries(compiled: Callable[[], CompiledSegment], campaign: Campaign, settings: Settings,
-                 zones: list[str], now: datetime) -> list[tuple[CandidateQuery, datetime, str]]:
+                 zones: list[str], now: datetime, frozen: FrozenStore | None = None,
+                 ) -> list[tuple[CandidateQuery, datetime, str]]:
     """`date` in each zone whose send_at has passed today: the members whose field's date
     (yearly: an anniversary of it) is today − offset in their zone, `date:<field>:<year>`,
     expiring at the end of that local day; for an attribute also those whose value is no
     date (`no_date`). A timestamp's local date depends on the zone: one query per zone;
-    an attribute's date is as written: one per group of zones sharing a local day."""
+    an attribute's date is as written: one per group of zones sharing a local day. FROZEN
+    leaves out the queries that cannot find anyone."""
     field = campaign.field
     assert field is not None
     days: dict[tuple[date, datetime], list[str]] = {}
@@ -299,12 +301,19 @@ def date_queries(compiled: Callable[[], CompiledSegment], campaign: Campaign, se
             name = field.removeprefix("attributes.")
             month_days = birthday_keys(marked) if campaign.yearly else None
             for dated, reason in ((True, ""), (False, NO_DATE)):
+                if frozen is not None and not any(
+                        frozen.may_have_dates(z, field, marked, bool(campaign.yearly)) if dated
+                        else frozen.may_have_undated(z, field) for z in names):
+                    continue
                 queries.append((attribute_date_members(
                     compiled(), names, settings.timezone, name=name, marked=marked,
                     month_days=month_days, occurrence=occurrence, dated=dated), end, reason))
             continue
         marked_days = anniversary_dates(marked) if campaign.yearly else [marked]
         for name in names:
+            if frozen is not None and not frozen.may_have_dates(name, field, marked,
+                                                                bool(campaign.yearly)):
+                continue
             queries.append((timestamp_date_members(
                 compiled(), name, settings.timezone, field=field,
                 windows=day_windows(marked_days, zone(name)), occurrence=occurrence,
