@@ -307,8 +307,8 @@ class Campaign(Spec):
         "Send this many days ahead of the holiday; unset: 0, on the day."))
     field: DateField | None = Field(None, description=(
         "The date the campaign marks: `first_order_at` (the first paid order's placed_at), "
-        "`signed_up_at`, or `attributes.NAME` (a text \"YYYY-MM-DD\"); timestamps count on "
-        "the customer's local date."))
+        "`signed_up_at`, or `attributes.NAME` (text \"YYYY-MM-DD\", or a date-time read by "
+        "its written date); timestamps count on the customer's local date."))
     offset: Offset | None = Field(None, description=(
         "Whole days before (`-60d`) or after (`30d`) the date the mail is due; unset: on "
         "the day."))

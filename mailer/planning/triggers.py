@@ -316,7 +316,8 @@ def after_order_window(day: LocalDay, after: timedelta) -> tuple[datetime, datet
 def due_now(campaign: Campaign, now: datetime, tz: ZoneInfo, zones: list[str]) -> bool:
     """Whether CAMPAIGN's trigger is due at NOW (the planner's rules, without the
     audience): a cron fire or `once` within its grace, a promotion or its reminder
-    window, `send_at` passed today in a zone of the store (birthday, after_order), or
+    window, `send_at` passed today in a zone of the store (birthday, after_order,
+    holiday, date), or
     a stage_change campaign (its changes come with each `stages update`)."""
     if campaign.trigger == "schedule" and campaign.schedule is not None:
         return schedule_due(parse_cron(campaign.schedule), campaign.grace, now, tz) is not None
