@@ -68,7 +68,9 @@ def main(outbox: Path, port: int) -> None:
         if link and number % 3 == 0 and _request(port, "GET", link.group(1)) == 302:
             clicked += 1
     print(f"{opened} readers opened a Black Friday mail, {clicked} clicked through")
-    surveyed = [m for m in mails if "/s/" in _html(m)]
+    # the order survey's mails (the renewal mails ask another survey)
+    surveyed = [m for m in mails if "/s/" in _html(m)
+                and "how was your order" in str(m["Subject"]).lower()]
     for reader, answers in zip(surveyed, SURVEY_ANSWERS, strict=False):
         links = re.findall(r'href="([^"]+/s/[^"]+)"', _html(reader))
         first = int(answers["overall"])

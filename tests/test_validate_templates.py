@@ -169,7 +169,7 @@ def test_a_loop_variable_is_unknown_outside_its_loop(ws: Workspace) -> None:
     assert code == 1
     assert output[0] == ("templates/win-back.html:9: unknown variable tag; the context has "
                          "customer, stats, campaign, intro, coupon, referral, links, store, "
-                         "holiday, now, recommendations")
+                         "holiday, occasion, now, recommendations")
 
 
 # --- optional values printed without a default: warnings ------------------------------------
@@ -354,6 +354,11 @@ def test_a_full_context_has_every_name_and_field_of_the_schema() -> None:
     context["holiday"] = _context(everyone, stats, FULL_SETTINGS,
                                   holiday + "segment: s\ntemplate: t.html\nsubject: Hi\n"
                                   "country: true\n")["holiday"]
+    # and occasion with a date campaign
+    context["occasion"] = _context(everyone, stats, FULL_SETTINGS,
+                                   holiday.replace("holiday", "date")
+                                   + "segment: s\ntemplate: t.html\nsubject: Hi\n"
+                                   "field: first_order_at\nyearly: true\n")["occasion"]
     assert _keys(context) == _schema(optional=True)
 
 

@@ -4,7 +4,7 @@ The store's facts come from one read transaction (mailer.store.insight.card); th
 worked out here from them, purely: the stage by the workspace's rules, the stats'
 `days_between_orders`, each mail's subject as its campaign version wrote it, and what is
 coming — the queued ledger rows, and the next due date of each birthday, once, schedule,
-promotion and holiday campaign whose segment the customer is in now, when they can be mailed
+promotion, date and holiday campaign whose segment the customer is in now, when they can be mailed
 (consent `subscribed`, not suppressed, the campaign's topic wanted). Segment membership
 is asked for this customer alone (mailer.segments.runner.memberships_of), so a card
 costs the same on a store of a hundred customers or of a million.
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mailer.config.campaign import Campaign
+from mailer.config.campaign import Campaign, anniversary_in
 from mailer.config.conditions import All, AnyOf, Node, Not, SegmentSpec
 from mailer.config.settings import MAX_COMMITTED_ORDERS, Settings
 from mailer.core.clock import as_local, iso_z, localize, zone
@@ -32,6 +32,7 @@ from mailer.core.suggest import did_you_mean
 from mailer.insight.stages import stage_of_latest
 from mailer.planning.triggers import (
     birthday_keys,
+    date_occurrence,
     holiday_date,
     holiday_occurrence,
     is_fixed_occasion,
@@ -47,7 +48,7 @@ from mailer.store.insight.card import CardFacts, ConsentEntry, EventRow, MailRow
 PROFILE_FIELDS = ("first_name", "last_name", "birth_date", "age", "country", "city", "locale",
                   "timezone", "tags", "attributes", "signed_up_at", "referral_code")
 WAITING = ("queued", "deferred")  # ledger rows still to go out
-UPCOMING_TRIGGERS = ("birthday", "once", "schedule", "promotion", "holiday")
+UPCOMING_TRIGGERS = ("birthday", "once", "schedule", "promotion", "date", "holiday")
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -278,9 +279,16 @@ def assemble(facts: CardFacts, *, settings: Settings, now: datetime, segments: l
     mailable = (row.consent == Consent.SUBSCRIBED and not facts.suppressed)
     upcoming = waiting_rows(facts.mails, campaigns)
     if mailable:
+        from mailer.mail.context import date_value
+
+        dates = {campaign.field: date_value(campaign.field, attributes=row.attributes,
+                                            signed_up_at=row.signed_up_at,
+                                            first_order_at=stats.first_order_at, tz=tz)
+                 for campaign in campaigns.values() if campaign.field is not None}
         upcoming += next_due(campaigns, segments=set(segments), topics=row.topics,
                              birth_date=row.birth_date, tz_name=tz.key,
                              workspace_tz=settings.timezone, now=now, planned=planned,
+                             dates={k: v for k, v in dates.items() if v is not None},
                              country=row.country, workspace_country=settings.holidays.country
                              if settings.holidays is not None else None)
     upcoming.sort(key=lambda entry: (entry.at, entry.campaign, entry.occurrence))
@@ -385,10 +393,11 @@ def waiting_rows(mails: Iterable[MailRow], campaigns: Mapping[str, Campaign]) ->
 def next_due(campaigns: Mapping[str, Campaign], *, segments: set[str],
              topics: list[str] | None, birth_date: date | None, tz_name: str,
              workspace_tz: str, now: datetime, planned: set[tuple[str, str]],
-             country: str | None = None,
+             dates: Mapping[str, date] | None = None, country: str | None = None,
              workspace_country: str | None = None) -> list[Upcoming]:
-    """The next occurrence of each birthday, once, schedule, promotion and holiday
-    campaign (COUNTRY: the customer's; WORKSPACE_COUNTRY: mailer.yaml's) that
+    """The next occurrence of each birthday, once, schedule, promotion, date and holiday
+    campaign (DATES: the customer's date of each field, where they have one; COUNTRY: the
+    customer's; WORKSPACE_COUNTRY: mailer.yaml's) that
     is not in the ledger yet, for a customer who can be mailed, is in the campaign's
     segment now (membership is as of now, not as of the due date) and wants its topic.
     after_order and stage_change campaigns wait for an order or a recorded change: none."""
@@ -406,7 +415,7 @@ def next_due(campaigns: Mapping[str, Campaign], *, segments: set[str],
         else:
             due = _next_occurrence(campaign, birth_date=birth_date, tz_name=tz_name,
                                    workspace_tz=zone(workspace_tz), now=now,
-                                   planned=mine.__contains__)
+                                   planned=mine.__contains__, dates=dates or {})
         if due is not None:
             found.append(Upcoming(slug, campaign.trigger, due[0], due[1], "due"))
     return found
@@ -414,11 +423,14 @@ def next_due(campaigns: Mapping[str, Campaign], *, segments: set[str],
 
 def _next_occurrence(campaign: Campaign, *, birth_date: date | None, tz_name: str,
                      workspace_tz: ZoneInfo, now: datetime,
-                     planned: Callable[[str], bool]) -> tuple[str, datetime] | None:
+                     planned: Callable[[str], bool],
+                     dates: Mapping[str, date]) -> tuple[str, datetime] | None:
     """(occurrence, when it is due) of CAMPAIGN's next occurrence not PLANNED yet: the
     one due now, else the next one (planning.triggers' rules)."""
     if campaign.trigger == "birthday" and birth_date is not None:
         return next_birthday(birth_date, campaign.send_time, tz_name, now, planned)
+    if campaign.trigger == "date" and campaign.field is not None and campaign.field in dates:
+        return next_date(dates[campaign.field], campaign, tz_name, now, planned)
     if campaign.trigger == "once" and campaign.at is not None:
         at = as_local(campaign.at, workspace_tz)
         return ("once", at) if now < at + campaign.grace and not planned("once") else None
@@ -458,6 +470,27 @@ def next_holiday(campaign: Campaign, *, country: str | None, workspace_country: 
         else:
             continue
         occurrence = holiday_occurrence(code, holiday)
+        end = localize(datetime.combine(day + timedelta(days=1), time()), tz)
+        if end > now and not planned(occurrence):
+            return occurrence, localize(datetime.combine(day, campaign.send_time), tz)
+    return None
+
+
+def next_date(value: date, campaign: Campaign, tz_name: str, now: datetime,
+              planned: Callable[[str], bool]) -> tuple[str, datetime] | None:
+    """(occurrence, send_at on its day) of a date campaign's next mail for a customer
+    whose date is VALUE: once on VALUE + offset, or (yearly) on each anniversary from
+    year 1 + offset, whose local day has not ended by NOW and which is not PLANNED."""
+    tz = zone(tz_name)
+    offset = timedelta(days=campaign.offset_days)
+    if campaign.yearly:
+        first = max(value.year + 1, (now.astimezone(tz).date() - offset).year - 1)
+        marks = [anniversary_in(value, year) for year in range(first, first + 4)]
+    else:
+        marks = [value]
+    for marked in marks:
+        day = marked + offset
+        occurrence = date_occurrence(campaign.field or "", marked)
         end = localize(datetime.combine(day + timedelta(days=1), time()), tz)
         if end > now and not planned(occurrence):
             return occurrence, localize(datetime.combine(day, campaign.send_time), tz)

@@ -30,7 +30,7 @@ from mailer.store.db import Engine
 
 CUSTOMER_HEADER = ["id", "email", "first_name", "last_name", "birth_date", "timezone", "locale",
                    "country", "city", "signed_up_at", "subscribed", "tags", "referred_by",
-                   "loyalty_tier"]
+                   "loyalty_tier", "renewal_date"]
 ORDER_HEADER = ["order_id", "customer_id", "placed_at", "status", "currency", "total", "sku",
                 "product", "category", "quantity", "price", "coupon"]
 
@@ -169,6 +169,8 @@ def generate(customers_out: TextIO, orders_out: TextIO, *, customers: int, seed:
              now: datetime, currency: str) -> tuple[int, int]:
     """Write N customers and their orders as CSV; returns (customers, order lines)."""
     rng = random.Random(f"{seed}:{customers}:{iso_z(now)}")
+    # its own draws, so adding renewal dates left every other value as it was
+    renewals = random.Random(f"renewal:{seed}:{customers}:{iso_z(now)}")
     people = csv.writer(customers_out, lineterminator="\n")
     sales = csv.writer(orders_out, lineterminator="\n")
     people.writerow(CUSTOMER_HEADER)
@@ -201,6 +203,7 @@ def generate(customers_out: TextIO, orders_out: TextIO, *, customers: int, seed:
                      + (["test-account"] if rng.random() < 0.01 else [])),
             f"C{rng.randrange(1, index):06d}" if index > 1 and rng.random() < 0.08 else "",
             rng.choice(("bronze", "bronze", "silver", "gold")),
+            _renewal_date(renewals, now),
         ])
         # A few American customers pay in dollars, always: the models read the store
         # currency only, so their whole history is left out rather than thinned.
@@ -244,6 +247,17 @@ def _orders(rng: random.Random, signed_up: datetime, now: datetime) -> list[tupl
     moments = [(signed_up + timedelta(seconds=round(days * DAY)), status)
                for days, status in sorted(placed)]
     return [(moment, status) for moment, status in moments if moment < now]
+
+
+def _renewal_date(rng: random.Random, now: datetime) -> str:
+    """A membership's renewal date (the renewal campaign asks 60 days before) for one in
+    five customers, 30 to 120 days ahead; a few imports wrote something else (no_date)."""
+    roll = rng.random()
+    if roll < 0.005:
+        return "next spring"
+    if roll < 0.2:
+        return (now + timedelta(days=rng.randrange(30, 120))).date().isoformat()
+    return ""
 
 
 def _birth_date(rng: random.Random, now: datetime) -> str:

@@ -10,6 +10,7 @@ validator enforces and `mailer schema` prints.
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from pydantic import (
 from mailer.config.settings import CLOCK_SCHEMA, Duration, JsonSchema, parse_clock_time
 from mailer.config.specs import Spec, check
 from mailer.config.yamlsrc import line_of
+from mailer.core.clock import parse_duration
 from mailer.core.errors import InvalidValue, Problem
 from mailer.core.suggest import did_you_mean
 
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from mailer.config.survey import Survey
 
 TRIGGERS = ("birthday", "schedule", "promotion", "once", "after_order", "stage_change",
-            "holiday")
+            "holiday", "date")
 # The relationship stages a stage_change campaign names (mailer.config.settings.STAGE_NAMES).
 StageName = Literal["awareness", "exploration", "expansion", "commitment", "termination"]
 
@@ -77,18 +79,25 @@ TRIGGER_RULES = {
         "the customer's zone from `send_at`; occurrence `holiday:<CC>:<YYYY-MM-DD>` (the "
         "holiday's date; `ZZ` for a customer without a country), expiring at the end of "
         "the local day it is due.")),
+    "date": TriggerRule(("field",), ("send_at", "offset", "yearly"), (
+        "On the customer's local day when `field`'s date + `offset` comes, from `send_at`; "
+        "with `yearly: true` on each anniversary instead (year 1 onwards; 29 February on "
+        "28 February in other years); occurrence `date:<field>:<the anniversary's year, "
+        "before the offset>`, expiring at the end of that local day; a value that is not "
+        "a date is excluded as `no_date`.")),
 }
 # Keys refused on the other triggers (any other trigger-specific key is read by its
 # own triggers only, and ignored elsewhere).
 ONLY_FOR = {"reminder": ("promotion",), "to": ("stage_change",), "from": ("stage_change",),
             "country": ("holiday",), "dates": ("holiday",), "only": ("holiday",),
-            "except": ("holiday",), "days_before": ("holiday",),
+            "except": ("holiday",), "days_before": ("holiday",), "field": ("date",),
+            "offset": ("date",), "yearly": ("date",),
             "window": ("once", "promotion", "schedule")}
 # `send_at: best` (each customer's best hour, mailer.planning.send_hour) is for the
 # campaigns that mail a whole audience at once; a time of day for the per-customer days.
 BEST = "best"
 BEST_TRIGGERS = ("once", "promotion", "schedule")
-CLOCK_TRIGGERS = ("birthday", "after_order", "holiday")
+CLOCK_TRIGGERS = ("birthday", "after_order", "holiday", "date")
 DEFAULT_WINDOW = "09:00-20:00"
 # keys that are Python keywords, and the field holding each
 ATTRIBUTE = {"from": "from_", "except": "except_"}
@@ -180,6 +189,63 @@ def _month_day(value: object) -> str:
 
 
 _DAYS_IN = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+# The dates a `date` campaign reads (mailer.planning.triggers.DATE_FIELDS says how).
+DATE_FIELDS = ("first_order_at", "signed_up_at")
+ATTRIBUTE_FIELD = re.compile(r"attributes\.([A-Za-z0-9_-]+)")
+MAX_OFFSET_DAYS = 3660
+
+
+def _date_field(value: object) -> str:
+    """first_order_at, signed_up_at or attributes.NAME (letters, digits, _ and -)."""
+    text = value.strip() if isinstance(value, str) else ""
+    if text in DATE_FIELDS or ATTRIBUTE_FIELD.fullmatch(text):
+        return text
+    hint = did_you_mean(text, list(DATE_FIELDS)) if text and "." not in text else ""
+    raise InvalidValue(f"expected first_order_at, signed_up_at or attributes.NAME (a date "
+                       f"attribute), got {value!r}{hint}")
+
+
+def written_date(value: object) -> date | None:
+    """An attribute's date as a date campaign reads it: text "YYYY-MM-DD", or a date-time
+    text whose first ten characters are that (read as written, whatever its zone); else
+    None (no_date). mailer.segments.compiler.date_text is the same rule in SQL."""
+    if not isinstance(value, str) or len(value) < 10 or (len(value) > 10 and value[10] not in "T "):
+        return None
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value[:10]):
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def anniversary_in(value: date, year: int) -> date:
+    """VALUE's anniversary in YEAR: 29 February on 28 February in years without one."""
+    if (value.month, value.day) == (2, 29) and not calendar.isleap(year):
+        return date(year, 2, 28)
+    return value.replace(year=year)
+
+
+def _offset(value: object) -> timedelta:
+    """A signed whole number of days: `-60d` before the date, `30d` or `+30d` after (any
+    unit parse_duration reads, `2w` too, as long as it comes to whole days)."""
+    if isinstance(value, timedelta):
+        return value
+    text = value.strip() if isinstance(value, str) else value
+    sign = -1 if isinstance(text, str) and text.startswith("-") else 1
+    if isinstance(text, str) and text[:1] in "+-":
+        text = text[1:]
+    try:
+        span = parse_duration(text)
+    except InvalidValue:
+        raise InvalidValue(f"expected an offset in days like -60d or 30d, got {value!r}"
+                           ) from None
+    if span % timedelta(days=1):
+        raise InvalidValue(f"{value!r} is not a whole number of days: a date campaign is "
+                           "due on a day (write -1d, -2d, ...)")
+    if span > timedelta(days=MAX_OFFSET_DAYS):
+        raise InvalidValue(f"{value!r} is more than {MAX_OFFSET_DAYS}d away from the date")
+    return sign * span
 
 
 def _share(value: object) -> float:
@@ -220,6 +286,13 @@ MonthDay = Annotated[str, BeforeValidator(_month_day), WithJsonSchema({
     "type": "string", "title": "month-day", "examples": ["12-24"],
     "pattern": r"^\s*(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])\s*$"})]
 Share = Annotated[float, BeforeValidator(_share), WithJsonSchema(SHARE_SCHEMA)]
+DateField = Annotated[str, BeforeValidator(_date_field), WithJsonSchema({
+    "type": "string", "title": "first_order_at, signed_up_at or attributes.NAME",
+    "examples": ["first_order_at", "attributes.renewal_date"],
+    "pattern": r"^\s*(first_order_at|signed_up_at|attributes\.[A-Za-z0-9_-]+)\s*$"})]
+Offset = Annotated[timedelta, BeforeValidator(_offset), WithJsonSchema({
+    "type": "string", "title": "offset in days", "examples": ["-60d", "30d"],
+    "pattern": r"^\s*[+-]?\d+\s*[dw]\s*$"})]
 Subjects = Annotated[tuple[str, ...], BeforeValidator(lambda v: (v,) if isinstance(v, str) else v),
                      WithJsonSchema(SUBJECT_SCHEMA)]
 
@@ -258,7 +331,7 @@ class Campaign(Spec):
     name: str = Field(min_length=1, description=(
         "The display name (`campaign.name` in templates); the file stem is the id."))
     trigger: Literal["birthday", "schedule", "promotion", "once", "after_order",
-                     "stage_change", "holiday"] = Field(
+                     "stage_change", "holiday", "date"] = Field(
         description="When the campaign's mails are due.")
     segment: str = Field(min_length=1, description=(
         "The segment (segments/NAME.yaml) the campaign mails."))
@@ -305,6 +378,16 @@ class Campaign(Spec):
         "Not these holidays: the package's English names, matched case-insensitively."))
     days_before: int | None = Field(None, ge=0, le=60, description=(
         "Send this many days ahead of the holiday; unset: 0, on the day."))
+    field: DateField | None = Field(None, description=(
+        "The date the campaign marks: `first_order_at` (the first paid order's placed_at), "
+        "`signed_up_at`, or `attributes.NAME` (text \"YYYY-MM-DD\", or a date-time read by "
+        "its written date); timestamps count on the customer's local date."))
+    offset: Offset | None = Field(None, description=(
+        "Whole days before (`-60d`) or after (`30d`) the date the mail is due; unset: on "
+        "the day."))
+    yearly: bool | None = Field(None, description=(
+        "`true`: on every anniversary of the date (year 1 onwards; 29 February on 28 "
+        "February in other years); unset: once."))
     coupon: CouponSpec | None = Field(None, description=(
         "A unique coupon per mail (`coupon.code`, `coupon.value`, `coupon.expires_at`)."))
     reminder: Reminder | None = Field(None, description=(
@@ -394,6 +477,11 @@ class Campaign(Spec):
     @property
     def send_window(self) -> Window:
         return self.window or _window(DEFAULT_WINDOW)
+
+    @property
+    def offset_days(self) -> int:
+        """A date campaign's offset in whole days (negative: before the date)."""
+        return (self.offset or timedelta(0)).days
 
 
 def parse_campaign(data: Any, path: str) -> tuple[Campaign | None, list[Problem]]:

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mailer.config.campaign import Campaign
+from mailer.config.campaign import Campaign, anniversary_in, written_date
 from mailer.config.settings import MAX_COMMITTED_ORDERS, Settings
 from mailer.config.survey import SCALES, Survey
 from mailer.core.clock import as_local, zone
@@ -79,6 +79,8 @@ CONTEXT_SCHEMA: Mapping[str, ContextName] = {
         "name": ALWAYS, "address": ALWAYS, "currency": ALWAYS, "locale": ALWAYS,
         "url": CAMPAIGN}),
     "holiday": ContextName(ALWAYS, {"name": CAMPAIGN}),  # a holiday campaign's occasion
+    # a date campaign's: the date it marks and the years since (missing without a date)
+    "occasion": ContextName(ALWAYS, {"date": READER, "years": READER}),
     "now": ContextName(ALWAYS),
     # "you may like", best first: [] for a reader without any (`mailer recommend`)
     "recommendations": ContextName(ALWAYS),
@@ -262,6 +264,7 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
         "coupon": {},
         "referral": {},
         "holiday": {},
+        "occasion": {},
         "recommendations": recommendations,
     }
     if campaign.coupon is not None:
@@ -278,7 +281,49 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
     if campaign.trigger == "holiday":
         context["holiday"] = {"name": holiday_of(customer, settings, campaign, now,
                                                  occurrence)}
+    if campaign.trigger == "date":
+        context["occasion"] = occasion_of(customer, stats, campaign, now.astimezone(tz),
+                                          occurrence)
     return context
+
+
+def occasion_of(customer: Profile, stats: Mapping[str, Any], campaign: Campaign,
+                local_now: datetime, occurrence: str) -> dict[str, Any]:
+    """A date campaign's `occasion`: the date it marks (the renewal date itself, or this
+    year's anniversary) and `years` since the customer's date (0 without `yearly`), for
+    OCCURRENCE's year (`date:first_order_at:2027`); without one (a preview), the next
+    occasion whose mail day has not passed. {} for a customer without a date."""
+    moment = stats.get("first_order_at")
+    value = date_value(campaign.field or "", attributes=customer.attributes,
+                       signed_up_at=customer.signed_up_at,
+                       first_order_at=moment if isinstance(moment, datetime) else None,
+                       tz=local_now.tzinfo)
+    if value is None:
+        return {}
+    kind, _, rest = occurrence.partition(":")
+    year_text = rest.rpartition(":")[2]
+    if not campaign.yearly:
+        return {"date": value, "years": 0}
+    if kind == "date" and year_text.isdigit():
+        year = int(year_text)
+    else:
+        today, offset = local_now.date(), timedelta(days=campaign.offset_days)
+        year = max(value.year + 1, (today - offset).year - 1)
+        while anniversary_in(value, year) + offset < today:
+            year += 1
+    return {"date": anniversary_in(value, year), "years": year - value.year}
+
+
+def date_value(field: str, *, attributes: Mapping[str, Any] | None,
+               signed_up_at: datetime | None, first_order_at: datetime | None,
+               tz: Any) -> date | None:
+    """FIELD's date for a customer as a date campaign reads it (also the card's): a
+    timestamp's local date in TZ, an attribute's written date; None when missing or no
+    date."""
+    if field.startswith("attributes."):
+        return written_date((attributes or {}).get(field.removeprefix("attributes.")))
+    moment = first_order_at if field == "first_order_at" else signed_up_at
+    return moment.astimezone(tz).date() if moment is not None else None
 
 
 def holiday_of(customer: Profile, settings: Settings, campaign: Campaign, now: datetime,

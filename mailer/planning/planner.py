@@ -47,7 +47,11 @@ from mailer.planning.send_hour import (
 )
 from mailer.planning.triggers import (
     after_order_window,
+    anniversary_dates,
     birthday_keys,
+    date_marked,
+    date_occurrence,
+    day_windows,
     holiday_date,
     holiday_occurrence,
     is_fixed_occasion,
@@ -65,11 +69,13 @@ from mailer.segments.compiler import (
     CompiledSegment,
     Scope,
     after_order_members,
+    attribute_date_members,
     birthday_members,
     due_members,
     holiday_members,
     in_plan_order,
     members_query,
+    timestamp_date_members,
 )
 from mailer.segments.runner import compiled, memberships
 from mailer.store import coupons, ledger
@@ -96,7 +102,7 @@ class Candidate:
     customer_id: int
     occurrence: str
     expires: datetime
-    reason: str = ""  # set: excluded before any fact is read (no_holidays)
+    reason: str = ""  # set: excluded before any fact is read (no_holidays, no_date)
 
 
 @dataclass(frozen=True)
@@ -184,7 +190,7 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
     trigger = campaign.trigger
     zones = (frozen.zones if frozen is not None else
              sorted(time_zones(engine) | {settings.timezone})) \
-        if trigger in ("birthday", "after_order", "stage_change", "holiday") else []
+        if trigger in ("birthday", "after_order", "stage_change", "holiday", "date") else []
     if trigger == "schedule" and campaign.schedule:
         due = schedule_due(parse_cron(campaign.schedule), campaign.grace, now, tz)
         if due is not None:
@@ -233,6 +239,8 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
         for (today, end), names in sorted(days.items()):
             queries += holiday_queries(segment, campaign, settings, names, today, end,
                                        frozen)
+    elif trigger == "date" and campaign.field is not None:
+        queries += date_queries(segment, campaign, settings, zones, now, frozen)
     elif trigger == "stage_change" and campaign.to is not None:
         members = cache(lambda: members_query(segment(), CUSTOMERS.c.id))
         for name in zones:
@@ -288,6 +296,53 @@ def holiday_queries(compiled: Callable[[], CompiledSegment], campaign: Campaign,
 
 
 NO_HOLIDAYS = "no_holidays"
+
+
+def date_queries(compiled: Callable[[], CompiledSegment], campaign: Campaign, settings: Settings,
+                 zones: list[str], now: datetime, frozen: FrozenStore | None = None,
+                 ) -> list[tuple[CandidateQuery, datetime, str]]:
+    """`date` in each zone whose send_at has passed today: the members whose field's date
+    (yearly: an anniversary of it) is today − offset in their zone, `date:<field>:<year>`,
+    expiring at the end of that local day; for an attribute also those whose value is no
+    date (`no_date`). A timestamp's local date depends on the zone: one query per zone;
+    an attribute's date is as written: one per group of zones sharing a local day. FROZEN
+    leaves out the queries that cannot find anyone."""
+    field = campaign.field
+    assert field is not None
+    days: dict[tuple[date, datetime], list[str]] = {}
+    for name in zones:
+        day = local_day(name, campaign.send_time, now)
+        if day is not None:
+            days.setdefault((day.day, day.end), []).append(name)
+    queries: list[tuple[CandidateQuery, datetime, str]] = []
+    for (today, end), names in sorted(days.items()):
+        marked = date_marked(today, campaign.offset_days)
+        occurrence = date_occurrence(field, marked)
+        if field.startswith("attributes."):
+            name = field.removeprefix("attributes.")
+            month_days = birthday_keys(marked) if campaign.yearly else None
+            for dated, reason in ((True, ""), (False, NO_DATE)):
+                if frozen is not None and not any(
+                        frozen.may_have_dates(z, field, marked, bool(campaign.yearly)) if dated
+                        else frozen.may_have_undated(z, field) for z in names):
+                    continue
+                queries.append((attribute_date_members(
+                    compiled(), names, settings.timezone, name=name, marked=marked,
+                    month_days=month_days, occurrence=occurrence, dated=dated), end, reason))
+            continue
+        marked_days = anniversary_dates(marked) if campaign.yearly else [marked]
+        for name in names:
+            if frozen is not None and not frozen.may_have_dates(name, field, marked,
+                                                                bool(campaign.yearly)):
+                continue
+            queries.append((timestamp_date_members(
+                compiled(), name, settings.timezone, field=field,
+                windows=day_windows(marked_days, zone(name)), occurrence=occurrence,
+                now=now), end, ""))
+    return queries
+
+
+NO_DATE = "no_date"
 
 
 # --- the facts about a batch -----------------------------------------------------------------

@@ -268,6 +268,43 @@ def is_fixed_occasion(holiday: date, dates: tuple[str, ...] | None) -> bool:
     return bool(dates) and any(key in (dates or ()) for key in birthday_keys(holiday))
 
 
+# Timestamps (signed_up_at, first_order_at) earlier than this are not anniversaries: the
+# yearly windows reach back to it (an online store's records start after the epoch).
+EARLIEST_YEAR = 1970
+
+
+def date_marked(today: date, offset_days: int) -> date:
+    """`date`: the date (or anniversary) a mail due on the local day TODAY marks: TODAY −
+    offset (`offset: -60d` on 2026-12-01 marks 2027-01-30)."""
+    return today - timedelta(days=offset_days)
+
+
+def date_occurrence(field: str, marked: date) -> str:
+    """`date:<field>:<year>`: the year of the marked date, before the offset (a renewal
+    on 2027-01-30 mailed on 2026-12-01 is `date:attributes.renewal_date:2027`)."""
+    return f"date:{field}:{marked.year}"
+
+
+def anniversary_dates(marked: date, earliest_year: int = EARLIEST_YEAR) -> list[date]:
+    """`yearly`: the earlier dates whose anniversary is MARKED, from EARLIEST_YEAR to the
+    year before (year 0, the date itself, is no anniversary): the same month-day each
+    year, and on 28 February of a year without 29 February the leap years' 29 February."""
+    found = []
+    for key in birthday_keys(marked):
+        month, day = int(key[:2]), int(key[3:])
+        for year in range(earliest_year, marked.year):
+            if day <= calendar.monthrange(year, month)[1]:
+                found.append(date(year, month, day))
+    return sorted(found)
+
+
+def day_windows(days: list[date], tz: ZoneInfo) -> list[tuple[datetime, datetime]]:
+    """[00:00, next 00:00) of each local day of DAYS in TZ, as UTC: the instants whose
+    local date is one of DAYS (a timestamp's local date, for the date trigger)."""
+    return [(localize(datetime.combine(day, time()), tz),
+             localize(datetime.combine(day + timedelta(days=1), time()), tz)) for day in days]
+
+
 def after_order_window(day: LocalDay, after: timedelta) -> tuple[datetime, datetime]:
     """`after_order`: orders whose placed_at + after falls on this local day."""
     return day.start - after, day.end - after
@@ -279,7 +316,8 @@ def after_order_window(day: LocalDay, after: timedelta) -> tuple[datetime, datet
 def due_now(campaign: Campaign, now: datetime, tz: ZoneInfo, zones: list[str]) -> bool:
     """Whether CAMPAIGN's trigger is due at NOW (the planner's rules, without the
     audience): a cron fire or `once` within its grace, a promotion or its reminder
-    window, `send_at` passed today in a zone of the store (birthday, after_order), or
+    window, `send_at` passed today in a zone of the store (birthday, after_order,
+    holiday, date), or
     a stage_change campaign (its changes come with each `stages update`)."""
     if campaign.trigger == "schedule" and campaign.schedule is not None:
         return schedule_due(parse_cron(campaign.schedule), campaign.grace, now, tz) is not None
@@ -291,7 +329,7 @@ def due_now(campaign: Campaign, now: datetime, tz: ZoneInfo, zones: list[str]) -
             return True
         return campaign.reminder is not None and reminder_due(
             ends, campaign.reminder.before_end, now) is not None
-    if campaign.trigger in ("birthday", "after_order", "holiday"):
+    if campaign.trigger in ("birthday", "after_order", "holiday", "date"):
         return any(local_day(name, campaign.send_time, now) is not None for name in zones)
     # A recorded change may come with any `stages update`: always live.
     return campaign.trigger == "stage_change"

@@ -35,7 +35,7 @@ def next_wakeup(campaign: Campaign, after: datetime, tz: ZoneInfo,
         moments.append(as_local(campaign.starts, tz))
         if campaign.reminder is not None:
             moments.append(as_local(campaign.ends, tz) - campaign.reminder.before_end)
-    elif campaign.trigger in ("birthday", "after_order", "holiday"):
+    elif campaign.trigger in ("birthday", "after_order", "holiday", "date"):
         moments += [next_local_time(name, campaign.send_time, after) for name in set(zones)]
     future = [moment for moment in moments if moment is not None and moment > after]
     return min(future, default=None)

@@ -808,6 +808,86 @@ def _unknown_country(known: tuple[str, ...]) -> ColumnElement[bool]:
     return or_(country.is_(None), country.not_in(known))
 
 
+def timestamp_date_members(compiled: CompiledSegment, zone_name: str, default_zone: str, *,
+                           field: str, windows: list[tuple[datetime, datetime]],
+                           occurrence: str, now: datetime) -> CandidateQuery:
+    """`date` on a timestamp: the members living in one zone whose FIELD (signed_up_at, or
+    first_order_at: the first paid order's placed_at, by NOW) falls in one of WINDOWS
+    (their local days, as UTC), with OCCURRENCE."""
+    members = members_query(compiled, CUSTOMERS.c.id)
+    if not windows:
+        return members.where(false()).add_columns(literal(occurrence))
+
+    def within(moment: Any) -> ColumnElement[bool]:
+        return or_(*(and_(moment >= start, moment < end) for start, end in windows))
+
+    if field == "signed_up_at":
+        marked = CUSTOMERS.c.id.in_(select(Customer.id).where(
+            func.coalesce(Customer.timezone, default_zone) == zone_name,
+            within(Customer.signed_up_at)))
+    else:  # first_order_at, aggregated over the zone's customers' orders only
+        marked = CUSTOMERS.c.id.in_(
+            select(Order.customer_id)
+            .where(Order.status == "paid", Order.placed_at <= now,
+                   Order.customer_id.in_(_living_in(zone_name, default_zone)))
+            .group_by(Order.customer_id)
+            .having(within(func.min(Order.placed_at))))
+    return members.where(marked).add_columns(literal(occurrence))
+
+
+def attribute_date_members(compiled: CompiledSegment, zone_names: list[str], default_zone: str,
+                           *, name: str, marked: date, month_days: list[str] | None,
+                           occurrence: str, dated: bool = True) -> CandidateQuery:
+    """`date` on attributes.NAME (text "YYYY-MM-DD", or an ISO date-time whose first ten
+    characters are the date, read as written): the members living in ZONE_NAMES whose
+    date is MARKED (with MONTH_DAYS, yearly: whose "MM-DD" is among them and whose year
+    is before MARKED's: an anniversary, from year 1). DATED false: instead
+    those whose NAME holds something that is not a date (`no_date`); a missing key or a
+    JSON null is neither."""
+    text = CUSTOMERS.c.attributes[name].as_string()
+    if not dated:
+        test: ColumnElement[bool] = and_(text.is_not(None), not_(date_text(text)))
+    elif month_days is not None:
+        test = and_(date_text(text), func.substr(text, 6, 5).in_(month_days),
+                    func.substr(text, 1, 4) < f"{marked.year:04d}")
+    else:  # equal to a real date: a date already
+        test = and_(func.substr(text, 1, 10) == marked.isoformat(), _date_tail(text))
+    return (members_query(compiled, CUSTOMERS.c.id)
+            .where(CUSTOMERS.c.id.in_(
+                select(Customer.id).where(func.coalesce(Customer.timezone, default_zone)
+                                          .in_(zone_names))), test)
+            .add_columns(literal(occurrence)))
+
+
+_DIGITS = tuple("0123456789")
+_TWO = tuple(f"{n:02d}" for n in range(100))
+_LEAP_TAILS = tuple(f"{n:02d}" for n in range(0, 100, 4))  # 2-digit multiples of 4
+
+
+def date_text(text: ColumnElement[Any]) -> ColumnElement[bool]:
+    """Whether TEXT starts with a real calendar date YYYY-MM-DD and ends there or goes on
+    with a time (T or a space). Compared character by character, the same on both
+    databases and never a cast error; a JSON number or true on SQLite is no date either."""
+    def part(start: int, length: int) -> ColumnElement[Any]:
+        return func.substr(text, start, length)
+
+    month, day = part(6, 2), part(9, 2)
+    leap = and_(part(3, 2).in_(_LEAP_TAILS),
+                or_(part(3, 2) != "00", part(1, 2).in_(_LEAP_TAILS)))  # 2000, not 1900
+    return and_(*(part(i, 1).in_(_DIGITS) for i in (1, 2, 3, 4)),
+                part(5, 1) == "-", part(8, 1) == "-",
+                month.in_(_TWO[1:13]), day.in_(_TWO[1:32]), _date_tail(text),
+                not_(and_(month.in_(("04", "06", "09", "11")), day == "31")),
+                not_(and_(month == "02", day.in_(("30", "31")))),
+                or_(month != "02", day != "29", leap))
+
+
+def _date_tail(text: ColumnElement[Any]) -> ColumnElement[bool]:
+    """After the ten characters of the date: nothing, or a time."""
+    return or_(func.length(text) == 10,
+               and_(func.length(text) > 10, func.substr(text, 11, 1).in_(("T", " "))))
+
+
 def after_order_members(compiled: CompiledSegment, zone_name: str, default_zone: str,
                         start: datetime, end: datetime) -> CandidateQuery:
     """(customer id, "order:" + its store id) of the paid orders placed in [START, END)

@@ -499,6 +499,29 @@ def countries_by_zone(conn: Connection, default_zone: str) -> set[tuple[str, str
             conn.execute(select(zone_of, Customer.country_folded).distinct())}
 
 
+def date_values(conn: Connection, default_zone: str, field: str) -> Iterator[tuple[str, Any]]:
+    """(zone, value) of every customer with a value for a date campaign's FIELD: the
+    placed_at of their first paid order (first_order_at, whatever now), signed_up_at, or
+    attributes.NAME's text; those without a zone live in DEFAULT_ZONE."""
+    zone_of = func.coalesce(Customer.timezone, default_zone)
+    query: Select[str, Any]
+    if field == "first_order_at":
+        query = (select(zone_of, func.min(Order.placed_at))
+                 .join(Customer, Customer.id == Order.customer_id)
+                 .where(Order.status == "paid").group_by(Customer.id, zone_of))
+    elif field == "signed_up_at":
+        query = select(zone_of, Customer.signed_up_at).where(Customer.signed_up_at.is_not(None))
+    else:
+        name = field.removeprefix("attributes.")
+        text = cast(Table, Customer.__table__).c.attributes[name].as_string()
+        query = select(zone_of, text).where(text.is_not(None))
+    for zone_name, value in conn.execute(query):
+        # SQLite's min() of a timestamp column comes back as its stored text
+        if field == "first_order_at" and isinstance(value, str):
+            value = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        yield str(zone_name), value
+
+
 def paid_order_times(conn: Connection, default_zone: str, since: datetime,
                      until: datetime) -> list[tuple[str, datetime]]:
     """(zone of its customer, placed_at) of the paid orders placed in [SINCE, UNTIL)."""
