@@ -104,7 +104,8 @@ def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: 
             continue
         with engine.connect() as conn:
             people, facts = batch_facts(conn, slug, campaign, batch, now, caps_span, Counter(),
-                                        reminder_starts, topics=topics)
+                                        reminder_starts, topics=topics,
+                                        sunset=settings.policy.sunset)
         for candidate in batch:
             person = people[candidate.customer_id]
             decision = decide(facts[(candidate.customer_id, candidate.occurrence)], now=now,

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,6 +34,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     event,
     exists,
     func,
@@ -450,6 +451,45 @@ def with_live_plans(conn: Connection, campaign: str, ids: list[int], after: date
             Delivery.planned_at > after,
             Delivery.planned_at <= until, Delivery.campaign == campaign))
         if row[1] in COUNT_TOWARD_CAPS}
+
+
+def nth_latest_sent_query(n: int, now: datetime, keep: Any = None) -> Select[Any]:
+    """(customer_id, at): when each customer's Nth most recent marketing mail went out
+    (rows `sent` or `unknown`, of any campaign; `at` is sent_at, else send_after for an
+    `unknown` row), up to NOW, for the customers whose id KEEP lets through; customers
+    with fewer such mails have no row. policy.sunset: at least N mails since a customer's
+    last sign of life means this one is later than it."""
+    went_out = case((Delivery.status.in_(WENT_OUT), 1), else_=0)
+    at = func.coalesce(Delivery.sent_at, Delivery.send_after)
+    # The status is a partition, not a filter: with `status IN (...)` in WHERE SQLite
+    # may lead with the status index (live_plans says why), where the customer's leads.
+    ranked = (select(Delivery.customer_id, at.label("at"), went_out.label("went_out"),
+                     func.row_number().over(partition_by=(Delivery.customer_id, went_out),
+                                            order_by=at.desc()).label("rank"))
+              .where(at <= now, *(() if keep is None else (keep(Delivery.customer_id),)))
+              .subquery("sent_ranked"))
+    return (select(ranked.c.customer_id, ranked.c.at)
+            .where(ranked.c.went_out == 1, ranked.c.rank == n))
+
+
+def nth_latest_sent(conn: Connection, ids: list[int], n: int,
+                    now: datetime) -> dict[int, datetime]:
+    """nth_latest_sent_query for the customers IDS (one query for the batch)."""
+    return {customer_id: _aware(at) for customer_id, at in conn.execute(
+        nth_latest_sent_query(n, now, lambda column: among(conn, column, ids)))}
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def mailed_after(campaign: str, customer_id: Any, after: Any) -> Any:
+    """Whether CAMPAIGN has a live row (queued … sent, unknown) for the customer
+    CUSTOMER_ID planned after AFTER (SQL columns): a sunset campaign's candidates are
+    those it has not mailed since their last sign of life."""
+    return exists().where(Delivery.campaign == campaign, Delivery.customer_id == customer_id,
+                          Delivery.planned_at > after,
+                          Delivery.status.in_(COUNT_TOWARD_CAPS))
 
 
 def main_recipients(campaign: str, occurrence: str) -> Select[int, str]:
