@@ -38,6 +38,7 @@ from sqlalchemy import (
     event,
     exists,
     func,
+    insert,
     literal,
     literal_column,
     or_,
@@ -490,6 +491,19 @@ def mailed_after(campaign: str, customer_id: Any, after: Any) -> Any:
     return exists().where(Delivery.campaign == campaign, Delivery.customer_id == customer_id,
                           Delivery.planned_at > after,
                           Delivery.status.in_(COUNT_TOWARD_CAPS))
+
+
+def record_sent(conn: Connection, store_id: str, rows: list[dict[str, Any]]) -> None:
+    """Rows of mails sent to the customer STORE_ID in the past, each sent at its planned
+    time (campaign, version, occurrence, topic, planned_at, message_id given): the demo
+    store's history (mailer.app.demodata), never a plan."""
+    customer = conn.execute(select(Customer.id, Customer.email)
+                            .where(Customer.store_id == store_id)).one()
+    conn.execute(insert(Delivery), [
+        {**row, "customer_id": customer.id, "email": customer.email, "subject_variant": 0,
+         "status": DeliveryState.SENT, "attempts": 1, "send_after": row["planned_at"],
+         "expires_at": row["planned_at"] + timedelta(hours=6), "sent_at": row["planned_at"],
+         "last_reply": "250 OK (demo history)"} for row in rows])
 
 
 def main_recipients(campaign: str, occurrence: str) -> Select[int, str]:
