@@ -193,9 +193,12 @@ def test_the_sunset_campaign_mails_each_silence_once(shop: Workspace) -> None:
     assert {(p.occurrence, p.expires) for p in first.planned} == {
         ("sunset:2026-07-01", NOW_UTC + timedelta(days=7))}
     assert first.excluded == []  # the others are no candidates at all
-    # later that day, the next day, weeks later: mailed since their last sign of life,
-    # they are no candidates (not even already_sent)
-    for later in ("2026-07-01T18:00", "2026-07-02T12:00", "2026-07-20T12:00"):
+    # later that day EDGE's sign-up passes the edge: EDGE first meets the rule then; the
+    # others, mailed since their last sign of life, are no candidates (not already_sent)
+    evening = run_plan(shop, "sunset", "2026-07-01T18:00")
+    assert ([(p.id, p.occurrence) for p in evening.planned], evening.excluded) == (
+        [("EDGE", "sunset:2026-07-01")], [])
+    for later in ("2026-07-02T12:00", "2026-07-20T12:00"):
         again = run_plan(shop, "sunset", later)
         assert (again.planned, again.excluded) == ([], []), later
     # the sunset mail is the one exception: other campaigns still say sunset
@@ -206,7 +209,10 @@ def test_the_sunset_campaign_mails_each_silence_once(shop: Workspace) -> None:
     later = [datetime(2026, 8, day, tzinfo=UTC) for day in range(1, 6)]
     sent_mails(shop, "OVER", later)
     again = run_plan(shop, "sunset", "2027-01-05T12:00")
-    assert [(p.id, p.occurrence) for p in again.planned] == [("OVER", "sunset:2027-01-05")]
+    # BUYER, NEW and OPTIN's June signs of life are over 180 days old by then too (their
+    # five June mails came after them); CLICK clicked after its mails: none since
+    assert [(p.id, p.occurrence) for p in again.planned] == [
+        (store_id, "sunset:2027-01-05") for store_id in ("BUYER", "NEW", "OPTIN", "OVER")]
 
 
 def test_a_sunset_mail_obeys_consent_like_any_other(shop: Workspace) -> None:

@@ -20,7 +20,7 @@ from mailer.store.customers import Profile
 from tests.conftest import SETTINGS, Workspace
 
 NOW = "2026-11-23T10:00"
-DEMO_FILES = 31  # mailer.yaml, 7 campaigns, 13 segments, 1 survey, 9 templates
+DEMO_FILES = 33  # mailer.yaml, 8 campaigns, 13 segments, 1 survey, 10 templates
 
 
 def demo(ws: Workspace) -> Workspace:

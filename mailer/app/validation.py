@@ -249,10 +249,6 @@ def check_rendering(root: Path, settings: Settings, slug: str, campaign: Campaig
                                 f"the rendered mail of {campaign.template} lacks the \"keep me "
                                 "subscribed\" link ({{ links.keep_subscribed }}): a sunset "
                                 "mail asks the reader to stay"))
-    if campaign.trigger == "sunset" and settings.policy.sunset is None:
-        problems.append(Problem(path, None, "trigger",
-                                "trigger sunset, but policy.sunset is not set in mailer.yaml: "
-                                "this campaign finds nobody", warning=True))
     # As a reader sees it: escaped by Jinja, or written as character references when
     # the address is typed into the template (the compiled template's non-ASCII is).
     if settings.store.address not in html.unescape(mail.html):
