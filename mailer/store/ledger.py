@@ -469,8 +469,12 @@ def nth_latest_sent_query(n: int, now: datetime, keep: Any = None) -> Select[Any
                                             order_by=at.desc()).label("rank"))
               .where(at <= now, *(() if keep is None else (keep(Delivery.customer_id),)))
               .subquery("sent_ranked"))
-    return (select(ranked.c.customer_id, ranked.c.at)
-            .where(ranked.c.went_out == 1, ranked.c.rank == n))
+    # Grouped (one row a customer anyway) so that SQLite keeps it a table of its own
+    # and joins it by customer: flattened into a join, it searched every customer's
+    # row per customer (44 s for 20,000 customers).
+    return (select(ranked.c.customer_id, func.max(ranked.c.at).label("at"))
+            .where(ranked.c.went_out == 1, ranked.c.rank == n)
+            .group_by(ranked.c.customer_id))
 
 
 def nth_latest_sent(conn: Connection, ids: list[int], n: int,
