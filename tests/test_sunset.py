@@ -306,3 +306,19 @@ def test_a_forged_or_borrowed_keep_token_is_refused_and_writes_nothing(
         assert service.request("POST", nobody, body="")[0] == 404
     assert keep_events(shop) == []
     assert reasons(shop)["OVER"] == "sunset"
+
+
+def test_the_demo_store_has_one_long_silent_reader(db: Workspace) -> None:
+    db.write("mailer.yaml", SUNSET_SETTINGS)
+    assert db.run("demo-data", "--customers", "150", "--seed", "2",
+                  "--now", "2026-11-23T10:00").code == 0
+    status = db.run("status", "--json").json()
+    assert (status["customers"], status["deliveries"]["sent"]) == (150, 8)
+    db.write("segments/everyone.yaml", "description: all\nall: [{orders: {at_least: 0}}]\n")
+    db.write("templates/mail.html", TEMPLATE)
+    db.write("campaigns/sunset.yaml", SUNSET)
+    db.write("campaigns/note.yaml", ONCE.replace("2026-07-01T09:00", "2026-11-23T09:00"))
+    fates = reasons(db, "sunset", now="2026-11-23T11:00")
+    assert fates == {"C000001": None}
+    note = reasons(db, "note", now="2026-11-23T11:00")
+    assert [store_id for store_id, reason in note.items() if reason == "sunset"] == ["C000001"]

@@ -9,7 +9,9 @@ tags and custom attributes. Each customer's orders follow a purchase lifecycle
 (BG/NBD's: a rate of their own, a chance to drop out after each repeat order) and
 a spend level of their own (Gamma-Gamma's), so `mailer predict` finds a real
 pattern; baskets lean on a favourite category and products bought together, so
-recommendations do too.
+recommendations do too. Beside the import, the ledger gets one long-silent reader
+(policy.sunset): the last eight monthly newsletters sent to a subscriber quiet for
+300 days, none clicked, so the demo week has someone to send the re-permission mail.
 """
 
 from __future__ import annotations
