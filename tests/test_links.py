@@ -39,7 +39,7 @@ def test_a_click_token_cannot_unsubscribe() -> None:
 def test_recipient_links_live_under_the_tracking_url() -> None:
     links = recipient_links("https://mail.shop.example/", customer="C1", campaign="bf",
                             message="7", key=KEY)
-    assert set(links) == {"unsubscribe", "preferences", "browser", "rating"}
+    assert set(links) == {"unsubscribe", "preferences", "browser", "rating", "keep_subscribed"}
     assert links["unsubscribe"].startswith("https://mail.shop.example/u/")
     assert sorted(links["rating"]) == [1, 2, 3, 4, 5]
     four = links["rating"][4]

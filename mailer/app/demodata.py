@@ -9,7 +9,9 @@ tags and custom attributes. Each customer's orders follow a purchase lifecycle
 (BG/NBD's: a rate of their own, a chance to drop out after each repeat order) and
 a spend level of their own (Gamma-Gamma's), so `mailer predict` finds a real
 pattern; baskets lean on a favourite category and products bought together, so
-recommendations do too.
+recommendations do too. Beside the import, the ledger gets one long-silent reader
+(policy.sunset): the last eight monthly newsletters sent to a subscriber quiet for
+300 days, none clicked, so the demo week has someone to send the re-permission mail.
 """
 
 from __future__ import annotations
@@ -166,8 +168,13 @@ class _Buyer:
 
 
 def generate(customers_out: TextIO, orders_out: TextIO, *, customers: int, seed: int,
-             now: datetime, currency: str) -> tuple[int, int]:
-    """Write N customers and their orders as CSV; returns (customers, order lines)."""
+             now: datetime, currency: str,
+             silent: list[str] | None = None) -> tuple[int, int]:
+    """Write N customers and their orders as CSV; returns (customers, order lines).
+    SILENT gets the store ids of the subscribed Berlin customers (no test account) whose
+    sign-up and last paid order are over SILENT_FOR old: readers who could have been
+    sent mails all that time without a sign of life (fill_store gives one that history).
+    Picking them draws nothing from the generator, so the store stays as it was."""
     rng = random.Random(f"{seed}:{customers}:{iso_z(now)}")
     # its own draws, so adding renewal dates left every other value as it was
     renewals = random.Random(f"renewal:{seed}:{customers}:{iso_z(now)}")
@@ -187,7 +194,7 @@ def generate(customers_out: TextIO, orders_out: TextIO, *, customers: int, seed:
         local = f"{first_ascii}.{last_ascii}{index}"
         if rng.random() < 0.05:
             local = local.capitalize()  # addresses arrive in mixed case
-        people.writerow([
+        row = [
             store_id,
             f"{local}@{rng.choice(_DOMAINS)}",
             "" if rng.random() < 0.03 else first,
@@ -204,7 +211,8 @@ def generate(customers_out: TextIO, orders_out: TextIO, *, customers: int, seed:
             f"C{rng.randrange(1, index):06d}" if index > 1 and rng.random() < 0.08 else "",
             rng.choice(("bronze", "bronze", "silver", "gold")),
             _renewal_date(renewals, now),
-        ])
+        ]
+        people.writerow(row)
         # A few American customers pay in dollars, always: the models read the store
         # currency only, so their whole history is left out rather than thinned.
         paying = ("USD" if place.country == "US" and currency != "USD" and rng.random() < 0.15
@@ -212,9 +220,15 @@ def generate(customers_out: TextIO, orders_out: TextIO, *, customers: int, seed:
         buyer = _Buyer(store_id, signed_up, paying,
                        rng.choices(favourites, weights=favourite_weights)[0],
                        rng.gammavariate(_SPEND_Q, 1.0 / _SPEND_GAMMA))
-        for placed, status in _orders(rng, signed_up, now):
+        history = _orders(rng, signed_up, now)
+        for placed, status in history:
             order_number += 1
             lines += _write_order(sales, rng, f"O{order_number:07d}", buyer, placed, status)
+        quiet_since = max([signed_up, *(placed for placed, status in history
+                                        if status == "paid")])
+        if silent is not None and row[5] == "Europe/Berlin" and row[10] == "true" \
+                and "test-account" not in row[11] and quiet_since < now - SILENT_FOR:
+            silent.append(store_id)
     return customers, lines
 
 
@@ -316,15 +330,37 @@ def _write_order(sales: Any, rng: random.Random, order_id: str, buyer: _Buyer,
 
 
 def write_files(folder: Path, *, customers: int, seed: int, now: datetime,
-                currency: str) -> tuple[Path, Path, int]:
-    """customers.csv and orders.csv in FOLDER; returns both paths and the order lines."""
+                currency: str, silent: list[str] | None = None) -> tuple[Path, Path, int]:
+    """customers.csv and orders.csv in FOLDER; returns both paths and the order lines
+    (SILENT: as generate's)."""
     folder.mkdir(parents=True, exist_ok=True)
     people, sales = folder / "customers.csv", folder / "orders.csv"
     with people.open("w", encoding="utf-8", newline="") as c_out, \
             sales.open("w", encoding="utf-8", newline="") as o_out:
         _, lines = generate(c_out, o_out, customers=customers, seed=seed, now=now,
-                            currency=currency)
+                            currency=currency, silent=silent)
     return people, sales, lines
+
+
+# The long-silent reader (policy.sunset): no sign of life for this long, then the monthly
+# newsletter's last HISTORY_MAILS issues, none of them clicked.
+SILENT_FOR = timedelta(days=300)
+HISTORY_MAILS = 8
+NEWSLETTER = "newsletter"
+
+
+def _monthly_issues(now: datetime, tz_name: str) -> list[datetime]:
+    """The last HISTORY_MAILS first-of-the-month 10:00 mornings (local) before NOW's month."""
+    from mailer.core.clock import localize, zone
+
+    tz = zone(tz_name)
+    local = now.astimezone(tz)
+    year, month = local.year, local.month
+    issues = []
+    for _ in range(HISTORY_MAILS):
+        year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+        issues.append(localize(datetime(year, month, 1, 10), tz))
+    return sorted(issues)
 
 
 def fill_store(engine: Engine, *, settings: Settings, customers: int, seed: int, now: datetime,
@@ -344,9 +380,10 @@ def fill_store(engine: Engine, *, settings: Settings, customers: int, seed: int,
     checks = Context.of(settings, now)
     errors: list[RowError] = []
     written = []
+    silent: list[str] = []
     with tempfile.TemporaryDirectory(prefix="mailer-demo-") as scratch:
         people, sales, _ = write_files(Path(scratch), customers=customers, seed=seed, now=now,
-                                       currency=settings.store.currency)
+                                       currency=settings.store.currency, silent=silent)
         for kind, path in (("customers", people), ("orders", sales)):
             with path.open("rb") as stream:
                 report = import_file(engine, stream, kind=kind, name=path.name, fmt="csv",
@@ -354,4 +391,22 @@ def fill_store(engine: Engine, *, settings: Settings, customers: int, seed: int,
             written.append(report.written)
     if errors:  # the generator and the importer disagree: a bug, not the user's fault
         raise MailerError(f"demo data did not import: {errors[0].line}: {errors[0].reason}")
+    if silent:
+        _newsletter_history(engine, silent[0], _monthly_issues(now, settings.timezone))
     return written[0], written[1]
+
+
+def _newsletter_history(engine: Engine, store_id: str, issues: list[datetime]) -> None:
+    """The newsletter's past ISSUES, sent to STORE_ID and never clicked: the ledger rows
+    that make the demo's one long-silent reader (policy.sunset)."""
+    from mailer.mail.message import new_message_id
+    from mailer.store.ledger import record_sent
+    from mailer.store.versions import stored_version_id
+
+    with engine.begin() as conn:
+        version = stored_version_id(conn, NEWSLETTER, {"campaign": NEWSLETTER,
+                                                       "history": "demo data"}, issues[0])
+        record_sent(conn, store_id, [
+            {"campaign": NEWSLETTER, "campaign_version_id": version,
+             "occurrence": f"cron:{iso_z(issue)}", "topic": NEWSLETTER, "planned_at": issue,
+             "message_id": new_message_id("shop.example")} for issue in issues])

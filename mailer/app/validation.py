@@ -265,6 +265,12 @@ def check_rendering(root: Path, settings: Settings, slug: str, campaign: Campaig
         problems.append(Problem(path, 1, "template",
                                 f"the rendered mail of {campaign.template} lacks the "
                                 "unsubscribe link ({{ links.unsubscribe }})"))
+    keep = context["links"]["keep_subscribed"]
+    if campaign.trigger == "sunset" and keep not in mail.html:
+        problems.append(Problem(path, 1, "template",
+                                f"the rendered mail of {campaign.template} lacks the \"keep me "
+                                "subscribed\" link ({{ links.keep_subscribed }}): a sunset "
+                                "mail asks the reader to stay"))
     # As a reader sees it: escaped by Jinja, or written as character references when
     # the address is typed into the template (the compiled template's non-ASCII is).
     if settings.store.address not in html.unescape(mail.html):

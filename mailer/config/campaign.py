@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from mailer.config.survey import Survey
 
 TRIGGERS = ("birthday", "schedule", "promotion", "once", "after_order", "stage_change",
-            "holiday", "date")
+            "holiday", "date", "sunset")
 # The relationship stages a stage_change campaign names (mailer.config.settings.STAGE_NAMES).
 StageName = Literal["awareness", "exploration", "expansion", "commitment", "termination"]
 
@@ -85,6 +85,12 @@ TRIGGER_RULES = {
         "28 February in other years); occurrence `date:<field>:<the anniversary's year, "
         "before the offset>`, expiring at the end of that local day; a value that is not "
         "a date is excluded as `no_date`.")),
+    "sunset": TriggerRule((), (), (
+        "When a member first meets mailer.yaml's `policy.sunset` (long silent, at least "
+        "`min_mails` mails since their last sign of life) and this campaign has not mailed "
+        "them since that sign of life; occurrence `sunset:<local date of the plan>` (the "
+        "workspace zone), expiring 7 days after it is planned. The one campaign a sunset "
+        "customer still gets: its template must carry `{{ links.keep_subscribed }}`.")),
 }
 # Keys refused on the other triggers (any other trigger-specific key is read by its
 # own triggers only, and ignored elsewhere).
@@ -331,7 +337,7 @@ class Campaign(Spec):
     name: str = Field(min_length=1, description=(
         "The display name (`campaign.name` in templates); the file stem is the id."))
     trigger: Literal["birthday", "schedule", "promotion", "once", "after_order",
-                     "stage_change", "holiday", "date"] = Field(
+                     "stage_change", "holiday", "date", "sunset"] = Field(
         description="When the campaign's mails are due.")
     segment: str = Field(min_length=1, description=(
         "The segment (segments/NAME.yaml) the campaign mails."))

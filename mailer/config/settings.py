@@ -217,6 +217,23 @@ class Cap(Spec):
 DEFAULT_CAPS = (Cap(max=1, per=timedelta(hours=24)), Cap(max=3, per=timedelta(days=7)))
 
 
+class Sunset(Spec):
+    after: Duration = Field(timedelta(days=180), description=(
+        "A customer whose last sign of life (a human click, a paid order, an opt-in or "
+        "resubscribe, the sign-up, a \"keep me subscribed\" POST; never an open) is "
+        "before now − this is silent (one exactly this long ago is not)."))
+    min_mails: int = Field(5, ge=1, le=10_000, description=(
+        "A silent customer is sunset once at least this many marketing mails (ledger rows "
+        "`sent` or `unknown`, of any campaign) were sent after their last sign of life."))
+
+    @field_validator("after")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0) or value > timedelta(days=36_600):
+            raise InvalidValue("expected a duration from 1s to 36600d")
+        return value
+
+
 class Policy(Spec):
     frequency: tuple[Cap, ...] = Field(DEFAULT_CAPS, description=(
         "Caps on the mails one customer gets; `[]` for none."))
@@ -226,6 +243,9 @@ class Policy(Spec):
         "In each customer's local time (the workspace's for customers without a zone), no "
         "mail is released: it waits for the end, and is not planned if that is after its "
         "expiry."))
+    sunset: Sunset | None = Field(None, description=(
+        "Long-silent customers get no marketing mail (reason `sunset`) except from "
+        "`trigger: sunset` campaigns (the re-permission mail); unset: off."))
 
 
 class DeliverySettings(Spec):

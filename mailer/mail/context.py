@@ -73,7 +73,8 @@ CONTEXT_SCHEMA: Mapping[str, ContextName] = {
     "referral": ContextName(ALWAYS, dict.fromkeys(("code", "url", "deadline", "reward"),
                                                   CAMPAIGN)),
     "links": ContextName(ALWAYS, {
-        **dict.fromkeys(("unsubscribe", "preferences", "browser", "rating"), ALWAYS),
+        **dict.fromkeys(("unsubscribe", "preferences", "browser", "rating",
+                         "keep_subscribed"), ALWAYS),
         "survey": CAMPAIGN}),  # links.survey[value]: only in campaigns naming a survey
     "store": ContextName(ALWAYS, {
         "name": ALWAYS, "address": ALWAYS, "currency": ALWAYS, "locale": ALWAYS,

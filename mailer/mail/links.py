@@ -1,5 +1,5 @@
 """Signed per-recipient links (DESIGN §4.4, §6): unsubscribe, preferences, browser view,
-ratings and the survey page.
+ratings, the survey page and "keep me subscribed".
 
 A token is `PAYLOAD.SIGNATURE`, both base64url without padding. The payload is
 the JSON list [purpose, customer store id, campaign, message, extra]; the
@@ -30,7 +30,7 @@ from mailer.core.errors import MailerError
 PREVIEW_KEY = "mailer-preview-only"
 
 PURPOSES = {"unsubscribe": "u", "preferences": "p", "browser": "b", "click": "c", "open": "o",
-            "rating": "r", "survey": "s"}
+            "rating": "r", "survey": "s", "keep_subscribed": "k"}
 
 
 class InvalidLink(MailerError):
@@ -138,8 +138,9 @@ def verify(token: str, purpose: str, keys: Sequence[str]) -> Claims:
     return Claims(purpose, fields[1], fields[2], fields[3], fields[4] if len(fields) == 5 else "")
 
 
+# the URL path of each purpose under tracking.base_url
 PATHS = {"unsubscribe": "u", "preferences": "p", "browser": "b", "click": "c", "open": "o",
-         "rating": "r", "survey": "s"}  # the URL path of each purpose under tracking.base_url
+         "rating": "r", "survey": "s", "keep_subscribed": "k"}
 SCORES = range(1, 6)
 
 
@@ -158,13 +159,14 @@ def signed_url(base_url: str, purpose: str, customer: str, campaign: str, messag
 
 def recipient_links(base_url: str, *, customer: str, campaign: str, message: str,
                     key: str, survey: Sequence[int] | None = None) -> dict[str, Any]:
-    """`links.unsubscribe`, `links.preferences`, `links.browser` for one mail,
+    """`links.unsubscribe`, `links.preferences`, `links.browser`, `links.keep_subscribed`
+    (the sunset mail's "keep me subscribed" page) for one mail,
     `links.rating[1]` … `links.rating[5]` (one link per score of a feedback request) and,
     given the SURVEY scale of a campaign's survey (its first question's answers: 1–5, or
     0–10 for nps), `links.survey[value]`: the survey page with that first answer chosen."""
     found: dict[str, Any] = {
         purpose: signed_url(base_url, purpose, customer, campaign, message, key)
-        for purpose in ("unsubscribe", "preferences", "browser")}
+        for purpose in ("unsubscribe", "preferences", "browser", "keep_subscribed")}
     found["rating"] = {score: signed_url(base_url, "rating", customer, campaign, message, key,
                                          str(score)) for score in SCORES}
     if survey is not None:

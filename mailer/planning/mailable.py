@@ -115,7 +115,8 @@ def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: 
             continue
         with engine.connect() as conn:
             people, facts = batch_facts(conn, slug, campaign, batch, now, caps_span, Counter(),
-                                        reminder_starts, topics=topics)
+                                        reminder_starts, topics=topics,
+                                        sunset=settings.policy.sunset)
             hours = best_hours(conn, campaign, people, settings, prior(), now) \
                 if campaign.best_hour else {}
         for candidate in batch:

@@ -23,7 +23,7 @@ from typing import Any
 
 from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
-from mailer.config.settings import Cap, Settings
+from mailer.config.settings import Cap, Settings, Sunset
 from mailer.core.addresses import has_control_character
 from mailer.core.clock import as_local, zone
 from mailer.core.folding import fold
@@ -62,6 +62,7 @@ from mailer.planning.triggers import (
     reminder_due,
     schedule_due,
     stage_change_days,
+    sunset_due,
 )
 from mailer.segments.compiler import (
     CUSTOMERS,
@@ -75,10 +76,11 @@ from mailer.segments.compiler import (
     holiday_members,
     in_plan_order,
     members_query,
+    sunset_members,
     timestamp_date_members,
 )
 from mailer.segments.runner import compiled, memberships
-from mailer.store import coupons, ledger
+from mailer.store import coupons, events, ledger
 from mailer.store.customers import (
     Addressee,
     addressees_by_id,
@@ -252,6 +254,12 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
                                              zone_name=name, default_zone=settings.timezone,
                                              start=change.start, end=change.end, now=now,
                                              occurrence=change.occurrence), change.expires))
+    elif trigger == "sunset" and settings.policy.sunset is not None:
+        rule = settings.policy.sunset
+        due = sunset_due(now, tz)
+        queries.append((sunset_members(segment(), slug, now=now, after=rule.after,
+                                       min_mails=rule.min_mails, occurrence=due.occurrence),
+                        due.expires))
     for query, expires, *excluded in queries:
         reason = excluded[0] if excluded else ""
         for page in candidate_pages(engine, in_plan_order(query), BATCH):
@@ -352,10 +360,12 @@ def batch_facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Can
            now: datetime, caps_span: timedelta, run: Counter[int],
            starts: datetime | None, *, topics: frozenset[str] = frozenset(),
            run_topics: Counter[tuple[int, str]] | None = None,
+           sunset: Sunset | None = None,
            ) -> tuple[dict[int, Addressee], dict[tuple[int, str], Facts]]:
     """The batch's customers by id, and the facts of each candidate mail. TOPICS: those
     the caps name (their rows are counted apart); RUN_TOPICS: this run's planned mails
-    per (customer, topic)."""
+    per (customer, topic); SUNSET: policy.sunset, whose silent customers only a
+    `trigger: sunset` campaign mails."""
     ids = sorted({c.customer_id for c in batch})
     people = addressees_by_id(conn, ids)
     if any(p.weekly_cap for p in people.values()):  # personal caps look back a week
@@ -376,6 +386,8 @@ def batch_facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Can
     ordered: set[int] = set()
     if starts is not None:
         ordered = paid_between(conn, ids, starts, now)
+    silent = sunset_ids(conn, ids, now, sunset) \
+        if sunset is not None and campaign.trigger != "sunset" else set()
     facts = {}
     for candidate in batch:
         person = people[candidate.customer_id]
@@ -396,7 +408,7 @@ def batch_facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Can
                                 if of == topic),
                               *((now,) * in_run[(candidate.customer_id, topic)]))
                       for topic in topics},
-            topic=campaign.topic)
+            topic=campaign.topic, sunset=candidate.customer_id in silent)
     return people, facts
 
 
@@ -416,6 +428,15 @@ def best_hours(conn: Connection, campaign: Campaign, people: dict[int, Addressee
     allowed = allowed_hours(campaign.send_window.hours(), settings.policy.quiet_hours)
     return {customer_id: ranked_hours(own.get(customer_id, NO_ENGAGEMENT), prior, allowed)
             for customer_id in people}
+def sunset_ids(conn: Connection, ids: list[int], now: datetime, rule: Sunset) -> set[int]:
+    """The customers among IDS that policy.sunset RULE holds back at NOW: their last sign
+    of life is before now − after (one exactly that long ago is not), and their
+    min_mails-th latest marketing mail went out after it. One query each for the batch."""
+    last = events.last_signs(conn, ids, now)
+    nth = ledger.nth_latest_sent(conn, ids, rule.min_mails, now)
+    return {customer_id for customer_id, sent in nth.items()
+            if customer_id in last and last[customer_id] < now - rule.after
+            and sent > last[customer_id]}
 
 
 # --- planning ---------------------------------------------------------------------------------
@@ -496,7 +517,7 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                 base = ledger.campaign_rows(conn, slug)
             people, facts = batch_facts(conn, slug, campaign, batch, now, caps_span,
                                    planned_in_run, reminder_starts, topics=cap_topics,
-                                   run_topics=topics_in_run)
+                                   run_topics=topics_in_run, sunset=settings.policy.sunset)
             groups = intro_groups(batch)
             hours = best_hours(conn, campaign, people, settings, prior(), now) \
                 if campaign.best_hour else {}

@@ -4,7 +4,8 @@ A member is planned only when its consent is `subscribed`, it is not suppressed,
 the address is valid, it has no row for this occurrence, it is not in a
 cooldown, and every frequency cap has room (the store's and the customer's own
 "fewer mails" cap); a customer who paused mail or chose other topics is not
-planned either (reasons `paused`, `topic`). A cap {max: M, per: D} has room
+planned either (reasons `paused`, `topic`), nor a long-silent one (`sunset`,
+policy.sunset: only a `trigger: sunset` campaign mails them). A cap {max: M, per: D} has room
 when fewer than M of the customer's live rows (queued, sending, deferred, sent,
 unknown) have a planned time in (now - D, now]; mails planned earlier in the
 same planning run count too. A cap with a topic ({max: 1, per: 7d, topic: promotions})
@@ -45,6 +46,7 @@ class Facts:
     # planned times of the live rows per topic, for the caps that name one
     by_topic: Mapping[str, tuple[datetime, ...]] = field(default_factory=dict)
     topic: str | None = None  # the candidate mail's topic (its campaign's)
+    sunset: bool = False  # long silent (policy.sunset), and the campaign is no sunset one
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ def decide(facts: Facts, *, now: datetime, caps: tuple[Cap, ...], tz: ZoneInfo,
         return Decision("paused")
     if facts.topic_unwanted:
         return Decision("topic")
+    if facts.sunset:
+        return Decision("sunset")
     if reminder and facts.ordered_since_start:
         return Decision("ordered_since_start")
     if facts.in_cooldown:

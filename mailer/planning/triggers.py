@@ -310,6 +310,18 @@ def after_order_window(day: LocalDay, after: timedelta) -> tuple[datetime, datet
     return day.start - after, day.end - after
 
 
+SUNSET_EXPIRY = timedelta(days=7)
+
+
+def sunset_due(now: datetime, tz: ZoneInfo) -> Due:
+    """`sunset`: due whenever its candidates meet the rule (the planner's query finds
+    them); `sunset:<local date of NOW>` in TZ (the workspace zone), expiring 7 days
+    after NOW. A second plan that day finds the row (`already_sent`); the next day the
+    customer is no candidate, having had this campaign's mail since their last sign of
+    life."""
+    return Due(f"sunset:{now.astimezone(tz).date().isoformat()}", now + SUNSET_EXPIRY)
+
+
 # --- a campaign as a whole: due now, or never again (the campaigns overview) ----------
 
 
@@ -331,8 +343,9 @@ def due_now(campaign: Campaign, now: datetime, tz: ZoneInfo, zones: list[str]) -
             ends, campaign.reminder.before_end, now) is not None
     if campaign.trigger in ("birthday", "after_order", "holiday", "date"):
         return any(local_day(name, campaign.send_time, now) is not None for name in zones)
-    # A recorded change may come with any `stages update`: always live.
-    return campaign.trigger == "stage_change"
+    # A recorded change may come with any `stages update`, silence with any minute:
+    # always live.
+    return campaign.trigger in ("stage_change", "sunset")
 
 
 def never_due_again(campaign: Campaign, now: datetime, tz: ZoneInfo) -> bool:

@@ -70,7 +70,9 @@ from mailer.core.errors import Problem
 from mailer.core.folding import fold, fold_domain
 from mailer.core.money import exponent
 from mailer.core.suggest import did_you_mean
+from mailer.store.events import last_signs_query
 from mailer.store.insight.stages import AWARENESS, stage_case
+from mailer.store.ledger import mailed_after, nth_latest_sent_query
 from mailer.store.models import Customer, Order, OrderLine, Prediction
 
 CUSTOMERS = cast(Table, Customer.__table__)
@@ -898,6 +900,21 @@ def after_order_members(compiled: CompiledSegment, zone_name: str, default_zone:
                    Order.placed_at < end,
                    Order.customer_id.in_(members_query(compiled, CUSTOMERS.c.id)),
                    Order.customer_id.in_(_living_in(zone_name, default_zone))))
+
+
+def sunset_members(compiled: CompiledSegment, campaign: str, *, now: datetime,
+                   after: timedelta, min_mails: int, occurrence: str) -> CandidateQuery:
+    """(customer id, OCCURRENCE) of the members who meet policy.sunset at NOW (last sign
+    of life before now − AFTER, at least MIN_MAILS marketing mails sent since) and whom
+    CAMPAIGN (a `trigger: sunset` one) has not mailed since that sign of life."""
+    signs = last_signs_query(now).subquery("last_signs")
+    nth = nth_latest_sent_query(min_mails, now).subquery("nth_sent")
+    return (members_query(compiled, CUSTOMERS.c.id)
+            .join(signs, signs.c.customer_id == CUSTOMERS.c.id)
+            .join(nth, nth.c.customer_id == CUSTOMERS.c.id)
+            .where(signs.c.last_sign < now - after, nth.c.at > signs.c.last_sign,
+                   not_(mailed_after(campaign, CUSTOMERS.c.id, signs.c.last_sign)))
+            .add_columns(literal(occurrence)))
 
 
 def in_plan_order(query: CandidateQuery) -> CandidateQuery:

@@ -21,7 +21,7 @@ recipient.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple, cast
@@ -311,6 +311,25 @@ def paid_between(conn: Connection, ids: list[int], since: datetime,
                                         Order.status == "paid",
                                         Order.placed_at >= since,
                                         Order.placed_at <= until))}
+
+
+def sign_of_life_rows(now: datetime, keep: Callable[[Any], Any]) -> list[Any]:
+    """(customer_id, at) of the signs of life these tables hold, up to NOW, for the
+    customers whose id KEEP lets through (policy.sunset; mailer.store.events adds the
+    human clicks and "keep me subscribed"): the sign-up (`signed_up_at`, else the moment
+    the store learned of them), each opt-in or resubscribe after that (consent_history's
+    `subscribed` rows later than the customer's creation: an import's first row records
+    the creation, not an opt-in), and each paid order."""
+    return [
+        select(Customer.id.label("customer_id"),
+               func.coalesce(Customer.signed_up_at, Customer.created_at).label("at"))
+        .where(keep(Customer.id)),
+        select(ConsentChange.customer_id, ConsentChange.since)
+        .join(Customer, Customer.id == ConsentChange.customer_id)
+        .where(keep(ConsentChange.customer_id), ConsentChange.state == Consent.SUBSCRIBED,
+               ConsentChange.since > Customer.created_at, ConsentChange.since <= now),
+        select(Order.customer_id, Order.placed_at)
+        .where(keep(Order.customer_id), Order.status == "paid", Order.placed_at <= now)]
 
 
 def time_zones(engine: Engine) -> set[str]:

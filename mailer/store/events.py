@@ -21,13 +21,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Integer, cast, event, func, insert, select, text, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    cast,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import DisconnectionError
 
 from mailer.core import machines
 from mailer.core.claims import Claims
 from mailer.core.states import OPTED_OUT, Consent
-from mailer.store.customers import opt_out
+from mailer.store.customers import opt_out, sign_of_life_rows
 from mailer.store.db import Connection, Engine, among, is_server
 from mailer.store.models import Customer, Delivery, Event
 
@@ -73,6 +85,45 @@ def bound(engine: Engine) -> Engine:
             cursor.close()
 
     return engine
+
+
+# The events that are a sign of life (policy.sunset): a person's click and a "keep me
+# subscribed" POST. Opens never are (mail programs load pixels), nor a machine's click.
+KEEP_SUBSCRIBED = "keep_subscribed"
+SIGN_KINDS = ("click", KEEP_SUBSCRIBED)
+
+
+def last_signs_query(now: datetime, keep: Any = None) -> Select[Any]:
+    """(customer_id, last_sign): each customer's latest sign of life up to NOW, of the
+    customers whose id KEEP (a column -> condition) lets through; every customer has
+    one (the sign-up)."""
+    def kept(column: Any) -> Any:
+        return true() if keep is None else keep(column)
+
+    signs = union_all(
+        *sign_of_life_rows(now, kept),
+        select(Event.customer_id, Event.at).where(
+            kept(Event.customer_id), Event.kind.in_(SIGN_KINDS), Event.at <= now)
+    ).subquery("signs")
+    return (select(signs.c.customer_id, func.max(signs.c.at).label("last_sign"))
+            .group_by(signs.c.customer_id))
+
+
+def last_signs(conn: Connection, ids: list[int], now: datetime) -> dict[int, datetime]:
+    """The latest sign of life of each of IDS up to NOW (one query for the batch)."""
+    return {customer_id: _utc(at) for customer_id, at in conn.execute(
+        last_signs_query(now, lambda column: among(conn, column, ids)))}
+
+
+def keep_subscribed(engine: Engine, claims: Claims, now: datetime) -> Person | None:
+    """A "keep me subscribed" POST: a sign of life (an event of the mail's campaign),
+    recorded again at each POST; nothing is written for a customer who opted out (it
+    is no opt-in) or when no customer has the link's store id (None)."""
+    with engine.begin() as conn:
+        found = _person(conn, claims)
+        if found is not None and found.consent not in OPTED_OUT:
+            _event(conn, KEEP_SUBSCRIBED, claims, found.id, now)
+        return found
 
 
 def ping(engine: Engine) -> None:

@@ -309,7 +309,7 @@ class DaemonState(Base):
 # machine_open / machine_click: what mailer.core.machines found a machine did (never
 # counted as opens or clicks; HUMAN there is the split)
 EVENT_KINDS = ("open", "click", "unsubscribe", "preferences", "rating", "bounce", "complaint",
-               "machine_open", "machine_click")
+               "machine_open", "machine_click", "keep_subscribed")
 
 
 class Event(Base):

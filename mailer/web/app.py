@@ -5,6 +5,9 @@ Paths under `tracking.base_url`, each ending in a signed token (mailer.mail.link
     GET  /u/TOKEN   a confirmation page with a button; changes nothing (scanners GET)
     POST /u/TOKEN   one-click unsubscribe (RFC 8058), idempotent, no cookies
     GET  /p/TOKEN   the preference centre; POST saves it
+    GET  /k/TOKEN   "keep me subscribed" (a sunset mail): a page with a button; changes
+                    nothing (scanners GET)
+    POST /k/TOKEN   records a sign of life (event keep_subscribed) and says thank you
     GET  /r/TOKEN   a rating link of an older mail (the score is in the token): a page
                     with that score, a comment box and a button; changes nothing
     POST /r/TOKEN   records the rating and the optional comment
@@ -324,6 +327,8 @@ def make_app(service: Service) -> web.Application:
         web.post("/u/{token}", _signed(service, "unsubscribe", _unsubscribe)),
         web.get("/p/{token}", _signed(service, "preferences", _preferences_page)),
         web.post("/p/{token}", _signed(service, "preferences", _save_preferences)),
+        web.get("/k/{token}", _signed(service, "keep_subscribed", _keep_page)),
+        web.post("/k/{token}", _signed(service, "keep_subscribed", _keep_subscribed)),
         web.get("/r/{token}", _signed(service, "rating", _rating)),
         web.post("/r/{token}", _signed(service, "rating", _comment)),
         web.get("/s/{token}", _signed(service, "survey", _survey_page(asking))),
@@ -403,6 +408,30 @@ async def _unsubscribe(service: Service, request: web.Request,
         return _page(service, "invalid.html", 404, title="Link not valid")
     await service.db.run(engagement.unsubscribe, claims, service.clock.now())
     return _page(service, "unsubscribed.html", title="Unsubscribed", email=_masked(found.email))
+
+
+async def _keep_page(service: Service, request: web.Request,
+                     claims: Claims) -> web.StreamResponse:
+    found = await service.db.run(engagement.person, claims)
+    if found is None:
+        return _page(service, "invalid.html", 404, title="Link not valid")
+    if found.consent in OPTED_OUT:
+        return _page(service, "unsubscribed.html", title="Unsubscribed",
+                     email=_masked(found.email))
+    return _page(service, "keep_subscribed.html", title="Keep me subscribed",
+                 email=_masked(found.email), preferences=_here(service, "preferences", claims))
+
+
+async def _keep_subscribed(service: Service, request: web.Request,
+                           claims: Claims) -> web.StreamResponse:
+    await request.read()  # the button's form has no field; any body will do
+    found = await service.db.run(engagement.keep_subscribed, claims, service.clock.now())
+    if found is None:
+        return _page(service, "invalid.html", 404, title="Link not valid")
+    if found.consent in OPTED_OUT:  # staying needs an opt-in, not this button
+        return _page(service, "unsubscribed.html", title="Unsubscribed",
+                     email=_masked(found.email))
+    return _page(service, "kept_subscribed.html", title="Thank you", email=_masked(found.email))
 
 
 async def _preferences_page(service: Service, request: web.Request, claims: Claims,

@@ -54,6 +54,16 @@ PAGES = {
 <p class="note">Rather hear from us less often, or only about some things?
 <a href="{{ preferences }}">Choose here</a>.</p>
 {% endblock %}""",
+    "keep_subscribed.html": """{% extends "layout.html" %}{% block body %}
+<h1>Keep hearing from us?</h1>
+<p>Keep {{ store }}'s mail coming to <strong>{{ email }}</strong>.</p>
+<form method="post"><button type="submit" id="keep-subscribed">Keep me subscribed</button></form>
+<p class="note">Rather hear from us less often? <a href="{{ preferences }}">Choose here</a>.</p>
+{% endblock %}""",
+    "kept_subscribed.html": """{% extends "layout.html" %}{% block body %}
+<h1>Thank you</h1>
+<p><strong>{{ email }}</strong> stays on {{ store }}'s list.</p>
+{% endblock %}""",
     "unsubscribed.html": """{% extends "layout.html" %}{% block body %}
 <h1>You are unsubscribed</h1>
 <p><strong>{{ email }}</strong> gets no more marketing mail from {{ store }}.</p>
