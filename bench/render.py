@@ -36,7 +36,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -73,7 +72,8 @@ def heavy_template() -> str:
         cards.append(
             f'<td class="product" width="50%" style="padding: 8px" valign="top">'
             f'<a href="{{{{ store.url }}}}/p/{sku}?utm_source=newsletter&amp;utm_campaign=winter">'
-            f'<img src="https://cdn.shop.example/p/{sku}.jpg" width="260" alt="Product {number + 1}" '
+            f'<img src="https://cdn.shop.example/p/{sku}.jpg" width="260" '
+            f'alt="Product {number + 1}" '
             f'style="display:block;border:0;width:100%"></a>'
             f"<strong>Winter product {number + 1}</strong>"
             f'<p class="note">Hand-made in small batches, long-lasting, and kind to the planet: '
@@ -217,7 +217,8 @@ def wall_clock(folder: Path, count: int) -> None:
         for first in range(0, count, step):
             chunk = range(first, min(first + step, count))
             for name, run in runs.items():
-                indices = chunk if name != "naive" else range(first, first + max(len(chunk) // 10, 2))
+                indices = chunk if name != "naive" else range(
+                    first, first + max(len(chunk) // 10, 2))
                 started = time.perf_counter()
                 run(indices)
                 spent[name] += time.perf_counter() - started

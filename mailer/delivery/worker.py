@@ -199,7 +199,8 @@ def mail_of_row(version: Version, settings: Settings, row: Row, person: Profile,
     tracking = settings.tracking
     body = tracked(mail.html, base_url=tracking.base_url, customer=person.store_id,
                    campaign=row.campaign, message=str(row.id), key=key,
-                   clicks=tracking.clicks, opens=tracking.opens)
+                   clicks=tracking.clicks, opens=tracking.opens, held=version.held,
+                   version=row.campaign_version_id)
     message = build(Mail(
         sender=settings.sender.from_, recipient_name=name, recipient_email=row.email,
         subject=mail.subject, html=body, text=mail.text, date=now, message_id=mid,

@@ -29,8 +29,10 @@ from mailer.core.errors import MailerError
 # examples, and must never be accepted by a server that has a real key.
 PREVIEW_KEY = "mailer-preview-only"
 
+# `click` signs one link's target; `clicks` is a mail's one token for the links its
+# campaign version holds (mailer.mail.tracking), naming that version
 PURPOSES = {"unsubscribe": "u", "preferences": "p", "browser": "b", "click": "c", "open": "o",
-            "rating": "r", "survey": "s"}
+            "rating": "r", "survey": "s", "clicks": "k"}
 
 
 class InvalidLink(MailerError):
@@ -138,8 +140,9 @@ def verify(token: str, purpose: str, keys: Sequence[str]) -> Claims:
     return Claims(purpose, fields[1], fields[2], fields[3], fields[4] if len(fields) == 5 else "")
 
 
+# the URL path of each purpose under tracking.base_url (`clicks` links add `/<n>`)
 PATHS = {"unsubscribe": "u", "preferences": "p", "browser": "b", "click": "c", "open": "o",
-         "rating": "r", "survey": "s"}  # the URL path of each purpose under tracking.base_url
+         "rating": "r", "survey": "s", "clicks": "c"}
 SCORES = range(1, 6)
 
 
