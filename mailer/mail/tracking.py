@@ -97,6 +97,9 @@ def tracked(body: str, *, base_url: str, customer: str, campaign: str, message: 
         pixel = signed_url(base_url, "open", customer, campaign, message, key)
         tag = (f'<img src="{pixel}" width="1" height="1" alt="" '
                'style="display:block;border:0;width:1px;height:1px">')
-        at = body.lower().rfind("</body>")
+        # compiled templates write tags in lower case (lxml); lower() copies the whole part
+        at = body.rfind("</body>")
+        if at < 0:
+            at = body.lower().rfind("</body>")
         body = body + tag if at < 0 else body[:at] + tag + body[at:]
     return body

@@ -9,6 +9,7 @@ values change per mail.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -202,11 +203,12 @@ def compose(version: Version, context: dict[str, Any], *, variant: int,
     chosen = pick_intro(version, member_of)
     intros = dict(version.intros)
     values = dict(context)
+    started = time.thread_time()  # the mail's parts share its CPU budget
     if chosen is not None:
-        values["intro"] = intros[chosen].render(values).strip()
-    subject = version.subject_for(variant, occurrence).render(values).strip()
-    html = version.html.render(values)
-    text = _tidy(version.text.render(values))
+        values["intro"] = intros[chosen].render(values, started).strip()
+    subject = version.subject_for(variant, occurrence).render(values, started).strip()
+    html = version.html.render(values, started)
+    text = _tidy(version.text.render(values, started))
     return Composed(subject=subject, html=html, text=text, intro=chosen,
                     variant=variant % len(version.subjects))
 
