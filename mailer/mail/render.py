@@ -74,7 +74,7 @@ class CompiledTemplate:
 
     def render(self, context: Mapping[str, Any], started: float | None = None) -> str:
         """Render under the per-mail limits; errors name the template file and line.
-        STARTED: the thread's CPU time when the mail's first part began rendering."""
+        STARTED: time.monotonic() when the mail's first part began rendering."""
         if self.static:  # an intro or subject without a tag: nothing to fill in
             return self.source
         token = BUDGET.set(Budget(started))  # printed values are counted as printed

@@ -203,7 +203,7 @@ def compose(version: Version, context: dict[str, Any], *, variant: int,
     chosen = pick_intro(version, member_of)
     intros = dict(version.intros)
     values = dict(context)
-    started = time.thread_time()  # the mail's parts share its CPU budget
+    started = time.monotonic()  # the mail's parts share its CPU budget
     if chosen is not None:
         values["intro"] = intros[chosen].render(values, started).strip()
     subject = version.subject_for(variant, occurrence).render(values, started).strip()
