@@ -27,7 +27,8 @@ from tests.test_delivery import KEY, send
 
 BASE = "https://mail.shop.example"
 TEMPLATE = """<html><body><p>Hello {{ customer.first_name }},</p>
-<p><a href="https://shop.example/boots?size=42&amp;colour=red">Our new boots</a></p>
+<p><a href="https://shop.example/boots?size=42&amp;colour=red">Our new boots</a>
+<a href="https://shop.example/account?c={{ customer.id }}">Your account</a></p>
 <p>{% for score in range(1, 6) %}<a href="{{ links.rating[score] }}">{{ score }}</a>{% endfor %}</p>
 <p>{{ store.address }} · <a href="{{ links.unsubscribe }}">unsubscribe</a>
 · <a href="{{ links.preferences }}">preferences</a> · <a href="mailto:help@shop.example">help</a>
@@ -156,12 +157,17 @@ def test_sent_mails_carry_signed_click_links_an_open_pixel_and_untouched_own_lin
     mail = sent_mail(db)["anna@example.com"]
     links = hrefs(mail)
     clicks = [h for h in links if h.startswith(f"{BASE}/c/")]
-    assert len(clicks) == 1  # the product link; unsubscribe, preferences, ratings, mailto stay
-    claims = verify(clicks[0].rsplit("/", 1)[1], "click", [KEY])
-    row_id = str(db.query("SELECT d.id FROM deliveries d JOIN customers c ON c.id = "
-                          "d.customer_id WHERE c.email = 'anna@example.com'")[0][0])
-    assert claims == Claims("click", "C0", "note", row_id,
-                            "https://shop.example/boots?size=42&colour=red")
+    # the boots (a link the version holds) and the account (personal); unsubscribe,
+    # preferences, ratings and mailto stay as they are
+    assert len(clicks) == 2
+    row_id, version_id = (str(v) for v in db.query(
+        "SELECT d.id, d.campaign_version_id FROM deliveries d JOIN customers c ON c.id = "
+        "d.customer_id WHERE c.email = 'anna@example.com'")[0])
+    token, number = clicks[0].removeprefix(f"{BASE}/c/").split("/")
+    assert number == "0"  # the first link the version holds, under the mail's click token
+    assert verify(token, "clicks", [KEY]) == Claims("clicks", "C0", "note", row_id, version_id)
+    assert verify(clicks[1].rsplit("/", 1)[1], "click", [KEY]) == Claims(
+        "click", "C0", "note", row_id, "https://shop.example/account?c=C0")
     assert sum(h.startswith(f"{BASE}/r/") for h in links) == 5
     assert "mailto:help@shop.example" in links
     assert re.search(rf'<img src="{BASE}/o/[^"]+" width="1" height="1"', html_of(mail))
@@ -212,8 +218,9 @@ def test_tampered_swapped_and_wrong_purpose_tokens_are_refused(
     payload, signature = token.split(".")
     tampered = f"{payload[:-2]}AA.{signature}"
     swapped = sign(Claims("unsubscribe", "C0", "note", "1"), "someone-elses-key")
-    click = next(h for h in hrefs(mail) if "/c/" in h).rsplit("/", 1)[1]
-    for bad in (tampered, swapped, click, "nonsense", f"{payload}."):
+    held = next(h for h in hrefs(mail) if "/c/" in h).split("/c/")[1].split("/")[0]
+    personal = [h for h in hrefs(mail) if "/c/" in h][1].rsplit("/", 1)[1]
+    for bad in (tampered, swapped, held, personal, "nonsense", f"{payload}."):
         status, _, body = service.request("POST", f"/u/{bad}", body="List-Unsubscribe=One-Click")
         assert status == 400 and b"This link does not work" in body
     assert consent(db, "anna@example.com")[0] == "subscribed"
@@ -228,20 +235,37 @@ def test_tampered_swapped_and_wrong_purpose_tokens_are_refused(
 
 def test_a_click_redirects_only_to_the_url_signed_into_the_mail(
         db: Workspace, service: Service) -> None:
-    mail = sent_mail(db)["anna@example.com"]
-    click = next(h for h in hrefs(mail) if "/c/" in h)
-    for _ in range(2):
-        status, headers, _ = service.request("GET", click)
-        assert status == 302
-        assert headers["location"] == "https://shop.example/boots?size=42&colour=red"
-    # the same token with another target: the signature no longer matches
-    claims = verify(click.rsplit("/", 1)[1], "click", [KEY])
+    mails = sent_mail(db)
+    mail = mails["anna@example.com"]
+    held, personal = [h for h in hrefs(mail) if "/c/" in h]
+    bobs = [h for h in hrefs(mails["bob@example.com"]) if "/c/" in h][1]
+    boots, account = ("https://shop.example/boots?size=42&colour=red",
+                      "https://shop.example/account?c=C1")
+    # (two links of one mail within 2 s would be a scanner's burst: bob clicks the other)
+    for url, target in ((held, boots), (held, boots), (bobs, account)):
+        status, headers, _ = service.request("GET", url)
+        assert status == 302 and headers["location"] == target
+    # a link of a mail sent before click tokens (its target signed into its own token)
+    claims = verify(personal.rsplit("/", 1)[1], "click", [KEY])
+    old_form = sign(Claims("click", claims.customer, claims.campaign, claims.message, boots), KEY)
+    status, headers, _ = service.request("GET", f"/c/{old_form}")
+    assert status == 302 and headers["location"] == boots
+    # the same claims with another target or another version, signed with a guessed key;
+    # the mail's click token with a link number it does not hold, or not written as one
+    token = held.split("/c/")[1].split("/")[0]
+    version = verify(token, "clicks", [KEY]).extra
     forged = sign(Claims("click", claims.customer, claims.campaign, claims.message,
                          "https://evil.example/"), "guessed-key")
-    status, headers, _ = service.request("GET", f"/c/{forged}")
-    assert status == 400 and "location" not in headers
-    assert [e[3] for e in written(db, "click", 2)] == [
-        "https://shop.example/boots?size=42&colour=red"] * 2
+    forged_mail = sign(Claims("clicks", claims.customer, claims.campaign, claims.message,
+                              version), "guessed-key")
+    other_version = sign(Claims("clicks", claims.customer, claims.campaign, claims.message,
+                                str(int(version) + 1)), KEY)
+    for bad in (f"/c/{forged}", f"/c/{forged_mail}/0", f"/c/{token}/1", f"/c/{token}/00",
+                f"/c/{token}/-1", f"/c/{token}/0x", f"/c/{token}/99999999999",
+                f"/c/{token}", f"/c/{old_form}/0", f"/c/{other_version}/0"):
+        status, headers, _ = service.request("GET", bad)
+        assert status == 400 and "location" not in headers, bad
+    assert [e[3] for e in written(db, "click", 4)] == [boots, boots, account, boots]
     pixel = re.search(rf'<img src="({BASE}/o/[^"]+)"', html_of(mail))
     assert pixel is not None
     status, headers, body = service.request("GET", pixel.group(1))
@@ -249,9 +273,9 @@ def test_a_click_redirects_only_to_the_url_signed_into_the_mail(
     assert service.request("GET", "/o/garbage")[0] == 200  # a pixel never fails
     assert len(written(db, "open", 1)) == 1
     report = db.run("report", "note", "--json").json()
-    assert report["clicks"] == {"mails": 1, "total": 2} and report["opens"] == {
+    assert report["clicks"] == {"mails": 2, "total": 4} and report["opens"] == {
         "mails": 1, "total": 1}
-    assert report["variants"][0]["clicked"] == 1
+    assert report["variants"][0]["clicked"] == 2
 
 
 # --- ratings --------------------------------------------------------------------------------

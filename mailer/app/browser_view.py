@@ -30,7 +30,7 @@ from mailer.store.coupons import coupons_of_rows
 from mailer.store.customers import Profile
 from mailer.store.db import DatabaseError, Engine
 from mailer.store.ledger import Row, row_by_id
-from mailer.store.versions import version_definition
+from mailer.store.versions import stored_version, version_definition
 
 SHOWN = ("sent",)  # an `unknown` row may never have reached its reader
 
@@ -67,6 +67,24 @@ class BrowserView:
         self.key = key  # the service's current key: links signed as a sender would now
         self._versions: OrderedDict[int, tuple[Version, Settings]] = OrderedDict()
         self._lock = threading.Lock()  # find() runs in several threads at once
+        self._links: OrderedDict[int, tuple[str, ...] | None] = OrderedDict()
+
+    def held_links(self, engine: Engine, version_id: int) -> tuple[str, ...] | None:
+        """The links campaign version VERSION_ID holds, as its definition stores them
+        (what a `/c/<click token>/<n>` link numbers); None when there is no such
+        version. Read from the definition, never compiled; the last 1,000 kept."""
+        with self._lock:
+            if version_id in self._links:
+                self._links.move_to_end(version_id)
+                return self._links[version_id]
+        with engine.connect() as conn:
+            found = stored_version(conn, version_id)
+        links = None if found is None else tuple(str(url) for url in found[1].get("links", ()))
+        with self._lock:
+            self._links[version_id] = links
+            while len(self._links) > 1000:
+                self._links.popitem(last=False)
+        return links
 
     def find(self, engine: Engine, claims: Claims) -> Reading | None:
         """The sent mail a browser link's CLAIMS name, or None: a row that does not
@@ -124,7 +142,8 @@ class BrowserView:
         tracking = settings.tracking
         return tracked(mail.html, base_url=tracking.base_url, customer=reading.person.store_id,
                        campaign=row.campaign, message=str(row.id), key=self.key,
-                       clicks=tracking.clicks, opens=False)
+                       clicks=tracking.clicks, opens=False, held=reading.version.held,
+                       version=row.campaign_version_id)
 
 
 def _aware(moment: datetime) -> datetime:

@@ -12,4 +12,4 @@ class Claims:
     customer: str  # the customer's store id
     campaign: str  # the campaign's file stem
     message: str  # the ledger row's id, or "preview"
-    extra: str = ""  # the target URL of a click, the score of a rating
+    extra: str = ""  # a click's target URL, a mail's clicks: its version id; a rating's score

@@ -227,7 +227,6 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
     OCCURRENCE (`holiday:DE:2026-12-25`) names a holiday campaign's occasion; without
     one, the customer's next occasion from now is the one (a preview)."""
     tz = zone(customer.timezone or settings.timezone)
-    workspace_tz = zone(settings.timezone)
     person: dict[str, Any] = {"id": customer.store_id, "email": customer.email,
                               "now": now.astimezone(tz)}
     for name in CUSTOMER_FIELDS:
@@ -250,14 +249,7 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
     context: dict[str, Any] = {
         "customer": person,
         "stats": stats,
-        "campaign": {"name": campaign.name, "slug": slug,
-                     # aware, on the workspace's wall clock (what the file says)
-                     **({"starts": _moment(campaign.starts, workspace_tz)}
-                        if campaign.starts else {}),
-                     **({"ends": _moment(campaign.ends, workspace_tz)} if campaign.ends else {})},
-        "store": {"name": settings.store.name, "address": settings.store.address,
-                  "currency": settings.store.currency, "locale": settings.store.locale,
-                  **({"url": settings.store.url} if settings.store.url else {})},
+        **version_values(settings, slug, campaign),
         "links": recipient_links(settings.tracking.base_url, customer=customer.store_id,
                                  campaign=slug, message=message, key=key,
                                  survey=SCALES[survey.questions[0].kind] if survey else None),
@@ -325,6 +317,21 @@ def date_value(field: str, *, attributes: Mapping[str, Any] | None,
         return written_date((attributes or {}).get(field.removeprefix("attributes.")))
     moment = first_order_at if field == "first_order_at" else signed_up_at
     return moment.astimezone(tz).date() if moment is not None else None
+
+
+def version_values(settings: Settings, slug: str, campaign: Campaign) -> dict[str, Any]:
+    """`campaign` and `store`: the values every mail of a campaign version shares (the
+    links made of them alone are the version's, mailer.mail.tracking.held_links)."""
+    workspace_tz = zone(settings.timezone)
+    return {
+        "campaign": {"name": campaign.name, "slug": slug,
+                     # aware, on the workspace's wall clock (what the file says)
+                     **({"starts": _moment(campaign.starts, workspace_tz)}
+                        if campaign.starts else {}),
+                     **({"ends": _moment(campaign.ends, workspace_tz)} if campaign.ends else {})},
+        "store": {"name": settings.store.name, "address": settings.store.address,
+                  "currency": settings.store.currency, "locale": settings.store.locale,
+                  **({"url": settings.store.url} if settings.store.url else {})}}
 
 
 def holiday_of(customer: Profile, settings: Settings, campaign: Campaign, now: datetime,

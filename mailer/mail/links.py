@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from json.encoder import encode_basestring
 from typing import Any
@@ -29,8 +29,10 @@ from mailer.core.errors import MailerError
 # examples, and must never be accepted by a server that has a real key.
 PREVIEW_KEY = "mailer-preview-only"
 
+# `click` signs one link's target; `clicks` is a mail's one token for the links its
+# campaign version holds (mailer.mail.tracking), naming that version
 PURPOSES = {"unsubscribe": "u", "preferences": "p", "browser": "b", "click": "c", "open": "o",
-            "rating": "r", "survey": "s", "keep_subscribed": "k"}
+            "rating": "r", "survey": "s", "keep_subscribed": "k", "clicks": "m"}
 
 
 class InvalidLink(MailerError):
@@ -138,9 +140,9 @@ def verify(token: str, purpose: str, keys: Sequence[str]) -> Claims:
     return Claims(purpose, fields[1], fields[2], fields[3], fields[4] if len(fields) == 5 else "")
 
 
-# the URL path of each purpose under tracking.base_url
+# the URL path of each purpose under tracking.base_url (`clicks` links add `/<n>`)
 PATHS = {"unsubscribe": "u", "preferences": "p", "browser": "b", "click": "c", "open": "o",
-         "rating": "r", "survey": "s", "keep_subscribed": "k"}
+         "rating": "r", "survey": "s", "keep_subscribed": "k", "clicks": "c"}
 SCORES = range(1, 6)
 
 
@@ -157,19 +159,50 @@ def signed_url(base_url: str, purpose: str, customer: str, campaign: str, messag
     return f"{base_url.rstrip('/')}/{PATHS[purpose]}/{token}"
 
 
+class SignedOnRead(Mapping[int, str]):
+    """A mail's links of one purpose, one per score or answer (`links.rating`,
+    `links.survey`), each signed when a template first reads it: most mails print none
+    of the five ratings, and a token costs an HMAC."""
+
+    __slots__ = ("_keys", "_made", "_make")
+
+    def __init__(self, keys: Sequence[int], make: Callable[[int], str]) -> None:
+        self._keys = tuple(keys)
+        self._make = make
+        self._made: dict[int, str] = {}
+
+    def __getitem__(self, key: int) -> str:
+        made = self._made.get(key)
+        if made is None:
+            if key not in self._keys:
+                raise KeyError(key)
+            made = self._made[key] = self._make(key)
+        return made
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
 def recipient_links(base_url: str, *, customer: str, campaign: str, message: str,
                     key: str, survey: Sequence[int] | None = None) -> dict[str, Any]:
     """`links.unsubscribe`, `links.preferences`, `links.browser`, `links.keep_subscribed`
     (the sunset mail's "keep me subscribed" page) for one mail,
     `links.rating[1]` … `links.rating[5]` (one link per score of a feedback request) and,
     given the SURVEY scale of a campaign's survey (its first question's answers: 1–5, or
-    0–10 for nps), `links.survey[value]`: the survey page with that first answer chosen."""
+    0–10 for nps), `links.survey[value]`: the survey page with that first answer chosen.
+    The ratings and survey links are signed as they are read (SignedOnRead)."""
     found: dict[str, Any] = {
         purpose: signed_url(base_url, purpose, customer, campaign, message, key)
         for purpose in ("unsubscribe", "preferences", "browser", "keep_subscribed")}
-    found["rating"] = {score: signed_url(base_url, "rating", customer, campaign, message, key,
-                                         str(score)) for score in SCORES}
+    found["rating"] = SignedOnRead(SCORES, lambda score: signed_url(
+        base_url, "rating", customer, campaign, message, key, str(score)))
     if survey is not None:
-        found["survey"] = {value: signed_url(base_url, "survey", customer, campaign, message,
-                                             key, str(value)) for value in survey}
+        found["survey"] = SignedOnRead(survey, lambda value: signed_url(
+            base_url, "survey", customer, campaign, message, key, str(value)))
     return found

@@ -72,11 +72,12 @@ class CompiledTemplate:
     template: jinja2.Template
     static: bool = False  # no Jinja syntax at all: the source is the output
 
-    def render(self, context: Mapping[str, Any]) -> str:
-        """Render under the per-mail limits; errors name the template file and line."""
+    def render(self, context: Mapping[str, Any], started: float | None = None) -> str:
+        """Render under the per-mail limits; errors name the template file and line.
+        STARTED: time.monotonic() when the mail's first part began rendering."""
         if self.static:  # an intro or subject without a tag: nothing to fill in
             return self.source
-        token = BUDGET.set(Budget())  # printed values are counted as they are printed
+        token = BUDGET.set(Budget(started))  # printed values are counted as printed
         try:
             output = "".join(self.template.generate(context))
             if len(output) > MAX_OUTPUT:  # literal text repeated by a loop

@@ -9,9 +9,11 @@ values change per mail.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,12 @@ import jinja2
 from mailer.config.campaign import Campaign
 from mailer.config.settings import SETTINGS_FILE, Settings, parse_settings
 from mailer.config.survey import Survey
-from mailer.mail.context import build_context
+from mailer.mail.context import build_context, version_values
 from mailer.mail.render import CompiledTemplate, add_parts, compile_html, compile_source
 from mailer.mail.sandbox import environment
 from mailer.mail.templates import TemplateFolder, VersionLoader, lines_of
 from mailer.mail.text import text_template
+from mailer.mail.tracking import held_links
 from mailer.store.customers import Profile
 from mailer.store.ledger import Row
 
@@ -42,6 +45,14 @@ class Version:
     parts: Mapping[str, str] = field(default_factory=dict)
     survey: Survey | None = None  # the survey the campaign names, as its file said then
     survey_source: str | None = None  # that file as written (the definition stores it)
+    # the links the version holds (mailer.mail.tracking.held_links), as its definition
+    # stores them: the click links `/c/<click token>/<n>` of its mails number these
+    links: tuple[str, ...] = ()
+
+    @cached_property
+    def held(self) -> dict[str, int]:
+        """Each held link's number n."""
+        return {target: number for number, target in enumerate(self.links)}
 
     def subject_for(self, variant: int, occurrence: str) -> CompiledTemplate:
         """The subject template of a variant; a promotion's reminder uses its own."""
@@ -90,8 +101,6 @@ def compile_version(slug: str, spec: Campaign, templates: Path) -> Version:
 
 def _with_parts(version: Version, parts: Mapping[str, str], survey: Survey | None = None,
                 survey_source: str | None = None) -> Version:
-    from dataclasses import replace
-
     return replace(version, parts=dict(parts), survey=survey, survey_source=survey_source)
 
 
@@ -112,10 +121,12 @@ def definition(version: Version, root: Path) -> dict[str, Any]:
     """What a worker needs to render the version's mails, whatever its own files say:
     the campaign file and mailer.yaml as written, and the flattened, inlined templates.
     Stored in campaign_versions, keyed by its content hash."""
+    settings_source = (root / SETTINGS_FILE).read_text(encoding="utf-8")
+    links = version_links(version, parse_settings(settings_source)[0])
     return {"campaign": version.slug,
             "campaign_source": (root / "campaigns" / f"{version.slug}.yaml").read_text(
                 encoding="utf-8"),
-            "settings_source": (root / SETTINGS_FILE).read_text(encoding="utf-8"),
+            "settings_source": settings_source,
             "html": version.html.source, "text": version.text.source,
             "text_name": version.text.name,
             # only when there are any: the content hash of other versions stays the same
@@ -123,7 +134,16 @@ def definition(version: Version, root: Path) -> dict[str, Any]:
             # the survey as its file was: a response stores this version's hash, and an
             # edited question makes a new version (campaigns without one keep their hash)
             **({"survey": {"name": version.spec.survey, "source": version.survey_source}}
-               if version.survey_source is not None else {})}
+               if version.survey_source is not None else {}),
+            # what the click links of its mails number (versions without any keep their hash)
+            **({"links": links} if links else {})}
+
+
+def version_links(version: Version, settings: Settings) -> list[str]:
+    """The links VERSION holds under SETTINGS (mailer.mail.tracking.held_links)."""
+    sources = [version.html.source, *(version.parts[name] for name in sorted(version.parts))]
+    return held_links(sources, version_values(settings, version.slug, version.spec),
+                      version.html.template.environment)
 
 
 def from_definition(stored: dict[str, Any]) -> tuple[Version, Settings]:
@@ -148,8 +168,10 @@ def from_definition(stored: dict[str, Any]) -> tuple[Version, Settings]:
 
         survey_source = str(stored["survey"]["source"])
         survey = parse_survey_source(survey_source, f"surveys/{stored['survey']['name']}.yaml")
-    return _with_parts(_assemble(env, slug, spec, html, text), parts, survey,
-                       survey_source), settings
+    version = _with_parts(_assemble(env, slug, spec, html, text), parts, survey,
+                          survey_source)
+    links = tuple(str(target) for target in stored.get("links", ()))
+    return (replace(version, links=links) if links else version), settings
 
 
 def _tidy(text: str) -> str:
@@ -181,11 +203,12 @@ def compose(version: Version, context: dict[str, Any], *, variant: int,
     chosen = pick_intro(version, member_of)
     intros = dict(version.intros)
     values = dict(context)
+    started = time.monotonic()  # the mail's parts share its CPU budget
     if chosen is not None:
-        values["intro"] = intros[chosen].render(values).strip()
-    subject = version.subject_for(variant, occurrence).render(values).strip()
-    html = version.html.render(values)
-    text = _tidy(version.text.render(values))
+        values["intro"] = intros[chosen].render(values, started).strip()
+    subject = version.subject_for(variant, occurrence).render(values, started).strip()
+    html = version.html.render(values, started)
+    text = _tidy(version.text.render(values, started))
     return Composed(subject=subject, html=html, text=text, intro=chosen,
                     variant=variant % len(version.subjects))
 

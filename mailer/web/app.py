@@ -16,6 +16,7 @@ Paths under `tracking.base_url`, each ending in a signed token (mailer.mail.link
     POST /s/TOKEN   records every answered question (mailer.app.surveys.answers); a
                     later POST replaces answers question by question
     GET  /c/TOKEN   a click: recorded, then a redirect to the URL signed into the token
+    GET  /c/TOKEN/N a click on link N of those the mail's campaign version holds
     GET  /o/TOKEN   an open: a 1×1 GIF
     GET  /b/TOKEN   "view in your browser": the sent mail's HTML part, re-rendered as its
                     reader got it (mailer.app.browser_view); one open; HEAD records none
@@ -334,6 +335,7 @@ def make_app(service: Service) -> web.Application:
         web.get("/s/{token}", _signed(service, "survey", _survey_page(asking))),
         web.post("/s/{token}", _signed(service, "survey", _answer(asking))),
         web.get("/c/{token}", _signed(service, "click", _click)),
+        web.get("/c/{token}/{n}", _signed(service, "clicks", _held_click(views))),
         web.get("/o/{token}", _open(service)),
         web.get("/b/{token}", _browser_view(service, views, renders)),
         web.get("/healthz", _health(service)),
@@ -608,6 +610,25 @@ async def _click(service: Service, request: web.Request, claims: Claims) -> web.
     service.hits.add(_hit(service, request, "click", claims, target))
     raise web.HTTPFound(target, headers={"Cache-Control": "no-store",
                                          "Referrer-Policy": "no-referrer"})
+
+
+def _held_click(views: BrowserView
+                ) -> Callable[[Service, web.Request, Claims], Awaitable[web.StreamResponse]]:
+    """`/c/<click token>/<n>`: link N of those the token's campaign version holds, then
+    recorded as a click on it as `/c/<token>` records one (a bad N: 400, nothing kept)."""
+    async def click(service: Service, request: web.Request,
+                    claims: Claims) -> web.StreamResponse:
+        number, version = request.match_info["n"], claims.extra
+        links = None
+        if number.isdigit() and len(number) < 7 and number == str(int(number)) and \
+                version.isdigit() and len(version) < 19:
+            links = await service.db.run(views.held_links, int(version))
+        if not links or int(number) >= len(links):
+            return _page(service, "invalid.html", 400, title="Link not valid")
+        clicked = Claims("click", claims.customer, claims.campaign, claims.message,
+                         links[int(number)])
+        return await _click(service, request, clicked)
+    return click
 
 
 def _open(service: Service) -> Handler:
