@@ -192,6 +192,31 @@ def test_validate_warns_of_a_topic_no_campaign_has(shop: Workspace) -> None:
     assert "topic" not in shop.run("validate").stderr
 
 
+def test_validate_explain_states_the_caps_quiet_hours_and_sunset_in_words(
+        shop: Workspace) -> None:
+    shop.write("mailer.yaml", SETTINGS + (
+        "policy:\n  frequency:\n    - {max: 1, per: 24h}\n"
+        "    - {max: 2, per: 7d, topic: promotions}\n  quiet_hours: '21:00-08:00'\n"
+        "  sunset: {after: 180d, min_mails: 5}\n"))
+    once(shop, "sale", "2026-12-01T10:00", topic="promotions")
+    result = shop.run("validate", "--explain")
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "cap 1 per 1d: at most 1 mail of any campaign to one customer in any 24 hours",
+        "cap 2 per 7d (promotions): at most 2 mails of topic promotions to one customer in "
+        "any 7 days",
+        "quiet hours 21:00-08:00: no mail leaves in those hours of the customer's own zone; "
+        "it waits for their end",
+        "sunset: a customer with no sign of life for 180 days and 5 or more marketing mails "
+        "since gets only the trigger: sunset campaign's mail"]
+    as_json = shop.run("validate", "--explain", "--json").json()
+    assert as_json["explain"] == result.stdout.splitlines()
+    assert "explain" not in shop.run("validate", "--json").json()  # only when asked
+    shop.write("mailer.yaml", SETTINGS + "policy: {frequency: []}\n")
+    assert shop.run("validate", "--explain").stdout.splitlines() == [
+        "no frequency cap: a customer may get every mail that is due"]
+
+
 def test_the_reference_states_the_topic_form(shop: Workspace) -> None:
     result = shop.run("schema", "--markdown")
     assert result.code == 0

@@ -49,6 +49,7 @@ class Checked:
 
     problems: list[Problem]
     files: int
+    settings: Settings | None = None  # mailer.yaml's, when it loads
 
 
 def validate_workspace(root: Path, *, now: datetime | None = None,
@@ -105,7 +106,7 @@ def check_workspace(root: Path, *, now: datetime | None = None,
             problems += check_real_customers(engine, root, settings, specs, slug, campaign,
                                              moment, version=versions[slug])
         problems += unhandled(engine, settings, specs, slug, campaign, reads[slug], moment)
-    return Checked(_once(problems), len(files))
+    return Checked(_once(problems), len(files), settings)
 
 
 def template_errors(root: Path, settings: Settings, campaigns: dict[str, Campaign], *,

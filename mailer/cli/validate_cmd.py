@@ -14,11 +14,14 @@ if TYPE_CHECKING:
 
 
 @click.command()
+@click.option("--explain", is_flag=True,
+              help="Also state the store's caps, quiet hours and sunset rule in words.")
 @workspace_json
-def validate(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
+def validate(ctx: click.Context, explain: bool, workspace: str | None, as_json: bool) -> None:
     """Check every workspace file; print each problem as PATH:LINE: FIELD: MESSAGE, then how
     many files were read and how many problems they have."""
     from mailer.app.validation import check_workspace
+    from mailer.config.settings import policy_in_words
     from mailer.core.wording import counted
 
     run = session(ctx, workspace)
@@ -46,8 +49,14 @@ def validate(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
     click.echo(f"checked {counted(checked.files, 'file')}", err=True)
     with_errors = len({p.path for p in errors})
     click.echo(f"{counted(len(errors), 'problem')} in {counted(with_errors, 'file')}", err=True)
+    explained = policy_in_words(checked.settings.policy) \
+        if explain and checked.settings is not None else []
+    if explain and not as_json:
+        for line in explained:
+            click.echo(line)
     if as_json:
         emit_json({
+            **({"explain": explained} if explain else {}),
             "problems": [{"path": p.path, "line": p.line, "field": p.field, "message": p.message}
                          for p in errors],
             "warnings": [{"path": p.path, "line": p.line, "field": p.field, "message": p.message}

@@ -248,6 +248,40 @@ class Policy(Spec):
         "`trigger: sunset` campaigns (the re-permission mail); unset: off."))
 
 
+def policy_in_words(policy: Policy) -> list[str]:
+    """The store's rules of restraint as sentences (`validate --explain`): each cap, the
+    quiet hours and the sunset rule."""
+    lines = []
+    for cap in policy.frequency:
+        mails = "mail" if cap.max == 1 else "mails"
+        of = f"of topic {cap.topic}" if cap.topic else "of any campaign"
+        lines.append(f"cap {cap.label()}: at most {cap.max} {mails} {of} to one customer "
+                     f"in any {spelled(cap.per)}")
+    if not policy.frequency:
+        lines.append("no frequency cap: a customer may get every mail that is due")
+    if policy.quiet_hours is not None:
+        lines.append(f"quiet hours {policy.quiet_hours}: no mail leaves in those hours of "
+                     "the customer's own zone; it waits for their end")
+    if policy.sunset is not None:
+        lines.append(f"sunset: a customer with no sign of life for "
+                     f"{spelled(policy.sunset.after)} and {policy.sunset.min_mails} or more "
+                     "marketing mails since gets only the trigger: sunset campaign's mail")
+    return lines
+
+
+def spelled(span: timedelta) -> str:
+    """A duration in words, in its largest whole unit: `7 days`, `24 hours`, `90 minutes`."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0 and seconds >= size:
+            count = seconds // size
+            if unit == "day" and count == 1:
+                continue  # "in any 24 hours" reads better than "in any 1 day"
+            if unit == "day" or count < 48 or unit == "minute":
+                return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds} second{'' if seconds == 1 else 's'}"
+
+
 class DeliverySettings(Spec):
     concurrency: int = Field(default=10, ge=1, le=1000, description=(
         "Mails one sender has in flight over SMTP at the same time."))
