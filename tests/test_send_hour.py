@@ -159,7 +159,7 @@ def test_a_preferred_hour_in_quiet_hours_or_outside_the_window_is_never_chosen(
     assert send_after(shop)["A"] == "2026-06-10T14:00"
 
 
-def test_the_best_hour_after_the_expiry_gives_way_to_the_next_then_to_now(
+def test_the_best_hour_after_the_expiry_gives_way_to_the_next_then_to_none(
         shop: Workspace) -> None:
     engage(shop, "A", "click", 19, days=6, before="2026-06-10")
     engage(shop, "A", "click", 16, days=2, before="2026-06-10")
@@ -168,8 +168,10 @@ def test_the_best_hour_after_the_expiry_gives_way_to_the_next_then_to_now(
     assert send_after(shop)["A"] == "2026-06-10T14:00"
     forget(shop)
     best(shop, "2026-06-10T09:00", grace="8h", extra='window: "17:00-20:00"\n')
-    run_plan(shop, "2026-06-10T09:00")  # no window hour before the expiry: at once
-    assert send_after(shop)["A"] == "2026-06-10T07:00"
+    # no window hour before the expiry: never outside the window
+    result = shop.run("plan", "best", "--now", "2026-06-10T09:00", "--json").json()
+    assert result["recipients"] == []
+    assert {e["id"]: e["reason"] for e in result["excluded"]}["A"] == "outside_window"
 
 
 @pytest.mark.parametrize(("now", "planned"), [

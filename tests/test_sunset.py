@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import insert, select
+from sqlalchemy import text as sql
 
 from mailer.config.settings import parse_settings
 from mailer.config.workspace import load_valid_workspace
@@ -306,6 +307,20 @@ def test_a_forged_or_borrowed_keep_token_is_refused_and_writes_nothing(
         assert service.request("POST", nobody, body="")[0] == 404
     assert keep_events(shop) == []
     assert reasons(shop)["OVER"] == "sunset"
+
+
+def test_keep_me_subscribed_records_nothing_for_a_customer_not_subscribed(
+        shop: Workspace) -> None:
+    """Mailed while subscribed, then imported as not subscribed: the button is no opt-in."""
+    url = signed_url(BASE, "keep_subscribed", "OVER", "sunset", "1", KEY)
+    with shop.engine().begin() as conn:
+        conn.execute(sql("UPDATE customers SET consent = 'not_subscribed' "
+                         "WHERE store_id = 'OVER'"))
+    with serving(shop, "2026-07-02T12:00") as service:
+        status, _, body = service.request("POST", url, body="")
+        assert status == 200 and b"Thank you" not in body
+        assert b"no more marketing mail" in body
+    assert keep_events(shop) == []
 
 
 def test_the_demo_store_has_one_long_silent_reader(db: Workspace) -> None:

@@ -159,15 +159,19 @@ def decide(facts: Facts, *, now: datetime, caps: tuple[Cap, ...], tz: ZoneInfo,
     if cap is not None:
         return Decision("frequency_cap", cap=cap)
     if hours:
+        # `send_at: best` mails only within its window: no window hour outside quiet
+        # hours before the expiry is no mail (the "within window")
         best = at_best_hour(now, tz, hours, quiet, expires)
-        if best is not None:
-            return Decision(None, best)
+        return Decision(None, best) if best is not None else Decision(OUTSIDE_WINDOW)
     release = quiet_release(now, tz, quiet)
     if release >= expires:
         return Decision("quiet_hours")
     return Decision(None, release)
 
 
+
+
+OUTSIDE_WINDOW = "outside_window"
 
 
 def in_test_group(campaign: str, customer_id: int, share: float) -> bool:

@@ -877,6 +877,7 @@ def date_text(text: ColumnElement[Any]) -> ColumnElement[bool]:
     leap = and_(part(3, 2).in_(_LEAP_TAILS),
                 or_(part(3, 2) != "00", part(1, 2).in_(_LEAP_TAILS)))  # 2000, not 1900
     return and_(*(part(i, 1).in_(_DIGITS) for i in (1, 2, 3, 4)),
+                part(1, 4) != "0000",  # no year 0 (Python's date has none either)
                 part(5, 1) == "-", part(8, 1) == "-",
                 month.in_(_TWO[1:13]), day.in_(_TWO[1:32]), _date_tail(text),
                 not_(and_(month.in_(("04", "06", "09", "11")), day == "31")),

@@ -323,7 +323,8 @@ def sign_of_life_rows(now: datetime, keep: Callable[[Any], Any]) -> list[Any]:
     return [
         select(Customer.id.label("customer_id"),
                func.coalesce(Customer.signed_up_at, Customer.created_at).label("at"))
-        .where(keep(Customer.id)),
+        .where(keep(Customer.id),
+               func.coalesce(Customer.signed_up_at, Customer.created_at) <= now),
         select(ConsentChange.customer_id, ConsentChange.since)
         .join(Customer, Customer.id == ConsentChange.customer_id)
         .where(keep(ConsentChange.customer_id), ConsentChange.state == Consent.SUBSCRIBED,

@@ -117,11 +117,12 @@ def last_signs(conn: Connection, ids: list[int], now: datetime) -> dict[int, dat
 
 def keep_subscribed(engine: Engine, claims: Claims, now: datetime) -> Person | None:
     """A "keep me subscribed" POST: a sign of life (an event of the mail's campaign),
-    recorded again at each POST; nothing is written for a customer who opted out (it
-    is no opt-in) or when no customer has the link's store id (None)."""
+    recorded again at each POST; nothing is written for a customer who is not
+    subscribed (opted out, or never opted in: the button is no opt-in) or when no
+    customer has the link's store id (None)."""
     with engine.begin() as conn:
         found = _person(conn, claims)
-        if found is not None and found.consent not in OPTED_OUT:
+        if found is not None and found.consent == Consent.SUBSCRIBED:
             _event(conn, KEEP_SUBSCRIBED, claims, found.id, now)
         return found
 
@@ -412,7 +413,9 @@ def _bucket(bind: Connection) -> Any:
     """The half hour since the epoch an event's time falls in, as a number."""
     if is_server(bind):
         return func.floor(func.extract("epoch", Event.at) / BUCKET_SECONDS)
-    return cast(func.strftime("%s", Event.at), Integer) / BUCKET_SECONDS
+    # floor division: an integer `/` on SQLite (a plain `/` renders `/ (1800 + 0.0)`,
+    # true division, and would group by the second)
+    return cast(func.strftime("%s", Event.at), Integer) // BUCKET_SECONDS
 
 
 def human_hours(conn: Connection, ids: list[int], since: datetime, until: datetime

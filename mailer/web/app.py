@@ -65,7 +65,7 @@ from mailer.config.settings import Settings
 from mailer.core import machines
 from mailer.core.clock import Clock
 from mailer.core.errors import DatabaseUnavailable
-from mailer.core.states import OPTED_OUT
+from mailer.core.states import OPTED_OUT, Consent
 from mailer.mail.links import Claims, InvalidLink, link, verify
 from mailer.store import events as engagement
 from mailer.store.db import UNREACHABLE, Engine
@@ -417,7 +417,7 @@ async def _keep_page(service: Service, request: web.Request,
     found = await service.db.run(engagement.person, claims)
     if found is None:
         return _page(service, "invalid.html", 404, title="Link not valid")
-    if found.consent in OPTED_OUT:
+    if found.consent != Consent.SUBSCRIBED:  # nothing to keep: no mail goes to them
         return _page(service, "unsubscribed.html", title="Unsubscribed",
                      email=_masked(found.email))
     return _page(service, "keep_subscribed.html", title="Keep me subscribed",
@@ -430,7 +430,7 @@ async def _keep_subscribed(service: Service, request: web.Request,
     found = await service.db.run(engagement.keep_subscribed, claims, service.clock.now())
     if found is None:
         return _page(service, "invalid.html", 404, title="Link not valid")
-    if found.consent in OPTED_OUT:  # staying needs an opt-in, not this button
+    if found.consent != Consent.SUBSCRIBED:  # staying needs an opt-in, not this button
         return _page(service, "unsubscribed.html", title="Unsubscribed",
                      email=_masked(found.email))
     return _page(service, "kept_subscribed.html", title="Thank you", email=_masked(found.email))
