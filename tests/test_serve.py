@@ -81,13 +81,15 @@ def service(db: Workspace) -> Iterator[Service]:
 
 
 @contextmanager
-def serving(db: Workspace, **env_extra: str) -> Iterator[Service]:
-    """`mailer serve --port 0` on DB's workspace with the test key, until the block ends."""
+def serving(db: Workspace, now: str | None = None, **env_extra: str) -> Iterator[Service]:
+    """`mailer serve --port 0` (at NOW, when given) on DB's workspace with the test key,
+    until the block ends."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     env.update(db.env)
     env.update({"MAILER_SECRET_KEY": KEY, **env_extra})
+    at = ["--now", now] if now is not None else []
     process = subprocess.Popen([sys.executable, "-m", "mailer.cli", "--workspace",
-                                str(db.root), "serve", "--port", "0"], env=env, text=True,
+                                str(db.root), "serve", "--port", "0", *at], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None
     first = process.stdout.readline()

@@ -4,11 +4,6 @@ sign of life; on both databases, through the real CLI and a real `mailer serve`.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -24,7 +19,7 @@ from mailer.segments.runner import scope_for
 from mailer.store.models import CampaignVersion, Customer, Delivery, Event
 from tests.conftest import SETTINGS, Workspace
 from tests.test_delivery import KEY
-from tests.test_serve import Service
+from tests.test_serve import serving
 
 SUNSET_SETTINGS = SETTINGS + "policy: {frequency: [], sunset: {after: 180d, min_mails: 5}}\n"
 NOW = "2026-07-01T12:00"  # Berlin, CEST: 10:00Z
@@ -243,27 +238,6 @@ def test_validate_refuses_a_sunset_campaign_without_the_keep_link(shop: Workspac
 
 
 # --- the "keep me subscribed" page, through a real `mailer serve` ---------------------------
-
-
-@contextmanager
-def serving(shop: Workspace, now: str) -> Iterator[Service]:
-    """`mailer serve --port 0 --now NOW` on SHOP's workspace with the test key."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    env.update(shop.env)
-    env["MAILER_SECRET_KEY"] = KEY
-    process = subprocess.Popen([sys.executable, "-m", "mailer.cli", "--workspace",
-                                str(shop.root), "serve", "--port", "0", "--now", now],
-                               env=env, text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    assert first.startswith("listening on 127.0.0.1:"), process.stderr.read() if \
-        process.stderr else first
-    try:
-        yield Service(process, int(first.rsplit(":", 1)[1]))
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def keep_events(shop: Workspace) -> list[tuple[str, str]]:
