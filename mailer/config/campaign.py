@@ -298,7 +298,9 @@ DateField = Annotated[str, BeforeValidator(_date_field), WithJsonSchema({
     "pattern": r"^\s*(first_order_at|signed_up_at|attributes\.[A-Za-z0-9_-]+)\s*$"})]
 Offset = Annotated[timedelta, BeforeValidator(_offset), WithJsonSchema({
     "type": "string", "title": "offset in days", "examples": ["-60d", "30d"],
-    "pattern": r"^\s*[+-]?\d+\s*[dw]\s*$"})]
+    # the validator's own reading: a sign, then any duration parse_duration reads (the
+    # whole-day check is the validator's)
+    "pattern": r"^\s*[+-]?\s*\d+\s*[smhdw]\s*$"})]
 Subjects = Annotated[tuple[str, ...], BeforeValidator(lambda v: (v,) if isinstance(v, str) else v),
                      WithJsonSchema(SUBJECT_SCHEMA)]
 
