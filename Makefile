@@ -87,7 +87,7 @@ demo: $(STAMP)
 	@echo "== a week of the daemon (mailer run --once at each moment) into a local SMTP sink"
 	@$(CLEAN_ENV) $(abspath $(BIN))/mailer sink --port 0 --maildir $(abspath $(DEMO))/outbox \
 		> $(DEMO)/sink.log 2>&1 & echo $$! > $(DEMO)/sink.pid
-	@for i in $$(seq 1 100); do grep -q "^listening on" $(DEMO)/sink.log && break; sleep 0.1; done
+	@for i in $$(seq 1 100); do grep -qs "^listening on" $(DEMO)/sink.log && break; sleep 0.1; done
 	@port=$$(sed -n 's/^listening on .*://p' $(DEMO)/sink.log); \
 	for when in $(DEMO_SWEEPS); do \
 		$(CLEAN_ENV) MAILER_SECRET_KEY=demo-only-secret MAILER_SMTP_URL=smtp://127.0.0.1:$$port \
@@ -98,11 +98,20 @@ demo: $(STAMP)
 	@echo "== readers at work on $(DEMO_READING): mailer serve on a free port, an open, a click, survey answers, a one-click unsubscribe"
 	@$(CLEAN_ENV) MAILER_SECRET_KEY=demo-only-secret $(abspath $(BIN))/mailer --workspace $(abspath $(DEMO)) \
 		serve --port 0 --now $(DEMO_READING) > $(DEMO)/serve.log 2>&1 & echo $$! > $(DEMO)/serve.pid
-	@for i in $$(seq 1 100); do grep -q "^listening on" $(DEMO)/serve.log && break; sleep 0.1; done
+	@for i in $$(seq 1 100); do grep -qs "^listening on" $(DEMO)/serve.log && break; sleep 0.1; done
 	@port=$$(sed -n 's/^listening on .*://p' $(DEMO)/serve.log); \
 	$(BIN)/python scripts/demo_readers.py $(DEMO)/outbox $$port \
 		|| { kill $$(cat $(DEMO)/serve.pid) $$(cat $(DEMO)/sink.pid); exit 1; }
 	@pid=$$(cat $(DEMO)/serve.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done
+	@echo "== a day of the shop through its Shopify webhooks on mailer serve (each delivery sent twice: the platforms retry)"
+	@$(CLEAN_ENV) MAILER_SECRET_KEY=demo-only-secret MAILER_SHOPIFY_SECRET=demo-shopify MAILER_EVENTS_SECRET=demo-events \
+		$(abspath $(BIN))/mailer --workspace $(abspath $(DEMO)) serve --port 0 --now $(DEMO_LATER) \
+		> $(DEMO)/hooks.log 2>&1 & echo $$! > $(DEMO)/hooks.pid
+	@for i in $$(seq 1 100); do grep -qs "^listening on" $(DEMO)/hooks.log && break; sleep 0.1; done
+	@port=$$(sed -n 's/^listening on .*://p' $(DEMO)/hooks.log); \
+	$(BIN)/python scripts/demo_hooks.py $$port demo-shopify demo-events \
+		|| { kill $$(cat $(DEMO)/hooks.pid) $$(cat $(DEMO)/sink.pid); exit 1; }
+	@pid=$$(cat $(DEMO)/hooks.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done
 	@echo "== the low score's alert goes out with the next run (a notice: no caps, no unsubscribe footer)"
 	@port=$$(sed -n 's/^listening on .*://p' $(DEMO)/sink.log); \
 	$(CLEAN_ENV) MAILER_SECRET_KEY=demo-only-secret MAILER_SMTP_URL=smtp://127.0.0.1:$$port \
