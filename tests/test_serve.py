@@ -375,7 +375,7 @@ def test_sqlite_daemon_and_service_write_at_once_without_locking(ws: Workspace) 
                                     "grace: 1h\nsegment: everyone\ntemplate: note.html\n"
                                     "subject: Note\n")
     leavers = [f"C{n}" for n in range(100, 150)]
-    with FaultServer(Behaviour(delay=0.03)) as server:
+    with FaultServer(Behaviour(delay=0.15)) as server:
         daemon = _daemon(ws, server)
         try:
             assert _wait_for(lambda: len(server.caught) >= 10, 30)
