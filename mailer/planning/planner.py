@@ -46,6 +46,8 @@ from mailer.planning.send_hour import (
     ranked_hours,
 )
 from mailer.planning.triggers import (
+    SIGNUP,
+    SIGNUP_EXPIRY,
     after_order_window,
     anniversary_dates,
     birthday_keys,
@@ -61,6 +63,7 @@ from mailer.planning.triggers import (
     promotion_due,
     reminder_due,
     schedule_due,
+    signup_window,
     stage_change_days,
     sunset_due,
 )
@@ -69,6 +72,7 @@ from mailer.segments.compiler import (
     CandidateQuery,
     CompiledSegment,
     Scope,
+    TimedCandidateQuery,
     after_order_members,
     attribute_date_members,
     birthday_members,
@@ -76,6 +80,7 @@ from mailer.segments.compiler import (
     holiday_members,
     in_plan_order,
     members_query,
+    signup_members,
     sunset_members,
     timestamp_date_members,
 )
@@ -187,8 +192,11 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
     the segment is compiled only for a query that runs (most sweeps run none)."""
     now, tz = scope.now, zone(settings.timezone)
     segment = cache(lambda: compiled(specs, campaign.segment, scope))
-    # (customer id, occurrence), expiry, the reason all its rows are excluded ("": none)
-    queries: list[tuple[CandidateQuery, datetime] | tuple[CandidateQuery, datetime, str]] = []
+    # (customer id, occurrence), expiry, the reason all its rows are excluded ("": none).
+    # An expiry that is a span counts from each row's third column (signup's
+    # signed_up_at): one expiry per row.
+    queries: list[tuple[CandidateQuery, datetime] | tuple[CandidateQuery, datetime, str]
+                  | tuple[TimedCandidateQuery, timedelta]] = []
     trigger = campaign.trigger
     zones = (frozen.zones if frozen is not None else
              sorted(time_zones(engine) | {settings.timezone})) \
@@ -260,11 +268,24 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
         queries.append((sunset_members(segment(), slug, now=now, after=rule.after,
                                        min_mails=rule.min_mails, occurrence=due.occurrence),
                         due.expires))
+    elif trigger == "signup":
+        start, end = signup_window(now, campaign.delay)
+        queries.append((signup_members(segment(), start, end, SIGNUP),
+                        campaign.delay + SIGNUP_EXPIRY))
     for query, expires, *excluded in queries:
         reason = excluded[0] if excluded else ""
         for page in candidate_pages(engine, in_plan_order(query), BATCH):
-            yield [Candidate(customer_id, occurrence, expires, reason)
-                   for customer_id, occurrence in page]
+            yield [Candidate(customer_id, occurrence, row_expiry(expires, expires_from),
+                             reason)
+                   for customer_id, occurrence, expires_from in page]
+
+
+def row_expiry(expires: datetime | timedelta, expires_from: datetime | None) -> datetime:
+    """A query's one expiry, or (a span) the row's own: its moment + the span."""
+    if isinstance(expires, datetime):
+        return expires
+    assert expires_from is not None, "a per-row expiry needs the query's third column"
+    return expires_from + expires
 
 
 _KNOWN = tuple(sorted(fold(code) for code in COUNTRIES))  # as the folded column holds them

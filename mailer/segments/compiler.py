@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from functools import cache
-from typing import Any, cast
+from typing import Any, cast, overload
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
@@ -753,6 +753,9 @@ def funnel_query(compiled: CompiledSegment) -> Select[Any]:
 # --- a trigger's candidates: (customer id, occurrence) rows for the planner -------------------
 
 CandidateQuery = Select[int, str]  # what the planner pages through (mailer.store.customers)
+# A candidate query with a third column: the moment the row's expiry counts from (signup's
+# signed_up_at: one expiry per row where the others have one per query).
+TimedCandidateQuery = Select[int, str, datetime]
 
 
 def due_members(compiled: CompiledSegment, occurrence: str) -> CandidateQuery:
@@ -917,7 +920,21 @@ def sunset_members(compiled: CompiledSegment, campaign: str, *, now: datetime,
             .add_columns(literal(occurrence)))
 
 
-def in_plan_order(query: CandidateQuery) -> CandidateQuery:
+def signup_members(compiled: CompiledSegment, start: datetime, end: datetime,
+                   occurrence: str) -> TimedCandidateQuery:
+    """(customer id, OCCURRENCE, signed_up_at) of the members who signed up in (START,
+    END]: the third column is the moment each mail's expiry counts from."""
+    return (members_query(compiled, CUSTOMERS.c.id)
+            .where(CUSTOMERS.c.signed_up_at > start, CUSTOMERS.c.signed_up_at <= end)
+            .add_columns(literal(occurrence), CUSTOMERS.c.signed_up_at))
+
+
+@overload
+def in_plan_order(query: CandidateQuery) -> CandidateQuery: ...
+@overload
+def in_plan_order(query: TimedCandidateQuery) -> TimedCandidateQuery: ...
+def in_plan_order(query: CandidateQuery | TimedCandidateQuery
+                  ) -> CandidateQuery | TimedCandidateQuery:
     """QUERY ordered by store id, then occurrence: the planner's order, in which the
     subject variants go round-robin."""
     return query.order_by(Customer.store_id, query.selected_columns[1])
