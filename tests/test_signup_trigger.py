@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from mailer.app.send import compile_versions
 from mailer.config.settings import parse_settings
 from mailer.config.workspace import load_valid_workspace
 from mailer.core.clock import parse_local, zone
@@ -102,13 +103,15 @@ def test_a_customer_arriving_by_webhook_gets_the_welcome_at_the_next_plan(
 
 
 def run_plan(db: Workspace, slug: str, now: str) -> PlanResult:
+    """One planning run at NOW that writes the ledger, as `send` plans before it sends."""
     settings, _ = parse_settings(SETTINGS + "policy: {frequency: []}\n")
     specs, campaigns = load_valid_workspace(db.root)
     engine = db.engine()
     try:
         scope = scope_for(settings, parse_local(now, zone(settings.timezone)), engine)
         return plan_due(engine, specs, {slug: campaigns[slug]}, scope=scope,
-                        settings=settings, versions={slug: {"campaign": slug}})[0]
+                        settings=settings,
+                        versions=compile_versions(db.root, {slug: campaigns[slug]}))[0]
     finally:
         engine.dispose()
 

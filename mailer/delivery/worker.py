@@ -32,7 +32,7 @@ from typing import Any
 from mailer.config.settings import Settings
 from mailer.core.clock import Clock
 from mailer.core.errors import MailerError
-from mailer.core.states import EXPIRED_REASON
+from mailer.core.states import EXPIRED_REASON, ORDERED
 from mailer.delivery.notices import NoticeSender
 from mailer.delivery.outcomes import Outcome, settle
 from mailer.delivery.ratelimit import RateLimit
@@ -46,6 +46,7 @@ from mailer.mail.version import Version, compose_row, from_definition
 from mailer.store.coupons import coupons_of_rows
 from mailer.store.customers import Profile
 from mailer.store.db import Connection, DatabaseError, Engine
+from mailer.store.feeds.apply import ordered_checkouts
 from mailer.store.ledger import (
     DUE_STATES,
     Row,
@@ -66,6 +67,10 @@ from mailer.store.versions import version_definition
 log = logging.getLogger("mailer.send")
 _EXPIRED = {"status": "expired", "reason": EXPIRED_REASON, "next_attempt_at": None,
             "lease_owner": None, "lease_until": None}
+
+_ORDERED = {"status": "skipped", "reason": ORDERED, "lease_owner": None, "lease_until": None}
+# The occurrences of an abandoned checkout's mails: checkout:<id> (its reminder's too).
+CHECKOUT_OCCURRENCES = ("checkout:", "checkout-reminder:")
 
 REASON_LENGTH = 500  # characters of an exception's text kept in a row's reason
 
@@ -227,6 +232,17 @@ def _opted_out(conn: Connection, ids: Sequence[int], now: datetime
             changes.append((row_id, {"status": "skipped", "reason": reason,
                                      "lease_owner": None, "lease_until": None}))
     return changes
+
+
+def _ordered(conn: Connection, chosen: Sequence[Ready], now: datetime) -> set[int]:
+    """The abandoned-checkout rows of CHOSEN whose customer has ordered since the checkout
+    (checked again right before the wire: reason `ordered`)."""
+    checkouts = {r.row.id: (r.row.customer_id, r.row.occurrence.partition(":")[2])
+                 for r in chosen if r.row.occurrence.startswith(CHECKOUT_OCCURRENCES)}
+    if not checkouts:
+        return set()
+    done = ordered_checkouts(conn, checkouts.values(), now)
+    return {row_id for row_id, pair in checkouts.items() if pair in done}
 
 
 @dataclass(frozen=True)
@@ -397,6 +413,12 @@ class SendingLoop:
             chosen = [r for r in chosen if r.row.expires_at > now]
             turn.counted += self._write(conn, [(row.id, _EXPIRED) for row in late],
                                         DUE_STATES, late)
+            # An abandoned checkout's customer who ordered meanwhile gets no reminder of it.
+            gone = _ordered(conn, chosen, now)
+            ordered = [r.row for r in chosen if r.row.id in gone]
+            turn.counted += self._write(conn, [(row.id, _ORDERED) for row in ordered],
+                                        DUE_STATES, ordered)
+            chosen = [r for r in chosen if r.row.id not in gone]
             if not chosen:
                 return turn
             permits = self.limit.take(conn, len(chosen))

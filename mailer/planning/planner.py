@@ -28,6 +28,7 @@ from mailer.core.addresses import has_control_character
 from mailer.core.clock import as_local, zone
 from mailer.core.folding import fold
 from mailer.core.holidays import COUNTRIES, UNKNOWN, holidays_on
+from mailer.core.states import ORDERED
 from mailer.mail.message import new_message_id
 from mailer.mail.version import first_intro
 from mailer.planning.frozen import FrozenStore, send_prior
@@ -46,11 +47,13 @@ from mailer.planning.send_hour import (
     ranked_hours,
 )
 from mailer.planning.triggers import (
+    CHECKOUT_EXPIRY,
     SIGNUP,
     SIGNUP_EXPIRY,
     after_order_window,
     anniversary_dates,
     birthday_keys,
+    checkout_window,
     date_marked,
     date_occurrence,
     day_windows,
@@ -76,6 +79,7 @@ from mailer.segments.compiler import (
     after_order_members,
     attribute_date_members,
     birthday_members,
+    checkout_members,
     due_members,
     holiday_members,
     in_plan_order,
@@ -196,7 +200,8 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
     # An expiry that is a span counts from each row's third column (signup's
     # signed_up_at): one expiry per row.
     queries: list[tuple[CandidateQuery, datetime] | tuple[CandidateQuery, datetime, str]
-                  | tuple[TimedCandidateQuery, timedelta]] = []
+                  | tuple[TimedCandidateQuery, timedelta]
+                  | tuple[TimedCandidateQuery, timedelta, str]] = []
     trigger = campaign.trigger
     zones = (frozen.zones if frozen is not None else
              sorted(time_zones(engine) | {settings.timezone})) \
@@ -272,6 +277,12 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
         start, end = signup_window(now, campaign.delay)
         queries.append((signup_members(segment(), start, end, SIGNUP),
                         campaign.delay + SIGNUP_EXPIRY))
+    elif trigger == "abandoned_checkout":
+        created_after, created_by = checkout_window(now, campaign.delay)
+        for ordered, reason in ((False, ""), (True, ORDERED)):
+            queries.append((checkout_members(segment(), created_by=created_by,
+                                             created_after=created_after, now=now,
+                                             ordered=ordered), CHECKOUT_EXPIRY, reason))
     for query, expires, *excluded in queries:
         reason = excluded[0] if excluded else ""
         for page in candidate_pages(engine, in_plan_order(query), BATCH):

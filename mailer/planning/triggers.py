@@ -335,6 +335,16 @@ def signup_window(now: datetime, after: timedelta) -> tuple[datetime, datetime]:
     return due_by - SIGNUP_EXPIRY, due_by
 
 
+CHECKOUT_EXPIRY = timedelta(days=7)
+
+
+def checkout_window(now: datetime, after: timedelta) -> tuple[datetime, datetime]:
+    """`abandoned_checkout`: the checkouts whose mail is due at NOW and not expired,
+    created in (NOW − 7 d, NOW − AFTER]; each mail expires 7 days after its checkout
+    was created."""
+    return now - CHECKOUT_EXPIRY, now - after
+
+
 # --- a campaign as a whole: due now, or never again (the campaigns overview) ----------
 
 
@@ -357,8 +367,8 @@ def due_now(campaign: Campaign, now: datetime, tz: ZoneInfo, zones: list[str]) -
     if campaign.trigger in ("birthday", "after_order", "holiday", "date"):
         return any(local_day(name, campaign.send_time, now) is not None for name in zones)
     # A recorded change may come with any `stages update`, silence with any minute, a
-    # sign-up with any webhook: always live.
-    return campaign.trigger in ("stage_change", "sunset", "signup")
+    # sign-up or a checkout with any webhook: always live.
+    return campaign.trigger in ("stage_change", "sunset", "signup", "abandoned_checkout")
 
 
 def never_due_again(campaign: Campaign, now: datetime, tz: ZoneInfo) -> bool:

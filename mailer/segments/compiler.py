@@ -71,9 +71,10 @@ from mailer.core.folding import fold, fold_domain
 from mailer.core.money import exponent
 from mailer.core.suggest import did_you_mean
 from mailer.store.events import last_signs_query
+from mailer.store.feeds.apply import ordered_since_checkout
 from mailer.store.insight.stages import AWARENESS, stage_case
 from mailer.store.ledger import mailed_after, nth_latest_sent_query
-from mailer.store.models import Customer, Order, OrderLine, Prediction
+from mailer.store.models import Checkout, Customer, Order, OrderLine, Prediction
 
 CUSTOMERS = cast(Table, Customer.__table__)
 ORDERS = cast(Table, Order.__table__)
@@ -927,6 +928,22 @@ def signup_members(compiled: CompiledSegment, start: datetime, end: datetime,
     return (members_query(compiled, CUSTOMERS.c.id)
             .where(CUSTOMERS.c.signed_up_at > start, CUSTOMERS.c.signed_up_at <= end)
             .add_columns(literal(occurrence), CUSTOMERS.c.signed_up_at))
+
+
+def checkout_members(compiled: CompiledSegment, *, created_by: datetime,
+                     created_after: datetime, now: datetime, ordered: bool = False
+                     ) -> TimedCandidateQuery:
+    """(customer id, "checkout:" + its store id, created_at) of the members' checkouts
+    created in (CREATED_AFTER, CREATED_BY]: those not completed and without a paid order
+    since (ORDERED true: instead those with one, reason `ordered`); the third column is
+    the moment each mail's expiry counts from."""
+    test = ordered_since_checkout(now)
+    return (select(Customer.id, literal("checkout:") + Checkout.store_id,
+                   Checkout.created_at)
+            .join(Customer, Customer.id == Checkout.customer_id)
+            .where(Checkout.created_at > created_after, Checkout.created_at <= created_by,
+                   Checkout.customer_id.in_(members_query(compiled, CUSTOMERS.c.id)),
+                   test if ordered else not_(test)))
 
 
 @overload
