@@ -37,7 +37,7 @@ from mailer.delivery.notices import NoticeSender
 from mailer.delivery.outcomes import Outcome, settle
 from mailer.delivery.ratelimit import RateLimit
 from mailer.delivery.transport import Transport
-from mailer.mail.context import load_customers, load_stats
+from mailer.mail.context import CHECKOUT_OCCURRENCES, load_checkouts, load_customers, load_stats
 from mailer.mail.dkim import Sign
 from mailer.mail.links import verp_address
 from mailer.mail.message import Mail, build, message_id
@@ -69,8 +69,6 @@ _EXPIRED = {"status": "expired", "reason": EXPIRED_REASON, "next_attempt_at": No
             "lease_owner": None, "lease_until": None}
 
 _ORDERED = {"status": "skipped", "reason": ORDERED, "lease_owner": None, "lease_until": None}
-# The occurrences of an abandoned checkout's mails: checkout:<id> (its reminder's too).
-CHECKOUT_OCCURRENCES = ("checkout:", "checkout-reminder:")
 
 REASON_LENGTH = 500  # characters of an exception's text kept in a row's reason
 
@@ -155,6 +153,8 @@ class Renderer:
             stats = {currency: load_stats(conn, ids, now=now, currency=currency)
                      for currency in currencies}
             coupons = coupons_of_rows(conn, [row.id for row in rows])
+            checkouts = load_checkouts(conn, [(row.id, row.customer_id, row.occurrence)
+                                              for row in rows])
         ready: list[Ready] = []
         failed: list[tuple[int, dict[str, Any]]] = []
         for index, row in enumerate(rows):
@@ -165,7 +165,8 @@ class Renderer:
             reason = broken.get(row.campaign_version_id)
             if reason is None:
                 try:
-                    ready.append(self._one(row, people[row.customer_id], stats, coupons, now))
+                    ready.append(self._one(row, people[row.customer_id], stats, coupons, now,
+                                           checkouts.get(row.id)))
                     continue
                 except Exception as err:  # one mail's failure, never the rest's
                     if not isinstance(err, MailerError):
@@ -177,22 +178,25 @@ class Renderer:
         return Rendering(ready, failed, [])
 
     def _one(self, row: Row, person: Any, stats: dict[str, dict[int, Any]],
-             coupons: dict[int, tuple[str, datetime]], now: datetime) -> Ready:
+             coupons: dict[int, tuple[str, datetime]], now: datetime,
+             checkout: dict[str, Any] | None = None) -> Ready:
         version, settings = self.version(row.campaign_version_id)
         sender, mid, message = mail_of_row(
             version, settings, row, person, stats[settings.store.currency].get(row.customer_id),
-            coupon=coupons.get(row.id), now=now, key=self.key, sign=self.sign)
+            coupon=coupons.get(row.id), now=now, key=self.key, sign=self.sign,
+            checkout=checkout)
         return Ready(row, sender, mid, message, settings.delivery.retry_for)
 
 
 def mail_of_row(version: Version, settings: Settings, row: Row, person: Profile,
                 stats: dict[str, Any] | None, *, coupon: tuple[str, datetime] | None,
-                now: datetime, key: str, sign: Sign | None) -> tuple[str, str, bytes]:
+                now: datetime, key: str, sign: Sign | None,
+                checkout: dict[str, Any] | None = None) -> tuple[str, str, bytes]:
     """A row's envelope sender, Message-ID and message bytes: its context, the render,
     the tracked links, the MIME and the optional DKIM signature. Pure (CPU only), the
     whole per-mail path the sender runs, and what bench/render.py times."""
     mail, context = compose_row(version, row, person, stats, settings=settings,
-                                coupon=coupon, now=now, key=key)
+                                coupon=coupon, now=now, key=key, checkout=checkout)
     sender = settings.sender.from_address
     name = " ".join(p for p in (person.first_name, person.last_name) if p)
     # the id made at plan time; rows planned before random ids keep the derived one

@@ -278,6 +278,30 @@ def ordered_checkouts(conn: Connection, pairs: Iterable[tuple[int, str]],
             ordered_since_checkout(now))) if customer is not None}
 
 
+@dataclass(frozen=True)
+class CheckoutView:
+    """What an abandoned-checkout mail shows of its checkout (money in minor units)."""
+
+    url: str | None
+    items: list[dict[str, Any]]  # {"sku", "product", "quantity", "price_minor"}
+    total_minor: int
+    currency: str
+
+
+def checkouts_by_key(conn: Connection, pairs: Iterable[tuple[int, str]]
+                     ) -> dict[tuple[int, str], CheckoutView]:
+    """The checkouts of these (customer id, checkout store id), in one query."""
+    wanted = sorted(set(pairs))
+    if not wanted:
+        return {}
+    return {(customer, store_id): CheckoutView(url, list(items or []), total, currency)
+            for customer, store_id, url, items, total, currency in conn.execute(
+                select(Checkout.customer_id, Checkout.store_id, Checkout.url, Checkout.items,
+                       Checkout.total_minor, Checkout.currency)
+                .where(tuple_(Checkout.customer_id, Checkout.store_id).in_(wanted)))
+            if customer is not None}
+
+
 def _open_alerts(conn: Connection, sku: str) -> bool:
     a = StockAlert.__table__.c
     return bool(conn.execute(select(func.count()).select_from(StockAlert)
