@@ -169,7 +169,7 @@ def test_a_loop_variable_is_unknown_outside_its_loop(ws: Workspace) -> None:
     assert code == 1
     assert output[0] == ("templates/win-back.html:9: unknown variable tag; the context has "
                          "customer, stats, campaign, intro, coupon, referral, links, store, "
-                         "holiday, occasion, now, recommendations")
+                         "holiday, occasion, checkout, now, recommendations")
 
 
 # --- optional values printed without a default: warnings ------------------------------------
@@ -359,6 +359,10 @@ def test_a_full_context_has_every_name_and_field_of_the_schema() -> None:
                                    holiday.replace("holiday", "date")
                                    + "segment: s\ntemplate: t.html\nsubject: Hi\n"
                                    "field: first_order_at\nyearly: true\n")["occasion"]
+    # and checkout with an abandoned_checkout campaign (a preview's sample cart)
+    context["checkout"] = _context(everyone, stats, FULL_SETTINGS,
+                                   holiday.replace("holiday", "abandoned_checkout")
+                                   + "segment: s\ntemplate: t.html\nsubject: Hi\n")["checkout"]
     assert _keys(context) == _schema(optional=True)
 
 

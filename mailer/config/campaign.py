@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from mailer.config.survey import Survey
 
 TRIGGERS = ("birthday", "schedule", "promotion", "once", "after_order", "stage_change",
-            "holiday", "date", "sunset")
+            "holiday", "date", "sunset", "signup", "abandoned_checkout")
 # The relationship stages a stage_change campaign names (mailer.config.settings.STAGE_NAMES).
 StageName = Literal["awareness", "exploration", "expansion", "commitment", "termination"]
 
@@ -91,6 +91,15 @@ TRIGGER_RULES = {
         "them since that sign of life; occurrence `sunset:<local date of the plan>` (the "
         "workspace zone), expiring 7 days after it is planned. The one campaign a sunset "
         "customer still gets: its template must carry `{{ links.keep_subscribed }}`.")),
+    "signup": TriggerRule((), ("after",), (
+        "`after` (unset: 0s, at once) after the customer's `signed_up_at`; occurrence "
+        "`signup`, expiring 24 h after it is due, so a new welcome campaign never mails "
+        "those who signed up before (a series: several campaigns with larger `after`).")),
+    "abandoned_checkout": TriggerRule((), ("after",), (
+        "When a checkout is `after` old (unset: 1h), not completed, and its customer has "
+        "paid for no order since it was created; occurrence `checkout:<checkout id>`, "
+        "expiring 7 days after the checkout was created. An order cancels it: checked when "
+        "planned and again right before the mail goes (reason `ordered`).")),
 }
 # Keys refused on the other triggers (any other trigger-specific key is read by its
 # own triggers only, and ignored elsewhere).
@@ -339,7 +348,8 @@ class Campaign(Spec):
     name: str = Field(min_length=1, description=(
         "The display name (`campaign.name` in templates); the file stem is the id."))
     trigger: Literal["birthday", "schedule", "promotion", "once", "after_order",
-                     "stage_change", "holiday", "date", "sunset"] = Field(
+                     "stage_change", "holiday", "date", "sunset", "signup",
+                     "abandoned_checkout"] = Field(
         description="When the campaign's mails are due.")
     segment: str = Field(min_length=1, description=(
         "The segment (segments/NAME.yaml) the campaign mails."))
@@ -369,7 +379,9 @@ class Campaign(Spec):
         "When the promotion ends, after `starts`; its mails expire then."))
     at: Moment | None = Field(None, description="When the one-off mail is due.")
     after: Duration | None = Field(None, description=(
-        "How long after a paid order the mail is due."))
+        "after_order: how long after a paid order the mail is due. signup: how long after "
+        "the sign-up (unset: 0s). abandoned_checkout: how old an open checkout is when the "
+        "mail is due (unset: 1h)."))
     to: StageName | None = Field(None, description=(
         "The stage a customer's recorded change enters (`stages update` records changes)."))
     from_: StageName | None = Field(None, alias="from", description=(
@@ -485,6 +497,14 @@ class Campaign(Spec):
     @property
     def send_window(self) -> Window:
         return self.window or _window(DEFAULT_WINDOW)
+
+    @property
+    def delay(self) -> timedelta:
+        """`after`; unset: 0 (a signup campaign's welcome goes at once), 1 h for an
+        abandoned checkout."""
+        if self.after is not None:
+            return self.after
+        return timedelta(hours=1) if self.trigger == "abandoned_checkout" else timedelta(0)
 
     @property
     def offset_days(self) -> int:

@@ -39,3 +39,6 @@ OUTCOMES = (S.SENT, S.DEFERRED, S.FAILED, S.UNKNOWN, S.SKIPPED, S.EXPIRED)  # of
 OPTED_OUT = (Consent.UNSUBSCRIBED, Consent.BOUNCED, Consent.COMPLAINED)
 
 EXPIRED_REASON = "not sent by its expiry"
+
+# Why a planned mail is not sent, decided both when planning and right before the wire.
+ORDERED = "ordered"  # an abandoned checkout's customer paid for an order since

@@ -32,12 +32,12 @@ from typing import Any
 from mailer.config.settings import Settings
 from mailer.core.clock import Clock
 from mailer.core.errors import MailerError
-from mailer.core.states import EXPIRED_REASON
+from mailer.core.states import EXPIRED_REASON, ORDERED
 from mailer.delivery.notices import NoticeSender
 from mailer.delivery.outcomes import Outcome, settle
 from mailer.delivery.ratelimit import RateLimit
 from mailer.delivery.transport import Transport
-from mailer.mail.context import load_customers, load_stats
+from mailer.mail.context import CHECKOUT_OCCURRENCES, load_checkouts, load_customers, load_stats
 from mailer.mail.dkim import Sign
 from mailer.mail.links import verp_address
 from mailer.mail.message import Mail, build, message_id
@@ -46,6 +46,7 @@ from mailer.mail.version import Version, compose_row, from_definition
 from mailer.store.coupons import coupons_of_rows
 from mailer.store.customers import Profile
 from mailer.store.db import Connection, DatabaseError, Engine
+from mailer.store.feeds.apply import ordered_checkouts
 from mailer.store.ledger import (
     DUE_STATES,
     Row,
@@ -66,6 +67,8 @@ from mailer.store.versions import version_definition
 log = logging.getLogger("mailer.send")
 _EXPIRED = {"status": "expired", "reason": EXPIRED_REASON, "next_attempt_at": None,
             "lease_owner": None, "lease_until": None}
+
+_ORDERED = {"status": "skipped", "reason": ORDERED, "lease_owner": None, "lease_until": None}
 
 REASON_LENGTH = 500  # characters of an exception's text kept in a row's reason
 
@@ -150,6 +153,8 @@ class Renderer:
             stats = {currency: load_stats(conn, ids, now=now, currency=currency)
                      for currency in currencies}
             coupons = coupons_of_rows(conn, [row.id for row in rows])
+            checkouts = load_checkouts(conn, [(row.id, row.customer_id, row.occurrence)
+                                              for row in rows])
         ready: list[Ready] = []
         failed: list[tuple[int, dict[str, Any]]] = []
         for index, row in enumerate(rows):
@@ -160,7 +165,8 @@ class Renderer:
             reason = broken.get(row.campaign_version_id)
             if reason is None:
                 try:
-                    ready.append(self._one(row, people[row.customer_id], stats, coupons, now))
+                    ready.append(self._one(row, people[row.customer_id], stats, coupons, now,
+                                           checkouts.get(row.id)))
                     continue
                 except Exception as err:  # one mail's failure, never the rest's
                     if not isinstance(err, MailerError):
@@ -172,22 +178,25 @@ class Renderer:
         return Rendering(ready, failed, [])
 
     def _one(self, row: Row, person: Any, stats: dict[str, dict[int, Any]],
-             coupons: dict[int, tuple[str, datetime]], now: datetime) -> Ready:
+             coupons: dict[int, tuple[str, datetime]], now: datetime,
+             checkout: dict[str, Any] | None = None) -> Ready:
         version, settings = self.version(row.campaign_version_id)
         sender, mid, message = mail_of_row(
             version, settings, row, person, stats[settings.store.currency].get(row.customer_id),
-            coupon=coupons.get(row.id), now=now, key=self.key, sign=self.sign)
+            coupon=coupons.get(row.id), now=now, key=self.key, sign=self.sign,
+            checkout=checkout)
         return Ready(row, sender, mid, message, settings.delivery.retry_for)
 
 
 def mail_of_row(version: Version, settings: Settings, row: Row, person: Profile,
                 stats: dict[str, Any] | None, *, coupon: tuple[str, datetime] | None,
-                now: datetime, key: str, sign: Sign | None) -> tuple[str, str, bytes]:
+                now: datetime, key: str, sign: Sign | None,
+                checkout: dict[str, Any] | None = None) -> tuple[str, str, bytes]:
     """A row's envelope sender, Message-ID and message bytes: its context, the render,
     the tracked links, the MIME and the optional DKIM signature. Pure (CPU only), the
     whole per-mail path the sender runs, and what bench/render.py times."""
     mail, context = compose_row(version, row, person, stats, settings=settings,
-                                coupon=coupon, now=now, key=key)
+                                coupon=coupon, now=now, key=key, checkout=checkout)
     sender = settings.sender.from_address
     name = " ".join(p for p in (person.first_name, person.last_name) if p)
     # the id made at plan time; rows planned before random ids keep the derived one
@@ -227,6 +236,17 @@ def _opted_out(conn: Connection, ids: Sequence[int], now: datetime
             changes.append((row_id, {"status": "skipped", "reason": reason,
                                      "lease_owner": None, "lease_until": None}))
     return changes
+
+
+def _ordered(conn: Connection, chosen: Sequence[Ready], now: datetime) -> set[int]:
+    """The abandoned-checkout rows of CHOSEN whose customer has ordered since the checkout
+    (checked again right before the wire: reason `ordered`)."""
+    checkouts = {r.row.id: (r.row.customer_id, r.row.occurrence.partition(":")[2])
+                 for r in chosen if r.row.occurrence.startswith(CHECKOUT_OCCURRENCES)}
+    if not checkouts:
+        return set()
+    done = ordered_checkouts(conn, checkouts.values(), now)
+    return {row_id for row_id, pair in checkouts.items() if pair in done}
 
 
 @dataclass(frozen=True)
@@ -397,6 +417,12 @@ class SendingLoop:
             chosen = [r for r in chosen if r.row.expires_at > now]
             turn.counted += self._write(conn, [(row.id, _EXPIRED) for row in late],
                                         DUE_STATES, late)
+            # An abandoned checkout's customer who ordered meanwhile gets no reminder of it.
+            gone = _ordered(conn, chosen, now)
+            ordered = [r.row for r in chosen if r.row.id in gone]
+            turn.counted += self._write(conn, [(row.id, _ORDERED) for row in ordered],
+                                        DUE_STATES, ordered)
+            chosen = [r for r in chosen if r.row.id not in gone]
             if not chosen:
                 return turn
             permits = self.limit.take(conn, len(chosen))

@@ -25,11 +25,12 @@ from mailer.config.campaign import Campaign, anniversary_in, written_date
 from mailer.config.settings import MAX_COMMITTED_ORDERS, Settings
 from mailer.config.survey import SCALES, Survey
 from mailer.core.clock import as_local, zone
-from mailer.core.money import exponent
+from mailer.core.money import exponent, format_minor
 from mailer.insight.stages import stage_of_latest
 from mailer.mail.links import recipient_links
 from mailer.store.customers import Profile, favourite_categories, order_stats, people_by_id
 from mailer.store.db import Connection
+from mailer.store.feeds.apply import CheckoutView, checkouts_by_key
 from mailer.store.insight.predictions import Scored, predictions_of
 from mailer.store.insight.recommendations import recommendations_of
 from mailer.store.insight.stages import latest_paid_times
@@ -82,6 +83,10 @@ CONTEXT_SCHEMA: Mapping[str, ContextName] = {
     "holiday": ContextName(ALWAYS, {"name": CAMPAIGN}),  # a holiday campaign's occasion
     # a date campaign's: the date it marks and the years since (missing without a date)
     "occasion": ContextName(ALWAYS, {"date": READER, "years": READER}),
+    # an abandoned_checkout campaign's checkout: its cart's URL (missing when the shop
+    # sent none), its lines ({sku, product, quantity, price}) and total, in major units
+    "checkout": ContextName(ALWAYS, {"url": CAMPAIGN, "items": CAMPAIGN, "total": CAMPAIGN,
+                                     "currency": CAMPAIGN}),
     "now": ContextName(ALWAYS),
     # "you may like", best first: [] for a reader without any (`mailer recommend`)
     "recommendations": ContextName(ALWAYS),
@@ -221,11 +226,13 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
                   slug: str, campaign: Campaign, now: datetime, key: str,
                   message: str, coupon_code: str | None = None,
                   coupon_expires_at: datetime | None = None,
-                  survey: Survey | None = None, occurrence: str = "") -> dict[str, Any]:
+                  survey: Survey | None = None, occurrence: str = "",
+                  checkout: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The context of §4.4 for one recipient (pure). SURVEY is the one the campaign
     version froze (Version.survey): its first question's scale makes `links.survey`.
     OCCURRENCE (`holiday:DE:2026-12-25`) names a holiday campaign's occasion; without
-    one, the customer's next occasion from now is the one (a preview)."""
+    one, the customer's next occasion from now is the one (a preview). CHECKOUT is an
+    abandoned_checkout mail's (checkout_context); without one, a sample cart (a preview)."""
     tz = zone(customer.timezone or settings.timezone)
     person: dict[str, Any] = {"id": customer.store_id, "email": customer.email,
                               "now": now.astimezone(tz)}
@@ -258,6 +265,7 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
         "referral": {},
         "holiday": {},
         "occasion": {},
+        "checkout": {},
         "recommendations": recommendations,
     }
     if campaign.coupon is not None:
@@ -274,10 +282,52 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
     if campaign.trigger == "holiday":
         context["holiday"] = {"name": holiday_of(customer, settings, campaign, now,
                                                  occurrence)}
+    if campaign.trigger == "abandoned_checkout":
+        context["checkout"] = dict(checkout if checkout is not None else
+                                   sample_checkout(settings.store.currency))
     if campaign.trigger == "date":
         context["occasion"] = occasion_of(customer, stats, campaign, now.astimezone(tz),
                                           occurrence)
     return context
+
+
+def checkout_context(view: CheckoutView) -> dict[str, Any]:
+    """A checkout as templates read it: money in major units of its currency."""
+    def major(minor: int) -> Decimal:
+        return Decimal(format_minor(minor, view.currency))
+
+    found: dict[str, Any] = {
+        "items": [{"sku": item.get("sku"), "product": item.get("product"),
+                   "quantity": item.get("quantity"),
+                   "price": major(int(item.get("price_minor") or 0))} for item in view.items],
+        "total": major(view.total_minor), "currency": view.currency}
+    if view.url:
+        found["url"] = view.url
+    return found
+
+
+def sample_checkout(currency: str) -> dict[str, Any]:
+    """The cart a preview or `validate` shows for an abandoned_checkout campaign."""
+    return checkout_context(CheckoutView(
+        "https://shop.example/cart/restore/PREVIEW",
+        [{"sku": "SAMPLE-1", "product": "Sample product", "quantity": 2,
+          "price_minor": 1250}], 2500, currency))
+
+
+def load_checkouts(conn: Connection, rows: Sequence[tuple[int, int, str]]
+                   ) -> dict[int, dict[str, Any]]:
+    """Per row id, the checkout context of the rows (row id, customer id, occurrence)
+    that are an abandoned checkout's mails (`checkout:<id>`, `checkout-reminder:<id>`)."""
+    keys = {row_id: (customer_id, occurrence.partition(":")[2])
+            for row_id, customer_id, occurrence in rows
+            if occurrence.startswith(CHECKOUT_OCCURRENCES)}
+    views = checkouts_by_key(conn, keys.values())
+    return {row_id: checkout_context(views[key]) for row_id, key in keys.items()
+            if key in views}
+
+
+# The occurrences of an abandoned checkout's mails: checkout:<id> and its reminder's.
+CHECKOUT_OCCURRENCES = ("checkout:", "checkout-reminder:")
 
 
 def occasion_of(customer: Profile, stats: Mapping[str, Any], campaign: Campaign,

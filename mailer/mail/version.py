@@ -221,14 +221,15 @@ def compile_subject_only(version: Version, context: dict[str, Any], variant: int
 
 def compose_row(version: Version, row: Row, person: Profile, stats: dict[str, Any] | None, *,
                 settings: Settings, coupon: tuple[str, datetime] | None, now: datetime,
-                key: str) -> tuple[Composed, dict[str, Any]]:
+                key: str, checkout: dict[str, Any] | None = None
+                ) -> tuple[Composed, dict[str, Any]]:
     """A ledger row's mail as its reader gets it at NOW, and the context it was made from:
     what the sender sends and the browser view shows again."""
     context = build_context(
         person, stats, settings=settings, slug=row.campaign, campaign=version.spec, now=now,
         key=key, message=str(row.id), coupon_code=coupon[0] if coupon else None,
         coupon_expires_at=coupon[1] if coupon else None, survey=version.survey,
-        occurrence=row.occurrence)
+        occurrence=row.occurrence, checkout=checkout)
     mail = compose(version, context, variant=row.subject_variant, occurrence=row.occurrence,
                    member_of={row.intro} if row.intro else set())
     return mail, context

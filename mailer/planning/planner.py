@@ -28,6 +28,7 @@ from mailer.core.addresses import has_control_character
 from mailer.core.clock import as_local, zone
 from mailer.core.folding import fold
 from mailer.core.holidays import COUNTRIES, UNKNOWN, holidays_on
+from mailer.core.states import ORDERED
 from mailer.mail.message import new_message_id
 from mailer.mail.version import first_intro
 from mailer.planning.frozen import FrozenStore, send_prior
@@ -46,9 +47,13 @@ from mailer.planning.send_hour import (
     ranked_hours,
 )
 from mailer.planning.triggers import (
+    CHECKOUT_EXPIRY,
+    SIGNUP,
+    SIGNUP_EXPIRY,
     after_order_window,
     anniversary_dates,
     birthday_keys,
+    checkout_window,
     date_marked,
     date_occurrence,
     day_windows,
@@ -61,6 +66,7 @@ from mailer.planning.triggers import (
     promotion_due,
     reminder_due,
     schedule_due,
+    signup_window,
     stage_change_days,
     sunset_due,
 )
@@ -69,13 +75,16 @@ from mailer.segments.compiler import (
     CandidateQuery,
     CompiledSegment,
     Scope,
+    TimedCandidateQuery,
     after_order_members,
     attribute_date_members,
     birthday_members,
+    checkout_members,
     due_members,
     holiday_members,
     in_plan_order,
     members_query,
+    signup_members,
     sunset_members,
     timestamp_date_members,
 )
@@ -187,8 +196,12 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
     the segment is compiled only for a query that runs (most sweeps run none)."""
     now, tz = scope.now, zone(settings.timezone)
     segment = cache(lambda: compiled(specs, campaign.segment, scope))
-    # (customer id, occurrence), expiry, the reason all its rows are excluded ("": none)
-    queries: list[tuple[CandidateQuery, datetime] | tuple[CandidateQuery, datetime, str]] = []
+    # (customer id, occurrence), expiry, the reason all its rows are excluded ("": none).
+    # An expiry that is a span counts from each row's third column (signup's
+    # signed_up_at): one expiry per row.
+    queries: list[tuple[CandidateQuery, datetime] | tuple[CandidateQuery, datetime, str]
+                  | tuple[TimedCandidateQuery, timedelta]
+                  | tuple[TimedCandidateQuery, timedelta, str]] = []
     trigger = campaign.trigger
     zones = (frozen.zones if frozen is not None else
              sorted(time_zones(engine) | {settings.timezone})) \
@@ -260,11 +273,30 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
         queries.append((sunset_members(segment(), slug, now=now, after=rule.after,
                                        min_mails=rule.min_mails, occurrence=due.occurrence),
                         due.expires))
+    elif trigger == "signup":
+        start, end = signup_window(now, campaign.delay)
+        queries.append((signup_members(segment(), start, end, SIGNUP),
+                        campaign.delay + SIGNUP_EXPIRY))
+    elif trigger == "abandoned_checkout":
+        created_after, created_by = checkout_window(now, campaign.delay)
+        for ordered, reason in ((False, ""), (True, ORDERED)):
+            queries.append((checkout_members(segment(), created_by=created_by,
+                                             created_after=created_after, now=now,
+                                             ordered=ordered), CHECKOUT_EXPIRY, reason))
     for query, expires, *excluded in queries:
         reason = excluded[0] if excluded else ""
         for page in candidate_pages(engine, in_plan_order(query), BATCH):
-            yield [Candidate(customer_id, occurrence, expires, reason)
-                   for customer_id, occurrence in page]
+            yield [Candidate(customer_id, occurrence, row_expiry(expires, expires_from),
+                             reason)
+                   for customer_id, occurrence, expires_from in page]
+
+
+def row_expiry(expires: datetime | timedelta, expires_from: datetime | None) -> datetime:
+    """A query's one expiry, or (a span) the row's own: its moment + the span."""
+    if isinstance(expires, datetime):
+        return expires
+    assert expires_from is not None, "a per-row expiry needs the query's third column"
+    return expires_from + expires
 
 
 _KNOWN = tuple(sorted(fold(code) for code in COUNTRIES))  # as the folded column holds them

@@ -322,6 +322,29 @@ def sunset_due(now: datetime, tz: ZoneInfo) -> Due:
     return Due(f"sunset:{now.astimezone(tz).date().isoformat()}", now + SUNSET_EXPIRY)
 
 
+SIGNUP_EXPIRY = timedelta(hours=24)
+SIGNUP = "signup"
+
+
+def signup_window(now: datetime, after: timedelta) -> tuple[datetime, datetime]:
+    """`signup`: the sign-ups whose mail is due at NOW and not expired, signed_up_at in
+    (NOW − AFTER − 24 h, NOW − AFTER]; each mail expires at signed_up_at + AFTER + 24 h
+    (SIGNUP_EXPIRY after it is due), so customers who signed up long before a new
+    welcome campaign are never candidates."""
+    due_by = now - after
+    return due_by - SIGNUP_EXPIRY, due_by
+
+
+CHECKOUT_EXPIRY = timedelta(days=7)
+
+
+def checkout_window(now: datetime, after: timedelta) -> tuple[datetime, datetime]:
+    """`abandoned_checkout`: the checkouts whose mail is due at NOW and not expired,
+    created in (NOW − 7 d, NOW − AFTER]; each mail expires 7 days after its checkout
+    was created."""
+    return now - CHECKOUT_EXPIRY, now - after
+
+
 # --- a campaign as a whole: due now, or never again (the campaigns overview) ----------
 
 
@@ -343,9 +366,9 @@ def due_now(campaign: Campaign, now: datetime, tz: ZoneInfo, zones: list[str]) -
             ends, campaign.reminder.before_end, now) is not None
     if campaign.trigger in ("birthday", "after_order", "holiday", "date"):
         return any(local_day(name, campaign.send_time, now) is not None for name in zones)
-    # A recorded change may come with any `stages update`, silence with any minute:
-    # always live.
-    return campaign.trigger in ("stage_change", "sunset")
+    # A recorded change may come with any `stages update`, silence with any minute, a
+    # sign-up or a checkout with any webhook: always live.
+    return campaign.trigger in ("stage_change", "sunset", "signup", "abandoned_checkout")
 
 
 def never_due_again(campaign: Campaign, now: datetime, tz: ZoneInfo) -> bool:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from functools import cache
-from typing import Any, cast
+from typing import Any, cast, overload
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
@@ -71,9 +71,10 @@ from mailer.core.folding import fold, fold_domain
 from mailer.core.money import exponent
 from mailer.core.suggest import did_you_mean
 from mailer.store.events import last_signs_query
+from mailer.store.feeds.apply import ordered_since_checkout
 from mailer.store.insight.stages import AWARENESS, stage_case
 from mailer.store.ledger import mailed_after, nth_latest_sent_query
-from mailer.store.models import Customer, Order, OrderLine, Prediction
+from mailer.store.models import Checkout, Customer, Order, OrderLine, Prediction
 
 CUSTOMERS = cast(Table, Customer.__table__)
 ORDERS = cast(Table, Order.__table__)
@@ -753,6 +754,9 @@ def funnel_query(compiled: CompiledSegment) -> Select[Any]:
 # --- a trigger's candidates: (customer id, occurrence) rows for the planner -------------------
 
 CandidateQuery = Select[int, str]  # what the planner pages through (mailer.store.customers)
+# A candidate query with a third column: the moment the row's expiry counts from (signup's
+# signed_up_at: one expiry per row where the others have one per query).
+TimedCandidateQuery = Select[int, str, datetime]
 
 
 def due_members(compiled: CompiledSegment, occurrence: str) -> CandidateQuery:
@@ -918,7 +922,37 @@ def sunset_members(compiled: CompiledSegment, campaign: str, *, now: datetime,
             .add_columns(literal(occurrence)))
 
 
-def in_plan_order(query: CandidateQuery) -> CandidateQuery:
+def signup_members(compiled: CompiledSegment, start: datetime, end: datetime,
+                   occurrence: str) -> TimedCandidateQuery:
+    """(customer id, OCCURRENCE, signed_up_at) of the members who signed up in (START,
+    END]: the third column is the moment each mail's expiry counts from."""
+    return (members_query(compiled, CUSTOMERS.c.id)
+            .where(CUSTOMERS.c.signed_up_at > start, CUSTOMERS.c.signed_up_at <= end)
+            .add_columns(literal(occurrence), CUSTOMERS.c.signed_up_at))
+
+
+def checkout_members(compiled: CompiledSegment, *, created_by: datetime,
+                     created_after: datetime, now: datetime, ordered: bool = False
+                     ) -> TimedCandidateQuery:
+    """(customer id, "checkout:" + its store id, created_at) of the members' checkouts
+    created in (CREATED_AFTER, CREATED_BY]: those not completed and without a paid order
+    since (ORDERED true: instead those with one, reason `ordered`); the third column is
+    the moment each mail's expiry counts from."""
+    test = ordered_since_checkout(now)
+    return (select(Customer.id, literal("checkout:") + Checkout.store_id,
+                   Checkout.created_at)
+            .join(Customer, Customer.id == Checkout.customer_id)
+            .where(Checkout.created_at > created_after, Checkout.created_at <= created_by,
+                   Checkout.customer_id.in_(members_query(compiled, CUSTOMERS.c.id)),
+                   test if ordered else not_(test)))
+
+
+@overload
+def in_plan_order(query: CandidateQuery) -> CandidateQuery: ...
+@overload
+def in_plan_order(query: TimedCandidateQuery) -> TimedCandidateQuery: ...
+def in_plan_order(query: CandidateQuery | TimedCandidateQuery
+                  ) -> CandidateQuery | TimedCandidateQuery:
     """QUERY ordered by store id, then occurrence: the planner's order, in which the
     subject variants go round-robin."""
     return query.order_by(Customer.store_id, query.selected_columns[1])

@@ -56,6 +56,7 @@ from mailer.store.models import (
     Order,
     OrderLine,
     Suppression,
+    UTCDateTime,
 )
 
 # --- consent and suppressions -----------------------------------------------------
@@ -340,44 +341,51 @@ def time_zones(engine: Engine) -> set[str]:
 
 
 _CANDIDATES = table("plan_candidates", column("seq"), column("customer_id"),
-                    column("occurrence"))
+                    column("occurrence"), column("expires_from", UTCDateTime))
+# (customer id, occurrence, the moment its expiry counts from, or None: the query's own)
+CandidateRow = tuple[int, str, datetime | None]
 
 
-def candidate_pages(engine: Engine, query: Select[int, str],
-                    size: int) -> Iterator[list[tuple[int, str]]]:
-    """The (customer id, occurrence) rows of QUERY, SIZE at a time, in its order, in flat
-    memory. The rows go to a temporary table first and are read back page by page, each
-    page a short read: a reader held open while the planner writes keeps SQLite's WAL
-    from being checkpointed, and planning 1M customers slowed from linear to 200 s."""
+def candidate_pages(engine: Engine, query: Select[int, str] | Select[int, str, datetime],
+                    size: int) -> Iterator[list[CandidateRow]]:
+    """The (customer id, occurrence, expires_from) rows of QUERY, SIZE at a time, in its
+    order, in flat memory; expires_from is QUERY's third column when it selects one
+    (signup's signed_up_at), else None. The rows go to a temporary table first and are
+    read back page by page, each page a short read: a reader held open while the planner
+    writes keeps SQLite's WAL from being checkpointed, and planning 1M customers slowed
+    from linear to 200 s."""
+    timed = len(query.selected_columns) > 2
     with engine.connect() as conn, conn.begin():
         serial_plans(conn)  # as every audience query: see store.db.serial_plans
-        first = [(row[0], row[1]) for row in conn.execute(query.limit(size + 1))]
+        first = [(row[0], row[1], row[2] if timed else None)
+                 for row in conn.execute(query.limit(size + 1))]
     if len(first) <= size:  # most sweeps find a handful: no temporary table for those
         if first:
             yield first
         return
     serial = ("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" if is_server(engine)
               else "INTEGER PRIMARY KEY")
+    names = ["customer_id", "occurrence", "expires_from"][:3 if timed else 2]
     with engine.connect() as conn:
         with conn.begin():
             serial_plans(conn)
             conn.execute(text(f"CREATE TEMPORARY TABLE IF NOT EXISTS plan_candidates "
                               f"(seq {serial}, customer_id INTEGER NOT NULL, "
-                              f"occurrence TEXT NOT NULL)"))
+                              f"occurrence TEXT NOT NULL, expires_from TIMESTAMP)"))
             conn.execute(text("DELETE FROM plan_candidates"))
-            conn.execute(insert(_CANDIDATES).from_select(["customer_id", "occurrence"], query))
+            conn.execute(insert(_CANDIDATES).from_select(names, query))
         last = 0
         while True:
             with conn.begin():
                 rows = conn.execute(
                     select(_CANDIDATES.c.seq, _CANDIDATES.c.customer_id,
-                           _CANDIDATES.c.occurrence)
+                           _CANDIDATES.c.occurrence, _CANDIDATES.c.expires_from)
                     .where(_CANDIDATES.c.seq > last).order_by(_CANDIDATES.c.seq)
                     .limit(size)).all()
             if not rows:
                 break
             last = rows[-1][0]
-            yield [(row[1], row[2]) for row in rows]
+            yield [(row[1], row[2], row[3]) for row in rows]
         with conn.begin():
             conn.execute(text("DROP TABLE IF EXISTS plan_candidates"))
 

@@ -21,7 +21,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from mailer.core.addresses import parse_address
@@ -243,6 +255,51 @@ def _checkouts(conn: Connection, change: Change, ctx: Context, event_at: datetim
             if stored.completed_at is not None:
                 values["completed_at"] = stored.completed_at  # completed stays completed
             conn.execute(update(Checkout).where(k.id == stored.id).values(**values))
+
+
+def ordered_since_checkout(now: datetime) -> ColumnElement[bool]:
+    """Whether the checkout's customer paid for an order placed from the checkout's
+    creation to NOW, or the checkout was completed: an abandoned-checkout mail is
+    cancelled (reason `ordered`), both when planning and right before the wire."""
+    return or_(Checkout.completed_at.is_not(None), exists().where(
+        Order.customer_id == Checkout.customer_id, Order.status == "paid",
+        Order.placed_at >= Checkout.created_at, Order.placed_at <= now))
+
+
+def ordered_checkouts(conn: Connection, pairs: Iterable[tuple[int, str]],
+                      now: datetime) -> set[tuple[int, str]]:
+    """Of these (customer id, checkout store id), those ordered_since_checkout at NOW."""
+    wanted = sorted(set(pairs))
+    if not wanted:
+        return set()
+    return {(customer, store_id) for customer, store_id in conn.execute(
+        select(Checkout.customer_id, Checkout.store_id).where(
+            tuple_(Checkout.customer_id, Checkout.store_id).in_(wanted),
+            ordered_since_checkout(now))) if customer is not None}
+
+
+@dataclass(frozen=True)
+class CheckoutView:
+    """What an abandoned-checkout mail shows of its checkout (money in minor units)."""
+
+    url: str | None
+    items: list[dict[str, Any]]  # {"sku", "product", "quantity", "price_minor"}
+    total_minor: int
+    currency: str
+
+
+def checkouts_by_key(conn: Connection, pairs: Iterable[tuple[int, str]]
+                     ) -> dict[tuple[int, str], CheckoutView]:
+    """The checkouts of these (customer id, checkout store id), in one query."""
+    wanted = sorted(set(pairs))
+    if not wanted:
+        return {}
+    return {(customer, store_id): CheckoutView(url, list(items or []), total, currency)
+            for customer, store_id, url, items, total, currency in conn.execute(
+                select(Checkout.customer_id, Checkout.store_id, Checkout.url, Checkout.items,
+                       Checkout.total_minor, Checkout.currency)
+                .where(tuple_(Checkout.customer_id, Checkout.store_id).in_(wanted)))
+            if customer is not None}
 
 
 def _open_alerts(conn: Connection, sku: str) -> bool:
