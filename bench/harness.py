@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -147,3 +148,13 @@ def plan_due_at(root: Path, url: str | None, now: str, *, compiled: bool) -> lis
                 if compiled else {"campaign": slug} for slug, spec in campaigns.items()}
     return plan_due(engine, specs, campaigns, scope=scope, settings=settings,
                     versions=versions, keep=False)
+
+
+def latency_row(name: str, done: int, elapsed: float, latencies: list[float],
+                width: int = 36) -> str:
+    """One line of an HTTP bench's table: requests, requests/s, p50 and p99 in ms (the
+    request at the 99th percentile of LATENCIES, in ms)."""
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return (f"{name:<{width}} {done:>8} {done / elapsed:>10.0f} "
+            f"{statistics.median(ordered):>9.2f} {p99:>9.2f}")

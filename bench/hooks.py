@@ -24,11 +24,12 @@ import hmac
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from harness import latency_row
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / ".data" / "hooks"
@@ -80,13 +81,6 @@ async def _load(port: int, requests: list[Request], seconds: float, concurrency:
     if failures:
         raise SystemExit(f"{len(failures)} requests failed, e.g. {failures[0]}")
     return len(latencies), elapsed, latencies
-
-
-def _row(name: str, done: int, elapsed: float, latencies: list[float]) -> str:
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return (f"{name:<36} {done:>8} {done / elapsed:>10.0f} {statistics.median(ordered):>9.2f} "
-            f"{p99:>9.2f}")
 
 
 def orders(count: int) -> list[Request]:
@@ -162,7 +156,7 @@ def main() -> None:
             batch = batch or hooks[:counted["shopify orders/create (signed)"]]
             done, elapsed, latencies = asyncio.run(
                 _load(port, batch, options.seconds, options.concurrency, expect))
-            print(_row(name, done, elapsed, latencies))
+            print(latency_row(name, done, elapsed, latencies))
             counted[name] = done
     finally:
         service.terminate()

@@ -23,11 +23,12 @@ import argparse
 import asyncio
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from harness import latency_row
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / ".data" / "serve"
@@ -99,13 +100,6 @@ async def _load(port: int, requests: list[tuple[str, str, str]], seconds: float,
     return len(latencies), elapsed, latencies
 
 
-def _row(name: str, done: int, elapsed: float, latencies: list[float]) -> str:
-    ordered = sorted(latencies)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return (f"{name:<34} {done:>8} {done / elapsed:>10.0f} {statistics.median(ordered):>9.2f} "
-            f"{p99:>9.2f}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=5000)
@@ -171,7 +165,7 @@ def main() -> None:
                 ("survey answers (POST, 5 upserts)", port, surveys)):
             done, elapsed, latencies = asyncio.run(
                 _load(target, batch, options.seconds, options.concurrency))
-            print(_row(name, done, elapsed, latencies))
+            print(latency_row(name, done, elapsed, latencies, 34))
             counted[name] = done
     finally:
         for process in (service, baseline):
