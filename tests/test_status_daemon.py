@@ -135,7 +135,8 @@ def test_the_daemon_counts_its_deliveries_and_status_says_where_it_runs(
             _stop(daemon)
     text = log.read_text()
     lines = _text_counts(log)
-    assert {line["span"] for line in lines} == {"second"}  # --interval 1
+    # --interval 1: a line a second (a loaded machine may run the job a second late)
+    assert all(re.fullmatch(r"second|[2-9] seconds", line["span"]) for line in lines), lines
     assert all(line["more"] == "" for line in lines)  # nothing skipped or expired
     assert _totals(lines) == DONE
     # Each sweep names the campaign of the next due instant.
@@ -173,8 +174,10 @@ def test_json_logs_carry_the_counts_and_status_names_the_campaign_due_next(
         finally:
             _stop(daemon)
     counts = _json_lines(log, "delivery_counts")
-    assert all(line["seconds"] == 1 and line["message"].startswith(
-        "deliveries in the last second: ") for line in counts)
+    # --interval 1: a line a second (a loaded machine may run the job a second late)
+    assert all(1 <= line["seconds"] < 10 and line["message"].startswith(
+        "deliveries in the last second: " if line["seconds"] == 1 else
+        f"deliveries in the last {line['seconds']} seconds: ") for line in counts), counts
     assert all(line["skipped"] == line["expired"] == 0 for line in counts)
     sweeps = _json_lines(log, "sweep")
     assert {"next_due": iso_z(black_friday), "next_due_campaign": "black-friday"}.items() \

@@ -505,7 +505,8 @@ class Daemon:
         for (_, status), n in self.delivery.tally.items():
             outcomes[status] += n
         since = outcomes - self._counted
-        seconds = round(time.monotonic() - self._counted_at)
+        # At least a second: the last line at a stop may follow the one before closely.
+        seconds = max(1, round(time.monotonic() - self._counted_at))
         if not since and queued == (self._queued_said or 0):
             return
         self._counted, self._counted_at, self._queued_said = outcomes, time.monotonic(), queued
