@@ -30,10 +30,15 @@ _FOLD = re.compile(rb"\r\n(?=[ \t])")
 
 
 def _relaxed_body(body: bytes) -> bytes:
-    lines = [_WSP.sub(b" ", line).rstrip(b" ") for line in body.split(b"\r\n")]
-    while lines and lines[-1] == b"":
-        lines.pop()
-    return b"".join(line + b"\r\n" for line in lines)
+    """The relaxed body (RFC 6376 §3.4.4): runs of WSP made one space, WSP at line ends
+    dropped, empty lines at the end dropped, one CRLF at the end of what is left. On the
+    whole body at once: a regex and a split a line (400 lines in a 20 KB newsletter)
+    cost more than the RSA signature."""
+    body = _WSP.sub(b" ", body).replace(b" \r\n", b"\r\n").rstrip(b" ")
+    end = len(body)
+    while body.endswith(b"\r\n", 0, end):
+        end -= 2
+    return body[:end] + b"\r\n" if end else b""
 
 
 def _relaxed_header(name: bytes, value: bytes) -> bytes:
