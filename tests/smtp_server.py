@@ -47,6 +47,7 @@ class Behaviour:
     delay: float = 0.0  # seconds before each 250 after DATA (spreads a campaign in time)
     greeting_421: bool = False
     smtputf8: bool = True  # whether EHLO offers SMTPUTF8 (RFC 6531)
+    pipelining: bool = True  # whether EHLO offers PIPELINING (RFC 2920)
     attempts: Counter[str] = field(default_factory=Counter)
     caught: list[Caught] = field(default_factory=list)
     connections: int = 0
@@ -62,6 +63,13 @@ class _Handler:
 
     def _failing(self, address: str, kind: str) -> bool:
         return _kind(address) == kind and self.b.attempts[address] <= self.b.fails
+
+    async def handle_EHLO(self, server: Any, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.b.pipelining:  # aiosmtpd reads pipelined commands, it just does not say so
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server: Any, session: Session, envelope: Envelope,
                           address: str, options: list[str]) -> str:

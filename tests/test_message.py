@@ -99,9 +99,16 @@ def test_ascii_parts_go_7bit_and_the_html_writes_non_ascii_as_references() -> No
     assert not any(byte > 127 for byte in data)
 
 
+def test_lines_of_998_octets_go_as_7bit() -> None:
+    html_part = ("<p>short</p>\n" * 300 + "y" * 998 + "\n") * 3
+    encoding, content = parts(build(Mail(**{**MAIL.__dict__, "html": html_part})))["html"]
+    assert encoding == "7bit" and content.replace("\r\n", "\n") == html_part
+
+
 @pytest.mark.parametrize(("html_part", "why"), [
     ('<style>q:before { content: "»" }</style><p>Zoë</p>\n', "CSS does not read references"),
     ("<p>" + "x" * 1200 + "</p>\n", "a line over 998 octets"),
+    ("<p>short</p>\n" * 300 + "y" * 999 + "\n<p>end</p>\n", "one line of 999 after many"),
     ("<p>a\x00b\x0bc\rd</p>\n", "control characters"),
 ])
 def test_what_7bit_cannot_carry_goes_quoted_printable_and_parses_back(html_part: str,
