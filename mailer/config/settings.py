@@ -14,7 +14,7 @@ from datetime import time, timedelta
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
@@ -290,6 +290,9 @@ class DeliverySettings(Spec):
     retry_for: Duration = Field(timedelta(days=2), description=(
         "Temporary failures are retried for this long after the first attempt, or until "
         "the mail's expiry if that comes first."))
+    processes: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field("auto", description=(
+        "Processes a sender (`send`, `run`, `worker`) delivers with: it sends and writes "
+        "the ledger, the others render its mails; `auto` is one per core, at most 4."))
 
 
 class Tracking(Spec):
