@@ -9,8 +9,10 @@ promotion template (personal subject, intro, coupon per mail), and starts
 smtp-sink (install Postfix without starting it, DESIGN §7). Then, each on a
 fresh ledger:
 
-- `mailer send` in one process (plans, then delivers), DKIM off and on;
-- on PostgreSQL, the plan followed by 2 `mailer worker` processes;
+- `mailer send` (plans, then delivers) with the default `delivery.processes` and with
+  `processes: 1`, DKIM off, then DKIM on;
+- on PostgreSQL, the plan followed by 1 and 2 `mailer worker` processes (each with
+  `processes: auto`);
 - a bare aiosmtplib loop, C connections, sending prebuilt bytes of a mail's size;
 - Postfix's `smtp-source` with the same size and concurrency;
 - the `mailmerge` tool (pip), on min(N, 2000) rows: it sends one mail at a time.
@@ -98,11 +100,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def settings(concurrency: int, dkim: bool) -> str:
+def settings(concurrency: int, dkim: bool, processes: int | str = "auto") -> str:
     text = ('store: {name: Pine & Co, address: "1 Market St, Springfield", currency: EUR}\n'
             "sender: {from: \"Pine & Co <hello@shop.example>\"}\ntimezone: Europe/Berlin\n"
             "tracking: {base_url: https://mail.shop.example}\npolicy: {frequency: []}\n"
-            f"delivery: {{concurrency: {concurrency}, rate_per_second: 10000}}\n")
+            f"delivery: {{concurrency: {concurrency}, rate_per_second: 10000, "
+            f"processes: {processes}}}\n")
     return text + ("dkim: {domain: shop.example, selector: mail}\n" if dkim else "")
 
 
@@ -245,7 +248,7 @@ def baselines(rows: list[tuple[str, int, float]], url: str, port: int, n: int, c
     """DKIM on, then the tools we compare with, into the same sink."""
     (DATA / "mailer.yaml").write_text(settings(c, dkim=True))
     seconds, summary, _ = run_send(url, port, dkim_key())
-    rows.append(("mailer send, 1 process, DKIM on", summary["sent"], seconds))
+    rows.append(("mailer send, DKIM on", summary["sent"], seconds))
     rows.append((f"bare aiosmtplib loop, prebuilt {size} B", n,
                  asyncio.run(bare_loop(port, n, c, b"x" * size))))
     rows.append((f"smtp-source, {size} B", n, smtp_source(port, n, c, size)))
@@ -256,6 +259,8 @@ def baselines(rows: list[tuple[str, int, float]], url: str, port: int, n: int, c
 
 
 def main() -> None:
+    from mailer.delivery.processes import process_count
+
     parser = arguments(__doc__, {"--recipients": 20_000, "--concurrency": 20},
                        "bench/.data/deliver")
     parser.add_argument("--mailer-only", action="store_true",
@@ -283,7 +288,15 @@ def main() -> None:
         seconds, summary, peak = run_send(url, port)
         if summary["sent"] != n:
             sys.exit(f"mailer sent {summary['sent']} of {n}: {summary}")
-        rows.append(("mailer send, 1 process (plan + deliver)", n, seconds))
+        auto = process_count("auto")
+        rows.append((f"mailer send (plan + deliver), processes: auto = {auto}", n, seconds))
+        if options.mailer_only:
+            pass
+        elif auto > 1:  # the same send delivering in one process
+            (DATA / "mailer.yaml").write_text(settings(c, dkim=False, processes=1))
+            seconds, summary, _ = run_send(url, port)
+            rows.append(("mailer send, processes: 1", summary["sent"], seconds))
+            (DATA / "mailer.yaml").write_text(settings(c, dkim=False))
         if options.mailer_only:
             pass
         elif url:
