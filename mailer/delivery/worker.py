@@ -14,6 +14,11 @@ CPU budget per mail never holds the loop: replies, a stop and the daemon's sweep
 on. A batch renders for about `render_for` seconds at most and stops between rows
 once a stop is asked; the rows it did not reach go back to the queue, unleased, for
 the next turn.
+
+With render processes (`delivery.processes` > 1, mailer.delivery.processes) the batch is
+rendered there instead, and the next batch is leased and rendered while this one goes out
+(`_fill`); everything else (the leases, `sending`, the permits, SMTP, the outcomes) stays
+in this process.
 """
 
 from __future__ import annotations
