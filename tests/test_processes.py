@@ -44,6 +44,9 @@ def test_render_processes_make_the_senders_mails_and_one_that_dies_is_replaced(
             children = [child.pid for child in pool._children]
             assert pool.size == 3 and all(_alive(pid) for pid in children)
             there = pool.render_batch(rows, NOW_UTC)
+            # a stop asked: every child stops between rows, all rows are left
+            stopped = pool.render_batch(rows, NOW_UTC, stop=lambda: True)
+            assert stopped.left == list(rows) and not stopped.ready and not stopped.failed
             os.kill(children[0], signal.SIGKILL)  # its next slice is rendered here
             again = pool.render_batch(rows, NOW_UTC)
             assert pool.size == 2

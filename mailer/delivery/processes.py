@@ -105,7 +105,7 @@ class RenderPool:
 
         if not self._children or len(rows) < 2:
             return self.renderer.render_batch(rows, now, stop=stop, within=within)
-        self._stop[0] = 0
+        self._stop[0] = 1 if stop is not None and stop() else 0
         share = -(-len(rows) // len(self._children))
         slices = [list(rows[i:i + share]) for i in range(0, len(rows), share)]
         asked: dict[int, tuple[_Child, list[Row]]] = {}  # slice number -> who renders it
