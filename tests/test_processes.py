@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,10 +27,18 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _rename(engine: Any, table: str, to: str) -> None:
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE {table} RENAME TO {to}"))
+
+
 def test_render_processes_make_the_senders_mails_and_one_that_dies_is_replaced(
         db: Workspace) -> None:
     from mailer.delivery.processes import RenderPool
     from mailer.delivery.worker import Renderer
+    from mailer.store.db import DatabaseError
     from mailer.store.ledger import claim, new_owner
 
     addresses = [f"r{n:02d}@example.com" for n in range(9)] + ["zero@example.com"]
@@ -47,6 +56,11 @@ def test_render_processes_make_the_senders_mails_and_one_that_dies_is_replaced(
             # a stop asked: every child stops between rows, all rows are left
             stopped = pool.render_batch(rows, NOW_UTC, stop=lambda: True)
             assert stopped.left == list(rows) and not stopped.ready and not stopped.failed
+            # a database error in a child goes up as the sender's own would (it backs off)
+            _rename(engine, "customers", "customers_away")
+            with pytest.raises(DatabaseError, match="a render process"):
+                pool.render_batch(rows, NOW_UTC)
+            _rename(engine, "customers_away", "customers")
             os.kill(children[0], signal.SIGKILL)  # its next slice is rendered here
             again = pool.render_batch(rows, NOW_UTC)
             assert pool.size == 2

@@ -75,6 +75,7 @@ class RenderPool:
         self._stop = mmap.mmap(-1, 1)  # shared with the children: 1 = stop between rows
         self._children: list[_Child] = []
         self._parent_pid = os.getpid()
+        self._asked = 0  # batches sent so far
         if threading.current_thread() is not threading.main_thread():
             # PR_SET_PDEATHSIG follows the thread that forked: it must be one that lives
             log.debug("render processes forked from a thread: the pipe alone watches it")
@@ -108,14 +109,16 @@ class RenderPool:
         self._stop[0] = 1 if stop is not None and stop() else 0
         share = -(-len(rows) // len(self._children))
         slices = [list(rows[i:i + share]) for i in range(0, len(rows), share)]
+        self._asked += 1  # answers to an earlier batch (never expected) are told apart
         asked: dict[int, tuple[_Child, list[Row]]] = {}  # slice number -> who renders it
         for number, (child, part) in enumerate(zip(self._children, slices, strict=False)):
             try:
-                child.conn.send((part, now, within))
+                child.conn.send((self._asked, part, now, within))
                 asked[number] = (child, part)
             except OSError:
                 asked[number] = (self._drop(child), part)
-        done: dict[int, Rendering] = {}
+        done: dict[int, Rendering | None] = {}
+        failure: Exception | None = None  # raised once every child has answered
         while any(number not in done for number in asked):
             if stop is not None and stop():
                 self._stop[0] = 1
@@ -125,20 +128,24 @@ class RenderPool:
                 number = waiting[conn]  # type: ignore[index]
                 child, part = asked[number]
                 try:
-                    answer = child.conn.recv()
+                    batch, kind, payload = child.conn.recv()
                 except (EOFError, OSError):
                     asked[number] = (self._drop(child), part)
                     continue
-                if answer[0] == "database":
-                    raise DatabaseError(f"a render process: {answer[1]}")
-                if answer[0] != "done":
-                    raise RuntimeError(f"a render process failed: {answer[1]}")
-                done[number] = answer[1]
+                if batch != self._asked:
+                    continue
+                done[number] = payload if kind == "done" else None
+                if kind == "database":
+                    failure = DatabaseError(f"a render process: {payload}")
+                elif kind != "done":
+                    failure = RuntimeError(f"a render process failed: {payload}")
             for number, (child, part) in asked.items():  # slices of children that died
                 if number not in done and not child.pid:
                     done[number] = self.renderer.render_batch(part, now, stop=stop,
                                                               within=within)
-        parts = [done[number] for number in sorted(done)]
+        if failure is not None:
+            raise failure
+        parts = [part for _, part in sorted(done.items()) if part is not None]
         return Rendering([r for part in parts for r in part.ready],
                          [f for part in parts for f in part.failed],
                          [row for part in parts for row in part.left])
@@ -200,17 +207,17 @@ def _child_main(renderer: Any, conn: Connection, flag: mmap.mmap, parent: int,
         own._versions = dict(renderer._versions)
         while True:
             try:
-                rows, now, within = conn.recv()
+                batch, rows, now, within = conn.recv()
             except (EOFError, OSError):
                 break  # the parent closed the pipe, or died
             try:
                 rendering = own.render_batch(rows, now, stop=lambda: flag[0] == 1,
                                              within=within)
-                answer: tuple[str, Any] = ("done", rendering)
+                answer: tuple[int, str, Any] = (batch, "done", rendering)
             except DatabaseError as err:
-                answer = ("database", " ".join(str(err).split())[:500])
+                answer = (batch, "database", " ".join(str(err).split())[:500])
             except Exception as err:  # render_batch fails rows, not batches: a bug
-                answer = ("error", f"{type(err).__name__}: {err}")
+                answer = (batch, "error", f"{type(err).__name__}: {err}")
             try:
                 conn.send(answer)
             except OSError:
