@@ -354,8 +354,9 @@ class SendingLoop:
             if self._filling is not None and self._filling.done():
                 exhausted = await self._filled()
             if self.pool is not None:
+                # up to two batches ahead, so the sender seldom waits for a render
                 if not stop.is_set() and not exhausted and self._filling is None and \
-                        len(self._pending) < batch:
+                        len(self._pending) < 2 * batch:
                     self._filling = asyncio.create_task(self._fill(batch, stop))
             elif not stop.is_set() and not exhausted and len(self._pending) < self.concurrency:
                 now = self.clock.now()
