@@ -79,6 +79,11 @@ class RenderPool:
         if threading.current_thread() is not threading.main_thread():
             # PR_SET_PDEATHSIG follows the thread that forked: it must be one that lives
             log.debug("render processes forked from a thread: the pipe alone watches it")
+        # No SQLite connection of the sender's crosses the fork (SQLite's per-file lock
+        # bookkeeping would be copied into the child): the pool is emptied first and
+        # reopens on its next use. A connection checked out (PostgreSQL's sending lock)
+        # stays open; the child never touches it.
+        renderer.engine.dispose()
         sys.stdout.flush()
         sys.stderr.flush()
         for _ in range(children):
