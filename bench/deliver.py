@@ -114,11 +114,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def settings(concurrency: int, dkim: bool) -> str:
+def settings(concurrency: int, dkim: bool, processes: int | str = "auto") -> str:
     text = ('store: {name: Pine & Co, address: "1 Market St, Springfield", currency: EUR}\n'
             "sender: {from: \"Pine & Co <hello@shop.example>\"}\ntimezone: Europe/Berlin\n"
             "tracking: {base_url: https://mail.shop.example}\npolicy: {frequency: []}\n"
-            f"delivery: {{concurrency: {concurrency}, rate_per_second: 10000}}\n")
+            f"delivery: {{concurrency: {concurrency}, rate_per_second: 10000, "
+            f"processes: {processes}}}\n")
     return text + ("dkim: {domain: shop.example, selector: mail}\n" if dkim else "")
 
 
@@ -380,11 +381,18 @@ Row = tuple[str, Timing, Timing | None]  # path, its timing, the bare loop it is
 
 def mailer_paths(bench: Bench, n: int, processes: int, bare: dict[int, Timing]
                  ) -> list[Row]:
+    from mailer.delivery.processes import process_count
+
     rows: list[Row] = []
     timing = run_send(bench)
     if timing.mails != n:
         sys.exit(f"mailer sent {timing.mails} of {n}")
-    rows.append((f"mailer send (defaults; peak RSS {timing.peak_mb:.0f} MB)", timing, bare[1]))
+    rows.append((f"mailer send (defaults: processes {process_count('auto')}; peak RSS "
+                 f"{timing.peak_mb:.0f} MB)", timing, bare[1]))
+    if process_count("auto") > 1:  # the same send rendering in the sender alone
+        (bench.folder / "mailer.yaml").write_text(settings(bench.concurrency, dkim=False,
+                                                           processes=1))
+        rows.append(("mailer send, processes: 1", run_send(bench), bare[1]))
     (bench.folder / "mailer.yaml").write_text(settings(bench.concurrency, dkim=True))
     rows.append(("mailer send, DKIM on", run_send(bench, dkim_key()), bare[1]))
     (bench.folder / "mailer.yaml").write_text(settings(bench.concurrency, dkim=False))

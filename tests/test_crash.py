@@ -23,6 +23,29 @@ CONCURRENCY = 4
 FAST = SETTINGS + f"delivery: {{concurrency: {CONCURRENCY}, rate_per_second: 1000}}\n"
 
 
+def fast(processes: int) -> str:
+    """FAST with PROCESSES delivery processes (the sender and its render processes)."""
+    return SETTINGS + (f"delivery: {{concurrency: {CONCURRENCY}, rate_per_second: 1000, "
+                       f"processes: {processes}}}\n")
+
+
+def _processes_of(root: Path) -> list[int]:
+    """Pids of live mailer processes working on the workspace ROOT (a sender and the
+    render processes it forked: they share its command line)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue  # gone meanwhile
+        if str(root).encode() in cmdline and b"mailer.cli" in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
 def _environment(db: Workspace, server: FaultServer) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     env.update(db.env)
@@ -68,8 +91,11 @@ RESTART = "2026-11-23T10:05"  # five minutes after NOW
 @pytest.mark.parametrize("point", range(POINTS))
 def test_sigkill_at_any_point_then_a_restart_leaves_every_recipient_terminal(
         db: Workspace, point: int) -> None:
+    """Even points: one delivery process; odd ones: the sender and two render processes,
+    which die with it (none is left to send or to hold the lock)."""
+    processes = 1 if point % 2 == 0 else 3
     addresses = [f"k{n:03d}@example.com" for n in range(120)]
-    shop(db, addresses, settings=FAST)
+    shop(db, addresses, settings=fast(processes))
     rng = random.Random(1000 + point)
     with FaultServer(Behaviour(delay=0.004)) as server:
         process = _mailer(db, server, "send", "note", "--now", NOW)
@@ -80,6 +106,8 @@ def test_sigkill_at_any_point_then_a_restart_leaves_every_recipient_terminal(
             assert _wait_for(lambda: len(server.caught) >= mark, 30), process.stderr
         process.kill()
         process.wait()
+        # its render processes end with it, before anything else happens
+        assert _wait_for(lambda: not _processes_of(db.root), 10), _processes_of(db.root)
         # The restart comes later, as a real one does: with the same --now its simulated
         # clock could read earlier than the killed send's when it planned (a process
         # starting slower under load), and rows planned "later" are not due to it yet.
@@ -116,7 +144,7 @@ def test_four_workers_on_postgresql_send_each_row_once_and_take_over_a_killed_on
         pg: Workspace) -> None:
     db = pg
     addresses = [f"w{n:03d}@example.com" for n in range(400)]
-    shop(db, addresses, settings=FAST)
+    shop(db, addresses, settings=fast(2))  # each worker with a render process
     assert _plan_only(db) == 400
     with FaultServer(Behaviour(delay=0.005)) as server:
         workers = [_mailer(db, server, "worker", "--now", NOW) for _ in range(4)]
@@ -142,7 +170,7 @@ def test_four_workers_on_postgresql_send_each_row_once_and_take_over_a_killed_on
 
 def test_sqlite_sender_and_opt_outs_at_once_never_lock(ws: Workspace) -> None:
     addresses = [f"u{n:03d}@example.com" for n in range(150)]
-    shop(ws, addresses, settings=FAST)
+    shop(ws, addresses, settings=fast(2))
     results: list[Any] = []
     with FaultServer(Behaviour(delay=0.003)) as server:
         sender = _mailer(ws, server, "send", "note", "--now", NOW, "--json")
@@ -165,15 +193,17 @@ def test_sqlite_sender_and_opt_outs_at_once_never_lock(ws: Workspace) -> None:
 def test_a_worker_stops_on_sigterm_in_the_middle_of_a_send_within_30_seconds(
         ws: Workspace) -> None:
     addresses = [f"t{n:03d}@example.com" for n in range(200)]
-    shop(ws, addresses, settings=FAST)
+    shop(ws, addresses, settings=fast(2))  # the worker and a render process
     _plan_only(ws)
     with FaultServer(Behaviour(delay=0.01)) as server:
         worker = _mailer(ws, server, "worker", "--now", NOW)
         assert _wait_for(lambda: len(server.caught) >= 20, 30)
+        assert len(_processes_of(ws.root)) == 2
         started = time.monotonic()
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
         assert time.monotonic() - started < 30 and worker.returncode == 0
+        assert not _processes_of(ws.root)  # it waited for its render process
         # what was in flight was recorded; the rest went back to the queue, unleased
         rows = Counter(s for (s,) in ws.query("SELECT status FROM deliveries"))
         assert rows["sending"] == 0 and rows["unknown"] == 0

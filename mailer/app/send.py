@@ -27,6 +27,7 @@ from mailer.core.errors import DeliveryError, EnvironmentFailure, NotFoundError,
 from mailer.core.states import OUTCOMES
 from mailer.delivery.notices import NoticeSender
 from mailer.delivery.outcomes import Outcome
+from mailer.delivery.processes import RenderPool, process_count
 from mailer.delivery.ratelimit import rate_limit
 from mailer.delivery.transport import FolderTransport, Transport
 from mailer.delivery.worker import Renderer, SendingLoop
@@ -103,12 +104,21 @@ def open_worker(engine: Engine, transport: Transport, settings: Settings, *, own
         relax_commits(engine)
         recovered = recover(engine, owner, clock.now())
         limit = rate_limit(engine, settings.delivery.rate_per_second)
-        delivery = SendingLoop(engine, transport, Renderer(engine, key, sign), owner, clock,
-                            concurrency=settings.delivery.concurrency, limit=limit,
-                            campaigns=campaigns, on_outcome=on_outcome,
-                            notices=NoticeSender(engine, transport, settings, owner, clock,
-                                                 limit, sign))
-        yield Worker(delivery, recovered)
+        renderer = Renderer(engine, key, sign)
+        processes = process_count(settings.delivery.processes)
+        # forked here, under the lock and before any thread or event loop (processes.py)
+        pool = RenderPool(renderer, processes - 1) if processes > 1 else None
+        try:
+            delivery = SendingLoop(engine, transport, renderer, owner, clock,
+                                   concurrency=settings.delivery.concurrency, limit=limit,
+                                   campaigns=campaigns, on_outcome=on_outcome,
+                                   notices=NoticeSender(engine, transport, settings, owner,
+                                                        clock, limit, sign),
+                                   pool=pool)
+            yield Worker(delivery, recovered)
+        finally:
+            if pool is not None:
+                pool.close()
 
 
 def compile_versions(root: Path, campaigns: dict[str, Campaign]) -> dict[str, dict[str, Any]]:

@@ -31,9 +31,11 @@ def worker(ctx: click.Context, workspace: str | None, now: str | None) -> None:
     owner = new_owner()
     with open_worker(run.engine, transport, settings, owner=owner, clock=run.clock, key=key,
                      sign=signer(settings, run.env, run.root)) as opened:
-        log.info("worker started owner=%s concurrency=%d rate_per_second=%s "
+        pool = opened.delivery.pool
+        log.info("worker started owner=%s concurrency=%d rate_per_second=%s processes=%d "
                  "recovered_unknown=%d", owner, settings.delivery.concurrency,
-                 settings.delivery.rate_per_second, opened.recovered)
+                 settings.delivery.rate_per_second, 1 + (pool.size if pool else 0),
+                 opened.recovered)
 
         async def main(signals: Signals) -> None:
             try:

@@ -14,7 +14,7 @@ from datetime import time, timedelta
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, field_validator
@@ -94,6 +94,24 @@ def _quiet_hours(value: object) -> QuietHours | None:
 
 
 HttpUrl = Annotated[str, BeforeValidator(_http_url), WithJsonSchema(HTTP_URL_SCHEMA)]
+MOST_PROCESSES = 64
+
+
+def _processes(value: object) -> int | str:
+    """`delivery.processes`: a whole number from 1 to 64, or `auto`."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, int) and not isinstance(value, bool) and \
+            1 <= value <= MOST_PROCESSES:
+        return value
+    raise ValueError(f"should be a whole number from 1 to {MOST_PROCESSES}, or auto "
+                     f"(one per core, at most 4); got {value!r}")
+
+
+PROCESSES_SCHEMA: JsonSchema = {"anyOf": [
+    {"type": "integer", "minimum": 1, "maximum": MOST_PROCESSES}, {"const": "auto"}]}
+Processes = Annotated[int | Literal["auto"], BeforeValidator(_processes),
+                      WithJsonSchema(PROCESSES_SCHEMA)]
 
 
 _LOCALE_TAG = r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$"
@@ -290,6 +308,9 @@ class DeliverySettings(Spec):
     retry_for: Duration = Field(timedelta(days=2), description=(
         "Temporary failures are retried for this long after the first attempt, or until "
         "the mail's expiry if that comes first."))
+    processes: Processes = Field("auto", description=(
+        "Processes a sender (`send`, `run`, `worker`) delivers with: it sends and writes "
+        "the ledger, the others render its mails; `auto` is one per core, at most 4."))
 
 
 class Tracking(Spec):

@@ -14,6 +14,11 @@ CPU budget per mail never holds the loop: replies, a stop and the daemon's sweep
 on. A batch renders for about `render_for` seconds at most and stops between rows
 once a stop is asked; the rows it did not reach go back to the queue, unleased, for
 the next turn.
+
+With render processes (`delivery.processes` > 1, mailer.delivery.processes) the batch is
+rendered there instead, and the next batch is leased and rendered while this one goes out
+(`_fill`); everything else (the leases, `sending`, the permits, SMTP, the outcomes) stays
+in this process.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -35,6 +41,7 @@ from mailer.core.errors import MailerError
 from mailer.core.states import EXPIRED_REASON, ORDERED
 from mailer.delivery.notices import NoticeSender
 from mailer.delivery.outcomes import Outcome, settle
+from mailer.delivery.processes import RenderPool
 from mailer.delivery.ratelimit import RateLimit
 from mailer.delivery.transport import Transport
 from mailer.mail.context import CHECKOUT_OCCURRENCES, load_checkouts, load_customers, load_stats
@@ -45,7 +52,7 @@ from mailer.mail.tracking import tracked
 from mailer.mail.version import Version, compose_row, from_definition
 from mailer.store.coupons import coupons_of_rows
 from mailer.store.customers import Profile
-from mailer.store.db import Connection, DatabaseError, Engine
+from mailer.store.db import Connection, DatabaseError, Engine, is_server
 from mailer.store.feeds.apply import ordered_checkouts
 from mailer.store.ledger import (
     DUE_STATES,
@@ -291,6 +298,9 @@ class SendingLoop:
     # notices (alerts, the review) go out between batches, over the same transport and limit
     notices: NoticeSender | None = None
     notices_every: float = 1.0  # seconds between looks for due notices
+    # render processes (delivery.processes > 1): the next batch is leased and rendered
+    # there while this process sends the last one
+    pool: RenderPool | None = None
 
     def __post_init__(self) -> None:
         self.tally: Counter[tuple[str, str]] = Counter()  # (campaign, status)
@@ -300,6 +310,12 @@ class SendingLoop:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._starved_for: float | None = None  # seconds until a rate permit may be free
+        self._filling: asyncio.Task[bool] | None = None  # the next batch, with a pool
+        # A fill's lease and the turns' writes run in two threads at once: on SQLite a
+        # lock taken here, not the database's busy wait (it sleeps for milliseconds).
+        self._writer: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.pool is not None and not is_server(self.engine)
+            else contextlib.nullcontext())
 
     def has_due(self) -> bool:
         """Whether any row is due now (nothing is leased by asking)."""
@@ -310,6 +326,16 @@ class SendingLoop:
                   poll: float = 1.0) -> Counter[tuple[str, str]]:
         """Deliver until nothing is due (UNTIL_IDLE) or until STOP is set; what is in
         flight always finishes and is recorded."""
+        try:
+            return await self._run(stop, until_idle=until_idle, poll=poll)
+        finally:
+            if self._filling is not None:  # an error left a batch rendering: keep its rows
+                filling, self._filling = self._filling, None
+                with contextlib.suppress(Exception):
+                    await filling
+
+    async def _run(self, stop: asyncio.Event, *, until_idle: bool,
+                   poll: float) -> Counter[tuple[str, str]]:
         batch = self.batch or max(20, self.concurrency * 2)
         exhausted = False
         last_recovery = time.monotonic()
@@ -325,7 +351,14 @@ class SendingLoop:
             if time.monotonic() - last_recovery > self.recover_every:
                 await asyncio.to_thread(recover, self.engine, self.owner, self.clock.now())
                 last_recovery = time.monotonic()
-            if not stop.is_set() and not exhausted and len(self._pending) < self.concurrency:
+            if self._filling is not None and self._filling.done():
+                exhausted = await self._filled()
+            if self.pool is not None:
+                # up to two batches ahead, so the sender seldom waits for a render
+                if not stop.is_set() and not exhausted and self._filling is None and \
+                        len(self._pending) < 2 * batch:
+                    self._filling = asyncio.create_task(self._fill(batch, stop))
+            elif not stop.is_set() and not exhausted and len(self._pending) < self.concurrency:
                 now = self.clock.now()
                 rows = await asyncio.to_thread(claim, self.engine, self.owner, now, batch,
                                                self.campaigns)
@@ -338,6 +371,10 @@ class SendingLoop:
                     self._pending.extend(ready)
                     exhausted = exhausted and not left  # those are due again at once
             await self._turn(stop)
+            if self._filling is not None and self._in_flight == 0 and (
+                    stop.is_set() or not self._pending):
+                await asyncio.wait({self._filling})  # the next batch is all there is to do
+                continue
             if self._in_flight == 0 and (stop.is_set() or not self._pending):
                 if stop.is_set() or (until_idle and exhausted):
                     break
@@ -358,12 +395,36 @@ class SendingLoop:
         self._release()
         return self.tally
 
+    async def _fill(self, batch: int, stop: asyncio.Event) -> bool:
+        """Lease and render the next batch (with a pool) while mails go out; returns
+        whether the due rows are exhausted."""
+        now = self.clock.now()
+        rows = await asyncio.to_thread(self._claim, now, batch)
+        if not rows:
+            return True
+        ready, counted, left = await asyncio.to_thread(self._prepare, rows, now, stop.is_set)
+        self._count_all(counted)
+        self._pending.extend(ready)
+        self._wake.set()
+        return len(rows) < batch and not left
+
+    def _claim(self, now: datetime, batch: int) -> list[Row]:
+        with self._writer:
+            return claim(self.engine, self.owner, now, batch, self.campaigns)
+
+    async def _filled(self) -> bool:
+        """The finished fill's answer (its error raised here, as a claim's would be)."""
+        filling, self._filling = self._filling, None
+        assert filling is not None
+        return await filling
+
     def _prepare(self, rows: list[Row], now: datetime, stopped: Callable[[], bool]
                  ) -> tuple[list[Ready], list[tuple[str, str]], list[Row]]:
         """Render a claimed batch and record its failures (in a thread); rows not reached
         lose their lease at once. Returns the mails, what to count, and the rows left."""
-        rendering = self.renderer.render_batch(rows, now, stop=stopped, within=self.render_for)
-        with self.engine.begin() as conn:
+        renderer = self.pool if self.pool is not None else self.renderer
+        rendering = renderer.render_batch(rows, now, stop=stopped, within=self.render_for)
+        with self._writer, self.engine.begin() as conn:
             counted = self._write(conn, rendering.failed, DUE_STATES, rows)
             self._unlease(conn, [row.id for row in rendering.left])
         if rendering.left:
@@ -406,7 +467,7 @@ class SendingLoop:
     def _turn_in_database(self, results: list[_Result], chosen: list[Ready]) -> _Turn:
         """Record RESULTS and start what of CHOSEN gets a rate permit (in a thread)."""
         turn = _Turn()
-        with self.engine.begin() as conn:
+        with self._writer, self.engine.begin() as conn:
             if chosen:
                 durable(conn)  # rows turn `sending` here: before the wire
             turn.counted += self._record(conn, results)

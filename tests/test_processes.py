@@ -1,0 +1,102 @@
+"""Delivery processes (docs/delivery.md "Delivery processes"): render processes forked by
+the sender make the very mails the sender would, fail the same rows, are replaced by the
+sender when one dies, and end with it. The crash suites with several processes are in
+tests/test_crash.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SETTINGS, Workspace
+from tests.smtp_server import FaultServer
+from tests.test_crash import _plan_only, _processes_of
+from tests.test_delivery import KEY, send, shop, states
+from tests.test_send_edges import NOW_UTC
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _rename(engine: Any, table: str, to: str) -> None:
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE {table} RENAME TO {to}"))
+
+
+def test_render_processes_make_the_senders_mails_and_one_that_dies_is_replaced(
+        db: Workspace) -> None:
+    from mailer.delivery.processes import RenderPool
+    from mailer.delivery.worker import Renderer
+    from mailer.store.db import DatabaseError
+    from mailer.store.ledger import claim, new_owner
+
+    addresses = [f"r{n:02d}@example.com" for n in range(9)] + ["zero@example.com"]
+    shop(db, addresses)
+    assert _plan_only(db) == len(addresses)
+    engine = db.engine()
+    try:
+        rows = claim(engine, new_owner(), NOW_UTC, 100)
+        here = Renderer(engine, KEY).render_batch(rows, NOW_UTC)
+        pool = RenderPool(Renderer(engine, KEY), 3)
+        try:
+            children = [child.pid for child in pool._children]
+            assert pool.size == 3 and all(_alive(pid) for pid in children)
+            there = pool.render_batch(rows, NOW_UTC)
+            # a stop asked: every child stops between rows, all rows are left
+            stopped = pool.render_batch(rows, NOW_UTC, stop=lambda: True)
+            assert stopped.left == list(rows) and not stopped.ready and not stopped.failed
+            # a database error in a child goes up as the sender's own would (it backs off)
+            _rename(engine, "customers", "customers_away")
+            with pytest.raises(DatabaseError, match="a render process"):
+                pool.render_batch(rows, NOW_UTC)
+            _rename(engine, "customers_away", "customers")
+            os.kill(children[0], signal.SIGKILL)  # its next slice is rendered here
+            again = pool.render_batch(rows, NOW_UTC)
+            assert pool.size == 2
+        finally:
+            pool.close()
+        assert not any(_alive(pid) for pid in children)  # closed: ended and reaped
+    finally:
+        engine.dispose()
+    for rendering in (there, again):
+        assert [r.row.id for r in rendering.ready] == [r.row.id for r in here.ready]
+        assert [r.message for r in rendering.ready] == [r.message for r in here.ready]
+        assert rendering.failed == here.failed and not rendering.left
+    [(_, failed)] = here.failed
+    assert failed["status"] == "failed" and failed["reason"].startswith(
+        "render_error: ") and "division" in failed["reason"]
+
+
+@pytest.mark.parametrize("processes", [1, 3])
+def test_a_send_with_render_processes_delivers_each_mail_once_and_leaves_none_behind(
+        db: Workspace, processes: int) -> None:
+    addresses = [f"p{n:03d}@example.com" for n in range(60)] + ["zero@example.com"]
+    shop(db, addresses, settings=SETTINGS + "delivery: {concurrency: 4, rate_per_second: 1000, "
+                                            f"processes: {processes}}}\n")
+    with FaultServer() as server:
+        result = send(db, server, "note")
+    assert result["sent"] == 60 and result["failed"] == 1 and result["waiting"] == 0
+    assert sorted(c.recipient for c in server.caught) == addresses[:-1]
+    assert states(db)["zero@example.com"] == "failed"
+    assert db.query("SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL")[0][0] == 0
+    assert not _processes_of(db.root)
+
+
+def test_processes_must_be_a_positive_number_or_auto(ws: Workspace) -> None:
+    for value in ("0", "many", "1.5"):
+        ws.write("mailer.yaml", SETTINGS + f"delivery: {{processes: {value}}}\n")
+        result = ws.run("validate")
+        assert result.code == 1
+        assert "mailer.yaml:5: delivery.processes: should be a whole number from 1 to 64, " \
+               "or auto" in result.stdout + result.stderr
