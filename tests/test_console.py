@@ -333,6 +333,15 @@ def test_every_page_answers_json_with_a_session(console: Console) -> None:
     assert sum(day["sent"] for day in report["timeline"]) == report["sent"]
     status, _, body, _ = console.request("GET", "/campaigns/no-such?format=json", cookie=cookie)
     assert status == 404 and "no-such" in json.loads(body)["error"]["message"]
+    # the forecast is computed in the background, its page never waits for it
+    deadline = time.monotonic() + 300
+    while True:
+        forecast = json.loads(console.request("GET", "/forecast?format=json", cookie=cookie)[2])
+        if forecast["computed_at"] is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # polling a state the server reports, up to the deadline
+    assert forecast["computed_at"] is not None and len(forecast["days"]) == 30
+    assert "caps_hit" in forecast and forecast["from"].startswith("2026-12-01T")
 
 
 # --- in the browser -----------------------------------------------------------------------

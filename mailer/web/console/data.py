@@ -33,6 +33,7 @@ class Store:
     clock: Clock
     # figures that cost more than a query: name -> (computed at, document)
     computed: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
+    computing: dict[str, datetime] = field(default_factory=dict)  # name -> since when
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def now(self) -> datetime:
@@ -46,6 +47,29 @@ class Store:
             if fresh or name not in self.computed:
                 self.computed[name] = (self.now(), compute())
             return self.computed[name]
+
+    def kept_later(self, name: str, compute: Callable[[], Any], *, fresh: bool = False
+                   ) -> tuple[datetime, Any] | None:
+        """The figure NAME as last computed, or None while it is computed for the first
+        time in a thread of its own (started here when it is not yet, or when FRESH): a
+        page never waits for a simulation."""
+        with self._lock:
+            found = self.computed.get(name)
+            if (found is not None and not fresh) or name in self.computing:
+                return found
+            self.computing[name] = self.now()
+
+        def work() -> None:
+            try:
+                value = compute()
+                with self._lock:
+                    self.computed[name] = (self.now(), value)
+            finally:
+                with self._lock:
+                    self.computing.pop(name, None)
+
+        threading.Thread(target=work, name=f"mailer-console-{name}", daemon=True).start()
+        return found
 
 
 def _campaigns_and_segments(store: Store) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -136,8 +160,9 @@ FORECAST_DAYS = 30
 
 
 def forecast(store: Store, *, fresh: bool = False) -> tuple[dict[str, Any], Any]:
-    """The next 30 days simulated (as `mailer forecast --days 30 --json`), computed once
-    and kept with its time until refreshed; the Forecast itself for the chart."""
+    """The next 30 days simulated (as `mailer forecast --days 30 --json`), computed in the
+    background once and kept with its time until refreshed; the Forecast itself for the
+    chart (None while the first computation runs: the document says `computing`)."""
     def compute() -> tuple[dict[str, Any], Any]:
         from mailer.app.forecast import run_forecast
         from mailer.config.workspace import load_valid_workspace
@@ -154,8 +179,14 @@ def forecast(store: Store, *, fresh: bool = False) -> tuple[dict[str, Any], Any]
                     "seconds": round(time.monotonic() - began, 2)}
         return document, result
 
-    at, (document, result) = store.kept("forecast", compute, fresh=fresh)
-    return {"computed_at": iso_z(at), **document}, result
+    found = store.kept_later("forecast", compute, fresh=fresh)
+    since = store.computing.get("forecast")
+    state = {"computing": since is not None,
+             "computing_since": iso_z(since) if since is not None else None}
+    if found is None:
+        return {"computed_at": None, **state}, None
+    at, (document, result) = found
+    return {"computed_at": iso_z(at), **state, **document}, result
 
 
 def surveys(store: Store) -> dict[str, Any]:

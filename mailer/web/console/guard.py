@@ -18,13 +18,13 @@ from urllib.parse import quote
 from aiohttp import web
 
 from mailer.web.console.auth import COOKIE, LOGIN_COOKIE, Keys, Session
-from mailer.web.listener import HEADERS, SERVER
+from mailer.web.listener import HEADERS, SERVER, Connection
 
 log = logging.getLogger("mailer.console")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KEYS = web.AppKey("console_keys", Keys)
-PUBLIC = frozenset({"/login"})  # the only paths answered without a session
+PUBLIC = frozenset({"/login", "/favicon.ico"})  # the only paths answered without a session
 # No script at all; inline styles (the pages' one <style>), inline SVG charts, the
 # preview's mail in a frame of our own (which gets FRAME_HEADERS).
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -53,6 +53,19 @@ def session_of(request: web.Request) -> Session | None:
 
 @web.middleware
 async def logged_in(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The session, then the CSRF token of a POST; the connection is busy meanwhile (its
+    deadline for headers stops while the answer is worked out)."""
+    connection = request.protocol if isinstance(request.protocol, Connection) else None
+    if connection is not None:
+        connection.request_started()
+    try:
+        return await _logged_in(request, handler)
+    finally:
+        if connection is not None:
+            connection.request_finished()
+
+
+async def _logged_in(request: web.Request, handler: Handler) -> web.StreamResponse:
     keys = request.app[KEYS]
     found = keys.session(request.cookies.get(COOKIE))
     request["session"] = found

@@ -177,7 +177,11 @@ async def login_page(request: web.Request, problem: str | None = None,
     console = request.app[CONSOLE]
     import secrets
 
-    nonce = secrets.token_urlsafe(16)
+    # the nonce of an earlier login page stays (another tab, the browser's own requests
+    # for an icon sent here): its form must keep working
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    if not (16 <= len(nonce) <= 64 and nonce.replace("-", "").replace("_", "").isalnum()):
+        nonce = secrets.token_urlsafe(16)
     body = console.templates.get_template("login.html").render(
         user=None, csrf=console.keys.form_token(nonce), path="/login", outbox=False,
         store=console.store.settings.store.name, next=_next(request.query.get("next")),
@@ -222,6 +226,10 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 # --- the pages ----------------------------------------------------------------------------
+
+async def no_icon(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=404, text="No icon.\n")
+
 
 async def home(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/campaigns")
@@ -274,6 +282,9 @@ async def forecast_page(request: web.Request) -> web.StreamResponse:
     document, result = await console.run(data.forecast, console.store)
     if wants_json(request):
         return web.json_response(document, dumps=_dumps)
+    if result is None:
+        return render(request, "forecast.html", document=document, chart=None, days=[],
+                      topics={}, title="Forecast")
     from mailer.app.charts import forecast_chart, inline_svg
 
     chart = await console.run(inline_svg, lambda path: forecast_chart(result, path),
@@ -379,7 +390,7 @@ def _problem(request: web.Request, status: int, message: str) -> web.Response:
 Route = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
 ROUTES: list[Route] = [
     ("GET", "/login", login_page), ("POST", "/login", login_post),
-    ("POST", "/logout", logout), ("GET", "/", home),
+    ("POST", "/logout", logout), ("GET", "/", home), ("GET", "/favicon.ico", no_icon),
     ("GET", "/campaigns", campaigns_page), ("GET", "/campaigns/{campaign}", report_page),
     ("GET", "/customers", customers_page), ("GET", "/customers/{who}", card_page),
     ("GET", "/segments", segments_page),
