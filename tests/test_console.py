@@ -217,7 +217,7 @@ def test_forged_expired_and_other_purpose_cookies_are_refused(console: Console) 
 
 
 def test_the_session_cookie_is_httponly_strict_and_expires(console: Console) -> None:
-    status, _, page, cookies = console.request("GET", "/login")
+    _, _, page, cookies = console.request("GET", "/login")
     nonce = next(c for c in cookies if c.startswith("mailer_console_login="))
     token = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
     _, headers, _, cookies = console.request(

@@ -582,7 +582,8 @@ def _starts_with(conn: Connection, column: Any, prefix: str) -> ColumnElement[bo
     one higher."""
     if is_server(conn):
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return column.like(escaped + "%", escape="\\")
+        matches: ColumnElement[bool] = column.like(escaped + "%", escape="\\")
+        return matches
     upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
     return and_(column >= prefix, column < upper)
 

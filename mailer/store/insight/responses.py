@@ -262,6 +262,6 @@ def comment_scores(conn: Connection, survey: str, comments: Sequence[tuple[str, 
     found: dict[tuple[str, str], dict[str, float]] = {}
     for who, at, question, value in conn.execute(query):
         key = (str(who), iso_z(at))
-        if key in wanted:
+        if key in wanted and value is not None:
             found.setdefault(key, {})[str(question)] = float(value)
     return found

@@ -19,8 +19,8 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from mailer.core.errors import UserError
 from mailer.mail.links import Claims, InvalidLink, sign, verify
