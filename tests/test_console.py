@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import mailbox
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -43,17 +45,18 @@ XSS_COMMENT = "<script>document.title='pwned'</script>Arrived a week late, box c
 XSS_SUBJECT = "<b>Bold</b> <script>document.title='pwned'</script> deal"
 PAGES = ["/campaigns", "/campaigns/black-friday", "/customers?q=c0001",
          "/customers/C000123", "/segments", "/forecast", "/surveys", "/preview",
-         "/preview/black-friday", "/preview/black-friday/1"]
+         "/preview/black-friday", "/preview/black-friday/1", "/outbox", "/outbox?q=30%25"]
 
 
 def _at(value: str) -> datetime:
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
-def _build(shop: Workspace) -> None:
-    """A store like the demo's: 200 customers, Black Friday sent, what readers did."""
+def _build(shop: Workspace, outbox: Path) -> None:
+    """A store like the demo's: 150 customers, Black Friday sent (the mails also in the
+    Maildir OUTBOX, as `mailer sink` keeps them, with one hostile mail), what readers did."""
     assert shop.run("db", "upgrade").code == 0
-    made = shop.run("demo-data", "--customers", "200", "--seed", "7", "--now",
+    made = shop.run("demo-data", "--customers", "150", "--seed", "7", "--now",
                     "2026-11-23T10:00")
     assert made.code == 0, made.stderr
     shop.write("campaigns/xss-note.yaml", (
@@ -64,6 +67,18 @@ def _build(shop: Workspace) -> None:
         shop.env.update({"MAILER_SMTP_URL": server.url, "MAILER_SECRET_KEY": KEY})
         swept = shop.run("run", "--once", "--now", "2026-11-27T10:00")
         assert swept.code == 0, swept.stderr
+        box = mailbox.Maildir(str(outbox), create=True)
+        for caught in server.caught:
+            box.add(caught.data)
+    hostile = EmailMessage()
+    hostile["From"], hostile["To"], hostile["Subject"] = ("a@shop.example", "b@example.com",
+                                                          XSS_SUBJECT)
+    hostile["Date"] = "Sat, 28 Nov 2026 09:00:00 +0000"
+    hostile.set_content("Hello https://shop.example/only-in-text\n")
+    hostile.add_alternative("<p>Hi<script>document.title='pwned'</script>"
+                            '<img src="https://tracker.example/p.gif" id="remote"></p>',
+                            subtype="html")
+    box.add(bytes(hostile))
     engine = shop.engine()
     try:
         with engine.begin() as conn:
@@ -144,7 +159,7 @@ def console(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         created = Workspace(folder, None).run("init", "shop")
         assert created.code == 0, created.stderr
         shop = Workspace(folder / "shop", database)
-        _build(shop)
+        _build(shop, folder / "outbox")
         log = folder / "console.log"
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAILER_")},
                "MAILER_SECRET_KEY": KEY, "MAILER_CONSOLE_USERS": f"ann:{HASH}",
@@ -152,8 +167,8 @@ def console(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         with log.open("w") as errors:
             process = subprocess.Popen(
                 [sys.executable, "-m", "mailer.cli", "--workspace", str(shop.root), "console",
-                 "--port", "0", "--now", NOW], stdout=subprocess.PIPE, stderr=errors,
-                text=True, env=env)
+                 "--port", "0", "--now", NOW, "--outbox", str(folder / "outbox")],
+                stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
             assert process.stdout is not None
             first = process.stdout.readline()
             assert first.startswith("listening on 127.0.0.1:"), log.read_text()
@@ -333,15 +348,38 @@ def test_every_page_answers_json_with_a_session(console: Console) -> None:
     assert sum(day["sent"] for day in report["timeline"]) == report["sent"]
     status, _, body, _ = console.request("GET", "/campaigns/no-such?format=json", cookie=cookie)
     assert status == 404 and "no-such" in json.loads(body)["error"]["message"]
-    # the forecast is computed in the background, its page never waits for it
-    deadline = time.monotonic() + 300
-    while True:
-        forecast = json.loads(console.request("GET", "/forecast?format=json", cookie=cookie)[2])
-        if forecast["computed_at"] is not None or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)  # polling a state the server reports, up to the deadline
-    assert forecast["computed_at"] is not None and len(forecast["days"]) == 30
-    assert "caps_hit" in forecast and forecast["from"].startswith("2026-12-01T")
+
+
+def test_the_outbox_lists_searches_shows_and_checks_caught_mails(console: Console) -> None:
+    cookie = console.login()
+
+    def get(path: str) -> Any:
+        status, _, body, _ = console.request("GET", path, cookie=cookie)
+        assert status == 200, path
+        return json.loads(body)
+
+    listed = get("/outbox?format=json")
+    assert listed["total"] > 20 and listed["mails"][0]["subject"] == XSS_SUBJECT  # newest
+    friday = get("/outbox?format=json&q=ends+sunday")["mails"]
+    assert friday and all("ends Sunday" in m["subject"] for m in friday)
+    mail = get(f"/outbox/{friday[0]['id']}?format=json")
+    checks = {c["check"]: c for c in mail["checks"]}
+    assert checks["List-Unsubscribe-Post"]["ok"] and checks["DKIM-Signature"]["ok"] is False
+    # the demo's links are http://127.0.0.1:8080/…: a check a real store must pass
+    assert not checks["List-Unsubscribe"]["ok"]
+    assert checks["List-Unsubscribe"]["detail"].startswith("no https URL: <http://127.0.0.1")
+    hostile = get(f"/outbox/{listed['mails'][0]['id']}?format=json")
+    links = {c["check"]: c for c in hostile["checks"]}["links in HTML and text"]
+    assert links["only_text"] == ["https://shop.example/only-in-text"]
+    status, headers, body, _ = console.request("GET", f"/outbox/{hostile['id']}/html",
+                                               cookie=cookie)
+    assert status == 200 and "sandbox" in headers["content-security-policy"]
+    assert "img-src data:" in headers["content-security-policy"]
+    status, headers, body, _ = console.request("GET", f"/outbox/{hostile['id']}/raw",
+                                               cookie=cookie)
+    assert headers["content-type"].startswith("text/plain") and "Subject:" in body
+    for bad in ("..%2F..%2Fmailer.yaml", "nothing", "%2Fetc%2Fpasswd"):
+        assert console.request("GET", f"/outbox/{bad}?format=json", cookie=cookie)[0] == 404
 
 
 # --- in the browser -----------------------------------------------------------------------
@@ -407,6 +445,17 @@ def test_a_marketer_answers_three_questions_from_the_pages(console: Console) -> 
             page.goto(console.base + "/preview/xss-note")
             page.wait_for_selector("#samples")
             assert XSS_SUBJECT in page.locator("#samples").inner_text()
+            # a hostile caught mail: its subject is text, its HTML sandboxed, no remote image
+            remote: list[str] = []
+            page.on("request", lambda sent: remote.append(sent.url)
+                    if "tracker.example" in sent.url else None)
+            page.goto(console.base + "/outbox")
+            page.locator("#mails a", has_text="deal").first.click()
+            page.wait_for_selector("#checks")
+            assert XSS_SUBJECT in page.locator("#subject").inner_text()
+            assert page.locator("iframe#html").get_attribute("sandbox") == ""
+            page.frame_locator("iframe#html").locator("#remote").wait_for(state="attached")
+            assert remote == []
             assert page.title() != "pwned" and dialogs == []
             # every page at both widths
             for label, (width, height) in WIDTHS.items():
@@ -450,3 +499,19 @@ def test_hash_password_reads_standard_input_never_an_argument(ws: Workspace) -> 
     assert not login(users, "nobody", "s3cret-enough")
     assert ws.run("console", "hash-password", "s3cret-enough").code == 2  # no argument
     assert ws.run("console", "hash-password", stdin="short\n").code == 1
+
+
+def test_the_forecast_is_computed_in_the_background_from_the_start(console: Console) -> None:
+    """Last in the module: the console began the simulation when it started."""
+    cookie = console.login()
+    deadline = time.monotonic() + 600
+    while True:
+        forecast = json.loads(console.request("GET", "/forecast?format=json", cookie=cookie)[2])
+        if forecast["computed_at"] is not None or time.monotonic() > deadline:
+            break
+        assert forecast["computing"] is True
+        time.sleep(0.5)  # polling a state the server reports, up to the deadline
+    assert forecast["computed_at"] is not None and len(forecast["days"]) == 30
+    assert "caps_hit" in forecast and forecast["from"].startswith("2026-12-01T")
+    status, _, page, _ = console.request("GET", "/forecast", cookie=cookie)
+    assert status == 200 and "Caps that hold people back" in page and "<svg" in page

@@ -43,6 +43,7 @@ from mailer.web.console.guard import (
     session_of,
     wants_json,
 )
+from mailer.web.console.outbox import Outbox
 
 log = logging.getLogger("mailer.console")
 T = TypeVar("T")
@@ -58,7 +59,7 @@ class Console:
         self.users = users
         self.keys = keys
         self.throttle = throttle or Throttle()
-        self.outbox = outbox
+        self.outbox = Outbox(outbox) if outbox is not None else None
         self.threads = ThreadPoolExecutor(4, thread_name_prefix="mailer-console")
         self.logins = asyncio.Semaphore(1)  # one scrypt at a time: 128 MiB at most
         self.locale = reader_locale(None, store.settings.store.locale)
@@ -358,6 +359,46 @@ async def preview_html(request: web.Request) -> web.StreamResponse:
                         headers=FRAME_HEADERS)
 
 
+# --- the outbox (a `mailer sink` Maildir) ------------------------------------------------
+
+def _outbox(request: web.Request) -> Outbox:
+    found = request.app[CONSOLE].outbox
+    if found is None:
+        raise NotFoundError("no outbox: start the console with --outbox DIR (a mailer sink "
+                            "Maildir)")
+    return found
+
+
+async def outbox_page(request: web.Request) -> web.StreamResponse:
+    console, outbox = request.app[CONSOLE], _outbox(request)
+    offset = request.query.get("offset", "0")
+    start = int(offset) if offset.isdigit() and len(offset) < 9 else 0
+    document = await console.run(outbox.mails, request.query.get("q", ""), offset=start)
+    return answer(request, document, "outbox.html", title="Outbox")
+
+
+async def outbox_mail(request: web.Request) -> web.StreamResponse:
+    console, outbox = request.app[CONSOLE], _outbox(request)
+    document, _ = await console.run(outbox.mail, request.match_info["mail"])
+    return answer(request, document, "outbox_mail.html", title=document["subject"] or "(none)")
+
+
+async def outbox_html(request: web.Request) -> web.StreamResponse:
+    console, outbox = request.app[CONSOLE], _outbox(request)
+    _, html = await console.run(outbox.mail, request.match_info["mail"])
+    if html is None:
+        raise NotFoundError("this mail has no HTML part")
+    return web.Response(text=html, content_type="text/html", charset="utf-8",
+                        headers=FRAME_HEADERS)
+
+
+async def outbox_raw(request: web.Request) -> web.StreamResponse:
+    console, outbox = request.app[CONSOLE], _outbox(request)
+    data = await console.run(outbox.raw, request.match_info["mail"])
+    # as text, never as a page or a download the browser would open as mail
+    return web.Response(body=data, content_type="text/plain", charset="utf-8")
+
+
 # --- errors ------------------------------------------------------------------------------
 
 @web.middleware
@@ -399,6 +440,8 @@ ROUTES: list[Route] = [
     ("GET", "/preview", preview_index), ("GET", "/preview/{campaign}", preview_campaign),
     ("GET", "/preview/{campaign}/{n}", preview_mail),
     ("GET", "/preview/{campaign}/{n}/html", preview_html),
+    ("GET", "/outbox", outbox_page), ("GET", "/outbox/{mail}", outbox_mail),
+    ("GET", "/outbox/{mail}/html", outbox_html), ("GET", "/outbox/{mail}/raw", outbox_raw),
 ]
 
 
