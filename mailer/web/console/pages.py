@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import date, datetime
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
@@ -26,13 +26,10 @@ from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
-from babel import Locale
-from babel.dates import format_date, format_datetime
-from babel.numbers import format_decimal, format_percent
 
-from mailer.core.clock import zone
 from mailer.core.errors import MailerError, NotFoundError, UserError
-from mailer.mail.formats import reader_locale
+from mailer.mail import formats
+from mailer.mail.formats import Locale, reader_locale
 from mailer.web.console import data
 from mailer.web.console.auth import COOKIE, LOGIN_COOKIE, Keys, Throttle, login
 from mailer.web.console.guard import (
@@ -78,30 +75,23 @@ CONSOLE = web.AppKey("console", Console)
 
 
 def _filters(locale: Locale, tz_name: str) -> dict[str, Callable[..., str]]:
-    tz = zone(tz_name)
-
     def when(value: str | datetime | None) -> str:
         if value is None:
             return "—"
         moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-        return str(format_datetime(moment.astimezone(tz), "medium", locale=locale))
+        return formats.local_datetime(moment, "medium", locale, tz_name)
 
     def day(value: str | None) -> str:
         if not value:
             return "—"
-        return str(format_date(datetime.fromisoformat(value).date(), "medium", locale=locale))
+        return formats.local_date(date.fromisoformat(value[:10]), "medium", locale, tz_name)
 
     def number(value: float | int | None, places: int = 0) -> str:
-        if value is None:
-            return "—"
-        return str(format_decimal(value, format=f"#,##0.{'0' * places}" if places else
-                                  "#,##0", locale=locale))
+        return "—" if value is None else formats.fixed(value, places, locale)
 
     def percent(value: float | None, places: int = 1) -> str:
         """A share 0-1 as a percentage."""
-        if value is None:
-            return "—"
-        return str(format_percent(value, format=f"#,##0.{'0' * places}%", locale=locale))
+        return "—" if value is None else formats.share(value, places, locale)
 
     def rate(part: int, whole: int) -> str:
         return "—" if not whole else percent(part / whole)
