@@ -81,12 +81,16 @@ def _campaigns_and_segments(store: Store) -> tuple[dict[str, Any], dict[str, Any
 
 
 def campaigns(store: Store) -> dict[str, Any]:
-    """The `mailer campaigns --json` document, at the console's now."""
+    """The `mailer campaigns --json` document at the console's now; the audiences are the
+    segment sizes the console keeps (`segments`), null until they are first computed."""
     from mailer.app.campaigns import overview
 
     now = store.now()
-    found = overview(store.root, store.settings, store.engine, now)
-    return {"now": iso_z(now), "campaigns": [line.as_json() for line in found]}
+    sizes = segments(store)
+    audiences = {s["segment"]: s["count"] for s in sizes.get("segments", [])}
+    found = overview(store.root, store.settings, store.engine, now, audiences=audiences)
+    return {"now": iso_z(now), "audiences_at": sizes["computed_at"],
+            "campaigns": [line.as_json() for line in found]}
 
 
 def report(store: Store, campaign: str) -> tuple[dict[str, Any], Any, dict[int, str]]:
@@ -137,23 +141,34 @@ def customer(store: Store, who: str) -> dict[str, Any]:
     return found
 
 
-def segments(store: Store) -> dict[str, Any]:
-    """Every segment with its size and its funnel (customers left after each condition)."""
-    from mailer.config.workspace import load_segments
-    from mailer.segments.runner import count, funnel, scope_for
+def segments(store: Store, *, fresh: bool = False) -> dict[str, Any]:
+    """Every segment with its size and its funnel (customers left after each condition):
+    whole-store counts, so computed in the background and kept with their time."""
+    def compute() -> dict[str, Any]:
+        from mailer.config.workspace import load_segments
+        from mailer.segments.runner import count, funnel, scope_for
 
-    specs, problems = load_segments(store.root)
-    now = store.now()
-    scope = scope_for(store.settings, now, store.engine)
-    rows = []
-    for name, spec in specs.items():
-        steps = funnel(store.engine, specs, name, scope)
-        rows.append({"segment": name, "description": spec.description,
-                     "count": count(store.engine, specs, name, scope),
-                     "funnel": [{"condition": s.condition, "line": s.line,
-                                 "remaining": s.remaining} for s in steps]})
-    return {"now": iso_z(now), "segments": rows,
-            "problems": [str(p) for p in problems if not p.warning]}
+        specs, problems = load_segments(store.root)
+        now = store.now()
+        scope = scope_for(store.settings, now, store.engine)
+        rows = []
+        for name, spec in specs.items():
+            steps = funnel(store.engine, specs, name, scope)
+            rows.append({"segment": name, "description": spec.description,
+                         "count": count(store.engine, specs, name, scope),
+                         "funnel": [{"condition": s.condition, "line": s.line,
+                                     "remaining": s.remaining} for s in steps]})
+        return {"as_of": iso_z(now), "segments": rows,
+                "problems": [str(p) for p in problems if not p.warning]}
+
+    found = store.kept_later("segments", compute, fresh=fresh)
+    since = store.computing.get("segments")
+    state = {"computing": since is not None,
+             "computing_since": iso_z(since) if since is not None else None}
+    if found is None:
+        return {"computed_at": None, **state}
+    at, document = found
+    return {"computed_at": iso_z(at), **state, **document}
 
 
 FORECAST_DAYS = 30

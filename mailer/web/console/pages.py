@@ -268,6 +268,12 @@ async def segments_page(request: web.Request) -> web.StreamResponse:
     return answer(request, document, "segments.html", title="Segments")
 
 
+async def segments_refresh(request: web.Request) -> web.StreamResponse:
+    console = request.app[CONSOLE]
+    await console.run(data.segments, console.store, fresh=True)
+    return _see_other("/segments")
+
+
 async def forecast_page(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
     document, result = await console.run(data.forecast, console.store)
@@ -292,7 +298,7 @@ async def forecast_page(request: web.Request) -> web.StreamResponse:
 async def forecast_refresh(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
     await console.run(data.forecast, console.store, fresh=True)
-    raise web.HTTPSeeOther("/forecast")
+    return _see_other("/forecast")
 
 
 async def surveys_page(request: web.Request) -> web.StreamResponse:
@@ -424,7 +430,7 @@ ROUTES: list[Route] = [
     ("POST", "/logout", logout), ("GET", "/", home), ("GET", "/favicon.ico", no_icon),
     ("GET", "/campaigns", campaigns_page), ("GET", "/campaigns/{campaign}", report_page),
     ("GET", "/customers", customers_page), ("GET", "/customers/{who}", card_page),
-    ("GET", "/segments", segments_page),
+    ("GET", "/segments", segments_page), ("POST", "/segments/refresh", segments_refresh),
     ("GET", "/forecast", forecast_page), ("POST", "/forecast/refresh", forecast_refresh),
     ("GET", "/surveys", surveys_page),
     ("GET", "/preview", preview_index), ("GET", "/preview/{campaign}", preview_campaign),

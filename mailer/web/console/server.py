@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from mailer.web.console.data import forecast
+from mailer.web.console.data import forecast, segments
 from mailer.web.console.guard import logged_in, secured
 from mailer.web.console.pages import CONSOLE, Console, add_routes, problems
 from mailer.web.listener import Limits, listen
@@ -37,6 +37,7 @@ async def serve(console: Console, host: str, port: int, say: Callable[[str], Non
     say(f"listening on {bound[0]}:{bound[1]}")
     # what costs more than a query starts now, in the background: the pages show it
     # when it is ready, with its time
+    segments(console.store)
     forecast(console.store)
     try:
         await stop.wait()
