@@ -25,7 +25,7 @@ DEMO_LATER := 2026-12-01T12:00
 DEMO_SWEEPS := 2026-11-23T11:00 2026-11-24T18:05 2026-11-25T10:00 2026-11-26T18:00 \
 	2026-11-27T10:00 2026-11-28T20:05 2026-11-29T07:30 2026-12-01T10:00
 
-.PHONY: demo test test-fast lint bench soak clean
+.PHONY: demo console test test-fast lint bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -132,6 +132,22 @@ demo: $(STAMP)
 	@echo "== an opt-out, then the store's status"
 	@$(MAILER) unsubscribe someone@example.com
 	@$(MAILER) status
+	@echo "== the console: \`make console\`, then open http://127.0.0.1:$(CONSOLE_PORT)/ as $(CONSOLE_USER), password $(CONSOLE_PASSWORD)"
+
+# The console on the demo workspace as of the demo's last moment (run `make demo` first).
+# Its one user is $(CONSOLE_USER) with a demo password, hashed here (a real console takes
+# MAILER_CONSOLE_USERS; set it to use your own users instead). Ctrl-C stops it.
+CONSOLE_PORT ?= 8090
+CONSOLE_USER := demo
+CONSOLE_PASSWORD := demo-console
+console: $(STAMP)
+	@test -f $(DEMO)/mailer.yaml || { echo "no demo workspace: run \`make demo\` first"; exit 1; }
+	@hash=$$(echo $(CONSOLE_PASSWORD) | $(BIN)/mailer console hash-password) || exit 1; \
+	echo "log in as $(CONSOLE_USER), password $(CONSOLE_PASSWORD), at http://127.0.0.1:$(CONSOLE_PORT)/"; \
+	$(CLEAN_ENV) MAILER_SECRET_KEY=demo-only-secret \
+		MAILER_CONSOLE_USERS="$${MAILER_CONSOLE_USERS:-$(CONSOLE_USER):$$hash}" \
+		$(abspath $(BIN))/mailer --workspace $(abspath $(DEMO)) console --port $(CONSOLE_PORT) \
+		--now $(DEMO_LATER) --outbox $(abspath $(DEMO))/outbox
 
 # PostgreSQL figures need BENCH_POSTGRES_URL (an empty database; it is emptied again).
 bench: $(STAMP)

@@ -7,6 +7,7 @@ or has rows that may still go out, else `scheduled`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -82,8 +83,11 @@ def _readable(root: Path, relative: str) -> tuple[str | None, str | None]:
             trigger if trigger in TRIGGERS else None)
 
 
-def overview(root: Path, settings: Settings, engine: Engine, now: datetime) -> list[Overview]:
-    """Every campaign file of the workspace at ROOT, by id, as of NOW."""
+def overview(root: Path, settings: Settings, engine: Engine, now: datetime, *,
+             audiences: Mapping[str, int] | None = None) -> list[Overview]:
+    """Every campaign file of the workspace at ROOT, by id, as of NOW. AUDIENCES, segment
+    sizes computed before (the console keeps them), saves counting each segment; a
+    segment missing from them has no audience (None)."""
     specs, _ = load_segments(root)
     campaigns, problems = load_campaigns(root, set(specs))
     tz = zone(settings.timezone)
@@ -95,7 +99,7 @@ def overview(root: Path, settings: Settings, engine: Engine, now: datetime) -> l
         clicked = events.mails_with_event_by_campaign(conn, "click")
         unsubscribed = events.count_by_campaign(conn, "unsubscribe")
         last_planned = last_planned_by_campaign(conn)
-    audiences: dict[str, int] = {}  # by segment: campaigns often share one
+    counted: dict[str, int] = {}  # by segment: campaigns often share one
     found = []
     for slug, relative in campaign_files(root).items():
         counts = (sent.get(slug, 0), opened.get(slug, 0), clicked.get(slug, 0),
@@ -114,9 +118,13 @@ def overview(root: Path, settings: Settings, engine: Engine, now: datetime) -> l
             state = State.ENDED
         else:
             state = State.SCHEDULED
-        if spec.segment not in audiences:
-            audiences[spec.segment] = count(engine, specs, spec.segment, scope)
+        if audiences is not None:
+            audience = audiences.get(spec.segment)
+        else:
+            if spec.segment not in counted:
+                counted[spec.segment] = count(engine, specs, spec.segment, scope)
+            audience = counted[spec.segment]
         found.append(Overview(slug, spec.name, spec.trigger, state,
                               now if due else next_wakeup(spec, now, tz, zones),
-                              last_planned.get(slug), audiences[spec.segment], *counts))
+                              last_planned.get(slug), audience, *counts))
     return found

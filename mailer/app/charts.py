@@ -15,7 +15,7 @@ import html
 import io
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -432,3 +432,16 @@ def review_chart(campaigns: Sequence[Mapping[str, object]],
     scores.legend(frameon=False)
     _tidy(scores)
     return _svg(figure)
+
+
+def inline_svg(draw: Callable[[Path], None], label: str) -> str:
+    """The chart DRAW writes (report_chart, forecast_chart with their data bound) as an
+    `<svg>` element to put in a page (the console), labelled LABEL for screen readers."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mailer-chart-") as folder:
+        path = Path(folder) / "chart.svg"
+        draw(path)
+        drawn = path.read_text(encoding="utf-8")
+    return drawn[drawn.index("<svg"):].replace(
+        "<svg ", f'<svg role="img" aria-label="{html.escape(label)}" ', 1)

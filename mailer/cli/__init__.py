@@ -47,6 +47,7 @@ COMMANDS = {
     "bounces": ("mailer.cli.bounces_cmd:bounces", "Suppress addresses from bounce reports."),
     "serve": ("mailer.cli.serve_cmd:serve", "Unsubscribe, preferences, tracking and ratings."),
     "hooks": ("mailer.cli.hooks_cmd:hooks", "Replay saved webhook requests from the shop."),
+    "console": ("mailer.cli.console_cmd:console", "The marketer's console: pages and JSON."),
 }
 
 

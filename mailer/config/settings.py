@@ -500,6 +500,8 @@ ENVIRONMENT_DOCS = {
                                  "`POST /hooks/woocommerce`.",
     "MAILER_EVENTS_SECRET": "Checks `X-Mailer-Signature: sha256=…` of `POST /hooks/custom` "
                             "(never the link key).",
+    "MAILER_CONSOLE_USERS": "Who may log in to `mailer console`: whitespace-separated "
+                            "`name:hash` pairs, each hash from `mailer console hash-password`.",
 }
 
 
@@ -516,6 +518,7 @@ class Environment:
     workspace: str | None = None
     # webhook signing secrets by source (docs/events.md): shopify, woocommerce, custom
     hook_secrets: tuple[tuple[str, str], ...] = ()
+    console_users: str = ""  # MAILER_CONSOLE_USERS, parsed by mailer.web.console.auth
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Environment:
@@ -532,4 +535,5 @@ class Environment:
                 ("shopify", "MAILER_SHOPIFY_SECRET"),
                 ("woocommerce", "MAILER_WOOCOMMERCE_SECRET"),
                 ("custom", "MAILER_EVENTS_SECRET")) if env.get(name)),
+            console_users=env.get("MAILER_CONSOLE_USERS", ""),
         )

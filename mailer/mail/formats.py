@@ -16,9 +16,10 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from babel import Locale, UnknownLocaleError
+from babel import Locale as Locale  # re-exported: the console's pages name the type
+from babel import UnknownLocaleError
 from babel.dates import format_date, format_time
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import format_currency, format_decimal, format_percent
 from jinja2 import pass_context
 from jinja2.runtime import Context
 
@@ -72,6 +73,18 @@ def money(value: Decimal | int | float, currency: str, locale: Locale) -> str:
 
 def number(value: Decimal | int | float, locale: Locale) -> str:
     return str(format_decimal(_finite(value), locale=locale))
+
+
+def fixed(value: Decimal | int | float, places: int, locale: Locale) -> str:
+    """A number with PLACES decimals, grouped as the locale groups them (the console)."""
+    pattern = "#,##0." + "0" * places if places > 0 else "#,##0"
+    return str(format_decimal(_finite(value), format=pattern, locale=locale))
+
+
+def share(value: Decimal | int | float, places: int, locale: Locale) -> str:
+    """A share of 1 as a percentage with PLACES decimals: 0.125 -> `12.5%` (en)."""
+    pattern = "#,##0." + "0" * places + "%" if places > 0 else "#,##0%"
+    return str(format_percent(_finite(value), format=pattern, locale=locale))
 
 
 def local_date(value: date | datetime, style: str, locale: Locale, tz_name: str) -> str:

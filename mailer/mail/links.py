@@ -30,9 +30,12 @@ from mailer.core.errors import MailerError
 PREVIEW_KEY = "mailer-preview-only"
 
 # `click` signs one link's target; `clicks` is a mail's one token for the links its
-# campaign version holds (mailer.mail.tracking), naming that version
+# campaign version holds (mailer.mail.tracking), naming that version. The console's
+# session cookie and its form tokens (mailer.web.console.auth) are tokens of their own
+# purposes: no mail link ever opens the console, no console cookie is a link.
 PURPOSES = {"unsubscribe": "u", "preferences": "p", "browser": "b", "click": "c", "open": "o",
-            "rating": "r", "survey": "s", "keep_subscribed": "k", "clicks": "m"}
+            "rating": "r", "survey": "s", "keep_subscribed": "k", "clicks": "m",
+            "console_session": "CS", "console_form": "CF"}
 
 
 class InvalidLink(MailerError):

@@ -557,3 +557,50 @@ def paid_order_times(conn: Connection, default_zone: str, since: datetime,
     return [(str(z), placed) for z, placed in conn.execute(
         select(zone_of, Order.placed_at).join(Customer, Customer.id == Order.customer_id)
         .where(Order.status == "paid", Order.placed_at >= since, Order.placed_at < until))]
+
+
+@dataclass(frozen=True)
+class Found:
+    """A customer a console search found."""
+
+    store_id: str
+    email: str
+    first_name: str | None
+    last_name: str | None
+    consent: str
+
+
+# The columns a search reads by prefix, each with an index on its lower-case value
+# (migration 0020): the id, the folded address, the first and the last name.
+SEARCHED = ("store_id", "email_key", "first_name", "last_name")
+
+
+def _starts_with(conn: Connection, column: Any, prefix: str) -> ColumnElement[bool]:
+    """COLUMN begins with PREFIX (already lower-case), as its index can answer: LIKE on
+    PostgreSQL (a text_pattern_ops index), a range on SQLite (whose LIKE optimisation
+    does not reach an expression index); the upper end is PREFIX with its last character
+    one higher."""
+    if is_server(conn):
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        matches: ColumnElement[bool] = column.like(escaped + "%", escape="\\")
+        return matches
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return and_(column >= prefix, column < upper)
+
+
+def search(conn: Connection, text_: str, *, limit: int = 50) -> list[Found]:
+    """Customers whose store id, email or first or last name begins with TEXT_, ignoring
+    case (ASCII on SQLite, whose lower() folds no other letter), by store id; at most LIMIT."""
+    prefix = text_.strip().lower()
+    if not prefix:
+        return []
+    found: dict[str, Found] = {}
+    for name in SEARCHED:
+        column = getattr(Customer, name)
+        key = column if name == "email_key" else func.lower(column)
+        query = (select(Customer.store_id, Customer.email, Customer.first_name,
+                        Customer.last_name, Customer.consent)
+                 .where(_starts_with(conn, key, prefix)).order_by(key).limit(limit))
+        for row in conn.execute(query):
+            found.setdefault(row[0], Found(*row))
+    return [found[key] for key in sorted(found)][:limit]

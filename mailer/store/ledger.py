@@ -754,3 +754,13 @@ def pending_by_campaign(conn: Connection, now: datetime) -> dict[str, int]:
                  and_(Delivery.status.in_(DUE_STATES), Delivery.expires_at > now))
     return {str(campaign): int(n) for campaign, n in conn.execute(
         select(Delivery.campaign, func.count()).where(may_go).group_by(Delivery.campaign))}
+
+
+def sent_by_day(conn: Connection, campaign: str) -> list[tuple[str, int]]:
+    """(UTC day as YYYY-MM-DD, mails sent that day) of CAMPAIGN's rows, oldest first: the
+    timeline of its sends."""
+    day = func.date(Delivery.sent_at)
+    return [(str(on), int(n)) for on, n in conn.execute(
+        select(day, func.count()).where(Delivery.campaign == campaign,
+                                        Delivery.status == "sent")
+        .group_by(day).order_by(day))]

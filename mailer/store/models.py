@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -117,6 +118,17 @@ class Customer(Base):
     attributes_folded: Mapped[dict[str, Any] | None] = mapped_column(Json)
     # The shop's own updated_at of the last webhook written (an older one is ignored).
     source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# The console's customer search (migration 0020): prefixes of the lower-case id and names,
+# and of the folded address, with text_pattern_ops on PostgreSQL so LIKE 'abc%' uses them
+# under any collation (SQLite answers a range on them).
+for _name, _column in (("store_id", Customer.store_id), ("first_name", Customer.first_name),
+                       ("last_name", Customer.last_name)):
+    Index(f"ix_customers_{_name}_lower", func.lower(_column).label(f"{_name}_lower"),
+          postgresql_ops={f"{_name}_lower": "text_pattern_ops"})
+Index("ix_customers_email_key_prefix", Customer.email_key,
+      postgresql_ops={"email_key": "text_pattern_ops"})
 
 
 class Order(Base):

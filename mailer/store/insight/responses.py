@@ -237,3 +237,31 @@ def answers(conn: Connection, window: Window, *, batch: int = 10_000) -> Iterato
     for at, customer, campaign, occurrence, version, question, number, words in result:
         yield Row(at, str(customer), str(campaign), str(occurrence), str(version),
                   str(question), number, words)
+
+
+def comment_scores(conn: Connection, survey: str, comments: Sequence[tuple[str, str]]
+                   ) -> dict[tuple[str, str], dict[str, float]]:
+    """For comments (customer store id, ISO time), the numbers their reader answered in
+    the same mail's answers: question -> value (the console shows who was unhappy)."""
+    from sqlalchemy.orm import aliased
+
+    from mailer.core.clock import iso_z
+
+    if not comments:
+        return {}
+    said, scored = aliased(Response), aliased(Response)
+    query = (select(Customer.store_id, said.at, scored.question, scored.value_number)
+             .join(said, said.customer_id == Customer.id)
+             .join(scored, (scored.customer_id == said.customer_id)
+                   & (scored.campaign == said.campaign)
+                   & (scored.occurrence == said.occurrence) & (scored.survey == survey))
+             .where(said.survey == survey, said.value_text.is_not(None),
+                    scored.value_number.is_not(None),
+                    Customer.store_id.in_(sorted({who for who, _ in comments}))))
+    wanted = set(comments)
+    found: dict[tuple[str, str], dict[str, float]] = {}
+    for who, at, question, value in conn.execute(query):
+        key = (str(who), iso_z(at))
+        if key in wanted and value is not None:
+            found.setdefault(key, {})[str(question)] = float(value)
+    return found

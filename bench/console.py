@@ -1,0 +1,100 @@
+"""Console benchmark: the campaigns page, the customer search and the card of `mailer
+console`, beside a static aiohttp page, same run, p50 and p99.
+
+    python bench/console.py [--customers N] [--orders M] [--requests R] [--database-url URL]
+
+The store is the card benchmark's (bench/card.py: bench/segments.py's customers and
+orders plus ledger rows, events, consent and stage history; default 100,000 customers,
+`--customers 1000000 --orders 10000000` is the issue's 1M store); the workspace is the
+repository's (the demo's campaigns and segments). `mailer console` runs in its own
+process, logged in with a session cookie signed as the login form would; R requests per
+page, one at a time (a page's own latency, not a queue's), on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import time
+
+from card import extras
+from harness import ROOT, arguments, fresh_store, latency_row
+
+from segments import generate
+
+sys.path.insert(0, str(ROOT))
+
+from serve import HELLO, _start
+
+from mailer.mail.links import Claims, sign
+from mailer.web.console.auth import hash_password
+
+DATA = ROOT / "bench" / ".data" / "console"
+KEY = "bench-console-key"
+
+
+async def _get(port: int, paths: list[str], cookie: str) -> tuple[int, float, list[float]]:
+    import aiohttp
+
+    latencies: list[float] = []
+    started = time.perf_counter()
+    async with aiohttp.ClientSession(headers={"Cookie": cookie}) as session:
+        for path in paths:
+            began = time.perf_counter()
+            async with session.get(f"http://127.0.0.1:{port}{path}",
+                                   allow_redirects=False) as response:
+                await response.read()
+                if response.status != 200:
+                    raise SystemExit(f"{path}: {response.status}")
+            latencies.append((time.perf_counter() - began) * 1000)
+    return len(paths), time.perf_counter() - started, latencies
+
+
+def main() -> None:
+    parser = arguments(__doc__, {"--customers": 100_000, "--orders": 1_000_000,
+                                 "--requests": 50}, "bench/.data/console/")
+    options = parser.parse_args()
+    shutil.rmtree(DATA, ignore_errors=True)
+    DATA.mkdir(parents=True, exist_ok=True)
+    engine = fresh_store(options.database_url, DATA)
+    started = time.perf_counter()
+    generate(engine, options.customers, options.orders)
+    extras(engine, options.customers)
+    engine.dispose()
+    print(f"store: {options.customers:,} customers, {options.orders:,} orders "
+          f"({time.perf_counter() - started:.0f} s)")
+    url = options.database_url or f"sqlite:///{DATA / 'mailer.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env.update({"MAILER_DATABASE_URL": url, "MAILER_SECRET_KEY": KEY,
+                "MAILER_CONSOLE_USERS": f"bench:{hash_password('bench-password', n=2**14)}"})
+    console, port = _start([sys.executable, "-m", "mailer.cli", "--workspace", str(ROOT),
+                            "console", "--port", "0", "--now", "2026-11-23T10:00"], env)
+    hello, hello_port = _start([sys.executable, "-c", HELLO], env)
+    cookie = "mailer_console=" + sign(Claims("console_session", "bench",
+                                             str(int(time.time()) + 3600), "n"), KEY)
+    step = max(1, options.customers // options.requests)
+    pages = {
+        "static aiohttp page": (hello_port, ["/hello"] * options.requests),
+        "campaigns page": (port, ["/campaigns"] * options.requests),
+        "customer search (email prefix)": (port, [f"/customers?q=c{n}%40"
+                                                   for n in range(1, options.customers, step)]),
+        "customer card": (port, [f"/customers/c{n}%40example.com"
+                                 for n in range(1, options.customers, step)]),
+    }
+    try:
+        print(f"{'page':<36} {'requests':>8} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}")
+        for name, (at, paths) in pages.items():
+            asyncio.run(_get(at, paths[:1], cookie))  # warm: imports, first queries
+            print(latency_row(name, *asyncio.run(_get(at, paths, cookie))))
+    finally:
+        for process in (console, hello):
+            process.terminate()
+            process.wait(timeout=30)
+        if not options.keep:
+            shutil.rmtree(DATA, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""What each console page shows, as the JSON document its `?format=json` answers: plain
+dicts from the application layer (mailer.app), built in the console's database threads.
+The HTML pages (mailer.web.console.pages) render these same documents, so a page and its
+JSON never disagree. Times are ISO 8601 UTC here; the pages show them in store.locale.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mailer.config.settings import Settings
+from mailer.core.clock import Clock, iso_z
+from mailer.core.errors import NotFoundError
+from mailer.store.db import Engine
+
+SEARCH_LIMIT = 50  # customers a search lists
+SEARCH_LENGTH = 100  # characters of a search: an id, an address or a name
+
+
+@dataclass
+class Store:
+    """The workspace and database the console reads, and the figures it keeps."""
+
+    root: Path
+    settings: Settings
+    engine: Engine
+    clock: Clock
+    # figures that cost more than a query: name -> (computed at, document)
+    computed: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
+    computing: dict[str, datetime] = field(default_factory=dict)  # name -> since when
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def now(self) -> datetime:
+        return self.clock.now().replace(microsecond=0)
+
+    def kept(self, name: str, compute: Callable[[], Any], *, fresh: bool = False
+             ) -> tuple[datetime, Any]:
+        """The figure NAME as last computed (COMPUTE once, or again when FRESH), with the
+        time it was computed: one computation at a time."""
+        with self._lock:
+            if fresh or name not in self.computed:
+                self.computed[name] = (self.now(), compute())
+            return self.computed[name]
+
+    def kept_later(self, name: str, compute: Callable[[], Any], *, fresh: bool = False
+                   ) -> tuple[datetime, Any] | None:
+        """The figure NAME as last computed, or None while it is computed for the first
+        time in a thread of its own (started here when it is not yet, or when FRESH): a
+        page never waits for a simulation."""
+        with self._lock:
+            found = self.computed.get(name)
+            if (found is not None and not fresh) or name in self.computing:
+                return found
+            self.computing[name] = self.now()
+
+        def work() -> None:
+            try:
+                value = compute()
+                with self._lock:
+                    self.computed[name] = (self.now(), value)
+            finally:
+                with self._lock:
+                    self.computing.pop(name, None)
+
+        threading.Thread(target=work, name=f"mailer-console-{name}", daemon=True).start()
+        return found
+
+
+def _campaigns_and_segments(store: Store) -> tuple[dict[str, Any], dict[str, Any]]:
+    from mailer.config.workspace import load_campaigns, load_segments
+
+    specs, _ = load_segments(store.root)
+    campaigns, _ = load_campaigns(store.root, set(specs))
+    return specs, campaigns
+
+
+def campaigns(store: Store) -> dict[str, Any]:
+    """The `mailer campaigns --json` document at the console's now; the audiences are the
+    segment sizes the console keeps (`segments`), null until they are first computed."""
+    from mailer.app.campaigns import overview
+
+    now = store.now()
+    sizes = segments(store)
+    audiences = {s["segment"]: s["count"] for s in sizes.get("segments", [])}
+    found = overview(store.root, store.settings, store.engine, now, audiences=audiences)
+    return {"now": iso_z(now), "audiences_at": sizes["computed_at"],
+            "campaigns": [line.as_json() for line in found]}
+
+
+def report(store: Store, campaign: str) -> tuple[dict[str, Any], Any, dict[int, str]]:
+    """The `mailer report --json` document of CAMPAIGN plus its variants' subjects and the
+    timeline of its sends; the report itself (for the chart) and the subjects."""
+    from mailer.app.report import report_of
+    from mailer.segments.runner import memberships, scope_for
+    from mailer.store.ledger import sent_by_day
+
+    specs, loaded = _campaigns_and_segments(store)
+    known = sorted(path.stem for path in (store.root / "campaigns").glob("*.y*ml"))
+
+    def segments_of(ids: list[int]) -> dict[int, set[str]]:
+        scope = scope_for(store.settings, store.now(), store.engine)
+        return memberships(store.engine, specs, sorted(specs), scope, ids)
+
+    found = report_of(store.engine, campaign, known, segments_of)
+    spec = loaded.get(campaign)
+    subjects = dict(enumerate(spec.subject, start=1)) if spec is not None else {}
+    with store.engine.connect() as conn:
+        timeline = sent_by_day(conn, campaign)
+    document = found.as_json()
+    document["name"] = spec.name if spec is not None else None
+    for variant in document["variants"]:
+        variant["subject"] = subjects.get(variant["variant"])
+    document["timeline"] = [{"day": day, "sent": n} for day, n in timeline]
+    return document, found, subjects
+
+
+def search(store: Store, text: str) -> dict[str, Any]:
+    """Customers whose id, email or name begins with TEXT (any case)."""
+    from mailer.store.customers import search as find
+
+    text = text.strip()[:SEARCH_LENGTH]
+    with store.engine.connect() as conn:
+        found = find(conn, text, limit=SEARCH_LIMIT) if text else []
+    return {"q": text, "limit": SEARCH_LIMIT, "customers": [
+        {"id": f.store_id, "email": f.email, "first_name": f.first_name,
+         "last_name": f.last_name, "consent": f.consent} for f in found]}
+
+
+def customer(store: Store, who: str) -> dict[str, Any]:
+    """The `mailer customer --json` card of WHO (a store id, or an address with @)."""
+    from mailer.app.card import card
+
+    found: dict[str, Any] = card(store.engine, store.root, store.settings, store.now(),
+                                 who).as_json()
+    return found
+
+
+def segments(store: Store, *, fresh: bool = False) -> dict[str, Any]:
+    """Every segment with its size and its funnel (customers left after each condition):
+    whole-store counts, so computed in the background and kept with their time."""
+    def compute() -> dict[str, Any]:
+        from mailer.config.workspace import load_segments
+        from mailer.segments.runner import count, funnel, scope_for
+
+        specs, problems = load_segments(store.root)
+        now = store.now()
+        scope = scope_for(store.settings, now, store.engine)
+        rows = []
+        for name, spec in specs.items():
+            steps = funnel(store.engine, specs, name, scope)
+            rows.append({"segment": name, "description": spec.description,
+                         "count": count(store.engine, specs, name, scope),
+                         "funnel": [{"condition": s.condition, "line": s.line,
+                                     "remaining": s.remaining} for s in steps]})
+        return {"as_of": iso_z(now), "segments": rows,
+                "problems": [str(p) for p in problems if not p.warning]}
+
+    found = store.kept_later("segments", compute, fresh=fresh)
+    since = store.computing.get("segments")
+    state = {"computing": since is not None,
+             "computing_since": iso_z(since) if since is not None else None}
+    if found is None:
+        return {"computed_at": None, **state}
+    at, document = found
+    return {"computed_at": iso_z(at), **state, **document}
+
+
+FORECAST_DAYS = 30
+
+
+def forecast(store: Store, *, fresh: bool = False) -> tuple[dict[str, Any], Any]:
+    """The next 30 days simulated (as `mailer forecast --days 30 --json`), computed in the
+    background once and kept with its time until refreshed; the Forecast itself for the
+    chart (None while the first computation runs: the document says `computing`)."""
+    def compute() -> tuple[dict[str, Any], Any]:
+        from mailer.app.forecast import run_forecast
+        from mailer.config.workspace import load_valid_workspace
+        from mailer.mail.version import compile_version, definition
+
+        specs, loaded = load_valid_workspace(store.root)
+        start = store.now().replace(minute=0, second=0)
+        versions = {slug: definition(compile_version(slug, spec, store.root / "templates"),
+                                     store.root) for slug, spec in loaded.items()}
+        began = time.monotonic()
+        result = run_forecast(store.engine, specs, loaded, settings=store.settings,
+                              start=start, days=FORECAST_DAYS, versions=versions)
+        document = {"from": iso_z(start), **result.as_json(sorted(loaded)),
+                    "seconds": round(time.monotonic() - began, 2)}
+        return document, result
+
+    found = store.kept_later("forecast", compute, fresh=fresh)
+    since = store.computing.get("forecast")
+    state = {"computing": since is not None,
+             "computing_since": iso_z(since) if since is not None else None}
+    if found is None:
+        return {"computed_at": None, **state}, None
+    at, (document, result) = found
+    return {"computed_at": iso_z(at), **state, **document}, result
+
+
+def surveys(store: Store) -> dict[str, Any]:
+    """Every survey of the workspace as `mailer responses --json` has it, each comment
+    with the scores its reader gave in the same answers."""
+    from mailer.app.surveys.responses import survey_responses
+    from mailer.config.workspace import load_surveys
+    from mailer.store.insight.responses import comment_scores
+
+    found, _ = load_surveys(store.root)
+    documents = []
+    for name in sorted(found):
+        document = survey_responses(store.engine, store.root, store.settings, name)
+        with store.engine.connect() as conn:
+            scores = comment_scores(conn, name, [(c["customer"], c["at"])
+                                                 for c in document["comments"]])
+        for comment in document["comments"]:
+            comment["scores"] = scores.get((comment["customer"], comment["at"]), {})
+        documents.append(document)
+    return {"surveys": documents}
+
+
+def unhappy(scores: dict[str, float], kinds: dict[str, str]) -> bool:
+    """Whether a reader's scores say unhappy: a rating of 1 or 2 of 5, or an NPS answer
+    of 0 to 6 (a detractor)."""
+    for question, value in scores.items():
+        kind = kinds.get(question)
+        if (kind == "nps" and value <= 6) or (kind != "nps" and value <= 2):
+            return True
+    return False
+
+
+def preview_campaigns(store: Store) -> list[str]:
+    _, loaded = _campaigns_and_segments(store)
+    return sorted(loaded)
+
+
+PREVIEW_SAMPLES = 3
+
+
+def preview(store: Store, campaign: str) -> tuple[datetime, list[Any]]:
+    """Today's sample mails of CAMPAIGN (as `mailer preview`), rendered once a day."""
+    from mailer.app.preview import choose_mailable, render_samples
+    from mailer.config.workspace import load_valid_workspace
+    from mailer.mail.version import compile_version
+    from mailer.segments.runner import scope_for
+
+    if campaign not in preview_campaigns(store):
+        raise NotFoundError(f"no campaign {campaign!r}")
+    today = store.now().date().isoformat()
+
+    def compute() -> list[Any]:
+        specs, loaded = load_valid_workspace(store.root, campaign)
+        moment = store.now()
+        scope = scope_for(store.settings, moment, store.engine)
+        version = compile_version(campaign, loaded[campaign], store.root / "templates")
+        chosen = choose_mailable(store.engine, specs, campaign, version.spec, scope,
+                                 store.settings, count=PREVIEW_SAMPLES, customer=None)
+        samples: list[Any] = render_samples(
+            store.engine, version, specs, settings=store.settings, scope=scope,
+            now=moment, ids=chosen.ids, judged=chosen.verdicts)
+        return samples
+
+    at, samples = store.kept(f"preview:{campaign}:{today}", compute)
+    return at, samples
+
+
+def preview_json(at: datetime, campaign: str, samples: list[Any]) -> dict[str, Any]:
+    return {"campaign": campaign, "rendered_at": iso_z(at), "samples": [
+        {"id": s.customer, "email": s.email, "intro": s.intro, "variant": s.variant + 1,
+         "subject": s.subject, "mailable": s.mailable, "reason": s.reason,
+         "send_after": iso_z(s.send_after) if s.send_after else None} for s in samples]}
