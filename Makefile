@@ -40,10 +40,11 @@ lint: $(STAMP)
 # pytest exits 5 when it collected no test: that is a failure here, not a pass. Two
 # workers per core (xdist; each has its own PostgreSQL scratch database): much of the
 # suite waits on daemons, servers and subprocesses (a fresh clone on 2 cores: 1,206 tests
-# in 320 s with four workers; 1,002 took 304 s with two).
+# in 320 s with four workers; 1,002 took 304 s with two). loadgroup keeps a module that
+# builds one store for all its tests (tests/test_console.py) on one worker a database.
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 test: lint
-	$(BIN)/pytest -n $(TEST_WORKERS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests ran"; exit 1; fi; exit $$rc
 
 # The pure unit tests only (tests/conftest.py marks them): no database, server or
 # subprocess, for the edit loop. `make test` stays the CI command and runs everything.

@@ -151,7 +151,11 @@ class Console:
         return next(c for c in cookies if c.startswith("mailer_console=")).split(";")[0]
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+# One worker a database builds its store and runs its tests (make test: --dist loadgroup):
+# spread over every worker, each would build the same store again.
+@pytest.fixture(scope="module", params=[
+    pytest.param(kind, marks=pytest.mark.xdist_group(f"console-{kind}"))
+    for kind in ("sqlite", "postgresql")])
 def console(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[Console]:
     folder = tmp_path_factory.mktemp("console")
