@@ -32,6 +32,7 @@ from mailer.planning.planner import (
     candidates,
 )
 from mailer.planning.policy import decide, in_test_group
+from mailer.planning.triggers import is_reminder
 from mailer.segments.compiler import Scope
 from mailer.segments.runner import member_ids
 from mailer.store.db import Engine
@@ -127,7 +128,7 @@ def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: 
                               reminder=candidate.occurrence == "reminder",
                               hours=hours.get(candidate.customer_id))
             reason = candidate.reason or decision.reason  # no_holidays comes decided
-            if reason is None and winner is not None and candidate.occurrence != "reminder":
+            if reason is None and winner is not None and not is_reminder(candidate.occurrence):
                 if candidate.occurrence not in winners:
                     winners[candidate.occurrence] = ab_winner(engine, slug,
                                                                candidate.occurrence,

@@ -33,7 +33,7 @@ def next_wakeup(campaign: Campaign, after: datetime, tz: ZoneInfo,
         moments.append(as_local(campaign.at, tz))
     elif campaign.trigger == "promotion" and campaign.starts and campaign.ends:
         moments.append(as_local(campaign.starts, tz))
-        if campaign.reminder is not None:
+        if campaign.reminder is not None and campaign.reminder.before_end is not None:
             moments.append(as_local(campaign.ends, tz) - campaign.reminder.before_end)
     elif campaign.trigger in ("birthday", "after_order", "holiday", "date"):
         moments += [next_local_time(name, campaign.send_time, after) for name in set(zones)]
