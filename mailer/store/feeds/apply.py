@@ -356,7 +356,7 @@ def _products(conn: Connection, change: Change, ctx: Context, now: datetime,
         restocked = in_stock and (not stored.in_stock if stored is not None
                                   else _open_alerts(conn, item.sku))
         if restocked:
-            values["restocked_at"] = event_at or now
+            values["restocked_at"] = _restock_time(event_at, now)
         if stored is None:
             conn.execute(insert(Product).values(sku=item.sku, **values))
         else:
@@ -365,8 +365,14 @@ def _products(conn: Connection, change: Change, ctx: Context, now: datetime,
         for row in conn.execute(select(p.id, p.in_stock).where(p.stock_key == stock_key)):
             values = {"in_stock": in_stock, "updated_at": now}
             if in_stock and not row.in_stock:
-                values["restocked_at"] = event_at or now
+                values["restocked_at"] = _restock_time(event_at, now)
             conn.execute(update(Product).where(p.id == row.id).values(**values))
+
+
+def _restock_time(event_at: datetime | None, now: datetime) -> datetime:
+    """When a product turned in stock: the shop's time of the change, never later than
+    its arrival (a shop's clock running ahead must not hold the back-in-stock mails)."""
+    return now if event_at is None else min(event_at, now)
 
 
 def _url(value: Any) -> str | None:
