@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from mailer.core.clock import zone
+from mailer.planning.triggers import stock_occurrence, stock_sku
 from tests.conftest import SETTINGS, Workspace
 from tests.smtp_server import FaultServer
 from tests.test_checkout_trigger import fates
@@ -139,3 +141,24 @@ def test_stock_flipping_back_out_before_the_send(db: Workspace) -> None:
             "SELECT occurrence, status FROM deliveries WHERE status = 'sent'")} == {
             (f"stock:{SKU}:2026-11-27", "sent")}
         assert all(at is not None for at in alerts(db).values())
+
+
+def test_a_sku_with_colons_keeps_them_in_its_occurrence() -> None:
+    restocked = datetime(2026, 11, 26, 23, 30, tzinfo=UTC)
+    occurrence = stock_occurrence("shopify-variant:4612", restocked, zone("Europe/Berlin"))
+    assert occurrence == "stock:shopify-variant:4612:2026-11-27"  # Berlin's date
+    assert stock_sku(occurrence) == "shopify-variant:4612"
+    assert stock_sku("checkout:1") is None
+
+
+def test_a_custom_product_s_page_and_a_url_no_mail_may_link(db: Workspace) -> None:
+    with shop(db) as hooks:
+        mug = json.loads(sample("custom_product.json"))
+        mug["data"]["url"] = "javascript:alert(1)"
+        status, reason = custom(hooks, json.dumps(mug).encode())
+        assert (status, reason) == (400, "product: url 'javascript:alert(1)' is not an http(s) "
+                                         "address\n")
+        mug["id"], mug["data"]["url"] = "evt-4b", "https://magento.example/mug.html"
+        assert custom(hooks, json.dumps(mug).encode())[0] == 200
+        assert db.query("SELECT url FROM products WHERE sku = 'MUG'")[0][0] == \
+            "https://magento.example/mug.html"

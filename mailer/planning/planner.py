@@ -13,6 +13,7 @@ counted as `already_sent`.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -111,7 +112,9 @@ from mailer.store.feeds.stock import restocked_between
 from mailer.store.insight.stages import changes_into
 from mailer.store.versions import record_plan_run, stored_version_id
 
+log = logging.getLogger("mailer.plan")
 BATCH = 1000
+OCCURRENCE_LENGTH = 255  # deliveries.occurrence
 ANALYZE_AFTER = 5000  # planned rows after which PostgreSQL's statistics are refreshed
 PERSONAL_CAP_SPAN = timedelta(days=7)  # "at most N mails a week" from the preference centre
 
@@ -303,11 +306,16 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
         with engine.connect() as conn:
             restocks = restocked_between(conn, start, end)
         for restock in restocks:  # a few products a day: one query each
+            occurrence = stock_occurrence(restock.sku, restock.restocked_at, tz)
+            if len(occurrence) > OCCURRENCE_LENGTH:  # a sku of 240 characters and more
+                log.warning("back_in_stock: sku %.40r… is too long for an occurrence",
+                            restock.sku)
+                continue
             # Sold out again since: its alerts' customers are told why, and wait for the
             # next restock (their alerts stay open).
-            queries.append((stock_alert_members(
-                segment(), restock.sku, stock_occurrence(restock.sku, restock.restocked_at, tz)),
-                restock.restocked_at + STOCK_EXPIRY, "" if restock.in_stock else OUT_OF_STOCK))
+            queries.append((stock_alert_members(segment(), restock.sku, occurrence),
+                            restock.restocked_at + STOCK_EXPIRY,
+                            "" if restock.in_stock else OUT_OF_STOCK))
     for query, expires, *excluded in queries:
         reason = excluded[0] if excluded else ""
         for page in candidate_pages(engine, in_plan_order(query), BATCH):
