@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailer.core.clock import zone
-from mailer.planning.triggers import stock_occurrence, stock_sku
+from mailer.core.occurrences import stock_occurrence, stock_sku
 from tests.conftest import SETTINGS, Workspace
 from tests.smtp_server import FaultServer
 from tests.test_checkout_trigger import fates

@@ -32,6 +32,7 @@ from typing import Any
 from mailer.config.settings import Settings
 from mailer.core.clock import Clock
 from mailer.core.errors import MailerError
+from mailer.core.occurrences import stock_sku
 from mailer.core.states import EXPIRED_REASON, ORDERED, OUT_OF_STOCK
 from mailer.delivery.notices import NoticeSender
 from mailer.delivery.outcomes import Outcome, settle
@@ -49,7 +50,6 @@ from mailer.mail.links import verp_address
 from mailer.mail.message import Mail, build, message_id
 from mailer.mail.tracking import tracked
 from mailer.mail.version import Version, compose_row, from_definition
-from mailer.planning.triggers import stock_sku
 from mailer.store.coupons import coupons_of_rows
 from mailer.store.customers import Profile
 from mailer.store.db import Connection, DatabaseError, Engine

@@ -26,9 +26,9 @@ from mailer.config.settings import MAX_COMMITTED_ORDERS, Settings
 from mailer.config.survey import SCALES, Survey
 from mailer.core.clock import as_local, zone
 from mailer.core.money import exponent, format_minor
+from mailer.core.occurrences import CHECKOUT, CHECKOUT_REMINDER, stock_sku
 from mailer.insight.stages import stage_of_latest
 from mailer.mail.links import recipient_links
-from mailer.planning.triggers import CHECKOUT, CHECKOUT_REMINDER, stock_sku
 from mailer.store.customers import Profile, favourite_categories, order_stats, people_by_id
 from mailer.store.db import Connection
 from mailer.store.feeds.apply import CheckoutView, checkouts_by_key

@@ -22,13 +22,13 @@ import jinja2
 from mailer.config.campaign import Campaign
 from mailer.config.settings import SETTINGS_FILE, Settings, parse_settings
 from mailer.config.survey import Survey
+from mailer.core.occurrences import is_reminder
 from mailer.mail.context import build_context, version_values
 from mailer.mail.render import CompiledTemplate, add_parts, compile_html, compile_source
 from mailer.mail.sandbox import environment
 from mailer.mail.templates import TemplateFolder, VersionLoader, lines_of
 from mailer.mail.text import text_template
 from mailer.mail.tracking import held_links
-from mailer.planning.triggers import is_reminder
 from mailer.store.customers import Profile
 from mailer.store.ledger import Row
 

@@ -23,6 +23,7 @@ from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Settings
 from mailer.core.clock import as_local, zone
+from mailer.core.occurrences import is_reminder
 from mailer.planning.frozen import send_prior
 from mailer.planning.planner import (
     Candidate,
@@ -32,7 +33,6 @@ from mailer.planning.planner import (
     candidates,
 )
 from mailer.planning.policy import decide, in_test_group
-from mailer.planning.triggers import is_reminder
 from mailer.segments.compiler import Scope
 from mailer.segments.runner import member_ids
 from mailer.store.db import Engine

@@ -29,6 +29,7 @@ from mailer.core.addresses import has_control_character
 from mailer.core.clock import as_local, zone
 from mailer.core.folding import fold
 from mailer.core.holidays import COUNTRIES, UNKNOWN, holidays_on
+from mailer.core.occurrences import is_reminder, stock_occurrence
 from mailer.core.states import ORDERED, OUT_OF_STOCK
 from mailer.mail.message import new_message_id
 from mailer.mail.version import first_intro
@@ -63,7 +64,6 @@ from mailer.planning.triggers import (
     holiday_date,
     holiday_occurrence,
     is_fixed_occasion,
-    is_reminder,
     local_day,
     once_due,
     parse_cron,
@@ -73,7 +73,6 @@ from mailer.planning.triggers import (
     schedule_due,
     signup_window,
     stage_change_days,
-    stock_occurrence,
     sunset_due,
 )
 from mailer.segments.compiler import (

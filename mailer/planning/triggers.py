@@ -345,17 +345,6 @@ def checkout_window(now: datetime, after: timedelta) -> tuple[datetime, datetime
     return now - CHECKOUT_EXPIRY, now - after
 
 
-CHECKOUT = "checkout:"
-CHECKOUT_REMINDER = "checkout-reminder:"
-REMINDER = "reminder"  # a promotion's reminder's occurrence
-
-
-def is_reminder(occurrence: str) -> bool:
-    """A reminder's occurrence (a promotion's, an abandoned checkout's): it has its own
-    subject, and no A/B winner of its own."""
-    return occurrence == REMINDER or occurrence.startswith(CHECKOUT_REMINDER)
-
-
 def checkout_reminder_window(now: datetime, after: timedelta
                              ) -> tuple[datetime, datetime]:
     """The abandoned checkout's `reminder`: the checkouts created in (NOW − 7 d, NOW]
@@ -366,27 +355,12 @@ def checkout_reminder_window(now: datetime, after: timedelta
 
 
 STOCK_EXPIRY = timedelta(days=3)
-STOCK = "stock:"
 
 
 def restock_window(now: datetime) -> tuple[datetime, datetime]:
     """`back_in_stock`: the products restocked in (NOW − 3 d, NOW]; each restock's mails
     expire 3 days after it."""
     return now - STOCK_EXPIRY, now
-
-
-def stock_occurrence(sku: str, restocked_at: datetime, tz: ZoneInfo) -> str:
-    """`stock:<sku>:<YYYY-MM-DD>`: the restock's local date in TZ (the workspace zone).
-    A sku may hold colons (`shopify-variant:1`): the date is after the last one."""
-    return f"{STOCK}{sku}:{restocked_at.astimezone(tz).date().isoformat()}"
-
-
-def stock_sku(occurrence: str) -> str | None:
-    """The sku of a back_in_stock mail's occurrence, None for any other occurrence."""
-    if not occurrence.startswith(STOCK):
-        return None
-    sku, colon, _ = occurrence.removeprefix(STOCK).rpartition(":")
-    return sku if colon else None
 
 
 # --- a campaign as a whole: due now, or never again (the campaigns overview) ----------
