@@ -113,7 +113,7 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo_hooks.py $$port demo-shopify demo-events \
 		|| { kill $$(cat $(DEMO)/hooks.pid) $$(cat $(DEMO)/sink.pid); exit 1; }
 	@pid=$$(cat $(DEMO)/hooks.pid); kill $$pid; while kill -0 $$pid 2>/dev/null; do sleep 0.1; done
-	@echo "== the low score's alert, the webhooks' welcomes and the cart left behind go out with the next run (the alert a notice: no caps, no unsubscribe footer)"
+	@echo "== the low score's alert, the webhooks' welcomes, the cart left behind and the boots back in stock go out with the next run (the alert a notice: no caps, no unsubscribe footer)"
 	@port=$$(sed -n 's/^listening on .*://p' $(DEMO)/sink.log); \
 	$(CLEAN_ENV) MAILER_SECRET_KEY=demo-only-secret MAILER_SMTP_URL=smtp://127.0.0.1:$$port \
 		$(abspath $(BIN))/mailer --workspace $(abspath $(DEMO)) run --once --now $(DEMO_LATER) > /dev/null \
@@ -123,6 +123,8 @@ demo: $(STAMP)
 		|| { echo "no alert reached the sink"; exit 1; }
 	@grep -E -- "\| (Welcome to Pine|.*left something in your cart)" $(DEMO)/sink.log | sed 's/^/  in the sink: /' \
 		|| { echo "no welcome or cart mail reached the sink"; exit 1; }
+	@grep -- "| .* is back in stock" $(DEMO)/sink.log | sed 's/^/  in the sink: /' \
+		|| { echo "no back-in-stock mail reached the sink"; exit 1; }
 	@echo "== what the survey heard, and the month's review for the owner (the month so far)"
 	@$(MAILER) responses feedback
 	@$(MAILER) review --month 2026-12 --now $(DEMO_LATER) --out $(abspath $(DEMO))/review.html > /dev/null && echo "review: $(DEMO)/review.html"

@@ -94,11 +94,11 @@ def main(port: int, shopify_secret: str, events_secret: str) -> None:
                  created_at=f"{DAY}T10:07:00Z", processed_at=f"{DAY}T10:07:00Z",
                  updated_at=f"{DAY}T10:07:01Z", customer=_customer(1, f"{DAY}T09:00:00Z"))
     shopify("orders/create", order, "demo-order-1")
-    # Iris wants the 43 when it is back; at noon it is
+    # Iris wants the 43 when it is back; at a quarter to eleven it is
     custom({"id": "demo-alert-1", "kind": "stock_alert",
             "data": {"customer_id": str(PEOPLE[2][0]), "sku": "BOOT-43-RED"}})
     restocked = copy.deepcopy(sold_out)
-    restocked["updated_at"] = f"{DAY}T12:00:00Z"
+    restocked["updated_at"] = f"{DAY}T10:45:00Z"
     restocked["variants"][1]["inventory_quantity"] = 4
     shopify("products/update", restocked, "demo-product-2")
 

@@ -86,3 +86,72 @@ def test_an_order_before_the_checkout_does_not_cancel_it(db: Workspace) -> None:
                            f"O-0,{ANA},2026-11-23T14:59:59Z,paid,EUR,10.00\n")
     assert db.run("import", "orders", "orders.csv", "--now", "2026-11-23T17:00").code == 0
     assert planned(db, "cart", DUE)[ANA]["reason"] is None
+
+
+REMINDED = CAMPAIGN + "reminder:\n  after: 24h\n  subject: Still thinking it over?\n"
+# Both first mails go at DUE (16:00Z, a moment after on the sender's running clock);
+# their reminders are due 24 h after that send.
+REMINDER_DUE = "2026-11-24T17:01"
+
+
+def fates(db: Workspace, slug: str, now: str) -> set[tuple[str, str, str | None]]:
+    """`plan SLUG --now NOW --json`: every (id, occurrence, reason) it judged."""
+    result = db.run("plan", slug, "--now", now, "--json")
+    assert result.code == 0, result.stdout + result.stderr
+    document = result.json()
+    return {(r["id"], r["occurrence"], None) for r in document["recipients"]} | {
+        (e["id"], e["occurrence"], e["reason"]) for e in document["excluded"]}
+
+
+def test_the_reminder_follows_the_sent_mail_and_an_order_a_second_before_stops_it(
+        db: Workspace) -> None:
+    shop(db)
+    db.write("campaigns/cart.yaml", REMINDED)
+    assert db.run("validate").code == 0
+    with FaultServer() as server:
+        first = send(db, server, "cart", now=DUE)
+    assert first["sent"] == 2
+    # 24 h after the first mails less a second, no reminder is due
+    assert fates(db, "cart", "2026-11-24T16:59:59") == {
+        (ANA, "checkout:35123456789012", "already_sent"),
+        ("M-100", "checkout:M-CH-1", "already_sent")}
+    result = run_plan(db, "cart", REMINDER_DUE)  # both reminders queued, to go at once
+    # the reminder expires with its checkout: 7 days after the checkout was created
+    assert {(p.id, p.occurrence, p.expires) for p in result.planned} == {
+        (ANA, "checkout-reminder:35123456789012", datetime(2026, 11, 30, 15, tzinfo=UTC)),
+        ("M-100", "checkout-reminder:M-CH-1", datetime(2026, 11, 30, 11, tzinfo=UTC))}
+    # Ana pays at 16:01:00Z, a second before her reminder would go
+    db.write("orders.csv", "order_id,customer_id,placed_at,status,currency,total\n"
+                           f"O-1,{ANA},2026-11-24T16:01:00Z,paid,EUR,10.00\n")
+    assert db.run("import", "orders", "orders.csv", "--now", REMINDER_DUE).code == 0
+    assert (ANA, "checkout-reminder:35123456789012", "ordered") in fates(
+        db, "cart", "2026-11-24T17:01:01")
+    with FaultServer() as server:
+        report = send(db, server, "cart", now="2026-11-24T17:01:01")
+    assert [(c.recipient, c.message()["Subject"]) for c in server.caught] == [
+        ("mia@example.com", "Still thinking it over?")]
+    assert (report["sent"], report["skipped"]) == (1, 1)
+    assert [tuple(r) for r in db.query(
+        "SELECT d.occurrence, d.status, d.reason FROM deliveries d JOIN customers c "
+        "ON c.id = d.customer_id WHERE c.store_id = :s ORDER BY d.id", s=ANA)] == [
+        ("checkout:35123456789012", "sent", None),
+        ("checkout-reminder:35123456789012", "skipped", "ordered")]
+    # a week after the checkouts, neither mail is a candidate any more
+    assert fates(db, "cart", "2026-11-30T16:00:01") == set()
+
+
+def test_no_reminder_without_a_first_mail_sent(db: Workspace) -> None:
+    shop(db)
+    db.write("campaigns/cart.yaml", REMINDED)
+    run_plan(db, "cart", DUE)  # queued, never sent
+    assert fates(db, "cart", "2026-11-25T17:00") == {
+        (ANA, "checkout:35123456789012", "already_sent"),
+        ("M-100", "checkout:M-CH-1", "already_sent")}
+
+
+def test_a_checkout_reminder_takes_after(db: Workspace) -> None:
+    shop(db)
+    db.write("campaigns/cart.yaml", CAMPAIGN + "reminder:\n  before_end: 1d\n  subject: x\n")
+    result = db.run("validate")
+    assert result.code != 0
+    assert "reminder needs after" in result.stdout + result.stderr

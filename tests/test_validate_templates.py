@@ -169,7 +169,7 @@ def test_a_loop_variable_is_unknown_outside_its_loop(ws: Workspace) -> None:
     assert code == 1
     assert output[0] == ("templates/win-back.html:9: unknown variable tag; the context has "
                          "customer, stats, campaign, intro, coupon, referral, links, store, "
-                         "holiday, occasion, checkout, now, recommendations")
+                         "holiday, occasion, checkout, product, now, recommendations")
 
 
 # --- optional values printed without a default: warnings ------------------------------------
@@ -363,6 +363,10 @@ def test_a_full_context_has_every_name_and_field_of_the_schema() -> None:
     context["checkout"] = _context(everyone, stats, FULL_SETTINGS,
                                    holiday.replace("holiday", "abandoned_checkout")
                                    + "segment: s\ntemplate: t.html\nsubject: Hi\n")["checkout"]
+    # and product with a back_in_stock campaign (a preview's sample product)
+    context["product"] = _context(everyone, stats, FULL_SETTINGS,
+                                  holiday.replace("holiday", "back_in_stock")
+                                  + "segment: s\ntemplate: t.html\nsubject: Hi\n")["product"]
     assert _keys(context) == _schema(optional=True)
 
 

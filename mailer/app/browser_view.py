@@ -23,7 +23,7 @@ from mailer.config.settings import Settings
 from mailer.core.claims import Claims
 from mailer.core.errors import MailerError
 from mailer.delivery.worker import render_error
-from mailer.mail.context import load_checkouts, load_customers, load_stats
+from mailer.mail.context import load_checkouts, load_customers, load_products, load_stats
 from mailer.mail.tracking import tracked
 from mailer.mail.version import Version, compose_row, from_definition
 from mailer.store.coupons import coupons_of_rows
@@ -51,6 +51,7 @@ class Reading:
     version: Version
     settings: Settings
     checkout: dict[str, Any] | None = None  # an abandoned checkout's mail's
+    product: dict[str, Any] | None = None  # a back-in-stock mail's
 
     @property
     def tracks_opens(self) -> bool:
@@ -112,7 +113,9 @@ class BrowserView:
             coupon = coupons_of_rows(conn, [row.id]).get(row.id)
             checkout = load_checkouts(conn, [(row.id, row.customer_id, row.occurrence)]
                                       ).get(row.id)
-        return Reading(row, moment, person, stats, coupon, version, settings, checkout)
+            product = load_products(conn, [(row.id, row.occurrence)]).get(row.id)
+        return Reading(row, moment, person, stats, coupon, version, settings, checkout,
+                       product)
 
     def _version(self, engine: Engine, version_id: int) -> tuple[Version, Settings]:
         with self._lock:
@@ -140,7 +143,7 @@ class BrowserView:
             mail, _ = compose_row(reading.version, row, reading.person, reading.stats,
                                   settings=settings, coupon=reading.coupon,
                                   now=reading.sent_at, key=self.key,
-                                  checkout=reading.checkout)
+                                  checkout=reading.checkout, product=reading.product)
         except Exception as err:  # the sender fails a row for any of these too
             raise NotRenderable(render_error(err)) from None
         tracking = settings.tracking

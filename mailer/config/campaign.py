@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from mailer.config.survey import Survey
 
 TRIGGERS = ("birthday", "schedule", "promotion", "once", "after_order", "stage_change",
-            "holiday", "date", "sunset", "signup", "abandoned_checkout")
+            "holiday", "date", "sunset", "signup", "abandoned_checkout", "back_in_stock")
 # The relationship stages a stage_change campaign names (mailer.config.settings.STAGE_NAMES).
 StageName = Literal["awareness", "exploration", "expansion", "commitment", "termination"]
 
@@ -95,15 +95,26 @@ TRIGGER_RULES = {
         "`after` (unset: 0s, at once) after the customer's `signed_up_at`; occurrence "
         "`signup`, expiring 24 h after it is due, so a new welcome campaign never mails "
         "those who signed up before (a series: several campaigns with larger `after`).")),
-    "abandoned_checkout": TriggerRule((), ("after",), (
+    "abandoned_checkout": TriggerRule((), ("after", "reminder"), (
         "When a checkout is `after` old (unset: 1h), not completed, and its customer has "
         "paid for no order since it was created; occurrence `checkout:<checkout id>`, "
         "expiring 7 days after the checkout was created. An order cancels it: checked when "
-        "planned and again right before the mail goes (reason `ordered`).")),
+        "planned and again right before the mail goes (reason `ordered`). "
+        "`reminder: {after, subject}`: a second mail `reminder.after` after the first one "
+        "was sent (never without it), occurrence `checkout-reminder:<checkout id>`, with "
+        "the same expiry and the same `ordered` checks.")),
+    "back_in_stock": TriggerRule((), (), (
+        "When a product with open stock alerts turns in stock (its `restocked_at`, within "
+        "the last 3 days): each customer with an open alert for its sku; occurrence "
+        "`stock:<sku>:<local date of the restock>` (the workspace zone), expiring 3 days "
+        "after the restock. Stock is checked when planned and again right before each mail "
+        "(out again: reason `out_of_stock`, the alert stays open for the next restock); a "
+        "sent mail closes the customer's alert.")),
 }
 # Keys refused on the other triggers (any other trigger-specific key is read by its
 # own triggers only, and ignored elsewhere).
-ONLY_FOR = {"reminder": ("promotion",), "to": ("stage_change",), "from": ("stage_change",),
+ONLY_FOR = {"reminder": ("promotion", "abandoned_checkout"), "to": ("stage_change",),
+            "from": ("stage_change",),
             "country": ("holiday",), "dates": ("holiday",), "only": ("holiday",),
             "except": ("holiday",), "days_before": ("holiday",), "field": ("date",),
             "offset": ("date",), "yearly": ("date",),
@@ -323,11 +334,15 @@ class CouponSpec(Spec):
 
 
 class Reminder(Spec):
-    before_end: Duration = Field(description=(
-        "Sent from `ends` minus this, to those whose main mail went out."))
+    before_end: Duration | None = Field(None, description=(
+        "promotion (required there): sent from `ends` minus this, to those whose main "
+        "mail went out."))
+    after: Duration | None = Field(None, description=(
+        "abandoned_checkout (required there): sent this long after the checkout's first "
+        "mail was sent, while the checkout is open and not ordered."))
     subject: Subjects = Field(description="The reminder's own subject line (a list: variants).")
     unless: Literal["ordered_since_start"] | None = Field(None, description=(
-        "`ordered_since_start`: leave out who paid for an order since `starts`."))
+        "promotion: `ordered_since_start` leaves out who paid for an order since `starts`."))
 
 
 class Referral(Spec):
@@ -349,7 +364,7 @@ class Campaign(Spec):
         "The display name (`campaign.name` in templates); the file stem is the id."))
     trigger: Literal["birthday", "schedule", "promotion", "once", "after_order",
                      "stage_change", "holiday", "date", "sunset", "signup",
-                     "abandoned_checkout"] = Field(
+                     "abandoned_checkout", "back_in_stock"] = Field(
         description="When the campaign's mails are due.")
     segment: str = Field(min_length=1, description=(
         "The segment (segments/NAME.yaml) the campaign mails."))
@@ -411,7 +426,8 @@ class Campaign(Spec):
     coupon: CouponSpec | None = Field(None, description=(
         "A unique coupon per mail (`coupon.code`, `coupon.value`, `coupon.expires_at`)."))
     reminder: Reminder | None = Field(None, description=(
-        "A second mail near the end of a promotion."))
+        "A second mail: near the end of a promotion (`before_end`), or after an abandoned "
+        "checkout's first mail (`after`)."))
     referral: Referral | None = Field(None, description=(
         "A referral offer: each customer gets a stable code and `referral.url`."))
     winner: Winner | None = Field(None, description=(
@@ -469,6 +485,8 @@ class Campaign(Spec):
             if getattr(self, ATTRIBUTE.get(key, key)) is not None and \
                     self.trigger not in triggers:
                 raise InvalidValue(f"{key} works with {' and '.join(triggers)} campaigns only")
+        if self.reminder is not None:
+            _reminder_fits(self.trigger, self.reminder)
         if self.trigger == "holiday" and not self.country and not self.dates:
             raise InvalidValue("a holiday campaign needs country: true or dates")
         if (self.only is not None or self.except_ is not None) and not self.country:
@@ -510,6 +528,23 @@ class Campaign(Spec):
     def offset_days(self) -> int:
         """A date campaign's offset in whole days (negative: before the date)."""
         return (self.offset or timedelta(0)).days
+
+
+def _reminder_fits(trigger: str, reminder: Reminder) -> None:
+    """A promotion's reminder counts back from `ends`, an abandoned checkout's forward
+    from the first mail: each takes its own key."""
+    if trigger == "promotion":
+        if reminder.before_end is None:
+            raise InvalidValue("a promotion's reminder needs before_end")
+        if reminder.after is not None:
+            raise InvalidValue("a promotion's reminder takes before_end, not after")
+    elif trigger == "abandoned_checkout":
+        if reminder.after is None:
+            raise InvalidValue("an abandoned_checkout campaign's reminder needs after (how "
+                               "long after the first mail)")
+        if reminder.before_end is not None or reminder.unless is not None:
+            raise InvalidValue("an abandoned_checkout campaign's reminder takes after and "
+                               "subject only (an order cancels it anyway)")
 
 
 def parse_campaign(data: Any, path: str) -> tuple[Campaign | None, list[Problem]]:

@@ -38,13 +38,20 @@ from typing import Any
 from mailer.config.settings import Settings
 from mailer.core.clock import Clock
 from mailer.core.errors import MailerError
-from mailer.core.states import EXPIRED_REASON, ORDERED
+from mailer.core.occurrences import stock_sku
+from mailer.core.states import EXPIRED_REASON, ORDERED, OUT_OF_STOCK
 from mailer.delivery.notices import NoticeSender
 from mailer.delivery.outcomes import Outcome, settle
 from mailer.delivery.processes import RenderPool
 from mailer.delivery.ratelimit import RateLimit
 from mailer.delivery.transport import Transport
-from mailer.mail.context import CHECKOUT_OCCURRENCES, load_checkouts, load_customers, load_stats
+from mailer.mail.context import (
+    CHECKOUT_OCCURRENCES,
+    load_checkouts,
+    load_customers,
+    load_products,
+    load_stats,
+)
 from mailer.mail.dkim import Sign
 from mailer.mail.links import verp_address
 from mailer.mail.message import Mail, build, message_id
@@ -54,6 +61,7 @@ from mailer.store.coupons import coupons_of_rows
 from mailer.store.customers import Profile
 from mailer.store.db import Connection, DatabaseError, Engine, is_server
 from mailer.store.feeds.apply import ordered_checkouts
+from mailer.store.feeds.stock import close_alerts, out_of_stock
 from mailer.store.ledger import (
     DUE_STATES,
     Row,
@@ -76,6 +84,8 @@ _EXPIRED = {"status": "expired", "reason": EXPIRED_REASON, "next_attempt_at": No
             "lease_owner": None, "lease_until": None}
 
 _ORDERED = {"status": "skipped", "reason": ORDERED, "lease_owner": None, "lease_until": None}
+_OUT_OF_STOCK = {"status": "skipped", "reason": OUT_OF_STOCK, "lease_owner": None,
+                 "lease_until": None}
 
 REASON_LENGTH = 500  # characters of an exception's text kept in a row's reason
 
@@ -162,6 +172,7 @@ class Renderer:
             coupons = coupons_of_rows(conn, [row.id for row in rows])
             checkouts = load_checkouts(conn, [(row.id, row.customer_id, row.occurrence)
                                               for row in rows])
+            products = load_products(conn, [(row.id, row.occurrence) for row in rows])
         ready: list[Ready] = []
         failed: list[tuple[int, dict[str, Any]]] = []
         for index, row in enumerate(rows):
@@ -173,7 +184,7 @@ class Renderer:
             if reason is None:
                 try:
                     ready.append(self._one(row, people[row.customer_id], stats, coupons, now,
-                                           checkouts.get(row.id)))
+                                           checkouts.get(row.id), products.get(row.id)))
                     continue
                 except Exception as err:  # one mail's failure, never the rest's
                     if not isinstance(err, MailerError):
@@ -186,24 +197,27 @@ class Renderer:
 
     def _one(self, row: Row, person: Any, stats: dict[str, dict[int, Any]],
              coupons: dict[int, tuple[str, datetime]], now: datetime,
-             checkout: dict[str, Any] | None = None) -> Ready:
+             checkout: dict[str, Any] | None = None,
+             product: dict[str, Any] | None = None) -> Ready:
         version, settings = self.version(row.campaign_version_id)
         sender, mid, message = mail_of_row(
             version, settings, row, person, stats[settings.store.currency].get(row.customer_id),
             coupon=coupons.get(row.id), now=now, key=self.key, sign=self.sign,
-            checkout=checkout)
+            checkout=checkout, product=product)
         return Ready(row, sender, mid, message, settings.delivery.retry_for)
 
 
 def mail_of_row(version: Version, settings: Settings, row: Row, person: Profile,
                 stats: dict[str, Any] | None, *, coupon: tuple[str, datetime] | None,
                 now: datetime, key: str, sign: Sign | None,
-                checkout: dict[str, Any] | None = None) -> tuple[str, str, bytes]:
+                checkout: dict[str, Any] | None = None,
+                product: dict[str, Any] | None = None) -> tuple[str, str, bytes]:
     """A row's envelope sender, Message-ID and message bytes: its context, the render,
     the tracked links, the MIME and the optional DKIM signature. Pure (CPU only), the
     whole per-mail path the sender runs, and what bench/render.py times."""
     mail, context = compose_row(version, row, person, stats, settings=settings,
-                                coupon=coupon, now=now, key=key, checkout=checkout)
+                                coupon=coupon, now=now, key=key, checkout=checkout,
+                                product=product)
     sender = settings.sender.from_address
     name = " ".join(p for p in (person.first_name, person.last_name) if p)
     # the id made at plan time; rows planned before random ids keep the derived one
@@ -254,6 +268,16 @@ def _ordered(conn: Connection, chosen: Sequence[Ready], now: datetime) -> set[in
         return set()
     done = ordered_checkouts(conn, checkouts.values(), now)
     return {row_id for row_id, pair in checkouts.items() if pair in done}
+
+
+def _sold_out(conn: Connection, chosen: Sequence[Ready]) -> set[int]:
+    """The back-in-stock rows of CHOSEN whose product is out of stock again (checked
+    right before the wire: reason `out_of_stock`; the alert stays open)."""
+    skus = {r.row.id: sku for r in chosen if (sku := stock_sku(r.row.occurrence)) is not None}
+    if not skus:
+        return set()
+    out = out_of_stock(conn, skus.values())
+    return {row_id for row_id, sku in skus.items() if sku in out}
 
 
 @dataclass(frozen=True)
@@ -484,6 +508,12 @@ class SendingLoop:
             turn.counted += self._write(conn, [(row.id, _ORDERED) for row in ordered],
                                         DUE_STATES, ordered)
             chosen = [r for r in chosen if r.row.id not in gone]
+            # A product sold out again since its restock: no "it's back" mail.
+            gone = _sold_out(conn, chosen)
+            sold_out = [r.row for r in chosen if r.row.id in gone]
+            turn.counted += self._write(conn, [(row.id, _OUT_OF_STOCK) for row in sold_out],
+                                        DUE_STATES, sold_out)
+            chosen = [r for r in chosen if r.row.id not in gone]
             if not chosen:
                 return turn
             permits = self.limit.take(conn, len(chosen))
@@ -538,6 +568,11 @@ class SendingLoop:
                             retry_for=ready.retry_for, rng=self.rng, began=result.began)
             changes.append((row.id, {**values, "message_id": ready.message_id}))
         finish_sent(conn, self.owner, changes)
+        # A back-in-stock mail sent closes its customer's alert (in the same transaction).
+        close_alerts(conn, [(r.ready.row.customer_id, sku) for r, (_, values)
+                            in zip(results, changes, strict=True)
+                            if values["status"] == "sent"
+                            and (sku := stock_sku(r.ready.row.occurrence)) is not None], now)
         # permits rest from now, after the replies: never less than a second after them
         self.limit.give_back(conn, [result.permit for result in results])
         suppress(conn, [r.ready.row.email for r in results if r.outcome.suppress], now)

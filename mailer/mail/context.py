@@ -26,11 +26,13 @@ from mailer.config.settings import MAX_COMMITTED_ORDERS, Settings
 from mailer.config.survey import SCALES, Survey
 from mailer.core.clock import as_local, zone
 from mailer.core.money import exponent, format_minor
+from mailer.core.occurrences import CHECKOUT, CHECKOUT_REMINDER, stock_sku
 from mailer.insight.stages import stage_of_latest
 from mailer.mail.links import recipient_links
 from mailer.store.customers import Profile, favourite_categories, order_stats, people_by_id
 from mailer.store.db import Connection
 from mailer.store.feeds.apply import CheckoutView, checkouts_by_key
+from mailer.store.feeds.stock import ProductView, products_by_sku
 from mailer.store.insight.predictions import Scored, predictions_of
 from mailer.store.insight.recommendations import recommendations_of
 from mailer.store.insight.stages import latest_paid_times
@@ -87,6 +89,10 @@ CONTEXT_SCHEMA: Mapping[str, ContextName] = {
     # sent none), its lines ({sku, product, quantity, price}) and total, in major units
     "checkout": ContextName(ALWAYS, {"url": CAMPAIGN, "items": CAMPAIGN, "total": CAMPAIGN,
                                      "currency": CAMPAIGN}),
+    # a back_in_stock campaign's product: its sku, name and price (major units; name and
+    # price missing when the shop sent none) and its page (missing without one)
+    "product": ContextName(ALWAYS, dict.fromkeys(("sku", "name", "price", "currency",
+                                                  "url"), CAMPAIGN)),
     "now": ContextName(ALWAYS),
     # "you may like", best first: [] for a reader without any (`mailer recommend`)
     "recommendations": ContextName(ALWAYS),
@@ -227,12 +233,14 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
                   message: str, coupon_code: str | None = None,
                   coupon_expires_at: datetime | None = None,
                   survey: Survey | None = None, occurrence: str = "",
-                  checkout: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  checkout: Mapping[str, Any] | None = None,
+                  product: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The context of §4.4 for one recipient (pure). SURVEY is the one the campaign
     version froze (Version.survey): its first question's scale makes `links.survey`.
     OCCURRENCE (`holiday:DE:2026-12-25`) names a holiday campaign's occasion; without
     one, the customer's next occasion from now is the one (a preview). CHECKOUT is an
-    abandoned_checkout mail's (checkout_context); without one, a sample cart (a preview)."""
+    abandoned_checkout mail's (checkout_context); without one, a sample cart (a preview).
+    PRODUCT is a back_in_stock mail's (product_context); without one, a sample."""
     tz = zone(customer.timezone or settings.timezone)
     person: dict[str, Any] = {"id": customer.store_id, "email": customer.email,
                               "now": now.astimezone(tz)}
@@ -266,6 +274,7 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
         "holiday": {},
         "occasion": {},
         "checkout": {},
+        "product": {},
         "recommendations": recommendations,
     }
     if campaign.coupon is not None:
@@ -285,6 +294,9 @@ def build_context(customer: Profile, stats: dict[str, Any] | None, *, settings: 
     if campaign.trigger == "abandoned_checkout":
         context["checkout"] = dict(checkout if checkout is not None else
                                    sample_checkout(settings.store.currency))
+    if campaign.trigger == "back_in_stock":
+        context["product"] = dict(product if product is not None else
+                                  sample_product(settings.store.currency))
     if campaign.trigger == "date":
         context["occasion"] = occasion_of(customer, stats, campaign, now.astimezone(tz),
                                           occurrence)
@@ -327,7 +339,39 @@ def load_checkouts(conn: Connection, rows: Sequence[tuple[int, int, str]]
 
 
 # The occurrences of an abandoned checkout's mails: checkout:<id> and its reminder's.
-CHECKOUT_OCCURRENCES = ("checkout:", "checkout-reminder:")
+CHECKOUT_OCCURRENCES = (CHECKOUT, CHECKOUT_REMINDER)
+
+
+def product_context(view: ProductView) -> dict[str, Any]:
+    """A product as templates read it: its price in major units of its currency (every
+    stored product has one: the store's when the shop named none)."""
+    found: dict[str, Any] = {"sku": view.sku}
+    if view.name:
+        found["name"] = view.name
+    if view.currency:
+        found["currency"] = view.currency
+        if view.price_minor is not None:
+            found["price"] = Decimal(format_minor(view.price_minor, view.currency))
+    if view.url:
+        found["url"] = view.url
+    return found
+
+
+def sample_product(currency: str) -> dict[str, Any]:
+    """The product a preview or `validate` shows for a back_in_stock campaign."""
+    return product_context(ProductView("SAMPLE-1", "Sample product", 4990, currency,
+                                       "https://shop.example/products/sample"))
+
+
+def load_products(conn: Connection, rows: Sequence[tuple[int, str]]
+                  ) -> dict[int, dict[str, Any]]:
+    """Per row id, the product context of the rows (row id, occurrence) that are a
+    back_in_stock mail's (`stock:<sku>:<date>`), in one query."""
+    skus = {row_id: sku for row_id, occurrence in rows
+            if (sku := stock_sku(occurrence)) is not None}
+    views = products_by_sku(conn, skus.values())
+    return {row_id: product_context(views[sku]) for row_id, sku in skus.items()
+            if sku in views}
 
 
 def occasion_of(customer: Profile, stats: Mapping[str, Any], campaign: Campaign,

@@ -22,6 +22,7 @@ import jinja2
 from mailer.config.campaign import Campaign
 from mailer.config.settings import SETTINGS_FILE, Settings, parse_settings
 from mailer.config.survey import Survey
+from mailer.core.occurrences import is_reminder
 from mailer.mail.context import build_context, version_values
 from mailer.mail.render import CompiledTemplate, add_parts, compile_html, compile_source
 from mailer.mail.sandbox import environment
@@ -40,7 +41,7 @@ class Version:
     text: CompiledTemplate
     subjects: tuple[CompiledTemplate, ...]
     intros: tuple[tuple[str, CompiledTemplate], ...]  # (segment or "default", intro) in file order
-    reminder_subjects: tuple[CompiledTemplate, ...] = ()  # a promotion's reminder has its own
+    reminder_subjects: tuple[CompiledTemplate, ...] = ()  # a reminder has its own
     # templates loaded by import, from and other tags the flattener leaves (name: source)
     parts: Mapping[str, str] = field(default_factory=dict)
     survey: Survey | None = None  # the survey the campaign names, as its file said then
@@ -55,8 +56,9 @@ class Version:
         return {target: number for number, target in enumerate(self.links)}
 
     def subject_for(self, variant: int, occurrence: str) -> CompiledTemplate:
-        """The subject template of a variant; a promotion's reminder uses its own."""
-        if occurrence == "reminder" and self.reminder_subjects:
+        """The subject template of a variant; a reminder (a promotion's, an abandoned
+        checkout's) uses its own."""
+        if is_reminder(occurrence) and self.reminder_subjects:
             return self.reminder_subjects[variant % len(self.reminder_subjects)]
         return self.subjects[variant % len(self.subjects)]
 
@@ -221,7 +223,8 @@ def compile_subject_only(version: Version, context: dict[str, Any], variant: int
 
 def compose_row(version: Version, row: Row, person: Profile, stats: dict[str, Any] | None, *,
                 settings: Settings, coupon: tuple[str, datetime] | None, now: datetime,
-                key: str, checkout: dict[str, Any] | None = None
+                key: str, checkout: dict[str, Any] | None = None,
+                product: dict[str, Any] | None = None
                 ) -> tuple[Composed, dict[str, Any]]:
     """A ledger row's mail as its reader gets it at NOW, and the context it was made from:
     what the sender sends and the browser view shows again."""
@@ -229,7 +232,7 @@ def compose_row(version: Version, row: Row, person: Profile, stats: dict[str, An
         person, stats, settings=settings, slug=row.campaign, campaign=version.spec, now=now,
         key=key, message=str(row.id), coupon_code=coupon[0] if coupon else None,
         coupon_expires_at=coupon[1] if coupon else None, survey=version.survey,
-        occurrence=row.occurrence, checkout=checkout)
+        occurrence=row.occurrence, checkout=checkout, product=product)
     mail = compose(version, context, variant=row.subject_variant, occurrence=row.occurrence,
                    member_of={row.intro} if row.intro else set())
     return mail, context

@@ -23,6 +23,7 @@ from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Settings
 from mailer.core.clock import as_local, zone
+from mailer.core.occurrences import is_reminder
 from mailer.planning.frozen import send_prior
 from mailer.planning.planner import (
     Candidate,
@@ -127,7 +128,7 @@ def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: 
                               reminder=candidate.occurrence == "reminder",
                               hours=hours.get(candidate.customer_id))
             reason = candidate.reason or decision.reason  # no_holidays comes decided
-            if reason is None and winner is not None and candidate.occurrence != "reminder":
+            if reason is None and winner is not None and not is_reminder(candidate.occurrence):
                 if candidate.occurrence not in winners:
                     winners[candidate.occurrence] = ab_winner(engine, slug,
                                                                candidate.occurrence,

@@ -13,6 +13,7 @@ counted as `already_sent`.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -28,7 +29,8 @@ from mailer.core.addresses import has_control_character
 from mailer.core.clock import as_local, zone
 from mailer.core.folding import fold
 from mailer.core.holidays import COUNTRIES, UNKNOWN, holidays_on
-from mailer.core.states import ORDERED
+from mailer.core.occurrences import is_reminder, stock_occurrence
+from mailer.core.states import ORDERED, OUT_OF_STOCK
 from mailer.mail.message import new_message_id
 from mailer.mail.version import first_intro
 from mailer.planning.frozen import FrozenStore, send_prior
@@ -50,9 +52,11 @@ from mailer.planning.triggers import (
     CHECKOUT_EXPIRY,
     SIGNUP,
     SIGNUP_EXPIRY,
+    STOCK_EXPIRY,
     after_order_window,
     anniversary_dates,
     birthday_keys,
+    checkout_reminder_window,
     checkout_window,
     date_marked,
     date_occurrence,
@@ -65,6 +69,7 @@ from mailer.planning.triggers import (
     parse_cron,
     promotion_due,
     reminder_due,
+    restock_window,
     schedule_due,
     signup_window,
     stage_change_days,
@@ -80,11 +85,13 @@ from mailer.segments.compiler import (
     attribute_date_members,
     birthday_members,
     checkout_members,
+    checkout_reminder_members,
     due_members,
     holiday_members,
     in_plan_order,
     members_query,
     signup_members,
+    stock_alert_members,
     sunset_members,
     timestamp_date_members,
 )
@@ -100,10 +107,13 @@ from mailer.store.customers import (
 )
 from mailer.store.db import Connection, Engine
 from mailer.store.events import human_hours
+from mailer.store.feeds.stock import restocked_between
 from mailer.store.insight.stages import changes_into
 from mailer.store.versions import record_plan_run, stored_version_id
 
+log = logging.getLogger("mailer.plan")
 BATCH = 1000
+OCCURRENCE_LENGTH = 255  # deliveries.occurrence
 ANALYZE_AFTER = 5000  # planned rows after which PostgreSQL's statistics are refreshed
 PERSONAL_CAP_SPAN = timedelta(days=7)  # "at most N mails a week" from the preference centre
 
@@ -216,7 +226,7 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
             queries.append((due_members(segment(), due.occurrence), due.expires))
     elif trigger == "promotion" and campaign.starts is not None and campaign.ends is not None:
         starts, ends = as_local(campaign.starts, tz), as_local(campaign.ends, tz)
-        if campaign.reminder is not None:
+        if campaign.reminder is not None and campaign.reminder.before_end is not None:
             reminder = reminder_due(ends, campaign.reminder.before_end, now)
             if reminder is not None:
                 # To those whose main mail went out (or probably did), not to the segment.
@@ -283,6 +293,28 @@ def candidates(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaig
             queries.append((checkout_members(segment(), created_by=created_by,
                                              created_after=created_after, now=now,
                                              ordered=ordered), CHECKOUT_EXPIRY, reason))
+        if campaign.reminder is not None and campaign.reminder.after is not None:
+            # The reminder: to those whose first mail of this checkout went out.
+            created_after, sent_by = checkout_reminder_window(now, campaign.reminder.after)
+            for ordered, reason in ((False, ""), (True, ORDERED)):
+                queries.append((checkout_reminder_members(
+                    slug, sent_by=sent_by, created_after=created_after, now=now,
+                    ordered=ordered), CHECKOUT_EXPIRY, reason))
+    elif trigger == "back_in_stock":
+        start, end = restock_window(now)
+        with engine.connect() as conn:
+            restocks = restocked_between(conn, start, end)
+        for restock in restocks:  # a few products a day: one query each
+            occurrence = stock_occurrence(restock.sku, restock.restocked_at, tz)
+            if len(occurrence) > OCCURRENCE_LENGTH:  # a sku of 240 characters and more
+                log.warning("back_in_stock: sku %.40r… is too long for an occurrence",
+                            restock.sku)
+                continue
+            # Sold out again since: its alerts' customers are told why, and wait for the
+            # next restock (their alerts stay open).
+            queries.append((stock_alert_members(segment(), restock.sku, occurrence),
+                            restock.restocked_at + STOCK_EXPIRY,
+                            "" if restock.in_stock else OUT_OF_STOCK))
     for query, expires, *excluded in queries:
         reason = excluded[0] if excluded else ""
         for page in candidate_pages(engine, in_plan_order(query), BATCH):
@@ -573,7 +605,7 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                     continue
                 assert decision.send_after is not None
                 variant = (base + result.planned_count) % variants
-                if winner is not None and candidate.occurrence != "reminder":
+                if winner is not None and not is_reminder(candidate.occurrence):
                     chosen = ab_variant(candidate.occurrence)
                     if chosen is not None:
                         variant = chosen

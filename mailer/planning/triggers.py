@@ -345,6 +345,24 @@ def checkout_window(now: datetime, after: timedelta) -> tuple[datetime, datetime
     return now - CHECKOUT_EXPIRY, now - after
 
 
+def checkout_reminder_window(now: datetime, after: timedelta
+                             ) -> tuple[datetime, datetime]:
+    """The abandoned checkout's `reminder`: the checkouts created in (NOW − 7 d, NOW]
+    whose first mail was sent at or before NOW − AFTER (the first mail's send, not the
+    checkout, starts its clock, so a reminder never comes without a first mail or right
+    on its heels); it expires with the first mail, 7 days after the checkout."""
+    return now - CHECKOUT_EXPIRY, now - after
+
+
+STOCK_EXPIRY = timedelta(days=3)
+
+
+def restock_window(now: datetime) -> tuple[datetime, datetime]:
+    """`back_in_stock`: the products restocked in (NOW − 3 d, NOW]; each restock's mails
+    expire 3 days after it."""
+    return now - STOCK_EXPIRY, now
+
+
 # --- a campaign as a whole: due now, or never again (the campaigns overview) ----------
 
 
@@ -362,13 +380,14 @@ def due_now(campaign: Campaign, now: datetime, tz: ZoneInfo, zones: list[str]) -
         ends = as_local(campaign.ends, tz)
         if promotion_due(as_local(campaign.starts, tz), ends, now) is not None:
             return True
-        return campaign.reminder is not None and reminder_due(
-            ends, campaign.reminder.before_end, now) is not None
+        return campaign.reminder is not None and campaign.reminder.before_end is not None \
+            and reminder_due(ends, campaign.reminder.before_end, now) is not None
     if campaign.trigger in ("birthday", "after_order", "holiday", "date"):
         return any(local_day(name, campaign.send_time, now) is not None for name in zones)
     # A recorded change may come with any `stages update`, silence with any minute, a
-    # sign-up or a checkout with any webhook: always live.
-    return campaign.trigger in ("stage_change", "sunset", "signup", "abandoned_checkout")
+    # sign-up, a checkout or a restock with any webhook: always live.
+    return campaign.trigger in ("stage_change", "sunset", "signup", "abandoned_checkout",
+                                "back_in_stock")
 
 
 def never_due_again(campaign: Campaign, now: datetime, tz: ZoneInfo) -> bool:

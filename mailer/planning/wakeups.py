@@ -6,7 +6,11 @@ promotion's start and its reminder, and for the triggers that run on each
 customer's local day the next moment `send_at` is reached in a zone of the store.
 A stage_change campaign has no instant of its own: its changes appear when
 `stages update` records them, and the daemon sweeps right after each of its
-updates (hourly, mailer.daemon.scheduler), so it needs no wake-up here.
+updates (hourly, mailer.daemon.scheduler), so it needs no wake-up here. Nor do the
+triggers the store's data makes due (sunset, signup, abandoned_checkout and its
+reminder, back_in_stock): a webhook may bring a sign-up, a checkout or a restock at any
+moment, the instants are the data's, not the campaign file's, and the interval sweep
+(at least every minute) plans them.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ def next_wakeup(campaign: Campaign, after: datetime, tz: ZoneInfo,
         moments.append(as_local(campaign.at, tz))
     elif campaign.trigger == "promotion" and campaign.starts and campaign.ends:
         moments.append(as_local(campaign.starts, tz))
-        if campaign.reminder is not None:
+        if campaign.reminder is not None and campaign.reminder.before_end is not None:
             moments.append(as_local(campaign.ends, tz) - campaign.reminder.before_end)
     elif campaign.trigger in ("birthday", "after_order", "holiday", "date"):
         moments += [next_local_time(name, campaign.send_time, after) for name in set(zones)]

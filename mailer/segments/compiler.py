@@ -74,7 +74,15 @@ from mailer.store.events import last_signs_query
 from mailer.store.feeds.apply import ordered_since_checkout
 from mailer.store.insight.stages import AWARENESS, stage_case
 from mailer.store.ledger import mailed_after, nth_latest_sent_query
-from mailer.store.models import Checkout, Customer, Order, OrderLine, Prediction
+from mailer.store.models import (
+    Checkout,
+    Customer,
+    Delivery,
+    Order,
+    OrderLine,
+    Prediction,
+    StockAlert,
+)
 
 CUSTOMERS = cast(Table, Customer.__table__)
 ORDERS = cast(Table, Order.__table__)
@@ -945,6 +953,34 @@ def checkout_members(compiled: CompiledSegment, *, created_by: datetime,
             .where(Checkout.created_at > created_after, Checkout.created_at <= created_by,
                    Checkout.customer_id.in_(members_query(compiled, CUSTOMERS.c.id)),
                    test if ordered else not_(test)))
+
+
+def checkout_reminder_members(campaign: str, *, sent_by: datetime, created_after: datetime,
+                              now: datetime, ordered: bool = False) -> TimedCandidateQuery:
+    """(customer id, "checkout-reminder:" + its store id, created_at) of the checkouts
+    created after CREATED_AFTER whose first mail (`checkout:<id>`) of CAMPAIGN was sent
+    at or before SENT_BY: those not completed and without a paid order since (ORDERED
+    true: instead those with one, reason `ordered`). Only a mail that was sent counts (not
+    `unknown`: a reminder never follows a first mail that may not have gone)."""
+    test = ordered_since_checkout(now)
+    return (select(Customer.id, literal("checkout-reminder:") + Checkout.store_id,
+                   Checkout.created_at)
+            .join(Customer, Customer.id == Checkout.customer_id)
+            .join(Delivery, and_(Delivery.customer_id == Checkout.customer_id,
+                                 Delivery.campaign == campaign,
+                                 Delivery.occurrence == literal("checkout:") + Checkout.store_id))
+            .where(Delivery.status == "sent", Delivery.sent_at <= sent_by,
+                   Checkout.created_at > created_after,
+                   test if ordered else not_(test)))
+
+
+def stock_alert_members(compiled: CompiledSegment, sku: str, occurrence: str
+                        ) -> CandidateQuery:
+    """(customer id, OCCURRENCE) of the members with an open stock alert for SKU."""
+    return (members_query(compiled, CUSTOMERS.c.id)
+            .where(CUSTOMERS.c.id.in_(select(StockAlert.customer_id).where(
+                StockAlert.sku == sku, StockAlert.notified_at.is_(None))))
+            .add_columns(literal(occurrence)))
 
 
 @overload

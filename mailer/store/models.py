@@ -561,6 +561,7 @@ class Product(Base):
     turned in stock (back-in-stock mails name that day)."""
 
     __tablename__ = "products"
+    __table_args__ = (Index("ix_products_restocked_at", "restocked_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sku: Mapped[str] = mapped_column(String(255), unique=True)
@@ -570,6 +571,7 @@ class Product(Base):
     category: Mapped[str | None] = mapped_column(Text)
     currency: Mapped[str | None] = mapped_column(String(3))
     price_minor: Mapped[int | None] = mapped_column(BigInteger)
+    url: Mapped[str | None] = mapped_column(Text)  # the product's page, when the shop sent one
     in_stock: Mapped[bool] = mapped_column(Boolean)
     restocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

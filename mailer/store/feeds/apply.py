@@ -39,8 +39,10 @@ from sqlalchemy.exc import IntegrityError
 from mailer.core.addresses import parse_address
 from mailer.core.clock import parse_local
 from mailer.core.errors import InvalidValue
+from mailer.core.states import Consent
+from mailer.store.customers import opt_out
 from mailer.store.db import upsert
-from mailer.store.feeds.shapes import Change, Unusable
+from mailer.store.feeds.shapes import OPTED_OUT, Change, Unusable
 from mailer.store.importer import write_records
 from mailer.store.models import (
     Checkout,
@@ -54,6 +56,7 @@ from mailer.store.records import BadRow, Context, CustomerRow, parse_customer, p
 
 _DELIVERIES = cast(Table, HookDelivery.__table__)
 GUEST = "guest:"  # the store id of a customer known only by an order's address
+SHOP_UNSUBSCRIBE = "unsubscribed at the shop"  # the consent reason of a shop's opt-out
 
 
 @dataclass(frozen=True)
@@ -124,9 +127,11 @@ def _customers(conn: Connection, source: str, change: Change, ctx: Context, now:
     """Write the change's customers; their store ids by email key (guests resolved)."""
     c = Customer.__table__.c
     rows: list[tuple[CustomerRow, datetime | None]] = []
+    opted_out: set[str] = set()  # store ids whose customer unsubscribed at the shop
     for record in change.customers:
         record = dict(record)
         guest = bool(record.pop("guest", False))
+        leaves = bool(record.pop(OPTED_OUT, False))
         # the customer's own time: an order's time says nothing of its billing name
         updated = _when(record.pop("updated_at", None), ctx, "updated_at")
         if "email" not in record:
@@ -149,6 +154,8 @@ def _customers(conn: Connection, source: str, change: Change, ctx: Context, now:
         except BadRow as bad:
             raise Unusable("customer: " + "; ".join(bad.reasons)) from None
         rows.append((row, updated))
+        if leaves:
+            opted_out.add(row.store_id)
     stored = {r.store_id: (r.source_updated_at, r.consent) for r in conn.execute(
         select(c.store_id, c.source_updated_at, c.consent)
         .where(c.store_id.in_([row.store_id for row, _ in rows])))} if rows else {}
@@ -164,6 +171,13 @@ def _customers(conn: Connection, source: str, change: Change, ctx: Context, now:
     errors = write_records(conn, fresh, [], now=now, source=source)
     if errors:
         raise Unusable("; ".join(e.reason for e in errors))
+    # An unsubscribe at the shop is the customer's own opt-out, recorded as `mailer
+    # unsubscribe` records one (its consent history row, source the platform); a later
+    # `subscribed` from the shop does not lift it, as an import's `true` does not.
+    leaving = sorted(opted_out & {row.store_id for row in fresh})
+    if leaving:
+        opt_out(conn, c.store_id.in_(leaving), Consent.UNSUBSCRIBED, now=now, source=source,
+                reason=SHOP_UNSUBSCRIBE)
     _mark(conn, Customer, Customer.__table__.c.store_id,
           [(row.store_id, updated) for row, updated in rows if updated is not None])
     return {row.email_key: row.store_id for row, _ in rows}
@@ -335,13 +349,14 @@ def _products(conn: Connection, change: Change, ctx: Context, now: datetime,
                                   "source_updated_at": event_at, "currency": typed.currency}
         values |= {k: v for k, v in (("name", item.product), ("category", item.category),
                                      ("price_minor", item.price_minor),
-                                     ("stock_key", record.get("stock_key"))) if v is not None}
+                                     ("stock_key", record.get("stock_key")),
+                                     ("url", _url(record.get("url")))) if v is not None}
         if "stock_key" in values:
             values["stock_key"] = str(values["stock_key"])
         restocked = in_stock and (not stored.in_stock if stored is not None
                                   else _open_alerts(conn, item.sku))
         if restocked:
-            values["restocked_at"] = event_at or now
+            values["restocked_at"] = _restock_time(event_at, now)
         if stored is None:
             conn.execute(insert(Product).values(sku=item.sku, **values))
         else:
@@ -350,8 +365,26 @@ def _products(conn: Connection, change: Change, ctx: Context, now: datetime,
         for row in conn.execute(select(p.id, p.in_stock).where(p.stock_key == stock_key)):
             values = {"in_stock": in_stock, "updated_at": now}
             if in_stock and not row.in_stock:
-                values["restocked_at"] = event_at or now
+                values["restocked_at"] = _restock_time(event_at, now)
             conn.execute(update(Product).where(p.id == row.id).values(**values))
+
+
+def _restock_time(event_at: datetime | None, now: datetime) -> datetime:
+    """When a product turned in stock: the shop's time of the change, never later than
+    its arrival (a shop's clock running ahead must not hold the back-in-stock mails)."""
+    return now if event_at is None else min(event_at, now)
+
+
+def _url(value: Any) -> str | None:
+    """A product page's address as a mail may link it: http(s) only (a `javascript:`
+    URL from a compromised shop never reaches a reader)."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    if not text.lower().startswith(("https://", "http://")) or any(
+            ch.isspace() or ord(ch) < 32 for ch in text) or len(text) > 2000:
+        raise Unusable(f"product: url {text[:80]!r} is not an http(s) address")
+    return text
 
 
 def _stock_alerts(conn: Connection, change: Change, now: datetime) -> None:

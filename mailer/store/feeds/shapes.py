@@ -31,10 +31,16 @@ WOO_STATUS = {"processing": "paid", "completed": "paid", "refunded": "refunded",
               "cancelled": "cancelled", "failed": None, "pending": None, "on-hold": None,
               "checkout-draft": None, "trash": "cancelled"}
 # Shopify's email_marketing_consent.state: the import's `subscribed` (None: keep).
+# `unsubscribed` is the customer's own opt-out: OPTED_OUT, not a `false`.
 SHOPIFY_CONSENT: dict[str, bool | None] = {
-    "subscribed": True, "not_subscribed": False, "unsubscribed": False, "pending": None,
+    "subscribed": True, "not_subscribed": False, "pending": None,
     "redacted": False, "invalid": False}
 WOO_CONSENT_KEYS = ("mailer_subscribed", "marketing_consent", "_wc_marketing_consent")
+# A consent meta's value that is the customer's own opt-out (MailPoet and the like).
+WOO_OPTED_OUT = ("unsubscribed", "unsubscribe", "opted_out")
+# The record key marking the customer's own opt-out at the shop: the store records it
+# as `unsubscribed` (mailer.store.feeds.apply), which no later `true` lifts.
+OPTED_OUT = "opted_out"
 
 
 class Unusable(ValueError):
@@ -107,12 +113,15 @@ def _minus(total: Any, refunds: list[Any]) -> str | None:
 # --- Shopify ----------------------------------------------------------------------------
 
 
-def _shopify_consent(customer: Mapping[str, Any]) -> bool | None:
+def _shopify_consent(customer: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's consent fields: `subscribed`, or OPTED_OUT for an unsubscribe."""
     consent = customer.get("email_marketing_consent")
     if isinstance(consent, dict) and isinstance(consent.get("state"), str):
-        return SHOPIFY_CONSENT.get(consent["state"])
+        if consent["state"] == "unsubscribed":
+            return {OPTED_OUT: True}
+        return _present(subscribed=SHOPIFY_CONSENT.get(consent["state"]))
     accepts = customer.get("accepts_marketing")  # API versions before 2022-04
-    return accepts if isinstance(accepts, bool) else None
+    return _present(subscribed=accepts if isinstance(accepts, bool) else None)
 
 
 def _shopify_customer(customer: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,9 +132,9 @@ def _shopify_customer(customer: Mapping[str, Any]) -> dict[str, Any]:
         first_name=customer.get("first_name"), last_name=customer.get("last_name"),
         country=address.get("country_code"), city=address.get("city"),
         locale=customer.get("locale"), signed_up_at=customer.get("created_at"),
-        subscribed=_shopify_consent(customer), updated_at=customer.get("updated_at"),
+        updated_at=customer.get("updated_at"),
         tags=[t.strip() for t in tags.split(",") if t.strip()] or None
-        if isinstance(tags, str) else None)
+        if isinstance(tags, str) else None) | _shopify_consent(customer)
 
 
 def _guest(email: Any, first: Any = None, last: Any = None) -> dict[str, Any]:
@@ -191,7 +200,8 @@ def _shopify_checkout(topic: str, payload: Mapping[str, Any]) -> Change:
         change.ignored = "a checkout without an address cannot be followed up"
         return change
     buyer = _shopify_buyer(payload)
-    if "subscribed" not in buyer and isinstance(payload.get("buyer_accepts_marketing"), bool):
+    if "subscribed" not in buyer and OPTED_OUT not in buyer and isinstance(
+            payload.get("buyer_accepts_marketing"), bool):
         buyer["subscribed"] = payload["buyer_accepts_marketing"] or None
     change.customers.append(buyer)
     change.checkouts.append(_present(
@@ -262,13 +272,16 @@ def shopify(topic: str, payload: Any) -> Change:
 # --- WooCommerce -------------------------------------------------------------------------
 
 
-def _woo_consent(payload: Mapping[str, Any]) -> bool | None:
+def _woo_consent(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's consent fields from the consent meta: `subscribed`, or OPTED_OUT."""
     meta = payload.get("meta_data")
     for entry in meta if isinstance(meta, list) else []:
         if isinstance(entry, dict) and entry.get("key") in WOO_CONSENT_KEYS:
             value = str(entry.get("value")).strip().lower()
-            return value in ("yes", "1", "true", "subscribed")
-    return None
+            if value in WOO_OPTED_OUT:
+                return {OPTED_OUT: True}
+            return {"subscribed": value in ("yes", "1", "true", "subscribed")}
+    return {}
 
 
 def _woo_customer(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -279,8 +292,7 @@ def _woo_customer(body: Mapping[str, Any]) -> dict[str, Any]:
                     last_name=body.get("last_name") or billing.get("last_name"),
                     country=billing.get("country"), city=billing.get("city"),
                     signed_up_at=_gmt(body.get("date_created_gmt")),
-                    subscribed=_woo_consent(body),
-                    updated_at=_gmt(body.get("date_modified_gmt")))
+                    updated_at=_gmt(body.get("date_modified_gmt"))) | _woo_consent(body)
 
 
 def _woo_order(topic: str, body: Mapping[str, Any]) -> Change:
@@ -291,10 +303,10 @@ def _woo_order(topic: str, body: Mapping[str, Any]) -> Change:
         buyer = _present(id=_id(customer_id, "customer_id"), email=billing.get("email"),
                          first_name=billing.get("first_name"),
                          last_name=billing.get("last_name"), country=billing.get("country"),
-                         city=billing.get("city"), subscribed=_woo_consent(body))
+                         city=billing.get("city")) | _woo_consent(body)
     else:
         buyer = _guest(billing.get("email"), billing.get("first_name"),
-                       billing.get("last_name")) | _present(subscribed=_woo_consent(body))
+                       billing.get("last_name")) | _woo_consent(body)
     change.customers.append(buyer)
     status = WOO_STATUS.get(str(body.get("status")), "unknown")
     if status == "unknown":
@@ -335,7 +347,8 @@ def woocommerce(topic: str, payload: Any) -> Change:
         change = Change(topic, updated_at=_gmt(body.get("date_modified_gmt")))
         change.products.append(_present(
             sku=body.get("sku") or f"woocommerce-product:{_id(body.get('id'), 'product id')}",
-            name=body.get("name"), category=category, price=body.get("price"))
+            name=body.get("name"), category=category, price=body.get("price"),
+            url=body.get("permalink"))
             | {"in_stock": body.get("stock_status") in ("instock", "onbackorder")})
         return change
     raise Unusable(f"topic {topic!r} is not one mailer takes: {', '.join(WOOCOMMERCE_TOPICS)}")
