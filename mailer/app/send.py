@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mailer.app.confirm import queue_confirmations
 from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Settings
@@ -154,6 +155,8 @@ def send(engine: Engine, root: Path, specs: dict[str, SegmentSpec],
                      sign=sign, campaigns=chosen, on_outcome=on_outcome) as worker:
         plans = plan_now(engine, specs, campaigns, settings=settings, versions=versions,
                          now=clock.now(), expired=expired)
+        # double opt-in's confirmations go out with this send's notices
+        queue_confirmations(engine, settings, key, clock.now())
         if on_planned is not None:
             on_planned(sum(waiting(engine, slug) for slug in slugs))
         tally = asyncio.run(_deliver(worker.delivery, transport, probe))
