@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from mailer.app.confirm import confirm_url
+from mailer.delivery.confirmations import confirm_url
 from mailer.mail.links import Claims, sign
 from mailer.web.listener import HEADERS
 from tests.conftest import SETTINGS, Workspace

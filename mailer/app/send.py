@@ -19,13 +19,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mailer.app.confirm import queue_confirmations
 from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Settings
 from mailer.core.clock import Clock
 from mailer.core.errors import DeliveryError, EnvironmentFailure, NotFoundError, UserError
 from mailer.core.states import OUTCOMES
+from mailer.delivery.confirmations import queue_confirmations
 from mailer.delivery.notices import NoticeSender
 from mailer.delivery.outcomes import Outcome
 from mailer.delivery.ratelimit import rate_limit

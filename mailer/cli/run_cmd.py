@@ -75,7 +75,7 @@ def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> Non
             plans = plan_now(engine, loaded.specs, loaded.campaigns, settings=settings,
                              versions=loaded.versions, now=run_.clock.now(), expired=expired)
             if run_.env.secret_key:  # the double opt-in's notices, for the workers to send
-                from mailer.app.confirm import queue_confirmations
+                from mailer.delivery.confirmations import queue_confirmations
 
                 queue_confirmations(engine, settings, run_.env.secret_key, run_.clock.now())
             summaries = [Summary(p.campaign, p.planned_count, {"expired": expired[p.campaign]},

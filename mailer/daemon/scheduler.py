@@ -28,7 +28,7 @@ One asyncio loop runs three tasks:
   query on the key), so a fire time whose queueing failed — the database away — is
   caught up within the same 7 days. The sending loop delivers it with the other notices.
 - double opt-in: with `consent: {double_opt_in: true}`, each sweep also queues the
-  pending customers' confirmation notices and their one reminder (mailer.app.confirm),
+  pending customers' confirmation notices and their one reminder (mailer.delivery.confirmations),
   signed with MAILER_SECRET_KEY (a `--no-deliver` daemon without it queues none).
 - delivering: the same sending loop (`SendingLoop`) as `mailer worker`, over every campaign's
   rows, so rows of a campaign whose file is gone finish from their version. An
@@ -56,7 +56,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from mailer.app.confirm import queue_confirmations
 from mailer.app.review.send import due_review, queue_review, scheduled_key
 from mailer.app.send import compile_versions, plan_now
 from mailer.app.stages import update as update_stages
@@ -68,6 +67,7 @@ from mailer.config.workspace import load_valid_workspace, open_workspace
 from mailer.core.clock import Clock, iso_z, zone
 from mailer.core.errors import ConfigError, MailerError
 from mailer.core.states import DeliveryState
+from mailer.delivery.confirmations import queue_confirmations
 from mailer.delivery.worker import SendingLoop
 from mailer.planning.triggers import next_fire, parse_cron
 from mailer.planning.wakeups import next_wakeup

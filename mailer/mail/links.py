@@ -33,7 +33,7 @@ PREVIEW_KEY = "mailer-preview-only"
 # campaign version holds (mailer.mail.tracking), naming that version
 PURPOSES = {"unsubscribe": "u", "preferences": "p", "browser": "b", "click": "c", "open": "o",
             "rating": "r", "survey": "s", "keep_subscribed": "k", "clicks": "m",
-            "confirm": "d"}  # `confirm`: a double opt-in's link (mailer.app.confirm)
+            "confirm": "d"}  # `confirm`: a double opt-in's link (mailer.delivery.confirmations)
 
 
 class InvalidLink(MailerError):

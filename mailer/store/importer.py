@@ -203,7 +203,7 @@ class _CustomerWriter:
                     merged[key] = value
             values["attributes"] = merged or None
         # Double opt-in: `pending` asks a not-subscribed customer to confirm; only their
-        # own click (mailer.app.confirm) or `mailer resubscribe` makes them subscribed,
+        # own click (mailer.delivery.confirmations) or `mailer resubscribe` makes them subscribed,
         # never `subscribed=true`; `false` withdraws the request.
         transitions: dict[tuple[bool | None, str], str] = {
             (True, "not_subscribed"): "pending" if row.pending else "subscribed",

@@ -117,7 +117,7 @@ class Customer(Base):
     attributes_folded: Mapped[dict[str, Any] | None] = mapped_column(Json)
     # The shop's own updated_at of the last webhook written (an older one is ignored).
     source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Double opt-in (consent.double_opt_in, mailer.app.confirm): where and when the
+    # Double opt-in (consent.double_opt_in, mailer.delivery.confirmations): where and when the
     # customer asked (consent `pending`), when the confirmation notice and its one
     # reminder were queued, and, once confirmed, when and from which IP: the proof.
     opt_in_source: Mapped[str | None] = mapped_column(String(64))

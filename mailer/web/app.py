@@ -9,7 +9,7 @@ Paths under `tracking.base_url`, each ending in a signed token (mailer.mail.link
                     nothing (scanners GET)
     POST /k/TOKEN   records a sign of life (event keep_subscribed) and says thank you
     GET  /confirm/TOKEN
-                    a double opt-in's confirmation (mailer.app.confirm): a page with a
+                    a double opt-in's confirmation (mailer.delivery.confirmations): a page with a
                     button; changes nothing (scanners GET)
     POST /confirm/TOKEN
                     confirms a pending customer (subscribed, time and IP kept as proof),
@@ -461,7 +461,7 @@ async def _confirming(service: Service, request: web.Request, claims: Claims, *,
     """The confirm link's answer: confirmed (200, also for a replay or an already
     subscribed customer), the button (GET of a pending customer), expired (410, nothing
     changed) or no longer waiting (410: withdrawn or opted out since)."""
-    from mailer.app.confirm import LINK_VALID, link_expired
+    from mailer.delivery.confirmations import LINK_VALID, link_expired
     from mailer.store.customers import confirm_opt_in
 
     found = await service.db.run(engagement.person, claims)
