@@ -18,6 +18,8 @@ from mailer.mail.links import Claims, sign
 from mailer.web.listener import HEADERS
 from tests.conftest import SETTINGS, Workspace
 from tests.smtp_server import FaultServer
+from tests.test_crash import _wait_for
+from tests.test_daemon import _daemon, _stop
 from tests.test_delivery import KEY
 from tests.test_hooks import SECRETS, b64_hmac, sample, saved
 from tests.test_serve import serving
@@ -260,3 +262,23 @@ def test_the_token_names_its_purpose() -> None:
     token = confirm_url("https://mail.shop.example", "P", T0, KEY).rsplit("/", 1)[1]
     fields = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
     assert fields[:2] == ["d", "P"]
+
+
+def test_the_daemon_sweep_sends_the_confirmation_and_never_the_newsletter(
+        db: Workspace) -> None:
+    store(db, "P,pia@example.com,Pia,pending\n")
+    db.write("customers.csv", "id,email,first_name,subscribed\nQ,quinn@example.com,Q,pending\n")
+    assert db.run("import", "customers", "customers.csv").code == 0  # on the real clock
+    with FaultServer() as server:
+        daemon = _daemon(db, server)
+        try:
+            assert _wait_for(lambda: len(server.caught) == 2, 60)
+        finally:
+            _, log = _stop(daemon)
+    assert sorted(c.recipient for c in server.caught) == ["pia@example.com",
+                                                          "quinn@example.com"]
+    assert {c.message()["Subject"] for c in server.caught} == {
+        "Please confirm your subscription to Pine & Co"}
+    assert "double opt-in: 2 confirmations and 0 reminders queued" in log
+    assert " excluded=2 pending=2 " in log  # the sweep held the newsletter back from both
+    assert "pia@example.com" not in log  # notices to customers log no address

@@ -128,9 +128,10 @@ def _first(engine: Engine, settings: Settings, key: str, now: datetime) -> int:
     """One batch of confirmations; how many customers it covered (0: none left)."""
     with engine.begin() as conn:
         batch = pending_unasked(conn, BATCH)
+        chosen = mark_asked(conn, [c.id for c in batch], now, reminder=False)
         for customer in batch:
-            _queue(conn, settings, key, now, customer, reminder=False)
-        mark_asked(conn, [c.id for c in batch], now, reminder=False)
+            if customer.id in chosen:
+                _queue(conn, settings, key, now, customer, reminder=False)
     return len(batch)
 
 
@@ -142,13 +143,16 @@ def _reminders(engine: Engine, settings: Settings, key: str, now: datetime,
     with engine.begin() as conn:
         batch = pending_to_remind(conn, now - REMIND_AFTER, BATCH, after)
         found = statuses(conn, [notice_key(c, reminder=False) for c in batch])
-        settled = []
+        remind, settled = [], []
         for customer in batch:
             status = found.get(notice_key(customer, reminder=False))
-            if status in GAVE_UP:
+            if status in GAVE_UP:  # the address refused the confirmation: no reminder
                 settled.append(customer.id)
             elif status is None or status in WENT_OUT:
-                queued += _queue(conn, settings, key, now, customer, reminder=True)
+                remind.append(customer)
                 settled.append(customer.id)
-        mark_asked(conn, settled, now, reminder=True)
+        chosen = mark_asked(conn, settled, now, reminder=True)
+        for customer in remind:
+            if customer.id in chosen:
+                queued += _queue(conn, settings, key, now, customer, reminder=True)
     return queued, (batch[-1].id if len(batch) == BATCH else 0)

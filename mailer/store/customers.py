@@ -242,13 +242,18 @@ def pending_to_remind(conn: Connection, asked_by: datetime, limit: int,
                    limit)
 
 
-def mark_asked(conn: Connection, ids: Sequence[int], now: datetime, *, reminder: bool) -> None:
-    """Record that the confirmation (REMINDER: its reminder) of these customers was queued
-    at NOW (or, for a reminder, that none will go)."""
-    if ids:
-        column = "opt_in_reminded_at" if reminder else "opt_in_sent_at"
-        conn.execute(update(Customer).where(among(conn, Customer.id, list(ids)), _PENDING)
-                     .values({column: now}))
+def mark_asked(conn: Connection, ids: Sequence[int], now: datetime, *,
+               reminder: bool) -> set[int]:
+    """Record that the confirmation (REMINDER: its reminder) of these customers is queued
+    at NOW (or, for a reminder, that none will go); the ids of those still pending and
+    not yet marked, the ones to queue for. Written before the notice, in its transaction:
+    a customer who confirmed a moment ago is no longer pending, and gets nothing."""
+    if not ids:
+        return set()
+    column = Customer.opt_in_reminded_at if reminder else Customer.opt_in_sent_at
+    return set(conn.execute(update(Customer).where(
+        among(conn, Customer.id, list(ids)), _PENDING, column.is_(None))
+        .values({column.key: now}).returning(Customer.id)).scalars())
 
 
 def confirm_opt_in(engine: Engine, store_id: str, now: datetime, ip: str | None) -> str | None:
