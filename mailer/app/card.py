@@ -141,6 +141,9 @@ class Card:
     consent: ConsentEntry
     suppressed: bool
     consent_history: list[ConsentEntry]
+    # double opt-in: where and when they asked, the notices, the confirmation's time and
+    # IP (the proof); None for a customer never asked to confirm
+    opt_in: dict[str, Any] | None
     stats: Stats
     stage: str
     stage_history: list[store_card.StageEntry]
@@ -175,7 +178,10 @@ class Card:
             "mails": [mail.as_json() for mail in self.mails],
             "upcoming": [entry.as_json() for entry in self.upcoming],
             "events": [event.as_json() for event in self.events],
-            "now": iso_z(self.now)}
+            "now": iso_z(self.now),
+            "opt_in": None if self.opt_in is None else {
+                name: _time(value) if isinstance(value, datetime) else value
+                for name, value in self.opt_in.items()}}
 
 
 def _consent(entry: ConsentEntry) -> dict[str, Any]:
@@ -295,6 +301,11 @@ def assemble(facts: CardFacts, *, settings: Settings, now: datetime, segments: l
     return Card(
         id=row.store_id, email=row.email, profile=profile_of(row, tz.key, now),
         consent=consent, suppressed=facts.suppressed, consent_history=facts.consent_history,
+        opt_in=None if row.opt_in_requested_at is None else {
+            "source": row.opt_in_source, "requested_at": row.opt_in_requested_at,
+            "confirmation_queued_at": row.opt_in_sent_at,
+            "reminder_queued_at": row.opt_in_reminded_at,
+            "confirmed_at": row.opt_in_confirmed_at, "ip": row.opt_in_ip},
         stats=stats, stage=str(stage), stage_history=facts.stage_history,
         predictions=predictions, predictions_reason=facts.predictions_reason,
         recommendations=[product.as_json() for product in facts.recommendations],

@@ -25,6 +25,7 @@ from mailer.config.settings import Settings
 from mailer.core.clock import Clock
 from mailer.core.errors import DeliveryError, EnvironmentFailure, NotFoundError, UserError
 from mailer.core.states import OUTCOMES
+from mailer.delivery.confirmations import queue_confirmations
 from mailer.delivery.notices import NoticeSender
 from mailer.delivery.outcomes import Outcome
 from mailer.delivery.processes import RenderPool, process_count
@@ -164,6 +165,8 @@ def send(engine: Engine, root: Path, specs: dict[str, SegmentSpec],
                      sign=sign, campaigns=chosen, on_outcome=on_outcome) as worker:
         plans = plan_now(engine, specs, campaigns, settings=settings, versions=versions,
                          now=clock.now(), expired=expired)
+        # double opt-in's confirmations go out with this send's notices
+        queue_confirmations(engine, settings, key, clock.now())
         if on_planned is not None:
             on_planned(sum(waiting(engine, slug) for slug in slugs))
         tally = asyncio.run(_deliver(worker.delivery, transport, probe))

@@ -84,6 +84,8 @@ def _print(data: dict[str, Any]) -> None:
     pairs("consent", consent)
     rows("consent history", ("state", "since", "source", "reason"), data["consent_history"],
          "none recorded")
+    if data["opt_in"] is not None:
+        pairs("double opt-in", data["opt_in"])
     pairs("stats", data["stats"])
     rows("stage history", ("from", "to", "detected_at"), data["stage_history"],
          "none recorded (`mailer stages update` records it)")

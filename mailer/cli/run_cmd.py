@@ -74,6 +74,10 @@ def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> Non
             expired: Counter[str] = Counter()
             plans = plan_now(engine, loaded.specs, loaded.campaigns, settings=settings,
                              versions=loaded.versions, now=run_.clock.now(), expired=expired)
+            if run_.env.secret_key:  # the double opt-in's notices, for the workers to send
+                from mailer.delivery.confirmations import queue_confirmations
+
+                queue_confirmations(engine, settings, run_.env.secret_key, run_.clock.now())
             summaries = [Summary(p.campaign, p.planned_count, {"expired": expired[p.campaign]},
                                  waiting(engine, p.campaign), p.counts())
                          for p in sorted(plans, key=lambda p: p.campaign)]
@@ -111,7 +115,8 @@ def _daemon(run_: Session, loaded: Loaded, *, deliver: bool, interval: float) ->
     log = logging.getLogger("mailer.run")
     engine, settings = run_.engine, loaded.settings
     owner = new_owner()
-    key = secret_key(run_.env) if deliver else ""
+    # --no-deliver needs no key; given one, it still signs the double opt-in's links
+    key = secret_key(run_.env) if deliver else (run_.env.secret_key or "")
     transport = smtp_transport(run_.env, settings) if deliver else None
     leadership = Leadership(engine)
     if not is_server(engine):
@@ -127,7 +132,8 @@ def _daemon(run_: Session, loaded: Loaded, *, deliver: bool, interval: float) ->
 
         async def main(signals: Signals) -> Daemon:
             daemon = Daemon(engine, run_.root, run_.clock, loaded, owner=owner,
-                            delivery=delivery, interval=interval, leadership=leadership)
+                            delivery=delivery, interval=interval, leadership=leadership,
+                            key=key or None)
             try:
                 await daemon.run(signals.stop, signals.reload)
             finally:

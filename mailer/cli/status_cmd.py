@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 @click.command()
 @workspace_json
 def status(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
-    """Counts of customers, subscribed, orders and deliveries by state; the daemon."""
+    """Counts of customers, subscribed, pending, orders and deliveries by state; the
+    daemon."""
     from datetime import UTC
 
     from mailer.core.clock import iso_z
@@ -37,8 +38,10 @@ def status(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
                                         "lag_seconds": None if e.lag_seconds is None
                                         else round(e.lag_seconds)} for e in heard}})
         return
-    rows = [("customers", counts.customers), ("subscribed", counts.subscribed),
-            ("orders", counts.orders)]
+    rows = [("customers", counts.customers), ("subscribed", counts.subscribed)]
+    if counts.pending:  # double opt-in: waiting to confirm
+        rows.append(("pending", counts.pending))
+    rows.append(("orders", counts.orders))
     rows += [(f"deliveries {state}", n) for state, n in counts.deliveries.items()]
     print_table(("", ""), rows, title="mailer status", show_header=False)
     for line in daemon_lines(daemon, now):

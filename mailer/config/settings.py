@@ -402,6 +402,14 @@ class HolidaySettings(Spec):
         return code
 
 
+class ConsentSettings(Spec):
+    double_opt_in: bool = Field(False, description=(
+        "A customer who opts in by webhook (or by import with `subscribed=pending`) is "
+        "`pending` until they confirm through the signed `/confirm/TOKEN` link of a "
+        "confirmation notice (one reminder 3 days later); pending customers get no "
+        "marketing mail (reason `pending`). docs/events.md#double-opt-in."))
+
+
 class Settings(Spec):
     store: Store = Field(description="The shop the mails come from.")
     sender: Sender = Field(description="The addresses mails are sent from and answered to.")
@@ -419,6 +427,8 @@ class Settings(Spec):
     review: Review | None = Field(None, description=(
         "Send the previous month's review (`mailer review`) as a notice on a schedule; "
         "unset: only on demand."))
+    consent: ConsentSettings = Field(ConsentSettings(), description=(
+        "How consent is gathered: `double_opt_in` asks new subscribers to confirm."))
     holidays: HolidaySettings | None = Field(None, description=(
         "The workspace's holiday calendar (`trigger: holiday`); unset: customers without a "
         "country have none."))

@@ -28,6 +28,7 @@ class Consent(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     COMPLAINED = "complained"
+    PENDING = "pending"  # opted in, waiting to confirm (consent.double_opt_in)
 
 
 S = DeliveryState

@@ -27,6 +27,9 @@ One asyncio loop runs three tasks:
   that month's review up within 7 days. The hourly stages job looks again (one exists()
   query on the key), so a fire time whose queueing failed — the database away — is
   caught up within the same 7 days. The sending loop delivers it with the other notices.
+- double opt-in: with `consent: {double_opt_in: true}`, each sweep also queues the
+  pending customers' confirmation notices and their one reminder (mailer.delivery.confirmations),
+  signed with MAILER_SECRET_KEY (a `--no-deliver` daemon without it queues none).
 - delivering: the same sending loop (`SendingLoop`) as `mailer worker`, over every campaign's
   rows, so rows of a campaign whose file is gone finish from their version. An
   APScheduler job logs what it sent each interval (a minute by default).
@@ -64,6 +67,7 @@ from mailer.config.workspace import load_valid_workspace, open_workspace
 from mailer.core.clock import Clock, iso_z, zone
 from mailer.core.errors import ConfigError, MailerError
 from mailer.core.states import DeliveryState
+from mailer.delivery.confirmations import queue_confirmations
 from mailer.delivery.worker import SendingLoop
 from mailer.planning.triggers import next_fire, parse_cron
 from mailer.planning.wakeups import next_wakeup
@@ -175,8 +179,10 @@ class Daemon:
     def __init__(self, engine: Engine, root: Path, clock: Clock, loaded: Loaded, *,
                  owner: str, delivery: SendingLoop | None, interval: float = 60.0,
                  watch_every: float = 2.0, leadership: Leadership | None = None,
-                 counts_every: float | None = None, stages_every: float = STAGES_EVERY) -> None:
+                 counts_every: float | None = None, stages_every: float = STAGES_EVERY,
+                 key: str | None = None) -> None:
         self.engine = engine
+        self.key = key  # signs the double opt-in's confirm links (None: none are queued)
         self.root = root
         self.clock = clock
         self.loaded = loaded
@@ -277,6 +283,11 @@ class Daemon:
             self.planned[plan.campaign] += plan.planned_count
             planned += plan.planned_count
             excluded.update(plan.counts())
+        if self.key and loaded.settings.consent.double_opt_in:
+            try:
+                queue_confirmations(self.engine, loaded.settings, self.key, now)
+            except Exception:  # the database away: the next sweep queues them
+                log.exception("double opt-in confirmations not queued; the next sweep retries")
         upcoming = self.next_due(now)
         self._write_state(last_sweep=now, planned=planned, next_due=upcoming)
         per_campaign = " ".join(f"{p.campaign}={p.planned_count}" for p in plans

@@ -44,6 +44,14 @@ from mailer.store.notices import (
 log = logging.getLogger("mailer.notices")
 NEVER = datetime(9999, 1, 1, tzinfo=UTC)  # notices have no expiry: retry_for bounds them
 KEY_LENGTH = 255  # the column's width
+# Notices to customers (double opt-in's): their key names the customer, and a customer's
+# address never goes into a log; the store's own people's addresses may.
+CUSTOMER_KINDS = ("confirm", "confirm_reminder")
+
+
+def _to(kind: str, to: str) -> str:
+    """The recipient as the log names it."""
+    return "the customer" if kind in CUSTOMER_KINDS else to
 
 
 def queue_notice(conn: Connection, settings: Settings, *, kind: str, key: str, to: str,
@@ -56,7 +64,8 @@ def queue_notice(conn: Connection, settings: Settings, *, kind: str, key: str, t
     domain = settings.sender.from_address.rsplit("@", 1)[1]
     queued = queue(conn, kind=kind, key=key, to=to, subject=subject, html=html, text=text,
                    message_id=new_message_id(domain), now=now)
-    log.info("notice %s %s to %s", key, "queued" if queued else "already queued", to)
+    log.info("notice %s %s to %s", key, "queued" if queued else "already queued",
+             _to(kind, to))
     return queued
 
 
@@ -126,7 +135,8 @@ class NoticeSender:
             try:
                 messages[row.id] = notice_message(row, self.settings, now, self.sign)
             except Exception as err:  # whatever it is, it will not build next time either
-                log.exception("notice %s to %s cannot be built: failed", row.key, row.to)
+                log.exception("notice %s to %s cannot be built: failed", row.key,
+                              _to(row.kind, row.to))
                 failed.append((row.id, {
                     "status": "failed", "reason": f"cannot build the message: "
                     f"{type(err).__name__}: {err}"[:500], "next_attempt_at": None,
@@ -178,7 +188,7 @@ class NoticeSender:
                             rng=self.rng, began=began)
             changes.append((row.id, values))
             self.tally[values["status"]] += 1
-            log.info("notice %s to %s: %s (%s)", row.key, row.to, values["status"],
+            log.info("notice %s to %s: %s (%s)", row.key, _to(row.kind, row.to), values["status"],
                      outcome.reply)
         with self.engine.begin() as conn:
             finish(conn, self.owner, changes)

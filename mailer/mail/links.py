@@ -1,5 +1,5 @@
 """Signed per-recipient links (DESIGN §4.4, §6): unsubscribe, preferences, browser view,
-ratings, the survey page and "keep me subscribed".
+ratings, the survey page, "keep me subscribed" and a double opt-in's confirmation.
 
 A token is `PAYLOAD.SIGNATURE`, both base64url without padding. The payload is
 the JSON list [purpose, customer store id, campaign, message, extra]; the
@@ -35,7 +35,8 @@ PREVIEW_KEY = "mailer-preview-only"
 # purposes: no mail link ever opens the console, no console cookie is a link.
 PURPOSES = {"unsubscribe": "u", "preferences": "p", "browser": "b", "click": "c", "open": "o",
             "rating": "r", "survey": "s", "keep_subscribed": "k", "clicks": "m",
-            "console_session": "CS", "console_form": "CF"}
+            "console_session": "CS", "console_form": "CF",
+            "confirm": "d"}  # `confirm`: a double opt-in's link (mailer.delivery.confirmations)
 
 
 class InvalidLink(MailerError):
@@ -145,7 +146,8 @@ def verify(token: str, purpose: str, keys: Sequence[str]) -> Claims:
 
 # the URL path of each purpose under tracking.base_url (`clicks` links add `/<n>`)
 PATHS = {"unsubscribe": "u", "preferences": "p", "browser": "b", "click": "c", "open": "o",
-         "rating": "r", "survey": "s", "keep_subscribed": "k", "clicks": "c"}
+         "rating": "r", "survey": "s", "keep_subscribed": "k", "clicks": "c",
+         "confirm": "confirm"}
 SCORES = range(1, 6)
 
 

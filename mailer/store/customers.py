@@ -36,6 +36,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     select,
     table,
     text,
@@ -61,8 +62,8 @@ from mailer.store.models import (
 
 # --- consent and suppressions -----------------------------------------------------
 
-RANK = {Consent.SUBSCRIBED: 0, Consent.NOT_SUBSCRIBED: 0, Consent.UNSUBSCRIBED: 1,
-        Consent.BOUNCED: 2, Consent.COMPLAINED: 3}
+RANK = {Consent.SUBSCRIBED: 0, Consent.NOT_SUBSCRIBED: 0, Consent.PENDING: 0,
+        Consent.UNSUBSCRIBED: 1, Consent.BOUNCED: 2, Consent.COMPLAINED: 3}
 
 
 def opt_out(conn: Connection, which: ColumnElement[bool], consent: Consent, *, now: datetime,
@@ -200,6 +201,88 @@ def opt_out_customer(conn: Connection, customer_id: int, consent: Consent, *, no
                    reason=reason)
 
 
+# --- double opt-in ---------------------------------------------------------------------
+
+# Spelled out, not bound: SQLite uses the partial index ix_customers_pending only for a
+# WHERE that names its literal condition.
+_PENDING = literal_column("consent") == literal_column("'pending'")
+
+
+class Asking(NamedTuple):
+    """A pending customer a confirmation notice (or its reminder) is for."""
+
+    id: int
+    store_id: str
+    email: str
+    first_name: str | None
+    requested_at: datetime
+    sent_at: datetime | None
+
+
+def _asking(conn: Connection, where: ColumnElement[bool], limit: int) -> list[Asking]:
+    return [Asking(*row) for row in conn.execute(
+        select(Customer.id, Customer.store_id, Customer.email, Customer.first_name,
+               func.coalesce(Customer.opt_in_requested_at, Customer.consent_at,
+                             Customer.created_at).label("requested_at"),
+               Customer.opt_in_sent_at)
+        .where(_PENDING, where).order_by(Customer.id).limit(limit))]
+
+
+def pending_unasked(conn: Connection, limit: int) -> list[Asking]:
+    """Pending customers whose confirmation notice is not queued yet, by id."""
+    return _asking(conn, Customer.opt_in_sent_at.is_(None), limit)
+
+
+def pending_to_remind(conn: Connection, asked_by: datetime, limit: int,
+                      after_id: int = 0) -> list[Asking]:
+    """Pending customers whose confirmation was queued at or before ASKED_BY and who have
+    had no reminder (nor a decision against one), by id from AFTER_ID on."""
+    return _asking(conn, and_(Customer.opt_in_sent_at <= asked_by,
+                              Customer.opt_in_reminded_at.is_(None), Customer.id > after_id),
+                   limit)
+
+
+def mark_asked(conn: Connection, ids: Sequence[int], now: datetime, *,
+               reminder: bool) -> set[int]:
+    """Record that the confirmation (REMINDER: its reminder) of these customers is queued
+    at NOW (or, for a reminder, that none will go); the ids of those still pending and
+    not yet marked, the ones to queue for. Written before the notice, in its transaction:
+    a customer who confirmed a moment ago is no longer pending, and gets nothing."""
+    if not ids:
+        return set()
+    column = Customer.opt_in_reminded_at if reminder else Customer.opt_in_sent_at
+    return set(conn.execute(update(Customer).where(
+        among(conn, Customer.id, list(ids)), _PENDING, column.is_(None))
+        .values({column.key: now}).returning(Customer.id)).scalars())
+
+
+def confirm_opt_in(engine: Engine, store_id: str, now: datetime, ip: str | None) -> str | None:
+    """A pending customer's confirmation (the POST of their /confirm/ link): consent
+    `subscribed` with the source they asked through, reason `double_opt_in`, and the
+    time and IP kept as proof (opt_in_confirmed_at, opt_in_ip), with its consent history
+    row. Returns what the customer was before: `pending` when this call confirmed them,
+    `subscribed` for a replay, another consent (nothing written), None for no such
+    customer. Only `pending` ever moves: an old link never re-subscribes an opt-out."""
+    with engine.begin() as conn:
+        row = conn.execute(select(Customer.id, Customer.consent, Customer.consent_source,
+                                  Customer.opt_in_source)
+                           .where(Customer.store_id == store_id)).first()
+        if row is None or row.consent != Consent.PENDING:
+            return None if row is None else str(row.consent)
+        source = row.opt_in_source or row.consent_source or "double_opt_in"
+        moved = conn.execute(update(Customer).where(
+            Customer.id == row.id, Customer.consent == Consent.PENDING).values(
+            consent=Consent.SUBSCRIBED, consent_at=now, consent_source=source,
+            consent_reason="double_opt_in", opt_in_confirmed_at=now,
+            opt_in_ip=(ip or None) and ip[:45], updated_at=now).returning(Customer.id)).first()
+        if moved is None:  # a second press at the same moment confirmed them first
+            return str(Consent.SUBSCRIBED)
+        conn.execute(insert(ConsentChange).values(
+            customer_id=row.id, state=Consent.SUBSCRIBED, since=now, source=source,
+            reason="double_opt_in"))
+    return str(Consent.PENDING)
+
+
 # --- opt-outs by address, store-wide counts ----------------------------------
 
 
@@ -245,24 +328,30 @@ class StatusCounts:
     subscribed: int
     orders: int  # every stored order, whatever its status
     deliveries: Mapping[str, int]  # every ledger state, in DELIVERY_STATES order, zeros too
+    pending: int = 0  # waiting to confirm their opt-in (consent.double_opt_in)
 
     def as_json(self) -> dict[str, Any]:
         return {"customers": self.customers, "subscribed": self.subscribed,
-                "orders": self.orders, "deliveries": dict(self.deliveries)}
+                "pending": self.pending, "orders": self.orders,
+                "deliveries": dict(self.deliveries)}
 
 
 def status_counts(engine: Engine) -> StatusCounts:
-    """Customers, subscribed, every stored order, deliveries by state (zeros included)."""
+    """Customers, subscribed, pending, every stored order, deliveries by state (zeros
+    included)."""
     with engine.connect() as conn:
         customers = conn.execute(select(func.count()).select_from(Customer)).scalar_one()
         subscribed = conn.execute(select(func.count()).select_from(Customer)
                                   .where(Customer.consent == "subscribed")).scalar_one()
+        pending = conn.execute(select(func.count()).select_from(Customer)
+                               .where(_PENDING)).scalar_one()
         orders = conn.execute(select(func.count()).select_from(Order)).scalar_one()
         deliveries: dict[str, int] = dict.fromkeys(DELIVERY_STATES, 0)
         for state, count in conn.execute(select(Delivery.status, func.count())
                                          .group_by(Delivery.status)):
             deliveries[state] = int(count)
-    return StatusCounts(int(customers), int(subscribed), int(orders), deliveries)
+    return StatusCounts(int(customers), int(subscribed), int(orders), deliveries,
+                        int(pending))
 
 
 def clear_store(engine: Engine) -> None:

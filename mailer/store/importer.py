@@ -7,10 +7,12 @@ and nothing is written if any row is bad. A file that stops being readable (a
 byte that is not UTF-8, an unclosed quote) keeps what was written before it.
 
 Consent on import: a new customer is `subscribed` unless the file says
-`subscribed=false`; `false` moves only `subscribed` to `not_subscribed`, `true`
-moves only `not_subscribed` to `subscribed`; `unsubscribed`, `bounced` and
-`complained` are never changed here. Each new customer and each consent moved gets its
-row in consent_history (mailer.store.customers.record_consent), batch by batch.
+`subscribed=false`; `false` moves only `subscribed` (and `pending`) to
+`not_subscribed`, `true` moves only `not_subscribed` to `subscribed`; `pending`
+(consent.double_opt_in) makes a new or `not_subscribed` customer `pending` until they
+confirm; `unsubscribed`, `bounced` and `complained` are never changed here. Each new
+customer and each consent moved gets its row in consent_history
+(mailer.store.customers.record_consent), batch by batch.
 """
 
 from __future__ import annotations
@@ -168,13 +170,23 @@ class _CustomerWriter:
                                           "referred_by")}
         values.update(row.values)
         attributes = {k: v for k, v in row.attributes.items() if v is not None}
-        consent = "not_subscribed" if row.subscribed is False else "subscribed"
+        consent = ("pending" if row.pending else
+                   "not_subscribed" if row.subscribed is False else "subscribed")
         values.update(folded("customers", {**values, "attributes": attributes or None}))
         return {**values, "store_id": row.store_id, "email": row.email,
                 "email_key": row.email_key, "birth_md": _month_day(values["birth_date"]),
                 "attributes": attributes or None, "referral_code": None,
                 "consent": consent, "consent_at": self._now, "consent_source": self._source,
-                "consent_reason": None, "created_at": self._now, "updated_at": self._now}
+                "consent_reason": None, "created_at": self._now, "updated_at": self._now,
+                **self._asked(row.pending)}
+
+    def _asked(self, pending: bool) -> dict[str, Any]:
+        """The double opt-in columns of a customer who asks now (PENDING), else all empty:
+        a new request starts with no notice queued and no earlier proof."""
+        return {"opt_in_source": self._source if pending else None,
+                "opt_in_requested_at": self._now if pending else None,
+                "opt_in_sent_at": None, "opt_in_reminded_at": None,
+                "opt_in_confirmed_at": None, "opt_in_ip": None}
 
     def _changes(self, row: CustomerRow, consent: str,
                  attributes: dict[str, Any] | None) -> dict[str, Any]:
@@ -190,13 +202,19 @@ class _CustomerWriter:
                 else:
                     merged[key] = value
             values["attributes"] = merged or None
+        # Double opt-in: `pending` asks a not-subscribed customer to confirm; only their
+        # own click (mailer.delivery.confirmations) or `mailer resubscribe` makes them subscribed,
+        # never `subscribed=true`; `false` withdraws the request.
         transitions: dict[tuple[bool | None, str], str] = {
-            (True, "not_subscribed"): "subscribed",
-            (False, "subscribed"): "not_subscribed"}
+            (True, "not_subscribed"): "pending" if row.pending else "subscribed",
+            (False, "subscribed"): "not_subscribed",
+            (False, "pending"): "not_subscribed"}
         moved = transitions.get((row.subscribed, consent))
         if moved is not None:
             values.update(consent=moved, consent_at=self._now, consent_source=self._source,
                           consent_reason=None)
+            if moved == "pending":
+                values.update(self._asked(True))
         values.update(folded("customers", values))  # the shadows segments match
         return values
 

@@ -118,6 +118,22 @@ class Customer(Base):
     attributes_folded: Mapped[dict[str, Any] | None] = mapped_column(Json)
     # The shop's own updated_at of the last webhook written (an older one is ignored).
     source_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Double opt-in (consent.double_opt_in, mailer.delivery.confirmations): where and when the
+    # customer asked (consent `pending`), when the confirmation notice and its one
+    # reminder were queued, and, once confirmed, when and from which IP: the proof.
+    opt_in_source: Mapped[str | None] = mapped_column(String(64))
+    opt_in_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opt_in_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opt_in_reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opt_in_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opt_in_ip: Mapped[str | None] = mapped_column(String(45))  # IPv6 written out: 45
+
+    __table_args__ = (
+        # The confirmation sweep reads only the pending customers (a handful of a store).
+        Index("ix_customers_pending", "opt_in_sent_at",
+              sqlite_where=text("consent = 'pending'"),
+              postgresql_where=text("consent = 'pending'")),
+    )
 
 
 # The console's customer search (migration 0020): prefixes of the lower-case id and names,

@@ -150,3 +150,11 @@ def created_between(conn: Connection, kind: str, start: datetime, end: datetime)
     return int(conn.execute(select(func.count()).where(
         NOTICES.c.kind == kind, NOTICES.c.created_at >= start,
         NOTICES.c.created_at < end)).scalar_one())
+
+
+def statuses(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
+    """The status of each notice with one of KEYS (keys never queued are left out)."""
+    if not keys:
+        return {}
+    return {key: status for key, status in conn.execute(
+        select(NOTICES.c.key, NOTICES.c.status).where(NOTICES.c.key.in_(list(keys))))}

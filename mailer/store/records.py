@@ -87,12 +87,14 @@ class Context:
     tz: ZoneInfo
     currency: str
     today: date
+    double_opt_in: bool = False  # consent.double_opt_in: `subscribed=pending` is allowed
 
     @classmethod
     def of(cls, settings: Settings, now: datetime) -> Context:
         """The checks' context for a workspace at `now`."""
         tz = zone(settings.timezone)
-        return cls(tz=tz, currency=settings.store.currency, today=now.astimezone(tz).date())
+        return cls(tz=tz, currency=settings.store.currency, today=now.astimezone(tz).date(),
+                   double_opt_in=settings.consent.double_opt_in)
 
 
 # --- column names --------------------------------------------------------------------
@@ -235,6 +237,9 @@ class CustomerRow:
     values: dict[str, Any]
     subscribed: bool | None
     attributes: dict[str, Any] = field(default_factory=dict)
+    # `subscribed=pending` (or a webhook's opt-in under double opt-in): the customer
+    # asked and must confirm; `subscribed` is then True
+    pending: bool = False
 
 
 def _birth_date(record: Mapping[str, Any], ctx: Context) -> date | None:
@@ -336,7 +341,12 @@ def parse_customer(line: int, record: Mapping[str, Any], ctx: Context,
                                                 ctx.tz)
     if "tags" in record:
         values["tags"] = problems.check("tags", _tags, record["tags"])
-    subscribed = problems.check("subscribed", _flag, record, "subscribed") \
+    pending = _is_pending(record.get("subscribed"))
+    if pending and not ctx.double_opt_in:
+        problems.add("subscribed", "subscribed: pending needs `consent: {double_opt_in: "
+                                   "true}` in mailer.yaml (nothing would ask them to confirm)")
+    subscribed = True if pending else problems.check("subscribed", _flag, record,
+                                                     "subscribed") \
         if "subscribed" in record else None
     attributes: dict[str, Any] = {}
     if typed:
@@ -349,7 +359,13 @@ def parse_customer(line: int, record: Mapping[str, Any], ctx: Context,
         problems.add("referred_by", "referred_by: a customer cannot refer themselves")
     problems.raise_any()
     assert store_id is not None and address is not None  # else raise_any raised
-    return CustomerRow(line, store_id, address.email, address.key, values, subscribed, attributes)
+    return CustomerRow(line, store_id, address.email, address.key, values, subscribed, attributes,
+                       pending)
+
+
+def _is_pending(value: Any) -> bool:
+    """Whether a `subscribed` value is `pending` (double opt-in: asked, not confirmed)."""
+    return isinstance(value, str) and value.strip().lower() == "pending"
 
 
 # --- orders ---------------------------------------------------------------------------

@@ -8,6 +8,12 @@ Paths under `tracking.base_url`, each ending in a signed token (mailer.mail.link
     GET  /k/TOKEN   "keep me subscribed" (a sunset mail): a page with a button; changes
                     nothing (scanners GET)
     POST /k/TOKEN   records a sign of life (event keep_subscribed) and says thank you
+    GET  /confirm/TOKEN
+                    a double opt-in's confirmation (mailer.delivery.confirmations): a page with a
+                    button; changes nothing (scanners GET)
+    POST /confirm/TOKEN
+                    confirms a pending customer (subscribed, time and IP kept as proof),
+                    idempotent; an expired link or one of a withdrawn request: 410
     GET  /r/TOKEN   a rating link of an older mail (the score is in the token): a page
                     with that score, a comment box and a button; changes nothing
     POST /r/TOKEN   records the rating and the optional comment
@@ -330,6 +336,8 @@ def make_app(service: Service) -> web.Application:
         web.post("/p/{token}", _signed(service, "preferences", _save_preferences)),
         web.get("/k/{token}", _signed(service, "keep_subscribed", _keep_page)),
         web.post("/k/{token}", _signed(service, "keep_subscribed", _keep_subscribed)),
+        web.get("/confirm/{token}", _signed(service, "confirm", _confirm_page)),
+        web.post("/confirm/{token}", _signed(service, "confirm", _confirm)),
         web.get("/r/{token}", _signed(service, "rating", _rating)),
         web.post("/r/{token}", _signed(service, "rating", _comment)),
         web.get("/s/{token}", _signed(service, "survey", _survey_page(asking))),
@@ -434,6 +442,47 @@ async def _keep_subscribed(service: Service, request: web.Request,
         return _page(service, "unsubscribed.html", title="Unsubscribed",
                      email=_masked(found.email))
     return _page(service, "kept_subscribed.html", title="Thank you", email=_masked(found.email))
+
+
+async def _confirm_page(service: Service, request: web.Request,
+                        claims: Claims) -> web.StreamResponse:
+    """A double opt-in's link: a page with the button; changes nothing (scanners GET)."""
+    return await _confirming(service, request, claims, press=False)
+
+
+async def _confirm(service: Service, request: web.Request,
+                   claims: Claims) -> web.StreamResponse:
+    await request.read()  # the button's form has no field; any body will do
+    return await _confirming(service, request, claims, press=True)
+
+
+async def _confirming(service: Service, request: web.Request, claims: Claims, *,
+                      press: bool) -> web.StreamResponse:
+    """The confirm link's answer: confirmed (200, also for a replay or an already
+    subscribed customer), the button (GET of a pending customer), expired (410, nothing
+    changed) or no longer waiting (410: withdrawn or opted out since)."""
+    from mailer.delivery.confirmations import LINK_VALID, link_expired
+    from mailer.store.customers import confirm_opt_in
+
+    found = await service.db.run(engagement.person, claims)
+    if found is None:
+        return _page(service, "invalid.html", 404, title="Link not valid")
+    email = _masked(found.email)
+    if found.consent == Consent.SUBSCRIBED:
+        return _page(service, "confirmed.html", title="Subscribed", email=email)
+    now = service.clock.now()
+    if link_expired(claims, now):
+        return _page(service, "confirm_expired.html", 410, title="Link expired",
+                     days=LINK_VALID.days)
+    if found.consent != Consent.PENDING:
+        return _page(service, "confirm_closed.html", 410, title="Nothing to confirm",
+                     email=email)
+    if not press:
+        return _page(service, "confirm.html", title="Confirm your subscription", email=email)
+    before = await service.db.run(confirm_opt_in, claims.customer, now, request.remote)
+    if before in (Consent.PENDING, Consent.SUBSCRIBED):
+        return _page(service, "confirmed.html", title="Subscribed", email=email)
+    return _page(service, "confirm_closed.html", 410, title="Nothing to confirm", email=email)
 
 
 async def _preferences_page(service: Service, request: web.Request, claims: Claims,

@@ -64,6 +64,28 @@ PAGES = {
 <h1>Thank you</h1>
 <p><strong>{{ email }}</strong> stays on {{ store }}'s list.</p>
 {% endblock %}""",
+    "confirm.html": """{% extends "layout.html" %}{% block body %}
+<h1>Confirm your subscription</h1>
+<p>Get {{ store }}'s mail at <strong>{{ email }}</strong>.</p>
+<form method="post"><button type="submit" id="confirm">Yes, subscribe me</button></form>
+<p class="note">Did not ask for it? Close this page: without your confirmation we send
+you nothing more.</p>
+{% endblock %}""",
+    "confirmed.html": """{% extends "layout.html" %}{% block body %}
+<h1 id="confirmed">You are subscribed</h1>
+<p>Thank you: <strong>{{ email }}</strong> now gets {{ store }}'s mail.</p>
+<p class="note">Every mail has a link to unsubscribe, whenever you like.</p>
+{% endblock %}""",
+    "confirm_expired.html": """{% extends "layout.html" %}{% block body %}
+<h1>This link has expired</h1>
+<p>A confirmation link works for {{ days }} days, and nothing was changed. Sign up
+again at the shop and you get a new one.</p>
+{% endblock %}""",
+    "confirm_closed.html": """{% extends "layout.html" %}{% block body %}
+<h1>Nothing to confirm</h1>
+<p><strong>{{ email }}</strong> is not waiting for a confirmation any more (the
+request was withdrawn, or the address unsubscribed since), so nothing was changed.</p>
+{% endblock %}""",
     "unsubscribed.html": """{% extends "layout.html" %}{% block body %}
 <h1>You are unsubscribed</h1>
 <p><strong>{{ email }}</strong> gets no more marketing mail from {{ store }}.</p>

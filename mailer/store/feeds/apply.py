@@ -167,6 +167,8 @@ def _customers(conn: Connection, source: str, change: Change, ctx: Context, now:
         if known is None and row.subscribed is None:
             # no consent given at the shop: a webhook's new customer is not subscribed
             row = dataclasses.replace(row, subscribed=False)
+        if ctx.double_opt_in and row.subscribed is True:
+            row = dataclasses.replace(row, pending=True)  # an opt-in they must confirm
         fresh.append(row)
     errors = write_records(conn, fresh, [], now=now, source=source)
     if errors:

@@ -1,0 +1,288 @@
+"""Double opt-in (issue 20 step 5, docs/events.md#double-opt-in): a customer who asks is
+`pending` and planned with reason `pending`; the confirmation notice and its one
+reminder arrive at a real SMTP server; the signed /confirm/ link confirms through the
+real `mailer serve` (a button, in headless Chromium), with the proof kept; forged,
+expired and other purposes' tokens are refused; the never confirmed are never mailed."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+from mailer.delivery.confirmations import confirm_url
+from mailer.mail.links import Claims, sign
+from mailer.web.listener import HEADERS
+from tests.conftest import SETTINGS, Workspace
+from tests.smtp_server import FaultServer
+from tests.test_crash import _wait_for
+from tests.test_daemon import _daemon, _stop
+from tests.test_delivery import KEY
+from tests.test_hooks import SECRETS, b64_hmac, sample, saved
+from tests.test_serve import serving
+from tests.test_serve_browser import chromium
+
+DOI = SETTINGS + ("consent: {double_opt_in: true}\n"
+                  "policy: {frequency: [{max: 10, per: 1d}]}\n")
+T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # 09:00 in Berlin, the daily campaign's hour
+TEMPLATE = ("<p>Hi {{ customer.first_name }}</p><p>{{ store.address }} "
+            "<a href=\"{{ links.unsubscribe }}\">unsubscribe</a></p>")
+
+
+def z(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def store(db: Workspace, rows: str, settings: str = DOI) -> None:
+    """A store with a daily newsletter to everyone, and the customers of ROWS (CSV)."""
+    db.write("mailer.yaml", settings)
+    db.write("segments/everyone.yaml", "description: all\nall: [{orders: {at_least: 0}}]\n")
+    db.write("templates/daily.html", TEMPLATE)
+    db.write("campaigns/daily.yaml", "name: Daily\ntrigger: schedule\n"
+             "schedule: \"0 9 * * *\"\nsegment: everyone\ntemplate: daily.html\n"
+             "subject: Today at Pine\n")
+    db.write("customers.csv", "id,email,first_name,subscribed\n" + rows)
+    result = db.run("import", "customers", "customers.csv", "--now", z(T0 - timedelta(hours=1)))
+    assert result.code == 0, result.stderr
+
+
+def run_once(db: Workspace, server: FaultServer, now: datetime) -> Any:
+    db.env.update({"MAILER_SMTP_URL": server.url + "?timeout=10", "MAILER_SECRET_KEY": KEY})
+    result = db.run("run", "--once", "--now", z(now), "--json")
+    assert result.code == 0, result.stdout + result.stderr
+    return result.json()
+
+
+def customer(db: Workspace, store_id: str) -> dict[str, Any]:
+    row = db.query("SELECT consent, consent_source, consent_reason, opt_in_source, "
+                   "opt_in_requested_at, opt_in_sent_at, opt_in_reminded_at, "
+                   "opt_in_confirmed_at, opt_in_ip FROM customers WHERE store_id = :s",
+                   s=store_id)[0]
+    return dict(row._mapping)
+
+
+def history(db: Workspace, store_id: str) -> list[tuple[str, str | None, str | None]]:
+    return [tuple(r) for r in db.query(
+        "SELECT h.state, h.source, h.reason FROM consent_history h JOIN customers c "
+        "ON c.id = h.customer_id WHERE c.store_id = :s ORDER BY h.id", s=store_id)]
+
+
+def stored_time(value: Any) -> datetime:
+    """A timestamp column read back by text SQL, as an aware UTC datetime."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=UTC)
+
+
+def confirm_link(mail: EmailMessage) -> str:
+    text = mail.get_body(("plain",))
+    assert text is not None
+    found = re.findall(r"https://mail\.shop\.example/confirm/[A-Za-z0-9_.-]+",
+                       str(text.get_content()))
+    assert len(found) == 1
+    return found[0]
+
+
+def test_pending_from_an_import_is_planned_with_reason_pending(db: Workspace) -> None:
+    store(db, "P,pia@example.com,Pia,pending\nS,sam@example.com,Sam,true\n"
+              "N,noa@example.com,Noa,false\n")
+    assert [customer(db, s)["consent"] for s in "PSN"] == ["pending", "subscribed",
+                                                          "not_subscribed"]
+    assert customer(db, "P")["opt_in_source"] == "import"
+    plan = db.run("plan", "daily", "--now", z(T0), "--json").json()
+    assert [r["id"] for r in plan["recipients"]] == ["S"]
+    assert {e["id"]: e["reason"] for e in plan["excluded"]} == {"P": "pending",
+                                                                "N": "not_subscribed"}
+    # `true` never confirms a pending customer (only their click does); `false` withdraws;
+    # `pending` asks a not-subscribed one, never a subscribed one
+    db.write("again.csv", "id,email,subscribed\nP,pia@example.com,true\n"
+                          "N,noa@example.com,pending\nS,sam@example.com,pending\n")
+    assert db.run("import", "customers", "again.csv", "--now", z(T0)).code == 0
+    assert [customer(db, s)["consent"] for s in "PSN"] == ["pending", "subscribed", "pending"]
+    db.write("withdraw.csv", "id,email,subscribed\nP,pia@example.com,false\n")
+    assert db.run("import", "customers", "withdraw.csv", "--now", z(T0)).code == 0
+    assert customer(db, "P")["consent"] == "not_subscribed"
+    assert [state for state, _, _ in history(db, "N")] == ["not_subscribed", "pending"]
+    # without double opt-in nothing would ask them to confirm: a bad row, named
+    db.write("mailer.yaml", SETTINGS)
+    db.write("late.csv", "id,email,subscribed\nL,lou@example.com,pending\n")
+    refused = db.run("import", "customers", "late.csv", "--now", z(T0))
+    assert refused.code == 1
+    assert "late.csv:2: subscribed: pending needs `consent: {double_opt_in: true}`" \
+        in refused.stderr
+
+
+def test_a_customer_arriving_by_webhook_is_pending(db: Workspace) -> None:
+    store(db, "S,sam@example.com,Sam,true\n")
+    db.env.update(SECRETS)
+    body = sample("shopify_customers_create.json")  # email_marketing_consent: subscribed
+    db.write("saved.jsonl", saved("shopify", {
+        "X-Shopify-Topic": "customers/create", "X-Shopify-Webhook-Id": "w-1",
+        "X-Shopify-Hmac-Sha256": b64_hmac(SECRETS["MAILER_SHOPIFY_SECRET"], body)}, body)
+        + "\n")
+    result = db.run("hooks", "replay", "saved.jsonl", "--now", z(T0))
+    assert result.code == 0, result.stdout + result.stderr
+    who = json.loads(body)["id"]
+    found = customer(db, str(who))
+    assert (found["consent"], found["opt_in_source"]) == ("pending", "shopify")
+    status = db.run("status", "--json").json()
+    assert (status["subscribed"], status["pending"]) == (1, 1)
+    assert "pending" in db.run("status").stdout
+
+
+def test_the_confirmation_and_one_reminder_arrive_and_the_unconfirmed_get_nothing_else(
+        db: Workspace) -> None:
+    store(db, "P,pia@example.com,Pia,pending\nS,sam@example.com,Sam,true\n")
+    got: list[list[str]] = []
+    with FaultServer() as server:
+        def at(moment: datetime) -> None:
+            before = len(server.caught)
+            run_once(db, server, moment)
+            got.append(sorted(f"{c.recipient}: {c.message()['Subject']}"
+                              for c in server.caught[before:]))
+
+        at(T0)
+        # the reminder is due 3 days after the confirmation was queued (on the logical
+        # clock: --now plus the time the command had run by then)
+        asked = stored_time(customer(db, "P")["opt_in_sent_at"])
+        assert T0 <= asked < T0 + timedelta(minutes=1)
+        asked = asked.replace(microsecond=0) + timedelta(seconds=1)  # --now has seconds
+        for moment in [T0 + timedelta(hours=1), asked + timedelta(days=3, minutes=-1),
+                       asked + timedelta(days=3), T0 + timedelta(days=3, hours=1),
+                       T0 + timedelta(days=4), T0 + timedelta(days=10),
+                       T0 + timedelta(days=30)]:
+            at(moment)
+    confirm = "pia@example.com: Please confirm your subscription to Pine & Co"
+    reminder = "pia@example.com: Reminder: please confirm your subscription to Pine & Co"
+    daily = "sam@example.com: Today at Pine"
+    assert got == [[confirm, daily], [], [], [reminder, daily], [], [daily], [daily],
+                   [daily]]  # never confirmed: never mailed again
+    mail = next(c.message() for c in server.caught if c.recipient == "pia@example.com")
+    assert mail["List-Unsubscribe"] is None  # a notice, not marketing
+    assert mail["From"] == "Pine & Co <hello@shop.example>"
+    link = confirm_link(mail)
+    html = mail.get_body(("html",))
+    assert html is not None and f'href="{link}"' in str(html.get_content())
+    found = customer(db, "P")
+    assert found["consent"] == "pending"
+    assert found["opt_in_sent_at"] is not None and found["opt_in_reminded_at"] is not None
+    keys = [k for (k,) in db.query("SELECT key FROM notices ORDER BY id")]
+    assert [k.split(":")[0] for k in keys] == ["confirm", "confirm-reminder"]
+    assert db.query("SELECT count(*) FROM deliveries d JOIN customers c ON "
+                    "c.id = d.customer_id WHERE c.store_id = 'P'")[0][0] == 0
+
+
+def test_no_reminder_when_the_confirmation_was_refused(db: Workspace) -> None:
+    store(db, "P,bad550@example.com,Pia,pending\n")
+    with FaultServer() as server:
+        run_once(db, server, T0)
+        run_once(db, server, T0 + timedelta(days=4))
+    assert server.caught == []
+    assert [s for (s,) in db.query("SELECT status FROM notices")] == ["failed"]
+    assert customer(db, "P")["opt_in_reminded_at"] is not None  # decided: none goes
+
+
+def test_confirming_in_a_browser_subscribes_with_the_proof_kept(db: Workspace) -> None:
+    store(db, "P,pia@example.com,Pia,pending\n")
+    with FaultServer() as server:
+        run_once(db, server, T0)
+    link = confirm_link(server.caught[0].message())
+    path = link.removeprefix("https://mail.shop.example")
+    at = T0 + timedelta(hours=2)
+    with serving(db, now=z(at)) as service, chromium() as browser:
+        page = browser.new_page(viewport={"width": 480, "height": 800})
+        answer = page.goto(f"http://127.0.0.1:{service.port}{path}")
+        assert answer is not None and answer.status == 200
+        for name, value in HEADERS.items():  # the same security headers as every page
+            assert answer.headers[name.lower()] == value
+        assert page.locator("h1").inner_text() == "Confirm your subscription"
+        assert customer(db, "P")["consent"] == "pending"  # a scanner's GET did nothing
+        page.locator("#confirm").click()
+        page.wait_for_selector("#confirmed")
+        assert page.locator("h1").inner_text() == "You are subscribed"
+        assert browser.contexts[0].cookies() == []
+        # a second press (a replay): the same answer, nothing written twice
+        status, _, body = service.request("POST", path, body="")
+        assert status == 200 and b"You are subscribed" in body
+    found = customer(db, "P")
+    assert (found["consent"], found["consent_source"], found["consent_reason"],
+            found["opt_in_source"], found["opt_in_ip"]) == (
+        "subscribed", "import", "double_opt_in", "import", "127.0.0.1")
+    assert at <= stored_time(found["opt_in_confirmed_at"]) < at + timedelta(minutes=5)
+    assert history(db, "P") == [("pending", "import", None),
+                                ("subscribed", "import", "double_opt_in")]
+    # now planned like anyone subscribed, and the card keeps the proof
+    plan = db.run("plan", "daily", "--now", z(T0 + timedelta(days=1)), "--json").json()
+    assert [r["id"] for r in plan["recipients"]] == ["P"]
+    card = db.run("customer", "P", "--now", z(T0 + timedelta(days=1)), "--json").json()
+    assert card["consent"]["state"] == "subscribed"
+    assert card["opt_in"]["ip"] == "127.0.0.1" and card["opt_in"]["source"] == "import"
+    # no reminder for the confirmed, ever
+    with FaultServer() as server:
+        run_once(db, server, T0 + timedelta(days=4))
+    assert [c.message()["Subject"] for c in server.caught] == ["Today at Pine"]
+
+
+def test_forged_expired_and_other_purposes_tokens_are_refused(db: Workspace) -> None:
+    store(db, "P,pia@example.com,Pia,pending\nU,uli@example.com,Uli,pending\n")
+    db.run("unsubscribe", "uli@example.com")
+    good = confirm_url("https://x", "P", T0, KEY).rsplit("/", 1)[1]
+    payload, signature = good.split(".")
+    tampered = f"{payload[:-2]}AA.{signature}"
+    other_key = confirm_url("https://x", "P", T0, "someone-elses-key").rsplit("/", 1)[1]
+    unsubscribe = sign(Claims("unsubscribe", "P", "daily", "1"), KEY)
+    keep = sign(Claims("keep_subscribed", "P", "daily", "1"), KEY)
+    expired = confirm_url("https://x", "P", T0 - timedelta(days=8), KEY).rsplit("/", 1)[1]
+    unknown = confirm_url("https://x", "NOBODY", T0, KEY).rsplit("/", 1)[1]
+    withdrawn = confirm_url("https://x", "U", T0, KEY).rsplit("/", 1)[1]
+    with serving(db, now=z(T0 + timedelta(hours=1))) as service:
+        for bad in (tampered, other_key, unsubscribe, keep, "nonsense", f"{payload}."):
+            for method in ("GET", "POST"):
+                status, _, body = service.request(method, f"/confirm/{bad}", body="")
+                assert status == 400 and b"This link does not work" in body
+        # a confirm token never unsubscribes, nor keeps anyone subscribed
+        assert service.request("POST", f"/u/{good}", body="")[0] == 400
+        assert service.request("POST", f"/k/{good}", body="")[0] == 400
+        status, _, body = service.request("POST", f"/confirm/{expired}", body="")
+        assert status == 410 and b"This link has expired" in body
+        assert service.request("POST", f"/confirm/{unknown}", body="")[0] == 404
+        # an old link never re-subscribes someone who opted out since
+        status, _, body = service.request("POST", f"/confirm/{withdrawn}", body="")
+        assert status == 410 and b"Nothing to confirm" in body
+        assert customer(db, "P")["consent"] == "pending"
+        assert customer(db, "U")["consent"] == "unsubscribed"
+        status, _, body = service.request("POST", f"/confirm/{good}", body="")
+        assert status == 200 and b"You are subscribed" in body
+    assert customer(db, "P")["consent"] == "subscribed"
+
+
+def test_the_token_names_its_purpose() -> None:
+    token = confirm_url("https://mail.shop.example", "P", T0, KEY).rsplit("/", 1)[1]
+    fields = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    assert fields[:2] == ["d", "P"]
+
+
+def test_the_daemon_sweep_sends_the_confirmation_and_never_the_newsletter(
+        db: Workspace) -> None:
+    store(db, "P,pia@example.com,Pia,pending\n")
+    db.write("customers.csv", "id,email,first_name,subscribed\nQ,quinn@example.com,Q,pending\n")
+    assert db.run("import", "customers", "customers.csv").code == 0  # on the real clock
+    db.write("campaigns/always.yaml", "name: Always\ntrigger: promotion\n"
+             "starts: 2026-01-01T00:00\nends: 2030-01-01T00:00\nsegment: everyone\n"
+             "template: daily.html\nsubject: Always on\n")  # due whenever the test runs
+    with FaultServer() as server:
+        daemon = _daemon(db, server)
+        try:
+            assert _wait_for(lambda: len(server.caught) == 2, 60)
+        finally:
+            _, log = _stop(daemon)
+    assert sorted(c.recipient for c in server.caught) == ["pia@example.com",
+                                                          "quinn@example.com"]
+    assert {c.message()["Subject"] for c in server.caught} == {
+        "Please confirm your subscription to Pine & Co"}
+    assert "double opt-in: 2 confirmations and 0 reminders queued" in log
+    assert "pending=" in log  # the sweep held the promotion back (pending=1 or 2 a sweep)
+    assert db.query("SELECT count(*) FROM deliveries")[0][0] == 0
+    assert "pia@example.com" not in log  # notices to customers log no address
