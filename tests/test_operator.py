@@ -62,6 +62,9 @@ def test_a_paused_campaign_plans_and_sends_nothing_and_resumed_sends_with_its_ex
                                           "reason": "wrong price in the subject"}
     shown = db.run("campaigns", "--now", NOW)
     assert "paused" in shown.stdout
+    assert db.run("status", "--json").json()["paused"] == {"note": overview["note"]["paused"]}
+    assert (f"paused: note since 2026-11-23 09:00 UTC by {getpass.getuser()}: wrong price "
+            "in the subject") in db.run("status").stdout
 
     with FaultServer() as server:
         held = send(db, server, "note")
