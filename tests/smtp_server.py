@@ -3,6 +3,7 @@
 The recipient's local part picks the fault, for its first `fails` attempts:
   temp451   451 at RCPT                 bad550    550 5.1.1 at RCPT
   rej554    554 5.7.1 after DATA        storm454  454 4.7.1 at RCPT
+  block571  554 5.7.1 after DATA, for its first `fails` attempts (rej554: every one)
   bye421    421 4.7.0 at RCPT, then the connection is closed
   cut354    the connection closed right after the 354 reply
   cutdot    the connection closed after the final dot, before the reply
@@ -92,6 +93,8 @@ class _Handler:
         recipient = envelope.rcpt_tos[0]
         if _kind(recipient) == "rej554":
             return "554 5.7.1 message refused"
+        if self._failing(recipient, "block571"):
+            return "554 5.7.1 refused by policy"
         if self._failing(recipient, "cutdot"):
             server.transport.close()
             return "250 never seen"

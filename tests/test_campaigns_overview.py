@@ -127,7 +127,7 @@ def test_each_state_with_its_next_due_time_audience_and_what_the_mails_did(
     found = overview(db, NOW)
     last_planned = found["sale"].pop("last_planned")
     assert near(last_planned, "2026-11-23T09:00:00")
-    counts = {"sent": 0, "opened": 0, "clicked": 0, "unsubscribed": 0}
+    counts = {"sent": 0, "opened": 0, "clicked": 0, "unsubscribed": 0, "paused": None}
     assert found == {
         "broken": {"name": None, "trigger": None, "state": "draft", "next_due": None,
                    "last_planned": None, "audience": None, **counts},
@@ -141,7 +141,7 @@ def test_each_state_with_its_next_due_time_audience_and_what_the_mails_did(
         # due now: its next due time is now
         "sale": {"name": "Winter sale", "trigger": "promotion", "state": "running",
                  "next_due": "2026-11-23T09:00:00Z", "audience": 3, "sent": 3, "opened": 2,
-                 "clicked": 1, "unsubscribed": 1}}
+                 "clicked": 1, "unsubscribed": 1, "paused": None}}
 
     shown = db.run("campaigns", "--now", NOW)
     assert shown.code == 0, shown.stderr

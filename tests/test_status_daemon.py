@@ -209,7 +209,7 @@ def test_status_says_in_words_where_the_daemon_runs_and_when_it_was_last_seen(
     assert lines[daemon + 2] == "workspace: 1 problem ignored (the last good workspace runs)"
     document = db.run("status", "--json").json()
     assert list(document) == ["customers", "subscribed", "pending", "orders", "deliveries",
-                              "daemon", "hooks"]
+                              "daemon", "hooks", "paused"]
     assert {key: document["daemon"][key] for key in ("running", "leader", "host", "pid",
                                                      "started", "last_planned")} == {
         "running": True, "leader": "web-1:4242:0123456789ab", "host": "web-1", "pid": 4242,

@@ -1,8 +1,9 @@
 """`mailer campaigns`: every campaign of the workspace at a glance (docs/campaigns.md).
 
-A campaign is `draft` while its file does not validate, `ended` when its trigger can
-never be due again and none of its rows may still go out, `running` while it is due
-or has rows that may still go out, else `scheduled`.
+A campaign is `draft` while its file does not validate, `paused` while an operator
+has paused it (`mailer pause`), `ended` when its trigger can never be due again and
+none of its rows may still go out, `running` while it is due or has rows that may
+still go out, else `scheduled`.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from mailer.store import events
 from mailer.store.customers import time_zones
 from mailer.store.db import Engine
 from mailer.store.ledger import pending_by_campaign, sent_by_campaign
+from mailer.store.operator.pauses import Pause, pauses
 from mailer.store.versions import last_planned_by_campaign
 
 
 class State(StrEnum):
     DRAFT = "draft"
+    PAUSED = "paused"
     ENDED = "ended"
     RUNNING = "running"
     SCHEDULED = "scheduled"
@@ -53,6 +56,13 @@ class Overview:
     clicked: int  # mails with at least one click
     unsubscribed: int  # unsubscribes through its mails' links
     problem: Problem | None = None  # a draft's first problem
+    paused: Pause | None = None  # its pause (`mailer pause`), a draft's too
+
+    def pause_json(self) -> dict[str, Any] | None:
+        if self.paused is None:
+            return None
+        return {"at": iso_z(self.paused.at), "by": self.paused.by,
+                "reason": self.paused.reason}
 
     def as_json(self) -> dict[str, Any]:
         return {"campaign": self.campaign, "name": self.name, "trigger": self.trigger,
@@ -60,7 +70,8 @@ class Overview:
                 "next_due": None if self.next_due is None else iso_z(self.next_due),
                 "last_planned": None if self.last_planned is None else iso_z(self.last_planned),
                 "audience": self.audience, "sent": self.sent, "opened": self.opened,
-                "clicked": self.clicked, "unsubscribed": self.unsubscribed}
+                "clicked": self.clicked, "unsubscribed": self.unsubscribed,
+                "paused": self.pause_json()}
 
 
 def campaign_files(root: Path) -> dict[str, str]:
@@ -99,6 +110,7 @@ def overview(root: Path, settings: Settings, engine: Engine, now: datetime, *,
         clicked = events.mails_with_event_by_campaign(conn, "click")
         unsubscribed = events.count_by_campaign(conn, "unsubscribe")
         last_planned = last_planned_by_campaign(conn)
+        paused = pauses(conn)
     counted: dict[str, int] = {}  # by segment: campaigns often share one
     found = []
     for slug, relative in campaign_files(root).items():
@@ -109,10 +121,13 @@ def overview(root: Path, settings: Settings, engine: Engine, now: datetime, *,
             name, trigger = _readable(root, relative)
             first = next((p for p in problems if p.path == relative), None)
             found.append(Overview(slug, name, trigger, State.DRAFT, None,
-                                  last_planned.get(slug), None, *counts, problem=first))
+                                  last_planned.get(slug), None, *counts, problem=first,
+                                  paused=paused.get(slug)))
             continue
         due = due_now(spec, now, tz, zones)
-        if pending.get(slug) or due:
+        if slug in paused:
+            state = State.PAUSED
+        elif pending.get(slug) or due:
             state = State.RUNNING
         elif never_due_again(spec, now, tz):
             state = State.ENDED
@@ -126,5 +141,6 @@ def overview(root: Path, settings: Settings, engine: Engine, now: datetime, *,
             audience = counted[spec.segment]
         found.append(Overview(slug, spec.name, spec.trigger, state,
                               now if due else next_wakeup(spec, now, tz, zones),
-                              last_planned.get(slug), audience, *counts))
+                              last_planned.get(slug), audience, *counts,
+                              paused=paused.get(slug)))
     return found

@@ -244,3 +244,28 @@ def run_server(serve: Callable[[Callable[[str], None], asyncio.Event], Awaitable
         run_signalled(lambda signals: serve(say, signals.stop))
     except OSError as err:
         raise EnvironmentFailure(f"cannot listen on {host}:{port}: {err.strerror}") from None
+
+
+def os_user() -> str:
+    """Who runs this command, for the audit of operator actions: the OS user's name (from
+    the password database or LOGNAME/USER), else `uid N`."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container's uid without a name
+        return f"uid {os.getuid()}"
+
+
+def yes_option(f: F) -> F:
+    """`--yes`, for the operator actions that otherwise ask before acting."""
+    return click.option("--yes", "-y", "yes", is_flag=True,
+                        help="Do it without asking (scripts; standard input is not read).")(f)
+
+
+def confirm(question: str, *, yes: bool) -> None:
+    """Ask QUESTION on standard error and read the answer from standard input, unless
+    YES: anything but y or yes (an empty line, end of input) aborts (exit 1, nothing
+    changed)."""
+    if not yes:
+        click.confirm(question, default=False, abort=True, err=True)

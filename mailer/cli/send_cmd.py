@@ -94,17 +94,18 @@ def send(ctx: click.Context, campaigns: tuple[str, ...], dry_run: bool, out: Pat
 
 def _test_send(run: Session, campaign: str, to: str, customer: str | None, *,
                as_json: bool) -> None:
-    from mailer.app.send import send_test
+    from mailer.app.operator import test_send
+    from mailer.cli.common import os_user
     from mailer.cli.deliver import refuse_preview_key, signer, smtp_transport
     from mailer.config.workspace import load_valid_workspace
 
     refuse_preview_key(run.env)  # the service would accept the test mail's links as real
     settings = run.workspace.settings
-    specs, campaigns = load_valid_workspace(run.root, campaign)
-    sent = send_test(run.engine, run.root, specs, campaign, campaigns[campaign],
-                     settings=settings, now=run.clock.now().replace(microsecond=0),
-                     transport=smtp_transport(run.env, settings), to=to, customer=customer,
-                     sign=signer(settings, run.env, run.root))
+    load_valid_workspace(run.root, campaign)  # an unknown campaign: before the SMTP URL
+    sent = test_send(run.engine, actor=os_user(), root=run.root, campaign=campaign, to=to,
+                     now=run.clock.now().replace(microsecond=0),
+                     transport=smtp_transport(run.env, settings), customer=customer,
+                     sign=signer(settings, run.env, run.root), via="cli")
     if as_json:
         emit_json(sent.as_json())
         return

@@ -25,18 +25,23 @@ def status(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
     from mailer.store.customers import status_counts
     from mailer.store.daemon_state import NEVER_RUN, read_state
     from mailer.store.feeds.apply import last_events
+    from mailer.store.operator.pauses import pauses
 
     engine = session(ctx, workspace).engine
     counts = status_counts(engine)
     now = datetime.now(UTC)
     daemon = read_state(engine, now)
     heard = last_events(engine)
+    with engine.connect() as conn:
+        paused = pauses(conn)
     if as_json:
         emit_json({**counts.as_json(),
                    "daemon": NEVER_RUN if daemon is None else daemon.as_json(),
                    "hooks": {e.source: {"topic": e.topic, "received_at": iso_z(e.received_at),
                                         "lag_seconds": None if e.lag_seconds is None
-                                        else round(e.lag_seconds)} for e in heard}})
+                                        else round(e.lag_seconds)} for e in heard},
+                   "paused": {slug: {"at": iso_z(p.at), "by": p.by, "reason": p.reason}
+                              for slug, p in paused.items()}})
         return
     rows = [("customers", counts.customers), ("subscribed", counts.subscribed)]
     if counts.pending:  # double opt-in: waiting to confirm
@@ -50,6 +55,9 @@ def status(ctx: click.Context, workspace: str | None, as_json: bool) -> None:
         lag = "" if event.lag_seconds is None else \
             f", {event.lag_seconds:.0f} s after the shop's change"
         click.echo(f"hooks: {event.source} {event.topic} {_ago(now - event.received_at)}{lag}")
+    for slug, pause in paused.items():  # an operator's pauses (`mailer pause`)
+        why = f": {pause.reason}" if pause.reason else ""
+        click.echo(f"paused: {slug} since {_when(pause.at)} by {pause.by}{why}")
 
 
 def daemon_lines(daemon: DaemonView | None, now: datetime) -> list[str]:

@@ -44,3 +44,4 @@ EXPIRED_REASON = "not sent by its expiry"
 # Why a planned mail is not sent, decided both when planning and right before the wire.
 ORDERED = "ordered"  # an abandoned checkout's customer paid for an order since
 OUT_OF_STOCK = "out_of_stock"  # a back-in-stock mail's product sold out again
+PAUSED_CAMPAIGN = "paused_campaign"  # an operator paused the campaign (`mailer pause`)

@@ -27,6 +27,13 @@ JITTER = 0.10
 THROTTLE_PAUSE = timedelta(seconds=60)  # after 421 or 4.7.x, no new connection for this long
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+_REPLY = re.compile(r"^([2-5])\d\d(?:[ -]|$)(.*)")
+
+# A failed row's reason (besides render_error: …): the server refused it with 5xx,
+# 5.1.x (its address is suppressed), or its temporary failures outlasted retry_for.
+REJECTED = "rejected"
+BAD_MAILBOX = "bad mailbox"
+FAILED_TOO_LONG = "temporary failures for longer than delivery.retry_for"
 
 
 @dataclass(frozen=True)
@@ -89,12 +96,27 @@ def settle(outcome: Outcome, *, attempts: int, now: datetime, send_after: dateti
                 "reason": "no reply to the end of the message: probably delivered, not resent"}
     if outcome.kind == "permanent":
         return {**common, "status": "failed", "next_attempt_at": None,
-                "reason": "bad mailbox" if outcome.suppress else "rejected"}
+                "reason": BAD_MAILBOX if outcome.suppress else REJECTED}
     retry_at = now + retry_delay(attempts, rng)
     if retry_at >= expires_at:
         return {**common, "status": "expired", "next_attempt_at": None,
                 "reason": "temporary failures until its expiry"}
     if retry_at > send_after + retry_for:
         return {**common, "status": "failed", "next_attempt_at": None,
-                "reason": "temporary failures for longer than delivery.retry_for"}
+                "reason": FAILED_TOO_LONG}
     return {**common, "status": "deferred", "next_attempt_at": retry_at, "reason": None}
+
+
+def retryable(reason: str | None, reply: str | None) -> bool:
+    """Whether an operator may send a `failed` row again (`mailer retry`; docs/delivery.md,
+    "Retrying failed rows"): its temporary failures (4xx replies, lost connections)
+    outlasted delivery.retry_for, or the server refused it with a 5xx reply whose
+    enhanced code is not 5.1.x. Not: an address error (5.1.x, the address is
+    suppressed), nor a failure without a server's refusal (a render error, an envelope
+    or SMTPUTF8 problem found before the wire), which would fail the same way again."""
+    if reason == FAILED_TOO_LONG:
+        return True
+    match = _REPLY.match(reply or "")
+    if reason != REJECTED or match is None or match.group(1) != "5":
+        return False
+    return not (enhanced_code(match.group(2)) or "").startswith("5.1.")

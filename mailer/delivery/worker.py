@@ -522,10 +522,13 @@ class SendingLoop:
             turn.waiting = chosen[len(permits):]
             chosen = chosen[:len(permits)]
             started = start(conn, self.owner, [r.row.id for r in chosen], self.clock.now())
-            turn.counted += self._write(conn, _opted_out(conn, [
-                r.row.id for r in chosen if r.row.id not in started], self.clock.now()),
-                DUE_STATES,
-                [r.row for r in chosen])
+            opted_out = _opted_out(conn, [r.row.id for r in chosen if r.row.id not in started],
+                                   self.clock.now())
+            turn.counted += self._write(conn, opted_out, DUE_STATES, [r.row for r in chosen])
+            # Neither started nor opted out: its campaign was paused since the lease (or
+            # another sender holds it): back to the queue, its expiry as it was.
+            skipped = started | {row_id for row_id, _ in opted_out}
+            self._unlease(conn, [r.row.id for r in chosen if r.row.id not in skipped])
             unused = []
             for ready, permit in zip(chosen, permits, strict=True):
                 if ready.row.id in started:

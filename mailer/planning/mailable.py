@@ -24,6 +24,7 @@ from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Settings
 from mailer.core.clock import as_local, zone
 from mailer.core.occurrences import is_reminder
+from mailer.core.states import PAUSED_CAMPAIGN
 from mailer.planning.frozen import send_prior
 from mailer.planning.planner import (
     Candidate,
@@ -36,6 +37,7 @@ from mailer.planning.policy import decide, in_test_group
 from mailer.segments.compiler import Scope
 from mailer.segments.runner import member_ids
 from mailer.store.db import Engine
+from mailer.store.operator.pauses import is_paused
 
 NOT_IN_SEGMENT = "not_in_segment"
 NOT_DUE = "not_due"
@@ -110,8 +112,12 @@ def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: 
     winner = campaign.winner if len(campaign.subject) > 1 else None
     winners: dict[str, int | None] = {}  # occurrence -> the winning variant, None: testing
     prior = cache(lambda: send_prior(engine, settings.timezone, now))
+    paused = PAUSED_CAMPAIGN if is_paused(engine, slug) else None  # the first reason
     for page in candidates(engine, specs, slug, campaign, scope, settings):
         batch = [candidate for candidate in page if asked(candidate)]
+        if paused:  # no fact is read for anyone
+            yield from ((candidate, paused, None) for candidate in batch)
+            continue
         if not batch:
             continue
         with engine.connect() as conn:

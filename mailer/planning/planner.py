@@ -30,7 +30,7 @@ from mailer.core.clock import as_local, zone
 from mailer.core.folding import fold
 from mailer.core.holidays import COUNTRIES, UNKNOWN, holidays_on
 from mailer.core.occurrences import is_reminder, stock_occurrence
-from mailer.core.states import ORDERED, OUT_OF_STOCK
+from mailer.core.states import ORDERED, OUT_OF_STOCK, PAUSED_CAMPAIGN
 from mailer.mail.message import new_message_id
 from mailer.mail.version import first_intro
 from mailer.planning.frozen import FrozenStore, send_prior
@@ -109,6 +109,7 @@ from mailer.store.db import Connection, Engine
 from mailer.store.events import human_hours
 from mailer.store.feeds.stock import restocked_between
 from mailer.store.insight.stages import changes_into
+from mailer.store.operator.pauses import is_paused
 from mailer.store.versions import record_plan_run, stored_version_id
 
 log = logging.getLogger("mailer.plan")
@@ -573,9 +574,15 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
         return memberships(engine, specs, intro_segments,
                            scope, sorted({c.customer_id for c in batch}))
 
+    # An operator's pause holds back every candidate, before any fact is read; asked
+    # once per plan (a pause during a plan takes effect at the lease, see ledger.due).
+    paused = is_paused(engine, slug)
     for batch in candidates(engine, specs, slug, campaign, scope, settings, frozen):
         if stop is not None and stop():
             break
+        if paused:
+            _hold_back(engine, batch, result, PAUSED_CAMPAIGN)
+            continue
         with engine.begin() as conn:
             if base is None:
                 base = ledger.campaign_rows(conn, slug)
@@ -647,6 +654,17 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
             if analyze:  # fresh statistics for the senders
                 ledger.refresh_statistics(conn)
     return result
+
+
+def _hold_back(engine: Engine, batch: list[Candidate], result: PlanResult,
+               reason: str) -> None:
+    """Exclude the whole batch for REASON."""
+    with engine.connect() as conn:
+        people = addressees_by_id(conn, sorted({c.customer_id for c in batch}))
+    for candidate in batch:
+        person = people[candidate.customer_id]
+        result.add(Excluded(candidate.customer_id, person.store_id, person.email,
+                            candidate.occurrence, reason))
 
 
 def ab_winner(engine: Engine, slug: str, occurrence: str, campaign: Campaign,

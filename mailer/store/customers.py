@@ -147,50 +147,57 @@ def resubscribe(engine: Engine, emails: list[str], *, now: datetime, source: str
     """Record a new opt-in for each address: consent `subscribed` with SOURCE and NOW, and
     the address off the suppression list. A bounced or complained customer only with
     FORCE; an address no customer has is `unknown` (its suppression stays)."""
-    results = []
     with engine.begin() as conn:
-        for raw, address, row in _customers_of(conn, emails):
-            if isinstance(address, InvalidValue):
-                results.append(OptIn(raw, "invalid", reason=address.message))
-                continue
-            if row is None:
-                results.append(OptIn(address.email, "unknown",
-                                     reason="no customer has this address: import it first"))
-                continue
-            consent = Consent(row.consent)
-            suppressed = conn.execute(select(Suppression.reason).where(
-                Suppression.email_key == address.key)).scalar()
-            if consent == Consent.SUBSCRIBED and suppressed is None:
-                results.append(OptIn(address.email, "already", consent))
-                continue
-            # The address itself failed (a bounce) or its owner called our mail spam: a
-            # suppression says so even when consent ranked lower first (an unsubscribe
-            # recorded while the mail was in flight keeps its own source).
-            failed = consent in NEEDS_FORCE or _address_failed(suppressed)
-            if failed and not force:
-                why = consent if consent in NEEDS_FORCE else f"is suppressed ({suppressed})"
-                results.append(OptIn(address.email, "refused", consent,
-                                     f"the address {why}: mail to it failed or was "
-                                     "reported as spam; use --force if the person asked again"))
-                continue
-            conn.execute(update(Customer).where(Customer.id == row.id).values(
-                consent=Consent.SUBSCRIBED, consent_at=now, consent_source=source,
-                consent_reason="opt_in", updated_at=now))
-            conn.execute(insert(ConsentChange).values(
-                customer_id=row.id, state=Consent.SUBSCRIBED, since=now, source=source,
-                reason="opt_in"))
-            conn.execute(delete(Suppression).where(Suppression.email_key == address.key))
-            # What the opt-in replaced stays on record: the consent columns now hold the
-            # new one, and the suppression row is gone.
-            previous = (f"was {consent} since {row.consent_at:%Y-%m-%d %H:%M} UTC "
-                        if row.consent_at else f"was {consent} ")
-            previous += f"(source {row.consent_source or '-'}, reason {row.consent_reason or '-'})"
-            if suppressed is not None:
-                previous += f"; suppression lifted: {suppressed}"
-            conn.execute(insert(Event).values(kind="resubscribe", customer_id=row.id,
-                                              campaign=None, delivery_id=None, at=now,
-                                              comment=f"{previous}; new source {source}"))
-            results.append(OptIn(address.email, "resubscribed", consent))
+        return resubscribe_in(conn, emails, now=now, source=source, force=force)
+
+
+def resubscribe_in(conn: Connection, emails: list[str], *, now: datetime, source: str,
+                   force: bool = False, reason: str = "opt_in") -> list[OptIn]:
+    """resubscribe in the caller's transaction; REASON is the new consent's reason (an
+    operator's words, else `opt_in`)."""
+    results = []
+    for raw, address, row in _customers_of(conn, emails):
+        if isinstance(address, InvalidValue):
+            results.append(OptIn(raw, "invalid", reason=address.message))
+            continue
+        if row is None:
+            results.append(OptIn(address.email, "unknown",
+                                 reason="no customer has this address: import it first"))
+            continue
+        consent = Consent(row.consent)
+        suppressed = conn.execute(select(Suppression.reason).where(
+            Suppression.email_key == address.key)).scalar()
+        if consent == Consent.SUBSCRIBED and suppressed is None:
+            results.append(OptIn(address.email, "already", consent))
+            continue
+        # The address itself failed (a bounce) or its owner called our mail spam: a
+        # suppression says so even when consent ranked lower first (an unsubscribe
+        # recorded while the mail was in flight keeps its own source).
+        failed = consent in NEEDS_FORCE or _address_failed(suppressed)
+        if failed and not force:
+            why = consent if consent in NEEDS_FORCE else f"is suppressed ({suppressed})"
+            results.append(OptIn(address.email, "refused", consent,
+                                 f"the address {why}: mail to it failed or was "
+                                 "reported as spam; use --force if the person asked again"))
+            continue
+        conn.execute(update(Customer).where(Customer.id == row.id).values(
+            consent=Consent.SUBSCRIBED, consent_at=now, consent_source=source,
+            consent_reason=reason, updated_at=now))
+        conn.execute(insert(ConsentChange).values(
+            customer_id=row.id, state=Consent.SUBSCRIBED, since=now, source=source,
+            reason=reason))
+        conn.execute(delete(Suppression).where(Suppression.email_key == address.key))
+        # What the opt-in replaced stays on record: the consent columns now hold the
+        # new one, and the suppression row is gone.
+        previous = (f"was {consent} since {row.consent_at:%Y-%m-%d %H:%M} UTC "
+                    if row.consent_at else f"was {consent} ")
+        previous += f"(source {row.consent_source or '-'}, reason {row.consent_reason or '-'})"
+        if suppressed is not None:
+            previous += f"; suppression lifted: {suppressed}"
+        conn.execute(insert(Event).values(kind="resubscribe", customer_id=row.id,
+                                          campaign=None, delivery_id=None, at=now,
+                                          comment=f"{previous}; new source {source}"))
+        results.append(OptIn(address.email, "resubscribed", consent))
     return results
 
 
@@ -298,20 +305,26 @@ class OptOut:
 def unsubscribe(engine: Engine, emails: list[str], *, now: datetime, source: str = "cli",
                 reason: str = "manual") -> list[OptOut]:
     """Record opt-outs; an unknown but valid address is suppressed anyway."""
-    results = []
     with engine.begin() as conn:
-        for raw, address, row in _customers_of(conn, emails):
-            if isinstance(address, InvalidValue):
-                results.append(OptOut(raw, "invalid", address.message))
-                continue
-            if row is None:
-                suppress(conn, [address.key], now=now, source=source, reason=reason)
-                results.append(OptOut(address.email, "suppressed"))
-            elif opt_out(conn, Customer.id == row.id, Consent.UNSUBSCRIBED, now=now, source=source,
-                         reason=reason):
-                results.append(OptOut(address.email, "unsubscribed"))
-            else:
-                results.append(OptOut(address.email, "already", row.consent))
+        return unsubscribe_in(conn, emails, now=now, source=source, reason=reason)
+
+
+def unsubscribe_in(conn: Connection, emails: list[str], *, now: datetime, source: str,
+                   reason: str) -> list[OptOut]:
+    """unsubscribe in the caller's transaction."""
+    results = []
+    for raw, address, row in _customers_of(conn, emails):
+        if isinstance(address, InvalidValue):
+            results.append(OptOut(raw, "invalid", address.message))
+            continue
+        if row is None:
+            suppress(conn, [address.key], now=now, source=source, reason=reason)
+            results.append(OptOut(address.email, "suppressed"))
+        elif opt_out(conn, Customer.id == row.id, Consent.UNSUBSCRIBED, now=now, source=source,
+                     reason=reason):
+            results.append(OptOut(address.email, "unsubscribed"))
+        else:
+            results.append(OptOut(address.email, "already", row.consent))
     return results
 
 

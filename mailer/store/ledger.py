@@ -65,6 +65,7 @@ from mailer.store.models import (
     Suppression,
     naive_utc,
 )
+from mailer.store.operator.pauses import paused_clause
 
 LEASE = timedelta(minutes=5)  # how long claimed rows stay with a sender before others may take them
 IN_FLIGHT = timedelta(minutes=10)  # a `sending` row older than this is certainly abandoned
@@ -143,7 +144,8 @@ def due(now: datetime, campaigns: Sequence[str] | None) -> Any:
         DELIVERIES.c.send_after <= now,
         or_(DELIVERIES.c.next_attempt_at.is_(None), DELIVERIES.c.next_attempt_at <= now),
         DELIVERIES.c.expires_at > now,
-        or_(DELIVERIES.c.lease_until.is_(None), DELIVERIES.c.lease_until <= now))
+        or_(DELIVERIES.c.lease_until.is_(None), DELIVERIES.c.lease_until <= now),
+        ~paused_clause(DELIVERIES.c.campaign))  # an operator's pause: none are leased
     if campaigns is None:
         return condition
     return and_(condition, DELIVERIES.c.campaign.in_(list(campaigns)))
@@ -176,7 +178,8 @@ def claim(engine: Engine, owner: str, now: datetime, limit: int,
 def start(conn: Connection, owner: str, ids: Sequence[int], now: datetime) -> set[int]:
     """Turn leased rows `sending` right before they go on the wire, in the statement that
     checks consent, a pause and suppressions once more; returns the ids started. A row whose
-    lease another sender took, or whose customer opted out, is left as it is. The
+    lease another sender took, whose customer opted out or whose campaign an operator
+    paused since its lease, is left as it is. The
     caller's transaction must wait for the disk (`durable`): this is before the wire."""
     if not ids:
         return set()
@@ -191,7 +194,8 @@ _MAY_MAIL = exists().where(
 _START = (update(DELIVERIES)
           .where(DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
                  DELIVERIES.c.lease_owner == bindparam("owner"),
-                 DELIVERIES.c.status.in_(DUE_STATES), _MAY_MAIL)
+                 DELIVERIES.c.status.in_(DUE_STATES), _MAY_MAIL,
+                 ~paused_clause(DELIVERIES.c.campaign))
           .values(status="sending", attempts=DELIVERIES.c.attempts + 1,
                   lease_until=bindparam("until"))
           .returning(DELIVERIES.c.id))
@@ -764,3 +768,33 @@ def sent_by_day(conn: Connection, campaign: str) -> list[tuple[str, int]]:
         select(day, func.count()).where(Delivery.campaign == campaign,
                                         Delivery.status == "sent")
         .group_by(day).order_by(day))]
+
+
+# --- an operator's retry of failed rows (mailer.app.operator) --------------------------------
+
+
+def failed_rows(conn: Connection, campaign: str
+                ) -> list[tuple[int, str | None, str | None, datetime]]:
+    """(id, reason, last reply, expiry) of CAMPAIGN's `failed` rows, by id."""
+    return [(int(row_id), reason, reply, expires_at)
+            for row_id, reason, reply, expires_at in conn.execute(
+                select(DELIVERIES.c.id, DELIVERIES.c.reason, DELIVERIES.c.last_reply,
+                       DELIVERIES.c.expires_at)
+                .where(DELIVERIES.c.campaign == campaign,
+                       DELIVERIES.c.status == DeliveryState.FAILED)
+                .order_by(DELIVERIES.c.id))]
+
+
+def retry_failed(conn: Connection, ids: Sequence[int], now: datetime) -> list[int]:
+    """Rows IDS, still `failed` and before their expiry, become `deferred`, due at NOW
+    (their attempts, last reply and expiry kept); the ids that did."""
+    if not ids:
+        return []
+    return sorted(int(row_id) for row_id in conn.execute(
+        update(DELIVERIES).where(DELIVERIES.c.id.in_(list(ids)),
+                                 DELIVERIES.c.status == DeliveryState.FAILED,
+                                 DELIVERIES.c.expires_at > now)
+        .values(status=DeliveryState.DEFERRED, reason=None, next_attempt_at=now,
+                lease_owner=None, lease_until=None)
+        .returning(DELIVERIES.c.id)).scalars())
+

@@ -607,3 +607,35 @@ class StockAlert(Base):
     sku: Mapped[str] = mapped_column(String(255), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PausedCampaign(Base):
+    """A campaign an operator paused (mailer.store.operator.pauses): while its row is here the
+    planner excludes its candidates (`paused_campaign`) and no sender leases its rows;
+    resuming deletes the row. Keyed by the campaign's id (its file stem)."""
+
+    __tablename__ = "paused_campaigns"
+
+    campaign: Mapped[str] = mapped_column(String(255), primary_key=True)
+    paused_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    paused_by: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """One operator action (mailer.store.operator.audit): who (ACTOR, through VIA: cli or
+    console), what (ACTION on TARGET, the reason typed in, DETAIL), when (AT). Written in
+    the transaction of the change it records; never updated or deleted by mailer."""
+
+    __tablename__ = "operator_audit"
+    __table_args__ = (Index("ix_operator_audit_target_at", "target", "at"),
+                      Index("ix_operator_audit_at", "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(255))
+    via: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(320))  # a campaign id, a customer's store id
+    reason: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(Json)

@@ -70,3 +70,10 @@ def last_planned_by_campaign(conn: Connection) -> dict[str, datetime]:
     """Campaign -> the `now` of its latest planning run that wrote a plan."""
     return {str(campaign): moment for campaign, moment in conn.execute(
         select(PlanRun.campaign, func.max(PlanRun.now)).group_by(PlanRun.campaign))}
+
+
+def versioned_campaigns(conn: Connection) -> set[str]:
+    """Every campaign with a stored version: those the ledger may hold rows of (a small
+    table, unlike the ledger)."""
+    return {str(campaign) for campaign in
+            conn.execute(select(CampaignVersion.campaign).distinct()).scalars()}

@@ -4,14 +4,14 @@ queued, when and from which IP they confirmed), with a partial index over the pe
 customers for the confirmation sweep.
 
 Revision ID: 0018
-Revises: 0016 (0017 once the helper writing it is merged: the merger fixes the chain)
+Revises: 0017
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0018"
-down_revision = "0016"  # TEMPORARY: "0017" after the merge
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 

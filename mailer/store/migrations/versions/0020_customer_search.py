@@ -6,13 +6,13 @@ PostgreSQL's indexes use text_pattern_ops, so `LIKE 'abc%'` is answered from the
 any database collation; SQLite answers a range on the same expressions.
 
 Revision ID: 0020
-Revises: 0019 (the merge sets it; this branch's chain ends at 0016)
+Revises: 0019
 """
 
 from alembic import op
 
 revision = "0020"
-down_revision = "0016"  # the merger chains it after 0019
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,1 @@
+"""The tables of operator actions: `paused_campaigns` (pauses) and `operator_audit` (audit)."""
