@@ -291,13 +291,16 @@ async def test_send_post(request: web.Request) -> web.StreamResponse:
         if env is None:
             raise UserError("this console was started without an environment to send with")
         # as `mailer send --test-to`: never with the public preview key, a transport needed
-        refuse_preview_key(env)
-        transport = smtp_transport(env, store.settings)
-        sent = await console.run(test_send, store.engine, actor=_actor(request),
-                                 root=store.root, campaign=slug, to=to, now=store.now(),
-                                 transport=transport, customer=customer,
-                                 sign=signer(store.settings, env, store.root),
-                                 via="console")
+        actor = _actor(request)
+
+        def send() -> Any:
+            refuse_preview_key(env)
+            return test_send(store.engine, actor=actor, root=store.root, campaign=slug, to=to,
+                             now=store.now(), transport=smtp_transport(env, store.settings),
+                             customer=customer, sign=signer(store.settings, env, store.root),
+                             via="console")
+
+        sent = await console.run(send)
         return _done(request, _campaign_url(slug), "test_send", sent)
 
     return await _post(request, test_send_confirm, act)
