@@ -43,7 +43,7 @@ NOW = "2026-12-01T12:00"
 XSS_NAME = '<img src=x onerror="document.title=\'pwned\'">Eve'
 XSS_COMMENT = "<script>document.title='pwned'</script>Arrived a week late, box crushed."
 XSS_SUBJECT = "<b>Bold</b> <script>document.title='pwned'</script> deal"
-PAGES = ["/campaigns", "/campaigns/black-friday", "/customers?q=c0001",
+PAGES = ["/campaigns", "/audit", "/campaigns/black-friday", "/customers?q=c0001",
          "/customers/C000123", "/segments", "/forecast", "/surveys", "/preview",
          "/preview/black-friday", "/preview/black-friday/1", "/outbox", "/outbox?q=30%25"]
 
@@ -118,6 +118,7 @@ class Console:
     port: int
     log: Path
     shop: Workspace
+    smtp: FaultServer  # the console's MAILER_SMTP_URL: where its test sends go
 
     def request(self, method: str, path: str, *, cookie: str | None = None,
                 body: dict[str, str] | None = None, headers: dict[str, str] | None = None
@@ -165,8 +166,11 @@ def console(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         shop = Workspace(folder / "shop", database)
         _build(shop, folder / "outbox")
         log = folder / "console.log"
+        smtp = FaultServer().__enter__()
+        request.addfinalizer(lambda: smtp.__exit__(None, None, None))
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAILER_")},
                "MAILER_SECRET_KEY": KEY, "MAILER_CONSOLE_USERS": f"ann:{HASH}",
+               "MAILER_SMTP_URL": smtp.url,
                **({"MAILER_DATABASE_URL": database} if database else {})}
         with log.open("w") as errors:
             process = subprocess.Popen(
@@ -178,7 +182,7 @@ def console(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             assert first.startswith("listening on 127.0.0.1:"), log.read_text()
             port = int(first.rsplit(":", 1)[1])
             try:
-                yield Console(f"http://127.0.0.1:{port}", port, log, shop)
+                yield Console(f"http://127.0.0.1:{port}", port, log, shop, smtp)
             finally:
                 process.terminate()
                 process.wait(timeout=30)
@@ -483,6 +487,254 @@ def test_a_marketer_answers_three_questions_from_the_pages(console: Console) -> 
         finally:
             browser.close()
     assert (ARTIFACTS / f"console-{database}-phone-surveys.png").stat().st_size > 5_000
+
+
+# --- operator actions -----------------------------------------------------------------------
+# They change the module's one store: each action test puts back what it changed (resume
+# what it pauses, resubscribe whom it suppresses) or changes rows no other test reads.
+
+XSS_REASON = "<script>document.title='pwned'</script>asked by phone & mail"
+
+
+def _token(console: Console, path: str, cookie: str) -> str:
+    """The CSRF token of the confirmation page PATH (which must show)."""
+    status, _, page, _ = console.request("GET", path, cookie=cookie)
+    assert status == 200, page
+    return page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+
+
+def _audit(console: Console, cookie: str) -> list[dict[str, Any]]:
+    status, _, body, _ = console.request("GET", "/audit?format=json", cookie=cookie)
+    assert status == 200
+    entries: list[dict[str, Any]] = json.loads(body)["entries"]
+    return entries
+
+
+def _json(console: Console, path: str, cookie: str) -> Any:
+    status, _, body, _ = console.request("GET", path, cookie=cookie)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def _unused_customer(console: Console, cookie: str) -> str:
+    """A subscribed customer no other test reads."""
+    found = _json(console, "/customers?q=c00014&format=json", cookie)["customers"]
+    return next(c["id"] for c in found if c["consent"] == "subscribed")
+
+
+def test_pause_and_resume_a_campaign_with_an_audit_row_each(console: Console) -> None:
+    cookie = console.login()
+    status, _, page, _ = console.request("GET", "/campaigns/black-friday/pause", cookie=cookie)
+    assert status == 200 and "Pause black-friday?" in page and "keep their expiry" in page
+    token = _token(console, "/campaigns/black-friday/pause", cookie)
+    status, headers, _, _ = console.request("POST", "/campaigns/black-friday/pause",
+                                            cookie=cookie,
+                                            body={"csrf": token, "reason": "wrong price"})
+    assert status == 303
+    assert headers["location"] == "/campaigns/black-friday?done=pause_campaign"
+    report = _json(console, "/campaigns/black-friday?format=json", cookie)
+    assert report["paused"]["paused_by"] == "ann" and report["paused"]["reason"] == "wrong price"
+    row = next(c for c in _json(console, "/campaigns?format=json", cookie)["campaigns"]
+               if c["campaign"] == "black-friday")
+    assert row["state"] == "paused"
+    status, _, page, _ = console.request("GET", "/campaigns/black-friday?done=pause_campaign",
+                                         cookie=cookie)
+    assert "Paused: no mail of this campaign" in page and 'id="resume"' in page
+    # resumed as JSON: the action's document
+    status, _, body, _ = console.request(
+        "POST", "/campaigns/black-friday/resume?format=json", cookie=cookie,
+        body={"csrf": _token(console, "/campaigns/black-friday/resume", cookie)})
+    assert status == 200
+    resumed = json.loads(body)
+    assert resumed["paused"] is False and resumed["paused_by"] == "ann"
+    assert _json(console, "/campaigns/black-friday?format=json", cookie)["paused"] is None
+    newest = _audit(console, cookie)[:2]
+    assert [(e["action"], e["actor"], e["via"], e["target"]) for e in newest] == [
+        ("resume_campaign", "ann", "console", "black-friday"),
+        ("pause_campaign", "ann", "console", "black-friday")]
+    assert newest[1]["reason"] == "wrong price" and newest[0]["at"].startswith("2026-12-01T")
+
+
+def test_an_action_without_csrf_or_session_is_refused_and_does_nothing(console: Console
+                                                                        ) -> None:
+    cookie = console.login()
+    who = _unused_customer(console, cookie)
+    before = _audit(console, cookie)
+    for path, body in [("/campaigns/black-friday/pause", {}),
+                       (f"/customers/{who}/suppress", {"reason": "spam"}),
+                       ("/campaigns/black-friday/test-send", {"to": "qa@example.com"}),
+                       ("/campaigns/black-friday/retry", {})]:
+        for csrf in ({}, {"csrf": ""}, {"csrf": console_form_token("another-nonce")}):
+            status, _, text_, _ = console.request("POST", path, cookie=cookie,
+                                                  body={**body, **csrf})
+            assert status == 403 and "Nothing was changed" in text_, path
+        token = _token(console, path, cookie)
+        status, _, _, _ = console.request("POST", path, body={**body, "csrf": token})
+        assert status == 403, path  # a token without its session
+        assert console.request("GET", path)[0] == 303  # the confirmation page: log in first
+    assert _audit(console, cookie) == before
+    assert _json(console, "/campaigns/black-friday?format=json", cookie)["paused"] is None
+    card = _json(console, f"/customers/{who}?format=json", cookie)
+    assert card["consent"]["state"] == "subscribed" and not card["suppressed"]
+
+
+def test_a_missing_reason_or_address_is_400_naming_the_field(console: Console) -> None:
+    cookie = console.login()
+    who = _unused_customer(console, cookie)
+    before = _audit(console, cookie)
+    path = f"/customers/{who}/suppress"
+    token = _token(console, path, cookie)
+    status, _, page, _ = console.request("POST", path, cookie=cookie,
+                                         body={"csrf": token, "reason": "   "})
+    assert status == 400 and 'id="problem"' in page and "reason: give a reason" in page
+    assert 'id="confirm"' in page  # the form again, to type one in
+    status, _, body, _ = console.request("POST", path + "?format=json", cookie=cookie,
+                                         body={"csrf": token})
+    assert status == 400 and json.loads(body)["error"]["field"] == "reason"
+    status, _, body, _ = console.request(
+        "POST", f"/customers/{who}/resubscribe?format=json", cookie=cookie,
+        body={"csrf": token, "reason": ""})
+    assert status == 400 and json.loads(body)["error"]["field"] == "reason"
+    for to in ("", "not an address"):
+        status, _, body, _ = console.request(
+            "POST", "/campaigns/black-friday/test-send?format=json", cookie=cookie,
+            body={"csrf": token, "to": to})
+        assert status == 400 and json.loads(body)["error"]["field"] == "to", to
+    assert _audit(console, cookie) == before
+    assert all(c.recipient != "not an address" for c in console.smtp.caught)
+    assert _json(console, f"/customers/{who}?format=json", cookie)["consent"]["state"] == \
+        "subscribed"
+
+
+def test_suppress_and_resubscribe_with_a_typed_reason_escaped_on_the_audit_page(
+        console: Console) -> None:
+    cookie = console.login()
+    who = _unused_customer(console, cookie)
+    path = f"/customers/{who}/suppress"
+    status, _, page, _ = console.request("GET", path, cookie=cookie)
+    assert status == 200 and "consent is subscribed" in page
+    status, headers, _, _ = console.request(
+        "POST", path, cookie=cookie, body={"csrf": _token(console, path, cookie),
+                                           "reason": XSS_REASON})
+    assert status == 303 and headers["location"] == f"/customers/{who}?done=suppress_customer"
+    card = _json(console, f"/customers/{who}?format=json", cookie)
+    assert card["suppressed"] and card["consent"]["state"] == "unsubscribed"
+    assert card["consent"]["reason"] == XSS_REASON and card["consent"]["source"] == "operator"
+    path = f"/customers/{who}/resubscribe"
+    status, headers, _, _ = console.request(
+        "POST", path, cookie=cookie, body={"csrf": _token(console, path, cookie),
+                                           "reason": "called to opt in again"})
+    assert status == 303
+    card = _json(console, f"/customers/{who}?format=json", cookie)
+    assert not card["suppressed"] and card["consent"]["state"] == "subscribed"
+    newest = _audit(console, cookie)[:2]
+    assert [(e["action"], e["actor"], e["target"], e["reason"]) for e in newest] == [
+        ("resubscribe_customer", "ann", who, "called to opt in again"),
+        ("suppress_customer", "ann", who, XSS_REASON)]
+    status, _, page, _ = console.request("GET", "/audit", cookie=cookie)
+    assert status == 200 and "<script>document.title" not in page
+    assert "&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;asked by phone &amp; mail" \
+        in page
+
+
+def test_retry_failed_rows_shows_how_many_qualify_first(console: Console) -> None:
+    cookie = console.login()
+    engine = console.shop.engine()
+    try:
+        with engine.begin() as conn:  # two of Black Friday's last sent rows failed instead
+            rows = [r[0] for r in conn.execute(text(
+                "SELECT id FROM deliveries WHERE campaign = 'black-friday' AND status = "
+                "'sent' ORDER BY id DESC LIMIT 2"))]
+            for row, (reason, reply) in zip(rows, [
+                    ("rejected", "554 5.7.1 message refused as spam"),
+                    ("bad mailbox", "550 5.1.1 no such user")], strict=True):
+                conn.execute(text(
+                    "UPDATE deliveries SET status = 'failed', reason = :reason, last_reply = "
+                    ":reply, expires_at = :expires WHERE id = :id"),
+                    {"reason": reason, "reply": reply, "id": row,
+                     "expires": _at("2026-12-05T00:00")})
+        plan = _json(console, "/campaigns/black-friday/retry?format=json", cookie)
+        assert plan["failed"] >= 2 and plan["retried"] == 1 and plan["kept"]["bad_mailbox"] >= 1
+        status, _, page, _ = console.request("GET", "/campaigns/black-friday/retry",
+                                             cookie=cookie)
+        assert "1 qualify for a retry" in page and "Retry 1 rows" in page
+        status, headers, _, _ = console.request(
+            "POST", "/campaigns/black-friday/retry", cookie=cookie,
+            body={"csrf": _token(console, "/campaigns/black-friday/retry", cookie)})
+        assert status == 303 and headers["location"].endswith("?done=retry_failed")
+        with engine.connect() as conn:
+            states = dict(conn.execute(text(
+                "SELECT id, status FROM deliveries WHERE id IN (:a, :b)"),
+                {"a": rows[0], "b": rows[1]}).all())
+        assert states == {rows[0]: "deferred", rows[1]: "failed"}
+        entry = _audit(console, cookie)[0]
+        assert (entry["action"], entry["actor"], entry["detail"]["ids"]) == (
+            "retry_failed", "ann", [rows[0]])
+        # nothing qualifies now: the page says so and offers no form
+        status, _, page, _ = console.request("GET", "/campaigns/black-friday/retry",
+                                             cookie=cookie)
+        assert "0 qualify" in page and 'id="confirm"' not in page
+    finally:
+        engine.dispose()
+
+
+def test_a_test_send_goes_out_as_mailer_send_test_to_does(console: Console) -> None:
+    cookie = console.login()
+    path = "/campaigns/black-friday/test-send"
+    status, _, page, _ = console.request("GET", path + "?to=qa%40example.com", cookie=cookie)
+    assert status == 200 and 'value="qa@example.com"' in page and "[TEST]" in page
+    status, headers, _, _ = console.request(
+        "POST", path, cookie=cookie,
+        body={"csrf": _token(console, path, cookie), "to": "qa@example.com",
+              "customer": "C000123"})
+    assert status == 303 and headers["location"].endswith("?done=test_send")
+    mail = next(c for c in console.smtp.caught if c.recipient == "qa@example.com")
+    message = mail.message()
+    assert str(message["Subject"]).startswith("[TEST] ") and message["To"] == "qa@example.com"
+    entry = _audit(console, cookie)[0]
+    assert (entry["action"], entry["actor"], entry["via"]) == ("test_send", "ann", "console")
+    assert entry["detail"]["to"] == "qa@example.com" and entry["detail"]["customer"] == "C000123"
+    assert entry["detail"]["message_id"] in message["Message-ID"]
+
+
+def test_pause_then_resume_through_the_pages_in_chromium(console: Console) -> None:
+    _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page()
+            page.goto(console.base + "/campaigns/black-friday")
+            page.fill("#name", "ann")
+            page.fill("#password", PASSWORD)
+            page.click("#login")
+            page.wait_for_selector("#actions")
+            assert "not paused" in page.locator("#state").inner_text()
+            page.click("#pause")
+            page.wait_for_selector("#confirm")
+            assert "Pause black-friday?" in page.locator("#title").inner_text()
+            page.fill("#field-reason", "checking the <b>price</b>")
+            page.click("#do")
+            page.wait_for_selector("#notice")
+            assert "Paused" in page.locator("#notice").inner_text()
+            state = page.locator("#state").inner_text()
+            assert "paused" in state and "ann" in state and "checking the <b>price</b>" in state
+            page.click("#resume")
+            page.wait_for_selector("#confirm")
+            page.click("#do")
+            page.wait_for_selector("#notice")
+            assert "Resumed" in page.locator("#notice").inner_text()
+            assert "not paused" in page.locator("#state").inner_text()
+            page.click("text=Audit")
+            page.wait_for_selector("#audit")
+            rows = page.locator("#audit tbody tr")
+            assert "resume campaign" in rows.nth(0).inner_text()
+            assert "checking the <b>price</b>" in rows.nth(1).inner_text()
+        finally:
+            browser.close()
 
 
 # --- the command line ---------------------------------------------------------------------

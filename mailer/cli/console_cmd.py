@@ -47,7 +47,7 @@ def console(ctx: click.Context, host: str, port: int, outbox: Path | None,
     keys = Keys((secret_key(run.env), *run.env.old_secret_keys))
     store = Store(run.root, run.workspace.settings, run.engine, run.clock)
     configure(run.env.log_format)
-    app = Console(store, users, keys, outbox=outbox)
+    app = Console(store, users, keys, outbox=outbox, env=run.env)
     run_server(lambda say, stop: serve(app, host, port, say, stop), host, port)
 
 

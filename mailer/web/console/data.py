@@ -117,7 +117,30 @@ def report(store: Store, campaign: str) -> tuple[dict[str, Any], Any, dict[int, 
     for variant in document["variants"]:
         variant["subject"] = subjects.get(variant["variant"])
     document["timeline"] = [{"day": day, "sent": n} for day, n in timeline]
+    document["paused"] = pause(store, campaign)
     return document, found, subjects
+
+
+def pause(store: Store, campaign: str) -> dict[str, Any] | None:
+    """CAMPAIGN's pause (since when, by whom, why), None while it is not paused."""
+    from mailer.store.operator.pauses import pause_of
+
+    with store.engine.connect() as conn:
+        found = pause_of(conn, campaign)
+    return None if found is None else {"paused_at": iso_z(found.at), "paused_by": found.by,
+                                        "reason": found.reason}
+
+
+AUDIT_LIMIT = 200  # audit rows the audit page lists
+
+
+def audit(store: Store) -> dict[str, Any]:
+    """The newest operator actions, newest first (mailer.store.operator.audit)."""
+    from mailer.store.operator.audit import entries
+
+    with store.engine.connect() as conn:
+        found = entries(conn, limit=AUDIT_LIMIT)
+    return {"limit": AUDIT_LIMIT, "entries": [entry.as_json() for entry in found]}
 
 
 def search(store: Store, text: str) -> dict[str, Any]:

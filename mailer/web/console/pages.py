@@ -4,9 +4,8 @@ renders it with the templates beside this module (Jinja, autoescaped: customers'
 comments and subjects are text, never markup). Numbers and dates are written in
 store.locale (Babel), times in the workspace's zone.
 
-Operator actions (pause, test send, suppress, retry) are forms posted to handlers of
-their own, added to ROUTES: the guard already checks their session and CSRF token, and
-`form_page` renders a confirmation with the token.
+Operator actions (pause, test send, suppress, retry) are mailer.web.console.actions':
+a confirmation page, then a form posted behind the guard's session and CSRF checks.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import web
 
+from mailer.config.settings import Environment
 from mailer.core.errors import MailerError, NotFoundError, UserError
 from mailer.mail import formats
 from mailer.mail.formats import Locale, reader_locale
@@ -51,8 +51,10 @@ class Console:
     """What the handlers share: the store, the users, the threads, the templates."""
 
     def __init__(self, store: data.Store, users: dict[str, str], keys: Keys, *,
-                 throttle: Throttle | None = None, outbox: Path | None = None) -> None:
+                 throttle: Throttle | None = None, outbox: Path | None = None,
+                 env: Environment | None = None) -> None:
         self.store = store
+        self.env = env  # MAILER_SMTP_URL and the keys a test send needs
         self.users = users
         self.keys = keys
         self.throttle = throttle or Throttle()
@@ -127,7 +129,10 @@ _ISO_DATE = re.compile(r"\d{4}-\d\d-\d\d")
 
 def render(request: web.Request, name: str, status: int = 200, **values: Any) -> web.Response:
     console = request.app[CONSOLE]
+    from mailer.web.console.actions import NOTICES
+
     found = session_of(request)
+    values.setdefault("notice", NOTICES.get(request.query.get("done", "")) if found else None)
     body = console.templates.get_template(name).render(
         user=found.user if found else None, csrf=csrf_token(request) if found else "",
         path=request.path, store=console.store.settings.store.name,
@@ -442,6 +447,8 @@ ROUTES: list[Route] = [
 
 
 def add_routes(app: web.Application) -> None:
-    for method, path, handler in ROUTES:
+    from mailer.web.console.actions import ROUTES as ACTIONS
+
+    for method, path, handler in [*ROUTES, *ACTIONS]:
         app.router.add_route(method, path, handler)
     app[KEYS] = app[CONSOLE].keys
