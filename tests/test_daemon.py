@@ -3,6 +3,7 @@ it was down, hot reload, signals, leadership; `run --once` as one sweep."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -450,3 +451,54 @@ def test_status_before_any_daemon(ws: Workspace, tmp_path: Path) -> None:
     assert ws.run("status", "--json").json()["daemon"] == {
         "running": False, "leader": None, "last_sweep": None, "next_due": None}
     assert "never run on this database" in ws.run("status").stdout
+
+
+def test_a_stop_while_a_job_runs_lets_it_finish_and_logs_no_traceback(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """SIGTERM while the stages job is in its thread: the job finishes and logs its line
+    (shutting the scheduler down under it cancelled it, and APScheduler logged
+    'Job ... raised an exception' with a CancelledError traceback); the daily refits are
+    left to the next start."""
+    import asyncio
+    import threading
+
+    from apscheduler.schedulers.base import STATE_RUNNING
+
+    from mailer.core.clock import Clock
+    from mailer.daemon import scheduler
+    from mailer.daemon.scheduler import Daemon, load
+
+    store(ws, [("A", "a@example.com", "", "")], campaigns={"birthday": BIRTHDAY})
+    engine = ws.engine()
+    entered = threading.Event()
+    daemon = Daemon(engine, ws.root, Clock(), load(ws.root), owner="t", delivery=None,
+                    interval=0.5)
+
+    def stages(*_: Any) -> dict[str, Any]:
+        entered.set()
+        # still in flight until the daemon has stopped its scheduler for the stop
+        assert _wait_for(lambda: daemon._scheduler is not None
+                         and daemon._scheduler.state != STATE_RUNNING, 30)
+        return {"now": "2026-11-23T10:00:00Z", "recorded": 1, "changed": 0, "moves": []}
+
+    def no_refits(*_: Any) -> None:
+        raise AssertionError("the daily refits ran during a stop")
+
+    monkeypatch.setattr(scheduler, "update_stages", stages)
+    monkeypatch.setattr(scheduler, "_recommend", no_refits)
+
+    async def main() -> None:
+        stop, reload = asyncio.Event(), asyncio.Event()
+        running = asyncio.create_task(daemon.run(stop, reload))
+        assert await asyncio.to_thread(entered.wait, 30)
+        stop.set()
+        await asyncio.wait_for(running, 40)
+
+    try:
+        with caplog.at_level(logging.INFO):
+            asyncio.run(main())
+    finally:
+        engine.dispose()
+    logged = caplog.text
+    assert "raised an exception" not in logged and "Traceback" not in logged, logged
+    assert "stages update now=2026-11-23T10:00:00Z recorded=1 changed=0" in logged

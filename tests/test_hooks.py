@@ -20,7 +20,7 @@ import pytest
 from mailer.mail.links import Claims, sign
 from tests.conftest import Workspace
 from tests.test_delivery import KEY
-from tests.test_serve import Service, serving
+from tests.test_serve import Service, serving, serving_logged
 
 DATA = Path(__file__).parent / "data" / "hooks"
 SECRETS = {"MAILER_SHOPIFY_SECRET": "shpss_test_secret",
@@ -373,3 +373,157 @@ def test_webhooks_while_the_sender_sends(db: Workspace) -> None:
     assert answers == [(200, "stored\n")] * n
     assert db.query("SELECT count(*) FROM orders")[0][0] == n
     assert db.query("SELECT count(*) FROM hook_deliveries")[0][0] == n
+
+
+# --- webhooks while the daemon sends (issue 20, Tests) ----------------------------------
+
+# The daemon's logical clock starts at DAEMON_NOW (Berlin 17:30): the sign-ups below were
+# created at 14:12:44Z (inside the welcome's 24 h), the checkouts at 15:00Z (over an hour
+# old: the cart mail is due at once), the orders at 15:30Z.
+DAEMON_NOW = "2026-11-23T16:30:00Z"
+DAEMON_SETTINGS = ("policy: {frequency: [{max: 10, per: 1d}]}\n"
+                   "delivery: {concurrency: 2, rate_per_second: 1000}\n")
+NEWS = ("name: News\ntrigger: once\nat: 2026-11-23T16:00:00Z\ngrace: 2h\nsegment: everyone\n"
+        "template: note.html\nsubject: News\n")
+WELCOME = ("name: Welcome\ntrigger: signup\nafter: 0s\nsegment: everyone\n"
+           "template: note.html\nsubject: Welcome\n")
+CART = ("name: Cart\ntrigger: abandoned_checkout\nafter: 1h\nsegment: everyone\n"
+        "template: cart.html\nsubject: Your cart\n")
+CART_TEMPLATE = ("<p>Your cart: {{ checkout.url }}. {{ store.address }} "
+                 "<a href='{{ links.unsubscribe }}'>unsubscribe</a></p>\n")
+OLD_STORE = 30  # customers of long ago, every one subscribed
+SIGNUPS = 4  # new subscribers by customers/create while the campaign goes out
+
+
+def _signup(n: int) -> dict[str, Any]:
+    person: dict[str, Any] = json.loads(sample("shopify_customers_create.json"))
+    person.update(id=8_100_000 + n, email=f"signup{n}@example.com", first_name=f"New{n}",
+                  default_address=None)
+    return person
+
+
+def _checkout(n: int) -> bytes:
+    cart = json.loads(sample("shopify_checkouts_create.json"))
+    cart.update(id=35_000_000 + n, token=f"tok{n}", email=f"signup{n}@example.com",
+                customer=_signup(n), created_at="2026-11-23T15:00:00Z",
+                updated_at="2026-11-23T15:00:00Z")
+    return json.dumps(cart).encode()
+
+
+def _order(n: int, person: dict[str, Any], checkout: int | None) -> bytes:
+    order = json.loads(sample("shopify_orders_create.json"))
+    order.update(id=7_100_000 + n, checkout_id=checkout, customer=person,
+                 email=person["email"], contact_email=person["email"],
+                 created_at="2026-11-23T15:30:00Z", processed_at="2026-11-23T15:30:00Z",
+                 updated_at="2026-11-23T15:30:00Z")
+    return json.dumps(order).encode()
+
+
+def _buyer(n: int) -> dict[str, Any]:
+    """A buyer who never subscribed: stored by the order, mailed nothing."""
+    person: dict[str, Any] = json.loads(sample("shopify_orders_create.json"))["customer"]
+    person.update(id=9_100_000 + n, email=f"buyer{n}@example.com",
+                  email_marketing_consent=None)
+    return person
+
+
+def test_webhooks_while_the_daemon_sends(db: Workspace, tmp_path: Path) -> None:
+    """A real `mailer run` sends a campaign to the old store while signed webhooks
+    arrive at `mailer serve`: every one is stored once and answered 200, the campaign
+    goes to everyone once, and the daemon's later sweeps mail the welcome to the new
+    subscribers only (nobody old) and the cart mail for the one checkout left behind."""
+    import signal
+    import subprocess
+    import sys
+    from collections import Counter
+    from functools import partial
+
+    from tests.smtp_server import Behaviour, FaultServer
+    from tests.test_crash import _environment, _wait_for
+    from tests.test_delivery import TEMPLATE
+
+    db.write("mailer.yaml", db.root.joinpath("mailer.yaml").read_text() + DAEMON_SETTINGS)
+    db.write("segments/everyone.yaml", "description: all\nall: [{orders: {at_least: 0}}]\n")
+    db.write("templates/note.html", TEMPLATE)
+    db.write("templates/cart.html", CART_TEMPLATE)
+    for stem, text in (("news", NEWS), ("welcome", WELCOME), ("cart", CART)):
+        db.write(f"campaigns/{stem}.yaml", text)
+    old = [f"old{n}@example.com" for n in range(OLD_STORE)]
+    rows = ["id,email,first_name,signed_up_at,subscribed"] + [
+        f"O{n},{email},Old{n},{'2024-03-01T10:00:00Z' if n % 2 else ''},true"
+        for n, email in enumerate(old)]
+    db.write("customers.csv", "\n".join(rows) + "\n")
+    assert db.run("import", "customers", "customers.csv", "--now", "2026-11-01").code == 0
+
+    daemon_log, serve_log = tmp_path / "run.log", tmp_path / "serve.log"
+    answers: dict[str, tuple[int, str]] = {}
+    during = 0  # webhooks sent before the campaign's last mail reached the server
+    with FaultServer(Behaviour(fails=0, delay=0.1)) as server, \
+            serving_logged(db, serve_log, DAEMON_NOW, SECRETS) as served:
+        with daemon_log.open("w") as sink:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "mailer.cli", "--workspace", str(db.root), "run",
+                 "--interval", "0.5", "--now", DAEMON_NOW], env=_environment(db, server),
+                text=True, stdout=subprocess.DEVNULL, stderr=sink)
+        try:
+            def old_caught() -> int:
+                return sum(c.recipient in old for c in server.caught)
+
+            def more_mail(seen: int) -> bool:
+                return len(server.caught) > seen or old_caught() >= OLD_STORE
+
+            def hook(topic: str, body: bytes, delivery: str) -> None:
+                nonlocal during
+                during += old_caught() < OLD_STORE
+                answers[delivery] = shopify(served, topic, body, delivery)
+
+            assert _wait_for(lambda: old_caught() > 0, 60), daemon_log.read_text()
+            for n in range(SIGNUPS):
+                hook("customers/create", json.dumps(_signup(n)).encode(), f"signup-{n}")
+            # signup1 pays for its cart (the order first: no sweep may see the checkout
+            # without it); signup0 leaves its cart behind
+            hook("orders/create", _order(0, _signup(1), 35_000_001), "order-signup1")
+            hook("checkouts/create", _checkout(1), "checkout-1")
+            hook("checkouts/create", _checkout(0), "checkout-0")
+            # the platform's retry of a delivery already stored changes nothing
+            replayed = shopify(served, "checkouts/create", _checkout(0), "checkout-0")
+            buyers = 0  # then an order of a new buyer at each mail, until the last one
+            while old_caught() < OLD_STORE or buyers < 3:
+                seen = len(server.caught)
+                hook("orders/create", _order(1 + buyers, _buyer(buyers), None),
+                     f"buyer-{buyers}")
+                buyers += 1
+                _wait_for(partial(more_mail, seen), 30)
+            new = [f"signup{n}@example.com" for n in range(SIGNUPS)]
+            # News (still within its grace) goes to the new subscribers too, once
+            expected = Counter({(email, "News"): 1 for email in old + new})
+            expected.update({(email, "Welcome"): 1 for email in new})
+            expected[("signup0@example.com", "Your cart")] = 1
+            assert _wait_for(lambda: len(server.caught) >= sum(expected.values()), 60), \
+                daemon_log.read_text()
+            # two more full sweeps after the last mail: nothing else is due
+            swept = _sweeps(daemon_log)
+            assert _wait_for(lambda: _sweeps(daemon_log) >= swept + 2, 60)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(timeout=40) == 0, daemon_log.read_text()
+    assert during > 0  # the webhooks overlapped the campaign's sending
+    assert answers == {delivery: (200, "stored\n") for delivery in answers}
+    assert replayed == (200, "replay: delivery seen before: nothing changed\n")
+    assert db.query("SELECT count(*) FROM hook_deliveries")[0][0] == len(answers)
+    assert db.query("SELECT count(*) FROM orders")[0][0] == 1 + buyers
+    assert db.query("SELECT count(*) FROM checkouts")[0][0] == 2
+    assert db.query("SELECT count(*) FROM customers")[0][0] == OLD_STORE + SIGNUPS + buyers
+    assert Counter((c.recipient, c.message()["Subject"]) for c in server.caught) == expected
+    ledger = Counter(tuple(r) for r in db.query(
+        "SELECT campaign, status FROM deliveries"))
+    assert ledger == Counter({("news", "sent"): OLD_STORE + SIGNUPS,
+                              ("welcome", "sent"): SIGNUPS, ("cart", "sent"): 1})
+    for log in (daemon_log, serve_log):
+        text = log.read_text()
+        assert "database is locked" not in text and "Traceback" not in text, text
+
+
+def _sweeps(log: Path) -> int:
+    """How many sweeps the daemon has logged so far."""
+    return log.read_text().count(" sweep now=")

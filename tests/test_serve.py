@@ -13,9 +13,10 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,17 +85,31 @@ def service(db: Workspace) -> Iterator[Service]:
 def serving(db: Workspace, now: str | None = None, **env_extra: str) -> Iterator[Service]:
     """`mailer serve --port 0` (at NOW, when given) on DB's workspace with the test key,
     until the block ends."""
+    with serving_logged(db, None, now, env_extra) as served:
+        yield served
+
+
+@contextmanager
+def serving_logged(db: Workspace, log: Path | None, now: str | None = None,
+                   env_extra: dict[str, str] | None = None) -> Iterator[Service]:
+    """`serving`, its stderr written to LOG when given (a pipe nobody reads would stall
+    a service that logs much)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     env.update(db.env)
-    env.update({"MAILER_SECRET_KEY": KEY, **env_extra})
+    env.update({"MAILER_SECRET_KEY": KEY, **(env_extra or {})})
     at = ["--now", now] if now is not None else []
-    process = subprocess.Popen([sys.executable, "-m", "mailer.cli", "--workspace",
-                                str(db.root), "serve", "--port", "0", *at], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with ExitStack() as files:
+        sink = files.enter_context(log.open("w")) if log is not None else subprocess.PIPE
+        process = subprocess.Popen([sys.executable, "-m", "mailer.cli", "--workspace",
+                                    str(db.root), "serve", "--port", "0", *at], env=env,
+                                   text=True, stdout=subprocess.PIPE, stderr=sink)
     assert process.stdout is not None
     first = process.stdout.readline()
-    assert first.startswith("listening on 127.0.0.1:"), process.stderr.read() if \
-        process.stderr else first
+    if not first.startswith("listening on 127.0.0.1:"):
+        process.kill()
+        process.wait(timeout=10)
+        raise AssertionError(log.read_text() if log is not None else
+                             process.stderr.read() if process.stderr else first)
     try:
         yield Service(process, int(first.rsplit(":", 1)[1]))
     finally:

@@ -42,11 +42,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -85,6 +86,7 @@ COUNTS_JOB = "delivery-counts"  # the one job that outlives leadership and reloa
 STAGES_JOB = "stages-update"  # outlives reloads (a reload must not rerun it), not leadership
 REVIEW_JOB = "monthly-review"
 STAGES_EVERY = 3600.0  # seconds between `stages update` runs
+JOBS_WAIT = 20.0  # s a stop waits for the jobs running then to finish
 REFIT_AFTER = timedelta(days=1)  # the daemon refits the purchase models daily
 # The outcomes every counts line names; skipped and expired join them when there were any.
 COUNTED = (DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED,
@@ -203,6 +205,7 @@ class Daemon:
         self._counted: Counter[str] = Counter()  # the sender's outcomes at the last line
         self._counted_at = time.monotonic()
         self._queued_said: int | None = None  # the queue the last line named
+        self._running: set[asyncio.Task[Any]] = set()  # the jobs running now (see _job)
         # The logical clock's lead over the wall clock (zero unless --now was given).
         self._offset = clock.now() - datetime.now(UTC) if clock.simulated else timedelta(0)
 
@@ -215,12 +218,18 @@ class Daemon:
         if self.delivery is not None:
             tasks.append(self._deliver(self.delivery, stop))
             self._counted_at = time.monotonic()
-            self._jobs().add_job(self._count_deliveries, IntervalTrigger(
+            self._jobs().add_job(self._job(self._count_deliveries), IntervalTrigger(
                 seconds=self.counts_every), id=COUNTS_JOB)
         try:
             await asyncio.gather(*tasks)
         finally:
             if self._scheduler is not None:
+                # No job starts now; those running finish and say so: shut down under
+                # them, a job is cancelled and APScheduler logs a traceback for it.
+                self._scheduler.pause()
+                running = {task for task in self._running if not task.done()}
+                if running:
+                    await asyncio.wait(running, timeout=JOBS_WAIT)
                 self._scheduler.shutdown(wait=False)
             if self.delivery is not None:  # what went out since the last line, recorded
                 await self._count_deliveries()
@@ -318,20 +327,35 @@ class Daemon:
         sweep, and a sweep is right whenever it runs."""
         jobs = self._jobs()
         self._unschedule()
-        jobs.add_job(self._wake, IntervalTrigger(seconds=self.interval), id="sweep",
-                     args=["interval"])
+        jobs.add_job(self._job(self._wake), IntervalTrigger(seconds=self.interval),
+                     id="sweep", args=["interval"])
         if jobs.get_job(STAGES_JOB) is None:  # at once, then every stages_every
-            jobs.add_job(self._update_stages, IntervalTrigger(seconds=self.stages_every),
+            jobs.add_job(self._job(self._update_stages),
+                         IntervalTrigger(seconds=self.stages_every),
                          id=STAGES_JOB, next_run_time=datetime.now(UTC))
         tz = zone(self.loaded.settings.timezone)
         review = self.loaded.settings.review
         if review is not None:  # at each fire time (_lead catches up before its first sweep)
-            jobs.add_job(self._send_review, _ReviewFire(review.schedule, tz, self._offset),
-                         id=REVIEW_JOB)
+            jobs.add_job(self._job(self._send_review),
+                         _ReviewFire(review.schedule, tz, self._offset), id=REVIEW_JOB)
         zones = self._zones()
         for slug, spec in sorted(self.loaded.campaigns.items()):
-            jobs.add_job(self._wake, _Wakeup(spec, tz, zones, self._offset),
+            jobs.add_job(self._job(self._wake), _Wakeup(spec, tz, zones, self._offset),
                          id=f"campaign:{slug}", args=[slug])
+
+    def _job(self, work: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        """WORK as an APScheduler job that a stop waits for (run's finally)."""
+        @functools.wraps(work)  # APScheduler names the job after it
+        async def job(*args: Any) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.add(task)
+            try:
+                await work(*args)
+            finally:
+                self._running.discard(task)
+
+        return job
 
     def _jobs(self) -> AsyncIOScheduler:
         """The one APScheduler of this daemon, started on first use (inside the loop)."""
@@ -374,6 +398,8 @@ class Daemon:
                  extra={"fields": {"event": "stages_update", **found}})
         if found["changed"]:
             self._sweep_wanted.set()
+        if self._stopping.is_set():  # the refits can take a while: the next start runs them
+            return
         await self._refresh_daily()
 
     async def _refresh_daily(self) -> None:
