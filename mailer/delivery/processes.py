@@ -141,7 +141,16 @@ class RenderPool:
                     continue
                 done[number] = payload if kind == "done" else None
                 if kind == "database":
-                    failure = DatabaseError(f"a render process: {payload}")
+                    # Rendered here again: a child's read that found no row the sender
+                    # sees (seen once, not understood) must not stop the send; a
+                    # database really away fails here too, and goes up.
+                    log.warning("a render process: %s; its slice is rendered here", payload)
+                    try:
+                        done[number] = self.renderer.render_batch(part, now, stop=stop,
+                                                                  within=within)
+                    except DatabaseError as err:
+                        failure = DatabaseError(f"a render process: {payload}")
+                        failure.__cause__ = err
                 elif kind != "done":
                     failure = RuntimeError(f"a render process failed: {payload}")
             for number, (child, part) in asked.items():  # slices of children that died
