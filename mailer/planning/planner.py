@@ -657,8 +657,9 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
             if version is not None and rows:
                 if version_id is None:
                     version_id = stored_version_id(conn, slug, version, now)
-                written = _insert_rows(conn, [{**row, "campaign_version_id": version_id}
-                                              for row in rows], result)
+                for row in rows:  # the rows are this batch's own: no copies
+                    row["campaign_version_id"] = version_id
+                written = _insert_rows(conn, rows, result)
                 _give_codes(conn, slug, campaign, written, now)
     runs = (sorted({o for o, _ in result.tally}) or ["-"]) if record_runs else []
     analyze = result.planned_count >= ANALYZE_AFTER
