@@ -234,7 +234,7 @@ def test_a_coupon_or_referral_code_drawn_twice_is_drawn_again(
 
     # every customer first draws the same code, then a distinct one
     draws = itertools.chain(["SAMECODE22"] * 6, (f"FRESH{n:05d}" for n in itertools.count()))
-    monkeypatch.setattr(planner, "_code", lambda: next(draws))
+    monkeypatch.setattr(planner, "_codes", lambda count: [next(draws) for _ in range(count)])
     shop.write("campaigns/gift.yaml", ONCE.format(name="gift", at="2026-12-01T10:00", grace="6h",
                                                   priority=0)
                + "coupon: {prefix: bf, value: 30%, valid_for: 3d}\n"

@@ -16,12 +16,13 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from typing import TYPE_CHECKING
 
 from mailer.config.settings import Dkim
 from mailer.core.errors import UserError
+
+if TYPE_CHECKING:  # `cryptography` is imported when a key is loaded: a send without DKIM
+    from cryptography.hazmat.primitives.asymmetric import rsa  # never pays for it
 
 SIGNED = ("from", "to", "cc", "reply-to", "subject", "date", "message-id",
           "list-unsubscribe", "list-unsubscribe-post", "mime-version", "content-type")
@@ -74,6 +75,10 @@ class Signer:
         self.domain = domain
         self.selector = selector
         self.key = private_key
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        self._padding, self._hash = padding.PKCS1v15(), hashes.SHA256()
 
     def __call__(self, message: bytes) -> bytes:
         head, _, body = message.partition(b"\r\n\r\n")
@@ -99,7 +104,7 @@ class Signer:
         value = ";\r\n\t".join(tags)
         signed += _relaxed_header(b"DKIM-Signature", value.encode())
         signature = base64.b64encode(
-            self.key.sign(signed, padding.PKCS1v15(), hashes.SHA256())).decode()
+            self.key.sign(signed, self._padding, self._hash)).decode()
         value += "\r\n\t".join(signature[i:i + 72] for i in range(0, len(signature), 72))
         return b"DKIM-Signature: " + value.encode() + b"\r\n" + message
 
@@ -124,6 +129,9 @@ def load_signer(config: Dkim, pem: str | None, root: Path) -> Sign:
             pem = path.read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as err:
             raise UserError(f"dkim.key_file: cannot read {path}: {err}") from None
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         key = serialization.load_pem_private_key(pem.encode(), password=None)
     except (ValueError, TypeError):

@@ -28,7 +28,6 @@ from mailer.config.settings import Cap, Settings, Sunset
 from mailer.core.addresses import has_control_character
 from mailer.core.clock import as_local, zone
 from mailer.core.folding import fold
-from mailer.core.holidays import COUNTRIES, UNKNOWN, holidays_on
 from mailer.core.occurrences import is_reminder, stock_occurrence
 from mailer.core.states import ORDERED, OUT_OF_STOCK, PAUSED_CAMPAIGN
 from mailer.mail.message import new_message_id
@@ -168,13 +167,17 @@ class PlanResult:
                 found[reason] += count
         return dict(found)
 
+    _planned: int = 0  # the PLANNED counts of TALLY summed: the planner asks every row
+
     @property
     def planned_count(self) -> int:
-        return sum(n for (_, reason), n in self.tally.items() if reason == PLANNED)
+        return self._planned
 
     def add(self, item: Planned | Excluded) -> None:
         reason = item.reason if isinstance(item, Excluded) else PLANNED
         self.tally[(item.occurrence, reason)] += 1
+        if reason == PLANNED:
+            self._planned += 1
         if self.keep:
             if isinstance(item, Excluded):
                 self.excluded.append(item)
@@ -185,6 +188,7 @@ class PlanResult:
         """Planned mails another planner wrote first: they count as already_sent."""
         for _, occurrence in lost:
             self.tally[(occurrence, PLANNED)] -= 1
+            self._planned -= 1
             self.tally[(occurrence, "already_sent")] += 1
         if self.keep:
             gone = [p for p in self.planned if (p.customer_id, p.occurrence) in lost]
@@ -332,8 +336,19 @@ def row_expiry(expires: datetime | timedelta, expires_from: datetime | None) -> 
     return expires_from + expires
 
 
-_KNOWN = tuple(sorted(fold(code) for code in COUNTRIES))  # as the folded column holds them
-_KNOWN_SET = frozenset(_KNOWN)
+@cache
+def _known() -> tuple[str, ...]:
+    """The supported countries as the folded column holds them. The holiday data is
+    imported on first use: loading every country's calendar took a fifth of a second of
+    each `mailer send` start that plans no holiday campaign."""
+    from mailer.core.holidays import COUNTRIES
+
+    return tuple(sorted(fold(code) for code in COUNTRIES))
+
+
+@cache
+def _known_set() -> frozenset[str]:
+    return frozenset(_known())
 
 
 def holiday_queries(compiled: Callable[[], CompiledSegment], campaign: Campaign, settings: Settings,
@@ -344,25 +359,29 @@ def holiday_queries(compiled: Callable[[], CompiledSegment], campaign: Campaign,
     with an occasion `days_before` ahead (their country's public holiday, else the
     workspace's, or a fixed date), and, with `country: true`, those without any calendar
     (`no_holidays`). FROZEN leaves out a query no customer of these zones can meet."""
+    from mailer.core.holidays import UNKNOWN, holidays_on
+
+    known = _known()
+
     def may(countries: tuple[str, ...], others: str | None) -> bool:
         return frozen is None or frozen.may_have_holidays(
-            zone_names, countries, _KNOWN_SET, others is not None)
+            zone_names, countries, _known_set(), others is not None)
 
     holiday = holiday_date(today, campaign.days_before or 0)
     fixed = is_fixed_occasion(holiday, campaign.dates)
     workspace = settings.holidays.country if settings.holidays is not None else None
     found = holidays_on(holiday, only=campaign.only or (), except_=campaign.except_ or ()) \
         if campaign.country and not fixed else {}
-    countries = _KNOWN if fixed else tuple(sorted(fold(code) for code in found))
+    countries = known if fixed else tuple(sorted(fold(code) for code in found))
     others = None
     if fixed or (workspace is not None and workspace in found):
         others = holiday_occurrence(workspace or UNKNOWN, holiday)
     queries = [] if (not countries and others is None) or not may(countries, others) else [
-        (holiday_members(compiled(), zone_names, settings.timezone, known=_KNOWN,
+        (holiday_members(compiled(), zone_names, settings.timezone, known=known,
                          countries=countries, holiday=holiday, others=others), expires, "")]
     if campaign.country and workspace is None and not fixed and may((), UNKNOWN):
         queries.append((holiday_members(compiled(), zone_names, settings.timezone,
-                                        known=_KNOWN, countries=(), holiday=holiday,
+                                        known=known, countries=(), holiday=holiday,
                                         others=holiday_occurrence(UNKNOWN, holiday)),
                         expires, NO_HOLIDAYS))
     return queries
@@ -638,8 +657,9 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
             if version is not None and rows:
                 if version_id is None:
                     version_id = stored_version_id(conn, slug, version, now)
-                written = _insert_rows(conn, [{**row, "campaign_version_id": version_id}
-                                              for row in rows], result)
+                for row in rows:  # the rows are this batch's own: no copies
+                    row["campaign_version_id"] = version_id
+                written = _insert_rows(conn, rows, result)
                 _give_codes(conn, slug, campaign, written, now)
     runs = (sorted({o for o, _ in result.tally}) or ["-"]) if record_runs else []
     analyze = result.planned_count >= ANALYZE_AFTER
@@ -694,10 +714,12 @@ def _give_codes(conn: Connection, slug: str, campaign: Campaign,
         for _ in range(DRAWS):
             if not owed:
                 break
-            rows = [{"code": f"{coupon.prefix.upper()}-{_code()}", "customer_id": customer_id,
+            prefix, expires = coupon.prefix.upper(), now + coupon.valid_for
+            rows = [{"code": f"{prefix}-{code}", "customer_id": customer_id,
                      "campaign": slug, "delivery_id": delivery_id, "value": coupon.value,
-                     "expires_at": now + coupon.valid_for}
-                    for delivery_id, customer_id in sorted(owed.items())]
+                     "expires_at": expires}
+                    for (delivery_id, customer_id), code
+                    in zip(sorted(owed.items()), _codes(len(owed)), strict=True)]
             for delivery_id in coupons.insert_coupons(conn, rows):
                 owed.pop(delivery_id, None)
         if owed:
@@ -717,7 +739,7 @@ def _fresh_codes(conn: Connection, count: int) -> list[str]:
     """COUNT referral codes that no customer has yet."""
     codes: set[str] = set()
     for _ in range(DRAWS):
-        wanted = {_code() for _ in range(count - len(codes))}
+        wanted = set(_codes(count - len(codes)))
         taken = coupons.taken_referral_codes(conn, sorted(wanted))
         codes |= wanted - taken
         if len(codes) >= count:
@@ -728,8 +750,18 @@ def _fresh_codes(conn: Connection, count: int) -> list[str]:
 def _code() -> str:
     """10 characters from 32 unambiguous ones: 50 bits, unguessable for a coupon (five
     random bits per character, drawn at once: secrets.choice per character cost 30 µs)."""
-    bits = int.from_bytes(secrets.token_bytes(7), "big") >> 6
-    return "".join(_ALPHABET[(bits >> shift) & 31] for shift in range(0, 50, 5))
+    return _codes(1)[0]
+
+
+def _codes(count: int) -> list[str]:
+    """COUNT codes as _code draws them, from one read of the system's randomness (a
+    read per code was one system call per planned mail)."""
+    pool = secrets.token_bytes(7 * count)
+    found = []
+    for start in range(0, 7 * count, 7):
+        bits = int.from_bytes(pool[start:start + 7], "big") >> 6
+        found.append("".join(_ALPHABET[(bits >> shift) & 31] for shift in range(0, 50, 5)))
+    return found
 
 
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, select, text, update
 
-from mailer.store.db import Connection, binds_arrays, upsert
+from mailer.store.db import Connection, binds_arrays, insert_returning
 from mailer.store.models import Coupon, Customer, naive_utc
 
 COUPONS = cast(Table, Coupon.__table__)
@@ -25,13 +25,14 @@ _UNNEST_COUPONS = text(
 def insert_coupons(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
     """Insert coupons, skipping one whose code is taken; returns the ledger row ids
     whose coupon was written."""
+    given: Iterable[Any]
     if binds_arrays(conn):
         given = conn.execute(_UNNEST_COUPONS, {
             name: [naive_utc(row[name]) for row in rows] for name in _COUPON_COLUMNS})
     else:
-        given = conn.execute(
-            upsert(conn, COUPONS).on_conflict_do_nothing(index_elements=["code"])
-            .returning(COUPONS.c.delivery_id), rows)
+        given = insert_returning(
+            conn, "coupons", _COUPON_COLUMNS, rows,
+            conflict="code", returning="delivery_id")
     return [delivery_id for (delivery_id,) in given]
 
 

@@ -22,7 +22,7 @@ import sqlite3
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,7 +55,15 @@ from mailer.core.states import (
     Consent,
     DeliveryState,
 )
-from mailer.store.db import Connection, Engine, among, binds_arrays, create, is_server, upsert
+from mailer.store.db import (
+    Connection,
+    Engine,
+    among,
+    binds_arrays,
+    create,
+    insert_returning,
+    is_server,
+)
 from mailer.store.locks import file_lock, lock_path
 from mailer.store.models import (
     DELIVERY_STATES,
@@ -543,15 +551,15 @@ def insert_planned(conn: Connection, rows: list[dict[str, Any]]) -> dict[tuple[i
     """Insert planned rows; one whose (customer, campaign, occurrence) another planner
     wrote first is skipped. Returns the ids of the rows written, by (customer id,
     occurrence)."""
+    result_rows: Iterable[Any]
     if binds_arrays(conn):
         result_rows = conn.execute(_UNNEST_INSERT, {
             name: [naive_utc(row.get(name)) for row in rows] for name in _LEDGER_COLUMNS})
     else:
-        result_rows = conn.execute(
-            upsert(conn, DELIVERIES).on_conflict_do_nothing(
-                index_elements=["customer_id", "campaign", "occurrence"])
-            .returning(DELIVERIES.c.customer_id, DELIVERIES.c.occurrence, DELIVERIES.c.id),
-            rows)
+        result_rows = insert_returning(
+            conn, "deliveries", _LEDGER_COLUMNS, rows,
+            conflict="customer_id, campaign, occurrence",
+            returning="customer_id, occurrence, id")
     return {(row[0], row[1]): row[2] for row in result_rows}
 
 
