@@ -56,13 +56,16 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from mailer.app.figures import Workspace
+from mailer.app.figures import refresh as refresh_figures
 from mailer.app.review.send import due_review, queue_review, scheduled_key
 from mailer.app.send import compile_versions, plan_now
 from mailer.app.stages import update as update_stages
 from mailer.app.validation import template_errors
 from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
-from mailer.config.settings import SETTINGS_FILE, Settings
+from mailer.config.files import Fingerprint, content_hash, fingerprint
+from mailer.config.settings import Settings
 from mailer.config.workspace import load_valid_workspace, open_workspace
 from mailer.core.clock import Clock, iso_z, zone
 from mailer.core.errors import ConfigError, MailerError
@@ -74,36 +77,24 @@ from mailer.planning.wakeups import next_wakeup
 from mailer.store.customers import time_zones
 from mailer.store.daemon_state import write_state
 from mailer.store.db import Engine
+from mailer.store.figures import KINDS
 from mailer.store.insight.predictions import latest_fit
 from mailer.store.ledger import next_release_of, queued_rows
 from mailer.store.locks import Leadership
 
 log = logging.getLogger("mailer.run")
 
-WATCHED = ("campaigns", "segments", "surveys", "templates")
 COUNTS_JOB = "delivery-counts"  # the one job that outlives leadership and reloads
 STAGES_JOB = "stages-update"  # outlives reloads (a reload must not rerun it), not leadership
 REVIEW_JOB = "monthly-review"
+FIGURES_JOB = "console-figures"
+FIGURES_EVERY = 3600.0  # seconds between refreshes of the console's figures
 STAGES_EVERY = 3600.0  # seconds between `stages update` runs
 REFIT_AFTER = timedelta(days=1)  # the daemon refits the purchase models daily
 # The outcomes every counts line names; skipped and expired join them when there were any.
 COUNTED = (DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED,
            DeliveryState.UNKNOWN)
 ALSO_COUNTED = (DeliveryState.SKIPPED, DeliveryState.EXPIRED)
-Fingerprint = tuple[tuple[str, int, int], ...]
-
-
-def fingerprint(root: Path) -> Fingerprint:
-    """Every workspace file the daemon reads, with its modification time and size."""
-    files = [root / SETTINGS_FILE, *sorted(
-        path for folder in WATCHED if (root / folder).is_dir()
-        for path in (root / folder).rglob("*") if path.is_file())]
-    seen = []
-    for path in files:
-        with contextlib.suppress(FileNotFoundError):
-            stat = path.stat()
-            seen.append((str(path.relative_to(root)), stat.st_mtime_ns, stat.st_size))
-    return tuple(seen)
 
 
 @dataclass(frozen=True)
@@ -115,19 +106,21 @@ class Loaded:
     campaigns: dict[str, Campaign]
     versions: dict[str, dict[str, Any]]
     fingerprint: Fingerprint
+    workspace_hash: str = ""  # of the files as read (mailer.config.files.content_hash)
 
 
 def load(root: Path) -> Loaded:
     """Read, validate and compile the workspace; any problem raises (ConfigError with
     every problem, or the template's MailerError)."""
     seen = fingerprint(root)  # before reading: a change made meanwhile is seen next time
+    hashed = content_hash(root)
     settings = open_workspace(root).settings
     specs, campaigns = load_valid_workspace(root)
     # A template typo (an unknown variable) stops a load like a broken file; warnings never.
     errors = template_errors(root, settings, campaigns, now=datetime.now(UTC))
     if errors:
         raise ConfigError(errors)
-    return Loaded(settings, specs, campaigns, compile_versions(root, campaigns), seen)
+    return Loaded(settings, specs, campaigns, compile_versions(root, campaigns), seen, hashed)
 
 
 @dataclass(frozen=True, order=True)
@@ -180,7 +173,8 @@ class Daemon:
                  owner: str, delivery: SendingLoop | None, interval: float = 60.0,
                  watch_every: float = 2.0, leadership: Leadership | None = None,
                  counts_every: float | None = None, stages_every: float = STAGES_EVERY,
-                 key: str | None = None) -> None:
+                 key: str | None = None, figures_every: float = FIGURES_EVERY,
+                 figures: tuple[str, ...] = KINDS) -> None:
         self.engine = engine
         self.key = key  # signs the double opt-in's confirm links (None: none are queued)
         self.root = root
@@ -194,6 +188,8 @@ class Daemon:
         self.counts_every = counts_every or interval
         self.watch_every = watch_every
         self.stages_every = stages_every
+        self.figures_every = figures_every
+        self.figures = figures  # the console's figures it refreshes (mailer.app.figures)
         self.leadership = leadership or Leadership(engine)
         self.planned: Counter[str] = Counter()  # by campaign, over the daemon's life
         self.sweeps = 0
@@ -324,6 +320,9 @@ class Daemon:
             jobs.add_job(self._update_stages, IntervalTrigger(seconds=self.stages_every),
                          id=STAGES_JOB, next_run_time=datetime.now(UTC))
         tz = zone(self.loaded.settings.timezone)
+        # the console's figures: at once (a start, a reload's new workspace), then hourly
+        jobs.add_job(self._refresh_figures, IntervalTrigger(seconds=self.figures_every),
+                     id=FIGURES_JOB, next_run_time=datetime.now(UTC))
         review = self.loaded.settings.review
         if review is not None:  # at each fire time (_lead catches up before its first sweep)
             jobs.add_job(self._send_review, _ReviewFire(review.schedule, tz, self._offset),
@@ -405,6 +404,32 @@ class Daemon:
                      extra={"fields": {"event": "predict", **found}})
         except Exception:  # no fit recorded: the next hourly look runs both again
             log.exception("predict failed; the next hourly look retries")
+
+    async def _refresh_figures(self) -> None:
+        """The console's figures (segment sizes and funnels, the forecast) as of the
+        daemon's clock from the loaded workspace, stored with its hash, off the loop; one
+        line with what was computed and how long it took. A failure waits for the next
+        run (an hour, or the next reload)."""
+        if not self.figures:
+            return
+        loaded = self.loaded
+        workspace = Workspace(loaded.settings, loaded.specs, [], [], loaded.campaigns,
+                              loaded.versions, loaded.workspace_hash)
+        began = time.monotonic()
+        try:
+            found = await asyncio.to_thread(refresh_figures, self.engine, workspace,
+                                            self.clock.now().replace(microsecond=0),
+                                            kinds=self.figures, by="daemon")
+        except Exception:  # the database away: the next run stores them
+            log.exception("console figures not refreshed; the next run retries")
+            return
+        seconds = round(time.monotonic() - began, 2)
+        said = " ".join(f"{f.kind}={f.seconds:.2f}s" for f in found)
+        log.info("console figures refreshed now=%s %s seconds=%.2f", iso_z(found[0].as_of),
+                 said, seconds, extra={"fields": {
+                     "event": "console_figures", "now": iso_z(found[0].as_of),
+                     "figures": {f.kind: f.seconds for f in found}, "seconds": seconds,
+                     "workspace": workspace.hash}})
 
     async def _send_review(self, *, quiet: bool = False) -> None:
         """Queue the previous month's review as of the latest fire time of its schedule
