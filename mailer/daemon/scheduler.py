@@ -30,6 +30,10 @@ One asyncio loop runs three tasks:
 - double opt-in: with `consent: {double_opt_in: true}`, each sweep also queues the
   pending customers' confirmation notices and their one reminder (mailer.delivery.confirmations),
   signed with MAILER_SECRET_KEY (a `--no-deliver` daemon without it queues none).
+- the console's figures (mailer.app.figures): segment sizes and funnels and the 30-day
+  forecast, computed off the loop at the start of leading, after each reload that swaps a
+  new workspace in, and hourly (FIGURES_EVERY), stored with the workspace's hash for
+  `mailer console` to show with their time (docs/console.md, "Computed figures").
 - delivering: the same sending loop (`SendingLoop`) as `mailer worker`, over every campaign's
   rows, so rows of a campaign whose file is gone finish from their version. An
   APScheduler job logs what it sent each interval (a minute by default).
