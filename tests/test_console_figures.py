@@ -66,7 +66,8 @@ def test_a_broken_workspace_stores_no_forecast_and_says_why(db: Workspace) -> No
 
 
 def test_the_daemon_refreshes_the_figures_off_the_loop(db: Workspace) -> None:
-    from mailer.daemon.scheduler import Daemon, load as load_workspace
+    from mailer.daemon.scheduler import Daemon
+    from mailer.daemon.scheduler import load as load_workspace
 
     _shop(db)
     engine = db.engine()
