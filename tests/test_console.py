@@ -534,7 +534,7 @@ def test_stored_figures_are_shown_with_their_time_and_marked_stale_on_a_change(
     try:
         campaigns = json.loads(console.request("GET", "/campaigns?format=json",
                                                cookie=cookie)[2])
-        assert "late-note" in [c["id"] for c in campaigns["campaigns"]]
+        assert "late-note" in [c["campaign"] for c in campaigns["campaigns"]]
         assert campaigns["audiences_stale"] is True
         sizes = json.loads(console.request("GET", "/segments?format=json", cookie=cookie)[2])
         assert sizes["stale"] is True

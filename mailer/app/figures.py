@@ -59,7 +59,8 @@ def read_workspace(root: Path, settings: Settings) -> Workspace:
 
 def segments_document(engine: Engine, workspace: Workspace, now: datetime) -> dict[str, Any]:
     """Every segment's description, size and funnel (customers left after each
-    condition) as of NOW, as the console's Segments page shows them."""
+    condition) as of NOW, as the console's Segments page shows them, and the store's
+    customers' time zones (the campaigns page's next due times: a scan it saves)."""
     from mailer.segments.runner import count, funnel, scope_for
 
     specs = workspace.specs
@@ -71,7 +72,10 @@ def segments_document(engine: Engine, workspace: Workspace, now: datetime) -> di
                      "count": count(engine, specs, name, scope),
                      "funnel": [{"condition": s.condition, "line": s.line,
                                  "remaining": s.remaining} for s in steps]})
-    return {"as_of": iso_z(now), "segments": rows, "problems": workspace.problems}
+    from mailer.store.customers import time_zones
+
+    return {"as_of": iso_z(now), "segments": rows, "problems": workspace.problems,
+            "zones": sorted(time_zones(engine))}
 
 
 def forecast_document(engine: Engine, workspace: Workspace, now: datetime) -> dict[str, Any]:

@@ -95,7 +95,8 @@ def campaigns(store: Store) -> dict[str, Any]:
     audiences = {s["segment"]: s["count"] for s in sizes.get("segments", [])}
     parsed = store.parsed()
     found = overview(store.root, store.settings, store.engine, now, audiences=audiences,
-                     loaded=(parsed.specs, parsed.campaigns, parsed.problems))
+                     loaded=(parsed.specs, parsed.campaigns, parsed.problems),
+                     zones=sizes.get("zones"))
     return {"now": iso_z(now), "audiences_at": sizes["computed_at"],
             "audiences_stale": sizes.get("stale", False),
             "campaigns": [line.as_json() for line in found]}
