@@ -48,6 +48,7 @@ def test_refresh_stores_the_figures_with_their_time_and_workspace(db: Workspace)
         "germans": 2, "everyone": 3}
     germans = next(s for s in segments.document["segments"] if s["segment"] == "germans")
     assert germans["funnel"][-1]["remaining"] == 2
+    assert isinstance(segments.document["zones"], list)  # the campaigns page reads them
     assert forecast.document["chart_svg"].startswith("<svg")
     assert len(forecast.document["days"]) == 30
     # said for a person: what was computed and how long it took
