@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import UTC, datetime
+from typing import Any
 
 from mailer.core.clock import Clock
 from mailer.store.figures import load
@@ -98,7 +99,7 @@ def test_the_daemon_refreshes_the_figures_off_the_loop(db: Workspace) -> None:
 
 
 def test_the_daemon_schedules_the_refresh_at_once_and_hourly(db: Workspace) -> None:
-    from mailer.daemon.scheduler import FIGURES_EVERY, FIGURES_JOB, Daemon
+    from mailer.daemon.scheduler import FIGURES_EVERY, FIGURES_FIRST_AFTER, FIGURES_JOB, Daemon
     from mailer.daemon.scheduler import load as load_workspace
 
     engine = db.engine()
@@ -113,8 +114,11 @@ def test_the_daemon_schedules_the_refresh_at_once_and_hourly(db: Workspace) -> N
             daemon._jobs().shutdown(wait=False)
             return job
 
-        job = asyncio.run(scheduled())
+        before = datetime.now(UTC)
+        job: Any = asyncio.run(scheduled())
         assert job is not None and job.trigger.interval.total_seconds() == FIGURES_EVERY
+        assert before + FIGURES_FIRST_AFTER <= job.next_run_time  # the first sweeps first
+        assert job.next_run_time <= datetime.now(UTC) + FIGURES_FIRST_AFTER
     finally:
         engine.dispose()
 

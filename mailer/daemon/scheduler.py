@@ -31,8 +31,8 @@ One asyncio loop runs three tasks:
   pending customers' confirmation notices and their one reminder (mailer.delivery.confirmations),
   signed with MAILER_SECRET_KEY (a `--no-deliver` daemon without it queues none).
 - the console's figures (mailer.app.figures): segment sizes and funnels and the 30-day
-  forecast, computed off the loop at the start of leading, after each reload that swaps a
-  new workspace in, and hourly (FIGURES_EVERY), stored with the workspace's hash for
+  forecast, computed off the loop a minute after leading starts and after each reload that
+  swaps a new workspace in, then hourly (FIGURES_EVERY), stored with the workspace's hash for
   `mailer console` to show with their time (docs/console.md, "Computed figures").
 - delivering: the same sending loop (`SendingLoop`) as `mailer worker`, over every campaign's
   rows, so rows of a campaign whose file is gone finish from their version. An
@@ -50,11 +50,11 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -87,12 +87,16 @@ from mailer.store.ledger import next_release_of, queued_rows
 from mailer.store.locks import Leadership
 
 log = logging.getLogger("mailer.run")
+T = TypeVar("T")
 
 COUNTS_JOB = "delivery-counts"  # the one job that outlives leadership and reloads
 STAGES_JOB = "stages-update"  # outlives reloads (a reload must not rerun it), not leadership
 REVIEW_JOB = "monthly-review"
 FIGURES_JOB = "console-figures"
 FIGURES_EVERY = 3600.0  # seconds between refreshes of the console's figures
+# The first refresh waits this long after leading starts or a reload: the first sweeps
+# (a restart's catching up) go first, and a daemon stopped at once computes nothing.
+FIGURES_FIRST_AFTER = timedelta(minutes=1)
 STAGES_EVERY = 3600.0  # seconds between `stages update` runs
 REFIT_AFTER = timedelta(days=1)  # the daemon refits the purchase models daily
 # The outcomes every counts line names; skipped and expired join them when there were any.
@@ -324,9 +328,9 @@ class Daemon:
             jobs.add_job(self._update_stages, IntervalTrigger(seconds=self.stages_every),
                          id=STAGES_JOB, next_run_time=datetime.now(UTC))
         tz = zone(self.loaded.settings.timezone)
-        # the console's figures: at once (a start, a reload's new workspace), then hourly
+        # the console's figures: soon after a start or a reload's new workspace, then hourly
         jobs.add_job(self._refresh_figures, IntervalTrigger(seconds=self.figures_every),
-                     id=FIGURES_JOB, next_run_time=datetime.now(UTC))
+                     id=FIGURES_JOB, next_run_time=datetime.now(UTC) + FIGURES_FIRST_AFTER)
         review = self.loaded.settings.review
         if review is not None:  # at each fire time (_lead catches up before its first sweep)
             jobs.add_job(self._send_review, _ReviewFire(review.schedule, tz, self._offset),
@@ -421,9 +425,9 @@ class Daemon:
                               loaded.versions, loaded.workspace_hash)
         began = time.monotonic()
         try:
-            found = await asyncio.to_thread(refresh_figures, self.engine, workspace,
-                                            self.clock.now().replace(microsecond=0),
-                                            kinds=self.figures, by="daemon")
+            found = await _in_daemon_thread(lambda: refresh_figures(
+                self.engine, workspace, self.clock.now().replace(microsecond=0),
+                kinds=self.figures, by="daemon"))
         except Exception:  # the database away: the next run stores them
             log.exception("console figures not refreshed; the next run retries")
             return
@@ -629,6 +633,33 @@ def _span(seconds: int) -> str:
     if seconds < 120:
         return "second" if seconds == 1 else f"{seconds} seconds"
     return f"{round(seconds / 60)} minutes"
+
+
+async def _in_daemon_thread(work: Callable[[], T]) -> T:
+    """WORK's result, computed in a daemon thread of its own: unlike asyncio.to_thread's
+    executor, which a loop's end waits for, a stop never waits for minutes of forecast
+    (its figures are stored in one transaction at the end, or not at all)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():  # cancelled: the daemon stopped meanwhile
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(cast(T, result))
+
+    def run() -> None:
+        try:
+            result, error = work(), None
+        except Exception as err:
+            result, error = None, err
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="mailer-figures", daemon=True).start()
+    return await done
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
