@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailer.core.clock import Clock
-from mailer.store.figures import load
+from mailer.store.insight.figures import load
 from tests.conftest import Workspace
 
 CUSTOMERS = ("id,email,first_name,country,consent\nA,a@example.com,Ann,DE,subscribed\n"

@@ -87,9 +87,9 @@ def refresh(ctx: click.Context, only: tuple[str, ...], workspace: str | None, as
     figure is stored, or (on a failure) none."""
     import time
 
-    from mailer.app.figures import read_workspace, summary
-    from mailer.app.figures import refresh as compute
-    from mailer.store.figures import KINDS
+    from mailer.app.console.figures import read_workspace, summary
+    from mailer.app.console.figures import refresh as compute
+    from mailer.store.insight.figures import KINDS
 
     parent = ctx.parent.params if ctx.parent is not None else {}
     run = session(ctx, workspace or parent.get("workspace"), now or parent.get("now"))

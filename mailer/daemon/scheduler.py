@@ -30,7 +30,7 @@ One asyncio loop runs three tasks:
 - double opt-in: with `consent: {double_opt_in: true}`, each sweep also queues the
   pending customers' confirmation notices and their one reminder (mailer.delivery.confirmations),
   signed with MAILER_SECRET_KEY (a `--no-deliver` daemon without it queues none).
-- the console's figures (mailer.app.figures): segment sizes and funnels and the 30-day
+- the console's figures (mailer.app.console.figures): segment sizes and funnels and the 30-day
   forecast, computed off the loop a minute after leading starts and after each reload that
   swaps a new workspace in, then hourly (FIGURES_EVERY), stored with the workspace's hash for
   `mailer console` to show with their time (docs/console.md, "Computed figures").
@@ -60,8 +60,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from mailer.app.figures import Workspace
-from mailer.app.figures import refresh as refresh_figures
+from mailer.app.console.figures import Workspace
+from mailer.app.console.figures import refresh as refresh_figures
 from mailer.app.review.send import due_review, queue_review, scheduled_key
 from mailer.app.send import compile_versions, plan_now
 from mailer.app.stages import update as update_stages
@@ -81,7 +81,7 @@ from mailer.planning.wakeups import next_wakeup
 from mailer.store.customers import time_zones
 from mailer.store.daemon_state import write_state
 from mailer.store.db import Engine
-from mailer.store.figures import KINDS
+from mailer.store.insight.figures import KINDS
 from mailer.store.insight.predictions import latest_fit
 from mailer.store.ledger import next_release_of, queued_rows
 from mailer.store.locks import Leadership
@@ -197,7 +197,7 @@ class Daemon:
         self.watch_every = watch_every
         self.stages_every = stages_every
         self.figures_every = figures_every
-        self.figures = figures  # the console's figures it refreshes (mailer.app.figures)
+        self.figures = figures  # the console's figures it refreshes (mailer.app.console.figures)
         self.leadership = leadership or Leadership(engine)
         self.planned: Counter[str] = Counter()  # by campaign, over the daemon's life
         self.sweeps = 0

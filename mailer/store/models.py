@@ -642,7 +642,7 @@ class AuditEntry(Base):
 
 
 class ConsoleFigure(Base):
-    """A figure that costs more than a query (mailer.store.figures): the console's segment
+    """A figure that costs more than a query (mailer.store.insight.figures): the console's segment
     sizes and funnels, its 30-day forecast. One row a kind, replaced by each refresh
     (`mailer console refresh`, the daemon). AS_OF is the clock it describes, COMPUTED_AT
     the wall time it was computed, WORKSPACE the hash of the workspace files it was

@@ -151,8 +151,8 @@ def customer(store: Store, who: str) -> dict[str, Any]:
 
 
 def _workspace(store: Store) -> Any:
-    """The console's workspace as the figures are computed from it (mailer.app.figures)."""
-    from mailer.app.figures import Workspace
+    """The console's workspace as the figures are computed from it (mailer.app.console.figures)."""
+    from mailer.app.console.figures import Workspace
     from mailer.app.send import compile_versions
 
     parsed = store.parsed()
@@ -172,13 +172,13 @@ COMPUTED_UNASKED = ("segments",)
 
 
 def figure(store: Store, kind: str, *, fresh: bool = False) -> dict[str, Any]:
-    """The figure KIND (mailer.app.figures) with its time: as last stored by `mailer
+    """The figure KIND (mailer.app.console.figures) with its time: as last stored by `mailer
     console refresh`, the daemon or this console, `stale` once the workspace files differ
     from those it was computed from. FRESH (asked for again), or none stored and KIND in
     COMPUTED_UNASKED: the console computes it in a thread of its own and stores it; a
     page never waits for it."""
-    from mailer.app.figures import refresh
-    from mailer.store.figures import Figure, load
+    from mailer.app.console.figures import refresh
+    from mailer.store.insight.figures import Figure, load
 
     with store.engine.connect() as conn:
         stored = load(conn, kind)
@@ -222,7 +222,7 @@ def forecast(store: Store, *, fresh: bool = False) -> tuple[dict[str, Any], Fore
     """The next 30 days simulated (as `mailer forecast --days 30 --json`), computed ahead
     (`figure`) and shown with their time; the view for the page (None while the first
     computation runs: the document says `computing`)."""
-    from mailer.app.figures import forecast_days
+    from mailer.app.console.figures import forecast_days
 
     document = figure(store, "forecast", fresh=fresh)
     chart = document.pop("chart_svg", None)

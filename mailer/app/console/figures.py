@@ -21,7 +21,7 @@ from mailer.config.files import content_hash
 from mailer.config.settings import Settings
 from mailer.core.clock import iso_z
 from mailer.store.db import Engine
-from mailer.store.figures import KINDS, Figure, save
+from mailer.store.insight.figures import KINDS, Figure, save
 
 FORECAST_DAYS = 30
 CHART_LABEL = "Mails per day by campaign and topic"
