@@ -2,6 +2,7 @@
 console`, beside a static aiohttp page, same run, p50 and p99.
 
     python bench/console.py [--customers N] [--orders M] [--requests R] [--database-url URL]
+                            [--keep] [--reuse] [--forecast]
 
 The store is the card benchmark's (bench/card.py: bench/segments.py's customers and
 orders plus ledger rows, events, consent and stage history; default 100,000 customers,
@@ -9,6 +10,11 @@ orders plus ledger rows, events, consent and stage history; default 100,000 cust
 repository's (the demo's campaigns and segments). `mailer console` runs in its own
 process, logged in with a session cookie signed as the login form would; R requests per
 page, one at a time (a page's own latency, not a queue's), on loopback.
+
+Before the console starts, `mailer console refresh` stores the figures the pages show
+(the segment sizes; with --forecast the 30-day forecast too, which takes long on a big
+store) and says how long that took: the pages read them, as they do beside the daemon.
+--reuse measures the store a previous --keep run left, without building it again.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import sys
 import time
 
@@ -55,20 +62,37 @@ async def _get(port: int, paths: list[str], cookie: str) -> tuple[int, float, li
 def main() -> None:
     parser = arguments(__doc__, {"--customers": 100_000, "--orders": 1_000_000,
                                  "--requests": 50}, "bench/.data/console/")
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure the store a --keep run left (built again if none)")
+    parser.add_argument("--forecast", action="store_true",
+                        help="refresh the 30-day forecast too (long on a big store)")
     options = parser.parse_args()
-    shutil.rmtree(DATA, ignore_errors=True)
-    DATA.mkdir(parents=True, exist_ok=True)
-    engine = fresh_store(options.database_url, DATA)
-    started = time.perf_counter()
-    generate(engine, options.customers, options.orders)
-    extras(engine, options.customers)
-    engine.dispose()
-    print(f"store: {options.customers:,} customers, {options.orders:,} orders "
-          f"({time.perf_counter() - started:.0f} s)")
     url = options.database_url or f"sqlite:///{DATA / 'mailer.db'}"
+    if not (options.reuse and (options.database_url or (DATA / "mailer.db").exists())):
+        shutil.rmtree(DATA, ignore_errors=True)
+        DATA.mkdir(parents=True, exist_ok=True)
+        engine = fresh_store(options.database_url, DATA)
+        started = time.perf_counter()
+        generate(engine, options.customers, options.orders)
+        extras(engine, options.customers)
+        engine.dispose()
+        print(f"store: {options.customers:,} customers, {options.orders:,} orders "
+              f"({time.perf_counter() - started:.0f} s)")
+    else:
+        fresh_store(options.database_url, DATA, empty=False).dispose()  # the schema moved
+        print(f"store: reused ({options.customers:,} customers as given)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     env.update({"MAILER_DATABASE_URL": url, "MAILER_SECRET_KEY": KEY,
                 "MAILER_CONSOLE_USERS": f"bench:{hash_password('bench-password', n=2**14)}"})
+    only = [] if options.forecast else ["--only", "segments"]
+    began = time.perf_counter()
+    refreshed = subprocess.run(
+        [sys.executable, "-m", "mailer.cli", "--workspace", str(ROOT), "console", "refresh",
+         "--now", "2026-11-23T10:00", *only], env=env, capture_output=True, text=True)
+    if refreshed.returncode != 0:
+        raise SystemExit(f"mailer console refresh: {refreshed.stderr}")
+    print(refreshed.stdout.rstrip())
+    print(f"mailer console refresh {' '.join(only)}: {time.perf_counter() - began:.1f} s")
     console, port = _start([sys.executable, "-m", "mailer.cli", "--workspace", str(ROOT),
                             "console", "--port", "0", "--now", "2026-11-23T10:00"], env)
     hello, hello_port = _start([sys.executable, "-c", HELLO], env)
@@ -78,6 +102,7 @@ def main() -> None:
     pages = {
         "static aiohttp page": (hello_port, ["/hello"] * options.requests),
         "campaigns page": (port, ["/campaigns"] * options.requests),
+        "segments page": (port, ["/segments"] * options.requests),
         "customer search (email prefix)": (port, [f"/customers?q=c{n}%40"
                                                    for n in range(1, options.customers, step)]),
         "customer card": (port, [f"/customers/c{n}%40example.com"

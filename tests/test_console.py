@@ -165,6 +165,9 @@ def console(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         assert created.code == 0, created.stderr
         shop = Workspace(folder / "shop", database)
         _build(shop, folder / "outbox")
+        # the segment sizes stored ahead, as the daemon or `mailer console refresh` does
+        refreshed = shop.run("console", "refresh", "--only", "segments", "--now", NOW)
+        assert refreshed.code == 0, refreshed.stderr
         log = folder / "console.log"
         smtp = FaultServer().__enter__()
         request.addfinalizer(lambda: smtp.__exit__(None, None, None))
@@ -763,11 +766,52 @@ def test_hash_password_reads_standard_input_never_an_argument(ws: Workspace) -> 
     assert ws.run("console", "hash-password", stdin="short\n").code == 1
 
 
-def test_the_forecast_is_computed_in_the_background_from_the_start(console: Console) -> None:
-    """Last in the module: the console began the simulation when it started. Waited for
-    on SQLite only: the simulation's two databases are tests/test_forecast_frozen.py's,
-    and a minute more of it here would be the suite's slowest test."""
+def test_stored_figures_are_shown_with_their_time_and_marked_stale_on_a_change(
+        console: Console) -> None:
     cookie = console.login()
+    sizes = json.loads(console.request("GET", "/segments?format=json", cookie=cookie)[2])
+    assert sizes["computed_by"] == "cli" and sizes["computed_at"] is not None
+    assert sizes["as_of"] == "2026-12-01T11:00:00Z" and sizes["stale"] is False
+    assert sizes["computing"] is False  # stored: the console counts nothing itself
+    campaigns = json.loads(console.request("GET", "/campaigns?format=json", cookie=cookie)[2])
+    assert campaigns["audiences_at"] == sizes["computed_at"]
+    assert campaigns["audiences_stale"] is False
+    status, _, page, _ = console.request("GET", "/segments", cookie=cookie)
+    assert status == 200 and "by cli" in page and 'id="stale"' not in page
+    # a new campaign file: the campaigns page parses the files again, the figures say
+    # they were computed from other files
+    console.shop.write("campaigns/late-note.yaml", (
+        "name: A late note\ntrigger: once\nat: 2027-01-11T09:00\nsegment: active-buyers\n"
+        "template: promotion.html\nsubject: Hello\ntopic: promotions\n"))
+    try:
+        campaigns = json.loads(console.request("GET", "/campaigns?format=json",
+                                               cookie=cookie)[2])
+        assert "late-note" in [c["campaign"] for c in campaigns["campaigns"]]
+        assert campaigns["audiences_stale"] is True
+        sizes = json.loads(console.request("GET", "/segments?format=json", cookie=cookie)[2])
+        assert sizes["stale"] is True
+        status, _, page, _ = console.request("GET", "/segments", cookie=cookie)
+        assert status == 200 and 'id="stale"' in page and "mailer console refresh" in page
+    finally:
+        (console.shop.root / "campaigns" / "late-note.yaml").unlink()
+    sizes = json.loads(console.request("GET", "/segments?format=json", cookie=cookie)[2])
+    assert sizes["stale"] is False  # the files it was computed from, again
+
+
+def test_the_forecast_is_computed_when_asked_and_stored(console: Console) -> None:
+    """Last in the module: none is stored, so the page says so and offers to compute it;
+    asked, the console computes it in the background. Waited for on SQLite only: the
+    simulation's two databases are tests/test_forecast_frozen.py's, and a minute more
+    of it here would be the suite's slowest test."""
+    cookie = console.login()
+    forecast = json.loads(console.request("GET", "/forecast?format=json", cookie=cookie)[2])
+    assert forecast["computed_at"] is None and forecast["computing"] is False
+    status, _, page, _ = console.request("GET", "/forecast", cookie=cookie)
+    assert status == 200 and "not computed yet" in page and "mailer console refresh" in page
+    token = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    status, headers, _, _ = console.request("POST", "/forecast/refresh", cookie=cookie,
+                                            body={"csrf": token})
+    assert status == 303 and headers["location"] == "/forecast"
     if console.shop.database is not None:
         forecast = json.loads(console.request("GET", "/forecast?format=json", cookie=cookie)[2])
         assert forecast["computing"] or forecast["computed_at"] is not None
@@ -782,6 +826,10 @@ def test_the_forecast_is_computed_in_the_background_from_the_start(console: Cons
         assert forecast["computing"] is True
         time.sleep(0.5)  # polling a state the server reports, up to the deadline
     assert forecast["computed_at"] is not None and len(forecast["days"]) == 30
+    assert forecast["computed_by"] == "console" and "chart_svg" not in forecast
     assert "caps_hit" in forecast and forecast["from"].startswith("2026-12-01T")
     status, _, page, _ = console.request("GET", "/forecast", cookie=cookie)
     assert status == 200 and "Caps that hold people back" in page and "<svg" in page
+    assert "by console" in page
+    assert console.shop.query("SELECT computed_by FROM console_figures WHERE kind = "
+                              "'forecast'") == [("console",)]

@@ -15,7 +15,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from mailer.config.campaign import TRIGGERS
+from mailer.config.campaign import TRIGGERS, Campaign
+from mailer.config.conditions import SegmentSpec
 from mailer.config.settings import Settings
 from mailer.config.workspace import load_campaigns, load_segments
 from mailer.config.yamlsrc import load_yaml
@@ -95,14 +96,22 @@ def _readable(root: Path, relative: str) -> tuple[str | None, str | None]:
 
 
 def overview(root: Path, settings: Settings, engine: Engine, now: datetime, *,
-             audiences: Mapping[str, int] | None = None) -> list[Overview]:
+             audiences: Mapping[str, int] | None = None,
+             loaded: tuple[dict[str, SegmentSpec], dict[str, Campaign], list[Problem]]
+             | None = None, zones: list[str] | None = None) -> list[Overview]:
     """Every campaign file of the workspace at ROOT, by id, as of NOW. AUDIENCES, segment
     sizes computed before (the console keeps them), saves counting each segment; a
-    segment missing from them has no audience (None)."""
-    specs, _ = load_segments(root)
-    campaigns, problems = load_campaigns(root, set(specs))
+    segment missing from them has no audience (None). LOADED, the segments, campaigns
+    and problems parsed before (the console keeps them), saves reading the files; ZONES,
+    the store's time zones counted with the audiences, a scan of the customers."""
+    if loaded is not None:
+        specs, campaigns, problems = loaded
+    else:
+        specs, _ = load_segments(root)
+        campaigns, problems = load_campaigns(root, set(specs))
     tz = zone(settings.timezone)
-    zones = sorted(time_zones(engine) | {settings.timezone})
+    zones = sorted((set(zones) if zones is not None else time_zones(engine))
+                   | {settings.timezone})
     scope = scope_for(settings, now, engine)
     with engine.connect() as conn:
         sent, pending = sent_by_campaign(conn), pending_by_campaign(conn, now)

@@ -1,5 +1,5 @@
-"""`mailer console [--host 127.0.0.1] [--port 8090] [--outbox DIR]` and
-`mailer console hash-password` (docs/console.md)."""
+"""`mailer console [--host 127.0.0.1] [--port 8090] [--outbox DIR]`,
+`mailer console hash-password` and `mailer console refresh` (docs/console.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from mailer.cli.common import now_option, run_server, session, workspace_option
+from mailer.cli.common import (
+    emit_json,
+    now_option,
+    run_server,
+    session,
+    workspace_json_now,
+    workspace_option,
+)
 
 
 @click.group(invoke_without_command=True)
@@ -66,3 +73,38 @@ def hash_password() -> None:
     if len(password) < 8:
         raise UserError("a console password has at least 8 characters")
     click.echo(hashed(password))
+
+
+@console.command("refresh")
+@click.option("--only", type=click.Choice(["segments", "forecast"]), multiple=True,
+              help="Compute only this figure (repeatable; default: every figure).")
+@workspace_json_now
+def refresh(ctx: click.Context, only: tuple[str, ...], workspace: str | None, as_json: bool,
+            now: str | None) -> None:
+    """Compute the figures that cost more than a query (every segment's size and funnel,
+    the next 30 days' forecast) as of --now and store them for the console, which shows
+    them with their time; the daemon does the same hourly and after each reload. Every
+    figure is stored, or (on a failure) none."""
+    import time
+
+    from mailer.app.console.figures import read_workspace, summary
+    from mailer.app.console.figures import refresh as compute
+    from mailer.store.insight.figures import KINDS
+
+    parent = ctx.parent.params if ctx.parent is not None else {}
+    run = session(ctx, workspace or parent.get("workspace"), now or parent.get("now"))
+    began = time.monotonic()
+    kinds = [kind for kind in KINDS if not only or kind in only]
+    figures = compute(run.engine, read_workspace(run.root, run.workspace.settings),
+                      run.clock.now().replace(microsecond=0), kinds=kinds, by="cli")
+    seconds = round(time.monotonic() - began, 2)
+    said = [summary(figure) for figure in figures]
+    if as_json:
+        emit_json({"figures": said, "seconds": seconds})
+        return
+    for figure in said:
+        what = (f"{figure['segments']} segments" if figure["kind"] == "segments"
+                else f"{figure['days']} days, {figure['mails']} mails")
+        click.echo(f"{figure['kind']}: {what} as of {figure['as_of']}, computed in "
+                   f"{figure['seconds']:.2f} s")
+    click.echo(f"stored {len(said)} figures in {seconds:.2f} s")

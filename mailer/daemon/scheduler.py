@@ -30,6 +30,10 @@ One asyncio loop runs three tasks:
 - double opt-in: with `consent: {double_opt_in: true}`, each sweep also queues the
   pending customers' confirmation notices and their one reminder (mailer.delivery.confirmations),
   signed with MAILER_SECRET_KEY (a `--no-deliver` daemon without it queues none).
+- the console's figures (mailer.app.console.figures): segment sizes and funnels (not the
+  forecast: DAEMON_FIGURES), computed off the loop a minute after leading starts and
+  after each reload that swaps a new workspace in, then hourly (FIGURES_EVERY), stored with the workspace's hash for
+  `mailer console` to show with their time (docs/console.md, "Computed figures").
 - delivering: the same sending loop (`SendingLoop`) as `mailer worker`, over every campaign's
   rows, so rows of a campaign whose file is gone finish from their version. An
   APScheduler job logs what it sent each interval (a minute by default).
@@ -51,19 +55,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from mailer.app.console.figures import Workspace
+from mailer.app.console.figures import refresh as refresh_figures
 from mailer.app.review.send import due_review, queue_review, scheduled_key
 from mailer.app.send import compile_versions, plan_now
 from mailer.app.stages import update as update_stages
 from mailer.app.validation import template_errors
 from mailer.config.campaign import Campaign
 from mailer.config.conditions import SegmentSpec
-from mailer.config.settings import SETTINGS_FILE, Settings
+from mailer.config.files import Fingerprint, content_hash, fingerprint
+from mailer.config.settings import Settings
 from mailer.config.workspace import load_valid_workspace, open_workspace
 from mailer.core.clock import Clock, iso_z, zone
 from mailer.core.errors import ConfigError, MailerError
@@ -80,11 +87,20 @@ from mailer.store.ledger import next_release_of, queued_rows
 from mailer.store.locks import Leadership
 
 log = logging.getLogger("mailer.run")
+T = TypeVar("T")
 
-WATCHED = ("campaigns", "segments", "surveys", "templates")
 COUNTS_JOB = "delivery-counts"  # the one job that outlives leadership and reloads
 STAGES_JOB = "stages-update"  # outlives reloads (a reload must not rerun it), not leadership
 REVIEW_JOB = "monthly-review"
+FIGURES_JOB = "console-figures"
+FIGURES_EVERY = 3600.0  # seconds between refreshes of the console's figures
+# The segments only: on PostgreSQL the forecast simulates in the live database (a
+# transaction rolled back), so a sweep planning the same mail would wait for it, every
+# hour; the forecast is `mailer console refresh`'s (cron) or the console's button.
+DAEMON_FIGURES = ("segments",)
+# The first refresh waits this long after leading starts or a reload: the first sweeps
+# (a restart's catching up) go first, and a daemon stopped at once computes nothing.
+FIGURES_FIRST_AFTER = timedelta(minutes=1)
 STAGES_EVERY = 3600.0  # seconds between `stages update` runs
 JOBS_WAIT = 20.0  # s a stop waits for the jobs running then to finish
 REFIT_AFTER = timedelta(days=1)  # the daemon refits the purchase models daily
@@ -92,20 +108,6 @@ REFIT_AFTER = timedelta(days=1)  # the daemon refits the purchase models daily
 COUNTED = (DeliveryState.SENT, DeliveryState.DEFERRED, DeliveryState.FAILED,
            DeliveryState.UNKNOWN)
 ALSO_COUNTED = (DeliveryState.SKIPPED, DeliveryState.EXPIRED)
-Fingerprint = tuple[tuple[str, int, int], ...]
-
-
-def fingerprint(root: Path) -> Fingerprint:
-    """Every workspace file the daemon reads, with its modification time and size."""
-    files = [root / SETTINGS_FILE, *sorted(
-        path for folder in WATCHED if (root / folder).is_dir()
-        for path in (root / folder).rglob("*") if path.is_file())]
-    seen = []
-    for path in files:
-        with contextlib.suppress(FileNotFoundError):
-            stat = path.stat()
-            seen.append((str(path.relative_to(root)), stat.st_mtime_ns, stat.st_size))
-    return tuple(seen)
 
 
 @dataclass(frozen=True)
@@ -117,19 +119,21 @@ class Loaded:
     campaigns: dict[str, Campaign]
     versions: dict[str, dict[str, Any]]
     fingerprint: Fingerprint
+    workspace_hash: str = ""  # of the files as read (mailer.config.files.content_hash)
 
 
 def load(root: Path) -> Loaded:
     """Read, validate and compile the workspace; any problem raises (ConfigError with
     every problem, or the template's MailerError)."""
     seen = fingerprint(root)  # before reading: a change made meanwhile is seen next time
+    hashed = content_hash(root)
     settings = open_workspace(root).settings
     specs, campaigns = load_valid_workspace(root)
     # A template typo (an unknown variable) stops a load like a broken file; warnings never.
     errors = template_errors(root, settings, campaigns, now=datetime.now(UTC))
     if errors:
         raise ConfigError(errors)
-    return Loaded(settings, specs, campaigns, compile_versions(root, campaigns), seen)
+    return Loaded(settings, specs, campaigns, compile_versions(root, campaigns), seen, hashed)
 
 
 @dataclass(frozen=True, order=True)
@@ -182,7 +186,8 @@ class Daemon:
                  owner: str, delivery: SendingLoop | None, interval: float = 60.0,
                  watch_every: float = 2.0, leadership: Leadership | None = None,
                  counts_every: float | None = None, stages_every: float = STAGES_EVERY,
-                 key: str | None = None) -> None:
+                 key: str | None = None, figures_every: float = FIGURES_EVERY,
+                 figures: tuple[str, ...] = DAEMON_FIGURES) -> None:
         self.engine = engine
         self.key = key  # signs the double opt-in's confirm links (None: none are queued)
         self.root = root
@@ -196,6 +201,8 @@ class Daemon:
         self.counts_every = counts_every or interval
         self.watch_every = watch_every
         self.stages_every = stages_every
+        self.figures_every = figures_every
+        self.figures = figures  # the console's figures it refreshes (mailer.app.console.figures)
         self.leadership = leadership or Leadership(engine)
         self.planned: Counter[str] = Counter()  # by campaign, over the daemon's life
         self.sweeps = 0
@@ -334,6 +341,9 @@ class Daemon:
                          IntervalTrigger(seconds=self.stages_every),
                          id=STAGES_JOB, next_run_time=datetime.now(UTC))
         tz = zone(self.loaded.settings.timezone)
+        # the console's figures: soon after a start or a reload's new workspace, then hourly
+        jobs.add_job(self._refresh_figures, IntervalTrigger(seconds=self.figures_every),
+                     id=FIGURES_JOB, next_run_time=datetime.now(UTC) + FIGURES_FIRST_AFTER)
         review = self.loaded.settings.review
         if review is not None:  # at each fire time (_lead catches up before its first sweep)
             jobs.add_job(self._job(self._send_review),
@@ -431,6 +441,32 @@ class Daemon:
                      extra={"fields": {"event": "predict", **found}})
         except Exception:  # no fit recorded: the next hourly look runs both again
             log.exception("predict failed; the next hourly look retries")
+
+    async def _refresh_figures(self) -> None:
+        """The console's figures (segment sizes and funnels, the forecast) as of the
+        daemon's clock from the loaded workspace, stored with its hash, off the loop; one
+        line with what was computed and how long it took. A failure waits for the next
+        run (an hour, or the next reload)."""
+        if not self.figures:
+            return
+        loaded = self.loaded
+        workspace = Workspace(loaded.settings, loaded.specs, [], [], loaded.campaigns,
+                              loaded.versions, loaded.workspace_hash)
+        began = time.monotonic()
+        try:
+            found = await _in_daemon_thread(lambda: refresh_figures(
+                self.engine, workspace, self.clock.now().replace(microsecond=0),
+                kinds=self.figures, by="daemon"))
+        except Exception:  # the database away: the next run stores them
+            log.exception("console figures not refreshed; the next run retries")
+            return
+        seconds = round(time.monotonic() - began, 2)
+        said = " ".join(f"{f.kind}={f.seconds:.2f}s" for f in found)
+        log.info("console figures refreshed now=%s %s seconds=%.2f", iso_z(found[0].as_of),
+                 said, seconds, extra={"fields": {
+                     "event": "console_figures", "now": iso_z(found[0].as_of),
+                     "figures": {f.kind: f.seconds for f in found}, "seconds": seconds,
+                     "workspace": workspace.hash}})
 
     async def _send_review(self, *, quiet: bool = False) -> None:
         """Queue the previous month's review as of the latest fire time of its schedule
@@ -626,6 +662,33 @@ def _span(seconds: int) -> str:
     if seconds < 120:
         return "second" if seconds == 1 else f"{seconds} seconds"
     return f"{round(seconds / 60)} minutes"
+
+
+async def _in_daemon_thread(work: Callable[[], T]) -> T:
+    """WORK's result, computed in a daemon thread of its own: unlike asyncio.to_thread's
+    executor, which a loop's end waits for, a stop never waits for minutes of forecast
+    (its figures are stored in one transaction at the end, or not at all)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():  # cancelled: the daemon stopped meanwhile
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(cast(T, result))
+
+    def run() -> None:
+        try:
+            result, error = work(), None
+        except Exception as err:
+            result, error = None, err
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="mailer-figures", daemon=True).start()
+    return await done
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

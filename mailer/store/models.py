@@ -639,3 +639,21 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(320))  # a campaign id, a customer's store id
     reason: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
+class ConsoleFigure(Base):
+    """A figure that costs more than a query (mailer.store.insight.figures): the console's segment
+    sizes and funnels, its 30-day forecast. One row a kind, replaced by each refresh
+    (`mailer console refresh`, the daemon). AS_OF is the clock it describes, COMPUTED_AT
+    the wall time it was computed, WORKSPACE the hash of the workspace files it was
+    computed from: another hash on disk means the figure is stale."""
+
+    __tablename__ = "console_figures"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    as_of: Mapped[datetime] = mapped_column(UTCDateTime)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seconds: Mapped[float] = mapped_column(Float)
+    workspace: Mapped[str] = mapped_column(String(64))
+    computed_by: Mapped[str] = mapped_column(String(32))  # cli, daemon or console
+    document: Mapped[dict[str, Any]] = mapped_column(Json)

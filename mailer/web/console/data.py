@@ -7,7 +7,6 @@ JSON never disagree. Times are ISO 8601 UTC here; the pages show them in store.l
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +17,7 @@ from mailer.config.settings import Settings
 from mailer.core.clock import Clock, iso_z
 from mailer.core.errors import NotFoundError
 from mailer.store.db import Engine
+from mailer.web.console.workspace import Parsed, WorkspaceCache
 
 SEARCH_LIMIT = 50  # customers a search lists
 SEARCH_LENGTH = 100  # characters of a search: an id, an address or a name
@@ -35,6 +35,14 @@ class Store:
     computed: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
     computing: dict[str, datetime] = field(default_factory=dict)  # name -> since when
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    workspace: WorkspaceCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.workspace = WorkspaceCache(self.root)
+
+    def parsed(self) -> Parsed:
+        """The workspace's segments and campaigns, parsed once per change of its files."""
+        return self.workspace.current()
 
     def now(self) -> datetime:
         return self.clock.now().replace(microsecond=0)
@@ -73,11 +81,8 @@ class Store:
 
 
 def _campaigns_and_segments(store: Store) -> tuple[dict[str, Any], dict[str, Any]]:
-    from mailer.config.workspace import load_campaigns, load_segments
-
-    specs, _ = load_segments(store.root)
-    campaigns, _ = load_campaigns(store.root, set(specs))
-    return specs, campaigns
+    parsed = store.parsed()
+    return parsed.specs, parsed.campaigns
 
 
 def campaigns(store: Store) -> dict[str, Any]:
@@ -88,8 +93,12 @@ def campaigns(store: Store) -> dict[str, Any]:
     now = store.now()
     sizes = segments(store)
     audiences = {s["segment"]: s["count"] for s in sizes.get("segments", [])}
-    found = overview(store.root, store.settings, store.engine, now, audiences=audiences)
+    parsed = store.parsed()
+    found = overview(store.root, store.settings, store.engine, now, audiences=audiences,
+                     loaded=(parsed.specs, parsed.campaigns, parsed.problems),
+                     zones=sizes.get("zones"))
     return {"now": iso_z(now), "audiences_at": sizes["computed_at"],
+            "audiences_stale": sizes.get("stale", False),
             "campaigns": [line.as_json() for line in found]}
 
 
@@ -164,67 +173,86 @@ def customer(store: Store, who: str) -> dict[str, Any]:
     return found
 
 
+def _workspace(store: Store) -> Any:
+    """The console's workspace as the figures are computed from it (mailer.app.console.figures)."""
+    from mailer.app.console.figures import Workspace
+    from mailer.app.send import compile_versions
+
+    parsed = store.parsed()
+    errors = [str(p) for p in parsed.problems if not p.warning]
+    valid = not errors
+    return Workspace(store.settings, parsed.specs,
+                     [str(p) for p in parsed.segment_problems if not p.warning], errors,
+                     parsed.campaigns if valid else None,
+                     compile_versions(store.root, parsed.campaigns) if valid else None,
+                     parsed.hash)
+
+
+# What the console computes itself when none is stored: the segment sizes (the campaigns
+# page's audiences). The forecast, minutes of simulation on a big store, only when asked
+# (the page's button): it would hold up every page of this process meanwhile.
+COMPUTED_UNASKED = ("segments",)
+
+
+def figure(store: Store, kind: str, *, fresh: bool = False) -> dict[str, Any]:
+    """The figure KIND (mailer.app.console.figures) with its time: as last stored by `mailer
+    console refresh`, the daemon or this console, `stale` once the workspace files differ
+    from those it was computed from. FRESH (asked for again), or none stored and KIND in
+    COMPUTED_UNASKED: the console computes it in a thread of its own and stores it; a
+    page never waits for it."""
+    from mailer.app.console.figures import refresh
+    from mailer.store.insight.figures import Figure, load
+
+    with store.engine.connect() as conn:
+        stored = load(conn, kind)
+
+    def compute() -> Figure:
+        return refresh(store.engine, _workspace(store), store.now(), kinds=[kind],
+                       by="console")[0]
+
+    kept = None
+    if fresh or (stored is None and (kind in COMPUTED_UNASKED or kind in store.computed)):
+        found = store.kept_later(kind, compute, fresh=fresh)
+        kept = found[1] if found is not None else None
+    shown: Figure | None = stored or kept
+    since = store.computing.get(kind)
+    state = {"computing": since is not None,
+             "computing_since": iso_z(since) if since is not None else None}
+    if shown is None:
+        return {"computed_at": None, **state}
+    return {"computed_at": iso_z(shown.computed_at), **state,
+            "computed_by": shown.computed_by, "computed_in": shown.seconds,
+            "stale": shown.workspace != store.parsed().hash, **shown.document}
+
+
 def segments(store: Store, *, fresh: bool = False) -> dict[str, Any]:
     """Every segment with its size and its funnel (customers left after each condition):
-    whole-store counts, so computed in the background and kept with their time."""
-    def compute() -> dict[str, Any]:
-        from mailer.config.workspace import load_segments
-        from mailer.segments.runner import count, funnel, scope_for
-
-        specs, problems = load_segments(store.root)
-        now = store.now()
-        scope = scope_for(store.settings, now, store.engine)
-        rows = []
-        for name, spec in specs.items():
-            steps = funnel(store.engine, specs, name, scope)
-            rows.append({"segment": name, "description": spec.description,
-                         "count": count(store.engine, specs, name, scope),
-                         "funnel": [{"condition": s.condition, "line": s.line,
-                                     "remaining": s.remaining} for s in steps]})
-        return {"as_of": iso_z(now), "segments": rows,
-                "problems": [str(p) for p in problems if not p.warning]}
-
-    found = store.kept_later("segments", compute, fresh=fresh)
-    since = store.computing.get("segments")
-    state = {"computing": since is not None,
-             "computing_since": iso_z(since) if since is not None else None}
-    if found is None:
-        return {"computed_at": None, **state}
-    at, document = found
-    return {"computed_at": iso_z(at), **state, **document}
+    whole-store counts, computed ahead (`figure`) and shown with their time."""
+    return figure(store, "segments", fresh=fresh)
 
 
-FORECAST_DAYS = 30
+@dataclass(frozen=True)
+class ForecastView:
+    """What the Forecast page draws besides the JSON document: the chart drawn when the
+    forecast was computed, the By day table, the campaigns' topics."""
+
+    chart: str
+    days: list[dict[str, Any]]
+    topics: dict[str, str]
 
 
-def forecast(store: Store, *, fresh: bool = False) -> tuple[dict[str, Any], Any]:
-    """The next 30 days simulated (as `mailer forecast --days 30 --json`), computed in the
-    background once and kept with its time until refreshed; the Forecast itself for the
-    chart (None while the first computation runs: the document says `computing`)."""
-    def compute() -> tuple[dict[str, Any], Any]:
-        from mailer.app.forecast import run_forecast
-        from mailer.config.workspace import load_valid_workspace
-        from mailer.mail.version import compile_version, definition
+def forecast(store: Store, *, fresh: bool = False) -> tuple[dict[str, Any], ForecastView | None]:
+    """The next 30 days simulated (as `mailer forecast --days 30 --json`), computed ahead
+    (`figure`) and shown with their time; the view for the page (None while the first
+    computation runs: the document says `computing`)."""
+    from mailer.app.console.figures import forecast_days
 
-        specs, loaded = load_valid_workspace(store.root)
-        start = store.now().replace(minute=0, second=0)
-        versions = {slug: definition(compile_version(slug, spec, store.root / "templates"),
-                                     store.root) for slug, spec in loaded.items()}
-        began = time.monotonic()
-        result = run_forecast(store.engine, specs, loaded, settings=store.settings,
-                              start=start, days=FORECAST_DAYS, versions=versions)
-        document = {"from": iso_z(start), **result.as_json(sorted(loaded)),
-                    "seconds": round(time.monotonic() - began, 2)}
-        return document, result
-
-    found = store.kept_later("forecast", compute, fresh=fresh)
-    since = store.computing.get("forecast")
-    state = {"computing": since is not None,
-             "computing_since": iso_z(since) if since is not None else None}
-    if found is None:
-        return {"computed_at": None, **state}, None
-    at, (document, result) = found
-    return {"computed_at": iso_z(at), **state, **document}, result
+    document = figure(store, "forecast", fresh=fresh)
+    chart = document.pop("chart_svg", None)
+    if document["computed_at"] is None:
+        return document, None
+    topics = document.pop("campaign_topics", {})
+    return document, ForecastView(chart or "", forecast_days(document), topics)
 
 
 def surveys(store: Store) -> dict[str, Any]:

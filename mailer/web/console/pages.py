@@ -281,23 +281,14 @@ async def segments_refresh(request: web.Request) -> web.StreamResponse:
 
 async def forecast_page(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
-    document, result = await console.run(data.forecast, console.store)
+    document, view = await console.run(data.forecast, console.store)
     if wants_json(request):
         return web.json_response(document, dumps=_dumps)
-    if result is None:
+    if view is None:
         return render(request, "forecast.html", document=document, chart=None, days=[],
                       topics={}, title="Forecast")
-    from mailer.app.charts import forecast_chart, inline_svg
-
-    chart = await console.run(inline_svg, lambda path: forecast_chart(result, path),
-                              "Mails per day by campaign and topic")
-    topics = result.topics
-    days = [{"day": day.isoformat(), "mails": sum(result.mails[day].values()),
-             "by_campaign": {s: n for s, n in sorted(result.mails[day].items()) if n},
-             "by_topic": {t: n for t, n in result.by_topic(day).items() if n}}
-            for day in result.days]
-    return render(request, "forecast.html", document=document, chart=chart, days=days,
-                  topics=topics, title="Forecast")
+    return render(request, "forecast.html", document=document, chart=view.chart,
+                  days=view.days, topics=view.topics, title="Forecast")
 
 
 async def forecast_refresh(request: web.Request) -> web.StreamResponse:

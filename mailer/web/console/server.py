@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from mailer.web.console.data import forecast, segments
+from mailer.web.console.data import segments
 from mailer.web.console.guard import logged_in, secured
 from mailer.web.console.pages import CONSOLE, Console, add_routes, problems
 from mailer.web.listener import Limits, listen
@@ -35,10 +35,9 @@ async def serve(console: Console, host: str, port: int, say: Callable[[str], Non
     listener = await listen(runner.server, limits or Limits(), host, port)
     bound = listener.sockets[0].getsockname()
     say(f"listening on {bound[0]}:{bound[1]}")
-    # what costs more than a query starts now, in the background: the pages show it
-    # when it is ready, with its time
-    segments(console.store)
-    forecast(console.store)
+    # the segment sizes, when none are stored, are counted now in the background
+    # (mailer.web.console.data.COMPUTED_UNASKED): the pages show them when ready
+    await asyncio.to_thread(segments, console.store)
     try:
         await stop.wait()
     finally:

@@ -1,0 +1,50 @@
+"""The console's computed figures (issue 23 part 3; docs/console.md, "Computed figures"):
+every statement on `console_figures`. One row a kind (`segments`, `forecast`), replaced
+whole by each refresh, so a reader sees one computation or the one before, never half."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, select
+
+from mailer.store.db import Connection, upsert
+from mailer.store.models import ConsoleFigure
+
+FIGURES = cast(Table, ConsoleFigure.__table__)
+KINDS = ("segments", "forecast")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A stored figure: what it describes (AS_OF, on the clock it was computed with), when
+    it was computed (wall time) and in how many seconds, by whom, from which workspace."""
+
+    kind: str
+    as_of: datetime
+    computed_at: datetime
+    seconds: float
+    workspace: str
+    computed_by: str
+    document: dict[str, Any]
+
+
+def save(conn: Connection, figure: Figure) -> None:
+    """Store FIGURE in place of its kind's last one."""
+    values = {"kind": figure.kind, "as_of": figure.as_of, "computed_at": figure.computed_at,
+              "seconds": figure.seconds, "workspace": figure.workspace,
+              "computed_by": figure.computed_by, "document": figure.document}
+    statement = upsert(conn, FIGURES).values(values)
+    conn.execute(statement.on_conflict_do_update(
+        index_elements=[FIGURES.c.kind],
+        set_={k: statement.excluded[k] for k in values if k != "kind"}))
+
+
+def load(conn: Connection, kind: str) -> Figure | None:
+    """The stored figure of KIND, None when none was ever computed."""
+    row = conn.execute(select(FIGURES.c.kind, FIGURES.c.as_of, FIGURES.c.computed_at,
+                              FIGURES.c.seconds, FIGURES.c.workspace, FIGURES.c.computed_by,
+                              FIGURES.c.document).where(FIGURES.c.kind == kind)).first()
+    return None if row is None else Figure(*row)

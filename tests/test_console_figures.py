@@ -1,0 +1,140 @@
+"""The console's computed figures (issue 23 part 3): `mailer console refresh` and the
+daemon store them with the workspace's hash; a change of the files marks them stale; the
+console's parsed workspace follows an edited file. The console's own pages showing them
+are tests/test_console.py's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from mailer.core.clock import Clock
+from mailer.store.insight.figures import load
+from tests.conftest import Workspace
+
+CUSTOMERS = ("id,email,first_name,country,consent\nA,a@example.com,Ann,DE,subscribed\n"
+             "B,b@example.com,Bob,FR,subscribed\nC,c@example.com,Cy,DE,subscribed\n")
+NOW = "2026-11-23T10:00"
+
+
+def _shop(db: Workspace) -> Workspace:
+    db.write("customers.csv", CUSTOMERS)
+    assert db.run("import", "customers", "customers.csv", "--now", NOW).code == 0
+    db.write("segments/germans.yaml", "description: Germans\nall: [{country: DE}]\n")
+    db.write("segments/everyone.yaml", "description: everyone\nall: [{orders: {at_least: 0}}]\n")
+    return db
+
+
+def test_refresh_stores_the_figures_with_their_time_and_workspace(db: Workspace) -> None:
+    from mailer.config.files import content_hash
+
+    _shop(db)
+    result = db.run("console", "refresh", "--now", NOW, "--json")
+    assert result.code == 0, result.stderr
+    said = result.json()
+    assert [f["kind"] for f in said["figures"]] == ["segments", "forecast"]
+    assert said["figures"][0]["segments"] == 2 and said["figures"][1]["days"] == 30
+    assert said["figures"][0]["as_of"] == "2026-11-23T09:00:00Z"  # Berlin's 10:00
+    engine = db.engine()
+    try:
+        with engine.connect() as conn:
+            segments, forecast = load(conn, "segments"), load(conn, "forecast")
+    finally:
+        engine.dispose()
+    assert segments is not None and forecast is not None
+    assert segments.computed_by == "cli" and segments.workspace == content_hash(db.root)
+    assert {s["segment"]: s["count"] for s in segments.document["segments"]} == {
+        "germans": 2, "everyone": 3}
+    germans = next(s for s in segments.document["segments"] if s["segment"] == "germans")
+    assert germans["funnel"][-1]["remaining"] == 2
+    assert isinstance(segments.document["zones"], list)  # the campaigns page reads them
+    assert forecast.document["chart_svg"].startswith("<svg")
+    assert len(forecast.document["days"]) == 30
+    # said for a person: what was computed and how long it took
+    again = db.run("console", "refresh", "--only", "segments", "--now", NOW)
+    assert again.code == 0, again.stderr
+    assert "segments: 2 segments as of 2026-11-23T09:00:00Z, computed in" in again.stdout
+    assert "stored 1 figures in" in again.stdout
+
+
+def test_a_broken_workspace_stores_no_forecast_and_says_why(db: Workspace) -> None:
+    _shop(db)
+    db.write("campaigns/bad.yaml", "name: Bad\ntrigger: once\n")
+    result = db.run("console", "refresh", "--now", NOW)
+    assert result.code == 1 and "campaigns/bad.yaml" in result.stderr
+    assert db.query("SELECT count(*) FROM console_figures") == [(0,)]
+
+
+def test_the_daemon_refreshes_the_figures_off_the_loop(db: Workspace) -> None:
+    from mailer.daemon.scheduler import Daemon
+    from mailer.daemon.scheduler import load as load_workspace
+
+    _shop(db)
+    engine = db.engine()
+    try:
+        daemon = Daemon(engine, db.root, Clock(datetime(2026, 11, 23, 9, tzinfo=UTC)),
+                        load_workspace(db.root), owner="t", delivery=None)
+        asyncio.run(daemon._refresh_figures())
+        with engine.connect() as conn:
+            segments, forecast = load(conn, "segments"), load(conn, "forecast")
+        # the segments only: a forecast in the daemon would hold up its own sweeps
+        assert segments is not None and forecast is None
+        assert segments.computed_by == "daemon"
+        assert segments.as_of == datetime(2026, 11, 23, 9, tzinfo=UTC)
+        assert segments.workspace == daemon.loaded.workspace_hash
+        # after a reload, from the new workspace
+        db.write("segments/french.yaml", "description: French\nall: [{country: FR}]\n")
+        asyncio.run(daemon.reload())
+        asyncio.run(daemon._refresh_figures())
+        with engine.connect() as conn:
+            segments = load(conn, "segments")
+        assert segments is not None and segments.workspace == daemon.loaded.workspace_hash
+        assert {s["segment"] for s in segments.document["segments"]} == {
+            "germans", "everyone", "french"}
+    finally:
+        engine.dispose()
+
+
+def test_the_daemon_schedules_the_refresh_at_once_and_hourly(db: Workspace) -> None:
+    from mailer.daemon.scheduler import FIGURES_EVERY, FIGURES_FIRST_AFTER, FIGURES_JOB, Daemon
+    from mailer.daemon.scheduler import load as load_workspace
+
+    engine = db.engine()
+    try:
+        daemon = Daemon(engine, db.root, Clock(datetime(2026, 11, 23, 9, tzinfo=UTC)),
+                        load_workspace(db.root), owner="t", delivery=None)
+
+        async def scheduled() -> object:
+            daemon._sweep_wanted = asyncio.Event()
+            daemon._schedule()
+            job = daemon._jobs().get_job(FIGURES_JOB)
+            daemon._jobs().shutdown(wait=False)
+            return job
+
+        before = datetime.now(UTC)
+        job: Any = asyncio.run(scheduled())
+        assert job is not None and job.trigger.interval.total_seconds() == FIGURES_EVERY
+        assert before + FIGURES_FIRST_AFTER <= job.next_run_time  # the first sweeps first
+        assert job.next_run_time <= datetime.now(UTC) + FIGURES_FIRST_AFTER
+    finally:
+        engine.dispose()
+
+
+def test_the_console_cache_parses_once_and_notices_an_edited_file(ws: Workspace) -> None:
+    from mailer.web.console.workspace import WorkspaceCache
+
+    ws.write("segments/germans.yaml", "description: Germans\nall: [{country: DE}]\n")
+    cache = WorkspaceCache(ws.root)
+    first = cache.current()
+    assert cache.current() is first and cache.parses == 1
+    path = ws.root / "segments" / "germans.yaml"
+    stat = path.stat()
+    ws.write("segments/germans.yaml", "description: Frenchs\nall: [{country: FR}]\n")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a coarse clock
+    edited = cache.current()
+    assert cache.parses == 2 and edited.hash != first.hash
+    assert edited.specs["germans"].description == "Frenchs"
+    ws.write("segments/germans.yaml", "description: Germans\nall: [{country: DE}]\n")
+    assert cache.current().hash == first.hash  # the same files, the same hash
