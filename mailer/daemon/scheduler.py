@@ -32,8 +32,9 @@ One asyncio loop runs three tasks:
   signed with MAILER_SECRET_KEY (a `--no-deliver` daemon without it queues none).
 - the console's figures (mailer.app.console.figures): segment sizes and funnels (not the
   forecast: DAEMON_FIGURES), computed off the loop a minute after leading starts and
-  after each reload that swaps a new workspace in, then hourly (FIGURES_EVERY), stored with the workspace's hash for
-  `mailer console` to show with their time (docs/console.md, "Computed figures").
+  after each reload that swaps a new workspace in, then hourly (FIGURES_EVERY), stored
+  with the workspace's hash for `mailer console` to show with their time
+  (docs/console.md, "Computed figures").
 - delivering: the same sending loop (`SendingLoop`) as `mailer worker`, over every campaign's
   rows, so rows of a campaign whose file is gone finish from their version. An
   APScheduler job logs what it sent each interval (a minute by default).
