@@ -100,7 +100,7 @@ import contextlib, io, json, sys, time
 marks = [("interpreter start", time.time(), time.process_time())]
 def mark(name):
     marks.append((name, time.time(), time.process_time()))
-import mailer.cli, mailer.cli.send_cmd, mailer.cli.deliver, mailer.config.workspace
+import mailer.cli, mailer.cli.send_cmd, mailer.delivery.sending, mailer.config.workspace
 import mailer.app.send as app
 import mailer.delivery.transport as transport
 mark("imports (what `send` imports)")

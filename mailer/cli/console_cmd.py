@@ -38,9 +38,9 @@ def console(ctx: click.Context, host: str, port: int, outbox: Path | None,
     `mailer console hash-password`); sessions are signed with MAILER_SECRET_KEY."""
     if ctx.invoked_subcommand is not None:
         return
-    from mailer.cli.deliver import secret_key
     from mailer.core.errors import UserError
     from mailer.core.logs import configure
+    from mailer.delivery.sending import secret_key
     from mailer.web.console.auth import Keys, parse_users
     from mailer.web.console.data import Store
     from mailer.web.console.pages import Console

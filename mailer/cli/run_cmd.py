@@ -45,10 +45,10 @@ def _once(run_: Session, loaded: Loaded, *, deliver: bool, as_json: bool) -> Non
 
     from mailer.app.send import SendResult, Summary, plan_now, send
     from mailer.app.stages import update_forward
-    from mailer.cli.deliver import secret_key, signer, smtp_transport
     from mailer.cli.send_cmd import print_summaries
     from mailer.core.clock import iso_z
     from mailer.daemon.scheduler import find_next_due
+    from mailer.delivery.sending import secret_key, signer, smtp_transport
     from mailer.store.daemon_state import write_state
     from mailer.store.ledger import new_owner, waiting
     from mailer.store.locks import Leadership
@@ -104,9 +104,9 @@ def _daemon(run_: Session, loaded: Loaded, *, deliver: bool, interval: float) ->
 
     from mailer.app.send import open_worker
     from mailer.cli.common import Signals, run_signalled
-    from mailer.cli.deliver import secret_key, signer, smtp_transport
     from mailer.core.logs import configure
     from mailer.daemon.scheduler import Daemon
+    from mailer.delivery.sending import secret_key, signer, smtp_transport
     from mailer.store.db import is_server
     from mailer.store.ledger import new_owner
     from mailer.store.locks import Leadership

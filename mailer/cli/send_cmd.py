@@ -43,8 +43,8 @@ def send(ctx: click.Context, campaigns: tuple[str, ...], dry_run: bool, out: Pat
     from mailer.app.send import SendResult
     from mailer.app.send import dry_run as plan_and_render
     from mailer.app.send import send as plan_and_send
-    from mailer.cli.deliver import secret_key, signer, smtp_transport
     from mailer.config.workspace import load_valid_workspace
+    from mailer.delivery.sending import secret_key, signer, smtp_transport
     from mailer.mail.links import PREVIEW_KEY
 
     if test_to is not None and dry_run:
@@ -96,8 +96,8 @@ def _test_send(run: Session, campaign: str, to: str, customer: str | None, *,
                as_json: bool) -> None:
     from mailer.app.operator import test_send
     from mailer.cli.common import os_user
-    from mailer.cli.deliver import refuse_preview_key, signer, smtp_transport
     from mailer.config.workspace import load_valid_workspace
+    from mailer.delivery.sending import refuse_preview_key, signer, smtp_transport
 
     refuse_preview_key(run.env)  # the service would accept the test mail's links as real
     settings = run.workspace.settings

@@ -22,9 +22,9 @@ def serve(ctx: click.Context, host: str, port: int, workspace: str | None,
     With --now, what readers do is recorded as if the clock had started at TIME (a demo,
     or a replay of a day's links)."""
     from mailer.cli.common import run_server
-    from mailer.cli.deliver import secret_key
     from mailer.config.workspace import load_campaigns, load_segments
     from mailer.core.logs import configure
+    from mailer.delivery.sending import secret_key
     from mailer.web.app import Database, Hits, Service
     from mailer.web.app import serve as serve_http
     from mailer.web.listener import Limits

@@ -18,8 +18,8 @@ def worker(ctx: click.Context, workspace: str | None, now: str | None) -> None:
 
     from mailer.app.send import open_worker
     from mailer.cli.common import Signals, run_signalled
-    from mailer.cli.deliver import secret_key, signer, smtp_transport
     from mailer.core.logs import configure
+    from mailer.delivery.sending import secret_key, signer, smtp_transport
     from mailer.store.ledger import new_owner
 
     run = session(ctx, workspace, now)

@@ -280,7 +280,7 @@ async def test_send_confirm(request: web.Request, problem: str | None = None,
 
 async def test_send_post(request: web.Request) -> web.StreamResponse:
     from mailer.app.operator import test_send
-    from mailer.cli.deliver import refuse_preview_key, signer, smtp_transport
+    from mailer.delivery.sending import refuse_preview_key, signer, smtp_transport
 
     async def act(form: Any) -> web.StreamResponse:
         console, slug = request.app[CONSOLE], request.match_info["campaign"]

@@ -1,4 +1,5 @@
-"""What the sending commands (send, worker, run) share: the key, the transport, DKIM."""
+"""What every sender (send, worker, run, the console's test send) shares: the key, the
+transport, DKIM."""
 
 from __future__ import annotations
 
