@@ -231,6 +231,8 @@ def test_forged_expired_and_other_purpose_cookies_are_refused(console: Console) 
         "another key": sign(Claims("console_session", "ann", later, "n0nce"), "not-the-key"),
         "expired": sign(Claims("console_session", "ann", str(int(time.time()) - 1), "n"), KEY),
         "garbage": "eyJ4Ijox.fake",
+        # signed right, for a user taken out of MAILER_CONSOLE_USERS (only ann is in)
+        "a removed user": sign(Claims("console_session", "bob", later, "n0nce"), KEY),
     }
     for what, token in forged.items():
         status, _, _, _ = console.request("GET", "/campaigns?format=json",

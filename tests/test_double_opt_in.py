@@ -228,15 +228,19 @@ def test_confirming_in_a_browser_subscribes_with_the_proof_kept(db: Workspace) -
 def test_forged_expired_and_other_purposes_tokens_are_refused(db: Workspace) -> None:
     store(db, "P,pia@example.com,Pia,pending\nU,uli@example.com,Uli,pending\n")
     db.run("unsubscribe", "uli@example.com")
-    good = confirm_url("https://x", "P", T0, KEY).rsplit("/", 1)[1]
+    good = confirm_url("https://x", "P", "pia@example.com", T0, KEY).rsplit("/", 1)[1]
     payload, signature = good.split(".")
     tampered = f"{payload[:-2]}AA.{signature}"
-    other_key = confirm_url("https://x", "P", T0, "someone-elses-key").rsplit("/", 1)[1]
+    other_key = confirm_url("https://x", "P", "pia@example.com", T0,
+                            "someone-elses-key").rsplit("/", 1)[1]
     unsubscribe = sign(Claims("unsubscribe", "P", "daily", "1"), KEY)
     keep = sign(Claims("keep_subscribed", "P", "daily", "1"), KEY)
-    expired = confirm_url("https://x", "P", T0 - timedelta(days=8), KEY).rsplit("/", 1)[1]
-    unknown = confirm_url("https://x", "NOBODY", T0, KEY).rsplit("/", 1)[1]
-    withdrawn = confirm_url("https://x", "U", T0, KEY).rsplit("/", 1)[1]
+    expired = confirm_url("https://x", "P", "pia@example.com", T0 - timedelta(days=8),
+                          KEY).rsplit("/", 1)[1]
+    unknown = confirm_url("https://x", "NOBODY", "nobody@example.com", T0, KEY).rsplit("/", 1)[1]
+    # a link sent to the address P had before: that mailbox never confirms P's new one
+    elsewhere = confirm_url("https://x", "P", "old-pia@example.com", T0, KEY).rsplit("/", 1)[1]
+    withdrawn = confirm_url("https://x", "U", "uli@example.com", T0, KEY).rsplit("/", 1)[1]
     with serving(db, now=z(T0 + timedelta(hours=1))) as service:
         for bad in (tampered, other_key, unsubscribe, keep, "nonsense", f"{payload}."):
             for method in ("GET", "POST"):
@@ -251,6 +255,8 @@ def test_forged_expired_and_other_purposes_tokens_are_refused(db: Workspace) -> 
         # an old link never re-subscribes someone who opted out since
         status, _, body = service.request("POST", f"/confirm/{withdrawn}", body="")
         assert status == 410 and b"Nothing to confirm" in body
+        status, _, body = service.request("POST", f"/confirm/{elsewhere}", body="")
+        assert status == 410 and b"Nothing to confirm" in body
         assert customer(db, "P")["consent"] == "pending"
         assert customer(db, "U")["consent"] == "unsubscribed"
         status, _, body = service.request("POST", f"/confirm/{good}", body="")
@@ -259,7 +265,8 @@ def test_forged_expired_and_other_purposes_tokens_are_refused(db: Workspace) -> 
 
 
 def test_the_token_names_its_purpose() -> None:
-    token = confirm_url("https://mail.shop.example", "P", T0, KEY).rsplit("/", 1)[1]
+    token = confirm_url("https://mail.shop.example", "P", "pia@example.com", T0,
+                        KEY).rsplit("/", 1)[1]
     fields = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
     assert fields[:2] == ["d", "P"]
 

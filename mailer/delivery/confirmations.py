@@ -15,6 +15,7 @@ confirms (mailer.store.customers.confirm_opt_in keeps the time and IP as proof).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,9 +45,18 @@ def notice_key(customer: Asking, *, reminder: bool) -> str:
     return f"{kind}:{customer.id}:{customer.requested_at.astimezone(UTC):%Y%m%dT%H%M%SZ}"
 
 
-def confirm_url(base_url: str, store_id: str, signed_at: datetime, key: str) -> str:
-    """The signed `/confirm/TOKEN` link of a customer, made at SIGNED_AT."""
-    return signed_url(base_url, "confirm", store_id, "", str(int(signed_at.timestamp())), key)
+def address_tag(email: str) -> str:
+    """What a confirm link carries of the address it was sent to: a link confirms that
+    address only (a customer whose address changed since must not be confirmed by the
+    old mailbox)."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
+
+
+def confirm_url(base_url: str, store_id: str, email: str, signed_at: datetime,
+                key: str) -> str:
+    """The signed `/confirm/TOKEN` link of a customer at EMAIL, made at SIGNED_AT."""
+    return signed_url(base_url, "confirm", store_id, address_tag(email),
+                      str(int(signed_at.timestamp())), key)
 
 
 def link_expired(claims: Claims, now: datetime) -> bool:
@@ -116,7 +126,7 @@ def queue_confirmations(engine: Engine, settings: Settings, key: str, now: datet
 
 def _queue(conn: Connection, settings: Settings, key: str, now: datetime, customer: Asking, *,
            reminder: bool) -> bool:
-    url = confirm_url(settings.tracking.base_url, customer.store_id, now, key)
+    url = confirm_url(settings.tracking.base_url, customer.store_id, customer.email, now, key)
     subject, html, text = notice_body(settings, customer, url, reminder=reminder)
     return queue_notice(conn, settings,
                         kind="confirm_reminder" if reminder else "confirm",

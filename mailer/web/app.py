@@ -461,7 +461,7 @@ async def _confirming(service: Service, request: web.Request, claims: Claims, *,
     """The confirm link's answer: confirmed (200, also for a replay or an already
     subscribed customer), the button (GET of a pending customer), expired (410, nothing
     changed) or no longer waiting (410: withdrawn or opted out since)."""
-    from mailer.delivery.confirmations import LINK_VALID, link_expired
+    from mailer.delivery.confirmations import LINK_VALID, address_tag, link_expired
     from mailer.store.customers import confirm_opt_in
 
     found = await service.db.run(engagement.person, claims)
@@ -474,7 +474,8 @@ async def _confirming(service: Service, request: web.Request, claims: Claims, *,
     if link_expired(claims, now):
         return _page(service, "confirm_expired.html", 410, title="Link expired",
                      days=LINK_VALID.days)
-    if found.consent != Consent.PENDING:
+    if found.consent != Consent.PENDING or claims.campaign != address_tag(found.email):
+        # withdrawn or opted out since, or a link sent to the address the customer had
         return _page(service, "confirm_closed.html", 410, title="Nothing to confirm",
                      email=email)
     if not press:

@@ -24,6 +24,9 @@ log = logging.getLogger("mailer.console")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KEYS = web.AppKey("console_keys", Keys)
+# The configured users' names: a session of a user taken out of MAILER_CONSOLE_USERS ends
+# at the console's restart, not when its cookie expires.
+USERS = web.AppKey("console_users", frozenset)
 PUBLIC = frozenset({"/login", "/favicon.ico"})  # the only paths answered without a session
 # No script at all; inline styles (the pages' one <style>), inline SVG charts, the
 # preview's mail in a frame of our own (which gets FRAME_HEADERS).
@@ -68,6 +71,8 @@ async def logged_in(request: web.Request, handler: Handler) -> web.StreamRespons
 async def _logged_in(request: web.Request, handler: Handler) -> web.StreamResponse:
     keys = request.app[KEYS]
     found = keys.session(request.cookies.get(COOKIE))
+    if found is not None and found.user not in request.app.get(USERS, frozenset()):
+        found = None
     request["session"] = found
     if found is None and request.path not in PUBLIC:
         if wants_json(request):

@@ -35,6 +35,7 @@ from mailer.web.console.auth import COOKIE, LOGIN_COOKIE, Keys, Throttle, login
 from mailer.web.console.guard import (
     FRAME_HEADERS,
     KEYS,
+    USERS,
     cookie_options,
     csrf_token,
     session_of,
@@ -193,6 +194,9 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     name, password = str(form.get("user", ""))[:64], str(form.get("password", ""))[:1024]
     address = request.remote or "?"
+    # Earlier failures slow the next attempt before its check, right or wrong: a wait
+    # that only followed a failure would tell a guess that is right by its speed.
+    await asyncio.sleep(console.throttle.delay(address, time.monotonic()))
     async with console.logins:
         ok = await console.run(login, console.users, name, password)
     if not ok:
@@ -443,3 +447,4 @@ def add_routes(app: web.Application) -> None:
     for method, path, handler in [*ROUTES, *ACTIONS]:
         app.router.add_route(method, path, handler)
     app[KEYS] = app[CONSOLE].keys
+    app[USERS] = frozenset(app[CONSOLE].users)
