@@ -152,15 +152,22 @@ async def pause_confirm(request: web.Request, problem: str | None = None,
 async def pause_post(request: web.Request) -> web.StreamResponse:
     from mailer.app.operator import pause_campaign
 
+    return await _pause_or_resume(request, pause_campaign, pause_confirm, "pause_campaign")
+
+
+async def _pause_or_resume(request: web.Request, change: Callable[..., Any],
+                           confirm_page: Any, action: str) -> web.StreamResponse:
+    """The POST of the pause or the resume form: CHANGE (mailer.app.operator's) with the
+    optional reason, then back to the campaign with ACTION's notice."""
     async def act(form: Any) -> web.StreamResponse:
         console, slug = request.app[CONSOLE], request.match_info["campaign"]
         store = console.store
-        done = await console.run(pause_campaign, store.engine, actor=_actor(request),
+        done = await console.run(change, store.engine, actor=_actor(request),
                                  campaign=slug, root=store.root, now=store.now(),
                                  reason=_reason(form, required=False), via="console")
-        return _done(request, _campaign_url(slug), "pause_campaign", done)
+        return _done(request, _campaign_url(slug), action, done)
 
-    return await _post(request, pause_confirm, act)
+    return await _post(request, confirm_page, act)
 
 
 async def resume_confirm(request: web.Request, problem: str | None = None,
@@ -185,15 +192,7 @@ async def resume_confirm(request: web.Request, problem: str | None = None,
 async def resume_post(request: web.Request) -> web.StreamResponse:
     from mailer.app.operator import resume_campaign
 
-    async def act(form: Any) -> web.StreamResponse:
-        console, slug = request.app[CONSOLE], request.match_info["campaign"]
-        store = console.store
-        done = await console.run(resume_campaign, store.engine, actor=_actor(request),
-                                 campaign=slug, root=store.root, now=store.now(),
-                                 reason=_reason(form, required=False), via="console")
-        return _done(request, _campaign_url(slug), "resume_campaign", done)
-
-    return await _post(request, resume_confirm, act)
+    return await _pause_or_resume(request, resume_campaign, resume_confirm, "resume_campaign")
 
 
 async def retry_confirm(request: web.Request, problem: str | None = None,
