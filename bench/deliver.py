@@ -13,8 +13,8 @@ path on a fresh ledger:
 
 - `mailer send` with the defaults (plans, then delivers; DKIM off);
 - the same, DKIM on;
-- the plan followed by 1 and by P `mailer worker` processes (P only on PostgreSQL:
-  SQLite has one sender);
+- the plan followed by 1 and by P `mailer worker` processes, each with
+  `processes: 1` (P only on PostgreSQL: SQLite has one sender);
 
 and, once a campaign, the baselines at its mail's size and the same C connections:
 
@@ -24,7 +24,8 @@ and, once a campaign, the baselines at its mail's size and the same C connection
   the same mail: the campaign's HTML as mailer rendered it (inlined, tracked), its
   subject, the name filled in per row; min(N, 2000) rows: it sends one at a time.
 
-Each mailer row says its ratio to the bare loop with as many processes, and the CPU
+Each mailer row says its ratio to the bare loop in as many processes as that path uses
+(`mailer send` with the defaults: `delivery.processes: auto`), and the CPU
 time its processes took per mail (more stable than the wall clock on a busy machine).
 """
 
@@ -384,31 +385,38 @@ def mailer_paths(bench: Bench, n: int, processes: int, bare: dict[int, Timing]
     from mailer.delivery.processes import process_count
 
     rows: list[Row] = []
+    auto = process_count("auto")
     timing = run_send(bench)
     if timing.mails != n:
         sys.exit(f"mailer sent {timing.mails} of {n}")
-    rows.append((f"mailer send (defaults: processes {process_count('auto')}; peak RSS "
-                 f"{timing.peak_mb:.0f} MB)", timing, bare[1]))
-    if process_count("auto") > 1:  # the same send rendering in the sender alone
+    # each row against the bare loop in as many processes as the mailer path uses
+    rows.append((f"mailer send (defaults: processes {auto}; peak RSS "
+                 f"{timing.peak_mb:.0f} MB)", timing, bare[auto]))
+    if auto > 1:  # the same send in one process
         (bench.folder / "mailer.yaml").write_text(settings(bench.concurrency, dkim=False,
                                                            processes=1))
         rows.append(("mailer send, processes: 1", run_send(bench), bare[1]))
     (bench.folder / "mailer.yaml").write_text(settings(bench.concurrency, dkim=True))
-    rows.append(("mailer send, DKIM on", run_send(bench, dkim_key()), bare[1]))
-    (bench.folder / "mailer.yaml").write_text(settings(bench.concurrency, dkim=False))
+    rows.append(("mailer send, DKIM on", run_send(bench, dkim_key()), bare[auto]))
+    # one process a worker, so that P workers are P processes
+    (bench.folder / "mailer.yaml").write_text(settings(bench.concurrency, dkim=False,
+                                                       processes=1))
     for workers in sorted({1, processes} if bench.url else {1}):
         planned, timing = run_workers(bench, workers)
         rows.append((f"mailer plan ({planned:.1f} s) + {workers} worker"
-                     f"{'s' if workers > 1 else ''}", timing, bare[workers]))
+                     f"{'s' if workers > 1 else ''} (processes: 1)", timing, bare[workers]))
+    (bench.folder / "mailer.yaml").write_text(settings(bench.concurrency, dkim=False))
     return rows
 
 
 def baselines(port: int, n: int, c: int, processes: int, mail: Sample, folder: Path
               ) -> tuple[list[Row], dict[int, Timing], Timing | None]:
-    bare = {1: bare_processes(port, n, c, mail.size, 1)}
-    bare[processes] = bare_processes(port, n, c, mail.size, processes)
-    rows: list[Row] = [(f"bare aiosmtplib loop, 1 process, {mail.size} B", bare[1], None),
-                       (f"bare aiosmtplib loop, {processes} processes", bare[processes], None)]
+    from mailer.delivery.processes import process_count
+
+    bare = {count: bare_processes(port, n, c, mail.size, count)
+            for count in sorted({1, processes, process_count("auto")})}
+    rows: list[Row] = [(f"bare aiosmtplib loop, {count} process{'es' if count > 1 else ''}, "
+                        f"{mail.size} B", timing, None) for count, timing in bare.items()]
     if Path(SOURCE).exists():
         rows.append((f"smtp-source, {mail.size} B", smtp_source(port, n, c, mail.size), None))
     else:

