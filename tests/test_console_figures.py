@@ -34,8 +34,9 @@ def test_refresh_stores_the_figures_with_their_time_and_workspace(db: Workspace)
     result = db.run("console", "refresh", "--now", NOW, "--json")
     assert result.code == 0, result.stderr
     said = result.json()
-    assert [f["kind"] for f in said["figures"]] == ["segments", "forecast"]
-    assert said["figures"][0]["segments"] == 2 and said["figures"][1]["days"] == 30
+    assert [f["kind"] for f in said["figures"]] == ["segments", "counts", "forecast"]
+    assert said["figures"][0]["segments"] == 2 and said["figures"][2]["days"] == 30
+    assert said["figures"][1]["campaigns"] == 0  # nothing sent yet
     assert said["figures"][0]["as_of"] == "2026-11-23T09:00:00Z"  # Berlin's 10:00
     engine = db.engine()
     try:
@@ -79,8 +80,10 @@ def test_the_daemon_refreshes_the_figures_off_the_loop(db: Workspace) -> None:
         asyncio.run(daemon._refresh_figures())
         with engine.connect() as conn:
             segments, forecast = load(conn, "segments"), load(conn, "forecast")
-        # the segments only: a forecast in the daemon would hold up its own sweeps
-        assert segments is not None and forecast is None
+            counts = load(conn, "counts")
+        # not the forecast: it would hold up the daemon's own sweeps
+        assert segments is not None and counts is not None and forecast is None
+        assert counts.computed_by == "daemon" and counts.document["campaigns"] == {}
         assert segments.computed_by == "daemon"
         assert segments.as_of == datetime(2026, 11, 23, 9, tzinfo=UTC)
         assert segments.workspace == daemon.loaded.workspace_hash
