@@ -445,7 +445,7 @@ class Daemon:
             log.exception("predict failed; the next hourly look retries")
 
     async def _refresh_figures(self) -> None:
-        """The console's figures (segment sizes and funnels, the forecast) as of the
+        """The console's figures (DAEMON_FIGURES: segment sizes and funnels, counts) as of the
         daemon's clock from the loaded workspace, stored with its hash, off the loop; one
         line with what was computed and how long it took. A failure waits for the next
         run (an hour, or the next reload)."""
