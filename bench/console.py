@@ -1,5 +1,6 @@
-"""Console benchmark: the campaigns page, the customer search and the card of `mailer
-console`, beside a static aiohttp page, same run, p50 and p99.
+"""Console benchmark: the campaigns page, a campaign's report, the segments page, the
+customer search and the card of `mailer console`, beside a static aiohttp page, same
+run, p50 and p99.
 
     python bench/console.py [--customers N] [--orders M] [--requests R] [--database-url URL]
                             [--keep] [--reuse] [--forecast]
@@ -107,6 +108,8 @@ def main() -> None:
     pages = {
         "static aiohttp page": (hello_port, ["/hello"] * options.requests),
         "campaigns page": (port, ["/campaigns"] * options.requests),
+        # every ledger row of the store is the newsletter's (bench/card.py)
+        "campaign report (newsletter)": (port, ["/campaigns/newsletter"] * options.requests),
         "segments page": (port, ["/segments"] * options.requests),
         "customer search (email prefix)": (port, [f"/customers?q=c{n}%40"
                                                    for n in range(1, options.customers, step)]),

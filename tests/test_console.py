@@ -429,6 +429,7 @@ def test_a_marketer_answers_three_questions_from_the_pages(console: Console) -> 
             row.locator("a").first.click()
             page.wait_for_selector("#variants")
             assert page.locator("#title").inner_text() == "Black Friday, 48 hours"
+            assert "Counted" in page.locator("#computed").inner_text()  # kept, with its time
             variants = page.locator("#variants").inner_text()
             assert "Black Friday: your 30% ends Sunday" in variants and "%" in variants
             assert "confidence" in page.locator("#winner").inner_text()
