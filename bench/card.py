@@ -111,7 +111,7 @@ def main() -> None:
                        "bench/.data/card/")
     parser.add_argument("--reuse", action="store_true", help=(
         "PostgreSQL: measure the store a previous run built in --database-url (migrated "
-        "to the current schema first) instead of building it again (1M takes 20 minutes)"))
+        "to the current schema first) instead of building it again (1M: about 9 minutes)"))
     options = parser.parse_args()
     settings, _ = parse_settings(SETTINGS)
     specs, problems = load_segments(ROOT)

@@ -10,6 +10,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,31 +77,94 @@ def stamp(engine: Engine, moment: datetime) -> Any:
     return naive if is_server(engine) else naive.isoformat(sep=" ", timespec="microseconds")
 
 
-def write_rows(engine: Engine, *tables: tuple[str, str, list[tuple[Any, ...]]]) -> None:
-    """TABLES (name, "column, column", rows) in one transaction through the driver's own
-    executemany (mailer's import path is what bench/import.py times), then ANALYZE. The
-    folded shadow of every case-insensitive column is added as the importer adds it."""
+def write_rows(engine: Engine, *tables: tuple[str, str, Iterable[tuple[Any, ...]]]) -> None:
+    """TABLES (name, "column, column", rows) in one transaction (`loading`: PostgreSQL's
+    COPY, SQLite's executemany; mailer's import path is what bench/import.py times), then
+    ANALYZE. The folded shadow of every case-insensitive column is added as the importer
+    adds it."""
+    with loading(engine, [table for table, _, _ in tables]) as load:
+        for table, columns, rows in tables:
+            load(table, columns, rows)
+
+
+Load = Callable[[str, str, Iterable[tuple[Any, ...]]], None]
+
+
+@contextmanager
+def loading(engine: Engine, tables: list[str]) -> Iterator[Load]:
+    """A bulk load into TABLES, in one transaction: the secondary indexes of TABLES are
+    dropped first and built again at the end (one sort each instead of a tree updated per
+    row), PostgreSQL's foreign-key triggers are off for the session (the generated rows
+    are consistent by construction), then ANALYZE. Yields `load(table, columns, rows)`:
+    PostgreSQL's COPY, SQLite's executemany in batches of BATCH; ROWS may be any
+    iterable, so a generator streams a store bigger than memory."""
     from sqlalchemy import text
 
     from mailer.store.db import is_server
 
-    mark = "%s" if is_server(engine) else "?"
+    server = is_server(engine)
     with engine.begin() as conn:
         raw = conn.connection.driver_connection
         assert raw is not None
         cursor = raw.cursor()
-        for table, given, given_rows in tables:
+        indexes = _secondary_indexes(cursor, tables, server=server)
+        if server:
+            cursor.execute("SET LOCAL session_replication_role = replica")
+            cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
+        else:
+            cursor.execute("PRAGMA cache_size = -262144")  # 256 MiB of pages
+        for name, _ in indexes:
+            cursor.execute(f'DROP INDEX "{name}"')
+
+        def load(table: str, given: str, given_rows: Iterable[tuple[Any, ...]]) -> None:
             columns, rows = with_shadows(table, given, given_rows)
-            marks = ", ".join([mark] * len(columns.split(",")))
+            if server:
+                with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                return
+            marks = ", ".join(["?"] * len(columns.split(",")))
             sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
-            for start in range(0, len(rows), BATCH):
-                cursor.executemany(sql, rows[start:start + BATCH])
+            for batch in _batches(rows, BATCH):
+                cursor.executemany(sql, batch)
+
+        yield load
+        for _, definition in indexes:
+            cursor.execute(definition)
     with engine.begin() as conn:
         conn.execute(text("ANALYZE"))
 
 
-def with_shadows(table: str, columns: str, rows: list[tuple[Any, ...]]
-                 ) -> tuple[str, list[tuple[Any, ...]]]:
+def _secondary_indexes(cursor: Any, tables: list[str], *, server: bool
+                       ) -> list[tuple[str, str]]:
+    """(name, CREATE INDEX statement) of each index of TABLES that no constraint owns
+    (primary keys, unique constraints and what foreign keys point at stay)."""
+    if server:
+        cursor.execute(
+            "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid"
+            " WHERE t.relname = ANY(%s) AND NOT EXISTS"
+            " (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)", (tables,))
+    else:
+        marks = ", ".join("?" * len(tables))
+        cursor.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'"
+                       f" AND sql IS NOT NULL AND tbl_name IN ({marks})", tables)
+    return [(str(name), str(sql)) for name, sql in cursor.fetchall()]
+
+
+def _batches(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    batch: list[tuple[Any, ...]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def with_shadows(table: str, columns: str, rows: Iterable[tuple[Any, ...]]
+                 ) -> tuple[str, Iterable[tuple[Any, ...]]]:
     """COLUMNS and ROWS with `<name>_folded` appended for each column segments match
     case-insensitively (mailer.store.models.folded): segments read only the shadows, so
     a store written without them has no tags, countries or categories to a segment.
@@ -125,7 +190,7 @@ def with_shadows(table: str, columns: str, rows: list[tuple[Any, ...]]
                      else shadow[f"{name}_folded"] for name in matched)
 
     extra = "".join(f", {name}_folded" for name in matched)
-    return columns + extra, [row + shadows(row) for row in rows]
+    return columns + extra, (row + shadows(row) for row in rows)
 
 
 def plan_due_at(root: Path, url: str | None, now: str, *, compiled: bool) -> list[PlanResult]:

@@ -180,6 +180,25 @@ def test_a_mail_still_in_flight_keeps_an_ended_campaign_running(db: Workspace) -
     assert overview(db, "2026-12-05T10:00")["sale"]["state"] == "running"
 
 
+def test_a_queued_mail_keeps_an_ended_campaign_running_until_its_expiry(db: Workspace) -> None:
+    from sqlalchemy import update
+
+    from mailer.store.models import Delivery
+
+    store(db)
+    send_mails(db, "sale")
+    engine = db.engine()
+    try:
+        with engine.begin() as conn:  # a mail deferred by its server, to retry until the 6th
+            conn.execute(update(Delivery).where(Delivery.id == conn.execute(
+                text("SELECT MIN(id) FROM deliveries")).scalar_one()).values(
+                status="deferred", expires_at=datetime(2026, 12, 6, 9, tzinfo=UTC)))
+    finally:
+        engine.dispose()
+    assert overview(db, "2026-12-05T10:00")["sale"]["state"] == "running"
+    assert overview(db, "2026-12-06T11:00")["sale"]["state"] == "ended"  # past its expiry
+
+
 def test_a_schedule_due_within_its_grace_is_running_and_a_workspace_without_campaigns_is_empty(
         db: Workspace) -> None:
     store(db)

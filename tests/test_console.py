@@ -429,6 +429,7 @@ def test_a_marketer_answers_three_questions_from_the_pages(console: Console) -> 
             row.locator("a").first.click()
             page.wait_for_selector("#variants")
             assert page.locator("#title").inner_text() == "Black Friday, 48 hours"
+            assert "Counted" in page.locator("#computed").inner_text()  # kept, with its time
             variants = page.locator("#variants").inner_text()
             assert "Black Friday: your 30% ends Sunday" in variants and "%" in variants
             assert "confidence" in page.locator("#winner").inner_text()
@@ -798,6 +799,49 @@ def test_stored_figures_are_shown_with_their_time_and_marked_stale_on_a_change(
         (console.shop.root / "campaigns" / "late-note.yaml").unlink()
     sizes = json.loads(console.request("GET", "/segments?format=json", cookie=cookie)[2])
     assert sizes["stale"] is False  # the files it was computed from, again
+
+
+def test_the_campaigns_counts_are_stored_and_counted_again_once_a_minute_old(
+        console: Console) -> None:
+    """Sent, opened, clicked and unsubscribed on /campaigns come from the stored `counts`
+    figure (four aggregates over the whole ledger, too slow for a page on a big store):
+    counted by the console when none is stored, shown with their time, and counted
+    again in the background once older than a minute, the old ones shown meanwhile."""
+    from mailer.store.insight.figures import Figure, save
+
+    cookie = console.login()
+    sent = console.shop.query("SELECT count(*) FROM deliveries WHERE campaign = "
+                              "'black-friday' AND status = 'sent'")[0][0]
+    opened = console.shop.query("SELECT count(DISTINCT delivery_id) FROM events WHERE "
+                                "campaign = 'black-friday' AND kind = 'open'")[0][0]
+    document = json.loads(console.request("GET", "/campaigns?format=json", cookie=cookie)[2])
+    assert document["counts_at"] is not None and document["counts_by"] in ("console", "cli")
+    status, _, page, _ = console.request("GET", "/campaigns", cookie=cookie)
+    assert status == 200 and 'id="counted"' in page
+    # counts stored long ago (and wrong, to tell them apart): shown, then counted again
+    long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+    engine = console.shop.engine()
+    try:
+        with engine.begin() as conn:
+            save(conn, Figure("counts", long_ago, long_ago, 0.1, "old", "cli", {
+                "as_of": "2000-01-01T00:00:00Z", "campaigns": {"black-friday": {
+                    "sent": 1, "opened": 0, "clicked": 0, "unsubscribed": 0}}}))
+    finally:
+        engine.dispose()
+    document = json.loads(console.request("GET", "/campaigns?format=json", cookie=cookie)[2])
+    friday = next(c for c in document["campaigns"] if c["campaign"] == "black-friday")
+    # the stored ones, while the console counts again in the background
+    assert document["counts_by"] == "cli" and document["counts_at"].startswith("2000-")
+    assert friday["sent"] == 1
+    deadline = time.monotonic() + 60
+    while document["counts_by"] != "console" and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling a state the server reports, up to the deadline
+        document = json.loads(console.request("GET", "/campaigns?format=json",
+                                              cookie=cookie)[2])
+    friday = next(c for c in document["campaigns"] if c["campaign"] == "black-friday")
+    assert document["counts_by"] == "console" and (friday["sent"], friday["opened"]) == (
+        sent, opened) and opened == 30
+    assert not document["counts_at"].startswith("2000-")
 
 
 def test_the_forecast_is_computed_when_asked_and_stored(console: Console) -> None:

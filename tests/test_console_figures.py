@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from mailer.core.clock import Clock
 from mailer.store.insight.figures import load
@@ -34,8 +35,9 @@ def test_refresh_stores_the_figures_with_their_time_and_workspace(db: Workspace)
     result = db.run("console", "refresh", "--now", NOW, "--json")
     assert result.code == 0, result.stderr
     said = result.json()
-    assert [f["kind"] for f in said["figures"]] == ["segments", "forecast"]
-    assert said["figures"][0]["segments"] == 2 and said["figures"][1]["days"] == 30
+    assert [f["kind"] for f in said["figures"]] == ["segments", "counts", "forecast"]
+    assert said["figures"][0]["segments"] == 2 and said["figures"][2]["days"] == 30
+    assert said["figures"][1]["campaigns"] == 0  # nothing sent yet
     assert said["figures"][0]["as_of"] == "2026-11-23T09:00:00Z"  # Berlin's 10:00
     engine = db.engine()
     try:
@@ -79,8 +81,10 @@ def test_the_daemon_refreshes_the_figures_off_the_loop(db: Workspace) -> None:
         asyncio.run(daemon._refresh_figures())
         with engine.connect() as conn:
             segments, forecast = load(conn, "segments"), load(conn, "forecast")
-        # the segments only: a forecast in the daemon would hold up its own sweeps
-        assert segments is not None and forecast is None
+            counts = load(conn, "counts")
+        # not the forecast: it would hold up the daemon's own sweeps
+        assert segments is not None and counts is not None and forecast is None
+        assert counts.computed_by == "daemon" and counts.document["campaigns"] == {}
         assert segments.computed_by == "daemon"
         assert segments.as_of == datetime(2026, 11, 23, 9, tzinfo=UTC)
         assert segments.workspace == daemon.loaded.workspace_hash
@@ -138,3 +142,29 @@ def test_the_console_cache_parses_once_and_notices_an_edited_file(ws: Workspace)
     assert edited.specs["germans"].description == "Frenchs"
     ws.write("segments/germans.yaml", "description: Germans\nall: [{country: DE}]\n")
     assert cache.current().hash == first.hash  # the same files, the same hash
+
+
+def test_a_kept_figure_is_computed_once_then_again_in_the_background_when_old(
+        tmp_path: Path) -> None:
+    """What the console keeps in its process (a campaign's report): computed the first
+    time it is asked for, then returned as it was while a thread computes it again once
+    older than its age."""
+    import threading
+
+    from mailer.web.console.data import Store
+
+    store = Store(tmp_path, cast(Any, None), cast(Any, None),
+                  Clock(datetime(2026, 11, 23, 9, tzinfo=UTC)))
+    computed: list[int] = []
+
+    def compute() -> int:
+        computed.append(len(computed) + 1)
+        return computed[-1]
+
+    assert store.kept_fresh("report:x", compute, max_age=60)[1] == 1
+    assert store.kept_fresh("report:x", compute, max_age=60)[1] == 1 and computed == [1]
+    assert store.kept_fresh("report:x", compute, max_age=0)[1] == 1  # old: the last one
+    for thread in threading.enumerate():
+        if thread.name == "mailer-console-report:x":
+            thread.join(timeout=30)
+    assert computed == [1, 2] and store.kept_fresh("report:x", compute, max_age=60)[1] == 2

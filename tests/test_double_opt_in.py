@@ -22,6 +22,7 @@ from tests.test_crash import _wait_for
 from tests.test_daemon import _daemon, _stop
 from tests.test_delivery import KEY
 from tests.test_hooks import SECRETS, b64_hmac, sample, saved
+from tests.test_preview_browser import ARTIFACTS
 from tests.test_serve import serving
 from tests.test_serve_browser import chromium
 
@@ -184,6 +185,22 @@ def test_no_reminder_when_the_confirmation_was_refused(db: Workspace) -> None:
     assert customer(db, "P")["opt_in_reminded_at"] is not None  # decided: none goes
 
 
+WIDTHS = {"phone": (390, 844), "desk": (1280, 900)}
+
+
+def shown(page: Any, name: str, selector: str) -> None:
+    """The page at phone and desk widths: SELECTOR in view, nothing wider than the
+    screen; screenshots kept as test-artifacts/NAME-phone.png and -desk.png."""
+    for label, (width, height) in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": height})
+        assert page.locator(selector).is_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        box = page.locator(selector).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+        page.screenshot(path=str(ARTIFACTS / f"{name}-{label}.png"), full_page=True)
+        assert (ARTIFACTS / f"{name}-{label}.png").stat().st_size > 5_000
+
+
 def test_confirming_in_a_browser_subscribes_with_the_proof_kept(db: Workspace) -> None:
     store(db, "P,pia@example.com,Pia,pending\n")
     with FaultServer() as server:
@@ -191,6 +208,7 @@ def test_confirming_in_a_browser_subscribes_with_the_proof_kept(db: Workspace) -
     link = confirm_link(server.caught[0].message())
     path = link.removeprefix("https://mail.shop.example")
     at = T0 + timedelta(hours=2)
+    database = "postgresql" if db.database else "sqlite"
     with serving(db, now=z(at)) as service, chromium() as browser:
         page = browser.new_page(viewport={"width": 480, "height": 800})
         answer = page.goto(f"http://127.0.0.1:{service.port}{path}")
@@ -198,10 +216,21 @@ def test_confirming_in_a_browser_subscribes_with_the_proof_kept(db: Workspace) -
         for name, value in HEADERS.items():  # the same security headers as every page
             assert answer.headers[name.lower()] == value
         assert page.locator("h1").inner_text() == "Confirm your subscription"
+        assert page.locator("strong").inner_text() == "pi•@example.com"  # masked
+        said = " ".join(page.locator("body").inner_text().split())
+        assert "Get Pine & Co's mail at pi•@example.com." in said
+        assert "without your confirmation we send you nothing more" in said
+        assert page.locator("#confirm").inner_text() == "Yes, subscribe me"
+        shown(page, f"confirm-{database}", "#confirm")
         assert customer(db, "P")["consent"] == "pending"  # a scanner's GET did nothing
         page.locator("#confirm").click()
         page.wait_for_selector("#confirmed")
         assert page.locator("h1").inner_text() == "You are subscribed"
+        assert page.locator("strong").inner_text() == "pi•@example.com"  # masked
+        said = " ".join(page.locator("body").inner_text().split())
+        assert "Thank you: pi•@example.com now gets Pine & Co's mail." in said
+        assert "Every mail has a link to unsubscribe" in said
+        shown(page, f"confirmed-{database}", "#confirmed")
         assert browser.contexts[0].cookies() == []
         # a second press (a replay): the same answer, nothing written twice
         status, _, body = service.request("POST", path, body="")

@@ -27,7 +27,7 @@ from mailer.planning.wakeups import next_wakeup
 from mailer.segments.runner import count, scope_for
 from mailer.store import events
 from mailer.store.customers import time_zones
-from mailer.store.db import Engine
+from mailer.store.db import Connection, Engine
 from mailer.store.ledger import pending_by_campaign, sent_by_campaign
 from mailer.store.operator.pauses import Pause, pauses
 from mailer.store.versions import last_planned_by_campaign
@@ -75,6 +75,29 @@ class Overview:
                 "paused": self.pause_json()}
 
 
+@dataclass(frozen=True)
+class Counts:
+    """A campaign's counts over the ledger and its events (an Overview's `sent` to
+    `unsubscribed`)."""
+
+    sent: int = 0
+    opened: int = 0
+    clicked: int = 0
+    unsubscribed: int = 0
+
+
+def campaign_counts(conn: Connection) -> dict[str, Counts]:
+    """Campaign -> its counts, for every campaign with any: four aggregates over the whole
+    ledger and events (the console keeps them as a computed figure)."""
+    sent = sent_by_campaign(conn)
+    opened = events.mails_with_event_by_campaign(conn, "open")
+    clicked = events.mails_with_event_by_campaign(conn, "click")
+    unsubscribed = events.count_by_campaign(conn, "unsubscribe")
+    return {slug: Counts(sent.get(slug, 0), opened.get(slug, 0), clicked.get(slug, 0),
+                         unsubscribed.get(slug, 0))
+            for slug in sorted(set(sent) | set(opened) | set(clicked) | set(unsubscribed))}
+
+
 def campaign_files(root: Path) -> dict[str, str]:
     """Campaign id -> its file's path in the workspace, as the loader reads them."""
     return {file.stem: f"campaigns/{file.name}"
@@ -98,12 +121,15 @@ def _readable(root: Path, relative: str) -> tuple[str | None, str | None]:
 def overview(root: Path, settings: Settings, engine: Engine, now: datetime, *,
              audiences: Mapping[str, int] | None = None,
              loaded: tuple[dict[str, SegmentSpec], dict[str, Campaign], list[Problem]]
-             | None = None, zones: list[str] | None = None) -> list[Overview]:
+             | None = None, zones: list[str] | None = None,
+             counts: Mapping[str, Counts] | None = None) -> list[Overview]:
     """Every campaign file of the workspace at ROOT, by id, as of NOW. AUDIENCES, segment
     sizes computed before (the console keeps them), saves counting each segment; a
     segment missing from them has no audience (None). LOADED, the segments, campaigns
     and problems parsed before (the console keeps them), saves reading the files; ZONES,
-    the store's time zones counted with the audiences, a scan of the customers."""
+    the store's time zones counted with the audiences, a scan of the customers; COUNTS,
+    the campaigns' counts computed before (`campaign_counts`; a campaign missing from
+    them has none), saves four aggregates over the ledger and events."""
     if loaded is not None:
         specs, campaigns, problems = loaded
     else:
@@ -114,23 +140,22 @@ def overview(root: Path, settings: Settings, engine: Engine, now: datetime, *,
                    | {settings.timezone})
     scope = scope_for(settings, now, engine)
     with engine.connect() as conn:
-        sent, pending = sent_by_campaign(conn), pending_by_campaign(conn, now)
-        opened = events.mails_with_event_by_campaign(conn, "open")
-        clicked = events.mails_with_event_by_campaign(conn, "click")
-        unsubscribed = events.count_by_campaign(conn, "unsubscribe")
+        if counts is None:
+            counts = campaign_counts(conn)
+        pending = pending_by_campaign(conn, now)
         last_planned = last_planned_by_campaign(conn)
         paused = pauses(conn)
     counted: dict[str, int] = {}  # by segment: campaigns often share one
     found = []
     for slug, relative in campaign_files(root).items():
-        counts = (sent.get(slug, 0), opened.get(slug, 0), clicked.get(slug, 0),
-                  unsubscribed.get(slug, 0))
+        mine = counts.get(slug, Counts())
+        numbers = (mine.sent, mine.opened, mine.clicked, mine.unsubscribed)
         spec = campaigns.get(slug)
         if spec is None:
             name, trigger = _readable(root, relative)
             first = next((p for p in problems if p.path == relative), None)
             found.append(Overview(slug, name, trigger, State.DRAFT, None,
-                                  last_planned.get(slug), None, *counts, problem=first,
+                                  last_planned.get(slug), None, *numbers, problem=first,
                                   paused=paused.get(slug)))
             continue
         due = due_now(spec, now, tz, zones)
@@ -150,6 +175,6 @@ def overview(root: Path, settings: Settings, engine: Engine, now: datetime, *,
             audience = counted[spec.segment]
         found.append(Overview(slug, spec.name, spec.trigger, state,
                               now if due else next_wakeup(spec, now, tz, zones),
-                              last_planned.get(slug), audience, *counts,
+                              last_planned.get(slug), audience, *numbers,
                               paused=paused.get(slug)))
     return found

@@ -24,7 +24,7 @@ from mailer.config.campaign import Campaign, anniversary_in
 from mailer.config.conditions import All, AnyOf, Node, Not, SegmentSpec
 from mailer.config.settings import MAX_COMMITTED_ORDERS, Settings
 from mailer.core.clock import as_local, iso_z, localize, zone
-from mailer.core.errors import NotFoundError
+from mailer.core.errors import NotFoundError, Problem
 from mailer.core.holidays import UNKNOWN, country_code, holidays_on
 from mailer.core.money import exponent
 from mailer.core.states import Consent
@@ -192,9 +192,13 @@ def _consent(entry: ConsentEntry) -> dict[str, Any]:
 # --- finding the customer ------------------------------------------------------------
 
 
-def card(engine: Engine, root: Path, settings: Settings, now: datetime, who: str) -> Card:
+def card(engine: Engine, root: Path, settings: Settings, now: datetime, who: str, *,
+         loaded: tuple[dict[str, SegmentSpec], list[Problem], dict[str, Campaign]]
+         | None = None) -> Card:
     """The card of WHO (an email when it holds `@`, else the store's id) as of NOW; an
-    unknown one raises NotFoundError with "did you mean" for near addresses or ids."""
+    unknown one raises NotFoundError with "did you mean" for near addresses or ids.
+    LOADED, the segments, their files' problems and the campaigns parsed before (the
+    console keeps them), saves reading the files."""
     from mailer.config.workspace import load_campaigns, load_segments
 
     now = now.replace(microsecond=0)  # as segments see it (scope_for)
@@ -214,10 +218,13 @@ def card(engine: Engine, root: Path, settings: Settings, now: datetime, who: str
                                 currency=settings.store.currency,
                                 latest_orders=MAX_COMMITTED_ORDERS)
         planned = store_card.occurrences(conn, int(customer.id))
-    specs, problems = load_segments(root)
+    specs, problems = load_segments(root) if loaded is None else loaded[:2]
     scope = scope_for(settings, now, engine)
     usable = usable_segments(specs, {p.path for p in problems})
-    campaigns, _ = load_campaigns(root, set(usable))
+    if loaded is not None and usable.keys() == specs.keys():
+        campaigns = loaded[2]  # parsed against these same segments
+    else:
+        campaigns, _ = load_campaigns(root, set(usable))
     segments = memberships_of(engine, usable, int(customer.id), scope)
     return assemble(facts, settings=settings, now=now, segments=segments,
                     campaigns=campaigns, planned=planned)

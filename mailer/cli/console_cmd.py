@@ -76,13 +76,14 @@ def hash_password() -> None:
 
 
 @console.command("refresh")
-@click.option("--only", type=click.Choice(["segments", "forecast"]), multiple=True,
+@click.option("--only", type=click.Choice(["segments", "counts", "forecast"]), multiple=True,
               help="Compute only this figure (repeatable; default: every figure).")
 @workspace_json_now
 def refresh(ctx: click.Context, only: tuple[str, ...], workspace: str | None, as_json: bool,
             now: str | None) -> None:
     """Compute the figures that cost more than a query (every segment's size and funnel,
-    the next 30 days' forecast) as of --now and store them for the console, which shows
+    the campaigns' sent, opened, clicked and unsubscribed counts, the next 30 days'
+    forecast) as of --now and store them for the console, which shows
     them with their time; the daemon does the same hourly and after each reload. Every
     figure is stored, or (on a failure) none."""
     import time
@@ -104,6 +105,7 @@ def refresh(ctx: click.Context, only: tuple[str, ...], workspace: str | None, as
         return
     for figure in said:
         what = (f"{figure['segments']} segments" if figure["kind"] == "segments"
+                else f"{figure['campaigns']} campaigns" if figure["kind"] == "counts"
                 else f"{figure['days']} days, {figure['mails']} mails")
         click.echo(f"{figure['kind']}: {what} as of {figure['as_of']}, computed in "
                    f"{figure['seconds']:.2f} s")

@@ -30,9 +30,10 @@ One asyncio loop runs three tasks:
 - double opt-in: with `consent: {double_opt_in: true}`, each sweep also queues the
   pending customers' confirmation notices and their one reminder (mailer.delivery.confirmations),
   signed with MAILER_SECRET_KEY (a `--no-deliver` daemon without it queues none).
-- the console's figures (mailer.app.console.figures): segment sizes and funnels (not the
-  forecast: DAEMON_FIGURES), computed off the loop a minute after leading starts and
-  after each reload that swaps a new workspace in, then hourly (FIGURES_EVERY), stored
+- the console's figures (mailer.app.console.figures): segment sizes and funnels and the
+  campaigns' counts (not the forecast: DAEMON_FIGURES), computed off the loop a minute
+  after leading starts and after each reload that swaps a new workspace in, then hourly
+  (FIGURES_EVERY), stored
   with the workspace's hash for `mailer console` to show with their time
   (docs/console.md, "Computed figures").
 - delivering: the same sending loop (`SendingLoop`) as `mailer worker`, over every campaign's
@@ -95,10 +96,10 @@ STAGES_JOB = "stages-update"  # outlives reloads (a reload must not rerun it), n
 REVIEW_JOB = "monthly-review"
 FIGURES_JOB = "console-figures"
 FIGURES_EVERY = 3600.0  # seconds between refreshes of the console's figures
-# The segments only: on PostgreSQL the forecast simulates in the live database (a
+# Not the forecast: on PostgreSQL it simulates in the live database (a
 # transaction rolled back), so a sweep planning the same mail would wait for it, every
 # hour; the forecast is `mailer console refresh`'s (cron) or the console's button.
-DAEMON_FIGURES = ("segments",)
+DAEMON_FIGURES = ("segments", "counts")
 # The first refresh waits this long after leading starts or a reload: the first sweeps
 # (a restart's catching up) go first, and a daemon stopped at once computes nothing.
 FIGURES_FIRST_AFTER = timedelta(minutes=1)
@@ -444,7 +445,7 @@ class Daemon:
             log.exception("predict failed; the next hourly look retries")
 
     async def _refresh_figures(self) -> None:
-        """The console's figures (segment sizes and funnels, the forecast) as of the
+        """The console's figures (DAEMON_FIGURES: segment sizes and funnels, counts) as of the
         daemon's clock from the loaded workspace, stored with its hash, off the loop; one
         line with what was computed and how long it took. A failure waits for the next
         run (an hour, or the next reload)."""

@@ -71,6 +71,7 @@ from mailer.store.models import (
     Delivery,
     Event,
     Suppression,
+    UTCDateTime,
     naive_utc,
 )
 from mailer.store.operator.pauses import PAUSED, paused_clause
@@ -772,9 +773,23 @@ def sent_by_campaign(conn: Connection) -> dict[str, int]:
         .group_by(Delivery.campaign))}
 
 
+# SQLite's planner scans the whole ledger for a few statuses when its statistics say
+# nearly every row has one status (`sent`, as on any ledger that has done its work):
+# 0.4 s at 2M rows. The rows that may still go out are few, so the status index is named.
+_PENDING_ON_SQLITE = text(
+    "SELECT campaign, count(*) FROM deliveries INDEXED BY ix_deliveries_status_send_after"
+    " WHERE status IN ('sending', " + ", ".join(f"'{state}'" for state in DUE) + ")"
+    " AND (status = 'sending' OR expires_at > :now) GROUP BY campaign"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
 def pending_by_campaign(conn: Connection, now: datetime) -> dict[str, int]:
     """Campaign -> its rows that may still go out at or after NOW: `sending`, or queued
-    or deferred before their expiry (a row past it can only become `expired`)."""
+    or deferred before their expiry (a row past it can only become `expired`); read
+    through the status index."""
+    if not is_server(conn):
+        return {str(campaign): int(n) for campaign, n in conn.execute(
+            _PENDING_ON_SQLITE, {"now": now})}
     may_go = or_(Delivery.status == "sending",
                  and_(Delivery.status.in_(DUE_STATES), Delivery.expires_at > now))
     return {str(campaign): int(n) for campaign, n in conn.execute(

@@ -1,5 +1,6 @@
 """Figures that cost more than a query (issue 23 part 3; docs/console.md, "Computed
-figures"): every segment's size and funnel, and the next 30 days simulated. Computed by
+figures"): every segment's size and funnel, the campaigns' sent, opened, clicked and
+unsubscribed counts (whole-ledger aggregates), and the next 30 days simulated. Computed by
 `mailer console refresh`, by the daemon (hourly and after each workspace reload) or, when
 none is stored, by the console itself; stored in `console_figures` with the hash of the
 workspace files they came from, so the console shows them with their time and marks
@@ -78,6 +79,20 @@ def segments_document(engine: Engine, workspace: Workspace, now: datetime) -> di
             "zones": sorted(time_zones(engine))}
 
 
+def counts_document(engine: Engine, workspace: Workspace, now: datetime) -> dict[str, Any]:
+    """Each campaign's mails sent, mails opened and clicked (at least once) and
+    unsubscribes through its links, as `mailer campaigns` counts them: four aggregates
+    over the whole ledger and its events, read in one transaction (one state of the
+    store). Campaigns with none are left out. The workspace plays no part."""
+    from mailer.app.campaigns import campaign_counts
+
+    with engine.connect() as conn, conn.begin():
+        found = campaign_counts(conn)
+    return {"as_of": iso_z(now), "campaigns": {
+        slug: {"sent": c.sent, "opened": c.opened, "clicked": c.clicked,
+               "unsubscribed": c.unsubscribed} for slug, c in sorted(found.items())}}
+
+
 def forecast_document(engine: Engine, workspace: Workspace, now: datetime) -> dict[str, Any]:
     """The next FORECAST_DAYS days simulated from NOW's hour (as `mailer forecast --days 30
     --json`), with the campaigns' topics and the chart as an inline `<svg>` (`chart_svg`:
@@ -110,7 +125,7 @@ def forecast_days(document: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 COMPUTERS: dict[str, Callable[[Engine, Workspace, datetime], dict[str, Any]]] = {
-    "segments": segments_document, "forecast": forecast_document}
+    "segments": segments_document, "counts": counts_document, "forecast": forecast_document}
 
 
 def compute(engine: Engine, workspace: Workspace, now: datetime, kind: str, *,
@@ -146,6 +161,8 @@ def summary(figure: Figure) -> dict[str, Any]:
                             "seconds": figure.seconds, "workspace": figure.workspace}
     if figure.kind == "segments":
         said["segments"] = len(figure.document["segments"])
+    elif figure.kind == "counts":
+        said["campaigns"] = len(figure.document["campaigns"])
     else:
         said["days"] = len(figure.document["days"])
         said["mails"] = sum(sum(Counter(d["campaigns"]).values())

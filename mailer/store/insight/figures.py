@@ -1,5 +1,5 @@
 """The console's computed figures (issue 23 part 3; docs/console.md, "Computed figures"):
-every statement on `console_figures`. One row a kind (`segments`, `forecast`), replaced
+every statement on `console_figures`. One row a kind (`segments`, `counts`, `forecast`), replaced
 whole by each refresh, so a reader sees one computation or the one before, never half."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from mailer.store.db import Connection, upsert
 from mailer.store.models import ConsoleFigure
 
 FIGURES = cast(Table, ConsoleFigure.__table__)
-KINDS = ("segments", "forecast")
+KINDS = ("segments", "counts", "forecast")
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ JSON never disagree. Times are ISO 8601 UTC here; the pages show them in store.l
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ class Store:
     # figures that cost more than a query: name -> (computed at, document)
     computed: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
     computing: dict[str, datetime] = field(default_factory=dict)  # name -> since when
+    born: dict[str, float] = field(default_factory=dict)  # name -> monotonic time computed
     _lock: threading.Lock = field(default_factory=threading.Lock)
     workspace: WorkspaceCache = field(init=False)
 
@@ -54,7 +56,26 @@ class Store:
         with self._lock:
             if fresh or name not in self.computed:
                 self.computed[name] = (self.now(), compute())
+                self.born[name] = time.monotonic()
             return self.computed[name]
+
+    def kept_fresh(self, name: str, compute: Callable[[], Any], *, max_age: float
+                   ) -> tuple[datetime, Any]:
+        """The figure NAME as last computed, with its time: computed now the first time
+        (the caller waits, once), and again in a thread of its own once older than
+        MAX_AGE seconds (the last one returned meanwhile)."""
+        with self._lock:
+            found = self.computed.get(name)
+            old = time.monotonic() - self.born.get(name, 0.0) > max_age
+        if found is None:
+            value = compute()
+            with self._lock:
+                found = self.computed[name] = (self.now(), value)
+                self.born[name] = time.monotonic()
+            return found
+        if old:
+            self.kept_later(name, compute, fresh=True)
+        return found
 
     def kept_later(self, name: str, compute: Callable[[], Any], *, fresh: bool = False
                    ) -> tuple[datetime, Any] | None:
@@ -72,6 +93,7 @@ class Store:
                 value = compute()
                 with self._lock:
                     self.computed[name] = (self.now(), value)
+                    self.born[name] = time.monotonic()
             finally:
                 with self._lock:
                     self.computing.pop(name, None)
@@ -87,24 +109,62 @@ def _campaigns_and_segments(store: Store) -> tuple[dict[str, Any], dict[str, Any
 
 def campaigns(store: Store) -> dict[str, Any]:
     """The `mailer campaigns --json` document at the console's now; the audiences are the
-    segment sizes the console keeps (`segments`), null until they are first computed."""
-    from mailer.app.campaigns import overview
+    segment sizes the console keeps (`segments`), null until they are first computed;
+    sent, opened, clicked and unsubscribed are the counts it keeps (`counts`), with their
+    time. States, next due times, last planned and pauses are read live."""
+    from mailer.app.campaigns import Counts, overview
 
     now = store.now()
     sizes = segments(store)
     audiences = {s["segment"]: s["count"] for s in sizes.get("segments", [])}
+    counted = counts(store)
     parsed = store.parsed()
     found = overview(store.root, store.settings, store.engine, now, audiences=audiences,
                      loaded=(parsed.specs, parsed.campaigns, parsed.problems),
-                     zones=sizes.get("zones"))
+                     zones=sizes.get("zones"),
+                     counts={slug: Counts(**c) for slug, c in counted["campaigns"].items()})
     return {"now": iso_z(now), "audiences_at": sizes["computed_at"],
             "audiences_stale": sizes.get("stale", False),
+            "counts_at": counted["computed_at"], "counts_by": counted["computed_by"],
+            "counts_in": counted["computed_in"],
             "campaigns": [line.as_json() for line in found]}
 
 
-def report(store: Store, campaign: str) -> tuple[dict[str, Any], Any, dict[int, str]]:
-    """The `mailer report --json` document of CAMPAIGN plus its variants' subjects and the
-    timeline of its sends; the report itself (for the chart) and the subjects."""
+COUNTS_EVERY = 60.0  # seconds (wall time): older stored counts are counted again
+
+
+def counts(store: Store) -> dict[str, Any]:
+    """The campaigns' counts (the figure `counts`) as last stored, by anyone; older than
+    COUNTS_EVERY, counted again in a thread of their own (this page shows the stored
+    ones meanwhile). None stored yet: counted and stored now, once (a page needs them)."""
+    from mailer.app.console.figures import refresh
+
+    found = figure(store, "counts", max_age=COUNTS_EVERY)
+    if found["computed_at"] is None:
+        refresh(store.engine, _workspace(store, "counts"), store.now(), kinds=["counts"],
+                by="console")
+        found = figure(store, "counts")
+    return found
+
+
+REPORT_EVERY = 60.0  # seconds (wall time): an older kept report is computed again
+
+
+def report(store: Store, campaign: str) -> tuple[dict[str, Any], str | None]:
+    """The `mailer report --json` document of CAMPAIGN plus its variants' subjects, the
+    timeline of its sends and its pause; the rates chart (inline SVG, None without
+    variants). The report reads every row and event of the campaign (seconds for a
+    campaign of millions of mails) and the chart takes a tenth of a second, so both are
+    kept per campaign with their time (`computed_at`) and computed again in the
+    background once REPORT_EVERY old; the pause is read live."""
+    at, (document, chart) = store.kept_fresh(
+        f"report:{campaign}", lambda: _report(store, campaign), max_age=REPORT_EVERY)
+    return ({**document, "computed_at": iso_z(at), "paused": pause(store, campaign)},
+            chart)
+
+
+def _report(store: Store, campaign: str) -> tuple[dict[str, Any], str | None]:
+    from mailer.app.charts import inline_svg, report_chart
     from mailer.app.report import report_of
     from mailer.segments.runner import memberships, scope_for
     from mailer.store.ledger import sent_by_day
@@ -126,8 +186,9 @@ def report(store: Store, campaign: str) -> tuple[dict[str, Any], Any, dict[int, 
     for variant in document["variants"]:
         variant["subject"] = subjects.get(variant["variant"])
     document["timeline"] = [{"day": day, "sent": n} for day, n in timeline]
-    document["paused"] = pause(store, campaign)
-    return document, found, subjects
+    chart = (inline_svg(lambda path: report_chart(found, subjects, path),
+                        f"{campaign}: rates by subject variant") if found.variants else None)
+    return document, chart
 
 
 def pause(store: Store, campaign: str) -> dict[str, Any] | None:
@@ -168,13 +229,16 @@ def customer(store: Store, who: str) -> dict[str, Any]:
     """The `mailer customer --json` card of WHO (a store id, or an address with @)."""
     from mailer.app.card import card
 
-    found: dict[str, Any] = card(store.engine, store.root, store.settings, store.now(),
-                                 who).as_json()
+    parsed = store.parsed()
+    found: dict[str, Any] = card(store.engine, store.root, store.settings, store.now(), who,
+                                 loaded=(parsed.specs, parsed.segment_problems,
+                                         parsed.campaigns)).as_json()
     return found
 
 
-def _workspace(store: Store) -> Any:
-    """The console's workspace as the figures are computed from it (mailer.app.console.figures)."""
+def _workspace(store: Store, kind: str = "forecast") -> Any:
+    """The console's workspace as the figure KIND is computed from it
+    (mailer.app.console.figures); the campaigns' compiled versions for the forecast only."""
     from mailer.app.console.figures import Workspace
     from mailer.app.send import compile_versions
 
@@ -184,7 +248,8 @@ def _workspace(store: Store) -> Any:
     return Workspace(store.settings, parsed.specs,
                      [str(p) for p in parsed.segment_problems if not p.warning], errors,
                      parsed.campaigns if valid else None,
-                     compile_versions(store.root, parsed.campaigns) if valid else None,
+                     compile_versions(store.root, parsed.campaigns)
+                     if valid and kind == "forecast" else None,
                      parsed.hash)
 
 
@@ -194,20 +259,24 @@ def _workspace(store: Store) -> Any:
 COMPUTED_UNASKED = ("segments",)
 
 
-def figure(store: Store, kind: str, *, fresh: bool = False) -> dict[str, Any]:
+def figure(store: Store, kind: str, *, fresh: bool = False, max_age: float | None = None
+           ) -> dict[str, Any]:
     """The figure KIND (mailer.app.console.figures) with its time: as last stored by `mailer
     console refresh`, the daemon or this console, `stale` once the workspace files differ
-    from those it was computed from. FRESH (asked for again), or none stored and KIND in
-    COMPUTED_UNASKED: the console computes it in a thread of its own and stores it; a
-    page never waits for it."""
+    from those it was computed from. FRESH (asked for again), stored more than MAX_AGE
+    seconds ago (wall time), or none stored and KIND in COMPUTED_UNASKED: the console
+    computes it in a thread of its own and stores it; a page never waits for it."""
     from mailer.app.console.figures import refresh
     from mailer.store.insight.figures import Figure, load
 
     with store.engine.connect() as conn:
         stored = load(conn, kind)
+    seen = stored or store.computed.get(kind, (None, None))[1]
+    if seen is not None and max_age is not None:
+        fresh = fresh or (datetime.now(UTC) - seen.computed_at).total_seconds() > max_age
 
     def compute() -> Figure:
-        return refresh(store.engine, _workspace(store), store.now(), kinds=[kind],
+        return refresh(store.engine, _workspace(store, kind), store.now(), kinds=[kind],
                        by="console")[0]
 
     kept = None

@@ -244,15 +244,9 @@ async def campaigns_page(request: web.Request) -> web.StreamResponse:
 async def report_page(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
     slug = request.match_info["campaign"]
-    document, found, subjects = await console.run(data.report, console.store, slug)
+    document, chart = await console.run(data.report, console.store, slug)
     if wants_json(request):
         return web.json_response(document, dumps=_dumps)
-    chart = None
-    if found.variants:
-        from mailer.app.charts import inline_svg, report_chart
-
-        chart = await console.run(inline_svg, lambda path: report_chart(found, subjects, path),
-                                  f"{slug}: rates by subject variant")
     return render(request, "report.html", document=document, chart=chart,
                   title=document["name"] or slug)
 
