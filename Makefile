@@ -171,6 +171,8 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python bench/daemon_soak.py
+	$(BIN)/python bench/deliver.py --recipients 1000000 --mailer-only
+	@if [ -n "$$BENCH_POSTGRES_URL" ]; then $(BIN)/python bench/deliver.py --recipients 1000000 --mailer-only --database-url "$$BENCH_POSTGRES_URL"; fi
 	$(BIN)/python bench/import.py --customers 1000000
 	$(BIN)/python bench/segments.py --customers 1000000 --orders 10000000
 	@if [ -n "$$BENCH_POSTGRES_URL" ]; then $(BIN)/python bench/segments.py --customers 1000000 --orders 10000000 --database-url "$$BENCH_POSTGRES_URL"; fi

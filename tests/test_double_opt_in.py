@@ -175,6 +175,27 @@ def test_the_confirmation_and_one_reminder_arrive_and_the_unconfirmed_get_nothin
                     "c.id = d.customer_id WHERE c.store_id = 'P'")[0][0] == 0
 
 
+def test_a_pending_customer_whose_address_changes_is_asked_again_at_the_new_one(
+        db: Workspace) -> None:
+    store(db, "P,pia@example.com,Pia,pending\n")
+    with FaultServer() as server:
+        run_once(db, server, T0)
+        moved = T0 + timedelta(hours=1)
+        db.write("customers.csv", "id,email,first_name\nP,pia.new@example.com,Pia\n")
+        assert db.run("import", "customers", "customers.csv", "--now", z(moved)).code == 0
+        found = customer(db, "P")
+        assert found["consent"] == "pending" and found["opt_in_sent_at"] is None
+        assert moved <= stored_time(found["opt_in_requested_at"]) < moved + timedelta(minutes=1)
+        run_once(db, server, T0 + timedelta(hours=2))
+        run_once(db, server, T0 + timedelta(hours=3))  # asked once at each address
+    subjects = [(c.recipient, c.message()["Subject"]) for c in server.caught]
+    assert subjects == [
+        ("pia@example.com", "Please confirm your subscription to Pine & Co"),
+        ("pia.new@example.com", "Please confirm your subscription to Pine & Co")]
+    old, new = (confirm_link(c.message()) for c in server.caught)
+    assert old != new
+
+
 def test_no_reminder_when_the_confirmation_was_refused(db: Workspace) -> None:
     store(db, "P,bad550@example.com,Pia,pending\n")
     with FaultServer() as server:

@@ -128,7 +128,7 @@ class _CustomerWriter:
     def _write(self, rows: list[CustomerRow]) -> None:
         c = _CUSTOMERS.c
         existing = {r.store_id: r for r in self._conn.execute(
-            select(c.id, c.store_id, c.consent, c.attributes)
+            select(c.id, c.store_id, c.consent, c.attributes, c.email_key)
             .where(c.store_id.in_([row.store_id for row in rows])))}
         owners = _pairs(self._conn.execute(
             select(c.email_key, c.store_id).where(c.email_key.in_([row.email_key for row in rows]))
@@ -144,7 +144,8 @@ class _CustomerWriter:
             if stored is None:
                 inserts.append(self._new(row))
             else:
-                values = self._changes(row, stored.consent, stored.attributes)
+                values = self._changes(row, stored.consent, stored.attributes,
+                                       moved_from=stored.email_key)
                 updates.setdefault(tuple(sorted(values)), []).append({"_id": stored.id, **values})
         if inserts:
             self._conn.execute(insert(_CUSTOMERS), inserts)
@@ -189,7 +190,8 @@ class _CustomerWriter:
                 "opt_in_confirmed_at": None, "opt_in_ip": None}
 
     def _changes(self, row: CustomerRow, consent: str,
-                 attributes: dict[str, Any] | None) -> dict[str, Any]:
+                 attributes: dict[str, Any] | None, *, moved_from: str | None = None
+                 ) -> dict[str, Any]:
         values: dict[str, Any] = {**row.values, "email": row.email, "email_key": row.email_key,
                                   "updated_at": self._now}
         if "birth_date" in values:
@@ -215,6 +217,11 @@ class _CustomerWriter:
                           consent_reason=None)
             if moved == "pending":
                 values.update(self._asked(True))
+        elif consent == "pending" and moved_from is not None and moved_from != row.email_key:
+            # A pending customer's new address: the notice sent to the old one proves
+            # nothing of it (its link names the old address and is refused), so the new
+            # address is asked from the start.
+            values.update(self._asked(True))
         values.update(folded("customers", values))  # the shadows segments match
         return values
 

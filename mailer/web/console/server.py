@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 
 from aiohttp import web
 
-from mailer.web.console.data import segments
+from mailer.web.console.data import segments, warm_reports
 from mailer.web.console.guard import logged_in, secured
 from mailer.web.console.pages import CONSOLE, Console, add_routes, problems
 from mailer.web.listener import Limits, listen
@@ -38,6 +39,9 @@ async def serve(console: Console, host: str, port: int, say: Callable[[str], Non
     # the segment sizes, when none are stored, are counted now in the background
     # (mailer.web.console.data.COMPUTED_UNASKED): the pages show them when ready
     await asyncio.to_thread(segments, console.store)
+    # each campaign's report (seconds on a big store) before its first view
+    threading.Thread(target=warm_reports, args=(console.store,), name="mailer-console-reports",
+                     daemon=True).start()
     try:
         await stop.wait()
     finally:
