@@ -13,7 +13,6 @@ counted against the caps.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +33,7 @@ from mailer.planning.planner import (
     candidates,
 )
 from mailer.planning.policy import decide, in_test_group
+from mailer.planning.runcounts import RunCounts
 from mailer.segments.compiler import Scope
 from mailer.segments.runner import member_ids
 from mailer.store.db import Engine
@@ -121,7 +121,7 @@ def _judged(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: 
         if not batch:
             continue
         with engine.connect() as conn:
-            people, facts = batch_facts(conn, slug, campaign, batch, now, caps_span, Counter(),
+            people, facts = batch_facts(conn, slug, campaign, batch, now, caps_span, RunCounts(),
                                         reminder_starts, topics=topics,
                                         sunset=settings.policy.sunset)
             hours = best_hours(conn, campaign, people, settings, prior(), now) \

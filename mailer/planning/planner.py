@@ -41,6 +41,7 @@ from mailer.planning.policy import (
     in_test_group,
     winning_variant,
 )
+from mailer.planning.runcounts import RunCounts, RunTopics
 from mailer.planning.send_hour import (
     LOOKBACK,
     NO_ENGAGEMENT,
@@ -441,9 +442,9 @@ NO_DATE = "no_date"
 
 
 def batch_facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Candidate],
-           now: datetime, caps_span: timedelta, run: Counter[int],
+           now: datetime, caps_span: timedelta, run: RunCounts,
            starts: datetime | None, *, topics: frozenset[str] = frozenset(),
-           run_topics: Counter[tuple[int, str]] | None = None,
+           run_topics: RunTopics | None = None,
            sunset: Sunset | None = None,
            ) -> tuple[dict[int, Addressee], dict[tuple[int, str], Facts]]:
     """The batch's customers by id, and the facts of each candidate mail. TOPICS: those
@@ -463,7 +464,7 @@ def batch_facts(conn: Connection, slug: str, campaign: Campaign, batch: list[Can
                   for customer_id, rows in plans.items()}
     else:
         recent = ledger.live_plan_times(conn, ids, now - caps_span, now)
-    in_run = run_topics if run_topics is not None else Counter()
+    in_run = run_topics if run_topics is not None else RunTopics()
     cooling: set[int] = set()
     if campaign.cooldown is not None:
         cooling = ledger.with_live_plans(conn, slug, ids, now - campaign.cooldown, now)
@@ -541,8 +542,8 @@ def plausible_address(email: str) -> bool:
 
 def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Campaign, *,
          scope: Scope, settings: Settings, version: dict[str, Any] | None = None,
-         run: Counter[int] | None = None,
-         run_topics: Counter[tuple[int, str]] | None = None, keep: bool = True,
+         run: RunCounts | None = None,
+         run_topics: RunTopics | None = None, keep: bool = True,
          choose_intros: bool = True, stop: Callable[[], bool] | None = None,
          frozen: FrozenStore | None = None, record_runs: bool = True) -> PlanResult:
     """Plan what is due at scope.now. With VERSION (the definition to store), rows are
@@ -556,9 +557,8 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
     plan runs of written rows (the forecast's scratch copy, thrown away, needs none)."""
     now, tz_default = scope.now, zone(settings.timezone)
     result = PlanResult(slug, now, keep=keep)
-    planned_in_run: Counter[int] = run if run is not None else Counter()
-    topics_in_run: Counter[tuple[int, str]] = run_topics if run_topics is not None \
-        else Counter()
+    planned_in_run = run if run is not None else RunCounts()
+    topics_in_run = run_topics if run_topics is not None else RunTopics()
     caps = settings.policy.frequency
     cap_topics = frozenset(cap.topic for cap in caps if cap.topic is not None)
     caps_span = max((cap.per for cap in caps), default=timedelta(0))
@@ -643,8 +643,8 @@ def plan(engine: Engine, specs: dict[str, SegmentSpec], slug: str, campaign: Cam
                 result.add(Planned(candidate.customer_id, person.store_id, person.email,
                                    candidate.occurrence, variant, decision.send_after,
                                    candidate.expires))
-                planned_in_run[candidate.customer_id] += 1
-                topics_in_run[(candidate.customer_id, campaign.topic)] += 1
+                planned_in_run.add(candidate.customer_id)
+                topics_in_run.add(candidate.customer_id, campaign.topic)
                 rows.append({"campaign": slug, "occurrence": candidate.occurrence,
                              "customer_id": candidate.customer_id, "email": person.email,
                              "subject_variant": variant, "status": "queued", "attempts": 0,
@@ -787,8 +787,7 @@ def plan_due(engine: Engine, specs: dict[str, SegmentSpec], campaigns: dict[str,
     """One planning run: every campaign, higher priority first, sharing the caps' view
     of what this run has planned. With VERSIONS (definitions by campaign), rows are
     written; a queued mail is never withdrawn for a later one."""
-    run: Counter[int] = Counter()
-    run_topics: Counter[tuple[int, str]] = Counter()
+    run, run_topics = RunCounts(), RunTopics()
     order = sorted(campaigns, key=lambda slug: (-campaigns[slug].priority, slug))
     return [plan(engine, specs, slug, campaigns[slug], scope=scope, settings=settings,
                  version=versions[slug] if versions is not None else None, run=run,
