@@ -125,7 +125,7 @@ def loading(engine: Engine, tables: list[str]) -> Iterator[Load]:
                 return
             marks = ", ".join(["?"] * len(columns.split(",")))
             sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
-            for batch in _batches(rows, BATCH):
+            for batch in batches(rows, BATCH):
                 cursor.executemany(sql, batch)
 
         yield load
@@ -152,7 +152,8 @@ def _secondary_indexes(cursor: Any, tables: list[str], *, server: bool
     return [(str(name), str(sql)) for name, sql in cursor.fetchall()]
 
 
-def _batches(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+def batches(rows: Iterable[tuple[Any, ...]], size: int) -> Iterator[list[tuple[Any, ...]]]:
+    """ROWS in lists of SIZE (the last one shorter)."""
     batch: list[tuple[Any, ...]] = []
     for row in rows:
         batch.append(row)

@@ -45,15 +45,7 @@ engine = create(database_url(env_url=url, configured=None, root=folder / "baseli
 upgrade(engine)
 now = datetime.now().astimezone()
 
-def batches(rows, size=1000):
-    batch = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+from harness import batches
 
 with engine.begin() as conn:
     with open(folder / "customers.csv", newline="", encoding="utf-8") as f:

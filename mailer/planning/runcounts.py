@@ -3,9 +3,10 @@ caps of the campaigns planned after: compact counts by customer id.
 
 A Counter keyed by customer id (and one keyed by (id, topic) tuples) held an object or
 two per planned mail: 172 MB at a million recipients (tracemalloc; the planner's peak
-memory in `make soak`'s 1M-mail send was 256 MB). Customer ids are the store's own dense integers, so a counter is an array
-of 16-bit counts indexed by id, grown as ids come, saturating at 65,535 (a count no cap
-allows): 4.7 MB a million customers (the array doubles as it grows).
+memory in `make soak`'s 1M-mail send was 256 MB). Customer ids are the store's own
+dense integers, so a counter is an array of 16-bit counts indexed by id, grown as ids
+come, saturating at 65,535 (a count no cap allows): 4.7 MB a million customers (the
+array doubles as it grows).
 """
 
 from __future__ import annotations

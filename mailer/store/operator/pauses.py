@@ -1,8 +1,9 @@
 """Paused campaigns (issue 23; docs/campaigns.md, "Pausing a campaign"): every statement on
 `paused_campaigns`. A campaign is paused while it has a row here. The planner asks
-`is_paused` once per plan; the ledger's lease and start statements embed
-`paused_clause`, so a pause taking effect while a sender runs stops its next lease
-and its next start at once (a mail already on the wire finishes)."""
+`is_paused` once per plan; the ledger's lease names the paused campaigns (read in its
+transaction) and its start statement embeds `paused_clause`, so a pause taking effect
+while a sender runs stops its next lease and its next start at once (a mail already on
+the wire finishes)."""
 
 from __future__ import annotations
 
