@@ -245,3 +245,49 @@ def test_the_rate_limit_is_shared_by_two_workers_on_postgresql(pg: Workspace) ->
     times = sorted(c.at for c in server.caught)
     # no 13 mails within one second at the server, from both workers together
     assert all(times[i + 12] - times[i] > 1.0 for i in range(len(times) - 12))
+
+
+def test_rows_turned_sending_wait_for_the_disk_in_a_relaxed_session(pg: Workspace) -> None:
+    """A sender's session commits without waiting for the disk (relax_commits), except the
+    transaction that turns rows `sending`: `start` says so in its own statement."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from mailer.store.ledger import claim, relax_commits, start
+
+    shop(pg, ["a@example.com", "b@example.com"])
+    _plan_only(pg)
+    engine = pg.engine()
+    relax_commits(engine)
+    now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # NOW in Berlin
+    try:
+        rows = claim(engine, "sender-1", now, 10)
+        assert len(rows) == 2
+        with engine.begin() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "off"
+            assert start(conn, "sender-1", [r.id for r in rows], now) == {r.id for r in rows}
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+        with engine.begin() as conn:  # SET LOCAL: the next transaction is relaxed again
+            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "off"
+    finally:
+        engine.dispose()
+
+
+def test_permits_given_back_in_a_take_rest_and_are_not_taken_again(pg: Workspace) -> None:
+    from mailer.delivery.ratelimit import SharedRateLimit
+
+    engine = pg.engine()
+    try:
+        limit = SharedRateLimit(engine, 3)
+        with engine.begin() as conn:
+            first = limit.take(conn, 2)
+        assert len(first) == 2
+        with engine.begin() as conn:  # the two come back and rest: only the third is free
+            second = limit.take(conn, 3, given_back=first)
+        assert len(second) == 1 and second[0] not in first
+        with engine.begin() as conn:
+            assert limit.take(conn, 3) == []
+        assert 0.5 < limit.retry_in() <= 1.0  # the first two are free a second after
+    finally:
+        engine.dispose()

@@ -36,8 +36,9 @@ def _shape(rate: float) -> tuple[int, float]:
 class RateLimit(Protocol):
     """Permits are taken and given back inside the sender's transaction (CONN)."""
 
-    def take(self, conn: Connection, wanted: int) -> list[int]:
-        """Up to WANTED permits that are free now (possibly none)."""
+    def take(self, conn: Connection, wanted: int, given_back: Sequence[int] = ()) -> list[int]:
+        """Up to WANTED permits that are free now (possibly none), after GIVEN_BACK are
+        given back (as give_back would: they rest first, so none of them is taken)."""
         ...
 
     def give_back(self, conn: Connection, permits: Sequence[int]) -> None:
@@ -54,7 +55,8 @@ class LocalRateLimit:
         self.capacity, self.rest = _shape(rate)
         self._free_at = [(0.0, n) for n in range(self.capacity)]  # heap of (time, permit)
 
-    def take(self, conn: Connection, wanted: int) -> list[int]:
+    def take(self, conn: Connection, wanted: int, given_back: Sequence[int] = ()) -> list[int]:
+        self.give_back(conn, given_back)
         now = time.monotonic()
         taken: list[int] = []
         while self._free_at and len(taken) < wanted and self._free_at[0][0] <= now:
@@ -78,8 +80,8 @@ class SharedRateLimit:
         self.capacity, self.rest = _shape(rate)
         rate_slots.keep_permits(engine, self.capacity)
 
-    def take(self, conn: Connection, wanted: int) -> list[int]:
-        return rate_slots.take(conn, wanted)
+    def take(self, conn: Connection, wanted: int, given_back: Sequence[int] = ()) -> list[int]:
+        return rate_slots.take(conn, wanted, given_back, self.rest)
 
     def give_back(self, conn: Connection, permits: Sequence[int]) -> None:
         if permits:

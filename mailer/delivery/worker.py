@@ -68,7 +68,6 @@ from mailer.store.ledger import (
     any_due,
     claim,
     consent_of_rows,
-    durable,
     expire,
     finish,
     finish_sent,
@@ -492,9 +491,9 @@ class SendingLoop:
         """Record RESULTS and start what of CHOSEN gets a rate permit (in a thread)."""
         turn = _Turn()
         with self._writer, self.engine.begin() as conn:
-            if chosen:
-                durable(conn)  # rows turn `sending` here: before the wire
             turn.counted += self._record(conn, results)
+            # permits rest from now, after the replies: given back with the next take
+            replied = [result.permit for result in results]
             # Rows wait in memory for a slot or a rate permit; one whose expiry came
             # meanwhile is never started (and `_send` checks again before MAIL FROM).
             now = self.clock.now()
@@ -515,12 +514,14 @@ class SendingLoop:
                                         DUE_STATES, sold_out)
             chosen = [r for r in chosen if r.row.id not in gone]
             if not chosen:
+                self.limit.give_back(conn, replied)
                 return turn
-            permits = self.limit.take(conn, len(chosen))
+            permits = self.limit.take(conn, len(chosen), given_back=replied)
             if not permits:
                 turn.starved_for = self.limit.retry_in()
             turn.waiting = chosen[len(permits):]
             chosen = chosen[:len(permits)]
+            # rows turn `sending` here, and this commit waits for the disk: before the wire
             started = start(conn, self.owner, [r.row.id for r in chosen], self.clock.now())
             opted_out = _opted_out(conn, [r.row.id for r in chosen if r.row.id not in started],
                                    self.clock.now())
@@ -559,7 +560,8 @@ class SendingLoop:
         self._wake.set()
 
     def _record(self, conn: Connection, results: list[_Result]) -> list[tuple[str, str]]:
-        """Write outcomes; their slots are free only after that. Returns what to count."""
+        """Write outcomes; their slots are free only after that, and their rate permits are
+        the caller's to give back in the same transaction. Returns what to count."""
         if not results:
             return []
         now = self.clock.now()
@@ -576,8 +578,6 @@ class SendingLoop:
                             in zip(results, changes, strict=True)
                             if values["status"] == "sent"
                             and (sku := stock_sku(r.ready.row.occurrence)) is not None], now)
-        # permits rest from now, after the replies: never less than a second after them
-        self.limit.give_back(conn, [result.permit for result in results])
         suppress(conn, [r.ready.row.email for r in results if r.outcome.suppress], now)
         for result, (_, values) in zip(results, changes, strict=True):
             log.debug("row %s of %s: %s (%s)", result.ready.row.id, result.ready.row.campaign,

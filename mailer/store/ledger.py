@@ -202,10 +202,13 @@ def start(conn: Connection, owner: str, ids: Sequence[int], now: datetime) -> se
     checks consent, a pause and suppressions once more; returns the ids started. A row whose
     lease another sender took, whose customer opted out or whose campaign an operator
     paused since its lease, is left as it is. The
-    caller's transaction must wait for the disk (`durable`): this is before the wire."""
+    transaction's commit waits for the disk whatever relax_commits set, as after `durable`:
+    this is before the wire. On PostgreSQL the statement says so itself, one round trip
+    a turn fewer than a `SET LOCAL` of its own."""
     if not ids:
         return set()
-    return {row[0] for row in conn.execute(_START, {
+    statement = _START_DURABLE if is_server(conn) else _START
+    return {row[0] for row in conn.execute(statement, {
         "ids": list(ids), "owner": owner, "until": now + IN_FLIGHT, "now": now})}
 
 
@@ -221,6 +224,10 @@ _START = (update(DELIVERIES)
           .values(status="sending", attempts=DELIVERIES.c.attempts + 1,
                   lease_until=bindparam("until"))
           .returning(DELIVERIES.c.id))
+# set_config(…, true) is SET LOCAL; an uncorrelated subquery is evaluated once, and any row
+# turned `sending` passed this condition, so its commit waits for the disk.
+_START_DURABLE = _START.where(
+    select(func.set_config("synchronous_commit", "on", True)).scalar_subquery() == "on")
 
 
 def durable(conn: Connection) -> None:
