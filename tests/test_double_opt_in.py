@@ -180,20 +180,97 @@ def test_a_pending_customer_whose_address_changes_is_asked_again_at_the_new_one(
     store(db, "P,pia@example.com,Pia,pending\n")
     with FaultServer() as server:
         run_once(db, server, T0)
-        moved = T0 + timedelta(hours=1)
+        moved = T0 + timedelta(days=1)  # the request (T0 - 1 h) is more than a day old
         db.write("customers.csv", "id,email,first_name\nP,pia.new@example.com,Pia\n")
         assert db.run("import", "customers", "customers.csv", "--now", z(moved)).code == 0
         found = customer(db, "P")
         assert found["consent"] == "pending" and found["opt_in_sent_at"] is None
         assert moved <= stored_time(found["opt_in_requested_at"]) < moved + timedelta(minutes=1)
-        run_once(db, server, T0 + timedelta(hours=2))
-        run_once(db, server, T0 + timedelta(hours=3))  # asked once at each address
+        run_once(db, server, moved + timedelta(hours=1))
+        run_once(db, server, moved + timedelta(hours=2))  # asked once at each address
     subjects = [(c.recipient, c.message()["Subject"]) for c in server.caught]
     assert subjects == [
         ("pia@example.com", "Please confirm your subscription to Pine & Co"),
         ("pia.new@example.com", "Please confirm your subscription to Pine & Co")]
     old, new = (confirm_link(c.message()) for c in server.caught)
     assert old != new
+
+
+def move(db: Workspace, email: str, at: datetime) -> str:
+    """Import customer P at EMAIL at AT; what the import said on stderr (its log)."""
+    db.write("moved.csv", f"id,email,first_name\nP,{email},Pia\n")
+    result = db.run("import", "customers", "moved.csv", "--now", z(at))
+    assert result.code == 0, result.stderr
+    return result.stderr
+
+
+def test_a_pending_customer_is_asked_again_at_most_once_a_day(db: Workspace) -> None:
+    """Whoever feeds imports or webhooks must not mail an address a day more than once
+    by rotating a pending customer through addresses: three new addresses within an
+    hour get one new confirmation, and the next change a day after it asks again."""
+    store(db, "P,pia@example.com,Pia,pending\n")  # asked at T0 - 1 h
+    day = T0 + timedelta(days=2)
+    with FaultServer() as server:
+        run_once(db, server, T0)
+        said = [move(db, "one@example.com", day)]
+        run_once(db, server, day + timedelta(minutes=5))
+        asked = customer(db, "P")
+        said.append(move(db, "two@example.com", day + timedelta(minutes=20)))
+        run_once(db, server, day + timedelta(minutes=25))
+        said.append(move(db, "three@example.com", day + timedelta(minutes=40)))
+        run_once(db, server, day + timedelta(minutes=45))
+        found = customer(db, "P")
+        # still pending at the last address, with the request of the first change
+        assert found["consent"] == "pending"
+        assert (found["opt_in_requested_at"], found["opt_in_sent_at"]) == (
+            asked["opt_in_requested_at"], asked["opt_in_sent_at"])
+        assert db.query("SELECT email FROM customers WHERE store_id = 'P'")[0][0] == \
+            "three@example.com"
+        later = day + timedelta(days=1, minutes=1)  # a day after that request
+        said.append(move(db, "four@example.com", later))
+        run_once(db, server, later + timedelta(minutes=5))
+    subject = "Please confirm your subscription to Pine & Co"
+    assert [(c.recipient, c.message()["Subject"]) for c in server.caught] == [
+        ("pia@example.com", subject), ("one@example.com", subject),
+        ("four@example.com", subject)]
+    assert "double opt-in: customer P asked again (new address)" in said[0]
+    first = stored_time(asked["opt_in_requested_at"])  # the logical clock: --now and after
+    assert day <= first < day + timedelta(minutes=1)
+    for refused in said[1:3]:
+        assert ("double opt-in: customer P not asked again (new address): asked at "
+                f"{z(first)}, next no sooner than {z(first + timedelta(days=1))}") in refused
+    assert "double opt-in: customer P asked again (new address)" in said[3]
+    assert "@example.com" not in "".join(said)  # the log names no address
+
+
+def test_a_new_address_before_the_first_confirmation_gets_the_one_confirmation(
+        db: Workspace) -> None:
+    store(db, "P,pia@example.com,Pia,pending\n")
+    requested = customer(db, "P")["opt_in_requested_at"]
+    said = move(db, "pia.fixed@example.com", T0 - timedelta(minutes=30))
+    assert "asked" not in said  # nothing went to the old address: no one asked again
+    assert customer(db, "P")["opt_in_requested_at"] == requested
+    with FaultServer() as server:
+        run_once(db, server, T0)
+    assert [c.recipient for c in server.caught] == ["pia.fixed@example.com"]
+
+
+def test_withdrawing_and_asking_again_within_a_day_sends_no_second_confirmation(
+        db: Workspace) -> None:
+    store(db, "P,pia@example.com,Pia,pending\n")
+    with FaultServer() as server:
+        run_once(db, server, T0)
+        for at, answer in ((T0 + timedelta(hours=1), "false"), (T0 + timedelta(hours=2),
+                                                              "pending")):
+            db.write("again.csv", f"id,email,subscribed\nP,pia@example.com,{answer}\n")
+            result = db.run("import", "customers", "again.csv", "--now", z(at))
+            assert result.code == 0, result.stderr
+        assert "customer P not asked again (withdrew and asked again)" in result.stderr
+        assert customer(db, "P")["consent"] == "pending"
+        run_once(db, server, T0 + timedelta(hours=3))
+    assert [c.recipient for c in server.caught] == ["pia@example.com"]  # one, at T0
+    # the request stays: its reminder is still to come, 3 days after that confirmation
+    assert customer(db, "P")["opt_in_reminded_at"] is None
 
 
 def test_no_reminder_when_the_confirmation_was_refused(db: Workspace) -> None:
