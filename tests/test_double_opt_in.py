@@ -243,6 +243,46 @@ def test_a_pending_customer_is_asked_again_at_most_once_a_day(db: Workspace) -> 
     assert "@example.com" not in "".join(said)  # the log names no address
 
 
+def test_webhooks_rotating_a_pending_customer_get_one_new_confirmation_a_day(
+        db: Workspace) -> None:
+    """The same rule through the webhook path (`mailer hooks replay`, as `mailer serve`
+    takes them): a shop's customers/update deliveries changing a pending customer's
+    address three times within an hour get one new confirmation."""
+    store(db, "S,sam@example.com,Sam,true\n")
+    db.env.update(SECRETS)
+    created = json.loads(sample("shopify_customers_create.json"))
+    day = T0 + timedelta(days=2)
+
+    def deliver(n: int, topic: str, email: str, at: datetime) -> str:
+        body = json.dumps({**created, "email": email,
+                           "updated_at": z(at - timedelta(seconds=1))}).encode()
+        db.write("saved.jsonl", saved("shopify", {
+            "X-Shopify-Topic": topic, "X-Shopify-Webhook-Id": f"w-{n}",
+            "X-Shopify-Hmac-Sha256": b64_hmac(SECRETS["MAILER_SHOPIFY_SECRET"], body)},
+            body) + "\n")
+        result = db.run("hooks", "replay", "saved.jsonl", "--now", z(at))
+        assert result.code == 0, result.stdout + result.stderr
+        return result.stderr
+
+    with FaultServer() as server:
+        deliver(1, "customers/create", "ana.lima@example.com", T0)
+        run_once(db, server, T0 + timedelta(minutes=5))
+        said = []
+        for n, (email, minutes) in enumerate([("one@example.com", 0), ("two@example.com", 20),
+                                              ("three@example.com", 40)], start=2):
+            said.append(deliver(n, "customers/update", email, day + timedelta(minutes=minutes)))
+            run_once(db, server, day + timedelta(minutes=minutes + 5))
+    subject = "Please confirm your subscription to Pine & Co"
+    assert [(c.recipient, c.message()["Subject"]) for c in server.caught
+            if c.recipient != "sam@example.com"] == [
+        ("ana.lima@example.com", subject), ("one@example.com", subject)]
+    who = created["id"]
+    assert f"double opt-in: customer {who} asked again (new address)" in said[0]
+    assert all(f"double opt-in: customer {who} not asked again (new address)" in line
+               for line in said[1:])
+    assert customer(db, str(who))["consent"] == "pending"
+
+
 def test_a_new_address_before_the_first_confirmation_gets_the_one_confirmation(
         db: Workspace) -> None:
     store(db, "P,pia@example.com,Pia,pending\n")
