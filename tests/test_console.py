@@ -844,6 +844,37 @@ def test_the_campaigns_counts_are_stored_and_counted_again_once_a_minute_old(
     assert not document["counts_at"].startswith("2000-")
 
 
+def test_counts_stored_a_moment_ago_are_shown_without_counting_again_under_now(
+        console: Console) -> None:
+    """The console runs with --now two days back (NOW): the stored counts' age is taken
+    on the clock their time was stamped with, so counts stored a moment ago are shown
+    as they are, view after view, not counted again on every view."""
+    from mailer.store.insight.figures import load
+
+    refreshed = console.shop.run("console", "refresh", "--only", "counts", "--now", NOW)
+    assert refreshed.code == 0, refreshed.stderr
+
+    def stored_at() -> datetime:
+        engine = console.shop.engine()
+        try:
+            with engine.connect() as conn:
+                found = load(conn, "counts")
+        finally:
+            engine.dispose()
+        assert found is not None and found.computed_by == "cli"
+        return found.computed_at
+
+    before = stored_at()
+    cookie = console.login()
+    for _ in range(2):
+        document = json.loads(console.request("GET", "/campaigns?format=json",
+                                              cookie=cookie)[2])
+        assert document["now"].startswith("2026-12-01T")  # the console's --now
+        assert document["counts_at"] == before.strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert document["counts_by"] == "cli" and document["counts_computing"] is False
+    assert stored_at() == before
+
+
 def test_the_forecast_is_computed_when_asked_and_stored(console: Console) -> None:
     """Last in the module: none is stored, so the page says so and offers to compute it;
     asked, the console computes it in the background. Waited for on SQLite only: the

@@ -6,7 +6,9 @@ are tests/test_console.py's."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -168,3 +170,118 @@ def test_a_kept_figure_is_computed_once_then_again_in_the_background_when_old(
         if thread.name == "mailer-console-report:x":
             thread.join(timeout=30)
     assert computed == [1, 2] and store.kept_fresh("report:x", compute, max_age=60)[1] == 2
+
+
+def _store(root: Path) -> Any:
+    from mailer.web.console.data import Store
+
+    return Store(root, cast(Any, None), cast(Any, None),
+                 Clock(datetime(2026, 11, 23, 9, tzinfo=UTC)))
+
+
+def _join(name: str) -> None:
+    """Wait for the background computation of NAME the store started, if any."""
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name == f"mailer-console-{name}":
+            thread.join(timeout=30)
+
+
+def test_two_requests_for_one_report_meanwhile_compute_it_once(tmp_path: Path) -> None:
+    """warm_reports (a thread at the console's start) and a first page view ask for the
+    same report at once: the second waits for the first's computation, it does not
+    start its own (a report reads every row and event of its campaign)."""
+    import threading
+
+    store = _store(tmp_path)
+    computed: list[str] = []
+    started = threading.Event()
+
+    def compute() -> str:
+        computed.append(threading.current_thread().name)
+        started.set()
+        deadline = time.monotonic() + 30
+        # held until the other request waits for it (or, were it not waiting, computes)
+        while store.waiting("report:x") == 0 and len(computed) == 1 \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling a state the store reports, up to the deadline
+        return "the report"
+
+    answers: list[Any] = []
+
+    def ask() -> None:
+        answers.append(store.kept_fresh("report:x", compute, max_age=60))
+
+    first = threading.Thread(target=ask, name="warm")
+    first.start()
+    assert started.wait(30)
+    second = threading.Thread(target=ask, name="page")
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert computed == ["warm"]  # once, by whoever asked first
+    assert len(answers) == 2 and answers[0] == answers[1]
+    assert answers[0][1] == "the report" and store.waiting("report:x") == 0
+
+
+def test_a_failing_first_computation_fails_every_waiting_request_and_is_tried_again(
+        tmp_path: Path) -> None:
+    import pytest
+
+    store = _store(tmp_path)
+
+    def broken() -> str:
+        raise RuntimeError("the database went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        store.kept_fresh("report:x", broken, max_age=60)
+    assert store.kept_fresh("report:x", lambda: "the report", max_age=60)[1] == "the report"
+
+
+class _Lines(logging.Handler):
+    """The log lines of one logger, as an operator reads them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_failing_recompute_is_logged_once_and_the_last_report_still_shown(
+        tmp_path: Path) -> None:
+    """A report older than its age is computed again in the background; when that
+    fails (the database away), the console logs it once, goes on showing the last one,
+    and does not try again on every view: RETRY_AFTER later at the earliest."""
+    from mailer.web.console.data import RETRY_AFTER
+
+    store = _store(tmp_path)
+    assert store.kept_fresh("report:x", lambda: "monday's", max_age=60)[1] == "monday's"
+    attempts: list[int] = []
+
+    def broken() -> str:
+        attempts.append(1)
+        raise RuntimeError("the database went away")
+
+    lines = _Lines()
+    logger = logging.getLogger("mailer.console")
+    logger.addHandler(lines)
+    try:
+        for _ in range(3):  # three views, each finding the report old (max_age 0)
+            assert store.kept_fresh("report:x", broken, max_age=0)[1] == "monday's"
+            _join("report:x")
+    finally:
+        logger.removeHandler(lines)
+    assert attempts == [1]
+    assert [r.getMessage() for r in lines.records] == [
+        f"report:x not computed; tried again in {RETRY_AFTER:.0f} s at the earliest"]
+    assert lines.records[0].levelno == logging.WARNING
+    assert lines.records[0].exc_info is not None
+    assert "went away" in str(lines.records[0].exc_info[1])
+    # RETRY_AFTER later: computed again, and shown
+    store.failed["report:x"] -= RETRY_AFTER
+    store.kept_fresh("report:x", lambda: "tuesday's", max_age=0)
+    _join("report:x")
+    assert store.kept_fresh("report:x", broken, max_age=60)[1] == "tuesday's"

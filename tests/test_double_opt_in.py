@@ -180,20 +180,137 @@ def test_a_pending_customer_whose_address_changes_is_asked_again_at_the_new_one(
     store(db, "P,pia@example.com,Pia,pending\n")
     with FaultServer() as server:
         run_once(db, server, T0)
-        moved = T0 + timedelta(hours=1)
+        moved = T0 + timedelta(days=1)  # the request (T0 - 1 h) is more than a day old
         db.write("customers.csv", "id,email,first_name\nP,pia.new@example.com,Pia\n")
         assert db.run("import", "customers", "customers.csv", "--now", z(moved)).code == 0
         found = customer(db, "P")
         assert found["consent"] == "pending" and found["opt_in_sent_at"] is None
         assert moved <= stored_time(found["opt_in_requested_at"]) < moved + timedelta(minutes=1)
-        run_once(db, server, T0 + timedelta(hours=2))
-        run_once(db, server, T0 + timedelta(hours=3))  # asked once at each address
+        run_once(db, server, moved + timedelta(hours=1))
+        run_once(db, server, moved + timedelta(hours=2))  # asked once at each address
     subjects = [(c.recipient, c.message()["Subject"]) for c in server.caught]
     assert subjects == [
         ("pia@example.com", "Please confirm your subscription to Pine & Co"),
         ("pia.new@example.com", "Please confirm your subscription to Pine & Co")]
     old, new = (confirm_link(c.message()) for c in server.caught)
     assert old != new
+
+
+def move(db: Workspace, email: str, at: datetime) -> str:
+    """Import customer P at EMAIL at AT; what the import said on stderr (its log)."""
+    db.write("moved.csv", f"id,email,first_name\nP,{email},Pia\n")
+    result = db.run("import", "customers", "moved.csv", "--now", z(at))
+    assert result.code == 0, result.stderr
+    return result.stderr
+
+
+def test_a_pending_customer_is_asked_again_at_most_once_a_day(db: Workspace) -> None:
+    """Whoever feeds imports or webhooks must not mail an address a day more than once
+    by rotating a pending customer through addresses: three new addresses within an
+    hour get one new confirmation, and the next change a day after it asks again."""
+    store(db, "P,pia@example.com,Pia,pending\n")  # asked at T0 - 1 h
+    day = T0 + timedelta(days=2)
+    with FaultServer() as server:
+        run_once(db, server, T0)
+        said = [move(db, "one@example.com", day)]
+        run_once(db, server, day + timedelta(minutes=5))
+        asked = customer(db, "P")
+        said.append(move(db, "two@example.com", day + timedelta(minutes=20)))
+        run_once(db, server, day + timedelta(minutes=25))
+        said.append(move(db, "three@example.com", day + timedelta(minutes=40)))
+        run_once(db, server, day + timedelta(minutes=45))
+        found = customer(db, "P")
+        # still pending at the last address, with the request of the first change
+        assert found["consent"] == "pending"
+        assert (found["opt_in_requested_at"], found["opt_in_sent_at"]) == (
+            asked["opt_in_requested_at"], asked["opt_in_sent_at"])
+        assert db.query("SELECT email FROM customers WHERE store_id = 'P'")[0][0] == \
+            "three@example.com"
+        later = day + timedelta(days=1, minutes=1)  # a day after that request
+        said.append(move(db, "four@example.com", later))
+        run_once(db, server, later + timedelta(minutes=5))
+    subject = "Please confirm your subscription to Pine & Co"
+    assert [(c.recipient, c.message()["Subject"]) for c in server.caught] == [
+        ("pia@example.com", subject), ("one@example.com", subject),
+        ("four@example.com", subject)]
+    assert "double opt-in: customer P asked again (new address)" in said[0]
+    first = stored_time(asked["opt_in_requested_at"])  # the logical clock: --now and after
+    assert day <= first < day + timedelta(minutes=1)
+    for refused in said[1:3]:
+        assert ("double opt-in: customer P not asked again (new address): asked at "
+                f"{z(first)}, next no sooner than {z(first + timedelta(days=1))}") in refused
+    assert "double opt-in: customer P asked again (new address)" in said[3]
+    assert "@example.com" not in "".join(said)  # the log names no address
+
+
+def test_webhooks_rotating_a_pending_customer_get_one_new_confirmation_a_day(
+        db: Workspace) -> None:
+    """The same rule through the webhook path (`mailer hooks replay`, as `mailer serve`
+    takes them): a shop's customers/update deliveries changing a pending customer's
+    address three times within an hour get one new confirmation."""
+    store(db, "S,sam@example.com,Sam,true\n")
+    db.env.update(SECRETS)
+    created = json.loads(sample("shopify_customers_create.json"))
+    day = T0 + timedelta(days=2)
+
+    def deliver(n: int, topic: str, email: str, at: datetime) -> str:
+        body = json.dumps({**created, "email": email,
+                           "updated_at": z(at - timedelta(seconds=1))}).encode()
+        db.write("saved.jsonl", saved("shopify", {
+            "X-Shopify-Topic": topic, "X-Shopify-Webhook-Id": f"w-{n}",
+            "X-Shopify-Hmac-Sha256": b64_hmac(SECRETS["MAILER_SHOPIFY_SECRET"], body)},
+            body) + "\n")
+        result = db.run("hooks", "replay", "saved.jsonl", "--now", z(at))
+        assert result.code == 0, result.stdout + result.stderr
+        return result.stderr
+
+    with FaultServer() as server:
+        deliver(1, "customers/create", "ana.lima@example.com", T0)
+        run_once(db, server, T0 + timedelta(minutes=5))
+        said = []
+        for n, (email, minutes) in enumerate([("one@example.com", 0), ("two@example.com", 20),
+                                              ("three@example.com", 40)], start=2):
+            said.append(deliver(n, "customers/update", email, day + timedelta(minutes=minutes)))
+            run_once(db, server, day + timedelta(minutes=minutes + 5))
+    subject = "Please confirm your subscription to Pine & Co"
+    assert [(c.recipient, c.message()["Subject"]) for c in server.caught
+            if c.recipient != "sam@example.com"] == [
+        ("ana.lima@example.com", subject), ("one@example.com", subject)]
+    who = created["id"]
+    assert f"double opt-in: customer {who} asked again (new address)" in said[0]
+    assert all(f"double opt-in: customer {who} not asked again (new address)" in line
+               for line in said[1:])
+    assert customer(db, str(who))["consent"] == "pending"
+
+
+def test_a_new_address_before_the_first_confirmation_gets_the_one_confirmation(
+        db: Workspace) -> None:
+    store(db, "P,pia@example.com,Pia,pending\n")
+    requested = customer(db, "P")["opt_in_requested_at"]
+    said = move(db, "pia.fixed@example.com", T0 - timedelta(minutes=30))
+    assert "asked" not in said  # nothing went to the old address: no one asked again
+    assert customer(db, "P")["opt_in_requested_at"] == requested
+    with FaultServer() as server:
+        run_once(db, server, T0)
+    assert [c.recipient for c in server.caught] == ["pia.fixed@example.com"]
+
+
+def test_withdrawing_and_asking_again_within_a_day_sends_no_second_confirmation(
+        db: Workspace) -> None:
+    store(db, "P,pia@example.com,Pia,pending\n")
+    with FaultServer() as server:
+        run_once(db, server, T0)
+        for at, answer in ((T0 + timedelta(hours=1), "false"), (T0 + timedelta(hours=2),
+                                                              "pending")):
+            db.write("again.csv", f"id,email,subscribed\nP,pia@example.com,{answer}\n")
+            result = db.run("import", "customers", "again.csv", "--now", z(at))
+            assert result.code == 0, result.stderr
+        assert "customer P not asked again (withdrew and asked again)" in result.stderr
+        assert customer(db, "P")["consent"] == "pending"
+        run_once(db, server, T0 + timedelta(hours=3))
+    assert [c.recipient for c in server.caught] == ["pia@example.com"]  # one, at T0
+    # the request stays: its reminder is still to come, 3 days after that confirmation
+    assert customer(db, "P")["opt_in_reminded_at"] is None
 
 
 def test_no_reminder_when_the_confirmation_was_refused(db: Workspace) -> None:

@@ -24,10 +24,12 @@ def replay(ctx: click.Context, file: str, workspace: str | None, now: str | None
     from pathlib import Path
 
     from mailer.core.errors import NotFoundError
+    from mailer.core.logs import configure
     from mailer.store.records import Context
     from mailer.web.hooks import replay as replay_lines
 
     run = session(ctx, workspace, now)
+    configure(run.env.log_format)  # what the writes log, as `mailer serve` does
     path = Path(file) if Path(file).is_absolute() else Path.cwd() / file
     if not path.is_file():
         raise NotFoundError(f"{file}: no such file")

@@ -77,12 +77,14 @@ def _open(path: str) -> Iterator[tuple[BinaryIO, int | None]]:
 
 def _import(ctx: click.Context, kind: str, *, file: str, fmt: str | None, strict: bool,
             workspace: str | None, as_json: bool, now: str | None) -> None:
+    from mailer.core.logs import configure
     from mailer.core.wording import counted
     from mailer.store.importer import RowError, import_file
     from mailer.store.records import Context
     from mailer.store.sources import format_for
 
     run = session(ctx, workspace, now)
+    configure(run.env.log_format)  # what the writes log (a pending customer asked again)
     chosen = format_for(file, fmt)
     moment = run.clock.now()
     checks = Context.of(run.workspace.settings, moment)

@@ -17,10 +17,11 @@ customer and each consent moved gets its row in consent_history
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, BinaryIO, cast
 
 from sqlalchemy import (
@@ -35,6 +36,7 @@ from sqlalchemy import (
     update,
 )
 
+from mailer.core.clock import iso_z
 from mailer.core.errors import ConfigError, Problem
 from mailer.store.customers import record_consent
 from mailer.store.db import among
@@ -51,8 +53,14 @@ from mailer.store.records import (
 )
 from mailer.store.sources import SourceStopped, open_source
 
+log = logging.getLogger("mailer.import")
+
 BATCH = 1000
 ERRORS_KEPT = 1000  # the JSON report lists this many; stderr gets every one
+# Double opt-in: a pending customer is asked again (a new confirmation) at most this
+# often, so whoever feeds imports or webhooks cannot mail an address a day more than once
+# by rotating a customer through addresses (docs/events.md, "A new address while pending").
+ASK_AGAIN_AFTER = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,8 @@ class _CustomerWriter:
     def _write(self, rows: list[CustomerRow]) -> None:
         c = _CUSTOMERS.c
         existing = {r.store_id: r for r in self._conn.execute(
-            select(c.id, c.store_id, c.consent, c.attributes, c.email_key)
+            select(c.id, c.store_id, c.consent, c.attributes, c.email_key,
+                   c.opt_in_requested_at, c.opt_in_sent_at)
             .where(c.store_id.in_([row.store_id for row in rows])))}
         owners = _pairs(self._conn.execute(
             select(c.email_key, c.store_id).where(c.email_key.in_([row.email_key for row in rows]))
@@ -145,7 +154,9 @@ class _CustomerWriter:
                 inserts.append(self._new(row))
             else:
                 values = self._changes(row, stored.consent, stored.attributes,
-                                       moved_from=stored.email_key)
+                                       moved_from=stored.email_key,
+                                       asked=(stored.opt_in_requested_at,
+                                              stored.opt_in_sent_at))
                 updates.setdefault(tuple(sorted(values)), []).append({"_id": stored.id, **values})
         if inserts:
             self._conn.execute(insert(_CUSTOMERS), inserts)
@@ -189,8 +200,33 @@ class _CustomerWriter:
                 "opt_in_sent_at": None, "opt_in_reminded_at": None,
                 "opt_in_confirmed_at": None, "opt_in_ip": None}
 
+    def _ask_again(self, row: CustomerRow, asked: tuple[datetime | None, datetime | None],
+                   why: str) -> dict[str, Any]:
+        """The double opt-in columns of a customer asked again (WHY: a new address, or
+        a withdrawn request made again), as of ASKED (the last request's time and when
+        its confirmation was queued): a new request, unless the last one's confirmation
+        was queued and the request is less than ASK_AGAIN_AFTER old; then it stays as it
+        was (nothing written: no new confirmation, its reminder goes to the address the
+        customer has by then). A request with no confirmation queued yet stays too: its
+        one confirmation goes to the address the customer has when it is queued."""
+        requested_at, sent_at = asked
+        if sent_at is None:
+            return {}
+        if requested_at is not None and self._now - requested_at < ASK_AGAIN_AFTER:
+            log.warning("double opt-in: customer %s not asked again (%s): asked at %s, "
+                        "next no sooner than %s", row.store_id, why, iso_z(requested_at),
+                        iso_z(requested_at + ASK_AGAIN_AFTER),
+                        extra={"fields": {"event": "opt_in_not_asked_again",
+                                          "customer": row.store_id, "why": why}})
+            return {}
+        log.info("double opt-in: customer %s asked again (%s)", row.store_id, why,
+                 extra={"fields": {"event": "opt_in_asked_again", "customer": row.store_id,
+                                   "why": why}})
+        return self._asked(True)
+
     def _changes(self, row: CustomerRow, consent: str,
-                 attributes: dict[str, Any] | None, *, moved_from: str | None = None
+                 attributes: dict[str, Any] | None, *, moved_from: str | None = None,
+                 asked: tuple[datetime | None, datetime | None] = (None, None)
                  ) -> dict[str, Any]:
         values: dict[str, Any] = {**row.values, "email": row.email, "email_key": row.email_key,
                                   "updated_at": self._now}
@@ -215,13 +251,14 @@ class _CustomerWriter:
         if moved is not None:
             values.update(consent=moved, consent_at=self._now, consent_source=self._source,
                           consent_reason=None)
-            if moved == "pending":
-                values.update(self._asked(True))
+            if moved == "pending":  # asked again after a withdrawal: at most once a day
+                values.update(self._asked(True) if asked == (None, None)
+                              else self._ask_again(row, asked, "withdrew and asked again"))
         elif consent == "pending" and moved_from is not None and moved_from != row.email_key:
             # A pending customer's new address: the notice sent to the old one proves
             # nothing of it (its link names the old address and is refused), so the new
-            # address is asked from the start.
-            values.update(self._asked(True))
+            # address is asked from the start, at most once a day.
+            values.update(self._ask_again(row, asked, "new address"))
         values.update(folded("customers", values))  # the shadows segments match
         return values
 

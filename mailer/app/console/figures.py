@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from mailer.config.files import content_hash
 from mailer.config.settings import Settings
 from mailer.core.clock import iso_z
 from mailer.store.db import Engine
-from mailer.store.insight.figures import KINDS, Figure, save
+from mailer.store.insight.figures import KINDS, Figure, save, stamp
 
 FORECAST_DAYS = 30
 CHART_LABEL = "Mails per day by campaign and topic"
@@ -133,7 +133,7 @@ def compute(engine: Engine, workspace: Workspace, now: datetime, kind: str, *,
     """The figure KIND as of NOW (not stored)."""
     began = time.monotonic()
     document = COMPUTERS[kind](engine, workspace, now)
-    return Figure(kind, now, datetime.now(UTC).replace(microsecond=0),
+    return Figure(kind, now, stamp(),
                   round(time.monotonic() - began, 2), workspace.hash, by, document)
 
 

@@ -5,7 +5,7 @@ whole by each refresh, so a reader sees one computation or the one before, never
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, select
@@ -29,6 +29,21 @@ class Figure:
     workspace: str
     computed_by: str
     document: dict[str, Any]
+
+
+def stamp() -> datetime:
+    """A figure's `computed_at`: the wall clock, not the logical one (--now), so that
+    the console, the daemon and `mailer console refresh`, each with a --now of its own,
+    agree on how old a stored figure is (`age`)."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def age(figure: Figure) -> float:
+    """Seconds since FIGURE was computed, on the clock `stamp` stamped it with (a naive
+    time, as a figure made by hand may have, is read as UTC: the column's own)."""
+    at = figure.computed_at
+    return (stamp() - (at if at.tzinfo is not None else at.replace(tzinfo=UTC))
+            ).total_seconds()
 
 
 def save(conn: Connection, figure: Figure) -> None:

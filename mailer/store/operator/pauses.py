@@ -30,7 +30,9 @@ class Pause:
 
 
 def paused_clause(campaign: Any) -> Any:
-    """SQL: the campaign named by the column CAMPAIGN is paused."""
+    """SQL: the campaign named by the column CAMPAIGN is paused. The ledger's start
+    statement embeds it; its lease does not (it names the paused campaigns, read first:
+    `ledger.due(now, campaigns, paused)`)."""
     return exists().where(PAUSED.c.campaign == campaign)
 
 

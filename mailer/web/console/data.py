@@ -10,8 +10,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ SEARCH_LIMIT = 50  # customers a search lists
 SEARCH_LENGTH = 100  # characters of a search: an id, an address or a name
 
 
+RETRY_AFTER = 60.0  # seconds: a failed background computation is tried again no sooner
+
+
 @dataclass
 class Store:
     """The workspace and database the console reads, and the figures it keeps."""
@@ -38,6 +42,10 @@ class Store:
     computed: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
     computing: dict[str, datetime] = field(default_factory=dict)  # name -> since when
     born: dict[str, float] = field(default_factory=dict)  # name -> monotonic time computed
+    failed: dict[str, float] = field(default_factory=dict)  # name -> monotonic, last failure
+    # first computations in flight (name -> its result) and the requests waiting for one
+    _first: dict[str, Future[tuple[datetime, Any]]] = field(default_factory=dict)
+    _waiting: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     workspace: WorkspaceCache = field(init=False)
 
@@ -50,6 +58,11 @@ class Store:
 
     def now(self) -> datetime:
         return self.clock.now().replace(microsecond=0)
+
+    def waiting(self, name: str) -> int:
+        """How many requests wait for the first computation of NAME in flight."""
+        with self._lock:
+            return self._waiting.get(name, 0)
 
     def kept(self, name: str, compute: Callable[[], Any], *, fresh: bool = False
              ) -> tuple[datetime, Any]:
@@ -64,38 +77,78 @@ class Store:
     def kept_fresh(self, name: str, compute: Callable[[], Any], *, max_age: float
                    ) -> tuple[datetime, Any]:
         """The figure NAME as last computed, with its time: computed now the first time
-        (the caller waits, once), and again in a thread of its own once older than
-        MAX_AGE seconds (the last one returned meanwhile)."""
+        (the caller waits, once: a request meanwhile, warm_reports' or a page's, waits
+        for that same computation and gets its result or its error), and again in a
+        thread of its own once older than MAX_AGE seconds (the last one returned
+        meanwhile; one that failed is logged and tried again no sooner than MAX_AGE or
+        RETRY_AFTER, whichever is longer)."""
         with self._lock:
             found = self.computed.get(name)
             old = time.monotonic() - self.born.get(name, 0.0) > max_age
-        if found is None:
-            value = compute()
-            with self._lock:
-                found = self.computed[name] = (self.now(), value)
-                self.born[name] = time.monotonic()
-            return found
+            flight = self._first.get(name) if found is None else None
+            mine = found is None and flight is None
+            if mine:
+                flight = self._first[name] = Future()
+            elif flight is not None:
+                self._waiting[name] = self._waiting.get(name, 0) + 1
+        if flight is not None and not mine:
+            try:
+                return flight.result()
+            finally:
+                with self._lock:
+                    self._waiting[name] -= 1
+        if flight is not None:
+            try:
+                value = compute()
+                with self._lock:
+                    found = self.computed[name] = (self.now(), value)
+                    self.born[name] = time.monotonic()
+                flight.set_result(found)
+                return found
+            except BaseException as err:
+                flight.set_exception(err)
+                raise
+            finally:
+                with self._lock:
+                    self._first.pop(name, None)
+        assert found is not None
         if old:
-            self.kept_later(name, compute, fresh=True)
+            self.kept_later(name, compute, fresh=True, retry_after=max(max_age, RETRY_AFTER))
         return found
 
-    def kept_later(self, name: str, compute: Callable[[], Any], *, fresh: bool = False
-                   ) -> tuple[datetime, Any] | None:
+    def kept_later(self, name: str, compute: Callable[[], Any], *, fresh: bool = False,
+                   retry_after: float | None = None) -> tuple[datetime, Any] | None:
         """The figure NAME as last computed, or None while it is computed for the first
         time in a thread of its own (started here when it is not yet, or when FRESH): a
-        page never waits for a simulation."""
+        page never waits for a simulation. A computation that fails is logged; with
+        RETRY_AFTER (seconds), none is started again sooner after a failure (a page
+        viewed every second would otherwise fail, and log, every second)."""
         with self._lock:
             found = self.computed.get(name)
             if (found is not None and not fresh) or name in self.computing:
+                return found
+            failed = self.failed.get(name)
+            if (retry_after is not None and failed is not None
+                    and time.monotonic() - failed < retry_after):
                 return found
             self.computing[name] = self.now()
 
         def work() -> None:
             try:
                 value = compute()
+            except Exception:
+                with self._lock:
+                    self.failed[name] = time.monotonic()
+                again = f"; tried again in {retry_after:.0f} s at the earliest" \
+                    if retry_after is not None else ""
+                log.warning("%s not computed%s", name, again, exc_info=True,
+                            extra={"fields": {"event": "console_figure_failed",
+                                              "figure": name}})
+            else:
                 with self._lock:
                     self.computed[name] = (self.now(), value)
                     self.born[name] = time.monotonic()
+                    self.failed.pop(name, None)
             finally:
                 with self._lock:
                     self.computing.pop(name, None)
@@ -113,7 +166,8 @@ def campaigns(store: Store) -> dict[str, Any]:
     """The `mailer campaigns --json` document at the console's now; the audiences are the
     segment sizes the console keeps (`segments`), null until they are first computed;
     sent, opened, clicked and unsubscribed are the counts it keeps (`counts`), with their
-    time. States, next due times, last planned and pauses are read live."""
+    time (and whether they are being counted again). States, next due times, last
+    planned and pauses are read live."""
     from mailer.app.campaigns import Counts, overview
 
     now = store.now()
@@ -128,7 +182,7 @@ def campaigns(store: Store) -> dict[str, Any]:
     return {"now": iso_z(now), "audiences_at": sizes["computed_at"],
             "audiences_stale": sizes.get("stale", False),
             "counts_at": counted["computed_at"], "counts_by": counted["computed_by"],
-            "counts_in": counted["computed_in"],
+            "counts_in": counted["computed_in"], "counts_computing": counted["computing"],
             "campaigns": [line.as_json() for line in found]}
 
 
@@ -277,24 +331,28 @@ def figure(store: Store, kind: str, *, fresh: bool = False, max_age: float | Non
     """The figure KIND (mailer.app.console.figures) with its time: as last stored by `mailer
     console refresh`, the daemon or this console, `stale` once the workspace files differ
     from those it was computed from. FRESH (asked for again), stored more than MAX_AGE
-    seconds ago (wall time), or none stored and KIND in COMPUTED_UNASKED: the console
-    computes it in a thread of its own and stores it; a page never waits for it."""
+    seconds ago, or none stored and KIND in COMPUTED_UNASKED: the console computes it
+    in a thread of its own and stores it; a page never waits for it. The age is on the
+    clock the figure's time was stamped with (`computed_at`: the wall clock, whatever
+    --now this console, the daemon or `mailer console refresh` run with). A computation
+    not asked for that failed is tried again RETRY_AFTER later at the earliest."""
     from mailer.app.console.figures import refresh
-    from mailer.store.insight.figures import Figure, load
+    from mailer.store.insight.figures import Figure, age, load
 
     with store.engine.connect() as conn:
         stored = load(conn, kind)
     seen = stored or store.computed.get(kind, (None, None))[1]
-    if seen is not None and max_age is not None:
-        fresh = fresh or (datetime.now(UTC) - seen.computed_at).total_seconds() > max_age
+    old = seen is not None and max_age is not None and age(seen) > max_age
 
     def compute() -> Figure:
         return refresh(store.engine, _workspace(store, kind), store.now(), kinds=[kind],
                        by="console")[0]
 
     kept = None
-    if fresh or (stored is None and (kind in COMPUTED_UNASKED or kind in store.computed)):
-        found = store.kept_later(kind, compute, fresh=fresh)
+    if fresh or old or (stored is None and (kind in COMPUTED_UNASKED
+                                            or kind in store.computed)):
+        found = store.kept_later(kind, compute, fresh=fresh or old,
+                                 retry_after=None if fresh else RETRY_AFTER)
         kept = found[1] if found is not None else None
     shown: Figure | None = stored or kept
     since = store.computing.get(kind)
