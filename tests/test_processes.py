@@ -53,9 +53,18 @@ def test_render_processes_make_the_senders_mails_and_one_that_dies_is_replaced(
             children = [child.pid for child in pool._children]
             assert pool.size == 3 and all(_alive(pid) for pid in children)
             there = pool.render_batch(rows, NOW_UTC)
+            # a sender that ran out of mails renders a share itself (the batch's last
+            # rows) while the children render the rest, up to half; less when it did not
+            for _ in range(20):
+                pool.adjust(True)
+            assert pool.here == 0.5
+            shared = pool.render_batch(rows, NOW_UTC)
             # a stop asked: every child stops between rows, all rows are left
             stopped = pool.render_batch(rows, NOW_UTC, stop=lambda: True)
             assert stopped.left == list(rows) and not stopped.ready and not stopped.failed
+            for _ in range(20):
+                pool.adjust(False)
+            assert pool.here == 0.0
             # a database error in a child goes up as the sender's own would (it backs off)
             _rename(engine, "customers", "customers_away")
             with pytest.raises(DatabaseError, match="a render process"):
@@ -69,7 +78,7 @@ def test_render_processes_make_the_senders_mails_and_one_that_dies_is_replaced(
         assert not any(_alive(pid) for pid in children)  # closed: ended and reaped
     finally:
         engine.dispose()
-    for rendering in (there, again):
+    for rendering in (there, shared, again):
         assert [r.row.id for r in rendering.ready] == [r.row.id for r in here.ready]
         assert [r.message for r in rendering.ready] == [r.message for r in here.ready]
         assert rendering.failed == here.failed and not rendering.left

@@ -44,6 +44,11 @@ log = logging.getLogger("mailer.send")
 MOST_PROCESSES = 4  # `auto`: one per core, at most this many
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 POLL = 0.05  # seconds between looks at the stop flag while children render
+# The share of each batch the sender renders itself while its children render the rest:
+# moved by HERE_STEP after each batch (up when the sender ran out of mails waiting for
+# it, down when it did not), between 0 and HERE_MOST.
+HERE_STEP = 0.05
+HERE_MOST = 0.5
 
 
 def process_count(setting: int | str) -> int:
@@ -76,6 +81,7 @@ class RenderPool:
         self._children: list[_Child] = []
         self._parent_pid = os.getpid()
         self._asked = 0  # batches sent so far
+        self.here = 0.0  # the share of a batch rendered in this process (`adjust`)
         if threading.current_thread() is not threading.main_thread():
             # PR_SET_PDEATHSIG follows the thread that forked: it must be one that lives
             log.debug("render processes forked from a thread: the pipe alone watches it")
@@ -101,6 +107,14 @@ class RenderPool:
         """Children alive and in use."""
         return len(self._children)
 
+    def adjust(self, starved: bool) -> None:
+        """After a batch: whether the sender ran out of mails while it rendered. The
+        sender's own share grows when it did (its CPU idled: DKIM signing or a heavy
+        template makes the children the slower side) and shrinks when it did not (the
+        sender's own work, SMTP and the ledger, is what limits the rate then)."""
+        step = HERE_STEP if starved else -HERE_STEP
+        self.here = min(HERE_MOST, max(0.0, self.here + step))
+
     def render_batch(self, rows: Sequence[Row], now: datetime, *,
                      stop: Callable[[], bool] | None = None,
                      within: float | None = None) -> Any:
@@ -112,8 +126,10 @@ class RenderPool:
         if not self._children or len(rows) < 2:
             return self.renderer.render_batch(rows, now, stop=stop, within=within)
         self._stop[0] = 1 if stop is not None and stop() else 0
-        share = -(-len(rows) // len(self._children))
-        slices = [list(rows[i:i + share]) for i in range(0, len(rows), share)]
+        mine = list(rows[len(rows) - int(len(rows) * self.here):])  # the last rows
+        theirs = rows[:len(rows) - len(mine)]
+        share = -(-len(theirs) // len(self._children))
+        slices = [list(theirs[i:i + share]) for i in range(0, len(theirs), share)]
         self._asked += 1  # answers to an earlier batch (never expected) are told apart
         asked: dict[int, tuple[_Child, list[Row]]] = {}  # slice number -> who renders it
         for number, (child, part) in enumerate(zip(self._children, slices, strict=False)):
@@ -123,6 +139,9 @@ class RenderPool:
             except OSError:
                 asked[number] = (self._drop(child), part)
         done: dict[int, Rendering | None] = {}
+        if mine:  # rendered here while the children render theirs; the last part
+            done[len(slices)] = self.renderer.render_batch(mine, now, stop=stop,
+                                                           within=within)
         failure: Exception | None = None  # raised once every child has answered
         while any(number not in done for number in asked):
             if stop is not None and stop():

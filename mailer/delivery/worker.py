@@ -334,6 +334,7 @@ class SendingLoop:
         self._tasks: set[asyncio.Task[None]] = set()
         self._starved_for: float | None = None  # seconds until a rate permit may be free
         self._filling: asyncio.Task[bool] | None = None  # the next batch, with a pool
+        self._starved = False  # no mail was waiting while the next batch rendered
         # A fill's lease and the turns' writes run in two threads at once: on SQLite a
         # lock taken here, not the database's busy wait (it sleeps for milliseconds).
         self._writer: contextlib.AbstractContextManager[Any] = (
@@ -394,6 +395,8 @@ class SendingLoop:
                     self._pending.extend(ready)
                     exhausted = exhausted and not left  # those are due again at once
             await self._turn(stop)
+            if self._filling is not None and not self._pending and not stop.is_set():
+                self._starved = True
             if self._filling is not None and self._in_flight == 0 and (
                     stop.is_set() or not self._pending):
                 await asyncio.wait({self._filling})  # the next batch is all there is to do
@@ -439,7 +442,11 @@ class SendingLoop:
         """The finished fill's answer (its error raised here, as a claim's would be)."""
         filling, self._filling = self._filling, None
         assert filling is not None
-        return await filling
+        exhausted = await filling
+        if self.pool is not None and not exhausted:  # the last batch says nothing
+            self.pool.adjust(self._starved)
+        self._starved = False
+        return exhausted
 
     def _prepare(self, rows: list[Row], now: datetime, stopped: Callable[[], bool]
                  ) -> tuple[list[Ready], list[tuple[str, str]], list[Row]]:
