@@ -82,6 +82,7 @@ class RenderPool:
         self._parent_pid = os.getpid()
         self._asked = 0  # batches sent so far
         self.here = 0.0  # the share of a batch rendered in this process (`adjust`)
+        self._here_last = False  # the last batch: this process's share was done last
         if threading.current_thread() is not threading.main_thread():
             # PR_SET_PDEATHSIG follows the thread that forked: it must be one that lives
             log.debug("render processes forked from a thread: the pipe alone watches it")
@@ -109,10 +110,11 @@ class RenderPool:
 
     def adjust(self, starved: bool) -> None:
         """After a batch: whether the sender ran out of mails while it rendered. The
-        sender's own share grows when it did (its CPU idled: DKIM signing or a heavy
-        template makes the children the slower side) and shrinks when it did not (the
-        sender's own work, SMTP and the ledger, is what limits the rate then)."""
-        step = HERE_STEP if starved else -HERE_STEP
+        sender's own share grows when it did and the children were the slower side
+        (DKIM signing or a heavy template: the sender's CPU idled), and shrinks when it
+        did not (the sender's own work, SMTP and the ledger, limits the rate then) or
+        when its own share was done last (it is what the batch waited for)."""
+        step = HERE_STEP if starved and not self._here_last else -HERE_STEP
         self.here = min(HERE_MOST, max(0.0, self.here + step))
 
     def render_batch(self, rows: Sequence[Row], now: datetime, *,
@@ -142,6 +144,9 @@ class RenderPool:
         if mine:  # rendered here while the children render theirs; the last part
             done[len(slices)] = self.renderer.render_batch(mine, now, stop=stop,
                                                            within=within)
+        # every child's answer already there: this process's share is what was waited for
+        self._here_last = bool(mine) and all(child.conn.poll() for child, _ in asked.values()
+                                             if child.pid)
         failure: Exception | None = None  # raised once every child has answered
         while any(number not in done for number in asked):
             if stop is not None and stop():
