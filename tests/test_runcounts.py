@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-from mailer.planning.runcounts import DENSE_FLOOR, MOST, RunCounts
+from mailer.planning.runcounts import MOST, PAGE, RunCounts
 
 FAR = 2_000_000_000  # a customer id PostgreSQL hands out after years of inserts
 
@@ -44,30 +44,24 @@ def test_a_far_customer_id_costs_memory_of_one_customer_not_of_its_id() -> None:
                           "five": counts[5], "next": counts[{FAR} + 1],
                           "topic": topics[{FAR}, "news"], "other": topics[{FAR}, "sale"]}}))
         """)
-    assert found["peak"] < 8 * 1024 * 1024  # bytes: the array's floor (2 MB) and change
+    assert found["peak"] < 1024 * 1024  # bytes: three pages of 8 KB and change
     assert (found["one"], found["five"], found["next"]) == (3, 1, 0)
     assert found["far"] == MOST and found["topic"] == MOST  # saturated, as dense ids are
     assert found["other"] == 0
 
 
-def test_dense_ids_are_counted_in_the_array_up_to_the_saturation() -> None:
+def test_neighbouring_ids_in_any_order_share_pages_and_saturate() -> None:
+    import random
+
     counts = RunCounts()
-    for customer_id in range(DENSE_FLOOR + 10):  # every id: the array covers them all
+    ids = list(range(3_000_000, 3_000_000 + 100_000))  # a block far from zero, shuffled
+    random.Random(7).shuffle(ids)
+    for customer_id in ids:
         counts.add(customer_id)
-    assert counts[0] == 1 and counts[DENSE_FLOOR + 9] == 1 and counts[DENSE_FLOOR + 10] == 0
-    assert len(counts._counts) >= DENSE_FLOOR + 10 and not counts._sparse
+    assert counts[3_000_000] == 1 and counts[3_099_999] == 1 and counts[3_100_000] == 0
+    assert counts[0] == 0 and counts[-1] == 0
+    # memory follows the ids counted: 100,000 neighbours fill 26 pages of 4,096
+    assert len(counts._pages) <= 100_000 // PAGE + 2
     for _ in range(MOST + 5):
         counts.add(7)
     assert counts[7] == MOST
-
-
-def test_an_id_counted_far_stays_counted_once_the_others_reach_it() -> None:
-    counts = RunCounts()
-    counts.add(3 * DENSE_FLOOR)  # far while few are counted
-    for customer_id in range(DENSE_FLOOR):
-        counts.add(customer_id)
-    counts.add(3 * DENSE_FLOOR + 1)  # the array now reaches past it
-    assert len(counts._counts) > 3 * DENSE_FLOOR and not counts._sparse  # moved in
-    counts.add(3 * DENSE_FLOOR)
-    assert counts[3 * DENSE_FLOOR] == 2 and counts[3 * DENSE_FLOOR + 1] == 1
-    assert counts[DENSE_FLOOR - 1] == 1 and counts[-1] == 0
