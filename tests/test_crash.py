@@ -286,6 +286,12 @@ def test_permits_given_back_in_a_take_rest_and_are_not_taken_again(pg: Workspace
         with engine.begin() as conn:  # the two come back and rest: only the third is free
             second = limit.take(conn, 3, given_back=first)
         assert len(second) == 1 and second[0] not in first
+        # the give-back ran before the take, as two statements would (no lock taken
+        # before waiting for another): stamps of the database's clock, less what each adds
+        stamps = dict(pg.query(
+            "SELECT slot, free_at - CASE WHEN slot = :taken THEN interval '60 seconds' "
+            "ELSE interval '1 second' END FROM rate_slots", taken=second[0]))
+        assert max(stamps[p] for p in first) <= stamps[second[0]]
         with engine.begin() as conn:
             assert limit.take(conn, 3) == []
         assert 0.5 < limit.retry_in() <= 1.0  # the first two are free a second after

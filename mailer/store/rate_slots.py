@@ -19,12 +19,17 @@ _GIVE_BACK = text(
     "+ make_interval(secs => :rest) WHERE slot = ANY(:slots)")
 # Both in one statement, one round trip a sender's turn instead of two. The permits
 # given back are never among those taken (`<> ALL`): two parts of one statement must not
-# change the same row, and a permit given back rests before its next use anyway.
+# change the same row, and a permit given back rests before its next use anyway. The
+# give-back runs first, as two statements ran: PostgreSQL runs a WITH that nothing reads
+# after the main query, which would lock new permits before waiting for the ones given
+# back (two senders could deadlock); the count of `back` is a one-time filter, evaluated
+# before the main query reads a row.
 _GIVE_BACK_AND_TAKE = text(
     "WITH back AS (UPDATE rate_slots SET free_at = clock_timestamp() AT TIME ZONE 'UTC' "
-    "+ make_interval(secs => :rest) WHERE slot = ANY(:slots)) "
+    "+ make_interval(secs => :rest) WHERE slot = ANY(:slots) RETURNING slot) "
     "UPDATE rate_slots SET free_at = clock_timestamp() AT TIME ZONE 'UTC' "
-    f"+ interval '{HELD}' WHERE slot IN (SELECT slot FROM rate_slots "
+    f"+ interval '{HELD}' WHERE (SELECT count(*) FROM back) >= 0 AND slot IN ("
+    "SELECT slot FROM rate_slots "
     "WHERE free_at <= clock_timestamp() AT TIME ZONE 'UTC' AND slot <> ALL(:slots) "
     "ORDER BY free_at LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING slot")
 
