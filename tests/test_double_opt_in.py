@@ -17,7 +17,7 @@ from mailer.delivery.confirmations import confirm_url
 from mailer.mail.links import Claims, sign
 from mailer.web.listener import HEADERS
 from tests.conftest import SETTINGS, Workspace
-from tests.smtp_server import FaultServer
+from tests.smtp_server import Behaviour, FaultServer
 from tests.test_crash import _wait_for
 from tests.test_daemon import _daemon, _stop
 from tests.test_delivery import KEY
@@ -460,3 +460,49 @@ def test_the_daemon_sweep_sends_the_confirmation_and_never_the_newsletter(
     assert "pending=" in log  # the sweep held the promotion back (pending=1 or 2 a sweep)
     assert db.query("SELECT count(*) FROM deliveries")[0][0] == 0
     assert "pia@example.com" not in log  # notices to customers log no address
+
+
+def test_a_typo_fixed_after_the_confirmation_bounced_is_asked_at_once(db: Workspace) -> None:
+    """The confirmation to a mistyped address is refused (550 5.1.1): the fixed address
+    is asked within the day, since nothing reached anyone."""
+    store(db, "P,bad550@example.com,Pia,pending\n")
+    with FaultServer() as server:
+        run_once(db, server, T0)
+        said = move(db, "pia@example.com", T0 + timedelta(hours=1))
+        run_once(db, server, T0 + timedelta(hours=2))
+    assert [c.recipient for c in server.caught] == ["pia@example.com"]
+    assert "customer P asked again (new address; the last confirmation was refused)" in said
+    assert customer(db, "P")["consent"] == "pending"
+
+
+def test_a_confirmation_refused_after_the_address_was_fixed_is_followed_by_a_reminder(
+        db: Workspace) -> None:
+    """The address changed while its confirmation was still being retried (not asked
+    again: within the day); once that confirmation is given up, the one reminder goes
+    to the address the customer has now, with a link that confirms it."""
+    store(db, "P,temp451@example.com,Pia,pending\n")
+    with FaultServer(Behaviour(fails=100)) as server:
+        run_once(db, server, T0)  # deferred: 451 at RCPT
+        said = move(db, "pia@example.com", T0 + timedelta(hours=1))
+        assert "customer P not asked again (new address)" in said
+        run_once(db, server, T0 + timedelta(days=3))  # retried past delivery.retry_for
+        assert [s for (s,) in db.query("SELECT status FROM notices")] == ["failed"]
+        run_once(db, server, T0 + timedelta(days=3, hours=1))
+    assert [c.recipient for c in server.caught] == ["pia@example.com"]
+    reminder = server.caught[0].message()
+    assert "confirm" in reminder["Subject"].lower()
+    assert "/confirm/" in confirm_link(reminder)
+    assert customer(db, "P")["opt_in_reminded_at"] is not None
+
+
+def test_asking_again_long_after_a_withdrawal_with_nothing_sent_is_a_new_request(
+        db: Workspace) -> None:
+    store(db, "P,pia@example.com,Pia,pending\n")  # asked at T0 - 1 h, nothing queued yet
+    for at, answer in ((T0 - timedelta(minutes=50), "false"),
+                       (T0 + timedelta(days=30), "pending")):
+        db.write("again.csv", f"id,email,subscribed\nP,pia@example.com,{answer}\n")
+        assert db.run("import", "customers", "again.csv", "--now", z(at)).code == 0
+    found = customer(db, "P")
+    assert found["consent"] == "pending"
+    asked = stored_time(found["opt_in_requested_at"])  # the new request's, not the old one's
+    assert T0 + timedelta(days=30) <= asked < T0 + timedelta(days=30, minutes=1)

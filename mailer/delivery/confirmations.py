@@ -27,7 +27,7 @@ from mailer.delivery.notices import queue_notice
 from mailer.mail.links import signed_url
 from mailer.store.customers import Asking, mark_asked, pending_to_remind, pending_unasked
 from mailer.store.db import Connection, Engine
-from mailer.store.notices import statuses
+from mailer.store.notices import GAVE_UP, confirmation_key, sent_to
 
 log = logging.getLogger("mailer.confirm")
 
@@ -35,14 +35,12 @@ REMIND_AFTER = timedelta(days=3)  # the one reminder, this long after the confir
 LINK_VALID = timedelta(days=7)  # a confirm link works this long after it was signed
 BATCH = 200  # customers per transaction
 WENT_OUT = ("sent", "unknown")  # a reminder follows only a confirmation that left
-GAVE_UP = ("failed", "expired")  # the address refused it: no reminder either
 
 
 def notice_key(customer: Asking, *, reminder: bool) -> str:
     """`confirm:<id>:<request time>` (or `confirm-reminder:…`): one per request, so a
     customer who asks again after withdrawing gets a new one."""
-    kind = "confirm-reminder" if reminder else "confirm"
-    return f"{kind}:{customer.id}:{customer.requested_at.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    return confirmation_key(customer.id, customer.requested_at, reminder=reminder)
 
 
 def address_tag(email: str) -> str:
@@ -152,13 +150,15 @@ def _reminders(engine: Engine, settings: Settings, key: str, now: datetime,
     queued = 0
     with engine.begin() as conn:
         batch = pending_to_remind(conn, now - REMIND_AFTER, BATCH, after)
-        found = statuses(conn, [notice_key(c, reminder=False) for c in batch])
+        found = sent_to(conn, [notice_key(c, reminder=False) for c in batch])
         remind, settled = [], []
         for customer in batch:
-            status = found.get(notice_key(customer, reminder=False))
-            if status in GAVE_UP:  # the address refused the confirmation: no reminder
-                settled.append(customer.id)
-            elif status is None or status in WENT_OUT:
+            status, to = found.get(notice_key(customer, reminder=False), (None, None))
+            if status in GAVE_UP and to == customer.email:
+                settled.append(customer.id)  # this address refused the confirmation
+            elif status is None or status in WENT_OUT or status in GAVE_UP:
+                # a refused confirmation of an address the customer has left (a typo
+                # fixed): the reminder goes to the new one, with a link it can use
                 remind.append(customer)
                 settled.append(customer.id)
         chosen = mark_asked(conn, settled, now, reminder=True)

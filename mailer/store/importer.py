@@ -42,6 +42,7 @@ from mailer.store.customers import record_consent
 from mailer.store.db import among
 from mailer.store.locks import importing
 from mailer.store.models import Customer, Order, OrderLine, folded
+from mailer.store.notices import GAVE_UP, confirmation_key, sent_to
 from mailer.store.records import (
     BadRow,
     Context,
@@ -61,6 +62,8 @@ ERRORS_KEPT = 1000  # the JSON report lists this many; stderr gets every one
 # often, so whoever feeds imports or webhooks cannot mail an address a day more than once
 # by rotating a customer through addresses (docs/events.md, "A new address while pending").
 ASK_AGAIN_AFTER = timedelta(hours=24)
+NEW_ADDRESS = "new address"
+WITHDREW = "withdrew and asked again"
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class _CustomerWriter:
             select(c.id, c.store_id, c.consent, c.attributes, c.email_key,
                    c.opt_in_requested_at, c.opt_in_sent_at)
             .where(c.store_id.in_([row.store_id for row in rows])))}
+        refused = self._refused(existing.values())
         owners = _pairs(self._conn.execute(
             select(c.email_key, c.store_id).where(c.email_key.in_([row.email_key for row in rows]))
         ))
@@ -156,7 +160,8 @@ class _CustomerWriter:
                 values = self._changes(row, stored.consent, stored.attributes,
                                        moved_from=stored.email_key,
                                        asked=(stored.opt_in_requested_at,
-                                              stored.opt_in_sent_at))
+                                              stored.opt_in_sent_at),
+                                       refused=stored.id in refused)
                 updates.setdefault(tuple(sorted(values)), []).append({"_id": stored.id, **values})
         if inserts:
             self._conn.execute(insert(_CUSTOMERS), inserts)
@@ -200,25 +205,43 @@ class _CustomerWriter:
                 "opt_in_sent_at": None, "opt_in_reminded_at": None,
                 "opt_in_confirmed_at": None, "opt_in_ip": None}
 
+    def _refused(self, stored: Iterable[Any]) -> set[int]:
+        """The customers of STORED whose last double opt-in confirmation the address
+        refused (its notice failed or expired)."""
+        keys = {confirmation_key(r.id, r.opt_in_requested_at, reminder=False): r.id
+                for r in stored if r.opt_in_sent_at is not None
+                and r.opt_in_requested_at is not None and r.consent != "subscribed"}
+        return {keys[key] for key, (status, _) in sent_to(self._conn, list(keys)).items()
+                if status in GAVE_UP}
+
     def _ask_again(self, row: CustomerRow, asked: tuple[datetime | None, datetime | None],
-                   why: str) -> dict[str, Any]:
+                   why: str, *, refused: bool = False) -> dict[str, Any]:
         """The double opt-in columns of a customer asked again (WHY: a new address, or
         a withdrawn request made again), as of ASKED (the last request's time and when
         its confirmation was queued): a new request, unless the last one's confirmation
         was queued and the request is less than ASK_AGAIN_AFTER old; then it stays as it
-        was (nothing written: no new confirmation, its reminder goes to the address the
-        customer has by then). A request with no confirmation queued yet stays too: its
-        one confirmation goes to the address the customer has when it is queued."""
+        was (no new confirmation, its reminder goes to the address the customer has by
+        then; an earlier confirmation's proof is dropped: the customer is pending). A
+        new address before any confirmation was queued keeps the request: its one
+        confirmation goes to the address the customer has when it is queued; a request
+        made again after a withdrawal with none queued starts anew. A confirmation the
+        old address REFUSED (a typo fixed) is no mail to throttle: asked again at once."""
         requested_at, sent_at = asked
         if sent_at is None:
-            return {}
+            return {} if why == NEW_ADDRESS else self._asked(True)
+        if refused:
+            log.info("double opt-in: customer %s asked again (%s; the last confirmation "
+                     "was refused)", row.store_id, why,
+                     extra={"fields": {"event": "opt_in_asked_again",
+                                       "customer": row.store_id, "why": why}})
+            return self._asked(True)
         if requested_at is not None and self._now - requested_at < ASK_AGAIN_AFTER:
             log.warning("double opt-in: customer %s not asked again (%s): asked at %s, "
                         "next no sooner than %s", row.store_id, why, iso_z(requested_at),
                         iso_z(requested_at + ASK_AGAIN_AFTER),
                         extra={"fields": {"event": "opt_in_not_asked_again",
                                           "customer": row.store_id, "why": why}})
-            return {}
+            return {"opt_in_confirmed_at": None, "opt_in_ip": None}
         log.info("double opt-in: customer %s asked again (%s)", row.store_id, why,
                  extra={"fields": {"event": "opt_in_asked_again", "customer": row.store_id,
                                    "why": why}})
@@ -226,8 +249,8 @@ class _CustomerWriter:
 
     def _changes(self, row: CustomerRow, consent: str,
                  attributes: dict[str, Any] | None, *, moved_from: str | None = None,
-                 asked: tuple[datetime | None, datetime | None] = (None, None)
-                 ) -> dict[str, Any]:
+                 asked: tuple[datetime | None, datetime | None] = (None, None),
+                 refused: bool = False) -> dict[str, Any]:
         values: dict[str, Any] = {**row.values, "email": row.email, "email_key": row.email_key,
                                   "updated_at": self._now}
         if "birth_date" in values:
@@ -253,12 +276,12 @@ class _CustomerWriter:
                           consent_reason=None)
             if moved == "pending":  # asked again after a withdrawal: at most once a day
                 values.update(self._asked(True) if asked == (None, None)
-                              else self._ask_again(row, asked, "withdrew and asked again"))
+                              else self._ask_again(row, asked, WITHDREW, refused=refused))
         elif consent == "pending" and moved_from is not None and moved_from != row.email_key:
             # A pending customer's new address: the notice sent to the old one proves
             # nothing of it (its link names the old address and is refused), so the new
             # address is asked from the start, at most once a day.
-            values.update(self._ask_again(row, asked, "new address"))
+            values.update(self._ask_again(row, asked, NEW_ADDRESS, refused=refused))
         values.update(folded("customers", values))  # the shadows segments match
         return values
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, func, literal_column, or_, select, text, update
@@ -150,6 +150,25 @@ def created_between(conn: Connection, kind: str, start: datetime, end: datetime)
     return int(conn.execute(select(func.count()).where(
         NOTICES.c.kind == kind, NOTICES.c.created_at >= start,
         NOTICES.c.created_at < end)).scalar_one())
+
+
+GAVE_UP = ("failed", "expired")  # the address refused a notice (or it never left)
+
+
+def confirmation_key(customer_id: int, requested_at: datetime, *, reminder: bool) -> str:
+    """`confirm:<id>:<request time>` (or `confirm-reminder:…`): a double opt-in request's
+    notices (mailer.delivery.confirmations), one per request."""
+    kind = "confirm-reminder" if reminder else "confirm"
+    return f"{kind}:{customer_id}:{requested_at.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def sent_to(conn: Connection, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """The status of each notice with one of KEYS and the address it is for."""
+    if not keys:
+        return {}
+    return {key: (status, to) for key, status, to in conn.execute(
+        select(NOTICES.c.key, NOTICES.c.status, NOTICES.c.to)
+        .where(NOTICES.c.key.in_(list(keys))))}
 
 
 def statuses(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
