@@ -141,13 +141,16 @@ class RenderPool:
             except OSError:
                 asked[number] = (self._drop(child), part)
         done: dict[int, Rendering | None] = {}
+        failure: Exception | None = None  # raised once every child has answered
         if mine:  # rendered here while the children render theirs; the last part
-            done[len(slices)] = self.renderer.render_batch(mine, now, stop=stop,
-                                                           within=within)
+            try:
+                done[len(slices)] = self.renderer.render_batch(mine, now, stop=stop,
+                                                               within=within)
+            except DatabaseError as err:
+                done[len(slices)], failure = None, err
         # every child's answer already there: this process's share is what was waited for
         self._here_last = bool(mine) and all(child.conn.poll() for child, _ in asked.values()
                                              if child.pid)
-        failure: Exception | None = None  # raised once every child has answered
         while any(number not in done for number in asked):
             if stop is not None and stop():
                 self._stop[0] = 1
