@@ -41,7 +41,12 @@ lint: $(STAMP)
 # workers per core (xdist; each has its own PostgreSQL scratch database): much of the
 # suite waits on daemons, servers and subprocesses (a fresh clone on 2 cores: 1,206 tests
 # in 320 s with four workers; 1,002 took 304 s with two). loadgroup keeps a module that
-# builds one store for all its tests (tests/test_console.py) on one worker a database.
+# builds one store for all its tests (tests/test_console.py) on one worker a database
+# (tests/conftest.py names the groups: xdist 3.8 alone no longer does on pytest 9).
+# 1,483 tests on the shared 2-core machine with others' work beside them: 836 s and 730 s
+# of CPU (user+sys) before the changes README's "Tests" lists, 877 s and 500 s of CPU
+# after, at load average 10 instead of 8 (two cores need at least CPU/2 of wall clock:
+# 365 s before, 250 s after, PostgreSQL's own work aside).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 # Bytecode compiled once up front: the suite and the demo start hundreds of `mailer`
 # processes, and where PYTHONDONTWRITEBYTECODE is set (this CI machine) each would compile

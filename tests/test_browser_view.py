@@ -3,14 +3,11 @@ went through SMTP, as its reader got it, and counts one open; every other link i
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
@@ -24,6 +21,7 @@ from tests.smtp_server import FaultServer
 from tests.test_delivery import KEY, send
 from tests.test_delivery import shop as note_shop
 from tests.test_serve import Service, events, html_of
+from tests.test_serve import serving as serve_service
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "https://mail.shop.example"
@@ -75,33 +73,22 @@ def sent_sale(db: Workspace) -> dict[str, EmailMessage]:
 
 
 class Served(Service):
-    """The real `mailer serve` in a subprocess; `stop()` ends it and returns its log."""
+    """The service of `mailer serve` (tests/test_serve.py's serving); `stop()` ends it and
+    returns its log."""
+
+    def __init__(self, service: Service, stop: Callable[[], None]) -> None:
+        super().__init__(service.port, service.log)
+        self._stop = stop
 
     def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.terminate()
-        _, err = self.process.communicate(timeout=10)
-        return str(err)
+        self._stop()
+        return self.log()
 
 
 @contextmanager
 def serving(db: Workspace) -> Iterator[Served]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    env.update(db.env)
-    env["MAILER_SECRET_KEY"] = KEY
-    process = subprocess.Popen([sys.executable, "-m", "mailer.cli", "--workspace",
-                                str(db.root), "serve", "--port", "0"], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    if not first.startswith("listening on 127.0.0.1:"):
-        process.kill()
-        pytest.fail(f"serve did not start: {process.communicate(timeout=10)[1]}")
-    served = Served(process, int(first.rsplit(":", 1)[1]))
-    try:
-        yield served
-    finally:
-        served.stop()
+    with ExitStack() as running:
+        yield Served(running.enter_context(serve_service(db)), running.close)
 
 
 def browser_link(mail: EmailMessage) -> str:

@@ -3,10 +3,7 @@ its mails did, through the real CLI after a real send and the real service's eve
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -17,8 +14,9 @@ from sqlalchemy import text
 
 from tests.conftest import Workspace
 from tests.smtp_server import FaultServer
-from tests.test_delivery import KEY, send
+from tests.test_delivery import send
 from tests.test_serve import BASE, ROOMY, TEMPLATE, Service, hrefs, html_of
+from tests.test_serve import serving as serve_service
 
 NOW = "2026-11-23T10:00"  # Berlin: 09:00Z
 ADDRESSES = ["anna@example.com", "bob@example.com", "chloe@example.com"]
@@ -55,22 +53,11 @@ def send_mails(db: Workspace, campaign: str, now: str = NOW) -> dict[str, EmailM
 
 @contextmanager
 def serving(db: Workspace) -> Iterator[Service]:
-    """`mailer serve` in a subprocess; leaving stops it cleanly, which writes every open
-    and click it still held (they are written in batches a moment after the answer)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    env.update(db.env)
-    env["MAILER_SECRET_KEY"] = KEY
-    process = subprocess.Popen([sys.executable, "-m", "mailer.cli", "--workspace",
-                                str(db.root), "serve", "--port", "0"], env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stdout is not None and process.stderr is not None
-    first = process.stdout.readline()
-    assert first.startswith("listening on 127.0.0.1:"), process.stderr.read()
-    try:
-        yield Service(process, int(first.rsplit(":", 1)[1]))
-    finally:
-        process.terminate()
-        assert process.wait(timeout=20) == 0, process.stderr.read()
+    """`mailer serve` (tests/test_serve.py's serving); leaving stops it cleanly, which
+    writes every open and click it still held (they are written in batches a moment after
+    the answer), and fails the test if the service failed."""
+    with serve_service(db) as service:
+        yield service
 
 
 def link(mail: EmailMessage, path: str) -> str:

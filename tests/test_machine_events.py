@@ -7,10 +7,7 @@ of the report's opens, clicks and A/B winner. Against the real service (`mailer 
 from __future__ import annotations
 
 import hmac
-import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +19,7 @@ from tests.conftest import Workspace
 from tests.smtp_server import FaultServer
 from tests.test_delivery import KEY, send
 from tests.test_serve import ROOMY, Service
+from tests.test_serve import serving as serve_service
 
 LINKS = ("https://shop.example/boots", "https://shop.example/coats", "https://shop.example/hats")
 TEMPLATE = ("<html><body><p>Hello {{ customer.first_name }},</p>"
@@ -67,21 +65,8 @@ def _utc(at: datetime | str) -> datetime:
 @contextmanager
 def serving(db: Workspace, now: datetime) -> Iterator[Service]:
     """`mailer serve --now NOW`; on leaving, stopped cleanly (its pending hits written)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    env.update(db.env)
-    env["MAILER_SECRET_KEY"] = KEY
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mailer.cli", "--workspace", str(db.root), "serve", "--port",
-         "0", "--now", now.strftime("%Y-%m-%dT%H:%M:%SZ")],
-        env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    assert first.startswith("listening on 127.0.0.1:"), first
-    try:
-        yield Service(process, int(first.rsplit(":", 1)[1]))
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with serve_service(db, now.strftime("%Y-%m-%dT%H:%M:%SZ")) as service:
+        yield service
 
 
 def events(db: Workspace) -> list[tuple[Any, ...]]:

@@ -157,12 +157,16 @@ def test_a_transaction_is_not_begun_once_its_row_has_expired() -> None:
 def test_no_mail_from_at_or_after_the_promotion_ends(db: Workspace) -> None:
     """Rows leased and rendered wait for a rate permit; the promotion ends while they
     wait. Those become `expired`; every `sent` row began its transaction before the end."""
+    # Six seconds of the send's clock (from its start) at 5 a second: a loaded machine's
+    # start, plan and first renders (over 2 s in a full run at load 9 when the end was
+    # 2 s away: every row expired) still leave some sent; 60 rows take 12 s: the rest
+    # expire.
     promotion = CAMPAIGN.replace("trigger: once\nat: 2026-11-23T09:00\ngrace: 2d\n",
                                  "trigger: promotion\nstarts: 2026-11-23T09:00\n"
-                                 "ends: 2026-11-23T10:00:02\n")
+                                 "ends: 2026-11-23T10:00:06\n")
     addresses = [f"p{n:02d}@example.com" for n in range(60)]
     shop(db, addresses, campaign=promotion,
-         settings=SETTINGS + "delivery: {concurrency: 4, rate_per_second: 20}\n")
+         settings=SETTINGS + "delivery: {concurrency: 4, rate_per_second: 5}\n")
     with FaultServer() as server:
         summary = send(db, server, "note")
     rows = db.query("SELECT email, status, sent_at, expires_at FROM deliveries")

@@ -1,6 +1,7 @@
 """The HTTP side (`mailer serve`, DESIGN §6): one-click unsubscribe, the preference centre,
-clicks, opens and ratings, against the real service in a subprocess and mails that
-really went through SMTP."""
+clicks, opens and ratings, against the real service (in this process on a real socket,
+tests/in_process.py; in a subprocess beside a daemon) and mails that really went
+through SMTP."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from mailer.mail.links import Claims, sign, verify
+from tests import in_process
 from tests.conftest import SETTINGS, Workspace
 from tests.smtp_server import FaultServer
 from tests.test_delivery import KEY, send
@@ -59,8 +61,10 @@ def shop(db: Workspace, addresses: list[str]) -> None:
 
 
 class Service:
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
-        self.process, self.port = process, port
+    """A running service on PORT of 127.0.0.1; LOG returns its log lines so far."""
+
+    def __init__(self, port: int, log: Callable[[], str] = str) -> None:
+        self.port, self.log = port, log
 
     def request(self, method: str, url: str, body: str | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -81,25 +85,32 @@ def service(db: Workspace) -> Iterator[Service]:
         yield served
 
 
-@contextmanager
-def serving(db: Workspace, now: str | None = None, **env_extra: str) -> Iterator[Service]:
-    """`mailer serve --port 0` (at NOW, when given) on DB's workspace with the test key,
-    until the block ends."""
-    with serving_logged(db, None, now, env_extra) as served:
-        yield served
-
-
-@contextmanager
-def serving_logged(db: Workspace, log: Path | None, now: str | None = None,
-                   env_extra: dict[str, str] | None = None) -> Iterator[Service]:
-    """`serving`, its stderr written to LOG when given (a pipe nobody reads would stall
-    a service that logs much)."""
+def serve_environment(db: Workspace, **extra: str) -> dict[str, str]:
+    """What `mailer serve` runs with in these tests: no MAILER_* of the caller, DB's
+    database, the test key and EXTRA."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     env.update(db.env)
-    env.update({"MAILER_SECRET_KEY": KEY, **(env_extra or {})})
+    env.update({"MAILER_SECRET_KEY": KEY, **extra})
+    return env
+
+
+@contextmanager
+def serving(db: Workspace, now: str | None = None, **env_extra: str) -> Iterator[Service]:
+    """What `mailer serve --port 0` (at NOW, when given) serves on DB's workspace with the
+    test key, until the block ends: in this process, on a real socket (tests/in_process.py);
+    leaving stops it as SIGTERM does, its pending opens and clicks written."""
+    with in_process.serving(db.root, serve_environment(db, **env_extra), now) as (port, log):
+        yield Service(port, log.text)
+
+
+@contextmanager
+def serving_logged(db: Workspace, log: Path, now: str | None = None,
+                   env_extra: dict[str, str] | None = None) -> Iterator[Service]:
+    """The real `mailer serve` in a subprocess, its stderr written to LOG (a pipe nobody
+    reads would stall a service that logs much), for the tests about it beside others."""
+    env = serve_environment(db, **(env_extra or {}))
     at = ["--now", now] if now is not None else []
-    with ExitStack() as files:
-        sink = files.enter_context(log.open("w")) if log is not None else subprocess.PIPE
+    with log.open("w") as sink:
         process = subprocess.Popen([sys.executable, "-m", "mailer.cli", "--workspace",
                                     str(db.root), "serve", "--port", "0", *at], env=env,
                                    text=True, stdout=subprocess.PIPE, stderr=sink)
@@ -108,10 +119,9 @@ def serving_logged(db: Workspace, log: Path | None, now: str | None = None,
     if not first.startswith("listening on 127.0.0.1:"):
         process.kill()
         process.wait(timeout=10)
-        raise AssertionError(log.read_text() if log is not None else
-                             process.stderr.read() if process.stderr else first)
+        raise AssertionError(log.read_text())
     try:
-        yield Service(process, int(first.rsplit(":", 1)[1]))
+        yield Service(int(first.rsplit(":", 1)[1]), log.read_text)
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -384,7 +394,7 @@ def test_sqlite_daemon_and_service_write_at_once_without_locking(ws: Workspace) 
                                str(ws.root), "serve", "--port", "0"], env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert served.stdout is not None
-    service = Service(served, int(served.stdout.readline().rsplit(":", 1)[1]))
+    service = Service(int(served.stdout.readline().rsplit(":", 1)[1]))
     now = datetime.now(UTC).replace(microsecond=0)
     ws.write("campaigns/note.yaml", f"name: Note\ntrigger: once\nat: {now:%Y-%m-%dT%H:%M:%S}Z\n"
                                     "grace: 1h\nsegment: everyone\ntemplate: note.html\n"

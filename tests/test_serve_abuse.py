@@ -9,13 +9,11 @@ about a second, not the production 10 s / 30 s / 5 s.
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import select
 import socket
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,9 +28,10 @@ from aiohttp import web
 from mailer.core.clock import Clock
 from mailer.mail.links import Claims, sign
 from mailer.store.db import create, database_url
-from mailer.web.app import Database, Hits, Service, make_app, serve
+from mailer.web.app import Database, Hits, Service, make_app
 from mailer.web.listener import Limits
 from tests.conftest import Workspace
+from tests.in_process import running
 from tests.test_delivery import KEY
 from tests.test_serve import ADDRESSES, consent, events, shop
 
@@ -52,38 +51,6 @@ def service_for(engine: Any, limits: Limits = FAST) -> Service:
     return Service(db=database, keys=(KEY,), store="Pine & Co", base_url="https://mail.shop.example",
                    topics=("general", "promotions"), clock=Clock(), hits=Hits(database),
                    limits=limits)
-
-
-@contextmanager
-def running(service: Service, app: web.Application | None = None) -> Iterator[int]:
-    """The service on a free port of 127.0.0.1, in a thread with its own event loop."""
-    lines: Queue[str] = Queue()
-    started: Queue[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = Queue()
-    failed: list[BaseException] = []
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        started.put((asyncio.get_running_loop(), stop))
-        await serve(service, "127.0.0.1", 0, lines.put, stop, app=app)
-
-    def thread_main() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as err:  # reported by the test, not lost in the thread
-            failed.append(err)
-            lines.put("failed")
-
-    thread = threading.Thread(target=thread_main, daemon=True)
-    thread.start()
-    loop, stop = started.get(timeout=10)
-    first = lines.get(timeout=10)
-    assert first.startswith("listening on 127.0.0.1:"), failed
-    try:
-        yield int(first.rsplit(":", 1)[1])
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(20)
-        assert not thread.is_alive() and not failed, failed
 
 
 def request(port: int, method: str, path: str, body: str | bytes | None = None,

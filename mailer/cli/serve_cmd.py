@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from mailer.cli.common import now_option, session, workspace_option
+from mailer.cli.common import Session, now_option, session, workspace_option
+
+if TYPE_CHECKING:
+    from mailer.web.app import Service
 
 
 @click.command()
@@ -22,28 +27,35 @@ def serve(ctx: click.Context, host: str, port: int, workspace: str | None,
     With --now, what readers do is recorded as if the clock had started at TIME (a demo,
     or a replay of a day's links)."""
     from mailer.cli.common import run_server
-    from mailer.config.workspace import load_campaigns, load_segments
     from mailer.core.logs import configure
-    from mailer.delivery.sending import secret_key
-    from mailer.web.app import Database, Hits, Service
     from mailer.web.app import serve as serve_http
-    from mailer.web.listener import Limits
 
     run = session(ctx, workspace, now)
+    service = build_service(run)
+    configure(run.env.log_format)
+    _enough_files(service.limits.connections)
+
+    run_server(lambda say, stop: serve_http(service, host, port, say, stop), host, port)
+
+
+def build_service(run: Session) -> Service:
+    """The service `mailer serve` runs on RUN's workspace, database and clock (the tests
+    run it in their own process, on a real socket)."""
+    from mailer.config.workspace import load_campaigns, load_segments
+    from mailer.delivery.sending import secret_key
+    from mailer.web.app import Database, Hits, Service
+    from mailer.web.listener import Limits
+
     settings = run.workspace.settings
     specs, _ = load_segments(run.root)
     campaigns, _ = load_campaigns(run.root, set(specs))
     limits = Limits()
     database = Database(run.engine, wait=limits.database)
-    service = Service(db=database, keys=(secret_key(run.env), *run.env.old_secret_keys),
-                      store=settings.store.name, base_url=settings.tracking.base_url,
-                      topics=sorted({spec.topic for spec in campaigns.values()}),
-                      clock=run.clock, hits=Hits(database), limits=limits,
-                      settings=settings, hook_secrets=dict(run.env.hook_secrets))
-    configure(run.env.log_format)
-    _enough_files(limits.connections)
-
-    run_server(lambda say, stop: serve_http(service, host, port, say, stop), host, port)
+    return Service(db=database, keys=(secret_key(run.env), *run.env.old_secret_keys),
+                   store=settings.store.name, base_url=settings.tracking.base_url,
+                   topics=sorted({spec.topic for spec in campaigns.values()}),
+                   clock=run.clock, hits=Hits(database), limits=limits,
+                   settings=settings, hook_secrets=dict(run.env.hook_secrets))
 
 
 def _enough_files(connections: int) -> None:
