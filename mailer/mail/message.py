@@ -245,17 +245,18 @@ def _quoted_printable(body: str) -> bytes:
     if "\r" in body or " \n" in body or "\t\n" in body:
         return b2a_qp(body.encode("utf-8")).replace(b"\n", b"\r\n")
     kept = _QP_LINES
-    out = []
-    for line in body.split("\n"):
-        coded = kept.get(line)
-        if coded is None:
-            coded = b2a_qp(line.encode("utf-8")).replace(b"\n", b"\r\n")  # soft breaks
-            if len(line) <= _QP_LONGEST:
-                if len(kept) >= _QP_KEPT:
-                    kept.clear()
-                kept[line] = coded
-        out.append(coded)
-    return b"\r\n".join(out)
+    lines = body.split("\n")
+    coded: list[bytes | None] = list(map(kept.get, lines))  # C calls, not one a line
+    if None in coded:
+        for index, line in enumerate(lines):
+            if coded[index] is None:
+                made = b2a_qp(line.encode("utf-8")).replace(b"\n", b"\r\n")  # soft breaks
+                if len(line) <= _QP_LONGEST:
+                    if len(kept) >= _QP_KEPT:
+                        kept.clear()
+                    kept[line] = made
+                coded[index] = made
+    return b"\r\n".join(coded)  # type: ignore[arg-type]  # no None left
 
 
 def _part(subtype: str, body: str) -> bytes:
