@@ -5,6 +5,7 @@ that say who would get what; `checked N files` comes before the summary."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -328,7 +329,7 @@ FULL_SETTINGS = SETTINGS.replace("currency: EUR}", 'currency: EUR, url: "https:/
 
 
 def _keys(context: dict[str, Any]) -> dict[str, set[str] | None]:
-    return {name: (set(value) if isinstance(value, dict) and CONTEXT_SCHEMA[name].fields
+    return {name: (set(value) if isinstance(value, Mapping) and CONTEXT_SCHEMA[name].fields
                    is not None else None) for name, value in context.items()}
 
 

@@ -37,6 +37,7 @@ from mailer.mail.limits import (
     checked_operands,
     weight,
 )
+from mailer.mail.links import RecipientLinks
 from mailer.mail.sizes import (
     MeteredEscapeFormatter,
     MeteredFormatter,
@@ -136,6 +137,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         Python attribute first and falls back to the key through an AttributeError, once
         per printed value; anything that is not a plain dict key takes the sandbox's path."""
         if type(obj) is dict and attribute in obj:
+            return obj[attribute]
+        if type(obj) is RecipientLinks and attribute in obj:  # `links.preferences`
             return obj[attribute]
         return super().getattr(obj, attribute)
 
