@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import shutil
 import socket
@@ -52,6 +53,25 @@ def _no_leaking_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("MAILER_") and name != "MAILER_TEST_POSTGRES_URL":
             monkeypatch.delenv(name)
+
+
+@contextmanager
+def _mailer_logging_kept() -> Iterator[None]:
+    """A command run in-process (`mailer import`, `hooks replay`) sets up mailer's log
+    lines for its process (mailer.core.logs.configure: a stderr handler, no propagation):
+    undone when it returns, so the test's caplog (and the next test's) still sees them."""
+    logger = logging.getLogger("mailer")
+    kept = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = kept[0], kept[1], kept[2]
+
+
+@pytest.fixture(autouse=True)
+def _no_leaking_log_setup() -> Iterator[None]:
+    with _mailer_logging_kept():
+        yield
 
 
 def _postgres_admin_url() -> str | None:
@@ -136,7 +156,8 @@ class Workspace:
         previous = os.getcwd()
         os.chdir(self.root)  # relative file arguments are relative to the workspace
         try:
-            with runner.isolation(input=stdin, env=self.env) as streams:
+            with runner.isolation(input=stdin, env=self.env) as streams, \
+                    _mailer_logging_kept():
                 code = main(["--workspace", str(self.root), *args])
                 out, err = streams[0].getvalue(), streams[1].getvalue()
         finally:
