@@ -167,58 +167,31 @@ def signed_url(base_url: str, purpose: str, customer: str, campaign: str, messag
     return f"{base_url.rstrip('/')}/{PATHS[purpose]}/{token}"
 
 
-class SignedOnRead(Mapping[int, str]):
-    """A mail's links of one purpose, one per score or answer (`links.rating`,
-    `links.survey`), each signed when a template first reads it: most mails print none
-    of the five ratings, and a token costs an HMAC."""
-
-    __slots__ = ("_keys", "_made", "_make")
-
-    def __init__(self, keys: Sequence[int], make: Callable[[int], str]) -> None:
-        self._keys = tuple(keys)
-        self._make = make
-        self._made: dict[int, str] = {}
-
-    def __getitem__(self, key: int) -> str:
-        made = self._made.get(key)
-        if made is None:
-            if key not in self._keys:
-                raise KeyError(key)
-            made = self._made[key] = self._make(key)
-        return made
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def __repr__(self) -> str:
-        return repr(dict(self))
-
-
-class RecipientLinks(Mapping[str, Any]):
-    """A mail's `links`: the unsubscribe link signed at once (the List-Unsubscribe header
-    needs it), the others when a template first reads them (an HMAC each: the demo's
-    mails print no `keep_subscribed`, most print no rating)."""
+class SignedOnRead(Mapping[Any, Any]):
+    """Links signed when a template first reads them, each by its own MAKE: a mail's
+    `links` (all but the unsubscribe link, which the List-Unsubscribe header needs at
+    once: MADE) and, inside it, `links.rating` and `links.survey`, one per score or
+    answer. A token costs an HMAC, and most mails print few of them: the demo's none of
+    `keep_subscribed` or the five ratings."""
 
     __slots__ = ("_made", "_make")
 
-    def __init__(self, made: dict[str, Any], make: dict[str, Callable[[], Any]]) -> None:
-        self._made = made
+    def __init__(self, make: dict[Any, Callable[[], Any]],
+                 made: dict[Any, Any] | None = None) -> None:
         self._make = make
+        self._made = made if made is not None else {}
 
-    def __getitem__(self, key: str) -> Any:
+    def __getitem__(self, key: Any) -> Any:
         made = self._made.get(key)
         if made is None:
-            make = self._make[key]  # KeyError for a name links has not
+            make = self._make[key]  # KeyError for a name or score it has not
             made = self._made[key] = make()
         return made
 
     def __contains__(self, key: object) -> bool:
-        return key in self._make or key in self._made
+        return key in self._make
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Any]:
         return iter(self._make)
 
     def __len__(self) -> int:
@@ -229,23 +202,23 @@ class RecipientLinks(Mapping[str, Any]):
 
 
 def recipient_links(base_url: str, *, customer: str, campaign: str, message: str,
-                    key: str, survey: Sequence[int] | None = None) -> RecipientLinks:
+                    key: str, survey: Sequence[int] | None = None) -> SignedOnRead:
     """`links.unsubscribe`, `links.preferences`, `links.browser`, `links.keep_subscribed`
     (the sunset mail's "keep me subscribed" page) for one mail,
     `links.rating[1]` … `links.rating[5]` (one link per score of a feedback request) and,
     given the SURVEY scale of a campaign's survey (its first question's answers: 1–5, or
     0–10 for nps), `links.survey[value]`: the survey page with that first answer chosen.
-    All but the unsubscribe link are signed as they are read (RecipientLinks,
-    SignedOnRead)."""
-    def signed(purpose: str) -> Callable[[], str]:
-        return lambda: signed_url(base_url, purpose, customer, campaign, message, key)
+    All but the unsubscribe link are signed as they are read (SignedOnRead)."""
+    def signed(purpose: str, extra: str = "") -> Callable[[], str]:
+        return lambda: signed_url(base_url, purpose, customer, campaign, message, key, extra)
 
-    make: dict[str, Callable[[], Any]] = {
+    def each(purpose: str, values: Sequence[int]) -> Callable[[], SignedOnRead]:
+        return lambda: SignedOnRead({value: signed(purpose, str(value)) for value in values})
+
+    make: dict[Any, Callable[[], Any]] = {
         purpose: signed(purpose)
         for purpose in ("unsubscribe", "preferences", "browser", "keep_subscribed")}
-    make["rating"] = lambda: SignedOnRead(SCORES, lambda score: signed_url(
-        base_url, "rating", customer, campaign, message, key, str(score)))
+    make["rating"] = each("rating", SCORES)
     if survey is not None:
-        make["survey"] = lambda: SignedOnRead(survey, lambda value: signed_url(
-            base_url, "survey", customer, campaign, message, key, str(value)))
-    return RecipientLinks({"unsubscribe": make["unsubscribe"]()}, make)
+        make["survey"] = each("survey", survey)
+    return SignedOnRead(make, {"unsubscribe": make["unsubscribe"]()})

@@ -37,7 +37,7 @@ from mailer.mail.limits import (
     checked_operands,
     weight,
 )
-from mailer.mail.links import RecipientLinks
+from mailer.mail.links import SignedOnRead
 from mailer.mail.sizes import (
     MeteredEscapeFormatter,
     MeteredFormatter,
@@ -138,7 +138,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         per printed value; anything that is not a plain dict key takes the sandbox's path."""
         if type(obj) is dict and attribute in obj:
             return obj[attribute]
-        if type(obj) is RecipientLinks and attribute in obj:  # `links.preferences`
+        if type(obj) is SignedOnRead and attribute in obj:  # `links.preferences`
             return obj[attribute]
         return super().getattr(obj, attribute)
 

@@ -169,11 +169,3 @@ def sent_to(conn: Connection, keys: Sequence[str]) -> dict[str, tuple[str, str]]
     return {key: (status, to) for key, status, to in conn.execute(
         select(NOTICES.c.key, NOTICES.c.status, NOTICES.c.to)
         .where(NOTICES.c.key.in_(list(keys))))}
-
-
-def statuses(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
-    """The status of each notice with one of KEYS (keys never queued are left out)."""
-    if not keys:
-        return {}
-    return {key: status for key, status in conn.execute(
-        select(NOTICES.c.key, NOTICES.c.status).where(NOTICES.c.key.in_(list(keys))))}
