@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select, text, update
+from sqlalchemy import Table, bindparam, select, text, update
 
 from mailer.store.db import Connection, binds_arrays, insert_returning
 from mailer.store.models import Coupon, Customer, naive_utc
@@ -56,9 +56,13 @@ def give_referral_code(conn: Connection, customer_id: int, code: str) -> None:
                  .values(referral_code=code))
 
 
+# built once (a mail batch's read): the ids bound per call
+_OF_ROWS = select(Coupon.delivery_id, Coupon.code, Coupon.expires_at).where(
+    Coupon.delivery_id.in_(bindparam("ids", expanding=True)))
+
+
 def coupons_of_rows(conn: Connection, delivery_ids: Sequence[int]
                     ) -> dict[int, tuple[str, datetime]]:
     """Ledger row id -> (code, expiry) of the coupon made for it."""
-    return {int(row[0] or 0): (row[1], row[2]) for row in conn.execute(
-        select(Coupon.delivery_id, Coupon.code, Coupon.expires_at)
-        .where(Coupon.delivery_id.in_(list(delivery_ids))))}
+    return {int(row[0] or 0): (row[1], row[2])
+            for row in conn.execute(_OF_ROWS, {"ids": list(delivery_ids)})}

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import (
+    BindParameter,
+    Integer,
     Select,
     Table,
     Update,
@@ -149,8 +151,10 @@ def row_by_id(conn: Connection, row_id: int) -> tuple[Row, str, datetime | None]
     return Row(*values), str(status), sent_at
 
 
-def due(now: datetime, campaigns: Sequence[str] | None, paused: Sequence[str] = ()) -> Any:
-    """SQL: a row due at NOW (of CAMPAIGNS, None: of any), not of the PAUSED campaigns.
+def due(now: datetime | BindParameter[Any], campaigns: Sequence[str] | BindParameter[Any] | None,
+        paused: Sequence[str] = ()) -> Any:
+    """SQL: a row due at NOW (of CAMPAIGNS, None: of any), not of the PAUSED campaigns
+    (NOW and CAMPAIGNS may be bound parameters: `claim` builds its statements once).
 
     The paused ones are named, read first (`paused_campaigns`): with a NOT EXISTS on that
     table instead, PostgreSQL took the anti-join for selective and sorted every due row
@@ -167,7 +171,8 @@ def due(now: datetime, campaigns: Sequence[str] | None, paused: Sequence[str] = 
         condition = and_(condition, DELIVERIES.c.campaign.not_in(list(paused)))
     if campaigns is None:
         return condition
-    return and_(condition, DELIVERIES.c.campaign.in_(list(campaigns)))
+    return and_(condition, DELIVERIES.c.campaign.in_(
+        campaigns if isinstance(campaigns, BindParameter) else list(campaigns)))
 
 
 def _paused(conn: Connection) -> list[str]:
@@ -184,19 +189,35 @@ def claim(engine: Engine, owner: str, now: datetime, limit: int,
     rows: list[Row] = []
     with engine.begin() as conn:
         paused = _paused(conn)  # a pause after this read: `start` refuses the rows
+        values: dict[str, Any] = {"now": now, "owner": owner, "until": now + LEASE}
+        if campaigns is not None:
+            values["campaigns"] = list(campaigns)
         for state in DUE_STATES:
             if len(rows) >= limit:
                 break
-            picked = select(DELIVERIES.c.id).where(
-                DELIVERIES.c.status == state, due(now, campaigns, paused)) \
-                .order_by(DELIVERIES.c.send_after).limit(limit - len(rows))
-            if is_server(conn):  # other senders may claim at once
-                picked = picked.with_for_update(skip_locked=True)
-            rows += [Row(**row._mapping) for row in conn.execute(
-                update(DELIVERIES).where(DELIVERIES.c.id.in_(picked.scalar_subquery()))
-                .values(lease_owner=owner, lease_until=now + LEASE)
-                .returning(*_ROW_COLUMNS))]
+            statement = _claim_statement(state, campaigns is not None, tuple(paused),
+                                         is_server(conn))
+            rows += [Row(*row) for row in conn.execute(statement,
+                                                       {**values, "n": limit - len(rows)})]
     return sorted(rows, key=lambda r: (r.send_after, r.id))
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_statement(state: str, by_campaign: bool, paused: tuple[str, ...],
+                     server: bool) -> Update:
+    """claim's UPDATE for one state, built once (values bound: now, owner, until, n and
+    the campaigns): a sender leases every batch, and building the statement and its
+    cache key cost SQLAlchemy more than the database took to run it."""
+    campaigns: BindParameter[Any] | None = (bindparam("campaigns", expanding=True)
+                                             if by_campaign else None)
+    picked = select(DELIVERIES.c.id).where(
+        DELIVERIES.c.status == state, due(bindparam("now"), campaigns, paused)) \
+        .order_by(DELIVERIES.c.send_after).limit(bindparam("n", type_=Integer))
+    if server:  # other senders may claim at once
+        picked = picked.with_for_update(skip_locked=True)
+    return (update(DELIVERIES).where(DELIVERIES.c.id.in_(picked.scalar_subquery()))
+            .values(lease_owner=bindparam("owner"), lease_until=bindparam("until"))
+            .returning(*_ROW_COLUMNS))
 
 
 def start(conn: Connection, owner: str, ids: Sequence[int], now: datetime) -> set[int]:
@@ -713,24 +734,31 @@ def any_due(engine: Engine, now: datetime, campaigns: Sequence[str] | None) -> b
             due(now, campaigns, _paused(conn))).limit(1)).first() is not None
 
 
+_CONSENT_OF_ROWS = (select(DELIVERIES.c.id, Customer.consent, Customer.paused_until,
+                           exists().where(Suppression.email_key == Customer.email_key))
+                    .join(Customer, Customer.id == DELIVERIES.c.customer_id)
+                    .where(DELIVERIES.c.id.in_(bindparam("ids", expanding=True))))
+
+
 def consent_of_rows(conn: Connection, ids: Sequence[int]
                     ) -> list[tuple[int, str, datetime | None, bool]]:
     """Per row id: its customer's consent, paused_until, and whether the address is
     suppressed."""
     return [(int(row_id), consent, paused_until, bool(suppressed))
             for row_id, consent, paused_until, suppressed in conn.execute(
-                select(DELIVERIES.c.id, Customer.consent, Customer.paused_until,
-                       exists().where(Suppression.email_key == Customer.email_key))
-                .join(Customer, Customer.id == DELIVERIES.c.customer_id)
-                .where(DELIVERIES.c.id.in_(list(ids))))]
+                _CONSENT_OF_ROWS, {"ids": list(ids)})]
+
+
+_UNLEASE = (update(DELIVERIES)
+            .where(DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+                   DELIVERIES.c.lease_owner == bindparam("owner"),
+                   DELIVERIES.c.status.in_(DUE_STATES))
+            .values(lease_owner=None, lease_until=None))
 
 
 def unlease(conn: Connection, owner: str, ids: Sequence[int]) -> None:
     """OWNER's lease of these due rows given up: others may claim them."""
-    conn.execute(update(DELIVERIES).where(
-        and_(DELIVERIES.c.id.in_(list(ids)), DELIVERIES.c.lease_owner == owner,
-             DELIVERIES.c.status.in_(DUE_STATES))).values(
-        lease_owner=None, lease_until=None))
+    conn.execute(_UNLEASE, {"ids": list(ids), "owner": owner})
 
 
 def variant_states(conn: Connection, campaign: str) -> list[tuple[int, str, int]]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select
 
+from mailer.store.customers import IDS
 from mailer.store.db import Connection, Engine
 from mailer.store.locks import PREDICT_KEY, one_writer
 from mailer.store.models import Order, Prediction, PredictionFit
@@ -133,13 +134,15 @@ def latest_fit(engine: Engine) -> Fit | None:
                holdout_actual=row.holdout_actual)
 
 
+_PREDICTIONS = select(Prediction.customer_id, Prediction.p_alive, Prediction.expected_orders_90d,
+                      Prediction.predicted_clv_365d, Prediction.next_order_expected_at,
+                      Prediction.churn_risk).where(Prediction.customer_id.in_(IDS))
+
+
 def predictions_of(conn: Connection, ids: Sequence[int]) -> dict[int, Scored]:
     """The stored predictions of the customers IDS (those without one are left out): what
     a mail's `customer.predictions` and the customer card read, once per batch."""
     if not ids:
         return {}
-    rows = conn.execute(select(Prediction.customer_id, Prediction.p_alive,
-                               Prediction.expected_orders_90d, Prediction.predicted_clv_365d,
-                               Prediction.next_order_expected_at, Prediction.churn_risk)
-                        .where(Prediction.customer_id.in_(list(ids))))
+    rows = conn.execute(_PREDICTIONS, {"ids": list(ids)})
     return {row[0]: Scored(*row) for row in rows}

@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, text
 
-from mailer.store.customers import favourite_categories
+from mailer.store.customers import IDS, favourite_categories
 from mailer.store.db import Connection, Engine, is_server, serial_plans
 from mailer.store.locks import RECOMMEND_KEY, file_lock, lock_path
 from mailer.store.models import Order, OrderLine, Recommendation, UTCDateTime
@@ -196,6 +196,18 @@ class Computed:
     pairs: int
 
 
+# Built once, values bound per call (a mail batch's reads, as mailer.store.customers').
+_STORED = (select(Recommendation.customer_id, Recommendation.sku, Recommendation.product,
+                  Recommendation.category, Recommendation.computed_at)
+           .where(Recommendation.customer_id.in_(IDS))
+           .order_by(Recommendation.customer_id, Recommendation.rank))
+_BOUGHT_SINCE = (select(Order.customer_id, OrderLine.sku)
+                 .join(OrderLine, OrderLine.order_id == Order.id)
+                 .where(Order.customer_id.in_(IDS), Order.status == "paid",
+                        Order.placed_at > bindparam("since"), Order.placed_at <= bindparam("now"),
+                        OrderLine.sku.is_not(None)))
+
+
 def recommendations_of(conn: Connection, ids: Sequence[int], *,
                        now: datetime) -> dict[int, list[Recommended]]:
     """The stored recommendations of the customers IDS as of NOW, best first (those
@@ -205,21 +217,14 @@ def recommendations_of(conn: Connection, ids: Sequence[int], *,
         return {}
     found: dict[int, list[Recommended]] = {}
     since: datetime | None = None
-    rows = conn.execute(select(Recommendation.customer_id, Recommendation.sku,
-                               Recommendation.product, Recommendation.category,
-                               Recommendation.computed_at)
-                        .where(Recommendation.customer_id.in_(list(ids)))
-                        .order_by(Recommendation.customer_id, Recommendation.rank))
+    rows = conn.execute(_STORED, {"ids": list(ids)})
     for customer_id, sku, product, category, computed_at in rows:
         found.setdefault(customer_id, []).append(Recommended(sku, product, category))
         since = computed_at if since is None else min(since, computed_at)
     if since is None:
         return found
     bought = {(customer_id, sku) for customer_id, sku in conn.execute(
-        select(Order.customer_id, OrderLine.sku).join(OrderLine, OrderLine.order_id == Order.id)
-        .where(Order.customer_id.in_(list(found)), Order.status == "paid",
-               Order.placed_at > since, Order.placed_at <= now,
-               OrderLine.sku.is_not(None)))}
+        _BOUGHT_SINCE, {"ids": list(found), "since": since, "now": now})}
     if not bought:
         return found
     return {customer_id: kept for customer_id, products in found.items()

@@ -15,9 +15,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, insert, literal, or_, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+)
 
 from mailer.config.settings import STAGE_NAMES, StageSettings
+from mailer.store.customers import IDS
 from mailer.store.db import Connection, Engine
 from mailer.store.locks import STAGES_KEY, one_writer
 from mailer.store.models import Customer, Order, StageChange
@@ -39,7 +52,7 @@ def stage_case(orders: ColumnElement[Any], last_at: ColumnElement[Any],
         else_=literal(EXPLORATION))
 
 
-def _paid(now: datetime) -> ColumnElement[bool]:
+def _paid(now: datetime | BindParameter[Any]) -> ColumnElement[bool]:
     return and_(Order.status == "paid", Order.placed_at <= now)
 
 
@@ -147,22 +160,26 @@ def flow(engine: Engine, *, start: datetime, end: datetime,
         return {(str(before), str(after)): int(n) for before, after, n in rows}
 
 
+# Built once (a mail batch's read, as mailer.store.customers' are): values bound per call.
+_RANKED = (select(Order.customer_id, Order.placed_at,
+                  func.row_number().over(partition_by=Order.customer_id,
+                                         order_by=(Order.placed_at.desc(), Order.id.desc()))
+                  .label("rank"))
+           .where(_paid(bindparam("now")), Order.customer_id.in_(IDS)).subquery("ranked"))
+_LATEST = (select(_RANKED.c.customer_id, _RANKED.c.placed_at)
+           .where(_RANKED.c.rank <= bindparam("limit"))
+           .order_by(_RANKED.c.customer_id, _RANKED.c.rank))
+
+
 def latest_paid_times(conn: Connection, ids: Sequence[int], *, now: datetime,
                       limit: int) -> dict[int, list[datetime]]:
     """The times of each customer's latest LIMIT paid orders placed by NOW, newest first
     (customers without one are left out): what a mail's `customer.stage` needs."""
-    ranked = (select(Order.customer_id, Order.placed_at,
-                     func.row_number().over(partition_by=Order.customer_id,
-                                            order_by=(Order.placed_at.desc(), Order.id.desc()))
-                     .label("rank"))
-              .where(_paid(now), Order.customer_id.in_(list(ids))).subquery("ranked"))
     found: dict[int, list[datetime]] = {}
-    for customer_id, placed_at in conn.execute(
-            select(ranked.c.customer_id, ranked.c.placed_at).where(ranked.c.rank <= limit)
-            .order_by(ranked.c.customer_id, ranked.c.rank)):
+    for customer_id, placed_at in conn.execute(_LATEST, {"ids": list(ids), "now": now,
+                                                         "limit": limit}):
         found.setdefault(customer_id, []).append(placed_at)
     return found
-
 
 
 def changes_into(members: Any, to: str, from_: str | None, *, zone_name: str,
