@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import arguments, fresh_store
+
 from segments import NOW, generate
 
 DATA = Path(__file__).resolve().parent / ".data" / "batch_reads"
@@ -43,12 +44,12 @@ def main() -> None:
     parser = arguments(__doc__, {"--customers": 20_000, "--orders": 60_000, "--batch": 20,
                                  "--batches": 200}, "bench/.data/batch_reads")
     options = parser.parse_args()
+    from mailer.config.settings import MAX_COMMITTED_ORDERS
     from mailer.mail.context import load_customers, load_stats
     from mailer.store.coupons import _OF_ROWS, coupons_of_rows
     from mailer.store.customers import _FAVOURITES, _ORDER_STATS, _PROFILES
     from mailer.store.insight.predictions import _PREDICTIONS
     from mailer.store.insight.recommendations import _STORED
-    from mailer.config.settings import MAX_COMMITTED_ORDERS
     from mailer.store.insight.stages import _LATEST
 
     shutil.rmtree(DATA, ignore_errors=True)
