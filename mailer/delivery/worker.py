@@ -30,7 +30,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -337,6 +337,7 @@ class SendingLoop:
         self._starved_for: float | None = None  # seconds until a rate permit may be free
         self._filling: asyncio.Task[bool] | None = None  # the next batch, with a pool
         self._starved = False  # no mail was waiting while the next batch rendered
+        self._turns_connection: Connection | None = None  # see _turn_transaction
         # A fill's lease and the turns' writes run in two threads at once: on SQLite a
         # lock taken here, not the database's busy wait (it sleeps for milliseconds).
         self._writer: contextlib.AbstractContextManager[Any] = (
@@ -369,6 +370,7 @@ class SendingLoop:
                 filling, self._filling = self._filling, None
                 with contextlib.suppress(Exception):
                     await filling
+            self._drop_turns_connection()
 
     async def _run(self, stop: asyncio.Event, *, until_idle: bool,
                    poll: float) -> Counter[tuple[str, str]]:
@@ -509,7 +511,7 @@ class SendingLoop:
     def _turn_in_database(self, results: list[_Result], chosen: list[Ready]) -> _Turn:
         """Record RESULTS and start what of CHOSEN gets a rate permit (in a thread)."""
         turn = _Turn()
-        with self._writer, self.engine.begin() as conn:
+        with self._writer, self._turn_transaction() as conn:
             turn.counted += self._record(conn, results)
             # permits rest from now, after the replies: given back with the next take
             replied = [result.permit for result in results]
@@ -557,6 +559,29 @@ class SendingLoop:
                     unused.append(permit)
             self.limit.give_back(conn, unused)
         return turn
+
+    @contextlib.contextmanager
+    def _turn_transaction(self) -> Iterator[Connection]:
+        """A turn's transaction, on the one connection the turns keep: a connection taken
+        from the pool is pinged first, a round trip of every turn on PostgreSQL (one in
+        six). After any error the connection is dropped: the next turn takes a fresh one,
+        pinged. Turns run one at a time, so the connection is never used by two threads
+        at once."""
+        conn = self._turns_connection
+        if conn is None:
+            conn = self._turns_connection = self.engine.connect()
+        try:
+            with conn.begin():
+                yield conn
+        except BaseException:
+            self._drop_turns_connection()
+            raise
+
+    def _drop_turns_connection(self) -> None:
+        conn, self._turns_connection = self._turns_connection, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     async def _send(self, ready: Ready, permit: int) -> None:
         began: list[datetime] = []
