@@ -85,6 +85,7 @@ def main() -> None:
     url = options.database_url or ""
     data = deliver.DATA
     shutil.rmtree(data, ignore_errors=True)
+    deliver.compiled_sources()
     for folder in ("segments", "campaigns"):
         (data / folder).mkdir(parents=True)
     shutil.copytree(deliver.ROOT / "templates", data / "templates")
