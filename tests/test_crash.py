@@ -274,6 +274,48 @@ def test_rows_turned_sending_wait_for_the_disk_in_a_relaxed_session(pg: Workspac
         engine.dispose()
 
 
+def test_a_turns_outcomes_are_written_with_its_next_start(db: Workspace) -> None:
+    """`start` records the outcomes of the last group in its transaction (on PostgreSQL in
+    its statement): the replied row is `sent` with its reply, id and time, the next rows
+    are `sending`; with nothing to start the outcomes are written all the same."""
+    from datetime import UTC, datetime, timedelta
+
+    from mailer.delivery.outcomes import Outcome, settle
+    from mailer.store.ledger import claim, start
+
+    shop(db, ["a@example.com", "b@example.com", "c@example.com", "d@example.com"])
+    _plan_only(db)
+    engine = db.engine()
+    now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # NOW in Berlin
+    try:
+        first, second, third, fourth = claim(engine, "sender-1", now, 10)
+        with engine.begin() as conn:
+            assert start(conn, "sender-1", [first.id, second.id], now) == {first.id, second.id}
+
+        def sent(row: Any) -> tuple[int, dict[str, Any]]:  # as the sender settles a reply
+            values = settle(Outcome("sent", f"250 2.0.0 queued as Q{row.id}"), attempts=1,
+                            now=now, send_after=row.send_after, expires_at=row.expires_at,
+                            retry_for=timedelta(days=1), rng=random.Random(1), began=now)
+            return row.id, {**values, "message_id": f"<m{row.id}@shop.example>"}
+
+        with engine.begin() as conn:
+            assert start(conn, "sender-1", [third.id], now, [sent(first)]) == {third.id}
+        with engine.begin() as conn:  # nothing started: the outcome is written anyway
+            assert start(conn, "sender-1", [], now, [sent(second)]) == set()
+        rows = {row_id: (status, reply, message_id, lease) for row_id, status, reply,
+                message_id, lease in db.query(
+                    "SELECT id, status, last_reply, message_id, lease_owner FROM deliveries")}
+        assert rows[first.id] == ("sent", f"250 2.0.0 queued as Q{first.id}",
+                                  f"<m{first.id}@shop.example>", None)
+        assert rows[second.id][:3] == ("sent", f"250 2.0.0 queued as Q{second.id}",
+                                       f"<m{second.id}@shop.example>")
+        assert rows[third.id][0] == "sending" and rows[third.id][3] == "sender-1"
+        assert rows[fourth.id][0] == "queued"
+        assert db.query("SELECT sent_at FROM deliveries WHERE id = :id", id=first.id)[0][0]
+    finally:
+        engine.dispose()
+
+
 def test_permits_given_back_in_a_take_rest_and_are_not_taken_again(pg: Workspace) -> None:
     from mailer.delivery.ratelimit import SharedRateLimit
 

@@ -512,7 +512,8 @@ class SendingLoop:
         """Record RESULTS and start what of CHOSEN gets a rate permit (in a thread)."""
         turn = _Turn()
         with self._writer, self._turn_transaction() as conn:
-            turn.counted += self._record(conn, results)
+            outcomes, counted = self._record(conn, results)
+            turn.counted += counted
             # permits rest from now, after the replies: given back with the next take
             replied = [result.permit for result in results]
             # Rows wait in memory for a slot or a rate permit; one whose expiry came
@@ -535,6 +536,7 @@ class SendingLoop:
                                         DUE_STATES, sold_out)
             chosen = [r for r in chosen if r.row.id not in gone]
             if not chosen:
+                finish_sent(conn, self.owner, outcomes)
                 self.limit.give_back(conn, replied)
                 return turn
             permits = self.limit.take(conn, len(chosen), given_back=replied)
@@ -543,7 +545,9 @@ class SendingLoop:
             turn.waiting = chosen[len(permits):]
             chosen = chosen[:len(permits)]
             # rows turn `sending` here, and this commit waits for the disk: before the wire
-            started = start(conn, self.owner, [r.row.id for r in chosen], self.clock.now())
+            # the outcomes are written here too (on PostgreSQL in the start's statement)
+            started = start(conn, self.owner, [r.row.id for r in chosen], self.clock.now(),
+                            outcomes)
             opted_out = _opted_out(conn, [r.row.id for r in chosen if r.row.id not in started],
                                    self.clock.now())
             turn.counted += self._write(conn, opted_out, DUE_STATES, [r.row for r in chosen])
@@ -603,11 +607,15 @@ class SendingLoop:
         self._results.append(_Result(ready, outcome, permit, began[0] if began else None))
         self._wake.set()
 
-    def _record(self, conn: Connection, results: list[_Result]) -> list[tuple[str, str]]:
-        """Write outcomes; their slots are free only after that, and their rate permits are
-        the caller's to give back in the same transaction. Returns what to count."""
+    def _record(self, conn: Connection, results: list[_Result]
+                ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[str, str]]]:
+        """The outcomes' new values, for the caller to write in this transaction (with
+        `start`, or finish_sent when it starts nothing); their slots are free only after
+        that, and their rate permits are the caller's to give back in the same
+        transaction. What the outcomes close and suppress is written here, before the
+        next group's start reads the suppressions. Returns the values and what to count."""
         if not results:
-            return []
+            return [], []
         now = self.clock.now()
         changes = []
         for result in results:
@@ -616,7 +624,6 @@ class SendingLoop:
                             send_after=row.send_after, expires_at=row.expires_at,
                             retry_for=ready.retry_for, rng=self.rng, began=result.began)
             changes.append((row.id, {**values, "message_id": ready.message_id}))
-        finish_sent(conn, self.owner, changes)
         # A back-in-stock mail sent closes its customer's alert (in the same transaction).
         close_alerts(conn, [(r.ready.row.customer_id, sku) for r, (_, values)
                             in zip(results, changes, strict=True)
@@ -626,8 +633,8 @@ class SendingLoop:
         for result, (_, values) in zip(results, changes, strict=True):
             log.debug("row %s of %s: %s (%s)", result.ready.row.id, result.ready.row.campaign,
                       values["status"], result.outcome.reply)
-        return [(result.ready.row.campaign, values["status"])
-                for result, (_, values) in zip(results, changes, strict=True)]
+        return changes, [(result.ready.row.campaign, values["status"])
+                         for result, (_, values) in zip(results, changes, strict=True)]
 
     def _write(self, conn: Connection, changes: list[tuple[int, dict[str, Any]]],
                states: Sequence[str], rows: Sequence[Row]) -> list[tuple[str, str]]:

@@ -39,6 +39,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    column,
     event,
     exists,
     func,
@@ -220,14 +221,24 @@ def _claim_statement(state: str, by_campaign: bool, paused: tuple[str, ...],
             .returning(*_ROW_COLUMNS))
 
 
-def start(conn: Connection, owner: str, ids: Sequence[int], now: datetime) -> set[int]:
+def start(conn: Connection, owner: str, ids: Sequence[int], now: datetime,
+          outcomes: Sequence[tuple[int, dict[str, Any]]] = ()) -> set[int]:
     """Turn leased rows `sending` right before they go on the wire, in the statement that
     checks consent, a pause and suppressions once more; returns the ids started. A row whose
     lease another sender took, whose customer opted out or whose campaign an operator
     paused since its lease, is left as it is. The
     transaction's commit waits for the disk whatever relax_commits set, as after `durable`:
     this is before the wire. On PostgreSQL the statement says so itself, one round trip
-    a turn fewer than a `SET LOCAL` of its own."""
+    a turn fewer than a `SET LOCAL` of its own.
+
+    OUTCOMES (as finish_sent takes them: other rows, `sending` until now) are recorded in
+    the same transaction first; on PostgreSQL in the same statement, a data-modifying
+    WITH: a turn's outcomes and its next group cost one round trip, not two."""
+    if ids and outcomes and binds_arrays(conn):
+        return {row[0] for row in conn.execute(_START_AFTER_OUTCOMES, {
+            **_outcome_arrays(outcomes, "o_"), "ids": list(ids), "owner": owner,
+            "until": now + IN_FLIGHT, "now": now})}
+    finish_sent(conn, owner, outcomes)
     if not ids:
         return set()
     statement = _START_DURABLE if is_server(conn) else _START
@@ -289,15 +300,34 @@ def _finish_statement(columns: tuple[str, ...], from_states: tuple[str, ...]) ->
 _OUTCOME_TYPES = {"id": "integer", "status": "text", "reason": "text",
                   "next_attempt_at": "timestamp", "last_reply": "text", "sent_at": "timestamp",
                   "message_id": "text"}
-_FINISH_SENT = text(
-    "UPDATE deliveries AS d SET status = v.status, reason = v.reason, "
-    "next_attempt_at = v.next_attempt_at, last_reply = v.last_reply, sent_at = v.sent_at, "
-    "message_id = v.message_id, lease_owner = NULL, lease_until = NULL "
-    f"FROM unnest({', '.join(f'CAST(:{n} AS {t}[])' for n, t in _OUTCOME_TYPES.items())}) "
-    f"AS v({', '.join(_OUTCOME_TYPES)}) "
-    # d.id = ANY(:id): an index condition, else the planner may scan the whole ledger
-    "WHERE d.id = ANY(CAST(:id AS integer[])) AND d.id = v.id AND d.lease_owner = :owner "
-    "AND d.status = 'sending'")
+
+
+def _finish_sent_sql(prefix: str) -> str:
+    """finish_sent's UPDATE on PostgreSQL, its arrays bound as :PREFIX<column>."""
+    return (
+        "UPDATE deliveries AS d SET status = v.status, reason = v.reason, "
+        "next_attempt_at = v.next_attempt_at, last_reply = v.last_reply, "
+        "sent_at = v.sent_at, message_id = v.message_id, lease_owner = NULL, "
+        "lease_until = NULL FROM unnest("
+        + ", ".join(f"CAST(:{prefix}{n} AS {t}[])" for n, t in _OUTCOME_TYPES.items())
+        + f") AS v({', '.join(_OUTCOME_TYPES)}) "
+        # d.id = ANY(:id): an index condition, else the planner may scan the whole ledger
+        f"WHERE d.id = ANY(CAST(:{prefix}id AS integer[])) AND d.id = v.id "
+        "AND d.lease_owner = :owner AND d.status = 'sending'")
+
+
+_FINISH_SENT = text(_finish_sent_sql(""))
+# start's statement with a turn's outcomes recorded first in a WITH (their rows are
+# `sending`, the started ones due: never the same row); :owner is the same sender's in both
+_START_AFTER_OUTCOMES = _START_DURABLE.add_cte(
+    text(_finish_sent_sql("o_") + " RETURNING d.id").columns(column("id", Integer))
+    .cte("outcomes"))
+
+
+def _outcome_arrays(changes: Sequence[tuple[int, dict[str, Any]]], prefix: str
+                    ) -> dict[str, list[Any]]:
+    return {f"{prefix}{name}": [naive_utc(values[name]) if name != "id" else row_id
+                                for row_id, values in changes] for name in _OUTCOME_TYPES}
 
 
 def finish_sent(conn: Connection, owner: str,
@@ -307,9 +337,7 @@ def finish_sent(conn: Connection, owner: str,
     if not changes or not binds_arrays(conn):
         finish(conn, owner, changes)
         return
-    naive = {name: [naive_utc(values[name]) if name != "id" else row_id
-                    for row_id, values in changes] for name in _OUTCOME_TYPES}
-    conn.execute(_FINISH_SENT, {**naive, "owner": owner})
+    conn.execute(_FINISH_SENT, {**_outcome_arrays(changes, ""), "owner": owner})
 
 
 def suppress(conn: Connection, emails: Sequence[str], now: datetime) -> None:
