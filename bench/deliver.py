@@ -124,23 +124,18 @@ def settings(concurrency: int, dkim: bool, processes: int | str = "auto") -> str
     return text + ("dkim: {domain: shop.example, selector: mail}\n" if dkim else "")
 
 
-# Bytecode of mailer's own modules, kept between runs: mailer is installed editable here
-# and PYTHONDONTWRITEBYTECODE may be set, so without this every timed `mailer send`
-# compiled ~200 modules first (0.9 s of a 10 s send); an installed mailer has its .pyc
-# files, as its dependencies have theirs (pip compiles them).
-PYCACHE = ROOT / "bench" / ".data" / "pycache"
-
-
 def compiled_sources() -> None:
-    """mailer's modules compiled into PYCACHE before any timing."""
+    """mailer's modules compiled in place (their __pycache__) before any timing. mailer is
+    installed editable here and PYTHONDONTWRITEBYTECODE may be set, so without this every
+    timed `mailer send` compiled ~200 modules first (0.9 s of a 10 s send); an installed
+    mailer has its .pyc files, as its dependencies have theirs (pip compiles them). The
+    variable stops writing, not reading: every later start reads these."""
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "mailer")],
-                   env=environment("", 0), check=True, stdout=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL)
 
 
 def environment(url: str, port: int, dkim_key: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MAILER_") and k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     env.update({"MAILER_SMTP_URL": f"smtp://127.0.0.1:{port}", "MAILER_SECRET_KEY": KEY})
     if url:
         env["MAILER_DATABASE_URL"] = url

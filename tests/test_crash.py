@@ -274,6 +274,43 @@ def test_rows_turned_sending_wait_for_the_disk_in_a_relaxed_session(pg: Workspac
         engine.dispose()
 
 
+def test_a_worker_goes_on_after_its_database_connections_were_closed_while_idle(
+        pg: Workspace) -> None:
+    """The server (a proxy's idle timeout, an operator) closes the connections of a worker
+    that has nothing to do; the next mails go out all the same: the turns' kept
+    connection is not reused after an idle spell."""
+    from mailer.delivery.worker import TURNS_IDLE
+
+    first = [f"f{n}@example.com" for n in range(5)]
+    shop(pg, first)
+    _plan_only(pg)
+    with FaultServer() as server:
+        worker = _mailer(pg, server, "worker", "--now", NOW)
+        try:
+            assert _wait_for(lambda: len(server.caught) == len(first), 30)
+            assert _wait_for(lambda: pg.query(
+                "SELECT count(*) FROM deliveries WHERE status = 'sent'")[0][0] == 5, 30)
+            # every connection but the one holding the worker's sending lock (its loss is
+            # a lost lock, another matter)
+            closed = pg.query(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid NOT IN "
+                "(SELECT pid FROM pg_locks WHERE locktype = 'advisory')")
+            assert closed[0][0] >= 1
+            time.sleep(TURNS_IDLE + 0.5)  # the worker idles longer than the kept connection
+            later = [f"l{n}@example.com" for n in range(5)]
+            shop(pg, first + later)
+            _plan_only(pg)
+            assert _wait_for(lambda: len(server.caught) == 10, 60)
+            assert _wait_for(lambda: pg.query(
+                "SELECT count(*) FROM deliveries WHERE status = 'sent'")[0][0] == 10, 30)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err.decode()
+    assert b"Traceback" not in err
+
+
 def test_a_turns_outcomes_are_written_with_its_next_start(db: Workspace) -> None:
     """`start` records the outcomes of the last group in its transaction (on PostgreSQL in
     its statement): the replied row is `sent` with its reply, id and time, the next rows

@@ -109,3 +109,29 @@ def test_processes_must_be_a_positive_number_or_auto(ws: Workspace) -> None:
         assert result.code == 1
         assert "mailer.yaml:5: delivery.processes: should be a whole number from 1 to 64, " \
                "or auto" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("rate", "concurrency", "processes", "leased"), [
+    (10_000, 20, True, 320),  # eight batches of twice the concurrency
+    (10_000, 100, True, 500),  # at most FILL_MOST
+    (2, 10, True, 20),  # ten seconds of mail at 2 a second, at least one batch
+    (10_000, 20, False, 40),  # one process: twice the concurrency
+])
+def test_a_fill_leases_at_most_ten_seconds_of_mail_at_the_rate_limit(
+        tmp_path: Path, rate: int, concurrency: int, processes: bool, leased: int) -> None:
+    """The rows of a fill wait leased in memory until sent: at a slow rate limit a large
+    fill would outlast its lease (5 minutes) and be leased again by others."""
+    from mailer.core.clock import Clock
+    from mailer.delivery.ratelimit import LocalRateLimit
+    from mailer.delivery.transport import MemoryTransport
+    from mailer.delivery.worker import SendingLoop
+    from mailer.store.db import create, database_url
+
+    engine = create(database_url(env_url=None, configured=None, root=tmp_path))
+    try:
+        loop = SendingLoop(engine, MemoryTransport(), None, "o", Clock(),  # type: ignore[arg-type]
+                           concurrency=concurrency, limit=LocalRateLimit(rate),
+                           pool=object() if processes else None)  # type: ignore[arg-type]
+        assert loop.default_batch() == leased
+    finally:
+        engine.dispose()

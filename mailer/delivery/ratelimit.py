@@ -36,6 +36,8 @@ def _shape(rate: float) -> tuple[int, float]:
 class RateLimit(Protocol):
     """Permits are taken and given back inside the sender's transaction (CONN)."""
 
+    capacity: int  # permits: about the mails a second it lets through
+
     def take(self, conn: Connection, wanted: int, given_back: Sequence[int] = ()) -> list[int]:
         """Up to WANTED permits that are free now (possibly none), after GIVEN_BACK are
         given back (as give_back would: they rest first, so none of them is taken)."""

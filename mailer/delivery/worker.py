@@ -87,7 +87,9 @@ _OUT_OF_STOCK = {"status": "skipped", "reason": OUT_OF_STOCK, "lease_owner": Non
                  "lease_until": None}
 
 FILL_FACTOR = 8  # a fill leases this many batches at once (with render processes)
-FILL_MOST = 500  # rows, at most: what waits rendered in memory is at most twice this
+FILL_MOST = 500  # rows, at most: what waits rendered in memory is below three times this
+FILL_SECONDS = 10  # and at most this many seconds of mail at the rate limit (the leases last 5 min)
+TURNS_IDLE = 2.0  # seconds the turns' connection is kept unused before it goes back
 REASON_LENGTH = 500  # characters of an exception's text kept in a row's reason
 
 
@@ -338,6 +340,10 @@ class SendingLoop:
         self._filling: asyncio.Task[bool] | None = None  # the next batch, with a pool
         self._starved = False  # no mail was waiting while the next batch rendered
         self._turns_connection: Connection | None = None  # see _turn_transaction
+        self._turns_lock = threading.Lock()
+        self._turns_used = 0.0  # monotonic time the last turn ended
+        self._in_turn = False
+        self._close_turns_after = False
         # A fill's lease and the turns' writes run in two threads at once: on SQLite a
         # lock taken here, not the database's busy wait (it sleeps for milliseconds).
         self._writer: contextlib.AbstractContextManager[Any] = (
@@ -350,9 +356,15 @@ class SendingLoop:
         most FILL_MOST). A fill's lease, its reads and the hand-over to the children cost
         about the same for 40 rows as for 320, and fills run one after the other: with 40
         they took the whole send's time (`mailer send` of 6,000 promotion mails on
-        SQLite, 2 processes: 1,802 -> 2,477 mails/s, docs/performance.md)."""
+        SQLite, 2 processes: 1,802 -> 2,477 mails/s, docs/performance.md). A slow rate
+        limit keeps them smaller (FILL_SECONDS)."""
         batch = max(20, self.concurrency * 2)
-        return batch if self.pool is None else min(FILL_MOST, batch * FILL_FACTOR)
+        if self.pool is None:
+            return batch
+        # the rows of a fill wait leased until sent: three fills must go out well within
+        # a lease at the rate limit (permits: about mails a second)
+        by_rate = self.limit.capacity * FILL_SECONDS
+        return max(batch, min(FILL_MOST, batch * FILL_FACTOR, by_rate))
 
     def has_due(self) -> bool:
         """Whether any row is due now (nothing is leased by asking)."""
@@ -566,23 +578,48 @@ class SendingLoop:
 
     @contextlib.contextmanager
     def _turn_transaction(self) -> Iterator[Connection]:
-        """A turn's transaction, on the one connection the turns keep: a connection taken
-        from the pool is pinged first, a round trip of every turn on PostgreSQL (one in
-        six). After any error the connection is dropped: the next turn takes a fresh one,
-        pinged. Turns run one at a time, so the connection is never used by two threads
-        at once."""
-        conn = self._turns_connection
-        if conn is None:
-            conn = self._turns_connection = self.engine.connect()
+        """A turn's transaction, on the one connection the turns keep while they come
+        often: a connection taken from the pool is pinged first, a round trip of every turn
+        on PostgreSQL (one in six). One idle for TURNS_IDLE seconds goes back to the pool
+        (the server or a proxy may have closed it meanwhile: the pool's ping finds that),
+        and after any error it is dropped; either way the next turn takes a fresh, pinged
+        one. Turns run one at a time; a close asked from the loop while one runs (a
+        cancelled send) waits for it to end (`_drop_turns_connection`)."""
+        with self._turns_lock:
+            conn = self._turns_connection
+            if conn is not None and time.monotonic() - self._turns_used > TURNS_IDLE:
+                self._turns_connection = None
+                conn.close()
+                conn = None
+            if conn is None:
+                conn = self._turns_connection = self.engine.connect()
+            self._in_turn = True
         try:
             with conn.begin():
                 yield conn
         except BaseException:
-            self._drop_turns_connection()
+            self._close_turns_after = True
             raise
+        finally:
+            with self._turns_lock:
+                self._in_turn = False
+                self._turns_used = time.monotonic()
+                if self._close_turns_after:
+                    self._close_turns()
 
     def _drop_turns_connection(self) -> None:
+        """Close the turns' connection, now or, if a turn is using it (in its thread), as
+        that turn ends: a connection is never used by two threads at once."""
+        with self._turns_lock:
+            if self._in_turn:
+                self._close_turns_after = True
+            else:
+                self._close_turns()
+
+    def _close_turns(self) -> None:
+        """(Holding _turns_lock.)"""
         conn, self._turns_connection = self._turns_connection, None
+        self._close_turns_after = False
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
