@@ -171,6 +171,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/segments.py
 	@if [ -n "$$BENCH_POSTGRES_URL" ]; then $(BIN)/python bench/segments.py --database-url "$$BENCH_POSTGRES_URL"; fi
 	$(BIN)/python bench/render.py
+	$(BIN)/python bench/batch_reads.py
+	@if [ -n "$$BENCH_POSTGRES_URL" ]; then $(BIN)/python bench/batch_reads.py --database-url "$$BENCH_POSTGRES_URL"; fi
 	$(BIN)/python bench/deliver.py $${BENCH_POSTGRES_URL:+--database-url "$$BENCH_POSTGRES_URL"}
 	$(BIN)/python bench/serve.py
 	@if [ -n "$$BENCH_POSTGRES_URL" ]; then $(BIN)/python bench/serve.py --database-url "$$BENCH_POSTGRES_URL"; fi
