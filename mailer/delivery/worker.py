@@ -588,8 +588,7 @@ class SendingLoop:
         with self._turns_lock:
             conn = self._turns_connection
             if conn is not None and time.monotonic() - self._turns_used > TURNS_IDLE:
-                self._turns_connection = None
-                conn.close()
+                self._close_turns()
                 conn = None
             if conn is None:
                 conn = self._turns_connection = self.engine.connect()
