@@ -6,9 +6,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, text, update
+from sqlalchemy import Table, select, text, update
 
-from mailer.store.db import Connection, binds_arrays, insert_returning
+from mailer.store.db import IDS, Connection, binds_arrays, insert_returning
 from mailer.store.models import Coupon, Customer, naive_utc
 
 COUPONS = cast(Table, Coupon.__table__)
@@ -58,7 +58,7 @@ def give_referral_code(conn: Connection, customer_id: int, code: str) -> None:
 
 # built once (a mail batch's read): the ids bound per call
 _OF_ROWS = select(Coupon.delivery_id, Coupon.code, Coupon.expires_at).where(
-    Coupon.delivery_id.in_(bindparam("ids", expanding=True)))
+    Coupon.delivery_id.in_(IDS))
 
 
 def coupons_of_rows(conn: Connection, delivery_ids: Sequence[int]

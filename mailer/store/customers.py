@@ -27,7 +27,6 @@ from datetime import UTC, date, datetime
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
-    BindParameter,
     ColumnElement,
     Select,
     Table,
@@ -48,7 +47,7 @@ from sqlalchemy import (
 from mailer.core.addresses import Address, parse_address
 from mailer.core.errors import InvalidValue
 from mailer.core.states import Consent
-from mailer.store.db import Connection, Engine, among, is_server, serial_plans, upsert
+from mailer.store.db import IDS, Connection, Engine, among, is_server, serial_plans, upsert
 from mailer.store.models import (
     DELIVERY_STATES,
     Base,
@@ -534,7 +533,6 @@ class OrderStats:
 # built once with their values bound: building the statement per call cost SQLAlchemy more
 # than SQLite took to answer it (its expression, then its cache key), a few hundred µs a
 # batch of mails each.
-IDS: BindParameter[Any] = bindparam("ids", expanding=True)  # a list, IN (…) per call
 _PROFILE_COLUMNS = [field.name for field in fields(Profile)]  # in order
 _PROFILES = select(Customer.__table__.c.id,
                    *(Customer.__table__.c[name] for name in _PROFILE_COLUMNS)
@@ -546,9 +544,9 @@ def people_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, Profile]:
     return {row[0]: Profile(*row[1:]) for row in conn.execute(_PROFILES, {"ids": list(ids)})}
 
 
-def _paid(ids: Any, now: Any) -> Any:
-    """Their paid orders placed by NOW: what stats and favourites count."""
-    return and_(Order.status == "paid", Order.placed_at <= now, Order.customer_id.in_(ids))
+# their paid orders placed by :now, what stats and favourites count
+_PAID = and_(Order.status == "paid", Order.placed_at <= bindparam("now"),
+             Order.customer_id.in_(IDS))
 
 
 _IN_CURRENCY = Order.currency == bindparam("currency")
@@ -556,7 +554,7 @@ _ORDER_STATS = (select(Order.customer_id, func.count(),
                        func.sum(case((_IN_CURRENCY, Order.total_minor), else_=0)),
                        func.sum(case((_IN_CURRENCY, 1), else_=0)),
                        func.min(Order.placed_at), func.max(Order.placed_at))
-                .where(_paid(IDS, bindparam("now"))).group_by(Order.customer_id))
+                .where(_PAID).group_by(Order.customer_id))
 
 
 def order_stats(conn: Connection, ids: Sequence[int], *, now: datetime,
@@ -570,7 +568,7 @@ def order_stats(conn: Connection, ids: Sequence[int], *, now: datetime,
 
 _FAVOURITES = (select(Order.customer_id, OrderLine.category)
                .join(Order, Order.id == OrderLine.order_id)
-               .where(_paid(IDS, bindparam("now")), OrderLine.category.is_not(None))
+               .where(_PAID, OrderLine.category.is_not(None))
                .group_by(Order.customer_id, OrderLine.category)
                .order_by(Order.customer_id, func.sum(OrderLine.quantity).desc(),
                          OrderLine.category))

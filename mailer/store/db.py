@@ -17,7 +17,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ARRAY, Table, any_, bindparam, create_engine, event, inspect, text
+from sqlalchemy import (
+    ARRAY,
+    BindParameter,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
 from sqlalchemy import Connection as Connection  # re-exported: the handle others hold
 from sqlalchemy import Engine as Engine
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,6 +40,9 @@ from mailer.core.errors import DatabaseUnavailable, SchemaOutOfDate, UserError
 
 SQLITE_FILE = "mailer.db"
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# A list of ids bound to a statement built once (`column.in_(IDS)`, `{"ids": [...]}`):
+# expanded to IN (…) per call, so the statement and its cache key are made only once.
+IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _UPGRADE_LOCK_KEY = 0x6D61696C6572  # "mailer": the advisory lock `db upgrade` holds
 
 

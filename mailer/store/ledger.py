@@ -61,6 +61,7 @@ from mailer.core.states import (
     DeliveryState,
 )
 from mailer.store.db import (
+    IDS,
     Connection,
     Engine,
     among,
@@ -251,7 +252,7 @@ _MAY_MAIL = exists().where(
     or_(Customer.paused_until.is_(None), Customer.paused_until <= bindparam("now")),
     ~exists().where(Suppression.email_key == Customer.email_key))
 _START = (update(DELIVERIES)
-          .where(DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+          .where(DELIVERIES.c.id.in_(IDS),
                  DELIVERIES.c.lease_owner == bindparam("owner"),
                  DELIVERIES.c.status.in_(DUE_STATES), _MAY_MAIL,
                  ~paused_clause(DELIVERIES.c.campaign))
@@ -765,7 +766,7 @@ def any_due(engine: Engine, now: datetime, campaigns: Sequence[str] | None) -> b
 _CONSENT_OF_ROWS = (select(DELIVERIES.c.id, Customer.consent, Customer.paused_until,
                            exists().where(Suppression.email_key == Customer.email_key))
                     .join(Customer, Customer.id == DELIVERIES.c.customer_id)
-                    .where(DELIVERIES.c.id.in_(bindparam("ids", expanding=True))))
+                    .where(DELIVERIES.c.id.in_(IDS)))
 
 
 def consent_of_rows(conn: Connection, ids: Sequence[int]
@@ -778,7 +779,7 @@ def consent_of_rows(conn: Connection, ids: Sequence[int]
 
 
 _UNLEASE = (update(DELIVERIES)
-            .where(DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+            .where(DELIVERIES.c.id.in_(IDS),
                    DELIVERIES.c.lease_owner == bindparam("owner"),
                    DELIVERIES.c.status.in_(DUE_STATES))
             .values(lease_owner=None, lease_until=None))

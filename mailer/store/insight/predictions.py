@@ -17,8 +17,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select
 
-from mailer.store.customers import IDS
-from mailer.store.db import Connection, Engine
+from mailer.store.db import IDS, Connection, Engine
 from mailer.store.locks import PREDICT_KEY, one_writer
 from mailer.store.models import Order, Prediction, PredictionFit
 

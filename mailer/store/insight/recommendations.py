@@ -32,8 +32,8 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, text
 
-from mailer.store.customers import IDS, favourite_categories
-from mailer.store.db import Connection, Engine, is_server, serial_plans
+from mailer.store.customers import favourite_categories
+from mailer.store.db import IDS, Connection, Engine, is_server, serial_plans
 from mailer.store.locks import RECOMMEND_KEY, file_lock, lock_path
 from mailer.store.models import Order, OrderLine, Recommendation, UTCDateTime
 

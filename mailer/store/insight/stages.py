@@ -30,8 +30,7 @@ from sqlalchemy import (
 )
 
 from mailer.config.settings import STAGE_NAMES, StageSettings
-from mailer.store.customers import IDS
-from mailer.store.db import Connection, Engine
+from mailer.store.db import IDS, Connection, Engine
 from mailer.store.locks import STAGES_KEY, one_writer
 from mailer.store.models import Customer, Order, StageChange
 
