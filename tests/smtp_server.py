@@ -52,6 +52,8 @@ class Behaviour:
     attempts: Counter[str] = field(default_factory=Counter)
     caught: list[Caught] = field(default_factory=list)
     connections: int = 0
+    accepting: int = 0  # mails between their DATA and its reply, now
+    most_accepting: int = 0  # the most there ever were at once
 
 
 def _kind(address: str) -> str:
@@ -105,8 +107,13 @@ class _Handler:
         data = envelope.original_content or b""
         self.b.caught.append(Caught(envelope.mail_from or "", recipient, data, time.monotonic(),
                                     list(envelope.mail_options)))
-        if self.b.delay:
-            await asyncio.sleep(self.b.delay)
+        self.b.accepting += 1
+        self.b.most_accepting = max(self.b.most_accepting, self.b.accepting)
+        try:
+            if self.b.delay:
+                await asyncio.sleep(self.b.delay)
+        finally:
+            self.b.accepting -= 1
         return "250 2.0.0 Ok: queued"
 
 

@@ -182,6 +182,17 @@ def test_the_rate_limit_holds_in_every_one_second_window(db: Workspace) -> None:
     assert times[-1] - times[0] > 2.0
 
 
+
+def test_never_more_mails_at_the_server_at_once_than_the_concurrency(db: Workspace) -> None:
+    """However the sender's turns overlap (on PostgreSQL two may be under way), the
+    server never has more of its mails between DATA and the reply than `concurrency`."""
+    addresses = [f"c{n}@example.com" for n in range(60)]
+    shop(db, addresses, settings=SETTINGS + "delivery: {concurrency: 6, rate_per_second: 1000}\n")
+    with FaultServer(Behaviour(delay=0.03)) as server:
+        assert send(db, server, "note")["sent"] == 60
+        most = server.behaviour.most_accepting
+    assert 3 < most <= 6
+
 # The note as a promotion that ends at 10:30, half an hour after the first send.
 PROMOTION = CAMPAIGN.replace("trigger: once\nat: 2026-11-23T09:00\ngrace: 2d\n",
                              "trigger: promotion\nstarts: 2026-11-23T09:00\n"

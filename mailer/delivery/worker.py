@@ -89,8 +89,18 @@ _OUT_OF_STOCK = {"status": "skipped", "reason": OUT_OF_STOCK, "lease_owner": Non
 FILL_FACTOR = 8  # a fill leases this many batches at once (with render processes)
 FILL_MOST = 500  # rows, at most: what waits rendered in memory is below three times this
 FILL_SECONDS = 10  # and at most this many seconds of mail at the rate limit (the leases last 5 min)
+# Turns at once (PostgreSQL): a turn waits for the database, mostly not for this process,
+# and one at a time they kept its thread busy most of a send (docs/performance.md). On
+# SQLite one writer and a local file: one.
+TURNS_AT_ONCE = 2
 TURNS_IDLE = 2.0  # seconds the turns' connection is kept unused before it goes back
 REASON_LENGTH = 500  # characters of an exception's text kept in a row's reason
+
+
+def _close_quietly(conn: Connection) -> None:
+    """Close CONN; the errors of a broken connection are no news."""
+    with contextlib.suppress(Exception):
+        conn.close()
 
 
 def render_error(err: BaseException) -> str:
@@ -339,10 +349,16 @@ class SendingLoop:
         self._starved_for: float | None = None  # seconds until a rate permit may be free
         self._filling: asyncio.Task[bool] | None = None  # the next batch, with a pool
         self._starved = False  # no mail was waiting while the next batch rendered
-        self._turns_connection: Connection | None = None  # see _turn_transaction
+        # Turns under way (tasks) and what they hold: the outcomes they record (still in
+        # _in_flight) and the slots they may fill (see _group).
+        self._turns: set[asyncio.Task[None]] = set()
+        self._turns_at_once = TURNS_AT_ONCE if is_server(self.engine) else 1
+        self._recording = 0
+        self._held = 0
+        # the turns' connections, idle ones with the monotonic time they were last used
+        self._turns_idle: list[tuple[Connection, float]] = []
         self._turns_lock = threading.Lock()
-        self._turns_used = 0.0  # monotonic time the last turn ended
-        self._in_turn = False
+        self._turns_busy = 0
         self._close_turns_after = False
         # A fill's lease and the turns' writes run in two threads at once: on SQLite a
         # lock taken here, not the database's busy wait (it sleeps for milliseconds).
@@ -382,6 +398,8 @@ class SendingLoop:
                 filling, self._filling = self._filling, None
                 with contextlib.suppress(Exception):
                     await filling
+            if self._turns:  # an error elsewhere: the turns under way still end
+                await asyncio.wait(self._turns)
             self._drop_turns_connection()
 
     async def _run(self, stop: asyncio.Event, *, until_idle: bool,
@@ -420,14 +438,14 @@ class SendingLoop:
                     self._count_all(counted)
                     self._pending.extend(ready)
                     exhausted = exhausted and not left  # those are due again at once
-            await self._turn(stop)
+            self._turn(stop)
             if self._filling is not None and not self._pending and not stop.is_set():
                 self._starved = True
-            if self._filling is not None and self._in_flight == 0 and (
+            if self._filling is not None and self._idle() and (
                     stop.is_set() or not self._pending):
                 await asyncio.wait({self._filling})  # the next batch is all there is to do
                 continue
-            if self._in_flight == 0 and (stop.is_set() or not self._pending):
+            if self._idle() and (stop.is_set() or not self._pending):
                 if stop.is_set() or (until_idle and exhausted):
                     break
                 if exhausted:  # a worker with nothing due: look again in a while
@@ -437,7 +455,7 @@ class SendingLoop:
                     self.count_expired(await asyncio.to_thread(
                         expire, self.engine, self.clock.now(), self.campaigns))
                 continue
-            if self._in_flight == 0 and self._starved_for is None:
+            if self._idle() and self._starved_for is None:
                 continue  # the whole group was skipped (opted out): no outcome will wake us
             # Until the next outcome (or a rate permit): outcomes already here wait for
             # a group to start with them (see _turn).
@@ -487,20 +505,44 @@ class SendingLoop:
             log.debug("%d rows not rendered this turn: back to the queue", len(rendering.left))
         return rendering.ready, counted, rendering.left
 
-    async def _turn(self, stop: asyncio.Event) -> None:
-        """One transaction: record the outcomes that arrived, then start the next group.
-        Outcomes wait for the next group (or for the last mail in flight), so a group
-        and its outcomes cost one transaction, not one each. The transaction runs in a
-        thread: mails already on the wire go on while the database answers."""
+    def _idle(self) -> bool:
+        """No mail in flight and no turn under way."""
+        return self._in_flight == 0 and not self._turns
+
+    def _turn(self, stop: asyncio.Event) -> None:
+        """Start a turn if one is due: one transaction (or, on PostgreSQL, a few
+        statements) that records the outcomes that arrived and starts the next group.
+        Outcomes wait for the next group (or for the last mail in flight), so a group and
+        its outcomes cost one turn, not one each. The turn runs in a thread, mails
+        already on the wire go on meanwhile, and on PostgreSQL a second turn may start
+        while one is under way (TURNS_AT_ONCE). A turn's error is raised from the loop."""
+        for done in [task for task in self._turns if task.done()]:
+            self._turns.discard(done)
+            done.result()
+        if len(self._turns) >= self._turns_at_once:
+            return
         self._starved_for = None
         group = self._group(stop)
-        settled = bool(self._results) and (len(self._results) == self._in_flight
-                                           or stop.is_set())
+        on_wire = self._in_flight - self._recording
+        settled = bool(self._results) and (len(self._results) == on_wire or stop.is_set())
         if group == 0 and not settled:
             return
         results, self._results = self._results, []
         chosen = [self._pending.popleft() for _ in range(group)]
-        turn = await asyncio.to_thread(self._turn_in_database, results, chosen)
+        held = max(len(results), len(chosen))
+        self._recording += len(results)
+        self._held += held
+        task = asyncio.create_task(self._take_turn(results, chosen, held))
+        self._turns.add(task)
+
+    async def _take_turn(self, results: list[_Result], chosen: list[Ready], held: int
+                         ) -> None:
+        try:
+            turn = await asyncio.to_thread(self._turn_in_database, results, chosen)
+        finally:
+            self._recording -= len(results)
+            self._held -= held
+            self._wake.set()
         self._in_flight -= len(results)
         self._count_all(turn.counted)
         self._pending.extendleft(reversed(turn.waiting))
@@ -513,8 +555,13 @@ class SendingLoop:
 
     def _group(self, stop: asyncio.Event) -> int:
         """How many pending mails may start now: groups of half the slots at least (unless
-        few are left), so each group and its outcomes cost one transaction."""
-        free = self.concurrency - (self._in_flight - len(self._results))
+        few are left), so each group and its outcomes cost one transaction. A turn under
+        way holds as many slots as the more of its outcomes and its group: its outcomes'
+        rows stay `sending` until its statement starts its group, so in the ledger it
+        counts one or the other, never both, and at most `concurrency` rows are
+        `sending` whatever order the turns end in."""
+        on_wire = self._in_flight - len(self._results) - self._recording
+        free = self.concurrency - on_wire - self._held
         group = min(max(1, self.concurrency // 2), len(self._pending))
         if stop.is_set() or not self._pending or free < group:
             return 0
@@ -578,50 +625,53 @@ class SendingLoop:
 
     @contextlib.contextmanager
     def _turn_transaction(self) -> Iterator[Connection]:
-        """A turn's transaction, on the one connection the turns keep while they come
-        often: a connection taken from the pool is pinged first, a round trip of every turn
-        on PostgreSQL (one in six). One idle for TURNS_IDLE seconds goes back to the pool
-        (the server or a proxy may have closed it meanwhile: the pool's ping finds that),
-        and after any error it is dropped; either way the next turn takes a fresh, pinged
-        one. Turns run one at a time; a close asked from the loop while one runs (a
-        cancelled send) waits for it to end (`_drop_turns_connection`)."""
+        """A turn's transaction, on a connection the turns keep while they come often (one
+        for each turn that may be under way): a connection taken from the pool is pinged
+        first, a round trip of every turn on PostgreSQL (one in six). One idle for
+        TURNS_IDLE seconds goes back to the pool (the server or a proxy may have closed
+        it meanwhile: the pool's ping finds that), and after any error it is dropped;
+        either way the next turn takes a fresh, pinged one. A close asked from the loop
+        while turns run (a cancelled send) waits for them to end
+        (`_drop_turns_connection`): a connection is never used by two threads at once."""
         with self._turns_lock:
-            conn = self._turns_connection
-            if conn is not None and time.monotonic() - self._turns_used > TURNS_IDLE:
-                self._close_turns()
-                conn = None
-            if conn is None:
-                conn = self._turns_connection = self.engine.connect()
-            self._in_turn = True
+            now = time.monotonic()
+            stale = [c for c, used in self._turns_idle if now - used > TURNS_IDLE]
+            self._turns_idle = [(c, used) for c, used in self._turns_idle
+                                if now - used <= TURNS_IDLE]
+            conn = self._turns_idle.pop()[0] if self._turns_idle else None
+            self._turns_busy += 1
+        for old in stale:
+            _close_quietly(old)
+        failed = False
         try:
+            if conn is None:
+                conn = self.engine.connect()
             with conn.begin():
                 yield conn
         except BaseException:
-            self._close_turns_after = True
+            failed = True
             raise
         finally:
             with self._turns_lock:
-                self._in_turn = False
-                self._turns_used = time.monotonic()
-                if self._close_turns_after:
-                    self._close_turns()
+                self._turns_busy -= 1
+                keep = conn is not None and not failed and not self._close_turns_after
+                if keep:
+                    assert conn is not None
+                    self._turns_idle.append((conn, time.monotonic()))
+                if self._turns_busy == 0:
+                    self._close_turns_after = False
+            if conn is not None and not keep:
+                _close_quietly(conn)
 
     def _drop_turns_connection(self) -> None:
-        """Close the turns' connection, now or, if a turn is using it (in its thread), as
-        that turn ends: a connection is never used by two threads at once."""
+        """Close the turns' connections: the idle ones now, those of turns running (in
+        their threads) as those turns end."""
         with self._turns_lock:
-            if self._in_turn:
+            idle, self._turns_idle = self._turns_idle, []
+            if self._turns_busy:
                 self._close_turns_after = True
-            else:
-                self._close_turns()
-
-    def _close_turns(self) -> None:
-        """(Holding _turns_lock.)"""
-        conn, self._turns_connection = self._turns_connection, None
-        self._close_turns_after = False
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+        for conn, _ in idle:
+            _close_quietly(conn)
 
     async def _send(self, ready: Ready, permit: int) -> None:
         began: list[datetime] = []
