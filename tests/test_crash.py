@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import SETTINGS, Workspace
 from tests.smtp_server import Behaviour, FaultServer
-from tests.test_delivery import KEY, NOW, shop
+from tests.test_delivery import KEY, NOW, send, shop
 
 CONCURRENCY = 4
 FAST = SETTINGS + f"delivery: {{concurrency: {CONCURRENCY}, rate_per_second: 1000}}\n"
@@ -353,26 +353,65 @@ def test_a_turns_outcomes_are_written_with_its_next_start(db: Workspace) -> None
         engine.dispose()
 
 
-def test_permits_given_back_in_a_take_rest_and_are_not_taken_again(pg: Workspace) -> None:
-    from mailer.delivery.ratelimit import SharedRateLimit
+def test_permits_given_back_rest_and_are_kept_by_their_sender_for_its_term(
+        pg: Workspace) -> None:
+    """A sender reuses the shared permits it took (resting each after its reply) without
+    asking the table, until their term ends; then they go back with its next statement,
+    and what it keeps when it stops goes back at once (`release`)."""
+    from mailer.delivery.ratelimit import TERM, SharedRateLimit
 
+    clock = [1000.0]
     engine = pg.engine()
+
+    def held() -> dict[int, bool]:  # permit -> held for a minute in the table
+        return dict(pg.query("SELECT slot, free_at > now() AT TIME ZONE 'UTC' "
+                             "+ interval '30 seconds' FROM rate_slots"))
+
     try:
-        limit = SharedRateLimit(engine, 3)
+        limit = SharedRateLimit(engine, 3, clock=lambda: clock[0])
+        other = SharedRateLimit(engine, 3, clock=lambda: clock[0])
         with engine.begin() as conn:
             first = limit.take(conn, 2)
-        assert len(first) == 2
-        with engine.begin() as conn:  # the two come back and rest: only the third is free
+        assert len(first) == 2 and all(held()[p] for p in first)
+        with engine.begin() as conn:  # the two rest here: only the third is free
             second = limit.take(conn, 3, given_back=first)
         assert len(second) == 1 and second[0] not in first
-        # the give-back ran before the take, as two statements would (no lock taken
-        # before waiting for another): stamps of the database's clock, less what each adds
-        stamps = dict(pg.query(
-            "SELECT slot, free_at - CASE WHEN slot = :taken THEN interval '60 seconds' "
-            "ELSE interval '1 second' END FROM rate_slots", taken=second[0]))
-        assert max(stamps[p] for p in first) <= stamps[second[0]]
         with engine.begin() as conn:
-            assert limit.take(conn, 3) == []
+            assert limit.take(conn, 3, given_back=second) == []
         assert 0.5 < limit.retry_in() <= 1.0  # the first two are free a second after
+        clock[0] += 1.1
+        with engine.begin() as conn:  # rested: reused, still held for this sender
+            assert sorted(limit.take(conn, 2)) == sorted(first)
+            assert other.take(conn, 3) == []  # the other sender finds none free
+        assert all(held().values())
+        clock[0] += TERM
+        with engine.begin() as conn:  # their term is over: all three back to the table,
+            # then asked of it again (none is free there yet: they rest first)
+            assert limit.take(conn, 3, given_back=first) == []
+        assert not any(held().values())
+        got: list[int] = []
+
+        def take_two() -> bool:  # once they rested in the table (a second)
+            with engine.begin() as conn:
+                got.extend(limit.take(conn, 2 - len(got)))
+            return len(got) == 2
+
+        assert _wait_for(take_two, 10) and all(held()[p] for p in got)
+        with engine.begin() as conn:  # kept for reuse, then the sender stops
+            limit.give_back(conn, got)
+            limit.release(conn)
+        assert not any(held().values())
     finally:
         engine.dispose()
+
+
+def test_a_send_on_postgresql_leaves_no_rate_permit_held(pg: Workspace) -> None:
+    """The permits a sender kept for reuse go back when it ends: the next sender (the next
+    `mailer send`, another worker) does not wait a minute for them."""
+    shop(pg, [f"p{n}@example.com" for n in range(8)],
+         settings=SETTINGS + "delivery: {concurrency: 4, rate_per_second: 50}\n")
+    with FaultServer() as server:
+        assert send(pg, server, "note")["sent"] == 8
+    assert pg.query("SELECT count(*) FROM rate_slots WHERE free_at > "
+                    "now() AT TIME ZONE 'UTC' + interval '5 seconds'")[0][0] == 0
+    assert pg.query("SELECT count(*) FROM rate_slots")[0][0] == 50

@@ -13,19 +13,34 @@ rests 1/RATE seconds.
 taken with FOR UPDATE SKIP LOCKED and timed by the database's clock, so workers
 on several hosts share one limit. A permit taken by a sender that dies comes
 back after a minute.
+
+A sender keeps the shared permits it took for a while (TERM) and reuses them
+itself, resting each as it would rest in the table: they are its own until the
+table gives them back (HELD), so the table is asked only when the sender has too
+few, about one turn in ten instead of every turn. At the end of its term a
+permit goes back to the table with the next statement (so senders share the
+permits over time); a sender that stops or idles gives all of its back
+(`release`).
 """
 
 from __future__ import annotations
 
 import heapq
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from mailer.store import rate_slots
 from mailer.store.db import Connection, Engine, is_server
 
 MOST_PERMITS = 10_000  # a higher rate_per_second is limited to this
+# A shared permit is reused by the sender that took it for TERM seconds from its take;
+# the table holds it for that sender for rate_slots.HELD (60 s), so a mail started at the
+# end of the term has 50 s for its reply before another sender may take its permit, and
+# one that misses HELD_FOR of it is forgotten, not given back (another may hold it then).
+TERM = 10.0
+HELD_FOR = 55.0
 
 
 def _shape(rate: float) -> tuple[int, float]:
@@ -49,6 +64,10 @@ class RateLimit(Protocol):
 
     def retry_in(self) -> float:
         """Seconds until a permit may be free, when take() gave none."""
+        ...
+
+    def release(self, conn: Connection) -> None:
+        """Give back every permit kept for reuse: the sender stops or idles."""
         ...
 
 
@@ -75,23 +94,96 @@ class LocalRateLimit:
             return 0.05  # every permit is out: a reply will bring one back
         return max(0.0, self._free_at[0][0] - time.monotonic())
 
+    def release(self, conn: Connection) -> None:
+        """Nothing to give back: no other sender shares these permits."""
+
 
 class SharedRateLimit:
-    def __init__(self, engine: Engine, rate: float) -> None:
+    def __init__(self, engine: Engine, rate: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
+        self.clock = clock  # the kept permits' times (a test's own clock)
         self.capacity, self.rest = _shape(rate)
         rate_slots.keep_permits(engine, self.capacity)
+        # permits taken from the table and kept: the heap of (free again at, permit) for
+        # those resting or free here, and each one's (end of term, end of hold); times
+        # are time.monotonic() of this process (or the clock given)
+        self._kept: list[tuple[float, int]] = []
+        self._terms: dict[int, tuple[float, float]] = {}
+        self._to_return: list[int] = []  # their term is over: back with the next statement
+        self._lock = threading.Lock()  # two turns and the notices take at once
 
     def take(self, conn: Connection, wanted: int, given_back: Sequence[int] = ()) -> list[int]:
-        return rate_slots.take(conn, wanted, given_back, self.rest)
+        with self._lock:
+            now = self.clock()
+            self._keep(given_back, now)
+            taken: list[int] = []
+            while self._kept and len(taken) < wanted and self._kept[0][0] <= now:
+                permit = heapq.heappop(self._kept)[1]
+                if now < self._terms[permit][0]:
+                    taken.append(permit)
+                else:
+                    self._retire(permit, now)
+            if len(taken) == wanted or wanted == 0:
+                return taken
+            returning = self._returning(now)
+        asked = self.clock()  # before the table's clock starts the hold: conservative
+        more = rate_slots.take(conn, wanted - len(taken), returning, self.rest)
+        with self._lock:
+            for permit in more:
+                self._terms[permit] = (asked + TERM, asked + HELD_FOR)
+        return taken + more
 
     def give_back(self, conn: Connection, permits: Sequence[int]) -> None:
-        if permits:
-            rate_slots.give_back(conn, permits, self.rest)
+        with self._lock:
+            self._keep(permits, self.clock())
+
+    def _keep(self, permits: Sequence[int], now: float) -> None:
+        """(Holding _lock.) PERMITS, whose mails have their replies, rest here for reuse."""
+        for permit in permits:
+            if permit not in self._terms:
+                continue  # not kept (forgotten after its hold): the table's again
+            if now < self._terms[permit][0]:
+                heapq.heappush(self._kept, (now + self.rest, permit))
+            else:
+                self._retire(permit, now)
+
+    def _retire(self, permit: int, now: float) -> None:
+        """(Holding _lock.) Its term is over: back to the table, unless its hold is over
+        too (then the table has freed it and another sender may hold it now)."""
+        if now < self._terms[permit][1]:
+            self._to_return.append(permit)
+        else:
+            del self._terms[permit]
+
+    def _returning(self, now: float) -> list[int]:
+        """(Holding _lock.) The permits to give back to the table now: those whose term
+        is over, still within their hold; none of them is kept any longer."""
+        returning = [p for p in self._to_return if now < self._terms[p][1]]
+        for permit in self._to_return:
+            del self._terms[permit]
+        self._to_return = []
+        return returning
 
     def retry_in(self) -> float:
+        with self._lock:
+            here = self._kept[0][0] - self.clock() if self._kept else None
         wait = rate_slots.seconds_to_free(self.engine)
+        if here is not None:
+            wait = here if wait is None else min(wait, here)
         return min(max(wait or 0.0, 0.005), 1.0)
+
+    def release(self, conn: Connection) -> None:
+        with self._lock:
+            now = self.clock()
+            kept = [permit for _, permit in self._kept]
+            self._kept = []
+            for permit in kept:
+                self._retire(permit, now)
+            returning = self._returning(now)
+        if returning:
+            # they rest as given back now (those resting here rest a little longer)
+            rate_slots.give_back(conn, returning, self.rest)
 
 
 def rate_limit(engine: Engine, rate: float) -> RateLimit:

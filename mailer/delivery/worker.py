@@ -449,6 +449,7 @@ class SendingLoop:
                 if stop.is_set() or (until_idle and exhausted):
                     break
                 if exhausted:  # a worker with nothing due: look again in a while
+                    await asyncio.to_thread(self._release)  # its permits too
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=poll)
                     exhausted = False
@@ -743,12 +744,12 @@ class SendingLoop:
                          for _ in range(n)])
 
     def _release(self) -> None:
-        """Leased rows not started go back to the queue at once."""
+        """Leased rows not started go back to the queue at once, and the rate permits
+        kept for reuse to the other senders."""
         pending, self._pending = list(self._pending), deque()
-        if not pending:
-            return
         with self.engine.begin() as conn:
             self._unlease(conn, [r.row.id for r in pending])
+            self.limit.release(conn)
 
     def _unlease(self, conn: Connection, ids: Sequence[int]) -> None:
         """Give up this sender's lease of rows it has not started: others may claim them."""
