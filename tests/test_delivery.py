@@ -183,6 +183,26 @@ def test_the_rate_limit_holds_in_every_one_second_window(db: Workspace) -> None:
 
 
 
+def test_a_rate_limited_send_waits_for_permits_instead_of_asking_again_and_again(
+        db: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A turn that finds no free permit makes the next wait until one may be free: the
+    sender does not spin on the database (thousands of turns for 45 mails, once)."""
+    from mailer.delivery.worker import SendingLoop
+
+    turns = [0]
+    original = SendingLoop._turn_in_database
+
+    def counted(self: SendingLoop, *args: Any) -> Any:
+        turns[0] += 1
+        return original(self, *args)
+
+    monkeypatch.setattr(SendingLoop, "_turn_in_database", counted)
+    shop(db, [f"r{n}@example.com" for n in range(45)],
+         settings=SETTINGS + "delivery: {concurrency: 8, rate_per_second: 15}\n")
+    with FaultServer() as server:
+        assert send(db, server, "note")["sent"] == 45
+    assert turns[0] < 100  # about 16: a group of 4 or so a turn, a wait when starved
+
 def test_never_more_mails_at_the_server_at_once_than_the_concurrency(db: Workspace) -> None:
     """However the sender's turns overlap (on PostgreSQL two may be under way), the
     server never has more of its mails between DATA and the reply than `concurrency`."""

@@ -346,7 +346,8 @@ class SendingLoop:
         self._in_flight = 0
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._starved_for: float | None = None  # seconds until a rate permit may be free
+        # when a rate permit may be free (time.monotonic()), after a turn found none
+        self._starved_until: float | None = None
         self._filling: asyncio.Task[bool] | None = None  # the next batch, with a pool
         self._starved = False  # no mail was waiting while the next batch rendered
         # Turns under way (tasks) and what they hold: the outcomes they record (still in
@@ -456,12 +457,13 @@ class SendingLoop:
                     self.count_expired(await asyncio.to_thread(
                         expire, self.engine, self.clock.now(), self.campaigns))
                 continue
-            if self._idle() and self._starved_for is None:
+            if self._idle() and self._starved_until is None:
                 continue  # the whole group was skipped (opted out): no outcome will wake us
             # Until the next outcome (or a rate permit): outcomes already here wait for
             # a group to start with them (see _turn).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._starved_for)
+                await asyncio.wait_for(self._wake.wait(), None if self._starved_until is None
+                                       else max(0.0, self._starved_until - time.monotonic()))
             self._wake.clear()
         self._release()
         return self.tally
@@ -522,8 +524,11 @@ class SendingLoop:
             done.result()
         if len(self._turns) >= self._turns_at_once:
             return
-        self._starved_for = None
-        group = self._group(stop)
+        # no group before a permit may be free (the outcomes are still recorded)
+        starved = self._starved_until is not None and time.monotonic() < self._starved_until
+        if not starved:
+            self._starved_until = None
+        group = 0 if starved else self._group(stop)
         on_wire = self._in_flight - self._recording
         settled = bool(self._results) and (len(self._results) == on_wire or stop.is_set())
         if group == 0 and not settled:
@@ -547,7 +552,8 @@ class SendingLoop:
         self._in_flight -= len(results)
         self._count_all(turn.counted)
         self._pending.extendleft(reversed(turn.waiting))
-        self._starved_for = turn.starved_for
+        if turn.starved_for is not None:
+            self._starved_until = time.monotonic() + turn.starved_for
         for ready, permit in turn.started:
             self._in_flight += 1
             task = asyncio.create_task(self._send(ready, permit))
