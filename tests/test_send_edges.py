@@ -338,3 +338,55 @@ def test_a_stop_between_rows_hands_the_rest_of_the_batch_back(db: Workspace) -> 
     [(_, values)] = batch.failed
     assert values["status"] == "failed" and "render stopped" in values["reason"]
     assert batch.left == bombs[1:]
+
+
+def test_a_turn_that_failed_leaves_the_loop_able_to_run_again(db: Workspace) -> None:
+    """The daemon runs its send loop again after an error: a turn whose database work
+    failed (its outcomes lost, their rows left `sending` for recovery) must not leave the
+    loop counting them in flight, waiting forever for outcomes that will never come."""
+    from mailer.core.clock import Clock
+    from mailer.delivery.ratelimit import rate_limit
+    from mailer.delivery.worker import Renderer, SendingLoop
+    from mailer.store.ledger import new_owner
+
+    addresses = [f"t{n}@example.com" for n in range(8)]
+    shop(db, addresses)
+    db.env["MAILER_SECRET_KEY"] = KEY
+    assert db.run("run", "--once", "--no-deliver", "--now", NOW).code == 0
+    engine = db.engine()
+    try:
+        with FaultServer() as server:
+            transport = SmtpTransport(parse_smtp_url(server.url + "?timeout=10"), 2)
+            delivery = SendingLoop(engine, transport, Renderer(engine, KEY), new_owner(),
+                                   Clock(NOW_UTC), concurrency=2, batch=4,
+                                   limit=rate_limit(engine, 100))
+            original = delivery._turn_in_database
+            calls = [0]
+
+            def failing_once(results: Any, chosen: Any) -> Any:
+                calls[0] += 1
+                if results and calls[0] == 2:  # the first turn with outcomes to record
+                    raise RuntimeError("the database went away")
+                return original(results, chosen)
+
+            delivery._turn_in_database = failing_once  # type: ignore[method-assign]
+
+            async def deliver() -> Any:
+                try:
+                    with pytest.raises(RuntimeError, match="went away"):
+                        await delivery.run(asyncio.Event(), until_idle=True)
+                    # again, as the daemon does: it ends (nothing left it may send)
+                    return await asyncio.wait_for(
+                        delivery.run(asyncio.Event(), until_idle=True), 60)
+                finally:
+                    await transport.close()
+
+            asyncio.run(deliver())
+    finally:
+        engine.dispose()
+    caught = [c.recipient for c in server.caught]
+    assert len(caught) == len(set(caught))  # nobody twice
+    sending = {row[0] for row in db.query(
+        "SELECT c.email FROM deliveries d JOIN customers c ON c.id = d.customer_id "
+        "WHERE d.status = 'sending'")}
+    assert sending and sending <= set(caught)  # the lost outcomes: mails that went out

@@ -36,11 +36,12 @@ from mailer.store.db import Connection, Engine, is_server
 
 MOST_PERMITS = 10_000  # a higher rate_per_second is limited to this
 # A shared permit is reused by the sender that took it for TERM seconds from its take;
-# the table holds it for that sender for rate_slots.HELD (60 s), so a mail started at the
-# end of the term has 50 s for its reply before another sender may take its permit, and
-# one that misses HELD_FOR of it is forgotten, not given back (another may hold it then).
+# the table holds it for that sender for TERM + rate_slots.HELD (60 s), so a mail started
+# at the end of the term still has a minute for its reply before another sender may take
+# its permit, as one started right after a take always had; one that misses HELD_FOR of
+# its hold is forgotten, not given back (another sender may hold it by then).
 TERM = 10.0
-HELD_FOR = 55.0
+HELD_FOR = TERM + 55.0
 
 
 def _shape(rate: float) -> tuple[int, float]:
@@ -70,6 +71,14 @@ class RateLimit(Protocol):
         """Give back every permit kept for reuse: the sender stops or idles."""
         ...
 
+    def keeps(self) -> bool:
+        """Whether any permit is kept for reuse (release has something to give back)."""
+        ...
+
+    def forget(self) -> None:
+        """Never use the permits kept: a transaction that took or gave back some failed."""
+        ...
+
 
 class LocalRateLimit:
     def __init__(self, rate: float) -> None:
@@ -96,6 +105,12 @@ class LocalRateLimit:
 
     def release(self, conn: Connection) -> None:
         """Nothing to give back: no other sender shares these permits."""
+
+    def keeps(self) -> bool:
+        return False
+
+    def forget(self) -> None:
+        """Nothing to forget: these permits live in memory only, no rollback touches them."""
 
 
 class SharedRateLimit:
@@ -128,7 +143,8 @@ class SharedRateLimit:
                 return taken
             returning = self._returning(now)
         asked = self.clock()  # before the table's clock starts the hold: conservative
-        more = rate_slots.take(conn, wanted - len(taken), returning, self.rest)
+        more = rate_slots.take(conn, wanted - len(taken), returning, self.rest,
+                               held=TERM + rate_slots.HELD)
         with self._lock:
             for permit in more:
                 self._terms[permit] = (asked + TERM, asked + HELD_FOR)
@@ -184,6 +200,15 @@ class SharedRateLimit:
         if returning:
             # they rest as given back now (those resting here rest a little longer)
             rate_slots.give_back(conn, returning, self.rest)
+
+    def keeps(self) -> bool:
+        with self._lock:
+            return bool(self._kept or self._to_return)
+
+    def forget(self) -> None:
+        with self._lock:  # the table frees them when their hold ends
+            self._kept, self._to_return = [], []
+            self._terms.clear()
 
 
 def rate_limit(engine: Engine, rate: float) -> RateLimit:

@@ -364,8 +364,7 @@ class SendingLoop:
         # A fill's lease and the turns' writes run in two threads at once: on SQLite a
         # lock taken here, not the database's busy wait (it sleeps for milliseconds).
         self._writer: contextlib.AbstractContextManager[Any] = (
-            threading.Lock() if self.pool is not None and not is_server(self.engine)
-            else contextlib.nullcontext())
+            threading.Lock() if not is_server(self.engine) else contextlib.nullcontext())
 
     def default_batch(self) -> int:
         """Rows leased at once: twice the concurrency (at least 20), so a group of mails
@@ -401,6 +400,10 @@ class SendingLoop:
                     await filling
             if self._turns:  # an error elsewhere: the turns under way still end
                 await asyncio.wait(self._turns)
+            for task in self._turns:  # their errors are this run's; the next starts clean
+                if not task.cancelled():
+                    task.exception()
+            self._turns.clear()
             self._drop_turns_connection()
 
     async def _run(self, stop: asyncio.Event, *, until_idle: bool,
@@ -416,6 +419,7 @@ class SendingLoop:
                     await self.notices.deliver_due()
                 except Exception:  # e.g. the database away: campaign mail goes on regardless
                     log.exception("delivering notices failed; the next look retries")
+                    self.limit.forget()  # what its transaction took may be rolled back
                 notices_at = time.monotonic()
             if time.monotonic() - last_recovery > self.recover_every:
                 await asyncio.to_thread(recover, self.engine, self.owner, self.clock.now())
@@ -429,8 +433,7 @@ class SendingLoop:
                     self._filling = asyncio.create_task(self._fill(batch, stop))
             elif not stop.is_set() and not exhausted and len(self._pending) < self.concurrency:
                 now = self.clock.now()
-                rows = await asyncio.to_thread(claim, self.engine, self.owner, now, batch,
-                                               self.campaigns)
+                rows = await asyncio.to_thread(self._claim, now, batch)
                 exhausted = len(rows) < batch
                 if rows:
                     # Event.is_set only reads a flag: fine to ask from the render thread
@@ -439,7 +442,12 @@ class SendingLoop:
                     self._count_all(counted)
                     self._pending.extend(ready)
                     exhausted = exhausted and not left  # those are due again at once
-            self._turn(stop)
+            turn = self._turn(stop)
+            if turn is not None and self._turns_at_once == 1:
+                try:  # SQLite: one writer, so the loop waits for its turn as before
+                    await turn
+                finally:
+                    self._turns.discard(turn)
             if self._filling is not None and not self._pending and not stop.is_set():
                 self._starved = True
             if self._filling is not None and self._idle() and (
@@ -461,9 +469,12 @@ class SendingLoop:
                 continue  # the whole group was skipped (opted out): no outcome will wake us
             # Until the next outcome (or a rate permit): outcomes already here wait for
             # a group to start with them (see _turn).
+            # (a permit free by now while both turns are under way: their end wakes us)
+            wait = (None if self._starved_until is None
+                    else self._starved_until - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), None if self._starved_until is None
-                                       else max(0.0, self._starved_until - time.monotonic()))
+                await asyncio.wait_for(self._wake.wait(),
+                                       wait if wait is not None and wait > 0 else None)
             self._wake.clear()
         self._release()
         return self.tally
@@ -512,18 +523,20 @@ class SendingLoop:
         """No mail in flight and no turn under way."""
         return self._in_flight == 0 and not self._turns
 
-    def _turn(self, stop: asyncio.Event) -> None:
+    def _turn(self, stop: asyncio.Event) -> asyncio.Task[None] | None:
         """Start a turn if one is due: one transaction (or, on PostgreSQL, a few
         statements) that records the outcomes that arrived and starts the next group.
         Outcomes wait for the next group (or for the last mail in flight), so a group and
         its outcomes cost one turn, not one each. The turn runs in a thread, mails
         already on the wire go on meanwhile, and on PostgreSQL a second turn may start
         while one is under way (TURNS_AT_ONCE). A turn's error is raised from the loop."""
-        for done in [task for task in self._turns if task.done()]:
-            self._turns.discard(done)
-            done.result()
+        finished = [task for task in self._turns if task.done()]
+        self._turns.difference_update(finished)
+        errors = [err for task in finished if (err := task.exception()) is not None]
+        if errors:
+            raise errors[0]
         if len(self._turns) >= self._turns_at_once:
-            return
+            return None
         # no group before a permit may be free (the outcomes are still recorded)
         starved = self._starved_until is not None and time.monotonic() < self._starved_until
         if not starved:
@@ -532,7 +545,7 @@ class SendingLoop:
         on_wire = self._in_flight - self._recording
         settled = bool(self._results) and (len(self._results) == on_wire or stop.is_set())
         if group == 0 and not settled:
-            return
+            return None
         results, self._results = self._results, []
         chosen = [self._pending.popleft() for _ in range(group)]
         held = max(len(results), len(chosen))
@@ -540,16 +553,23 @@ class SendingLoop:
         self._held += held
         task = asyncio.create_task(self._take_turn(results, chosen, held))
         self._turns.add(task)
+        return task
 
     async def _take_turn(self, results: list[_Result], chosen: list[Ready], held: int
                          ) -> None:
         try:
             turn = await asyncio.to_thread(self._turn_in_database, results, chosen)
+        except BaseException:
+            # Its outcomes' rows stay `sending` (recovery makes them `unknown`) and its
+            # group's rows leased; this loop no longer counts them, and the permits it
+            # kept may be rolled back in the table: forgotten, never used again.
+            self.limit.forget()
+            raise
         finally:
             self._recording -= len(results)
             self._held -= held
+            self._in_flight -= len(results)
             self._wake.set()
-        self._in_flight -= len(results)
         self._count_all(turn.counted)
         self._pending.extendleft(reversed(turn.waiting))
         if turn.starved_for is not None:
@@ -753,6 +773,8 @@ class SendingLoop:
         """Leased rows not started go back to the queue at once, and the rate permits
         kept for reuse to the other senders."""
         pending, self._pending = list(self._pending), deque()
+        if not pending and not self.limit.keeps():
+            return
         with self.engine.begin() as conn:
             self._unlease(conn, [r.row.id for r in pending])
             self.limit.release(conn)

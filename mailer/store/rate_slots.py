@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, Engine, text
 
-HELD = "60 seconds"  # a taken permit's free time: a dead sender's permit returns then
+HELD = 60.0  # seconds a taken permit is held: a dead sender's permit returns then
 _TAKE = text(
     "UPDATE rate_slots SET free_at = clock_timestamp() AT TIME ZONE 'UTC' "
-    f"+ interval '{HELD}' WHERE slot IN (SELECT slot FROM rate_slots "
+    "+ make_interval(secs => :held) WHERE slot IN (SELECT slot FROM rate_slots "
     "WHERE free_at <= clock_timestamp() AT TIME ZONE 'UTC' ORDER BY free_at "
     "LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING slot")
 # clock_timestamp(): the time of the give-back itself, after the replies were recorded
@@ -28,7 +28,7 @@ _GIVE_BACK_AND_TAKE = text(
     "WITH back AS (UPDATE rate_slots SET free_at = clock_timestamp() AT TIME ZONE 'UTC' "
     "+ make_interval(secs => :rest) WHERE slot = ANY(:slots) RETURNING slot) "
     "UPDATE rate_slots SET free_at = clock_timestamp() AT TIME ZONE 'UTC' "
-    f"+ interval '{HELD}' WHERE (SELECT count(*) FROM back) >= 0 AND slot IN ("
+    "+ make_interval(secs => :held) WHERE (SELECT count(*) FROM back) >= 0 AND slot IN ("
     "SELECT slot FROM rate_slots "
     "WHERE free_at <= clock_timestamp() AT TIME ZONE 'UTC' AND slot <> ALL(:slots) "
     "ORDER BY free_at LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING slot")
@@ -45,14 +45,14 @@ def keep_permits(engine: Engine, capacity: int) -> None:
 
 
 def take(conn: Connection, wanted: int, given_back: Sequence[int] = (),
-         rest: float = 1.0) -> list[int]:
-    """Up to WANTED permits free now, held for HELD unless given back sooner; GIVEN_BACK
-    (permits whose mails have their replies) free again REST seconds from now, in the
-    same statement."""
+         rest: float = 1.0, held: float = HELD) -> list[int]:
+    """Up to WANTED permits free now, held for HELD seconds unless given back sooner;
+    GIVEN_BACK (permits whose mails have their replies) free again REST seconds from now,
+    in the same statement."""
     if given_back:
         return [row[0] for row in conn.execute(_GIVE_BACK_AND_TAKE, {
-            "n": wanted, "slots": list(given_back), "rest": rest})]
-    return [row[0] for row in conn.execute(_TAKE, {"n": wanted})]
+            "n": wanted, "slots": list(given_back), "rest": rest, "held": held})]
+    return [row[0] for row in conn.execute(_TAKE, {"n": wanted, "held": held})]
 
 
 def give_back(conn: Connection, permits: Sequence[int], rest: float) -> None:
