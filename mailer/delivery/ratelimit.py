@@ -12,12 +12,12 @@ rests 1/RATE seconds.
 (SQLite). `SharedRateLimit` keeps them in PostgreSQL (mailer.store.rate_slots),
 taken with FOR UPDATE SKIP LOCKED and timed by the database's clock, so workers
 on several hosts share one limit. A permit taken by a sender that dies comes
-back after a minute.
+back after a minute (70 s for the shared ones kept for reuse, below).
 
 A sender keeps the shared permits it took for a while (TERM) and reuses them
 itself, resting each as it would rest in the table: they are its own until the
-table gives them back (HELD), so the table is asked only when the sender has too
-few, about one turn in ten instead of every turn. At the end of its term a
+table gives them back (TERM + rate_slots.HELD), so the table is asked only when
+the sender has too few, about one turn in eight instead of every turn. At the end of its term a
 permit goes back to the table with the next statement (so senders share the
 permits over time); a sender that stops or idles gives all of its back
 (`release`).

@@ -361,8 +361,8 @@ class SendingLoop:
         self._turns_lock = threading.Lock()
         self._turns_busy = 0
         self._close_turns_after = False
-        # A fill's lease and the turns' writes run in two threads at once: on SQLite a
-        # lock taken here, not the database's busy wait (it sleeps for milliseconds).
+        # A fill's lease and the turns' writes may run in two threads at once: on SQLite
+        # a lock taken here, not the database's busy wait (it sleeps for milliseconds).
         self._writer: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if not is_server(self.engine) else contextlib.nullcontext())
 
@@ -524,8 +524,8 @@ class SendingLoop:
         return self._in_flight == 0 and not self._turns
 
     def _turn(self, stop: asyncio.Event) -> asyncio.Task[None] | None:
-        """Start a turn if one is due: one transaction (or, on PostgreSQL, a few
-        statements) that records the outcomes that arrived and starts the next group.
+        """Start a turn if one is due: one transaction that records the outcomes that
+        arrived and starts the next group.
         Outcomes wait for the next group (or for the last mail in flight), so a group and
         its outcomes cost one turn, not one each. The turn runs in a thread, mails
         already on the wire go on meanwhile, and on PostgreSQL a second turn may start
