@@ -2,37 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select, text, update
+from sqlalchemy import Table, select, update
 
-from mailer.store.db import IDS, Connection, binds_arrays, insert_returning
-from mailer.store.models import Coupon, Customer, naive_utc
+from mailer.store.db import IDS, Connection, insert_returning
+from mailer.store.models import Coupon, Customer
 
 COUPONS = cast(Table, Coupon.__table__)
 
 _COUPON_COLUMNS = {"code": "text", "customer_id": "integer", "campaign": "text",
                    "delivery_id": "integer", "value": "text", "expires_at": "timestamp"}
-# one array per column where arrays bind, as for the ledger's planned rows
-_UNNEST_COUPONS = text(
-    f"INSERT INTO coupons ({', '.join(_COUPON_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _COUPON_COLUMNS.items())
-    + ") ON CONFLICT (code) DO NOTHING RETURNING delivery_id")
 
 
 def insert_coupons(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
     """Insert coupons, skipping one whose code is taken; returns the ledger row ids
     whose coupon was written."""
-    given: Iterable[Any]
-    if binds_arrays(conn):
-        given = conn.execute(_UNNEST_COUPONS, {
-            name: [naive_utc(row[name]) for row in rows] for name in _COUPON_COLUMNS})
-    else:
-        given = insert_returning(
-            conn, "coupons", _COUPON_COLUMNS, rows,
-            conflict="code", returning="delivery_id")
+    given = insert_returning(conn, "coupons", _COUPON_COLUMNS, rows,
+                             conflict="code", returning="delivery_id")
     return [delivery_id for (delivery_id,) in given]
 
 

@@ -10,6 +10,7 @@ the server choice: an out-of-date schema is refused (exit 3) until
 from __future__ import annotations
 
 import fcntl
+import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -239,17 +240,18 @@ def upsert(bind: Engine | Connection, table: Table) -> Any:
 def insert_returning(conn: Connection, table: str, columns: dict[str, str],
                      rows: Sequence[dict[str, Any]], *, conflict: str,
                      returning: str) -> list[Any]:
-    """SQLite: ROWS (by column name; COLUMNS: name -> kind, `timestamp` an aware
-    datetime) inserted with `ON CONFLICT (CONFLICT) DO NOTHING RETURNING RETURNING`, as
-    many rows a statement as the driver's variable limit allows; what RETURNING gives for
-    the rows written. Through the driver: SQLAlchemy's executemany processed each value
-    of a plan in Python, a third of a 20,000-mail plan's time. A timestamp is written as
-    SQLAlchemy's SQLite DateTime writes the naive UTC value (text with microseconds: the
-    columns compare as text), so reads through the models see the same value."""
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) \
-        if hasattr(raw, "getlimit") else 999
+    """ROWS (by column name; COLUMNS: name -> SQL type, `timestamp` an aware datetime)
+    inserted with `ON CONFLICT (CONFLICT) DO NOTHING RETURNING RETURNING`; what RETURNING
+    gives for the rows written. A timestamp is written as the naive UTC value (on SQLite
+    as its DateTime writes it, text with microseconds: the columns compare as text), so
+    reads through the models see the same value.
+
+    PostgreSQL takes the rows as one JSON parameter (json_to_recordset): psycopg dumps an
+    array per column in Python, 14 ms of CPU per thousand ledger rows against 5 ms for
+    json.dumps, and a thousand-row VALUES list cost ~110 ms to parse and plan. SQLite
+    takes as many rows a statement as the driver's variable limit allows, through the
+    driver: SQLAlchemy's executemany processed each value of a plan in Python, a third
+    of a 20,000-mail plan's time."""
     names = list(columns)
     stamps = [at for at, name in enumerate(names) if columns[name] == "timestamp"]
     stored: dict[datetime, str] = {}  # a plan's rows share a few moments
@@ -268,10 +270,20 @@ def insert_returning(conn: Connection, table: str, columns: dict[str, str],
                 found[at] = text_
         return found
 
+    tail = f" ON CONFLICT ({conflict}) DO NOTHING RETURNING {returning}"
+    if binds_arrays(conn):
+        record = ", ".join(f"{name} {columns[name]}" for name in names)
+        given = json.dumps([dict(zip(names, values(row), strict=True)) for row in rows])
+        return list(conn.exec_driver_sql(
+            f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(names)} FROM "
+            f"json_to_recordset(%s::json) AS r({record}){tail}", (given,)).all())
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) \
+        if hasattr(raw, "getlimit") else 999
     per = max(1, limit // len(names))
     mark = "(" + ", ".join("?" * len(names)) + ")"
     head = f"INSERT INTO {table} ({', '.join(names)}) VALUES "
-    tail = f" ON CONFLICT ({conflict}) DO NOTHING RETURNING {returning}"
     found: list[Any] = []
     for start in range(0, len(rows), per):
         chunk = rows[start:start + per]

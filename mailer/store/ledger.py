@@ -23,7 +23,7 @@ import sqlite3
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -617,28 +617,16 @@ _LEDGER_COLUMNS = {
     "status": "text",
     "attempts": "integer", "planned_at": "timestamp", "send_after": "timestamp",
     "expires_at": "timestamp", "message_id": "text", "topic": "text"}
-# Where arrays bind, a batch is inserted from one array per column: a thousand-row VALUES
-# list of 11,000 parameters cost ~110 ms a batch to parse and plan.
-_ARRAYS = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _LEDGER_COLUMNS.items())
-_UNNEST_INSERT = text(
-    f"INSERT INTO deliveries ({', '.join(_LEDGER_COLUMNS)}) SELECT * FROM unnest({_ARRAYS}) "
-    "ON CONFLICT (customer_id, campaign, occurrence) DO NOTHING "
-    "RETURNING customer_id, occurrence, id")
 
 
 def insert_planned(conn: Connection, rows: list[dict[str, Any]]) -> dict[tuple[int, str], int]:
     """Insert planned rows; one whose (customer, campaign, occurrence) another planner
     wrote first is skipped. Returns the ids of the rows written, by (customer id,
     occurrence)."""
-    result_rows: Iterable[Any]
-    if binds_arrays(conn):
-        result_rows = conn.execute(_UNNEST_INSERT, {
-            name: [naive_utc(row.get(name)) for row in rows] for name in _LEDGER_COLUMNS})
-    else:
-        result_rows = insert_returning(
-            conn, "deliveries", _LEDGER_COLUMNS, rows,
-            conflict="customer_id, campaign, occurrence",
-            returning="customer_id, occurrence, id")
+    result_rows = insert_returning(
+        conn, "deliveries", _LEDGER_COLUMNS, rows,
+        conflict="customer_id, campaign, occurrence",
+        returning="customer_id, occurrence, id")
     return {(row[0], row[1]): row[2] for row in result_rows}
 
 
