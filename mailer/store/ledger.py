@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import socket
 import sqlite3
@@ -237,7 +238,7 @@ def start(conn: Connection, owner: str, ids: Sequence[int], now: datetime,
     WITH: a turn's outcomes and its next group cost one round trip, not two."""
     if ids and outcomes and binds_arrays(conn):
         return {row[0] for row in conn.execute(_START_AFTER_OUTCOMES, {
-            **_outcome_arrays(outcomes, "o_"), "ids": list(ids), "owner": owner,
+            **_outcome_params(outcomes, "o_"), "ids": list(ids), "owner": owner,
             "until": now + IN_FLIGHT, "now": now})}
     finish_sent(conn, owner, outcomes)
     if not ids:
@@ -304,14 +305,16 @@ _OUTCOME_TYPES = {"id": "integer", "status": "text", "reason": "text",
 
 
 def _finish_sent_sql(prefix: str) -> str:
-    """finish_sent's UPDATE on PostgreSQL, its arrays bound as :PREFIX<column>."""
+    """finish_sent's UPDATE on PostgreSQL: the outcomes as one JSON array bound as
+    :PREFIXrows (psycopg dumped an array per column in Python, a third of a turn's
+    CPU in the driver), their ids as an integer array :PREFIXid."""
+    record = ", ".join(f"{name} {kind}" for name, kind in _OUTCOME_TYPES.items())
     return (
         "UPDATE deliveries AS d SET status = v.status, reason = v.reason, "
         "next_attempt_at = v.next_attempt_at, last_reply = v.last_reply, "
         "sent_at = v.sent_at, message_id = v.message_id, lease_owner = NULL, "
-        "lease_until = NULL FROM unnest("
-        + ", ".join(f"CAST(:{prefix}{n} AS {t}[])" for n, t in _OUTCOME_TYPES.items())
-        + f") AS v({', '.join(_OUTCOME_TYPES)}) "
+        f"lease_until = NULL FROM json_to_recordset(CAST(:{prefix}rows AS json)) "
+        f"AS v({record}) "
         # d.id = ANY(:id): an index condition, else the planner may scan the whole ledger
         f"WHERE d.id = ANY(CAST(:{prefix}id AS integer[])) AND d.id = v.id "
         "AND d.lease_owner = :owner AND d.status = 'sending'")
@@ -325,10 +328,19 @@ _START_AFTER_OUTCOMES = _START_DURABLE.add_cte(
     .cte("outcomes"))
 
 
-def _outcome_arrays(changes: Sequence[tuple[int, dict[str, Any]]], prefix: str
-                    ) -> dict[str, list[Any]]:
-    return {f"{prefix}{name}": [naive_utc(values[name]) if name != "id" else row_id
-                                for row_id, values in changes] for name in _OUTCOME_TYPES}
+def _outcome_params(changes: Sequence[tuple[int, dict[str, Any]]], prefix: str
+                    ) -> dict[str, Any]:
+    return {f"{prefix}id": [row_id for row_id, _ in changes],
+            f"{prefix}rows": json.dumps([{name: _json_value(values[name]) if name != "id"
+                                          else row_id for name in _OUTCOME_TYPES}
+                                         for row_id, values in changes])}
+
+
+def _json_value(value: Any) -> Any:
+    """A value as json_to_recordset reads it into its column: a moment as naive UTC."""
+    if isinstance(value, datetime):
+        return naive_utc(value).isoformat(sep=" ")
+    return value
 
 
 def finish_sent(conn: Connection, owner: str,
@@ -338,7 +350,7 @@ def finish_sent(conn: Connection, owner: str,
     if not changes or not binds_arrays(conn):
         finish(conn, owner, changes)
         return
-    conn.execute(_FINISH_SENT, {**_outcome_arrays(changes, ""), "owner": owner})
+    conn.execute(_FINISH_SENT, {**_outcome_params(changes, ""), "owner": owner})
 
 
 def suppress(conn: Connection, emails: Sequence[str], now: datetime) -> None:
