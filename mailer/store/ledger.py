@@ -252,9 +252,12 @@ _MAY_MAIL = exists().where(
     Customer.id == DELIVERIES.c.customer_id, Customer.consent == "subscribed",
     or_(Customer.paused_until.is_(None), Customer.paused_until <= bindparam("now")),
     ~exists().where(Suppression.email_key == Customer.email_key))
+# The owner compared through coalesce (never '') so no plan reaches the rows through the
+# lease_owner index: statistics from before the leases estimate one row for a sender
+# (0.35 ms a turn scanning the ~900 it holds, 0.01 ms through the id list).
 _START = (update(DELIVERIES)
           .where(DELIVERIES.c.id.in_(IDS),
-                 DELIVERIES.c.lease_owner == bindparam("owner"),
+                 func.coalesce(DELIVERIES.c.lease_owner, "") == bindparam("owner"),
                  DELIVERIES.c.status.in_(DUE_STATES), _MAY_MAIL,
                  ~paused_clause(DELIVERIES.c.campaign))
           .values(status="sending", attempts=DELIVERIES.c.attempts + 1,
