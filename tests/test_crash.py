@@ -314,41 +314,54 @@ def test_a_worker_goes_on_after_its_database_connections_were_closed_while_idle(
 def test_a_turns_outcomes_are_written_with_its_next_start(db: Workspace) -> None:
     """`start` records the outcomes of the last group in its transaction (on PostgreSQL in
     its statement): the replied row is `sent` with its reply, id and time, the next rows
-    are `sending`; with nothing to start the outcomes are written all the same."""
+    are `sending`; with nothing to start the outcomes are written all the same. Their
+    times to the microsecond whatever the zone, their text however odd."""
     from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
 
-    from mailer.delivery.outcomes import Outcome, settle
+    from sqlalchemy import select
+
+    from mailer.delivery.outcomes import Outcome, from_reply, settle
     from mailer.store.ledger import claim, start
+    from mailer.store.models import Delivery
 
     shop(db, ["a@example.com", "b@example.com", "c@example.com", "d@example.com"])
     _plan_only(db)
     engine = db.engine()
     now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # NOW in Berlin
+    # the reply's moment in another zone, with microseconds: 09:00:01.123456 UTC
+    replied = datetime(2026, 11, 23, 10, 0, 1, 123456, tzinfo=ZoneInfo("Europe/Berlin"))
+    odd = '250 2.0.0 "queued" as Q\\1 \'für\' 😀'
     try:
         first, second, third, fourth = claim(engine, "sender-1", now, 10)
         with engine.begin() as conn:
             assert start(conn, "sender-1", [first.id, second.id], now) == {first.id, second.id}
 
-        def sent(row: Any) -> tuple[int, dict[str, Any]]:  # as the sender settles a reply
-            values = settle(Outcome("sent", f"250 2.0.0 queued as Q{row.id}"), attempts=1,
-                            now=now, send_after=row.send_after, expires_at=row.expires_at,
-                            retry_for=timedelta(days=1), rng=random.Random(1), began=now)
+        def settled(row: Any, outcome: Outcome) -> tuple[int, dict[str, Any]]:
+            values = settle(outcome, attempts=1, now=replied, send_after=row.send_after,
+                            expires_at=row.expires_at, retry_for=timedelta(days=1),
+                            rng=random.Random(1), began=replied)
             return row.id, {**values, "message_id": f"<m{row.id}@shop.example>"}
 
+        sent = settled(first, Outcome("sent", odd))
+        # a server's reply that is not UTF-8 (aiosmtplib's surrogates) and holds a NUL
+        later = settled(second, from_reply(451, "4.3.0 Mailbox gel\udce4hmt\x00 try later"))
         with engine.begin() as conn:
-            assert start(conn, "sender-1", [third.id], now, [sent(first)]) == {third.id}
+            assert start(conn, "sender-1", [third.id], now, [sent]) == {third.id}
         with engine.begin() as conn:  # nothing started: the outcome is written anyway
-            assert start(conn, "sender-1", [], now, [sent(second)]) == set()
-        rows = {row_id: (status, reply, message_id, lease) for row_id, status, reply,
-                message_id, lease in db.query(
-                    "SELECT id, status, last_reply, message_id, lease_owner FROM deliveries")}
-        assert rows[first.id] == ("sent", f"250 2.0.0 queued as Q{first.id}",
-                                  f"<m{first.id}@shop.example>", None)
-        assert rows[second.id][:3] == ("sent", f"250 2.0.0 queued as Q{second.id}",
-                                       f"<m{second.id}@shop.example>")
-        assert rows[third.id][0] == "sending" and rows[third.id][3] == "sender-1"
-        assert rows[fourth.id][0] == "queued"
-        assert db.query("SELECT sent_at FROM deliveries WHERE id = :id", id=first.id)[0][0]
+            assert start(conn, "sender-1", [], now, [later]) == set()
+        with engine.connect() as conn:
+            rows = {row.id: row for row in conn.execute(select(
+                Delivery.id, Delivery.status, Delivery.last_reply, Delivery.message_id,
+                Delivery.lease_owner, Delivery.sent_at, Delivery.next_attempt_at))}
+        assert tuple(rows[first.id])[1:5] == ("sent", odd, f"<m{first.id}@shop.example>",
+                                              None)
+        assert rows[first.id].sent_at == replied
+        assert rows[second.id].status == "deferred"
+        assert rows[second.id].last_reply == "451 4.3.0 Mailbox gel?hmt try later"
+        assert rows[second.id].next_attempt_at == later[1]["next_attempt_at"]
+        assert rows[third.id].status == "sending" and rows[third.id].lease_owner == "sender-1"
+        assert rows[fourth.id].status == "queued"
     finally:
         engine.dispose()
 

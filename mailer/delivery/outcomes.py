@@ -53,8 +53,12 @@ def enhanced_code(message: str) -> str | None:
 
 
 def from_reply(code: int, message: str) -> Outcome:
-    """The outcome of an SMTP reply to one step of a transaction."""
+    """The outcome of an SMTP reply to one step of a transaction. The reply as the
+    ledger keeps it: whitespace folded, at most 500 characters, and valid text (a
+    server's bytes that are not UTF-8 come decoded as lone surrogates, and a NUL no
+    database column takes: either failed the turn that recorded it)."""
     text = " ".join(f"{code} {message}".split())[:500]
+    text = text.encode("utf-8", "replace").decode("utf-8").replace("\0", "")
     enhanced = enhanced_code(message) or ""
     if 200 <= code < 300:
         return Outcome("sent", text)

@@ -220,7 +220,8 @@ def is_server(bind: Engine | Connection) -> bool:
 
 
 def binds_arrays(bind: Engine | Connection) -> bool:
-    """Whether a statement can take a whole column as one array parameter (unnest)."""
+    """Whether a statement can take a whole column as one parameter: an array (unnest),
+    or rows as one JSON recordset (insert_returning, the turn's outcomes)."""
     return bind.dialect.name == "postgresql"
 
 
@@ -236,6 +237,17 @@ def upsert(bind: Engine | Connection, table: Table) -> Any:
     if is_server(bind):
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+def stored_moment(moment: datetime, where: str) -> str:
+    """An aware MOMENT as statements written by hand store it: naive UTC text with
+    microseconds, as SQLite's DateTime writes it (its columns compare as text) and as
+    PostgreSQL reads a `timestamp`. A naive one is refused, as the models' UTCDateTime
+    refuses it (WHERE: the column, for the error)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime given to {where}")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ",
+                                                                  timespec="microseconds")
+
 
 def insert_returning(conn: Connection, table: str, columns: dict[str, str],
                      rows: Sequence[dict[str, Any]], *, conflict: str,
@@ -263,10 +275,7 @@ def insert_returning(conn: Connection, table: str, columns: dict[str, str],
             if moment is not None:
                 text_ = stored.get(moment)
                 if text_ is None:
-                    if moment.tzinfo is None:  # as the models' UTCDateTime refuses it
-                        raise ValueError(f"naive datetime given to {table}.{names[at]}")
-                    text_ = stored[moment] = moment.astimezone(UTC).replace(
-                        tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+                    text_ = stored[moment] = stored_moment(moment, f"{table}.{names[at]}")
                 found[at] = text_
         return found
 

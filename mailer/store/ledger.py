@@ -70,6 +70,7 @@ from mailer.store.db import (
     create,
     insert_returning,
     is_server,
+    stored_moment,
 )
 from mailer.store.locks import file_lock, lock_path
 from mailer.store.models import (
@@ -79,7 +80,6 @@ from mailer.store.models import (
     Event,
     Suppression,
     UTCDateTime,
-    naive_utc,
 )
 from mailer.store.operator.pauses import PAUSED, paused_clause
 
@@ -104,9 +104,11 @@ def relax_commits(engine: Engine) -> None:
             cursor.execute("SET synchronous_commit = off")
             # PostgreSQL's own choice between a custom and a generic plan for the
             # statements psycopg prepares: the turn's start, planned afresh each time,
-            # spent 1.6-1.9 ms planning for 0.3 ms of work. Each list of ids is an index
-            # condition (`id IN …`, `id = ANY(…)`), so the generic plan no longer scans
-            # the ledger as it did for an outcome batch once (docs/performance.md).
+            # spent 1.6-1.9 ms planning for 0.3 ms of work. The turn's statements reach
+            # their rows through an index in either plan (the ids, the `sending` rows);
+            # the claim's and expiry's generic plans would scan the ledger, and
+            # PostgreSQL keeps their custom plans on cost (0 generic of 45 claims on a
+            # 300,000-row ledger): docs/performance.md, 2026-12-04 evening.
         dbapi_connection.commit()
 
     event.listen(engine, "connect", relax)
@@ -318,7 +320,8 @@ def _finish_sent_sql(prefix: str) -> str:
         "sent_at = v.sent_at, message_id = v.message_id, lease_owner = NULL, "
         f"lease_until = NULL FROM json_to_recordset(CAST(:{prefix}rows AS json)) "
         f"AS v({record}) "
-        # d.id = ANY(:id): an index condition, else the planner may scan the whole ledger
+        # d.id = ANY(:id) beside the `sending` rows' index: the planner never has to scan
+        # the whole ledger (it once did, from `d.id = v.id` alone)
         f"WHERE d.id = ANY(CAST(:{prefix}id AS integer[])) AND d.id = v.id "
         "AND d.lease_owner = :owner AND d.status = 'sending'")
 
@@ -340,16 +343,15 @@ def _outcome_params(changes: Sequence[tuple[int, dict[str, Any]]], prefix: str
 
 
 def _json_value(value: Any) -> Any:
-    """A value as json_to_recordset reads it into its column: a moment as naive UTC."""
-    if isinstance(value, datetime):
-        return naive_utc(value).isoformat(sep=" ")
-    return value
+    """A value as json_to_recordset reads it into its column."""
+    return stored_moment(value, "deliveries") if isinstance(value, datetime) else value
 
 
 def finish_sent(conn: Connection, owner: str,
                 changes: Sequence[tuple[int, dict[str, Any]]]) -> None:
-    """Record attempts' outcomes (values from mailer.delivery.outcomes.settle plus message_id). On
-    PostgreSQL one statement from one array per column, else one UPDATE per row."""
+    """Record attempts' outcomes (values from mailer.delivery.outcomes.settle plus
+    message_id). On PostgreSQL one statement from one JSON parameter, else one UPDATE
+    per row."""
     if not changes or not binds_arrays(conn):
         finish(conn, owner, changes)
         return
