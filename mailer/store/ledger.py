@@ -254,12 +254,19 @@ _MAY_MAIL = exists().where(
     Customer.id == DELIVERIES.c.customer_id, Customer.consent == "subscribed",
     or_(Customer.paused_until.is_(None), Customer.paused_until <= bindparam("now")),
     ~exists().where(Suppression.email_key == Customer.email_key))
-# The owner compared through coalesce (never '') so no plan reaches the rows through the
-# lease_owner index: statistics from before the leases estimate one row for a sender
-# (0.35 ms a turn scanning the ~900 it holds, 0.01 ms through the id list).
+
+
+def _held_by(owner: BindParameter[Any]) -> Any:
+    """The row's lease is OWNER's, for statements that name their rows by id: compared
+    through coalesce (an owner is never '') so no plan reaches the rows through the
+    lease_owner index, which statistics from before the leases favour (one row estimated
+    for a sender: the start scanned the ~900 it holds, 0.35 ms a turn, 0.04 ms by id)."""
+    return func.coalesce(DELIVERIES.c.lease_owner, "") == owner
+
+
 _START = (update(DELIVERIES)
           .where(DELIVERIES.c.id.in_(IDS),
-                 func.coalesce(DELIVERIES.c.lease_owner, "") == bindparam("owner"),
+                 _held_by(bindparam("owner")),
                  DELIVERIES.c.status.in_(DUE_STATES), _MAY_MAIL,
                  ~paused_clause(DELIVERIES.c.campaign))
           .values(status="sending", attempts=DELIVERIES.c.attempts + 1,
@@ -299,7 +306,7 @@ def _finish_statement(columns: tuple[str, ...], from_states: tuple[str, ...]) ->
                          if state in DELIVERY_STATES]
     return (update(DELIVERIES)
             .where(DELIVERIES.c.id == bindparam("b_id"),
-                   DELIVERIES.c.lease_owner == bindparam("b_owner"),
+                   _held_by(bindparam("b_owner")),
                    DELIVERIES.c.status.in_(states))
             .values({name: bindparam(f"v_{name}") for name in columns}))
 
@@ -785,7 +792,7 @@ def consent_of_rows(conn: Connection, ids: Sequence[int]
 
 _UNLEASE = (update(DELIVERIES)
             .where(DELIVERIES.c.id.in_(IDS),
-                   DELIVERIES.c.lease_owner == bindparam("owner"),
+                   _held_by(bindparam("owner")),
                    DELIVERIES.c.status.in_(DUE_STATES))
             .values(lease_owner=None, lease_until=None))
 
