@@ -238,6 +238,7 @@ def upsert(bind: Engine | Connection, table: Table) -> Any:
         return postgresql.insert(table)
     return sqlite.insert(table)
 
+
 def stored_moment(moment: datetime, where: str) -> str:
     """An aware MOMENT as statements written by hand store it: naive UTC text with
     microseconds, as SQLite's DateTime writes it (its columns compare as text) and as
