@@ -33,8 +33,10 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BindParameter,
+    FunctionElement,
     Integer,
     Select,
+    String,
     Table,
     Update,
     and_,
@@ -52,6 +54,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.ext.compiler import compiles
 
 from mailer.core.states import (
     COUNT_TOWARD_CAPS,
@@ -256,12 +259,32 @@ _MAY_MAIL = exists().where(
     ~exists().where(Suppression.email_key == Customer.email_key))
 
 
+class _LeaseOwner(FunctionElement[str]):
+    """A row's lease owner, for statements that name their rows by id. PostgreSQL
+    compares it through coalesce (an owner is never '') so no plan reaches the rows
+    through the lease_owner index, which statistics from before the leases favour (one
+    row estimated for a sender: the start scanned the ~900 it holds, 0.35 ms a turn,
+    0.04 ms by id). SQLite compares the column itself: given the coalesce, its planner
+    took the (status, send_after) index for 20 ids and a start of a 1M-row queue took
+    100 ms instead of 0.1."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(_LeaseOwner)
+def _lease_owner(element: _LeaseOwner, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(_LeaseOwner, "postgresql")
+def _lease_owner_server(element: _LeaseOwner, compiler: Any, **kw: Any) -> str:
+    return f"coalesce({compiler.process(element.clauses, **kw)}, '')"
+
+
 def _held_by(owner: BindParameter[Any]) -> Any:
-    """The row's lease is OWNER's, for statements that name their rows by id: compared
-    through coalesce (an owner is never '') so no plan reaches the rows through the
-    lease_owner index, which statistics from before the leases favour (one row estimated
-    for a sender: the start scanned the ~900 it holds, 0.35 ms a turn, 0.04 ms by id)."""
-    return func.coalesce(DELIVERIES.c.lease_owner, "") == owner
+    """The row's lease is OWNER's (_LeaseOwner)."""
+    return _LeaseOwner(DELIVERIES.c.lease_owner) == owner
 
 
 _START = (update(DELIVERIES)
